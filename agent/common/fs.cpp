@@ -1,0 +1,138 @@
+#include "agent/common/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+
+namespace datera::fs {
+namespace {
+
+/// Closes an fd on scope exit; errors on close are reported by the callers that care (writers).
+struct FdGuard {
+  int fd = -1;
+  ~FdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() { return std::exchange(fd, -1); }
+};
+
+Status write_all(int fd, const std::string& content, const std::string& path) {
+  size_t off = 0;
+  while (off < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::from_errno("writing " + path, errno);
+    }
+    off += static_cast<size_t>(n);
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Result<std::string> read_file(const std::string& path, size_t max_bytes) {
+  FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (g.fd < 0) return Error::from_errno("opening " + path, errno);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(g.fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::from_errno("reading " + path, errno);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes", EFBIG};
+    }
+  }
+  return out;
+}
+
+Status fsync_dir(const std::string& dir) {
+  FdGuard g{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (g.fd < 0) return Error::from_errno("opening directory " + dir, errno);
+  if (::fsync(g.fd) != 0) return Error::from_errno("fsync of directory " + dir, errno);
+  return ok_status();
+}
+
+Status atomic_write(const std::string& path, const std::string& content, mode_t mode) {
+  const std::string dir = dirname(path);
+  const std::string tmp = join(dir, "." + basename(path) + ".tmp-" + std::to_string(::getpid()));
+  FdGuard g{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
+  if (g.fd < 0) return Error::from_errno("creating " + tmp, errno);
+  auto fail = [&](Error e) {
+    ::unlink(tmp.c_str());
+    return Status{std::move(e)};
+  };
+  if (auto st = write_all(g.fd, content, tmp); !st) return fail(st.error());
+  if (::fchmod(g.fd, mode) != 0) return fail(Error::from_errno("chmod " + tmp, errno));
+  if (::fsync(g.fd) != 0) return fail(Error::from_errno("fsync " + tmp, errno));
+  // Close before rename: an exec of the final path must never find the inode open for writing
+  // (ETXTBSY).
+  if (::close(g.release()) != 0) return fail(Error::from_errno("closing " + tmp, errno));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(Error::from_errno("renaming " + tmp + " to " + path, errno));
+  }
+  return fsync_dir(dir);
+}
+
+Status ensure_dir(const std::string& path, mode_t mode) {
+  if (path.empty()) return Error{"empty directory path", EINVAL};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) return Error{path + " exists and is not a directory", ENOTDIR};
+    if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) {
+      return Error::from_errno("chmod " + path, errno);
+    }
+    return ok_status();
+  }
+  if (errno != ENOENT) return Error::from_errno("stat " + path, errno);
+  const std::string parent = dirname(path);
+  if (parent != path && !exists(parent)) {
+    if (auto s = ensure_dir(parent, 0755); !s) return s;
+  }
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return Error::from_errno("mkdir " + path, errno);
+  }
+  if (::chmod(path.c_str(), mode) != 0) return Error::from_errno("chmod " + path, errno);
+  return ok_status();
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string dirname(const std::string& path) {
+  const auto pos = path.find_last_of('/');
+  if (pos == std::string::npos) return ".";
+  if (pos == 0) return "/";
+  return path.substr(0, pos);
+}
+
+std::string basename(const std::string& path) {
+  const auto pos = path.find_last_of('/');
+  return pos == std::string::npos ? path : path.substr(pos + 1);
+}
+
+std::string join(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (a.back() == '/') return a + b;
+  return a + "/" + b;
+}
+
+Result<std::string> self_exe() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n < 0) return Error::from_errno("readlink /proc/self/exe", errno);
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace datera::fs

@@ -1,0 +1,35 @@
+#pragma once
+
+// Small, synchronous file-system helpers with errno-carrying results. They block, so code on the
+// event loop calls them through run_blocking() (agent/common/blocking.h).
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "agent/common/result.h"
+
+namespace datera::fs {
+
+/// Reads a whole file (bounded by max_bytes, to refuse surprises such as /dev/zero).
+Result<std::string> read_file(const std::string& path, size_t max_bytes = 64 << 20);
+
+/// Crash-safe replace: write `<dir>/.<name>.tmp-<pid>`, fsync, chmod, rename over `path`, fsync the
+/// directory. Readers (and exec) see either the old or the new content, never a mix.
+Status atomic_write(const std::string& path, const std::string& content, mode_t mode);
+
+/// Creates `path` (and parents) if missing; sets `mode` on the last component either way.
+Status ensure_dir(const std::string& path, mode_t mode);
+
+Status fsync_dir(const std::string& dir);
+
+bool exists(const std::string& path);
+
+std::string dirname(const std::string& path);
+std::string basename(const std::string& path);
+std::string join(const std::string& a, const std::string& b);
+
+/// The absolute path of the running executable (/proc/self/exe).
+Result<std::string> self_exe();
+
+}  // namespace datera::fs

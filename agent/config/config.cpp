@@ -1,0 +1,314 @@
+#include "agent/config/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <set>
+
+#include <yaml-cpp/yaml.h>
+
+#include "agent/common/duration.h"
+#include "agent/common/fs.h"
+#include "agent/common/logging.h"
+
+namespace datera::config {
+namespace {
+
+constexpr size_t kMaxUnixPath = 107;  // sun_path is 108 bytes including the NUL
+
+Error key_error(const std::string& key, const std::string& why) {
+  return Error{"config key '" + key + "': " + why};
+}
+
+Status check_keys(const YAML::Node& map, const std::string& prefix,
+                  const std::set<std::string>& known) {
+  if (!map.IsMap()) return key_error(prefix.empty() ? "<top>" : prefix, "must be a mapping");
+  for (const auto& kv : map) {
+    const auto key = kv.first.as<std::string>();
+    if (!known.contains(key)) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      return key_error(prefix + key, "unknown key (known: " + list + ")");
+    }
+  }
+  return ok_status();
+}
+
+Result<std::string> get_string(const YAML::Node& node, const std::string& key) {
+  if (!node.IsScalar()) return key_error(key, "must be a string");
+  return node.as<std::string>();
+}
+
+Result<milliseconds> get_duration(const YAML::Node& node, const std::string& key) {
+  if (!node.IsScalar()) return key_error(key, "must be a duration such as 10s");
+  auto d = parse_duration(node.as<std::string>());
+  if (!d) return key_error(key, d.error().message);
+  return *d;
+}
+
+Result<long long> parse_int(const std::string& text, const std::string& key, long long lo,
+                            long long hi) {
+  long long v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc{} || p != text.data() + text.size()) {
+    return key_error(key, "'" + text + "' is not an integer");
+  }
+  if (v < lo || v > hi) {
+    return key_error(key, std::to_string(v) + " is out of range [" + std::to_string(lo) + ", " +
+                              std::to_string(hi) + "]");
+  }
+  return v;
+}
+
+Result<long long> get_int(const YAML::Node& node, const std::string& key, long long lo,
+                          long long hi) {
+  if (!node.IsScalar()) return key_error(key, "must be an integer");
+  return parse_int(node.as<std::string>(), key, lo, hi);
+}
+
+// Assigns `out` from node[key] with `getter` if the key is present.
+#define DT_SET_STRING(node, key, full, out)           \
+  if (node[key]) {                                    \
+    auto v = get_string(node[key], full);             \
+    if (!v) return v.error();                         \
+    out = *v;                                         \
+  }
+#define DT_SET_DURATION(node, key, full, out)         \
+  if (node[key]) {                                    \
+    auto v = get_duration(node[key], full);           \
+    if (!v) return v.error();                         \
+    out = *v;                                         \
+  }
+
+Status apply_yaml(const YAML::Node& root, Config& cfg) {
+  if (!root || root.IsNull()) return ok_status();
+  if (auto s = check_keys(root, "",
+                          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir",
+                           "log_level", "shutdown_grace", "metrics", "api", "driver"});
+      !s) {
+    return s;
+  }
+  DT_SET_STRING(root, "node_name", "node_name", cfg.node_name)
+  DT_SET_STRING(root, "socket_path", "socket_path", cfg.socket_path)
+  DT_SET_STRING(root, "plugin_dir", "plugin_dir", cfg.plugin_dir)
+  DT_SET_STRING(root, "kubelet_root", "kubelet_root", cfg.kubelet_root)
+  DT_SET_STRING(root, "state_dir", "state_dir", cfg.state_dir)
+  DT_SET_STRING(root, "log_level", "log_level", cfg.log_level)
+  DT_SET_DURATION(root, "shutdown_grace", "shutdown_grace", cfg.shutdown_grace)
+
+  if (const auto m = root["metrics"]; m && !m.IsNull()) {
+    if (auto s = check_keys(m, "metrics.", {"listen"}); !s) return s;
+    DT_SET_STRING(m, "listen", "metrics.listen", cfg.metrics.listen)
+  }
+  if (const auto a = root["api"]; a && !a.IsNull()) {
+    if (auto s = check_keys(a, "api.",
+                            {"allowed_uids", "max_connections", "read_timeout", "call_timeout"});
+        !s) {
+      return s;
+    }
+    if (const auto u = a["allowed_uids"]) {
+      if (!u.IsSequence()) return key_error("api.allowed_uids", "must be a list of uids");
+      cfg.api.allowed_uids.clear();
+      for (const auto& item : u) {
+        auto v = get_int(item, "api.allowed_uids", 0, 4'294'967'294LL);
+        if (!v) return v.error();
+        cfg.api.allowed_uids.push_back(static_cast<uid_t>(*v));
+      }
+    }
+    if (a["max_connections"]) {
+      auto v = get_int(a["max_connections"], "api.max_connections", 1, 4096);
+      if (!v) return v.error();
+      cfg.api.max_connections = static_cast<size_t>(*v);
+    }
+    DT_SET_DURATION(a, "read_timeout", "api.read_timeout", cfg.api.read_timeout)
+    DT_SET_DURATION(a, "call_timeout", "api.call_timeout", cfg.api.call_timeout)
+  }
+  if (const auto d = root["driver"]; d && !d.IsNull()) {
+    if (auto s = check_keys(d, "driver.",
+                            {"vendor", "driver", "shim_source", "shim_timeout",
+                             "self_test_timeout"});
+        !s) {
+      return s;
+    }
+    DT_SET_STRING(d, "vendor", "driver.vendor", cfg.driver.vendor)
+    DT_SET_STRING(d, "driver", "driver.driver", cfg.driver.driver)
+    DT_SET_STRING(d, "shim_source", "driver.shim_source", cfg.driver.shim_source)
+    DT_SET_DURATION(d, "shim_timeout", "driver.shim_timeout", cfg.driver.shim_timeout)
+    DT_SET_DURATION(d, "self_test_timeout", "driver.self_test_timeout",
+                    cfg.driver.self_test_timeout)
+  }
+  return ok_status();
+}
+
+#undef DT_SET_STRING
+#undef DT_SET_DURATION
+
+Status check_abs_path(const std::string& key, const std::string& path) {
+  if (path.empty() || path.front() != '/') return key_error(key, "'" + path + "' must be an absolute path");
+  if (path.find("/../") != std::string::npos || path.ends_with("/..") ||
+      path.find('\0') != std::string::npos) {
+    return key_error(key, "'" + path + "' must not contain '..'");
+  }
+  return ok_status();
+}
+
+bool is_name_token(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::islower(c) || std::isdigit(c) || c == '-' || c == '_' || c == '.';
+  }) && s.front() != '.';
+}
+
+Status parse_listen(MetricsConfig& m) {
+  const auto pos = m.listen.rfind(':');
+  if (pos == std::string::npos || pos == 0) {
+    return key_error("metrics.listen", "'" + m.listen + "' must be HOST:PORT, e.g. 0.0.0.0:9808");
+  }
+  std::string host = m.listen.substr(0, pos);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  auto port = parse_int(m.listen.substr(pos + 1), "metrics.listen", 0, 65535);
+  if (!port) return port.error();
+  m.host = host;
+  m.port = static_cast<uint16_t>(*port);
+  return ok_status();
+}
+
+}  // namespace
+
+bool is_valid_node_name(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    const auto dot = name.find('.', start);
+    const auto label = name.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (label.empty() || label.size() > 63) return false;
+    if (!std::isalnum(static_cast<unsigned char>(label.front())) ||
+        !std::isalnum(static_cast<unsigned char>(label.back()))) {
+      return false;
+    }
+    for (unsigned char c : label) {
+      if (!(std::islower(c) || std::isdigit(c) || c == '-')) return false;
+    }
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return true;
+}
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    if (const char* v = std::getenv(name.c_str()); v != nullptr) return std::string(v);
+    return std::nullopt;
+  };
+}
+
+const std::vector<std::pair<std::string, std::string>>& env_overrides() {
+  static const std::vector<std::pair<std::string, std::string>> kEnv = {
+      {"NODE_NAME", "node_name"},
+      {"DATERA_AGENT_NODE_NAME", "node_name"},
+      {"DATERA_AGENT_SOCKET_PATH", "socket_path"},
+      {"DATERA_AGENT_PLUGIN_DIR", "plugin_dir"},
+      {"DATERA_AGENT_KUBELET_ROOT", "kubelet_root"},
+      {"DATERA_AGENT_STATE_DIR", "state_dir"},
+      {"DATERA_AGENT_LOG_LEVEL", "log_level"},
+      {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen"},
+  };
+  return kEnv;
+}
+
+Status validate(Config& cfg) {
+  if (!is_valid_node_name(cfg.node_name)) {
+    return key_error("node_name", "'" + cfg.node_name +
+                                      "' is not a valid Kubernetes node name (lowercase RFC 1123 "
+                                      "subdomain); set node_name or NODE_NAME");
+  }
+  for (const auto& [key, path] : {std::pair{"socket_path", &cfg.socket_path},
+                                  std::pair{"plugin_dir", &cfg.plugin_dir},
+                                  std::pair{"kubelet_root", &cfg.kubelet_root},
+                                  std::pair{"state_dir", &cfg.state_dir}}) {
+    if (auto s = check_abs_path(key, *path); !s) return s;
+    while (path->size() > 1 && path->back() == '/') path->pop_back();
+  }
+  if (cfg.socket_path.size() > kMaxUnixPath) {
+    return key_error("socket_path", "'" + cfg.socket_path + "' is longer than " +
+                                        std::to_string(kMaxUnixPath) +
+                                        " bytes, the limit for a Unix socket path");
+  }
+  if (auto lvl = parse_log_level(cfg.log_level); !lvl) return key_error("log_level", lvl.error().message);
+  if (auto s = parse_listen(cfg.metrics); !s) return s;
+  if (!is_name_token(cfg.driver.vendor) || cfg.driver.vendor.find('~') != std::string::npos) {
+    return key_error("driver.vendor", "'" + cfg.driver.vendor + "' must be a short lowercase name");
+  }
+  if (!is_name_token(cfg.driver.driver)) {
+    return key_error("driver.driver", "'" + cfg.driver.driver + "' must be a short lowercase name");
+  }
+  if (!cfg.driver.shim_source.empty()) {
+    if (auto s = check_abs_path("driver.shim_source", cfg.driver.shim_source); !s) return s;
+  }
+  if (cfg.api.allowed_uids.empty()) {
+    return key_error("api.allowed_uids", "must name at least one uid (0 is root)");
+  }
+  if (cfg.api.read_timeout.count() < 100) return key_error("api.read_timeout", "must be at least 100ms");
+  if (cfg.api.call_timeout.count() < 1000) return key_error("api.call_timeout", "must be at least 1s");
+  if (cfg.driver.shim_timeout <= cfg.api.call_timeout) {
+    return key_error("driver.shim_timeout",
+                     "must be longer than api.call_timeout, so the agent's own, more precise "
+                     "error reaches kubelet before the shim gives up");
+  }
+  if (cfg.driver.self_test_timeout.count() < 100) {
+    return key_error("driver.self_test_timeout", "must be at least 100ms");
+  }
+  return ok_status();
+}
+
+Result<Config> parse(const std::string& yaml_text, const EnvLookup& env, const std::string& hostname) {
+  Config cfg;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return Error{"config is not valid YAML: " + std::string(e.what())};
+  }
+  try {
+    if (auto s = apply_yaml(root, cfg); !s) return s.error();
+  } catch (const YAML::Exception& e) {  // e.g. a map where a scalar was expected
+    return Error{"config has a value of the wrong type: " + std::string(e.what())};
+  }
+  for (const auto& [var, key] : env_overrides()) {
+    const auto value = env(var);
+    if (!value || value->empty()) continue;
+    if (key == "node_name") cfg.node_name = *value;
+    else if (key == "socket_path") cfg.socket_path = *value;
+    else if (key == "plugin_dir") cfg.plugin_dir = *value;
+    else if (key == "kubelet_root") cfg.kubelet_root = *value;
+    else if (key == "state_dir") cfg.state_dir = *value;
+    else if (key == "log_level") cfg.log_level = *value;
+    else if (key == "metrics.listen") cfg.metrics.listen = *value;
+  }
+  if (cfg.node_name.empty()) {
+    cfg.node_name = hostname;
+    std::transform(cfg.node_name.begin(), cfg.node_name.end(), cfg.node_name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  }
+  if (auto s = validate(cfg); !s) return s.error();
+  return cfg;
+}
+
+Result<Config> load(const std::string& path, const EnvLookup& env, const std::string& hostname) {
+  std::string text;
+  if (!path.empty()) {
+    auto content = fs::read_file(path, 1 << 20);
+    if (!content) return content.error().wrap("reading config");
+    text = std::move(*content);
+  }
+  auto cfg = parse(text, env, hostname);
+  if (!cfg && !path.empty()) return cfg.error().wrap(path);
+  return cfg;
+}
+
+}  // namespace datera::config

@@ -1,0 +1,80 @@
+#pragma once
+
+// The agent's configuration: YAML file, then environment overrides (what a DaemonSet injects),
+// then command-line overrides. Unknown keys and bad values are refused with the key and the reason,
+// so a typo never silently falls back to a default.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/common/result.h"
+
+namespace datera::config {
+
+using std::chrono::milliseconds;
+
+struct MetricsConfig {
+  std::string listen = "0.0.0.0:9808";
+  std::string host = "0.0.0.0";  ///< derived from listen
+  uint16_t port = 9808;          ///< derived from listen
+};
+
+struct ApiConfig {
+  std::vector<uid_t> allowed_uids{0};
+  size_t max_connections = 64;
+  milliseconds read_timeout{10'000};  ///< a client must send its whole request within this
+  milliseconds call_timeout{600'000};  ///< bound on one FlexVolume call inside the agent
+};
+
+struct DriverConfig {
+  std::string vendor = "datera";
+  std::string driver = "iscsi";
+  std::string shim_source;             ///< empty: datera-flexvolume next to the agent executable
+  milliseconds shim_timeout{630'000};  ///< the shim's own bound on one call (connect + reply)
+  milliseconds self_test_timeout{10'000};
+
+  std::string driver_dir_name() const { return vendor + "~" + driver; }
+  std::string driver_name() const { return vendor + "/" + driver; }
+};
+
+struct Config {
+  std::string node_name;
+  std::string socket_path = "/run/datera-agent/agent.sock";
+  std::string plugin_dir = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec";
+  std::string kubelet_root = "/var/lib/kubelet";
+  std::string state_dir = "/var/lib/datera-agent";
+  std::string log_level = "info";
+  milliseconds shutdown_grace{20'000};
+  MetricsConfig metrics;
+  ApiConfig api;
+  DriverConfig driver;
+};
+
+/// Where environment values come from (injectable so tests need no setenv).
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup process_env();
+
+/// Environment variables honoured, in the order applied (documented in agent/README.md).
+const std::vector<std::pair<std::string, std::string>>& env_overrides();
+
+/// Parses YAML text (may be empty: all defaults), applies environment overrides and validates.
+/// `hostname` fills node_name when neither file nor environment set it.
+Result<Config> parse(const std::string& yaml_text, const EnvLookup& env, const std::string& hostname);
+
+/// Reads `path` (empty: no file) and calls parse().
+Result<Config> load(const std::string& path, const EnvLookup& env, const std::string& hostname);
+
+/// Checks cross-field rules and value formats; parse() calls it, and so does any code that edits
+/// a Config after loading (command-line overrides).
+Status validate(Config& cfg);
+
+/// Kubernetes node names are RFC 1123 subdomains.
+bool is_valid_node_name(const std::string& name);
+
+}  // namespace datera::config

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every build, test and run dependency of datera-agent from Debian 12 packages.
+# Idempotent: packages already present are left alone. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git clang-format
+  # libraries (Boost 1.81 headers: Asio + Beast; conflicts with and replaces libboost1.74-dev)
+  libboost1.81-dev libudev-dev libmount-dev libblkid-dev libopeniscsiusr-dev prometheus-cpp-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # runtime tools the agent drives and the tests use
+  open-iscsi udev xfsprogs e2fsprogs util-linux fdisk curl iproute2 procps python3
+)
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "setup.sh: run as root (or install sudo)" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup.sh: all ${#PACKAGES[@]} packages present"
+fi
