@@ -5,6 +5,6 @@
 namespace datera::metrics {
 inline constexpr const char* kMetricsPath = "/metrics";
 inline constexpr const char* kHealthPath = "/healthz";  ///< 200 while the event loop turns
-inline constexpr const char* kReadyPath = "/readyz";    ///< 200 once every readiness condition holds
+inline constexpr const char* kReadyPath = "/readyz";  ///< 200 once every readiness condition holds
 inline constexpr unsigned short kDefaultPort = 9808;
 }  // namespace datera::metrics

@@ -2,7 +2,13 @@
 
 // Runs a blocking function (fsync, rename, a large read) on a worker pool and resumes the calling
 // coroutine on its own executor, so the event loop never stalls on disk.
+//
+// Pass lambdas that capture by reference (the caller's frame outlives the call). GCC 12 destroys
+// some temporaries inside a co_await expression twice (GCC PR 100611): a lambda holding a copied
+// std::string crashes there, one holding references has nothing to destroy.
 
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include <boost/asio/awaitable.hpp>
@@ -13,14 +19,27 @@
 namespace datera {
 
 template <typename Fn>
-auto run_blocking(boost::asio::thread_pool& pool, Fn fn)
-    -> boost::asio::awaitable<decltype(fn())> {
+auto run_blocking(boost::asio::thread_pool& pool, Fn fn) -> boost::asio::awaitable<decltype(fn())> {
   using R = decltype(fn());
-  // The function object is moved into co_spawn's own frame, so nothing dangles.
-  co_return co_await boost::asio::co_spawn(
-      pool.get_executor(),
-      [f = std::move(fn)]() mutable -> boost::asio::awaitable<R> { co_return f(); },
-      boost::asio::use_awaitable);
+  // The function object is moved into co_spawn's own frame, so nothing dangles. co_spawn needs a
+  // default-constructible result, hence the optional around types such as Result<T>.
+  if constexpr (std::is_void_v<R>) {
+    co_await boost::asio::co_spawn(
+        pool.get_executor(),
+        [f = std::move(fn)]() mutable -> boost::asio::awaitable<void> {
+          f();
+          co_return;
+        },
+        boost::asio::use_awaitable);
+  } else {
+    auto out = co_await boost::asio::co_spawn(
+        pool.get_executor(),
+        [f = std::move(fn)]() mutable -> boost::asio::awaitable<std::optional<R>> {
+          co_return f();
+        },
+        boost::asio::use_awaitable);
+    co_return std::move(*out);
+  }
 }
 
 }  // namespace datera

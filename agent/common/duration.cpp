@@ -26,7 +26,8 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   } else if (unit == "h") {
     factor = 3'600'000;
   } else {
-    return Error{"'" + shown + "' has unknown unit '" + std::string(unit) + "' (use ms, s, m or h)"};
+    return Error{"'" + shown + "' has unknown unit '" + std::string(unit) +
+                 "' (use ms, s, m or h)"};
   }
   constexpr long long kMaxMs = 365LL * 24 * 3'600'000;  // a year: anything longer is a typo
   if (number > kMaxMs / factor) return Error{"'" + shown + "' is longer than a year"};

@@ -1,12 +1,12 @@
 #include "agent/common/fs.h"
 
+#include <cerrno>
+#include <cstdio>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <climits>
-#include <cstdio>
 
 namespace datera::fs {
 namespace {
@@ -62,23 +62,28 @@ Status fsync_dir(const std::string& dir) {
   return ok_status();
 }
 
+Status write_synced(const std::string& path, const std::string& content, mode_t mode) {
+  FdGuard g{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
+  if (g.fd < 0) return Error::from_errno("creating " + path, errno);
+  if (auto st = write_all(g.fd, content, path); !st) return st;
+  if (::fchmod(g.fd, mode) != 0) return Error::from_errno("chmod " + path, errno);
+  if (::fsync(g.fd) != 0) return Error::from_errno("fsync " + path, errno);
+  // Close before anyone may exec the file: an inode still open for writing gives ETXTBSY.
+  if (::close(g.release()) != 0) return Error::from_errno("closing " + path, errno);
+  return ok_status();
+}
+
 Status atomic_write(const std::string& path, const std::string& content, mode_t mode) {
   const std::string dir = dirname(path);
   const std::string tmp = join(dir, "." + basename(path) + ".tmp-" + std::to_string(::getpid()));
-  FdGuard g{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
-  if (g.fd < 0) return Error::from_errno("creating " + tmp, errno);
-  auto fail = [&](Error e) {
+  if (auto st = write_synced(tmp, content, mode); !st) {
     ::unlink(tmp.c_str());
-    return Status{std::move(e)};
-  };
-  if (auto st = write_all(g.fd, content, tmp); !st) return fail(st.error());
-  if (::fchmod(g.fd, mode) != 0) return fail(Error::from_errno("chmod " + tmp, errno));
-  if (::fsync(g.fd) != 0) return fail(Error::from_errno("fsync " + tmp, errno));
-  // Close before rename: an exec of the final path must never find the inode open for writing
-  // (ETXTBSY).
-  if (::close(g.release()) != 0) return fail(Error::from_errno("closing " + tmp, errno));
+    return st;
+  }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(Error::from_errno("renaming " + tmp + " to " + path, errno));
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Error::from_errno("renaming " + tmp + " to " + path, err);
   }
   return fsync_dir(dir);
 }

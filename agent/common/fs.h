@@ -3,9 +3,8 @@
 // Small, synchronous file-system helpers with errno-carrying results. They block, so code on the
 // event loop calls them through run_blocking() (agent/common/blocking.h).
 
-#include <sys/types.h>
-
 #include <string>
+#include <sys/types.h>
 
 #include "agent/common/result.h"
 
@@ -17,6 +16,10 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes = 64 << 
 /// Crash-safe replace: write `<dir>/.<name>.tmp-<pid>`, fsync, chmod, rename over `path`, fsync the
 /// directory. Readers (and exec) see either the old or the new content, never a mix.
 Status atomic_write(const std::string& path, const std::string& content, mode_t mode);
+
+/// Creates or truncates `path`, writes `content`, fsyncs, sets `mode` and closes, reporting close
+/// errors. The building block of atomic_write and of staged installs (write, check, then rename).
+Status write_synced(const std::string& path, const std::string& content, mode_t mode);
 
 /// Creates `path` (and parents) if missing; sets `mode` on the last component either way.
 Status ensure_dir(const std::string& path, mode_t mode);

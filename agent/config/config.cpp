@@ -1,12 +1,11 @@
 #include "agent/config/config.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <set>
+#include <unistd.h>
 
 #include <yaml-cpp/yaml.h>
 
@@ -70,17 +69,17 @@ Result<long long> get_int(const YAML::Node& node, const std::string& key, long l
 }
 
 // Assigns `out` from node[key] with `getter` if the key is present.
-#define DT_SET_STRING(node, key, full, out)           \
-  if (node[key]) {                                    \
-    auto v = get_string(node[key], full);             \
-    if (!v) return v.error();                         \
-    out = *v;                                         \
+#define DT_SET_STRING(node, key, full, out) \
+  if (node[key]) {                          \
+    auto v = get_string(node[key], full);   \
+    if (!v) return v.error();               \
+    out = *v;                               \
   }
-#define DT_SET_DURATION(node, key, full, out)         \
-  if (node[key]) {                                    \
-    auto v = get_duration(node[key], full);           \
-    if (!v) return v.error();                         \
-    out = *v;                                         \
+#define DT_SET_DURATION(node, key, full, out) \
+  if (node[key]) {                            \
+    auto v = get_duration(node[key], full);   \
+    if (!v) return v.error();                 \
+    out = *v;                                 \
   }
 
 Status apply_yaml(const YAML::Node& root, Config& cfg) {
@@ -127,9 +126,8 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_DURATION(a, "call_timeout", "api.call_timeout", cfg.api.call_timeout)
   }
   if (const auto d = root["driver"]; d && !d.IsNull()) {
-    if (auto s = check_keys(d, "driver.",
-                            {"vendor", "driver", "shim_source", "shim_timeout",
-                             "self_test_timeout"});
+    if (auto s = check_keys(
+            d, "driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"});
         !s) {
       return s;
     }
@@ -147,7 +145,8 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
 #undef DT_SET_DURATION
 
 Status check_abs_path(const std::string& key, const std::string& path) {
-  if (path.empty() || path.front() != '/') return key_error(key, "'" + path + "' must be an absolute path");
+  if (path.empty() || path.front() != '/')
+    return key_error(key, "'" + path + "' must be an absolute path");
   if (path.find("/../") != std::string::npos || path.ends_with("/..") ||
       path.find('\0') != std::string::npos) {
     return key_error(key, "'" + path + "' must not contain '..'");
@@ -157,9 +156,12 @@ Status check_abs_path(const std::string& key, const std::string& path) {
 
 bool is_name_token(const std::string& s) {
   if (s.empty() || s.size() > 63) return false;
-  return std::all_of(s.begin(), s.end(), [](unsigned char c) {
-    return std::islower(c) || std::isdigit(c) || c == '-' || c == '_' || c == '.';
-  }) && s.front() != '.';
+  return std::all_of(s.begin(), s.end(),
+                     [](unsigned char c) {
+                       return std::islower(c) || std::isdigit(c) || c == '-' || c == '_' ||
+                              c == '.';
+                     }) &&
+         s.front() != '.';
 }
 
 Status parse_listen(MetricsConfig& m) {
@@ -185,7 +187,8 @@ bool is_valid_node_name(const std::string& name) {
   size_t start = 0;
   while (start <= name.size()) {
     const auto dot = name.find('.', start);
-    const auto label = name.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const auto label =
+        name.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (label.empty() || label.size() > 63) return false;
     if (!std::isalnum(static_cast<unsigned char>(label.front())) ||
         !std::isalnum(static_cast<unsigned char>(label.back()))) {
@@ -227,10 +230,9 @@ Status validate(Config& cfg) {
                                       "' is not a valid Kubernetes node name (lowercase RFC 1123 "
                                       "subdomain); set node_name or NODE_NAME");
   }
-  for (const auto& [key, path] : {std::pair{"socket_path", &cfg.socket_path},
-                                  std::pair{"plugin_dir", &cfg.plugin_dir},
-                                  std::pair{"kubelet_root", &cfg.kubelet_root},
-                                  std::pair{"state_dir", &cfg.state_dir}}) {
+  for (const auto& [key, path] :
+       {std::pair{"socket_path", &cfg.socket_path}, std::pair{"plugin_dir", &cfg.plugin_dir},
+        std::pair{"kubelet_root", &cfg.kubelet_root}, std::pair{"state_dir", &cfg.state_dir}}) {
     if (auto s = check_abs_path(key, *path); !s) return s;
     while (path->size() > 1 && path->back() == '/') path->pop_back();
   }
@@ -239,7 +241,8 @@ Status validate(Config& cfg) {
                                         std::to_string(kMaxUnixPath) +
                                         " bytes, the limit for a Unix socket path");
   }
-  if (auto lvl = parse_log_level(cfg.log_level); !lvl) return key_error("log_level", lvl.error().message);
+  if (auto lvl = parse_log_level(cfg.log_level); !lvl)
+    return key_error("log_level", lvl.error().message);
   if (auto s = parse_listen(cfg.metrics); !s) return s;
   if (!is_name_token(cfg.driver.vendor) || cfg.driver.vendor.find('~') != std::string::npos) {
     return key_error("driver.vendor", "'" + cfg.driver.vendor + "' must be a short lowercase name");
@@ -253,8 +256,10 @@ Status validate(Config& cfg) {
   if (cfg.api.allowed_uids.empty()) {
     return key_error("api.allowed_uids", "must name at least one uid (0 is root)");
   }
-  if (cfg.api.read_timeout.count() < 100) return key_error("api.read_timeout", "must be at least 100ms");
-  if (cfg.api.call_timeout.count() < 1000) return key_error("api.call_timeout", "must be at least 1s");
+  if (cfg.api.read_timeout.count() < 100)
+    return key_error("api.read_timeout", "must be at least 100ms");
+  if (cfg.api.call_timeout.count() < 1000)
+    return key_error("api.call_timeout", "must be at least 1s");
   if (cfg.driver.shim_timeout <= cfg.api.call_timeout) {
     return key_error("driver.shim_timeout",
                      "must be longer than api.call_timeout, so the agent's own, more precise "
@@ -266,7 +271,8 @@ Status validate(Config& cfg) {
   return ok_status();
 }
 
-Result<Config> parse(const std::string& yaml_text, const EnvLookup& env, const std::string& hostname) {
+Result<Config> parse(const std::string& yaml_text, const EnvLookup& env,
+                     const std::string& hostname) {
   Config cfg;
   YAML::Node root;
   try {
@@ -282,13 +288,20 @@ Result<Config> parse(const std::string& yaml_text, const EnvLookup& env, const s
   for (const auto& [var, key] : env_overrides()) {
     const auto value = env(var);
     if (!value || value->empty()) continue;
-    if (key == "node_name") cfg.node_name = *value;
-    else if (key == "socket_path") cfg.socket_path = *value;
-    else if (key == "plugin_dir") cfg.plugin_dir = *value;
-    else if (key == "kubelet_root") cfg.kubelet_root = *value;
-    else if (key == "state_dir") cfg.state_dir = *value;
-    else if (key == "log_level") cfg.log_level = *value;
-    else if (key == "metrics.listen") cfg.metrics.listen = *value;
+    if (key == "node_name")
+      cfg.node_name = *value;
+    else if (key == "socket_path")
+      cfg.socket_path = *value;
+    else if (key == "plugin_dir")
+      cfg.plugin_dir = *value;
+    else if (key == "kubelet_root")
+      cfg.kubelet_root = *value;
+    else if (key == "state_dir")
+      cfg.state_dir = *value;
+    else if (key == "log_level")
+      cfg.log_level = *value;
+    else if (key == "metrics.listen")
+      cfg.metrics.listen = *value;
   }
   if (cfg.node_name.empty()) {
     cfg.node_name = hostname;

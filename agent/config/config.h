@@ -4,13 +4,12 @@
 // then command-line overrides. Unknown keys and bad values are refused with the key and the reason,
 // so a typo never silently falls back to a default.
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include "agent/common/result.h"
@@ -28,7 +27,7 @@ struct MetricsConfig {
 struct ApiConfig {
   std::vector<uid_t> allowed_uids{0};
   size_t max_connections = 64;
-  milliseconds read_timeout{10'000};  ///< a client must send its whole request within this
+  milliseconds read_timeout{10'000};   ///< a client must send its whole request within this
   milliseconds call_timeout{600'000};  ///< bound on one FlexVolume call inside the agent
 };
 
@@ -65,7 +64,8 @@ const std::vector<std::pair<std::string, std::string>>& env_overrides();
 
 /// Parses YAML text (may be empty: all defaults), applies environment overrides and validates.
 /// `hostname` fills node_name when neither file nor environment set it.
-Result<Config> parse(const std::string& yaml_text, const EnvLookup& env, const std::string& hostname);
+Result<Config> parse(const std::string& yaml_text, const EnvLookup& env,
+                     const std::string& hostname);
 
 /// Reads `path` (empty: no file) and calls parse().
 Result<Config> load(const std::string& path, const EnvLookup& env, const std::string& hostname);

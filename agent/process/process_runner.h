@@ -19,17 +19,17 @@
 namespace datera::process {
 
 struct Command {
-  std::string program;             ///< absolute path; never interpreted by a shell
-  std::vector<std::string> args;   ///< argv[1..]; argv[0] is `program`
+  std::string program;                          ///< absolute path; never interpreted by a shell
+  std::vector<std::string> args;                ///< argv[1..]; argv[0] is `program`
   std::optional<std::vector<std::string>> env;  ///< "K=V" entries; nullopt inherits the agent's
   std::chrono::milliseconds timeout{30'000};
-  size_t max_output = 1 << 20;     ///< per stream; the excess is dropped and `truncated` set
-  std::string stdin_data;          ///< written to stdin, then closed; empty means /dev/null
+  size_t max_output = 1 << 20;  ///< per stream; the excess is dropped and `truncated` set
+  std::string stdin_data;       ///< written to stdin, then closed; empty means /dev/null
 };
 
 struct Outcome {
-  int exit_code = -1;    ///< valid when the program exited by itself
-  int signal = 0;        ///< non-zero when it was killed by a signal
+  int exit_code = -1;  ///< valid when the program exited by itself
+  int signal = 0;      ///< non-zero when it was killed by a signal
   bool timed_out = false;
   bool truncated = false;
   std::string out;

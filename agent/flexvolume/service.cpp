@@ -1,0 +1,119 @@
+#include "agent/flexvolume/service.h"
+
+#include <cctype>
+#include <variant>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "agent/common/duration.h"
+#include "agent/common/version.h"
+
+namespace datera::flexvolume {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+std::string option(const flex::Request& r, const char* key) {
+  const auto it = r.options.find(key);
+  return it != r.options.end() && it->is_string() ? it->get<std::string>() : std::string{};
+}
+
+bool is_safe_volume_name(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (const unsigned char c : s) {
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string volume_of(const flex::Request& r) {
+  if (auto v = option(r, "volumeID"); !v.empty()) return v;
+  if (auto v = option(r, "kubernetes.io/pvOrVolumeName"); !v.empty()) return v;
+  for (const char* slot : {"podVolumeDir", "deviceMountPath", "volumeName"}) {
+    if (auto a = r.arg(slot)) return *a;
+  }
+  return "-";
+}
+
+Service::Service(ServiceOptions options, Probe& probe, LoggerPtr log)
+    : options_(std::move(options)), probe_(probe), log_(std::move(log)) {}
+
+asio::awaitable<flex::Json> Service::call(flex::Request request) {
+  const auto start = std::chrono::steady_clock::now();
+  ++counts_.in_flight;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, options_.call_timeout);
+  flex::Json reply;
+  auto outcome = co_await (dispatch(request) || deadline.async_wait(asio::use_awaitable));
+  if (outcome.index() == 0) {
+    reply = std::move(std::get<0>(outcome));
+  } else {
+    reply = flex::failure("'" + request.command + "' on volume " + volume_of(request) +
+                          " did not finish within " + format_duration(options_.call_timeout) +
+                          " in datera-agent; see the agent log. kubelet will retry.");
+  }
+  --counts_.in_flight;
+  ++counts_.total;
+  const auto status = reply.value("status", std::string(flex::kFailure));
+  if (status == flex::kFailure) {
+    ++counts_.failed;
+    log_->warn("{} volume={} failed: {}", request.command, volume_of(request),
+               reply.value("message", std::string{}));
+  } else {
+    log_->debug("{} volume={} -> {}", request.command, volume_of(request), status);
+  }
+  probe_.served(request.command, status, std::chrono::steady_clock::now() - start);
+  co_return reply;
+}
+
+asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
+  if (r.command == "init") {
+    flex::Json reply = flex::success();
+    reply["capabilities"] = options_.capabilities;
+    co_return reply;
+  }
+  if (r.command == "getvolumename") co_return get_volume_name(r);
+
+  const bool controller_call = r.command == "attach" || r.command == "detach" ||
+                               r.command == "isattached" || r.command == "waitforattach" ||
+                               r.command == "mountdevice" || r.command == "unmountdevice";
+  const std::string version = version::kVersion;
+  if (controller_call) {
+    co_return flex::failure(
+        "datera-agent " + version + ": '" + r.command + "' belongs to controller mode (attach: " +
+        "true), which this agent version does not provide; the driver advertises attach=false, "
+        "so " +
+        "kubelet should not call it. Nothing was changed for volume " + volume_of(r) + ".");
+  }
+  co_return flex::failure("datera-agent " + version + " cannot run '" + r.command +
+                          "' yet: volume operations arrive with the volume manager, which this " +
+                          "agent version does not include. Nothing was changed for volume " +
+                          volume_of(r) + "; upgrade datera-agent to use Datera volumes.");
+}
+
+flex::Json Service::get_volume_name(const flex::Request& r) const {
+  // kubelet ignores this reply (it uses the PV name), but other callers may not: answer the
+  // Datera volume name the agent would use.
+  std::string name = option(r, "volumeID");
+  if (name.empty()) name = option(r, "kubernetes.io/pvOrVolumeName");
+  if (name.empty()) {
+    return flex::failure(
+        "getvolumename: options carry neither volumeID nor kubernetes.io/pvOrVolumeName");
+  }
+  if (!is_safe_volume_name(name)) {
+    return flex::failure(
+        "getvolumename: '" + name +
+        "' is not a valid volume name (letters, digits, '-', '_', '.'; at most 253)");
+  }
+  flex::Json reply = flex::success();
+  reply["volumeName"] = name;
+  return reply;
+}
+
+}  // namespace datera::flexvolume

@@ -1,0 +1,51 @@
+#pragma once
+
+// Transport-neutral HTTP request/response and the handler interface. Handlers never see a socket:
+// the transport (server.h) decodes, enforces limits and peer policy, and encodes the reply.
+
+#include <optional>
+#include <string>
+#include <sys/types.h>
+
+#include <boost/asio/awaitable.hpp>
+
+namespace datera::http {
+
+/// Who is on the other end of a Unix socket (SO_PEERCRED); absent for TCP peers.
+struct PeerCred {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct Request {
+  std::string method;  ///< "GET", "POST", ...
+  std::string target;  ///< path and query as sent
+  std::string body;
+  std::string content_type;
+  std::string user_agent;
+  std::optional<PeerCred> peer;
+
+  /// The path without query string.
+  std::string path() const { return target.substr(0, target.find('?')); }
+};
+
+struct Response {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  /// Low-cardinality label for metrics ("flexvolume", "status", "unknown"...), set by handlers.
+  std::string route = "unknown";
+};
+
+/// A JSON error body: {"status":"Failure","message":...,"error":reason}. It is FlexVolume-shaped so
+/// a shim can print it as its reply unchanged.
+Response error_response(unsigned status, const std::string& reason, const std::string& message);
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual boost::asio::awaitable<Response> handle(Request request) = 0;
+};
+
+}  // namespace datera::http

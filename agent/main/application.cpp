@@ -1,0 +1,251 @@
+#include "agent/main/application.h"
+
+#include <csignal>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "agent/common/duration.h"
+#include "agent/common/fs.h"
+#include "agent/common/version.h"
+#include "metrics/process_collector.h"
+
+namespace datera::app {
+
+namespace asio = boost::asio;
+using asio::use_awaitable;
+
+namespace {
+
+flex::DriverInfo driver_info(const config::Config& cfg) {
+  flex::DriverInfo info;
+  info.driver = cfg.driver.driver_name();
+  info.agent_version = version::kVersion;
+  info.protocol = version::kProtocol;
+  info.socket = cfg.socket_path;
+  info.call_timeout = cfg.driver.shim_timeout;
+  return info;
+}
+
+std::string default_shim_source() {
+  auto self = fs::self_exe();
+  return fs::join(self ? fs::dirname(*self) : std::string("/usr/local/bin"), "datera-flexvolume");
+}
+
+void log_exception(const LoggerPtr& log, const char* what, const std::exception_ptr& e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log->critical("{} failed: {}", what, ex.what());
+  }
+}
+
+}  // namespace
+
+installer::Options installer_options(const config::Config& cfg) {
+  installer::Options o;
+  o.plugin_dir = cfg.plugin_dir;
+  o.driver_dir_name = cfg.driver.driver_dir_name();
+  o.exe_name = cfg.driver.driver;
+  o.shim_source = cfg.driver.shim_source.empty() ? default_shim_source() : cfg.driver.shim_source;
+  o.info = driver_info(cfg);
+  o.self_test_timeout = cfg.driver.self_test_timeout;
+  return o;
+}
+
+Application::Application(config::Config cfg, std::string config_path, LogFactory& logs,
+                         std::unique_ptr<lifecycle::Notifier> notifier)
+    : cfg_(std::move(cfg)),
+      config_path_(std::move(config_path)),
+      logs_(logs),
+      log_(logs.get("agent")),
+      notifier_(std::move(notifier)),
+      api_probe_(*registry_, "api"),
+      metrics_http_probe_(*registry_, "metrics"),
+      flex_probe_(*registry_),
+      installer_probe_(*registry_),
+      runner_(process::make_process_runner(ioc_.get_executor(), logs.get("process"))),
+      flex_(flexvolume::ServiceOptions{cfg_.driver.driver_name(),
+                                       flex::DriverInfo::default_capabilities(),
+                                       cfg_.api.call_timeout},
+            flex_probe_, logs.get("flexvolume")),
+      router_(flex_, *this, logs.get("api")),
+      api_server_(ioc_.get_executor(),
+                  http::ServerOptions{"api", cfg_.api.max_connections, cfg_.api.read_timeout,
+                                      std::chrono::seconds(10), 64 * 1024},
+                  router_, api_probe_, logs.get("api"),
+                  api::uid_admission(cfg_.api.allowed_uids, logs.get("api"))),
+      metrics_handler_({registry_, std::make_shared<metrics::ProcessCollector>()}, readiness_),
+      metrics_server_(ioc_.get_executor(),
+                      http::ServerOptions{"metrics", 32, std::chrono::seconds(10),
+                                          std::chrono::seconds(10), 16 * 1024},
+                      metrics_handler_, metrics_http_probe_, logs.get("metrics")),
+      installer_(ioc_.get_executor(), pool_, *runner_, installer_options(cfg_), installer_probe_,
+                 logs.get("installer")),
+      watchdog_timer_(ioc_) {
+  metrics::register_build_info(*registry_);
+}
+
+Application::~Application() {
+  pool_.stop();
+  pool_.join();
+}
+
+int Application::run() {
+  asio::co_spawn(ioc_, start(), [this](const std::exception_ptr& e) {
+    if (e) {
+      log_exception(log_, "start-up", e);
+      exit_code_ = 1;
+      ioc_.stop();
+    }
+  });
+  ioc_.run();
+  return exit_code_;
+}
+
+asio::awaitable<void> Application::start() {
+  log_->info("datera-agent {} ({}) starting on node {}", version::kVersion, version::kGitCommit,
+             cfg_.node_name);
+  readiness_.add("driver", "not installed yet");
+
+  if (auto st = api_server_.listen_unix(cfg_.socket_path); !st) {
+    log_->critical("cannot serve the API: {}", st.error().message);
+    exit_code_ = 1;
+    ioc_.stop();
+    co_return;
+  }
+  auto bound = metrics_server_.listen_tcp(cfg_.metrics.host, cfg_.metrics.port);
+  if (!bound) {
+    log_->critical("cannot serve metrics: {} (metrics.listen)", bound.error().message);
+    api_server_.remove_socket_file();
+    exit_code_ = 1;
+    ioc_.stop();
+    co_return;
+  }
+  api_server_.start();
+  metrics_server_.start();
+  log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
+             cfg_.api.allowed_uids.size(), bound->address().to_string(), bound->port());
+
+  asio::co_spawn(ioc_, handle_signals(), [log = log_](const std::exception_ptr& e) {
+    log_exception(log, "signal handling", e);
+  });
+  if (auto interval = notifier_->watchdog_interval()) {
+    asio::co_spawn(ioc_, watchdog_loop(*interval), asio::detached);
+  }
+
+  auto watcher = installer::make_inotify_watcher(ioc_.get_executor());
+  if (watcher) {
+    watcher_ = std::move(*watcher);
+  } else {
+    log_->warn("cannot watch the driver for changes ({}); re-checking it every 60 s instead",
+               watcher.error().message);
+    installer_probe_.install("watch_failed");
+  }
+  auto on_state = [this](bool ok, const std::string& detail) {
+    readiness_.set("driver", ok, detail);
+    if (!notified_ready_) {
+      notified_ready_ = true;
+      notifier_->ready(ok ? "serving; driver installed"
+                          : "serving; driver install failing: " + detail);
+    } else {
+      notifier_->status(ok ? "serving; driver installed" : "driver install failing: " + detail);
+    }
+  };
+  asio::co_spawn(
+      ioc_, installer_.run(watcher_.get(), on_state),
+      [log = log_](const std::exception_ptr& e) { log_exception(log, "driver installer", e); });
+}
+
+asio::awaitable<void> Application::handle_signals() {
+  asio::signal_set signals(ioc_, SIGTERM, SIGINT, SIGHUP);
+  for (;;) {
+    boost::system::error_code ec;
+    const int sig = co_await signals.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return;
+    if (sig == SIGHUP) {
+      reload_log_level();
+      continue;
+    }
+    log_->info("received {}; shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    co_await shutdown();
+    co_return;
+  }
+}
+
+void Application::reload_log_level() {
+  notifier_->reloading();
+  auto cfg = config::load(config_path_, config::process_env(), cfg_.node_name);
+  if (!cfg) {
+    log_->warn("SIGHUP: config not reloaded, keeping log level {}: {}",
+               spdlog::level::to_string_view(logs_.level()), cfg.error().message);
+  } else if (auto level = parse_log_level(cfg->log_level)) {
+    logs_.set_level(*level);
+    log_->info("SIGHUP: log level is now {} (other settings apply at restart)", cfg->log_level);
+  }
+  notifier_->status("serving");
+}
+
+asio::awaitable<void> Application::watchdog_loop(std::chrono::microseconds interval) {
+  // Pinging from the event loop itself: if the loop wedges, systemd notices and restarts us.
+  for (;;) {
+    notifier_->watchdog();
+    watchdog_timer_.expires_after(interval / 2);
+    boost::system::error_code ec;
+    co_await watchdog_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (ec || stopping_) co_return;
+  }
+}
+
+asio::awaitable<void> Application::shutdown() {
+  if (stopping_) co_return;
+  stopping_ = true;
+  notifier_->stopping();
+  log_->info("draining: {} call(s) in flight, waiting up to {}", api_server_.in_flight(),
+             format_duration(cfg_.shutdown_grace));
+  installer_.stop();
+  watchdog_timer_.cancel();
+  const bool clean = co_await api_server_.drain(cfg_.shutdown_grace);
+  api_server_.remove_socket_file();
+  co_await metrics_server_.drain(std::chrono::seconds(1));
+  log_->info("stopped{}; iSCSI sessions, mounts and the installed driver are left as they are",
+             clean ? "" : " (some calls were cut off at the grace period)");
+  ioc_.stop();
+}
+
+nlohmann::json Application::status() {
+  const auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
+  const auto& counts = flex_.counts();
+  return {{"version", version::kVersion},
+          {"commit", version::kGitCommit},
+          {"protocol", version::kProtocol},
+          {"node", cfg_.node_name},
+          {"pid", ::getpid()},
+          {"uptime_seconds", uptime.count()},
+          {"ready", readiness_.ready()},
+          {"readiness", readiness_.to_json()["conditions"]},
+          {"driver", installer_.state()},
+          {"api",
+           {{"socket", cfg_.socket_path},
+            {"connections", api_server_.connections()},
+            {"in_flight", api_server_.in_flight()}}},
+          {"flexvolume",
+           {{"calls_total", counts.total},
+            {"calls_failed", counts.failed},
+            {"calls_in_flight", counts.in_flight}}}};
+}
+
+nlohmann::json Application::volumes() {
+  // The volume manager (attach, mount, journal) is not part of this version: no volume can be
+  // attached through this agent yet, so the list is empty by construction, and says why.
+  return {{"volumes", nlohmann::json::array()},
+          {"note", "this agent version has no volume manager; it attaches no volumes"}};
+}
+
+}  // namespace datera::app

@@ -1,0 +1,87 @@
+#pragma once
+
+// The composition root: builds every service by constructor injection, starts them in order, and
+// stops them in reverse. Nothing else in the agent constructs a service.
+//
+// Start-up: API socket (fatal if taken) -> metrics port (fatal if taken) -> driver install and
+// self-test through the socket (retried while failing; /readyz waits for it) -> READY=1 to systemd.
+// Shutdown (SIGTERM/SIGINT): stop accepting, drain in-flight calls within shutdown_grace, remove
+// our socket file, exit 0. iSCSI sessions, mounts and the installed driver are left untouched.
+// SIGHUP re-reads the config file and applies its log level.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <prometheus/registry.h>
+
+#include "agent/api/router.h"
+#include "agent/common/logging.h"
+#include "agent/config/config.h"
+#include "agent/flexvolume/service.h"
+#include "agent/http/server.h"
+#include "agent/installer/installer.h"
+#include "agent/lifecycle/notifier.h"
+#include "agent/process/process_runner.h"
+#include "metrics/handler.h"
+#include "metrics/readiness.h"
+
+namespace datera::app {
+
+/// Installer options derived from the agent config (shared with `uninstall-driver`).
+installer::Options installer_options(const config::Config& cfg);
+
+class Application : public api::StatusSource {
+ public:
+  Application(config::Config cfg, std::string config_path, LogFactory& logs,
+              std::unique_ptr<lifecycle::Notifier> notifier);
+  ~Application() override;
+
+  /// Runs until shutdown; returns the process exit code.
+  int run();
+
+  nlohmann::json status() override;
+  nlohmann::json volumes() override;
+
+ private:
+  boost::asio::awaitable<void> start();
+  boost::asio::awaitable<void> handle_signals();
+  boost::asio::awaitable<void> watchdog_loop(std::chrono::microseconds interval);
+  boost::asio::awaitable<void> shutdown();
+  void reload_log_level();
+
+  config::Config cfg_;
+  std::string config_path_;
+  LogFactory& logs_;
+  LoggerPtr log_;
+  std::unique_ptr<lifecycle::Notifier> notifier_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  int exit_code_ = 0;
+  bool notified_ready_ = false;
+  bool stopping_ = false;
+
+  boost::asio::io_context ioc_{1};
+  boost::asio::thread_pool pool_{2};  ///< blocking file work; never the event loop
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  metrics::Readiness readiness_;
+
+  http::Probe api_probe_;
+  http::Probe metrics_http_probe_;
+  flexvolume::Probe flex_probe_;
+  installer::Probe installer_probe_;
+
+  process::ProcessRunnerPtr runner_;
+  flexvolume::Service flex_;
+  api::Router router_;
+  http::Server api_server_;
+  metrics::Handler metrics_handler_;
+  http::Server metrics_server_;
+  installer::Installer installer_;
+  std::unique_ptr<installer::FileWatcher> watcher_;
+  boost::asio::steady_timer watchdog_timer_;
+};
+
+}  // namespace datera::app

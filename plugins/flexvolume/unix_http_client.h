@@ -1,0 +1,30 @@
+#pragma once
+
+// A tiny blocking HTTP/1.1 client over a Unix stream socket, for the shim: one request, one reply,
+// `Connection: close`, every step bounded by a deadline. No Boost, so the shim starts fast.
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "agent/common/result.h"
+
+namespace datera::flex {
+
+struct HttpReply {
+  unsigned status = 0;
+  std::string body;
+};
+
+/// Parses a complete response (status line, headers, Content-Length or read-to-close body).
+Result<HttpReply> parse_http_reply(std::string_view raw);
+
+enum class ClientErrc { connect = 1, timeout = 2, io = 3, protocol = 4 };
+
+/// POSTs `body` (JSON) to `path` on the server at `socket_path`. Error codes: ClientErrc values.
+Result<HttpReply> post_json(const std::string& socket_path, const std::string& path,
+                            const std::string& body, const std::string& user_agent,
+                            std::chrono::milliseconds connect_timeout,
+                            std::chrono::milliseconds total_timeout);
+
+}  // namespace datera::flex

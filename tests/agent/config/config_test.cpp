@@ -1,0 +1,136 @@
+#include "agent/config/config.h"
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+namespace datera::config {
+namespace {
+
+EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& k) -> std::optional<std::string> {
+    auto it = vars.find(k);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+const EnvLookup kNoEnv = env_of({});
+
+TEST(Config, EmptyFileGivesDocumentedDefaults) {
+  auto cfg = parse("", kNoEnv, "Worker-1");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ(cfg->node_name, "worker-1");  // hostname, lowercased like kubelet does
+  EXPECT_EQ(cfg->socket_path, "/run/datera-agent/agent.sock");
+  EXPECT_EQ(cfg->plugin_dir, "/usr/libexec/kubernetes/kubelet-plugins/volume/exec");
+  EXPECT_EQ(cfg->kubelet_root, "/var/lib/kubelet");
+  EXPECT_EQ(cfg->state_dir, "/var/lib/datera-agent");
+  EXPECT_EQ(cfg->metrics.listen, "0.0.0.0:9808");
+  EXPECT_EQ(cfg->metrics.port, 9808);
+  EXPECT_EQ(cfg->api.allowed_uids, std::vector<uid_t>{0});
+  EXPECT_EQ(cfg->driver.driver_dir_name(), "datera~iscsi");
+}
+
+TEST(Config, ReadsEveryKey) {
+  const char* yaml = R"(
+node_name: node-a
+socket_path: /tmp/x/agent.sock
+plugin_dir: /tmp/x/plugins/
+kubelet_root: /tmp/x/kubelet
+state_dir: /tmp/x/state
+log_level: debug
+shutdown_grace: 5s
+metrics: {listen: "127.0.0.1:0"}
+api: {allowed_uids: [0, 1000], max_connections: 8, read_timeout: 2s, call_timeout: 1m}
+driver: {shim_source: /opt/shim, shim_timeout: 2m, self_test_timeout: 3s}
+)";
+  auto cfg = parse(yaml, kNoEnv, "h");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ(cfg->node_name, "node-a");
+  EXPECT_EQ(cfg->plugin_dir, "/tmp/x/plugins");  // trailing slash normalised
+  EXPECT_EQ(cfg->shutdown_grace, std::chrono::seconds(5));
+  EXPECT_EQ(cfg->metrics.host, "127.0.0.1");
+  EXPECT_EQ(cfg->metrics.port, 0);
+  EXPECT_EQ(cfg->api.allowed_uids, (std::vector<uid_t>{0, 1000}));
+  EXPECT_EQ(cfg->api.max_connections, 8u);
+  EXPECT_EQ(cfg->api.call_timeout, std::chrono::minutes(1));
+  EXPECT_EQ(cfg->driver.shim_source, "/opt/shim");
+  EXPECT_EQ(cfg->driver.self_test_timeout, std::chrono::seconds(3));
+}
+
+TEST(Config, EnvironmentOverridesFile) {
+  auto cfg = parse("node_name: from-file\nlog_level: info\n",
+                   env_of({{"NODE_NAME", "from-env"},
+                           {"DATERA_AGENT_LOG_LEVEL", "warn"},
+                           {"DATERA_AGENT_METRICS_LISTEN", "[::1]:9100"}}),
+                   "h");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ(cfg->node_name, "from-env");
+  EXPECT_EQ(cfg->log_level, "warn");
+  EXPECT_EQ(cfg->metrics.host, "::1");
+  EXPECT_EQ(cfg->metrics.port, 9100);
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* key;     // the message must name the key
+  const char* reason;  // ... and say why
+};
+
+class ConfigRejects : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigRejects, NamesKeyAndReason) {
+  const auto& c = GetParam();
+  auto cfg = parse(c.yaml, kNoEnv, "host");
+  ASSERT_FALSE(cfg.ok()) << c.yaml;
+  const auto& msg = cfg.error().message;
+  EXPECT_NE(msg.find(c.key), std::string::npos) << msg;
+  EXPECT_NE(msg.find(c.reason), std::string::npos) << msg;
+}
+
+const BadCase kBadCases[] = {
+    BadCase{"sockt_path: /x", "sockt_path", "unknown key"},
+    BadCase{"metrics: {port: 1}", "metrics.port", "unknown key"},
+    BadCase{"socket_path: relative/x.sock", "socket_path", "absolute"},
+    BadCase{"state_dir: /a/../b", "state_dir", ".."},
+    BadCase{"node_name: Bad_Name", "node_name", "not a valid Kubernetes node name"},
+    BadCase{"log_level: loud", "log_level", "unknown log level"},
+    BadCase{"metrics: {listen: 9808}", "metrics.listen", "HOST:PORT"},
+    BadCase{"metrics: {listen: '0.0.0.0:99999'}", "metrics.listen", "out of range"},
+    BadCase{"api: {max_connections: 0}", "api.max_connections", "out of range"},
+    BadCase{"api: {allowed_uids: []}", "api.allowed_uids", "at least one"},
+    BadCase{"api: {allowed_uids: root}", "api.allowed_uids", "list"},
+    BadCase{"api: {read_timeout: 10x}", "api.read_timeout", "unknown unit"},
+    BadCase{"api: {call_timeout: 20m}", "driver.shim_timeout", "longer than api.call_timeout"},
+    BadCase{"shutdown_grace: soon", "shutdown_grace", "not a duration"},
+    BadCase{"driver: {vendor: 'a~b'}", "driver.vendor", "short lowercase name"},
+    BadCase{"node_name: [a, b]", "node_name", "must be a string"},
+    BadCase{"[unclosed", "YAML", "not valid"},
+    BadCase{"socket_path: "
+            "/run/"
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            "aaaaaaaaaaaaaaaaaaaaaa.sock",
+            "socket_path", "longer than 107"}};
+
+INSTANTIATE_TEST_SUITE_P(Table, ConfigRejects, ::testing::ValuesIn(kBadCases));
+
+TEST(Config, NodeNameRules) {
+  EXPECT_TRUE(is_valid_node_name("ip-10-0-0-1.ec2.internal"));
+  EXPECT_TRUE(is_valid_node_name("a"));
+  EXPECT_FALSE(is_valid_node_name(""));
+  EXPECT_FALSE(is_valid_node_name("-a"));
+  EXPECT_FALSE(is_valid_node_name("a..b"));
+  EXPECT_FALSE(is_valid_node_name("UPPER"));
+  EXPECT_FALSE(is_valid_node_name(std::string(254, 'a')));
+}
+
+TEST(Config, LoadReportsFileAndMissingFile) {
+  auto missing = load("/nonexistent/datera.yaml", kNoEnv, "h");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("/nonexistent/datera.yaml"), std::string::npos);
+  auto none = load("", kNoEnv, "h");
+  EXPECT_TRUE(none.ok());
+}
+
+}  // namespace
+}  // namespace datera::config

@@ -1,0 +1,87 @@
+#include "agent/flexvolume/service.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/run_async.h"
+
+namespace datera::flexvolume {
+namespace {
+
+using testing::run_async;
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  flex::Json call(std::vector<std::string> argv) {
+    auto req = flex::parse_argv(argv);
+    EXPECT_TRUE(req.ok());
+    return run_async(service_.call(std::move(*req)));
+  }
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
+  Service service_{
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)},
+      probe_, null_logger()};
+};
+
+TEST_F(ServiceTest, InitReturnsCapabilities) {
+  auto r = call({"init"});
+  EXPECT_EQ(r["status"], "Success");
+  EXPECT_EQ(r["capabilities"]["attach"], false);
+}
+
+TEST_F(ServiceTest, GetVolumeNamePrefersVolumeId) {
+  EXPECT_EQ(call({"getvolumename",
+                  R"({"volumeID":"vol-1","kubernetes.io/pvOrVolumeName":"pv"})"})["volumeName"],
+            "vol-1");
+  EXPECT_EQ(call({"getvolumename", R"({"kubernetes.io/pvOrVolumeName":"pv-9"})"})["volumeName"],
+            "pv-9");
+  EXPECT_EQ(call({"getvolumename", "{}"})["status"], "Failure");
+  EXPECT_EQ(call({"getvolumename", R"({"volumeID":"../../etc"})"})["status"], "Failure");
+}
+
+TEST_F(ServiceTest, LaterCapabilitiesFailWithReasonNeverNotSupported) {
+  for (std::vector<std::string> argv :
+       {std::vector<std::string>{"mount", "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv",
+                                 R"({"volumeID":"vol-7"})"},
+        std::vector<std::string>{"unmount", "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv"},
+        std::vector<std::string>{"expandfs", "{}", "/dev/sdb", "/m", "2", "1"},
+        std::vector<std::string>{"attach", R"({"volumeID":"vol-7"})", "node-1"}}) {
+    auto r = call(argv);
+    EXPECT_EQ(r["status"], "Failure") << argv[0];
+    const auto msg = r["message"].get<std::string>();
+    EXPECT_NE(msg.find(argv[0]), std::string::npos) << msg;
+    EXPECT_NE(msg.find("Nothing was changed"), std::string::npos) << msg;
+  }
+  EXPECT_NE(
+      call({"mount", "/p", R"({"volumeID":"vol-7"})"})["message"].get<std::string>().find("vol-7"),
+      std::string::npos);
+}
+
+TEST_F(ServiceTest, CountsAndMetricsFollowCalls) {
+  call({"init"});
+  call({"unmount", "/p"});
+  EXPECT_EQ(service_.counts().total, 2u);
+  EXPECT_EQ(service_.counts().failed, 1u);
+  EXPECT_EQ(service_.counts().in_flight, 0u);
+  bool saw_failure = false;
+  for (const auto& family : registry_.Collect()) {
+    if (family.name != "datera_agent_flexvolume_requests_total") continue;
+    for (const auto& m : family.metric) {
+      bool unmount = false, failed = false;
+      for (const auto& l : m.label) {
+        unmount |= l.name == "command" && l.value == "unmount";
+        failed |= l.name == "status" && l.value == "Failure";
+      }
+      if (unmount && failed) saw_failure = m.counter.value == 1;
+    }
+  }
+  EXPECT_TRUE(saw_failure);
+}
+
+TEST(VolumeOf, FromOptionsOrPaths) {
+  EXPECT_EQ(volume_of(*flex::parse_argv({"mount", "/p", R"({"volumeID":"v"})"})), "v");
+  EXPECT_EQ(volume_of(*flex::parse_argv({"unmount", "/pods/x"})), "/pods/x");
+}
+
+}  // namespace
+}  // namespace datera::flexvolume

@@ -1,0 +1,333 @@
+// The HTTP transport over a real Unix socket, in-process: limits, malformed input, peer policy,
+// connection bound, stale-socket handling and bounded drain. Clients are plain blocking sockets
+// (and the shim's own client), the server runs on an io_context thread.
+
+#include "agent/http/server.h"
+
+#include <cstring>
+#include <future>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "plugins/flexvolume/unix_http_client.h"
+#include "tests/testing/unix_client.h"
+
+namespace datera::http {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+/// Echoes the body; "/slow/<ms>" waits that long first.
+struct EchoHandler : Handler {
+  asio::awaitable<Response> handle(Request req) override {
+    if (req.path().rfind("/slow/", 0) == 0) {
+      asio::steady_timer t(co_await asio::this_coro::executor);
+      t.expires_after(std::chrono::milliseconds(std::stoi(req.path().substr(6))));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    Response r;
+    r.route = "echo";
+    r.body = R"({"status":"Success","echo":")" + req.body + R"(","uid":)" +
+             std::to_string(req.peer ? req.peer->uid : 99999) + "}";
+    co_return r;
+  }
+};
+
+using testing::raw_exchange;
+
+std::string post(const std::string& target, const std::string& body) {
+  return testing::http_post(target, body);
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dt-srv-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/run/agent.sock";
+  }
+  void TearDown() override {
+    stop_loop();
+    server_.reset();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  void start(ServerOptions opts = {}, Admission admission = {}) {
+    opts.name = "test";
+    server_ = std::make_unique<Server>(ioc_.get_executor(), opts, handler_, probe_, null_logger(),
+                                       std::move(admission));
+    auto st = server_->listen_unix(path_);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    server_->start();
+    work_.emplace(asio::make_work_guard(ioc_));
+    loop_ = std::thread([this] { ioc_.run(); });
+  }
+  void stop_loop() {
+    work_.reset();
+    if (loop_.joinable()) {
+      asio::post(ioc_, [this] { ioc_.stop(); });
+      loop_.join();
+    }
+  }
+  template <typename F>
+  auto on_loop(F f) {
+    std::promise<decltype(f())> p;
+    asio::post(ioc_, [&] { p.set_value(f()); });
+    return p.get_future().get();
+  }
+  Result<flex::HttpReply> client_post(const std::string& target, const std::string& body) {
+    return flex::post_json(path_, target, body, "test", 2s, 5s);
+  }
+
+  std::string dir_, path_;
+  asio::io_context ioc_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread loop_;
+  EchoHandler handler_;
+  prometheus::Registry registry_;
+  Probe probe_{registry_, "test"};
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ServerTest, SocketAndDirectoryModes) {
+  start();
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((dir_ + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+}
+
+TEST_F(ServerTest, ServesRequestsWithPeerCredentials) {
+  start();
+  auto r = client_post("/x", "hi");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, 200u);
+  auto j = nlohmann::json::parse(r->body);
+  EXPECT_EQ(j["echo"], "hi");
+  EXPECT_EQ(j["uid"], ::getuid());
+}
+
+TEST_F(ServerTest, OversizeRequestIs413AndServerKeepsServing) {
+  start();
+  const std::string big(70 * 1024, 'x');
+  const auto reply = raw_exchange(path_, post("/x", big));
+  EXPECT_NE(reply.find("HTTP/1.1 413"), std::string::npos) << reply.substr(0, 200);
+  EXPECT_NE(reply.find("too_large"), std::string::npos);
+  // Head alone over the limit.
+  const auto head =
+      raw_exchange(path_, "GET /x HTTP/1.1\r\nX-Pad: " + std::string(66 * 1024, 'a') + "\r\n\r\n");
+  EXPECT_NE(head.find("HTTP/1.1 413"), std::string::npos) << head.substr(0, 200);
+  // Just under the limit is fine.
+  auto ok = client_post("/x", std::string(60 * 1024, 'y'));
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->status, 200u);
+}
+
+TEST_F(ServerTest, MalformedRequestIs400AndServerKeepsServing) {
+  start();
+  for (const std::string bad : {"NOT HTTP AT ALL\r\n\r\n", "GET /x HTTP/9.9\r\n\r\n",
+                                "POST /x HTTP/1.1\r\nContent-Length: zz\r\n\r\n"}) {
+    const auto reply = raw_exchange(path_, bad);
+    EXPECT_NE(reply.find("HTTP/1.1 400"), std::string::npos) << bad << " -> " << reply;
+    EXPECT_NE(reply.find("\"status\":\"Failure\""), std::string::npos);
+  }
+  auto r = client_post("/x", "still here");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200u);
+}
+
+TEST_F(ServerTest, SlowClientIsCutOffAtReadTimeout) {
+  ServerOptions o;
+  o.read_timeout = 300ms;
+  start(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto reply =
+      raw_exchange(path_, "POST /x HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial", false);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(reply, "") << "the connection is closed at the deadline";
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+  auto r = client_post("/x", "next");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200u);
+  // The close happens on the server's thread; read the counter there once it has run.
+  auto counted = [this] {
+    for (const auto& f : registry_.Collect()) {
+      for (const auto& m : f.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "reason" && l.value == "read_timeout" && m.counter.value == 1) return true;
+        }
+      }
+    }
+    return false;
+  };
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    seen = on_loop(counted);
+    if (!seen) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(seen);
+}
+
+TEST_F(ServerTest, ConnectionsBeyondTheBoundGet503) {
+  ServerOptions o;
+  o.max_connections = 2;
+  start(o);
+  std::vector<int> idle;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path_.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    idle.push_back(fd);
+  }
+  // Wait until the server has taken both (the accept loop runs on its own thread).
+  for (int i = 0; i < 200 && on_loop([this] { return server_->connections(); }) < 2; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto reply = raw_exchange(path_, post("/x", "z"));
+  EXPECT_NE(reply.find("HTTP/1.1 503"), std::string::npos) << reply;
+  for (int fd : idle) ::close(fd);
+  // Once they go away, requests are served again.
+  bool served = false;
+  for (int i = 0; i < 200 && !served; ++i) {
+    auto r = client_post("/x", "again");
+    served = r.ok() && r->status == 200;
+    if (!served) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(served);
+}
+
+TEST_F(ServerTest, NonAllowedUidGets403) {
+  start({}, [](const std::optional<PeerCred>& peer) -> std::optional<Response> {
+    if (peer && peer->uid == 0) return std::nullopt;
+    return error_response(403, "peer_uid", "uid not allowed");
+  });
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to connect as another uid";
+  // Let the unprivileged child reach the socket at all (the agent itself keeps 0750/0600).
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((dir_ + "/run").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(path_.c_str(), 0666), 0);
+  const auto reply = testing::raw_exchange_as(65534, path_, post("/x", "nobody"));
+  EXPECT_NE(reply.find("HTTP/1.1 403"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("nobody\""), std::string::npos) << "the handler must not have run";
+  auto root = client_post("/x", "root");
+  ASSERT_TRUE(root.ok());
+  EXPECT_EQ(root->status, 200u);
+}
+
+TEST_F(ServerTest, StaleSocketIsReplacedLiveOneAndOtherFilesAreNot) {
+  // A stale socket: bound, then its owner died.
+  ASSERT_EQ(std::system(("mkdir -p " + dir_ + "/run").c_str()), 0);
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path_.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);
+  }
+  start();
+  auto r = client_post("/x", "fresh");
+  ASSERT_TRUE(r.ok());
+
+  // A second server on the same path must refuse: the first one is alive.
+  Server second(ioc_.get_executor(), {}, handler_, probe_, null_logger());
+  auto st = second.listen_unix(path_);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("another datera-agent is already serving"), std::string::npos);
+
+  // A regular file is never deleted.
+  const std::string file = dir_ + "/run/not-a-socket";
+  ASSERT_EQ(std::system(("touch " + file).c_str()), 0);
+  Server third(ioc_.get_executor(), {}, handler_, probe_, null_logger());
+  auto st3 = third.listen_unix(file);
+  ASSERT_FALSE(st3.ok());
+  EXPECT_NE(st3.error().message.find("not a socket"), std::string::npos);
+  EXPECT_EQ(::access(file.c_str(), F_OK), 0);
+}
+
+TEST_F(ServerTest, DrainLetsInFlightCallsFinishAndRefusesNewOnes) {
+  start();
+  auto slow =
+      std::async(std::launch::async, [this] { return client_post("/slow/400", "inflight"); });
+  for (int i = 0; i < 200 && on_loop([this] { return server_->in_flight(); }) == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(on_loop([this] { return server_->in_flight(); }), 1u);
+  std::promise<bool> drained;
+  asio::co_spawn(ioc_, server_->drain(5s),
+                 [&](std::exception_ptr, bool clean) { drained.set_value(clean); });
+  // After stop_accepting, new connections are refused.
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    auto r = client_post("/x", "late");
+    refused = !r.ok();
+    if (!refused) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(refused);
+  auto r = slow.get();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_NE(r->body.find("inflight"), std::string::npos);
+  EXPECT_TRUE(drained.get_future().get());
+}
+
+TEST_F(ServerTest, DrainIsBounded) {
+  start();
+  auto slow =
+      std::async(std::launch::async, [this] { return client_post("/slow/3000", "too slow"); });
+  for (int i = 0; i < 200 && on_loop([this] { return server_->in_flight(); }) == 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  std::promise<bool> drained;
+  const auto t0 = std::chrono::steady_clock::now();
+  asio::co_spawn(ioc_, server_->drain(200ms),
+                 [&](std::exception_ptr, bool clean) { drained.set_value(clean); });
+  EXPECT_FALSE(drained.get_future().get());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_FALSE(slow.get().ok());  // cut off
+}
+
+TEST_F(ServerTest, RemoveSocketFileSparesASuccessorsSocket) {
+  start();
+  on_loop([this] {
+    server_->stop_accepting();
+    return 0;
+  });
+  // A successor replaced the file meanwhile.
+  ASSERT_EQ(::unlink(path_.c_str()), 0);
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path_.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);
+  }
+  on_loop([this] {
+    server_->remove_socket_file();
+    return 0;
+  });
+  EXPECT_EQ(::access(path_.c_str(), F_OK), 0) << "a successor's socket was removed";
+}
+
+}  // namespace
+}  // namespace datera::http

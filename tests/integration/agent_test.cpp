@@ -1,0 +1,300 @@
+// Host tier: the real agent binary, the shim exec'd from where kubelet finds it, real sockets,
+// files and signals. Nothing here is faked.
+
+#include <fstream>
+#include <sys/stat.h>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/agent_process.h"
+
+namespace datera::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+/// kubelet parses the combined output as one JSON object: exactly one line, nothing else.
+json single_reply(const Exec& e) {
+  EXPECT_FALSE(e.output.empty());
+  EXPECT_EQ(e.output.back(), '\n') << e.output;
+  EXPECT_EQ(e.output.find('\n'), e.output.size() - 1) << "more than one line: " << e.output;
+  auto j = json::parse(e.output, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << e.output;
+  EXPECT_TRUE(j.is_object()) << e.output;
+  return j;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(agent_.start());
+    ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
+  }
+  AgentProcess agent_;
+};
+
+TEST_F(AgentTest, InstallsDriverWithInfoAndReportsItInStatus) {
+  struct stat st {};
+  ASSERT_EQ(::stat(agent_.installed_shim().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  std::ifstream info(agent_.plugin_dir + "/datera~iscsi/.datera-agent.json");
+  const auto j = json::parse(info);
+  EXPECT_EQ(j["socket"], agent_.socket);
+  EXPECT_EQ(j["capabilities"]["attach"], false);
+  const auto s = agent_.status();
+  EXPECT_EQ(s["node"], "it-node");
+  EXPECT_EQ(s["ready"], true);
+  EXPECT_EQ(s["driver"]["state"], "installed");
+  EXPECT_EQ(s["driver"]["self_test"], "ok");
+  EXPECT_EQ(s["driver"]["path"], agent_.installed_shim());
+  EXPECT_GE(s["uptime_seconds"].get<int>(), 0);
+  EXPECT_GE(s["flexvolume"]["calls_total"].get<int>(), 1)
+      << "the self-test's round trip is counted";
+}
+
+TEST_F(AgentTest, EveryFlexVolumeCommandThroughTheInstalledShim) {
+  const std::string opts =
+      R"({"kubernetes.io/fsType":"xfs","kubernetes.io/readwrite":"rw","kubernetes.io/pvOrVolumeName":"pv-1","volumeID":"vol-1"})";
+  const std::string pod_dir = agent_.root + "/kubelet/pods/uid-1/volumes/datera~iscsi/pv-1";
+
+  auto init = agent_.shim({"init"});
+  auto j = single_reply(init);
+  EXPECT_EQ(init.exit_code, 0);
+  EXPECT_EQ(j["status"], "Success");
+  EXPECT_EQ(j["capabilities"]["attach"], false);
+
+  auto name = agent_.shim({"getvolumename", opts});
+  EXPECT_EQ(name.exit_code, 0);
+  EXPECT_EQ(single_reply(name)["volumeName"], "vol-1");
+
+  // Capabilities of later milestones: Failure with a reason, exit 1, never "Not supported".
+  const std::vector<std::vector<std::string>> later = {
+      {"mount", pod_dir, opts},
+      {"unmount", pod_dir},
+      {"attach", opts, "it-node"},
+      {"isattached", opts, "it-node"},
+      {"detach", "pv-1", "it-node"},
+      {"waitforattach", "/dev/sdb", opts},
+      {"mountdevice", agent_.root + "/kubelet/plugins/m/pv-1", "/dev/sdb", opts},
+      {"unmountdevice", agent_.root + "/kubelet/plugins/m/pv-1"},
+      {"expandvolume", opts, "/m", "2147483648", "1073741824"},
+      {"expandfs", opts, "/dev/sdb", "/m", "2147483648", "1073741824"},
+  };
+  for (const auto& argv : later) {
+    auto r = agent_.shim(argv);
+    auto reply = single_reply(r);
+    EXPECT_EQ(r.exit_code, 1) << argv[0];
+    EXPECT_EQ(reply["status"], "Failure") << argv[0];
+    EXPECT_NE(reply["message"].get<std::string>().find(argv[0]), std::string::npos) << reply;
+  }
+
+  auto unknown = agent_.shim({"snapshot", opts});
+  EXPECT_EQ(unknown.exit_code, 0);
+  EXPECT_EQ(single_reply(unknown)["status"], "Not supported");
+
+  auto bad = agent_.shim({"mount", pod_dir});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(single_reply(bad)["status"], "Failure");
+
+  // The calls show up in the metrics by command and status.
+  const auto m = agent_.metrics();
+  EXPECT_NE(m.find(R"(datera_agent_flexvolume_requests_total{command="mount",status="Failure"} 1)"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(
+      m.find(R"(datera_agent_flexvolume_requests_total{command="getvolumename",status="Success"})"),
+      std::string::npos);
+  EXPECT_NE(m.find("datera_agent_flexvolume_request_duration_seconds_bucket{command=\"expandfs\""),
+            std::string::npos);
+}
+
+TEST_F(AgentTest, CurlWorksOnTheUnixSocket) {
+  auto r = exec_capture(
+      {"/usr/bin/curl", "-sS", "--unix-socket", agent_.socket, "http://agent/v1/status"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(json::parse(r.output)["node"], "it-node");
+  auto v = exec_capture(
+      {"/usr/bin/curl", "-sS", "--unix-socket", agent_.socket, "http://agent/v1/volumes"});
+  EXPECT_TRUE(json::parse(v.output)["volumes"].is_array());
+  auto post = exec_capture({"/usr/bin/curl", "-sS", "--unix-socket", agent_.socket, "-d",
+                            R"({"command":"getvolumename","options":{"volumeID":"v9"}})",
+                            "http://agent/v1/flexvolume"});
+  EXPECT_EQ(json::parse(post.output)["volumeName"], "v9");
+}
+
+TEST_F(AgentTest, SocketIsPrivateAndOtherUidsAreRefused) {
+  struct stat st {};
+  ASSERT_EQ(::stat(agent_.socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((agent_.root + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to act as another uid";
+  // Open the file modes so the kernel lets uid 65534 connect: the agent's own check must refuse.
+  ASSERT_EQ(::chmod(agent_.root.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((agent_.root + "/run").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(agent_.socket.c_str(), 0666), 0);
+  const auto reply = raw_exchange_as(65534, agent_.socket, http_get("/v1/status"));
+  EXPECT_NE(reply.find("HTTP/1.1 403"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("uid 65534"), std::string::npos) << reply;
+  EXPECT_NE(agent_.log_text().find("refusing API client"), std::string::npos);
+  EXPECT_NE(agent_.metrics().find(
+                R"(datera_agent_http_rejections_total{reason="peer_uid",server="api"} 1)"),
+            std::string::npos)
+      << agent_.metrics();
+  EXPECT_EQ(agent_.status()["node"], "it-node") << "root is still served";
+}
+
+TEST_F(AgentTest, MalformedAndOversizeRequestsAreRefusedWhileServing) {
+  const auto big = agent_.api(http_post("/v1/flexvolume", std::string(65 * 1024, ' ')));
+  EXPECT_NE(big.find("HTTP/1.1 413"), std::string::npos) << big.substr(0, 300);
+  const auto garbage = agent_.api("\x16\x03\x01 not http at all\r\n\r\n");
+  EXPECT_NE(garbage.find("HTTP/1.1 400"), std::string::npos) << garbage;
+  const auto bad_json = agent_.api(http_post("/v1/flexvolume", "{nope"));
+  EXPECT_NE(bad_json.find("HTTP/1.1 400"), std::string::npos);
+  EXPECT_EQ(json::parse(body_of(bad_json))["status"], "Failure");
+  EXPECT_EQ(agent_.api(http_get("/v1/nothing")).find("HTTP/1.1 404"), 0u);
+  // Still serving, through the shim too.
+  EXPECT_EQ(agent_.shim({"getvolumename", R"({"volumeID":"after"})"}).exit_code, 0);
+  const auto m = agent_.metrics();
+  EXPECT_NE(m.find(R"(datera_agent_http_rejections_total{reason="too_large",server="api"})"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find(R"(datera_agent_http_rejections_total{reason="malformed",server="api"})"),
+            std::string::npos);
+}
+
+TEST_F(AgentTest, MetricsServeProcessBuildInstallerAndHealth) {
+  EXPECT_EQ(tcp_get(agent_.port, "/healthz").rfind("HTTP/1.1 200", 0), 0u);
+  const auto m = agent_.metrics();
+  for (const char* name :
+       {"datera_agent_build_info{", "datera_agent_process_resident_memory_bytes ",
+        "datera_agent_process_cpu_seconds_total ", "datera_agent_process_open_fds ",
+        "datera_agent_process_start_time_seconds ", "datera_agent_driver_ready 1",
+        R"(datera_agent_driver_install_total{result="installed"} 1)",
+        R"(datera_agent_driver_self_test_total{result="ok"} 1)",
+        "datera_agent_driver_installed_info{", "datera_agent_http_connections{"}) {
+    EXPECT_NE(m.find(name), std::string::npos) << name;
+  }
+}
+
+TEST_F(AgentTest, SigtermExitsZeroLeavesDriverRemovesSocket) {
+  EXPECT_EQ(agent_.stop(SIGTERM), 0) << agent_.log_text();
+  EXPECT_EQ(::access(agent_.installed_shim().c_str(), X_OK), 0)
+      << "the driver must survive the agent";
+  EXPECT_NE(::access(agent_.socket.c_str(), F_OK), 0) << "our socket file is removed";
+  EXPECT_NE(agent_.log_text().find("left as they are"), std::string::npos);
+  // With the agent gone, init still works and other calls fail clearly.
+  auto init = agent_.shim({"init"});
+  EXPECT_EQ(init.exit_code, 0);
+  EXPECT_EQ(single_reply(init)["status"], "Success");
+  auto mount = agent_.shim({"unmount", "/x"});
+  EXPECT_EQ(mount.exit_code, 1);
+  const auto msg = single_reply(mount)["message"].get<std::string>();
+  EXPECT_NE(msg.find("not reachable at " + agent_.socket), std::string::npos) << msg;
+}
+
+TEST_F(AgentTest, RestartReusesTheDriverWithoutRewritingIt) {
+  struct stat before {};
+  ASSERT_EQ(::stat(agent_.installed_shim().c_str(), &before), 0);
+  ASSERT_EQ(agent_.stop(SIGKILL), 128 + SIGKILL);  // leaves a stale socket behind
+  EXPECT_EQ(::access(agent_.socket.c_str(), F_OK), 0);
+  ASSERT_TRUE(agent_.start());
+  ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
+  struct stat after {};
+  ASSERT_EQ(::stat(agent_.installed_shim().c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(agent_.status()["driver"]["last_change"], "unchanged");
+  EXPECT_NE(agent_.log_text().find("replacing stale socket"), std::string::npos);
+}
+
+TEST_F(AgentTest, SecondAgentOnTheSameSocketRefusesToStart) {
+  AgentProcess second;
+  // Same socket, different everything else.
+  std::ofstream(second.config) << "node_name: it-node\nsocket_path: " << agent_.socket
+                               << "\nplugin_dir: " << second.plugin_dir
+                               << "\nmetrics: {listen: '127.0.0.1:" << second.port << "'}\n";
+  ASSERT_TRUE(second.start());
+  EXPECT_EQ(second.wait_exit(), 1);
+  EXPECT_NE(second.log_text().find("another datera-agent is already serving"), std::string::npos)
+      << second.log_text();
+  EXPECT_EQ(agent_.status()["node"], "it-node") << "the first agent is unaffected";
+}
+
+TEST_F(AgentTest, SighupReloadsTheLogLevel) {
+  EXPECT_EQ(agent_.log_text().find("getvolumename volume=probe-1"), std::string::npos);
+  std::ofstream(agent_.config, std::ios::app) << "log_level: debug\n";
+  ::kill(agent_.pid, SIGHUP);
+  bool reloaded = false;
+  for (int i = 0; i < 200 && !reloaded; ++i) {
+    reloaded = agent_.log_text().find("log level is now debug") != std::string::npos;
+    if (!reloaded) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(reloaded) << agent_.log_text();
+  EXPECT_EQ(agent_.shim({"getvolumename", R"({"volumeID":"probe-1"})"}).exit_code, 0);
+  EXPECT_NE(agent_.log_text().find("getvolumename volume=probe-1"), std::string::npos)
+      << agent_.log_text();
+}
+
+TEST_F(AgentTest, ChangedShimSourceIsInstalledWhileRunning) {
+  // Restart the agent with a shim source it watches, then publish a new build there.
+  ASSERT_EQ(agent_.stop(SIGTERM), 0);
+  const std::string src = agent_.root + "/bin/datera-flexvolume";
+  ASSERT_EQ(
+      std::system(("mkdir -p " + agent_.root + "/bin && cp " DATERA_SHIM_PATH " " + src).c_str()),
+      0);
+  std::ofstream(agent_.config, std::ios::app) << "driver: {shim_source: " << src << "}\n";
+  ASSERT_TRUE(agent_.start());
+  ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
+  const auto digest_before = agent_.status()["driver"]["digest"].get<std::string>();
+  ASSERT_EQ(std::system(("cp " + src + " " + src + ".new && printf 'v2' >> " + src + ".new && mv " +
+                         src + ".new " + src)
+                            .c_str()),
+            0);
+  std::string digest_after = digest_before;
+  for (int i = 0; i < 500 && digest_after == digest_before; ++i) {
+    std::this_thread::sleep_for(10ms);
+    digest_after = agent_.status()["driver"]["digest"].get<std::string>();
+  }
+  EXPECT_NE(digest_after, digest_before) << agent_.log_text();
+  EXPECT_EQ(agent_.status()["driver"]["last_change"], "updated");
+  EXPECT_EQ(agent_.shim({"init"}).exit_code, 0);
+}
+
+TEST(AgentCli, BadConfigIsRefusedWithKeyAndReason) {
+  AgentProcess agent("api: {max_conections: 3}\n");
+  ASSERT_TRUE(agent.start());
+  EXPECT_EQ(agent.wait_exit(), 2);
+  EXPECT_NE(agent.log_text().find("api.max_conections"), std::string::npos) << agent.log_text();
+  EXPECT_NE(agent.log_text().find("unknown key"), std::string::npos);
+}
+
+TEST(AgentCli, VersionAndUninstallDriver) {
+  auto v = exec_capture({DATERA_AGENT_PATH, "--version"});
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_EQ(v.output.rfind("datera-agent ", 0), 0u) << v.output;
+
+  AgentProcess agent;
+  ASSERT_TRUE(agent.start());
+  ASSERT_TRUE(agent.wait_ready()) << agent.log_text();
+  ASSERT_EQ(agent.stop(SIGTERM), 0);
+  auto u = exec_capture({DATERA_AGENT_PATH, "uninstall-driver", "--config", agent.config});
+  EXPECT_EQ(u.exit_code, 0) << u.output;
+  EXPECT_NE(::access((agent.plugin_dir + "/datera~iscsi").c_str(), F_OK), 0);
+}
+
+TEST(AgentCli, NodeNameFromEnvironmentLikeADaemonSet) {
+  AgentProcess agent;
+  std::ofstream(agent.config) << "socket_path: " << agent.socket
+                              << "\nplugin_dir: " << agent.plugin_dir
+                              << "\nmetrics: {listen: '127.0.0.1:" << agent.port << "'}\n";
+  ::setenv("NODE_NAME", "from-downward-api", 1);
+  ASSERT_TRUE(agent.start());
+  ::unsetenv("NODE_NAME");
+  ASSERT_TRUE(agent.wait_ready()) << agent.log_text();
+  EXPECT_EQ(agent.status()["node"], "from-downward-api");
+}
+
+}  // namespace
+}  // namespace datera::testing
