@@ -2,7 +2,9 @@
 // files and signals. Nothing here is faked.
 
 #include <fstream>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -294,6 +296,73 @@ TEST(AgentCli, NodeNameFromEnvironmentLikeADaemonSet) {
   ::unsetenv("NODE_NAME");
   ASSERT_TRUE(agent.wait_ready()) << agent.log_text();
   EXPECT_EQ(agent.status()["node"], "from-downward-api");
+}
+
+}  // namespace
+}  // namespace datera::testing
+
+namespace datera::testing {
+namespace {
+
+/// A datagram socket standing in for systemd's notify socket.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~NotifySocket() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  /// Collects messages until one contains `needle` or `limit` passes.
+  bool wait_for(const std::string& needle, std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      messages.emplace_back(buf, static_cast<size_t>(n));
+      if (messages.back().find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
+  std::vector<std::string> messages;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool ok_ = false;
+};
+
+TEST(AgentSystemd, NotifiesReadyPingsWatchdogAndSaysStopping) {
+  AgentProcess agent;
+  NotifySocket notify(agent.root + "/notify.sock");
+  ASSERT_TRUE(notify.ok());
+  ::setenv("NOTIFY_SOCKET", (agent.root + "/notify.sock").c_str(), 1);
+  ::setenv("WATCHDOG_USEC", "400000", 1);  // pings expected every 200 ms
+  ASSERT_TRUE(agent.start());
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(notify.wait_for("READY=1", 10s)) << agent.log_text();
+  EXPECT_NE(notify.messages.back().find("STATUS=serving; driver installed"), std::string::npos)
+      << notify.messages.back();
+  EXPECT_EQ(tcp_get(agent.port, "/readyz").rfind("HTTP/1.1 200", 0), 0u)
+      << "READY=1 comes after the driver passed its self-test";
+  int pings = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (pings < 3 && notify.wait_for("WATCHDOG=1", 2s)) ++pings;
+  EXPECT_EQ(pings, 3);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ::kill(agent.pid, SIGTERM);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1", 5s));
+  EXPECT_EQ(agent.wait_exit(), 0);
 }
 
 }  // namespace

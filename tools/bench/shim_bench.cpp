@@ -3,16 +3,20 @@
 //
 //   build/bin/shim-bench [--agent build/bin/datera-agent] [--iterations 2000]
 //
-// Cases: /bin/true (the exec floor of this machine), `init` (answered locally from the info
-// file) and `getvolumename` (a round trip through the agent's Unix socket).
+// Cases: a static no-op binary (the exec floor of this machine: no driver can be faster), `init`
+// (answered locally from the info file), `getvolumename` (a round trip through the agent's Unix
+// socket), and the same round trip from inside this process with the shim's own client, which is
+// the agent's share without any exec.
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "plugins/flexvolume/unix_http_client.h"
 #include "tests/testing/agent_process.h"
 
 namespace {
@@ -50,6 +54,22 @@ Stats measure(const std::string& name, const std::vector<std::string>& argv, int
   return s;
 }
 
+Stats measure_socket(const std::string& socket, int iterations) {
+  Stats s{"socket round trip, no exec (agent share)", {}, 0};
+  const std::string body =
+      R"({"command":"getvolumename","args":[],"options":{"volumeID":"bench"}})";
+  for (int i = 0; i < iterations + iterations / 10; ++i) {
+    const auto t0 = Clock::now();
+    auto r = datera::flex::post_json(socket, "/v1/flexvolume", body, "shim-bench",
+                                     std::chrono::seconds(2), std::chrono::seconds(10));
+    const auto t1 = Clock::now();
+    if (!r || r->body.find("\"volumeName\":\"bench\"") == std::string::npos) ++s.failures;
+    if (i >= iterations / 10)
+      s.us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,11 +100,26 @@ int main(int argc, char** argv) {
   }
   const std::string shim = agent.installed_shim();
   std::vector<Stats> all;
-  all.push_back(measure("exec /bin/true (floor)", {"/bin/true"}, iterations, nullptr));
+  const std::string bin_dir = agent_bin.substr(0, agent_bin.find_last_of('/'));
+  all.push_back(
+      measure("exec static no-op (floor)", {bin_dir + "/bench-noop"}, iterations, nullptr));
   all.push_back(measure("shim init (local)", {shim, "init"}, iterations, "\"Success\""));
   all.push_back(measure("shim getvolumename (via agent)",
                         {shim, "getvolumename", R"({"kubernetes.io/pvOrVolumeName":"bench-pv"})"},
                         iterations, "\"volumeName\":\"bench-pv\""));
+  all.push_back(measure_socket(agent.socket, iterations));
+  // Prior art (Longhorn's flex driver) was a shell script around curl: the same call that way.
+  const std::string script = agent.root + "/curl-shim.sh";
+  std::ofstream(script) << "#!/bin/bash\nexec curl -sS --unix-socket '" << agent.socket
+                        << "' -d \"{\\\"command\\\":\\\"$1\\\",\\\"options\\\":$2}\" "
+                        << "http://agent/v1/flexvolume\n";
+  ::chmod(script.c_str(), 0755);
+  if (::access("/usr/bin/curl", X_OK) == 0) {
+    all.push_back(
+        measure("bash + curl script (prior-art shape)",
+                {script, "getvolumename", R"({"kubernetes.io/pvOrVolumeName":"bench-pv"})"},
+                std::max(10, iterations / 10), "\"volumeName\":\"bench-pv\""));
+  }
   const int stopped = agent.stop(SIGTERM);
 
   std::printf("| case | n | p50 ms | p90 ms | p99 ms | max ms | mean ms | failures |\n");
