@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/temp_dir.h"
 #include "tests/testing/unix_client.h"
 
 extern char** environ;
@@ -119,9 +120,6 @@ class AgentProcess {
       : AgentProcess(DATERA_AGENT_PATH, std::move(extra_yaml)) {}
 #endif
   AgentProcess(std::string agent_binary, std::string extra_yaml) : binary(std::move(agent_binary)) {
-    char tmpl[] = "/tmp/dt-it-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) std::abort();
-    root = tmpl;
     socket = root + "/run/agent.sock";
     plugin_dir = root + "/plugins";
     config = root + "/config.yaml";
@@ -138,7 +136,6 @@ class AgentProcess {
   }
   ~AgentProcess() {
     stop(SIGKILL);
-    std::system(("rm -rf " + root).c_str());
   }
 
   /// Starts the agent; args after the binary default to --config <config>.
@@ -227,7 +224,10 @@ class AgentProcess {
     return ss.str();
   }
 
-  std::string binary, root, socket, plugin_dir, config, log;
+  std::string binary;
+  TempDir dir{"dt-it"};
+  std::string root = dir.path();
+  std::string socket, plugin_dir, config, log;
   unsigned short port = 0;
   pid_t pid = 0;
   int exit_status = -1;

@@ -1,23 +1,19 @@
 #include "agent/common/fs.h"
 
-#include <cstdlib>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+
+#include "tests/testing/temp_dir.h"
 
 namespace datera::fs {
 namespace {
 
 class FsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/dt-fs-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
-  std::string dir_;
+  testing::TempDir tmp_{"dt-fs"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(FsTest, AtomicWriteReplacesContentAndMode) {

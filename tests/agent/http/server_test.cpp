@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plugins/flexvolume/unix_http_client.h"
+#include "tests/testing/temp_dir.h"
 #include "tests/testing/unix_client.h"
 
 namespace datera::http {
@@ -55,16 +56,9 @@ std::string post(const std::string& target, const std::string& body) {
 
 class ServerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/dt-srv-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/run/agent.sock";
-  }
   void TearDown() override {
     stop_loop();
     server_.reset();
-    std::system(("rm -rf " + dir_).c_str());
   }
   void start(ServerOptions opts = {}, Admission admission = {}) {
     opts.name = "test";
@@ -93,7 +87,17 @@ class ServerTest : public ::testing::Test {
     return flex::post_json(path_, target, body, "test", 2s, 5s);
   }
 
-  std::string dir_, path_;
+  /// Waits until the server has a request in flight (the handler runs on the loop thread).
+  size_t wait_in_flight() {
+    for (int i = 0; i < 200 && on_loop([this] { return server_->in_flight(); }) == 0; ++i) {
+      std::this_thread::sleep_for(5ms);
+    }
+    return on_loop([this] { return server_->in_flight(); });
+  }
+
+  testing::TempDir tmp_{"dt-srv"};
+  const std::string dir_ = tmp_.path();
+  const std::string path_ = dir_ + "/run/agent.sock";
   asio::io_context ioc_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread loop_;
@@ -268,10 +272,7 @@ TEST_F(ServerTest, DrainLetsInFlightCallsFinishAndRefusesNewOnes) {
   start();
   auto slow =
       std::async(std::launch::async, [this] { return client_post("/slow/400", "inflight"); });
-  for (int i = 0; i < 200 && on_loop([this] { return server_->in_flight(); }) == 0; ++i) {
-    std::this_thread::sleep_for(5ms);
-  }
-  ASSERT_EQ(on_loop([this] { return server_->in_flight(); }), 1u);
+  ASSERT_EQ(wait_in_flight(), 1u);
   std::promise<bool> drained;
   asio::co_spawn(ioc_, server_->drain(5s),
                  [&](std::exception_ptr, bool clean) { drained.set_value(clean); });
@@ -294,9 +295,7 @@ TEST_F(ServerTest, DrainIsBounded) {
   start();
   auto slow =
       std::async(std::launch::async, [this] { return client_post("/slow/3000", "too slow"); });
-  for (int i = 0; i < 200 && on_loop([this] { return server_->in_flight(); }) == 0; ++i) {
-    std::this_thread::sleep_for(5ms);
-  }
+  ASSERT_EQ(wait_in_flight(), 1u);
   std::promise<bool> drained;
   const auto t0 = std::chrono::steady_clock::now();
   asio::co_spawn(ioc_, server_->drain(200ms),

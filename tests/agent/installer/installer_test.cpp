@@ -24,6 +24,7 @@
 #include "agent/common/fs.h"
 #include "agent/http/server.h"
 #include "tests/testing/run_async.h"
+#include "tests/testing/temp_dir.h"
 
 extern char** environ;
 
@@ -52,9 +53,6 @@ struct NoStatus : api::StatusSource {
 class InstallerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/dt-inst-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     ASSERT_TRUE(fs::ensure_dir(dir_ + "/src", 0755).ok());
     source_ = dir_ + "/src/datera-flexvolume";
     shim_ = slurp(DATERA_SHIM_PATH);
@@ -69,7 +67,6 @@ class InstallerTest : public ::testing::Test {
   void TearDown() override {
     server_.reset();
     installer_.reset();
-    std::system(("rm -rf " + dir_).c_str());
   }
   void write_source(const std::string& bytes) {
     ASSERT_TRUE(fs::atomic_write(source_, bytes, 0755).ok());
@@ -101,7 +98,9 @@ class InstallerTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_, source_, shim_;
+  testing::TempDir tmp_{"dt-inst"};
+  const std::string dir_ = tmp_.path();
+  std::string source_, shim_;
   Options opts_;
   asio::io_context ioc_;
   asio::thread_pool pool_{1};
@@ -272,9 +271,8 @@ TEST_F(InstallerTest, RunReinstallsWhenTheDriverIsDeletedOrTheSourceChanges) {
 // before any thread exists, so it holds no descriptor of ours) execs the installed path in a
 // tight loop while the installer replaces it back and forth; every exec must run a whole shim.
 TEST(InstallerAtomicity, ConcurrentExecNeverSeesAPartialFile) {
-  char tmpl[] = "/tmp/dt-atom-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  testing::TempDir tmp("dt-atom");
+  const std::string& dir = tmp.path();
   Options o;
   o.plugin_dir = dir + "/plugins";
   o.shim_source = dir + "/datera-flexvolume";
@@ -354,7 +352,6 @@ TEST(InstallerAtomicity, ConcurrentExecNeverSeesAPartialFile) {
   ASSERT_EQ(::read(result_pipe[0], res, sizeof res), static_cast<ssize_t>(sizeof res));
   int status = 0;
   ::waitpid(child, &status, 0);
-  std::system(("rm -rf " + dir).c_str());
   EXPECT_EQ(updates, 40);
   EXPECT_GT(res[0], 100) << "the exec loop should have run many times during the updates";
   EXPECT_EQ(res[1], 0) << res[1] << " of " << res[0] << " execs saw a broken driver";

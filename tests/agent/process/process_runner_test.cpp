@@ -32,6 +32,7 @@
 
 #include "agent/common/logging.h"
 #include "tests/testing/fake_process_runner.h"
+#include "tests/testing/temp_dir.h"
 
 namespace datera::process {
 namespace {
@@ -95,27 +96,17 @@ bool dead_within(pid_t pid, std::chrono::milliseconds limit) {
   return false;
 }
 
-class TempDir {
+/// A shared TempDir that can also drop executable scripts into itself.
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/dt-process-test-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+  TempDir() : testing::TempDir("dt-proc") {}
 
   std::string write(const std::string& name, const std::string& content, mode_t mode) const {
-    const std::string file = path_ + "/" + name;
+    const std::string file = path() + "/" + name;
     std::ofstream(file) << content;
     ::chmod(file.c_str(), mode);
     return file;
   }
-
- private:
-  std::string path_;
 };
 
 class ProcessRunnerTest : public ::testing::Test {

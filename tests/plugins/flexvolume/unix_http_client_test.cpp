@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/testing/temp_dir.h"
+
 namespace datera::flex {
 namespace {
 
@@ -36,16 +38,6 @@ TEST(ParseHttpReply, RejectsBrokenReplies) {
 
 class ClientSocketTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/dt-cli-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/s.sock";
-  }
-  void TearDown() override {
-    ::unlink(path_.c_str());
-    ::rmdir(dir_.c_str());
-  }
   int listen_socket() {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un a{};
@@ -55,7 +47,8 @@ class ClientSocketTest : public ::testing::Test {
     EXPECT_EQ(::listen(fd, 4), 0);
     return fd;
   }
-  std::string dir_, path_;
+  testing::TempDir dir_{"dt-cli"};
+  std::string path_ = dir_ / "s.sock";
 };
 
 TEST_F(ClientSocketTest, MissingSocketIsConnectError) {
