@@ -300,6 +300,10 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
         }
       }
       if (!*alive) co_return;
+      if (response.drop_connection) {
+        probe_.request(response.route, 0);
+        break;
+      }
       probe_.request(response.route, response.status);
       const bool keep = msg.keep_alive() && !stopping_ && response.status < 400;
       auto res = encode(response, msg.version(), keep);

@@ -36,6 +36,9 @@ struct Response {
   std::string content_type = "application/json";
   /// Low-cardinality label for metrics ("flexvolume", "status", "unknown"...), set by handlers.
   std::string route = "unknown";
+  /// Close the connection without sending anything: the request's effects stay, its reply is lost.
+  /// Only the EDF simulator's fault injection uses this.
+  bool drop_connection = false;
 };
 
 /// A JSON error body: {"status":"Failure","message":...,"error":reason}. It is FlexVolume-shaped so

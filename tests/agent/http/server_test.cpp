@@ -42,6 +42,7 @@ struct EchoHandler : Handler {
     }
     Response r;
     r.route = "echo";
+    r.drop_connection = req.path() == "/drop";
     r.body = R"({"status":"Success","echo":")" + req.body + R"(","uid":)" +
              std::to_string(req.peer ? req.peer->uid : 99999) + "}";
     co_return r;
@@ -125,6 +126,14 @@ TEST_F(ServerTest, ServesRequestsWithPeerCredentials) {
   auto j = nlohmann::json::parse(r->body);
   EXPECT_EQ(j["echo"], "hi");
   EXPECT_EQ(j["uid"], ::getuid());
+}
+
+TEST_F(ServerTest, DroppedReplyClosesWithoutAnswer) {
+  start();
+  EXPECT_EQ(raw_exchange(path_, post("/drop", "lost")), "");
+  auto r = client_post("/x", "after");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200u);
 }
 
 TEST_F(ServerTest, OversizeRequestIs413AndServerKeepsServing) {
