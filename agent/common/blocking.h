@@ -3,9 +3,10 @@
 // Runs a blocking function (fsync, rename, a large read) on a worker pool and resumes the calling
 // coroutine on its own executor, so the event loop never stalls on disk.
 //
-// Pass lambdas that capture by reference (the caller's frame outlives the call). GCC 12 destroys
-// some temporaries inside a co_await expression twice (GCC PR 100611): a lambda holding a copied
-// std::string crashes there, one holding references has nothing to destroy.
+// Pass lambdas that capture by reference (the caller's frame outlives the call). GCC 12 destroys a
+// lambda passed by value to a coroutine twice (GCC PR 100611; reproduced under ASan: a
+// copy-captured std::string is double-freed), so a lambda owning anything must never be a coroutine
+// argument. Class objects passed by value (prvalue or std::move) are destroyed correctly.
 
 #include <optional>
 #include <type_traits>

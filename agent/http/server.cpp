@@ -279,8 +279,10 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
       self->busy = true;
       auto msg = parser.release();
       Response response;
+      bool refused = false;
       if (auto refusal = admission_ ? admission_(peer) : std::nullopt) {
         response = std::move(*refusal);
+        refused = true;
         probe_.rejected(response.route);
       } else {
         Request req;
@@ -305,7 +307,8 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
         break;
       }
       probe_.request(response.route, response.status);
-      const bool keep = msg.keep_alive() && !stopping_ && response.status < 400;
+      // A handler's 4xx leaves the framing intact, so the connection may stay; a refused peer goes.
+      const bool keep = msg.keep_alive() && !stopping_ && !refused;
       auto res = encode(response, msg.version(), keep);
       stream.expires_after(options_.write_timeout);
       co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));

@@ -1,0 +1,556 @@
+#include "plugins/datera/client.h"
+
+#include <algorithm>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "agent/common/version.h"
+
+namespace datera::edf {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string clip(const std::string& s, size_t n = 300) {
+  return s.size() > n ? s.substr(0, n) + "..." : s;
+}
+
+bool is_unavailable(unsigned status, const std::string& body) {
+  // PYSDK treats a 500 "REST server is still initializing" like a 503.
+  return status == 503 || (status == 500 && body.find("still initializing") != std::string::npos);
+}
+
+}  // namespace
+
+Client::Client(asio::any_io_executor executor, Transport& transport, ClientOptions options,
+               Probe& probe, LoggerPtr log)
+    : executor_(std::move(executor)),
+      transport_(transport),
+      options_(std::move(options)),
+      probe_(probe),
+      log_(std::move(log)),
+      rng_(options_.seed) {}
+
+std::string Client::si_path(const std::string& name) {
+  return "/app_instances/" + name + "/storage_instances/" + kStorageInstance;
+}
+
+Error Client::wrap(const Call& c, const std::string& msg, int code) const {
+  std::string head = c.what;
+  if (!c.volume.empty()) head += " for volume " + c.volume;
+  return Error{head + " failed: " + msg, code};
+}
+
+Error Client::api_error(const Call& c, unsigned status, const std::string& body) const {
+  const auto j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  std::string name = "HTTP " + std::to_string(status);
+  std::string message = clip(body);
+  if (j.is_object()) {
+    if (auto it = j.find("name"); it != j.end() && it->is_string()) name = it->get<std::string>();
+    if (auto it = j.find("message"); it != j.end() && it->is_string())
+      message = it->get<std::string>();
+  }
+  return wrap(
+      c,
+      name + " (HTTP " + std::to_string(status) + ") from EDF " + options_.server + ": " + message,
+      static_cast<int>(status));
+}
+
+asio::awaitable<void> Client::backoff(int attempt, const std::string& reason) {
+  probe_.retry(reason);
+  const auto exp = options_.retry.base * (1LL << std::min(attempt - 1, 16));
+  const auto ceiling = std::min<std::chrono::milliseconds>(options_.retry.cap, exp);
+  // "Equal jitter": at least half the step, so retries never stampede at zero delay.
+  std::uniform_int_distribution<long long> jitter(0, std::max<long long>(0, ceiling.count() / 2));
+  const auto delay = std::chrono::milliseconds(ceiling.count() / 2 + jitter(rng_));
+  log_->debug("EDF request retry {} in {} ms ({})", attempt, delay.count(), reason);
+  asio::steady_timer timer(executor_, delay);
+  boost::system::error_code ec;
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+asio::awaitable<Result<std::string>> Client::version() {
+  if (!version_.empty()) co_return version_;
+  if (!options_.api_version.empty()) {
+    version_ = options_.api_version;
+    co_return version_;
+  }
+  const Call c{"GET", "/api_versions", std::nullopt, "discovering the EDF API version", "", true};
+  for (int attempt = 1;; ++attempt) {
+    HttpRequest req{
+        "GET", "/api_versions", {{"Accept", "application/json"}}, "", options_.request_timeout};
+    const auto t0 = Clock::now();
+    auto res = co_await transport_.send(std::move(req));
+    probe_.request("GET", "/api_versions", res ? std::to_string(res->status) : "error",
+                   Clock::now() - t0);
+    const bool retry = !res || is_unavailable(res->status, res->body);
+    if (retry && attempt < options_.retry.max_attempts) {
+      co_await backoff(attempt, res ? "unavailable" : "connect");
+      continue;
+    }
+    if (!res)
+      co_return wrap(c, "no reply from " + options_.server + ": " + res.error().message,
+                     kTransport);
+    if (res->status == 400 || res->status == 404) {
+      // Older firmware has no discovery endpoint; every such array speaks v2.2 or v2.1.
+      log_->info("EDF at {} has no /api_versions (HTTP {}); using v2.2", options_.server,
+                 res->status);
+      version_ = "v2.2";
+      co_return version_;
+    }
+    if (res->status != 200) co_return api_error(c, res->status, res->body);
+    const auto j = Json::parse(res->body, nullptr, false);
+    const auto list = j.is_object() ? j.value("api_versions", Json::array()) : Json::array();
+    for (const char* want : {"v2.2", "v2.1"}) {
+      if (std::find(list.begin(), list.end(), want) != list.end()) {
+        version_ = want;
+        co_return version_;
+      }
+    }
+    co_return wrap(c,
+                   "EDF at " + options_.server + " offers " + clip(list.dump()) +
+                       "; this agent speaks v2.2 and v2.1",
+                   kUnsupported);
+  }
+}
+
+asio::awaitable<Status> Client::login() {
+  const Call c{"PUT", "/login", std::nullopt, "logging in to EDF", "", true};
+  if (options_.credentials.empty()) {
+    co_return wrap(
+        c,
+        "no credentials: give the volume a secretRef (username, password) or set them in the agent "
+        "configuration",
+        kInvalidArg);
+  }
+  const std::string body =
+      Json{{"name", options_.credentials.user}, {"password", options_.credentials.password}}.dump();
+  for (int attempt = 1;; ++attempt) {
+    HttpRequest req{
+        "PUT",
+        "/" + version_ + "/login",
+        {{"Content-Type", "application/json; charset=utf-8"}, {"tenant", options_.tenant}},
+        body,
+        options_.request_timeout};
+    const auto t0 = Clock::now();
+    auto res = co_await transport_.send(std::move(req));
+    probe_.request("PUT", "/login", res ? std::to_string(res->status) : "error", Clock::now() - t0);
+    const bool retry = !res || is_unavailable(res->status, res->body);
+    if (retry && attempt < options_.retry.max_attempts) {
+      co_await backoff(attempt, res ? "unavailable" : "connect");
+      continue;
+    }
+    if (!res)
+      co_return wrap(c, "no reply from " + options_.server + ": " + res.error().message,
+                     kTransport);
+    if (res->status == 401 || res->status == 403) {
+      auto e = api_error(c, res->status, res->body);
+      co_return Error{
+          e.message + " (user '" + options_.credentials.user + "'; check the credentials)", e.code};
+    }
+    if (res->status != 200) co_return api_error(c, res->status, res->body);
+    const auto j = Json::parse(res->body, nullptr, false);
+    if (!j.is_object() || !j.contains("key") || !j["key"].is_string()) {
+      co_return wrap(c, "the login reply has no key", kBadReply);
+    }
+    key_ = j["key"].get<std::string>();
+    log_->debug("logged in to EDF at {} ({})", options_.server, version_);
+    co_return ok_status();
+  }
+}
+
+asio::awaitable<Result<Json>> Client::call(Call c) {
+  co_return co_await call_full(std::move(c), nullptr);
+}
+
+asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
+  auto ver = co_await version();
+  if (!ver) co_return wrap(c, ver.error().message, ver.error().code);
+  const std::string target = "/" + version_ + c.path;
+  const std::string endpoint = endpoint_class(target);
+  const std::string body = c.body ? c.body->dump() : std::string();
+  bool relogged = false;
+  for (int attempt = 1;; ++attempt) {
+    if (key_.empty()) {
+      auto st = co_await login();
+      if (!st) co_return wrap(c, st.error().message, st.error().code);
+    }
+    HttpRequest req{c.method,
+                    target,
+                    {{"Auth-Token", key_},
+                     {"tenant", options_.tenant},
+                     {"Content-Type", "application/json; charset=utf-8"},
+                     {"Datera-Driver", std::string("datera-agent-") + version::kVersion}},
+                    body,
+                    options_.request_timeout};
+    const auto t0 = Clock::now();
+    auto res = co_await transport_.send(std::move(req));
+    probe_.request(c.method, endpoint, res ? std::to_string(res->status) : "error",
+                   Clock::now() - t0);
+    if (!res) {
+      const bool nothing_sent = sent_nothing(res.error());
+      if (!nothing_sent && !c.repeatable) {
+        co_return wrap(
+            c,
+            "the reply was lost (" + res.error().message + "); the request may have taken effect",
+            kLostReply);
+      }
+      if (attempt >= options_.retry.max_attempts) {
+        co_return wrap(c,
+                       "no reply from EDF at " + options_.server + " after " +
+                           std::to_string(attempt) + " attempts: " + res.error().message,
+                       kTransport);
+      }
+      co_await backoff(attempt, nothing_sent ? "connect"
+                                : res.error().code == static_cast<int>(TransportErrc::timeout)
+                                    ? "timeout"
+                                    : "io");
+      continue;
+    }
+    const unsigned status = res->status;
+    if (status == 401 && !relogged) {
+      // Keys live 15 minutes; an array restart forgets them all. Log in again, repeat once.
+      relogged = true;
+      key_.clear();
+      probe_.relogin();
+      log_->info("EDF at {} refused the session key; logging in again", options_.server);
+      --attempt;
+      continue;
+    }
+    if (is_unavailable(status, res->body)) {
+      if (attempt >= options_.retry.max_attempts) co_return api_error(c, status, res->body);
+      co_await backoff(attempt, "unavailable");
+      continue;
+    }
+    if (status < 200 || status >= 300) co_return api_error(c, status, res->body);
+    if (res->body.empty()) co_return Json::object();
+    auto j = Json::parse(res->body, nullptr, false);
+    if (j.is_discarded())
+      co_return wrap(c, "EDF sent a reply that is not JSON: " + clip(res->body), kBadReply);
+    if (j.is_object() && j.contains("data")) {
+      if (metadata_out != nullptr && j.contains("metadata")) *metadata_out = j["metadata"];
+      co_return std::move(j["data"]);
+    }
+    co_return j;
+  }
+}
+
+asio::awaitable<Result<AppInstance>> Client::get_app_instance(const std::string& name) {
+  const Call c{"GET", "/app_instances/" + name, std::nullopt, "getting app instance", name, true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  auto j = co_await call(c);
+  if (!j) co_return j.error();
+  auto ai = AppInstance::from_json(*j);
+  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  co_return ai;
+}
+
+namespace {
+
+Json create_body(const VolumeSpec& s) {
+  if (!s.template_name.empty()) {
+    return Json{{"name", s.name},
+                {"create_mode", "kubernetes"},
+                {"app_template", {{"path", "/app_templates/" + s.template_name}}},
+                {"template_override",
+                 {{"storage_instances",
+                   {{kStorageInstance,
+                     {{"volumes", {{kVolume, {{"size", std::to_string(s.size_gib)}}}}}}}}}}}};
+  }
+  Json volume{{"name", kVolume},
+              {"size", s.size_gib},
+              {"replica_count", s.replica_count},
+              {"placement_mode", s.placement_mode},
+              {"snapshot_policies", Json::array()}};
+  if (s.max_iops != 0 || s.max_bandwidth != 0) {
+    Json qos = Json::object();
+    if (s.max_iops != 0) qos["total_iops_max"] = s.max_iops;
+    if (s.max_bandwidth != 0) qos["total_bandwidth_max"] = s.max_bandwidth;
+    volume["performance_policy"] = qos;
+  }
+  return Json{{"name", s.name},
+              {"create_mode", "kubernetes"},
+              {"access_control_mode", "deny_all"},
+              {"storage_instances",
+               Json::array({Json{{"name", kStorageInstance},
+                                 {"ip_pool", {{"path", "/access_network_ip_pools/" + s.ip_pool}}},
+                                 {"volumes", Json::array({volume})}}})}};
+}
+
+Status validate_spec(const VolumeSpec& s) {
+  if (!is_valid_name(s.name)) return Error{"'" + s.name + "' is not a valid EDF name", kInvalidArg};
+  if (s.size_gib < 1 || s.size_gib > 32768) {
+    return Error{"size " + std::to_string(s.size_gib) + " GiB is outside 1..32768", kInvalidArg};
+  }
+  if (s.replica_count < 1 || s.replica_count > 5) {
+    return Error{"replica count " + std::to_string(s.replica_count) + " is outside 1..5",
+                 kInvalidArg};
+  }
+  if (s.placement_mode != "hybrid" && s.placement_mode != "single_flash" &&
+      s.placement_mode != "all_flash") {
+    return Error{
+        "placement mode '" + s.placement_mode + "' is not hybrid, single_flash or all_flash",
+        kInvalidArg};
+  }
+  if (!is_valid_name(s.ip_pool))
+    return Error{"ip pool '" + s.ip_pool + "' is not a valid EDF name", kInvalidArg};
+  if (!s.template_name.empty() && !is_valid_name(s.template_name)) {
+    return Error{"template '" + s.template_name + "' is not a valid EDF name", kInvalidArg};
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpec& spec) {
+  const Call c{"POST", "/app_instances", create_body(spec), "creating app instance", spec.name,
+               false};
+  if (auto st = validate_spec(spec); !st) co_return wrap(c, st.error().message, st.error().code);
+  auto created = co_await call(c);
+  if (!created && created.error().code == kLostReply) {
+    // The array may have created it. Repeat the POST once: 409 then means it did.
+    log_->warn("reply to creating app instance {} was lost; repeating the request", spec.name);
+    probe_.retry("lost_reply");
+    created = co_await call(c);
+    if (!created && (created.error().code == 409 || created.error().code == kLostReply)) {
+      log_->info("app instance {} exists after a lost reply; reading it back", spec.name);
+      co_return co_await get_app_instance(spec.name);
+    }
+  }
+  if (!created) co_return created.error();
+  auto ai = AppInstance::from_json(*created);
+  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  log_->info("created app instance {} ({} GiB, {} replicas)", spec.name, spec.size_gib,
+             spec.replica_count);
+  co_return ai;
+}
+
+asio::awaitable<Result<AppInstance>> Client::ensure_app_instance(const VolumeSpec& spec) {
+  auto found = co_await get_app_instance(spec.name);
+  if (found || found.error().code != 404) co_return found;
+  auto created = co_await create_app_instance(spec);
+  if (!created && created.error().code == 409) co_return co_await get_app_instance(spec.name);
+  co_return created;
+}
+
+asio::awaitable<Result<AppInstance>> Client::set_online(const std::string& name, bool online) {
+  Json body{{"admin_state", online ? "online" : "offline"}};
+  if (!online) body["force"] = true;  // what every client sends: skip the array's warnings
+  const Call c{"PUT", "/app_instances/" + name,
+               body,  online ? "onlining app instance" : "offlining app instance",
+               name,  true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  auto j = co_await call(c);
+  if (!j) co_return j.error();
+  auto ai = AppInstance::from_json(*j);
+  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  co_return ai;
+}
+
+asio::awaitable<Result<AppInstance>> Client::wait_available(const std::string& name,
+                                                            std::chrono::milliseconds timeout,
+                                                            std::chrono::milliseconds interval) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    auto ai = co_await get_app_instance(name);
+    if (!ai || ai->op_state == "available") co_return ai;
+    if (Clock::now() + interval > deadline) {
+      co_return Error{"waiting for volume " + name + " failed: storage-1 is still '" +
+                          ai->op_state + "' after " + std::to_string(timeout.count()) +
+                          " ms; check the app instance on the array",
+                      kNotReady};
+    }
+    asio::steady_timer timer(executor_, interval);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<Status> Client::resize(const std::string& name, int64_t size_gib) {
+  const Call c{
+      "PUT", si_path(name) + "/volumes/" + kVolume, Json{{"size", size_gib}}, "resizing", name,
+      true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  if (size_gib < 1 || size_gib > 32768) {
+    co_return wrap(c, "size " + std::to_string(size_gib) + " GiB is outside 1..32768", kInvalidArg);
+  }
+  auto r = co_await call(c);
+  if (!r) co_return r.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Client::delete_app_instance(const std::string& name) {
+  auto off = co_await set_online(name, false);
+  if (!off) {
+    if (off.error().code == 404) co_return ok_status();  // already gone
+    co_return off.error();
+  }
+  const Call c{"DELETE", "/app_instances/" + name, std::nullopt, "deleting app instance", name,
+               true};
+  auto r = co_await call(c);
+  if (!r && r.error().code != 404) co_return r.error();
+  log_->info("deleted app instance {}", name);
+  co_return ok_status();
+}
+
+asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
+  std::vector<AppInstance> out;
+  constexpr int kPage = 100;
+  for (int offset = 0;;) {
+    const Call c{
+        "GET",
+        "/app_instances?limit=" + std::to_string(kPage) + "&offset=" + std::to_string(offset),
+        std::nullopt,
+        "listing app instances",
+        "",
+        true};
+    Json meta;
+    auto page = co_await call_full(c, &meta);
+    if (!page) co_return page.error();
+    if (!page->is_array()) co_return wrap(c, "the list is not an array", kBadReply);
+    for (const auto& e : *page) {
+      if (auto ai = AppInstance::from_json(e)) out.push_back(std::move(*ai));
+    }
+    offset += static_cast<int>(page->size());
+    // v2.2 reports total_count, v2.1 total; without either a short page is the last one.
+    const int64_t total =
+        meta.is_object() ? meta.value("total_count", meta.value("total", int64_t{-1})) : -1;
+    if (page->empty() || (total >= 0 && offset >= total) || (total < 0 && page->size() < kPage))
+      break;
+  }
+  co_return out;
+}
+
+asio::awaitable<Status> Client::ensure_initiator(const std::string& iqn, const std::string& label) {
+  const Call get{"GET", "/initiators/" + iqn, std::nullopt, "looking up initiator " + iqn, "",
+                 true};
+  if (!is_valid_iqn(iqn)) co_return wrap(get, "'" + iqn + "' is not a valid IQN", kInvalidArg);
+  auto found = co_await call(get);
+  if (found) co_return ok_status();
+  if (found.error().code != 404) co_return found.error();
+  // force works around DAT-15931 (as Cinder and CSI do); 409 means another node's agent won.
+  const Call post{"POST",
+                  "/initiators",
+                  Json{{"id", iqn}, {"name", label}, {"force", true}},
+                  "registering initiator " + iqn,
+                  "",
+                  false};
+  auto created = co_await call(post);
+  if (created || created.error().code == 409) co_return ok_status();
+  if (created.error().code == kLostReply) {
+    auto again = co_await call(get);
+    if (again) co_return ok_status();
+  }
+  co_return created.error();
+}
+
+asio::awaitable<Status> Client::acl_change(const std::string& name, const std::string& iqn,
+                                           bool add) {
+  const std::string what =
+      std::string(add ? "adding " : "removing ") + iqn + (add ? " to" : " from") + " the ACL";
+  const Call op{"PUT",
+                si_path(name) + "/acl_policy/initiators",
+                Json{{"op", add ? "add" : "remove"}, {"path", "/initiators/" + iqn}},
+                what,
+                name,
+                true};
+  if (!is_valid_name(name))
+    co_return wrap(op, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  if (!is_valid_iqn(iqn)) co_return wrap(op, "'" + iqn + "' is not a valid IQN", kInvalidArg);
+  auto r = co_await call(op);
+  if (r) co_return ok_status();
+  const int code = r.error().code;
+  if (code != 404 && code != 405 && code != 400) co_return r.error();
+  // Arrays without the atomic op endpoint: read, modify, write the whole ACL (last writer wins).
+  const Call get{"GET", si_path(name) + "/acl_policy", std::nullopt, what, name, true};
+  auto acl = co_await call(get);
+  if (!acl) co_return acl.error();
+  Json inits = Json::array();
+  bool present = false;
+  const std::string path = "/initiators/" + iqn;
+  for (const auto& e : acl->value("initiators", Json::array())) {
+    const std::string p = e.is_string() ? e.get<std::string>() : e.value("path", "");
+    if (p == path) {
+      present = true;
+      if (!add) continue;
+    }
+    inits.push_back(Json{{"path", p}});
+  }
+  if (add == present) co_return ok_status();
+  if (add) inits.push_back(Json{{"path", path}});
+  Json groups = Json::array();
+  for (const auto& g : acl->value("initiator_groups", Json::array())) {
+    groups.push_back(Json{{"path", g.is_string() ? g.get<std::string>() : g.value("path", "")}});
+  }
+  const Call put{"PUT",
+                 si_path(name) + "/acl_policy",
+                 Json{{"initiators", inits}, {"initiator_groups", groups}},
+                 what,
+                 name,
+                 true};
+  auto w = co_await call(put);
+  if (!w) co_return w.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Client::acl_add(const std::string& name, const std::string& iqn) {
+  co_return co_await acl_change(name, iqn, true);
+}
+
+asio::awaitable<Status> Client::acl_remove(const std::string& name, const std::string& iqn) {
+  co_return co_await acl_change(name, iqn, false);
+}
+
+asio::awaitable<Result<std::vector<std::string>>> Client::get_acl(const std::string& name) {
+  const Call c{"GET", si_path(name) + "/acl_policy", std::nullopt, "reading the ACL", name, true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  auto acl = co_await call(c);
+  if (!acl) co_return acl.error();
+  std::vector<std::string> out;
+  for (const auto& e : acl->value("initiators", Json::array())) {
+    const std::string p = e.is_string() ? e.get<std::string>() : e.value("path", "");
+    const auto slash = p.rfind('/');
+    out.push_back(slash == std::string::npos ? p : p.substr(slash + 1));
+  }
+  co_return out;
+}
+
+asio::awaitable<Result<Metadata>> Client::get_metadata(const std::string& name) {
+  const Call c{
+      "GET", "/app_instances/" + name + "/metadata", std::nullopt, "reading metadata", name, true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  auto j = co_await call(c);
+  if (!j) co_return j.error();
+  if (!j->is_object()) co_return wrap(c, "metadata is not an object", kBadReply);
+  Metadata out;
+  for (const auto& [k, v] : j->items()) out[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  co_return out;
+}
+
+asio::awaitable<Status> Client::put_metadata(const std::string& name, const Metadata& changes) {
+  const Json body(changes);
+  const Call c{"PUT", "/app_instances/" + name + "/metadata", body, "writing metadata", name, true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+  const auto size = body.dump().size();
+  if (size > kMetadataLimit) {
+    co_return wrap(c,
+                   "the change is " + std::to_string(size) + " bytes, above EDF's " +
+                       std::to_string(kMetadataLimit) + "-byte metadata limit",
+                   kInvalidArg);
+  }
+  auto r = co_await call(c);
+  if (!r) co_return r.error();
+  co_return ok_status();
+}
+
+}  // namespace datera::edf

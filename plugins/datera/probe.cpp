@@ -1,0 +1,60 @@
+#include "plugins/datera/probe.h"
+
+#include <set>
+#include <sstream>
+
+namespace datera::edf {
+
+Probe::Probe(prometheus::Registry& registry)
+    : requests_(prometheus::BuildCounter()
+                    .Name("datera_agent_backend_requests_total")
+                    .Help("Requests to the EDF REST API by method, endpoint class and HTTP status")
+                    .Register(registry)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("datera_agent_backend_request_duration_seconds")
+                    .Help("EDF REST API request latency by method and endpoint class")
+                    .Register(registry)),
+      retries_(prometheus::BuildCounter()
+                   .Name("datera_agent_backend_retries_total")
+                   .Help("EDF requests retried, by reason")
+                   .Register(registry)),
+      relogins_(prometheus::BuildCounter()
+                    .Name("datera_agent_backend_relogins_total")
+                    .Help("Logins repeated because the array refused an expired or unknown key")
+                    .Register(registry)
+                    .Add({})) {}
+
+void Probe::request(const std::string& method, const std::string& endpoint,
+                    const std::string& status, std::chrono::nanoseconds took) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  requests_.Add({{"method", method}, {"endpoint", endpoint}, {"status", status}}).Increment();
+  duration_.Add({{"method", method}, {"endpoint", endpoint}}, kBuckets)
+      .Observe(std::chrono::duration<double>(took).count());
+}
+
+std::string endpoint_class(const std::string& target) {
+  static const std::set<std::string> kCollections = {
+      "app_instances",    "storage_instances", "volumes",       "initiators",
+      "initiator_groups", "snapshots",         "app_templates", "access_network_ip_pools",
+      "tenants",          "storage_nodes"};
+  const std::string path = target.substr(0, target.find('?'));
+  std::istringstream in(path);
+  std::string seg, out;
+  bool after_collection = false;
+  bool first = true;
+  while (std::getline(in, seg, '/')) {
+    if (seg.empty()) continue;
+    if (first && seg.size() > 1 && seg[0] == 'v' &&
+        std::isdigit(static_cast<unsigned char>(seg[1]))) {
+      first = false;
+      continue;  // the version prefix
+    }
+    first = false;
+    out += "/" + (after_collection ? std::string(":id") : seg);
+    after_collection = !after_collection && kCollections.contains(seg);
+  }
+  return out.empty() ? "/" : out;
+}
+
+}  // namespace datera::edf
