@@ -188,7 +188,8 @@ void Application::reload_log_level() {
     logs_.set_level(*level);
     log_->info("SIGHUP: log level is now {} (other settings apply at restart)", cfg->log_level);
   }
-  notifier_->status("serving");
+  // systemd holds a unit in "reloading" until it hears READY=1 again.
+  notifier_->ready(readiness_.ready() ? "serving; driver installed" : "serving; driver not ready");
 }
 
 asio::awaitable<void> Application::watchdog_loop(std::chrono::microseconds interval) {

@@ -1,268 +1,896 @@
-// The deployment files must describe the agent that the code builds: the config they embed must
-// parse, and the ports, paths and probes they name must be the ones the agent really uses.
+// The deployment files must describe the agent the code builds: the configs they embed must be
+// accepted by config::parse(), and the ports, paths, probes and timeouts they name must be the ones
+// the agent really uses. Each check is a function returning the list of problems it found, so the
+// CheckerSelfTest cases can show that every check fails on a broken input.
 
-#include <dirent.h>
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
-#include "agent/common/duration.h"
-#include "agent/common/fs.h"
 #include "agent/config/config.h"
 #include "metrics/endpoints.h"
 
 namespace datera::deploy {
 namespace {
 
-const std::string kDir = std::string(DATERA_SOURCE_DIR) + "/daemonset";
+namespace stdfs = std::filesystem;
+using std::chrono::milliseconds;
+using Problems = std::vector<std::string>;
 
-std::string slurp(const std::string& p) {
+const stdfs::path kSourceDir{DATERA_SOURCE_DIR};
+const stdfs::path kManifestDir = kSourceDir / "daemonset";
+const stdfs::path kUnitFile = kSourceDir / "systemd" / "datera-agent.service";
+const stdfs::path kHostConfig = kSourceDir / "systemd" / "config.yaml";
+constexpr const char* kNodeName = "node-from-downward-api";
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+std::string slurp(const stdfs::path& p) {
   std::ifstream in(p);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
 
-std::vector<std::string> yaml_files(const std::string& dir) {
+std::string join(const Problems& problems) {
+  std::string all;
+  for (const auto& p : problems) all += "  - " + p + "\n";
+  return all;
+}
+
+bool mentions(const Problems& problems, const std::string& text) {
+  return std::any_of(problems.begin(), problems.end(),
+                     [&](const std::string& p) { return p.find(text) != std::string::npos; });
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+// yaml-cpp throws when a missing key is indexed further, and a non-const operator[] adds the key:
+// manifests are read only through at(), which gives a null node for anything missing.
+YAML::Node child(const YAML::Node& n, const std::string& key) {
+  if (n.IsMap()) {
+    if (const YAML::Node c = n[key]) return c;
+  }
+  return YAML::Node{};
+}
+YAML::Node child(const YAML::Node& n, int index) {
+  if (n.IsSequence() && index >= 0 && static_cast<size_t>(index) < n.size()) return n[index];
+  return YAML::Node{};
+}
+YAML::Node at(const YAML::Node& n) {
+  return n;
+}
+template <typename Key, typename... Rest>
+YAML::Node at(const YAML::Node& n, const Key& key, const Rest&... rest) {
+  return at(child(n, key), rest...);
+}
+
+/// True when `n` holds a value (not missing, not null).
+bool has(const YAML::Node& n) {
+  return n.IsDefined() && !n.IsNull();
+}
+
+/// The scalar at `n`, or "" when it is missing or not a scalar.
+std::string str(const YAML::Node& n) {
+  return n.IsScalar() ? n.Scalar() : std::string{};
+}
+
+std::optional<long long> to_int(const std::string& s) {
+  if (s.empty() || s.size() > 18 ||
+      !std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    return std::nullopt;
+  }
+  return std::stoll(s);
+}
+
+std::string dirname(const std::string& p) {
+  return stdfs::path(p).parent_path().string();
+}
+std::string basename(const std::string& p) {
+  return stdfs::path(p).filename().string();
+}
+
+/// The agent's environment in a pod: only NODE_NAME, from the downward API.
+config::EnvLookup pod_env() {
+  return [](const std::string& k) -> std::optional<std::string> {
+    if (k == "NODE_NAME") return std::string(kNodeName);
+    return std::nullopt;
+  };
+}
+
+/// Manifest files under `dir` (recursively), as paths relative to it, sorted.
+std::vector<std::string> yaml_files(const stdfs::path& dir) {
   std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (auto* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n.size() > 5 && n.ends_with(".yaml")) out.push_back(n);
+  for (const auto& e : stdfs::recursive_directory_iterator(dir)) {
+    const auto ext = e.path().extension();
+    if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml")) {
+      out.push_back(e.path().lexically_relative(dir).string());
     }
-    ::closedir(d);
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
-config::EnvLookup node_env() {
-  return [](const std::string& k) -> std::optional<std::string> {
-    if (k == "NODE_NAME") return "node-from-downward-api";
-    return std::nullopt;
-  };
+struct Doc {
+  std::string file;
+  YAML::Node node;
+};
+
+/// Every document of every manifest file; a file that does not parse is a problem naming it.
+std::vector<Doc> load_docs(const stdfs::path& dir, Problems& problems) {
+  std::vector<Doc> docs;
+  for (const auto& f : yaml_files(dir)) {
+    try {
+      for (const auto& node : YAML::LoadAllFromFile((dir / f).string())) {
+        if (node && !node.IsNull()) docs.push_back({f, node});
+      }
+    } catch (const YAML::Exception& e) {
+      problems.push_back(f + " is not valid YAML: " + e.what());
+    }
+  }
+  return docs;
 }
 
-/// Every mismatch between a DaemonSet document and the agent config it runs with.
-std::vector<std::string> check_daemonset(const YAML::Node& ds, const config::Config& cfg,
-                                         const std::string& configmap_name) {
-  std::vector<std::string> problems;
+/// The one document of `kind`; zero or several is a problem.
+YAML::Node one_of_kind(const std::vector<Doc>& docs, const std::string& kind, Problems& problems) {
+  YAML::Node found;
+  int count = 0;
+  for (const auto& d : docs) {
+    if (str(at(d.node, "kind")) == kind) {
+      found = d.node;
+      ++count;
+    }
+  }
+  if (count != 1) {
+    problems.push_back("expected exactly one " + kind + " under daemonset/, found " +
+                       std::to_string(count));
+    return YAML::Node{};
+  }
+  return found;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConfigMap: the embedded agent config
+
+/// Parses the ConfigMap's config.yaml with config::parse() as the agent in the pod would.
+std::optional<config::Config> configmap_config(const YAML::Node& cm, Problems& problems) {
+  const auto text = at(cm, "data", "config.yaml");
+  if (!text.IsScalar()) {
+    problems.push_back("ConfigMap has no data key config.yaml holding the agent config");
+    return std::nullopt;
+  }
+  try {
+    const auto parsed = YAML::Load(text.Scalar());
+    if (parsed.IsMap() && has(at(parsed, "node_name"))) {
+      problems.push_back(
+          "ConfigMap config.yaml sets node_name: one ConfigMap serves every node, NODE_NAME "
+          "(spec.nodeName) must supply it");
+    }
+  } catch (const YAML::Exception& e) {
+    problems.push_back(std::string("ConfigMap config.yaml is not valid YAML: ") + e.what());
+    return std::nullopt;
+  }
+  auto cfg = config::parse(text.Scalar(), pod_env(), "image-hostname");
+  if (!cfg) {
+    problems.push_back("config::parse() refuses the ConfigMap's config.yaml: " +
+                       cfg.error().message);
+    return std::nullopt;
+  }
+  if (cfg->node_name != kNodeName) {
+    problems.push_back("node_name is '" + cfg->node_name + "', not the NODE_NAME value");
+  }
+  return *cfg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DaemonSet
+
+/// The port a probe or PodMonitor names, resolved through the container's named ports.
+std::optional<long long> resolve_port(const YAML::Node& container, const std::string& port) {
+  if (auto n = to_int(port)) return n;
+  for (const auto& p : at(container, "ports")) {
+    if (str(at(p, "name")) == port) return to_int(str(at(p, "containerPort")));
+  }
+  return std::nullopt;
+}
+
+/// The container's argv as the pod spec gives it (command, then args).
+std::vector<std::string> container_argv(const YAML::Node& c) {
+  std::vector<std::string> argv;
+  for (const auto* key : {"command", "args"}) {
+    for (const auto& a : at(c, key)) argv.push_back(str(a));
+  }
+  return argv;
+}
+
+/// The value of --config (or -c) in argv; "" when absent.
+std::string config_flag(const std::vector<std::string>& argv) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i].starts_with("--config=")) return argv[i].substr(9);
+    if ((argv[i] == "--config" || argv[i] == "-c") && i + 1 < argv.size()) return argv[i + 1];
+  }
+  return "";
+}
+
+/// Every mismatch between a DaemonSet and the config its agent runs with.
+Problems check_daemonset(const YAML::Node& ds, const config::Config& cfg, const YAML::Node& cm) {
+  Problems problems;
   auto fail = [&](const std::string& p) { problems.push_back(p); };
-  const auto spec = ds["spec"]["template"]["spec"];
-  const auto containers = spec["containers"];
-  if (!containers || containers.size() != 1) {
-    fail("expected exactly one container");
+  const auto spec = at(ds, "spec", "template", "spec");
+  const auto containers = at(spec, "containers");
+  if (!containers.IsSequence() || containers.size() != 1) {
+    fail("expected exactly one container in the DaemonSet pod");
     return problems;
   }
-  const auto c = containers[0];
-  if (!c["securityContext"]["privileged"] || !c["securityContext"]["privileged"].as<bool>()) {
-    fail("container is not privileged");
+  const auto c = at(containers, 0);
+  const auto metrics_port = std::to_string(cfg.metrics.port);
+
+  if (str(at(c, "securityContext", "privileged")) != "true") {
+    fail("container is not privileged (needed for Bidirectional propagation, /dev and iSCSI)");
   }
-  // Port and probes.
-  int port = -1;
-  for (const auto& p : c["ports"]) {
-    if (p["name"].as<std::string>("") == "metrics") port = p["containerPort"].as<int>();
-  }
-  if (port != cfg.metrics.port) {
-    fail("containerPort 'metrics' is " + std::to_string(port) + ", agent listens on " +
-         std::to_string(cfg.metrics.port));
-  }
-  auto check_probe = [&](const char* name, const char* path) {
-    const auto probe = c[name]["httpGet"];
-    if (!probe) return fail(std::string(name) + " missing");
-    if (probe["path"].as<std::string>("") != path) fail(std::string(name) + " path is not " + path);
-    const auto p = probe["port"].as<std::string>("");
-    if (p != "metrics" && p != std::to_string(cfg.metrics.port)) {
-      fail(std::string(name) + " port " + p + " is not the metrics port");
+  if (str(at(spec, "hostNetwork")) != "true")
+    fail("hostNetwork is off (iscsid is in the host netns)");
+
+  // The metrics port and the probes.
+  std::optional<long long> named_metrics;
+  for (const auto& p : at(c, "ports")) {
+    if (str(at(p, "name")) != "metrics") continue;
+    named_metrics = to_int(str(at(p, "containerPort")));
+    if (has(at(p, "hostPort")) && str(at(p, "hostPort")) != str(at(p, "containerPort"))) {
+      fail("hostPort of 'metrics' differs from containerPort (hostNetwork needs them equal)");
     }
+  }
+  if (!named_metrics) {
+    fail("no containerPort named 'metrics'");
+  } else if (*named_metrics != cfg.metrics.port) {
+    fail("containerPort 'metrics' is " + std::to_string(*named_metrics) + ", but metrics.listen '" +
+         cfg.metrics.listen + "' makes the agent listen on " + metrics_port);
+  }
+  auto check_probe = [&](const std::string& name, const std::string& path) {
+    const auto get = at(c, name, "httpGet");
+    if (!get.IsMap()) return fail(name + " has no httpGet");
+    if (str(at(get, "path")) != path) {
+      fail(name + " path is '" + str(at(get, "path")) + "', the agent serves " + path);
+    }
+    const auto port = str(at(get, "port"));
+    const auto resolved = resolve_port(c, port);
+    if (!resolved) {
+      fail(name + " port '" + port + "' names no container port");
+    } else if (*resolved != cfg.metrics.port) {
+      fail(name + " port '" + port + "' is " + std::to_string(*resolved) +
+           ", not the metrics port " + metrics_port);
+    }
+    if (has(at(get, "scheme")) && str(at(get, "scheme")) != "HTTP")
+      fail(name + " scheme is not HTTP");
   };
   check_probe("livenessProbe", metrics::kHealthPath);
   check_probe("readinessProbe", metrics::kReadyPath);
+
   // NODE_NAME from the downward API.
-  bool node_env_ok = false;
-  for (const auto& e : c["env"]) {
-    if (e["name"].as<std::string>("") == "NODE_NAME" &&
-        e["valueFrom"]["fieldRef"]["fieldPath"].as<std::string>("") == "spec.nodeName") {
-      node_env_ok = true;
+  bool node_name_ok = false;
+  for (const auto& e : at(c, "env")) {
+    if (str(at(e, "name")) == "NODE_NAME" &&
+        str(at(e, "valueFrom", "fieldRef", "fieldPath")) == "spec.nodeName") {
+      node_name_ok = true;
     }
   }
-  if (!node_env_ok) fail("NODE_NAME is not taken from spec.nodeName");
-  // Volumes: names, hostPaths, mounts.
+  if (!node_name_ok) fail("env NODE_NAME is not taken from fieldRef spec.nodeName");
+
+  // Volumes and mounts. The map holds handles on the docs: read them only through at().
   std::map<std::string, YAML::Node> volumes;
-  for (const auto& v : spec["volumes"]) {
-    volumes.insert_or_assign(v["name"].as<std::string>(), static_cast<const YAML::Node&>(v));
+  for (const auto& v : at(spec, "volumes")) {
+    const auto name = str(at(v, "name"));
+    if (!volumes.emplace(name, v).second) fail("volume '" + name + "' is declared twice");
   }
-  std::map<std::string, YAML::Node> mount_at;  // container path -> mount
-  for (const auto& m : c["volumeMounts"]) {
-    const auto name = m["name"].as<std::string>();
-    if (!volumes.contains(name)) fail("volumeMount " + name + " names no volume");
-    mount_at.insert_or_assign(m["mountPath"].as<std::string>(), static_cast<const YAML::Node&>(m));
-  }
-  auto host_mount = [&](const std::string& path, const std::string& what, bool bidirectional) {
-    const auto it = mount_at.find(path);
-    if (it == mount_at.end()) return fail(what + " " + path + " is not mounted in the container");
-    const auto vol = volumes[it->second["name"].as<std::string>()];
-    if (vol["hostPath"]["path"].as<std::string>("") != path) {
-      fail(what + " " + path + " is not the same hostPath");
+  auto volume = [&](const std::string& name) -> const YAML::Node {
+    const auto it = volumes.find(name);
+    return it == volumes.end() ? YAML::Node{} : it->second;
+  };
+  std::map<std::string, YAML::Node> mount_at;  // mountPath -> volumeMount
+  for (const auto& m : at(c, "volumeMounts")) {
+    const auto name = str(at(m, "name"));
+    const auto path = str(at(m, "mountPath"));
+    if (!volumes.contains(name)) fail("volumeMount '" + name + "' names no declared volume");
+    if (!mount_at.emplace(path, m).second) fail("two volumeMounts at " + path);
+    const auto host = str(at(volume(name), "hostPath", "path"));
+    if (!host.empty() && (host != path || has(at(m, "subPath")))) {
+      fail("hostPath " + host + " is mounted at " + path +
+           (has(at(m, "subPath")) ? " with a subPath" : "") +
+           ": host paths must appear at the same path in the container");
     }
-    if (bidirectional && it->second["mountPropagation"].as<std::string>("") != "Bidirectional") {
-      fail(what + " " + path + " needs mountPropagation Bidirectional");
+  }
+  // `path` must be inside a mount of the same host path (the longest covering mount decides).
+  auto host_mount = [&](const std::string& path, const std::string& what, bool bidirectional) {
+    const YAML::Node* best = nullptr;
+    std::string best_path;
+    for (const auto& [mp, m] : std::as_const(mount_at)) {
+      const bool covers = mp == path || mp == "/" || path.starts_with(mp + "/");
+      if (covers && mp.size() >= best_path.size()) {
+        best = &m;
+        best_path = mp;
+      }
+    }
+    if (best == nullptr) return fail(what + " " + path + " is not mounted in the container");
+    const auto host = str(at(volume(str(at(*best, "name"))), "hostPath", "path"));
+    if (host != best_path) {
+      fail(what + " " + path + " lies in the mount at " + best_path +
+           (host.empty() ? ", which is not a hostPath" : ", which is host path " + host));
+    }
+    if (bidirectional && str(at(*best, "mountPropagation")) != "Bidirectional") {
+      fail(what + " " + path + " needs mountPropagation Bidirectional (the agent's mounts must " +
+           "reach kubelet)");
     }
   };
   host_mount(cfg.plugin_dir, "plugin_dir", false);
   host_mount(cfg.state_dir, "state_dir", false);
-  host_mount(fs::dirname(cfg.socket_path), "socket dir", false);
+  host_mount(dirname(cfg.socket_path), "socket dir", false);
   host_mount(cfg.kubelet_root, "kubelet_root", true);
+
   // The ConfigMap is mounted where --config points.
-  std::string config_path;
-  const auto args = c["args"];
-  for (size_t i = 0; args && i + 1 < args.size(); ++i) {
-    if (args[i].as<std::string>() == "--config") config_path = args[i + 1].as<std::string>();
-  }
+  const auto config_path = config_flag(container_argv(c));
+  const auto cm_name = str(at(cm, "metadata", "name"));
   if (config_path.empty()) {
-    fail("container args do not pass --config");
+    fail("the container's command/args do not pass --config");
   } else {
-    const auto it = mount_at.find(fs::dirname(config_path));
-    if (it == mount_at.end() ||
-        volumes[it->second["name"].as<std::string>()]["configMap"]["name"].as<std::string>("") !=
-            configmap_name) {
-      fail("ConfigMap " + configmap_name + " is not mounted at " + fs::dirname(config_path));
+    const auto dir = dirname(config_path);
+    const auto it = std::as_const(mount_at).find(dir);
+    const auto vol = it == mount_at.end() ? YAML::Node{} : volume(str(at(it->second, "name")));
+    if (str(at(vol, "configMap", "name")) != cm_name) {
+      fail("ConfigMap '" + cm_name + "' is not mounted at " + dir + ", the dir of --config " +
+           config_path);
+    } else {
+      std::string key = basename(config_path);
+      for (const auto& item : at(vol, "configMap", "items")) {
+        if (str(at(item, "path")) == key) key = str(at(item, "key"));
+      }
+      if (!has(at(cm, "data", key))) {
+        fail("--config " + config_path + " names key '" + key + "' absent from the ConfigMap");
+      }
     }
   }
-  const auto grace = spec["terminationGracePeriodSeconds"].as<long long>(30);
-  if (grace * 1000 <= cfg.shutdown_grace.count()) {
-    fail("terminationGracePeriodSeconds " + std::to_string(grace) + " is not above shutdown_grace");
+
+  // Stopping: the pod's grace must outlast the agent's drain.
+  const auto grace = to_int(str(at(spec, "terminationGracePeriodSeconds")));
+  if (!grace) {
+    fail("terminationGracePeriodSeconds is not set");
+  } else if (*grace * 1000 <= cfg.shutdown_grace.count()) {
+    fail("terminationGracePeriodSeconds " + std::to_string(*grace) +
+         " is not above shutdown_grace (" + std::to_string(cfg.shutdown_grace.count()) + "ms)");
   }
-  if (!spec["hostNetwork"].as<bool>(false))
-    fail("hostNetwork is off (iscsid lives in the host netns)");
+
+  // The selector must select the pods it creates.
+  for (const auto& kv : at(ds, "spec", "selector", "matchLabels")) {
+    if (str(at(ds, "spec", "template", "metadata", "labels", kv.first.Scalar())) !=
+        str(kv.second)) {
+      fail("DaemonSet selector label " + kv.first.Scalar() + " is not on the pod template");
+    }
+  }
   return problems;
 }
 
-struct Manifests {
-  std::map<std::string, YAML::Node> by_kind;
-  std::string configmap_name;
-  config::Config cfg;
-};
+// ---------------------------------------------------------------------------------------------
+// PodMonitor
 
-Manifests load() {
-  Manifests m;
-  for (const auto& f : yaml_files(kDir)) {
-    for (const auto& doc : YAML::LoadAllFromFile(kDir + "/" + f)) {
-      if (doc["kind"]) m.by_kind.insert_or_assign(doc["kind"].as<std::string>(), doc);
+Problems check_podmonitor(const YAML::Node& pm, const YAML::Node& ds, const config::Config& cfg) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  if (str(at(pm, "apiVersion")) != "monitoring.coreos.com/v1")
+    fail("PodMonitor apiVersion is wrong");
+  const auto labels = at(ds, "spec", "template", "metadata", "labels");
+  const auto selector = at(pm, "spec", "selector", "matchLabels");
+  if (!selector.IsMap() || selector.size() == 0) {
+    fail("PodMonitor has no selector.matchLabels (it would select every pod)");
+  }
+  for (const auto& kv : selector) {
+    if (str(at(labels, kv.first.Scalar())) != str(kv.second)) {
+      fail("PodMonitor selects " + kv.first.Scalar() + "=" + str(kv.second) +
+           ", which the DaemonSet pods do not carry");
     }
   }
-  const auto cm = m.by_kind["ConfigMap"];
-  m.configmap_name = cm["metadata"]["name"].as<std::string>("");
-  auto cfg = config::parse(cm["data"]["config.yaml"].as<std::string>(""), node_env(), "host");
-  if (!cfg) ADD_FAILURE() << "ConfigMap config.yaml: " << cfg.error().message;
-  if (cfg) m.cfg = *cfg;
-  return m;
+  const auto ns = str(at(ds, "metadata", "namespace"));
+  bool ns_ok = str(at(pm, "metadata", "namespace")) == ns;
+  for (const auto& n : at(pm, "spec", "namespaceSelector", "matchNames")) ns_ok |= str(n) == ns;
+  if (str(at(pm, "spec", "namespaceSelector", "any")) == "true") ns_ok = true;
+  if (!ns_ok) fail("PodMonitor does not look in the DaemonSet's namespace " + ns);
+
+  const auto endpoints = at(pm, "spec", "podMetricsEndpoints");
+  if (!endpoints.IsSequence() || endpoints.size() != 1) {
+    fail("expected one podMetricsEndpoint");
+    return problems;
+  }
+  const auto ep = at(endpoints, 0);
+  if (str(at(ep, "port")) != "metrics")
+    fail("PodMonitor port is '" + str(at(ep, "port")) + "', not metrics");
+  const auto containers = at(ds, "spec", "template", "spec", "containers");
+  if (containers.IsSequence() && containers.size() == 1 &&
+      resolve_port(at(containers, 0), str(at(ep, "port"))) !=
+          std::optional<long long>(cfg.metrics.port)) {
+    fail("PodMonitor port '" + str(at(ep, "port")) + "' is not the agent's metrics port");
+  }
+  if (str(at(ep, "path")) != metrics::kMetricsPath) {
+    fail("PodMonitor path is '" + str(at(ep, "path")) + "', the agent serves " +
+         metrics::kMetricsPath);
+  }
+  return problems;
 }
 
-TEST(Manifests, EveryYamlParses) {
-  const auto files = yaml_files(kDir);
-  ASSERT_GE(files.size(), 6u);
-  for (const auto& f : files) {
-    EXPECT_NO_THROW(YAML::LoadAllFromFile(kDir + "/" + f)) << f;
+// ---------------------------------------------------------------------------------------------
+// Kustomization
+
+Problems check_kustomization(const YAML::Node& k, const std::vector<std::string>& files) {
+  Problems problems;
+  std::set<std::string> listed;
+  for (const auto& r : at(k, "resources")) {
+    if (!listed.insert(str(r)).second) problems.push_back("resource " + str(r) + " listed twice");
   }
-  EXPECT_NO_THROW(YAML::LoadFile(std::string(DATERA_SOURCE_DIR) + "/systemd/config.yaml"));
+  std::set<std::string> present;
+  for (const auto& f : files) {
+    if (basename(f) != "kustomization.yaml" && basename(f) != "kustomization.yml")
+      present.insert(f);
+  }
+  for (const auto& f : present) {
+    if (!listed.contains(f)) problems.push_back(f + " is not listed in kustomization.yaml");
+  }
+  for (const auto& r : listed) {
+    if (!present.contains(r))
+      problems.push_back("kustomization.yaml lists " + r + ", no such file");
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd unit
+
+/// A systemd time span ("30s", "1min 30s", "500ms", "2"): milliseconds, or nullopt.
+std::optional<milliseconds> parse_timespan(const std::string& text) {
+  static const std::map<std::string, long long> kUnitMs = {
+      {"ms", 1},           {"msec", 1},         {"s", 1000},      {"sec", 1000},
+      {"second", 1000},    {"seconds", 1000},   {"m", 60'000},    {"min", 60'000},
+      {"minute", 60'000},  {"minutes", 60'000}, {"h", 3'600'000}, {"hr", 3'600'000},
+      {"hour", 3'600'000}, {"hours", 3'600'000}};
+  const auto t = trim(text);
+  if (t == "infinity") return milliseconds::max();
+  if (t.empty()) return std::nullopt;
+  long long total = 0;
+  size_t i = 0;
+  while (i < t.size()) {
+    while (i < t.size() && t[i] == ' ') ++i;
+    const size_t num_start = i;
+    while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) ++i;
+    if (i == num_start || i - num_start > 9) return std::nullopt;
+    const long long n = std::stoll(t.substr(num_start, i - num_start));
+    while (i < t.size() && t[i] == ' ') ++i;
+    const size_t unit_start = i;
+    while (i < t.size() && std::isalpha(static_cast<unsigned char>(t[i]))) ++i;
+    const auto unit = t.substr(unit_start, i - unit_start);
+    if (unit.empty()) {
+      total += n * 1000;  // a bare number is seconds
+    } else if (auto it = kUnitMs.find(unit); it != kUnitMs.end()) {
+      total += n * it->second;
+    } else {
+      return std::nullopt;
+    }
+  }
+  return milliseconds(total);
+}
+
+/// "[Section] Key" -> values, in file order; comments, blank lines and continuations handled.
+std::map<std::string, std::vector<std::string>> parse_unit(const std::string& text) {
+  std::map<std::string, std::vector<std::string>> kv;
+  std::istringstream in(text);
+  std::string section;
+  std::string pending;
+  for (std::string raw; std::getline(in, raw);) {
+    auto line = trim(raw);
+    if (pending.empty() && (line.empty() || line[0] == '#' || line[0] == ';')) continue;
+    if (line.ends_with("\\")) {
+      pending += line.substr(0, line.size() - 1) + " ";
+      continue;
+    }
+    line = pending + line;
+    pending.clear();
+    if (line.front() == '[' && line.back() == ']') {
+      section = line;
+      continue;
+    }
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    kv[section + " " + trim(line.substr(0, eq))].push_back(trim(line.substr(eq + 1)));
+  }
+  return kv;
+}
+
+/// Every way the unit text fails the agent run with `cfg` (the example host config).
+Problems check_unit(const std::string& text, const config::Config& cfg) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  auto kv = parse_unit(text);
+  auto last = [&](const std::string& key) {
+    const auto it = kv.find("[Service] " + key);
+    return it == kv.end() || it->second.empty() ? std::string{} : it->second.back();
+  };
+  if (last("Type") != "notify")
+    fail("Type is '" + last("Type") + "', the agent sends READY=1: notify");
+  if (const auto n = last("NotifyAccess"); n != "main" && n != "all") {
+    fail("NotifyAccess is '" + n + "': the agent's notifications must be accepted");
+  }
+  const auto wd = parse_timespan(last("WatchdogSec"));
+  if (!wd || wd->count() == 0) fail("WatchdogSec is not set to a time span");
+
+  // ExecStart= [prefixes]/path/datera-agent ... --config FILE
+  auto exec = last("ExecStart");
+  while (!exec.empty() && std::string("-@:+!").find(exec.front()) != std::string::npos) {
+    exec.erase(0, 1);
+  }
+  std::vector<std::string> argv;
+  std::istringstream words(exec);
+  for (std::string w; words >> w;) argv.push_back(w);
+  if (argv.empty() || basename(argv[0]) != "datera-agent" || argv[0].front() != '/') {
+    fail("ExecStart '" + last("ExecStart") + "' does not run an absolute path to datera-agent");
+  }
+  if (config_flag(argv).empty()) fail("ExecStart does not pass --config FILE");
+
+  auto stop_text = last("TimeoutStopSec");
+  if (stop_text.empty()) stop_text = last("TimeoutSec");
+  const auto stop = parse_timespan(stop_text.empty() ? "90s" : stop_text);
+  if (!stop) {
+    fail("TimeoutStopSec '" + stop_text + "' is not a time span");
+  } else if (*stop <= cfg.shutdown_grace) {
+    fail("TimeoutStopSec " + stop_text + " is not above shutdown_grace (" +
+         std::to_string(cfg.shutdown_grace.count()) +
+         "ms): systemd would SIGKILL a draining agent");
+  }
+  // control-group would SIGTERM mkfs/iscsiadm children mid-call; process would let them outlive
+  // the unit and race the restarted agent. See the comment in the unit.
+  if (last("KillMode") != "mixed") {
+    fail("KillMode is '" + last("KillMode") + "'; mixed signals the agent alone, then cleans up");
+  }
+  if (last("Restart").empty() || last("Restart") == "no") fail("Restart is not set");
+  if (const auto rd = last("RuntimeDirectory");
+      !rd.empty() && "/run/" + rd != dirname(cfg.socket_path)) {
+    fail("RuntimeDirectory /run/" + rd + " is not the socket dir " + dirname(cfg.socket_path));
+  }
+  if (const auto sd = last("StateDirectory"); !sd.empty() && "/var/lib/" + sd != cfg.state_dir) {
+    fail("StateDirectory /var/lib/" + sd + " is not state_dir " + cfg.state_dir);
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The repository's files, loaded once
+
+struct Deployment {
+  Problems problems;  ///< loading problems: unparsable files, missing kinds, refused config
+  std::vector<Doc> docs;
+  YAML::Node configmap, daemonset, podmonitor, kustomization;
+  std::optional<config::Config> cfg;
+};
+
+const Deployment& deployment() {
+  static const Deployment d = [] {
+    Deployment out;
+    out.docs = load_docs(kManifestDir, out.problems);
+    out.configmap = one_of_kind(out.docs, "ConfigMap", out.problems);
+    out.daemonset = one_of_kind(out.docs, "DaemonSet", out.problems);
+    out.podmonitor = one_of_kind(out.docs, "PodMonitor", out.problems);
+    out.kustomization = one_of_kind(out.docs, "Kustomization", out.problems);
+    if (!out.configmap.IsNull()) out.cfg = configmap_config(out.configmap, out.problems);
+    return out;
+  }();
+  return d;
+}
+
+// Tests that compare against the agent config need the whole set to have loaded.
+#define REQUIRE_DEPLOYMENT(d)                                                          \
+  const auto& d = deployment();                                                        \
+  ASSERT_TRUE(d.problems.empty()) << "daemonset/ did not load:\n" << join(d.problems); \
+  ASSERT_TRUE(d.cfg.has_value())
+
+// ---------------------------------------------------------------------------------------------
+// The checks, on the repository's files
+
+TEST(Manifests, EveryYamlParses) {
+  const auto files = yaml_files(kManifestDir);
+  EXPECT_GE(files.size(), 6u) << "daemonset/ should hold namespace, serviceaccount, configmap, "
+                                 "daemonset, podmonitor and kustomization manifests";
+  Problems problems;
+  const auto docs = load_docs(kManifestDir, problems);
+  for (const auto& d : docs) {
+    if (str(at(d.node, "apiVersion")).empty() || str(at(d.node, "kind")).empty()) {
+      problems.push_back(d.file + ": a document without apiVersion or kind");
+    } else if (str(at(d.node, "kind")) != "Kustomization" &&
+               str(at(d.node, "metadata", "name")).empty()) {
+      problems.push_back(d.file + ": " + str(at(d.node, "kind")) + " without metadata.name");
+    }
+  }
+  EXPECT_TRUE(problems.empty()) << join(problems);
+  try {
+    (void)YAML::LoadFile(kHostConfig.string());
+  } catch (const YAML::Exception& e) {
+    ADD_FAILURE() << "systemd/config.yaml is not valid YAML: " << e.what();
+  }
 }
 
 TEST(Manifests, ConfigMapIsAValidAgentConfig) {
-  const auto m = load();
-  EXPECT_EQ(m.cfg.node_name, "node-from-downward-api");
-  EXPECT_EQ(m.cfg.metrics.port, metrics::kDefaultPort);
+  Problems problems;
+  const auto cm = one_of_kind(deployment().docs, "ConfigMap", problems);
+  ASSERT_TRUE(problems.empty()) << join(problems);
+  const auto cfg = configmap_config(cm, problems);
+  EXPECT_TRUE(problems.empty()) << join(problems);
+  ASSERT_TRUE(cfg.has_value());
+  EXPECT_EQ(cfg->node_name, kNodeName);
 }
 
-TEST(Manifests, DaemonSetMatchesTheAgent) {
-  const auto m = load();
-  ASSERT_TRUE(m.by_kind.contains("DaemonSet"));
-  const auto problems = check_daemonset(m.by_kind.at("DaemonSet"), m.cfg, m.configmap_name);
-  for (const auto& p : problems) ADD_FAILURE() << p;
-  const auto spec = m.by_kind.at("DaemonSet")["spec"];
-  EXPECT_EQ(spec["updateStrategy"]["type"].as<std::string>(""), "RollingUpdate");
-  EXPECT_EQ(spec["template"]["spec"]["priorityClassName"].as<std::string>(""),
-            "system-node-critical");
-  EXPECT_EQ(spec["template"]["spec"]["tolerations"][0]["operator"].as<std::string>(""), "Exists");
-  EXPECT_TRUE(spec["template"]["spec"]["hostPID"].as<bool>(false));
+TEST(Manifests, DaemonSetMatchesTheAgentConfig) {
+  REQUIRE_DEPLOYMENT(d);
+  const auto problems = check_daemonset(d.daemonset, *d.cfg, d.configmap);
+  EXPECT_TRUE(problems.empty()) << "daemonset.yaml vs the ConfigMap's agent config:\n"
+                                << join(problems);
+  const auto spec = at(d.daemonset, "spec");
+  const auto pod = at(spec, "template", "spec");
+  EXPECT_EQ(str(at(spec, "updateStrategy", "type")), "RollingUpdate");
+  EXPECT_EQ(str(at(spec, "updateStrategy", "rollingUpdate", "maxUnavailable")), "1");
+  EXPECT_EQ(str(at(pod, "priorityClassName")), "system-node-critical");
+  EXPECT_EQ(str(at(pod, "tolerations", 0, "operator")), "Exists");
+  EXPECT_EQ(str(at(pod, "hostPID")), "true");
+  EXPECT_EQ(str(at(pod, "dnsPolicy")), "ClusterFirstWithHostNet");
 }
 
-TEST(Manifests, CheckerCatchesMismatches) {
-  // The checks above must be able to fail: break the DaemonSet in several ways.
-  const auto m = load();
-  auto broken = YAML::Clone(m.by_kind.at("DaemonSet"));
-  auto c = broken["spec"]["template"]["spec"]["containers"][0];
-  c["ports"][0]["containerPort"] = 9100;
-  c["readinessProbe"]["httpGet"]["path"] = "/ready";
-  c["securityContext"]["privileged"] = false;
-  for (auto mnt : c["volumeMounts"]) {
-    if (mnt["mountPath"].as<std::string>() == "/var/lib/kubelet") mnt.remove("mountPropagation");
+TEST(Manifests, ObjectsShareTheNamespaceAndServiceAccount) {
+  REQUIRE_DEPLOYMENT(d);
+  Problems problems;
+  const auto ns = one_of_kind(d.docs, "Namespace", problems);
+  const auto sa = one_of_kind(d.docs, "ServiceAccount", problems);
+  ASSERT_TRUE(problems.empty()) << join(problems);
+  const auto ns_name = str(at(ns, "metadata", "name"));
+  EXPECT_EQ(ns_name, "datera-system");
+  for (const auto& doc : d.docs) {
+    const auto kind = str(at(doc.node, "kind"));
+    if (kind == "Namespace" || kind == "Kustomization") continue;
+    EXPECT_EQ(str(at(doc.node, "metadata", "namespace")), ns_name) << doc.file << " " << kind;
   }
-  broken["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5;
-  const auto problems = check_daemonset(broken, m.cfg, m.configmap_name);
-  std::string all;
-  for (const auto& p : problems) all += p + "\n";
-  EXPECT_NE(all.find("containerPort 'metrics' is 9100"), std::string::npos) << all;
-  EXPECT_NE(all.find("readinessProbe path"), std::string::npos) << all;
-  EXPECT_NE(all.find("not privileged"), std::string::npos) << all;
-  EXPECT_NE(all.find("Bidirectional"), std::string::npos) << all;
-  EXPECT_NE(all.find("terminationGracePeriodSeconds"), std::string::npos) << all;
-  EXPECT_EQ(check_daemonset(m.by_kind.at("DaemonSet"), m.cfg, "other-configmap").size(), 1u);
+  EXPECT_EQ(str(at(d.daemonset, "spec", "template", "spec", "serviceAccountName")),
+            str(at(sa, "metadata", "name")));
 }
 
 TEST(Manifests, PodMonitorScrapesTheAgentPods) {
-  const auto m = load();
-  const auto pm = m.by_kind.at("PodMonitor");
-  const auto labels = m.by_kind.at("DaemonSet")["spec"]["template"]["metadata"]["labels"];
-  for (const auto& kv : pm["spec"]["selector"]["matchLabels"]) {
-    EXPECT_EQ(labels[kv.first.as<std::string>()].as<std::string>(""), kv.second.as<std::string>());
-  }
-  EXPECT_EQ(pm["spec"]["podMetricsEndpoints"][0]["port"].as<std::string>(), "metrics");
-  EXPECT_EQ(pm["spec"]["podMetricsEndpoints"][0]["path"].as<std::string>(), metrics::kMetricsPath);
+  REQUIRE_DEPLOYMENT(d);
+  const auto problems = check_podmonitor(d.podmonitor, d.daemonset, *d.cfg);
+  EXPECT_TRUE(problems.empty()) << join(problems);
 }
 
 TEST(Manifests, KustomizationListsEveryManifest) {
-  const auto k = YAML::LoadFile(kDir + "/kustomization.yaml");
-  std::set<std::string> listed;
-  for (const auto& r : k["resources"]) listed.insert(r.as<std::string>());
-  std::set<std::string> present;
-  for (const auto& f : yaml_files(kDir)) {
-    if (f != "kustomization.yaml") present.insert(f);
-  }
-  EXPECT_EQ(listed, present);
+  REQUIRE_DEPLOYMENT(d);
+  const auto problems = check_kustomization(d.kustomization, yaml_files(kManifestDir));
+  EXPECT_TRUE(problems.empty()) << join(problems);
 }
 
-TEST(SystemdUnit, NotifyWatchdogAndStopTimeoutFitTheConfig) {
-  const std::string unit = slurp(std::string(DATERA_SOURCE_DIR) + "/systemd/datera-agent.service");
-  std::map<std::string, std::string> kv;
-  std::istringstream in(unit);
-  for (std::string line; std::getline(in, line);) {
-    const auto eq = line.find('=');
-    if (line.empty() || line[0] == '#' || line[0] == '[' || eq == std::string::npos) continue;
-    kv[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  EXPECT_EQ(kv["Type"], "notify");
-  EXPECT_TRUE(kv.contains("WatchdogSec"));
-  EXPECT_NE(kv["ExecStart"].find("/datera-agent --config "), std::string::npos) << kv["ExecStart"];
-  auto cfg = config::load(std::string(DATERA_SOURCE_DIR) + "/systemd/config.yaml", node_env(), "h");
-  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
-  auto stop = parse_duration(kv["TimeoutStopSec"]);
-  ASSERT_TRUE(stop.ok()) << kv["TimeoutStopSec"];
-  EXPECT_GT(*stop, cfg->shutdown_grace);
-  // The unit's runtime dir is the config's socket dir.
-  EXPECT_EQ("/run/" + kv["RuntimeDirectory"], fs::dirname(cfg->socket_path));
+TEST(SystemdUnit, NotifyWatchdogAndStopTimeoutFitTheExampleConfig) {
+  ASSERT_TRUE(stdfs::exists(kUnitFile)) << kUnitFile;
+  // The example config is a host config: node_name falls back to the host name.
+  const auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  auto cfg = config::load(kHostConfig.string(), none, "Worker-1");
+  ASSERT_TRUE(cfg.ok()) << "config::load() refuses systemd/config.yaml: " << cfg.error().message;
+  EXPECT_EQ(cfg->node_name, "worker-1");
+  const auto problems = check_unit(slurp(kUnitFile), *cfg);
+  EXPECT_TRUE(problems.empty()) << "datera-agent.service vs systemd/config.yaml:\n"
+                                << join(problems);
 }
 
-TEST(Dockerfile, ShipsBothBinariesAndRunsTheAgentWithTheConfigMapPath) {
-  const std::string d = slurp(kDir + "/Dockerfile");
-  EXPECT_NE(d.find("datera-agent"), std::string::npos);
-  EXPECT_NE(d.find("datera-flexvolume"), std::string::npos)
-      << "the agent installs the shim from its own dir";
-  EXPECT_NE(d.find("/etc/datera-agent/config.yaml"), std::string::npos);
-  EXPECT_NE(d.find("FROM debian:12"), std::string::npos);
+TEST(SystemdUnit, ExampleConfigSpellsOutTheDefaults) {
+  // The example claims every key at its default: it must configure what an empty file does.
+  const auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  auto example = config::load(kHostConfig.string(), none, "h");
+  auto defaults = config::parse("", none, "h");
+  ASSERT_TRUE(example.ok()) << example.error().message;
+  ASSERT_TRUE(defaults.ok()) << defaults.error().message;
+  EXPECT_EQ(example->socket_path, defaults->socket_path);
+  EXPECT_EQ(example->plugin_dir, defaults->plugin_dir);
+  EXPECT_EQ(example->kubelet_root, defaults->kubelet_root);
+  EXPECT_EQ(example->state_dir, defaults->state_dir);
+  EXPECT_EQ(example->log_level, defaults->log_level);
+  EXPECT_EQ(example->shutdown_grace, defaults->shutdown_grace);
+  EXPECT_EQ(example->metrics.listen, defaults->metrics.listen);
+  EXPECT_EQ(example->api.allowed_uids, defaults->api.allowed_uids);
+  EXPECT_EQ(example->api.max_connections, defaults->api.max_connections);
+  EXPECT_EQ(example->api.read_timeout, defaults->api.read_timeout);
+  EXPECT_EQ(example->api.call_timeout, defaults->api.call_timeout);
+  EXPECT_EQ(example->driver.vendor, defaults->driver.vendor);
+  EXPECT_EQ(example->driver.driver, defaults->driver.driver);
+  EXPECT_EQ(example->driver.shim_source, defaults->driver.shim_source);
+  EXPECT_EQ(example->driver.shim_timeout, defaults->driver.shim_timeout);
+  EXPECT_EQ(example->driver.self_test_timeout, defaults->driver.self_test_timeout);
+}
+
+TEST(Dockerfile, ShipsBothBinariesAndRunsTheAgent) {
+  const std::string d = slurp(kManifestDir / "Dockerfile");
+  ASSERT_FALSE(d.empty()) << "daemonset/Dockerfile is missing";
+  EXPECT_NE(d.find("FROM debian:12 AS build"), std::string::npos);
+  EXPECT_NE(d.find("FROM debian:12-slim"), std::string::npos);
+  EXPECT_NE(d.find("-DDATERA_BUILD_TESTS=OFF"), std::string::npos);
+  // The agent installs the shim from its own dir: both must land in the same one.
+  EXPECT_NE(d.find("COPY --from=build /usr/local/bin/datera-agent /usr/local/bin/datera-flexvolume "
+                   "/usr/local/bin/"),
+            std::string::npos);
+  EXPECT_NE(d.find("ENTRYPOINT [\"/usr/local/bin/datera-agent\""), std::string::npos);
+  EXPECT_NE(d.find("\"--config\", \"/etc/datera-agent/config.yaml\""), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks can fail: each broken input is caught, with a message that says what is wrong.
+
+/// daemonset.yaml's text with `from` replaced by `to` (which must occur), parsed.
+YAML::Node edited_daemonset(const std::string& from, const std::string& to) {
+  auto text = slurp(kManifestDir / "daemonset.yaml");
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << "daemonset.yaml no longer contains '" << from << "'";
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return YAML::Load(text);
+}
+
+TEST(CheckerSelfTest, MismatchedPortInManifestTextIsCaught) {
+  REQUIRE_DEPLOYMENT(d);
+  const auto ds = edited_daemonset("containerPort: 9808", "containerPort: 9100");
+  const auto problems = check_daemonset(ds, *d.cfg, d.configmap);
+  EXPECT_TRUE(mentions(problems, "containerPort 'metrics' is 9100")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "livenessProbe port 'metrics' is 9100")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "readinessProbe port 'metrics' is 9100")) << join(problems);
+  const auto pm_problems = check_podmonitor(d.podmonitor, ds, *d.cfg);
+  EXPECT_TRUE(mentions(pm_problems, "PodMonitor port 'metrics' is not the agent's metrics port"))
+      << join(pm_problems);
+}
+
+TEST(CheckerSelfTest, ConfigChangedWithoutTheDaemonSetIsCaught) {
+  REQUIRE_DEPLOYMENT(d);
+  auto cfg = *d.cfg;
+  cfg.metrics.port = 9900;
+  cfg.plugin_dir = "/home/kubernetes/flexvolume";
+  cfg.kubelet_root = "/var/lib/kubelet/sub";  // covered by the kubelet mount: still fine
+  cfg.socket_path = "/var/run/datera/agent.sock";
+  cfg.shutdown_grace = milliseconds(45'000);
+  const auto problems = check_daemonset(d.daemonset, cfg, d.configmap);
+  EXPECT_TRUE(mentions(problems, "makes the agent listen on 9900")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "plugin_dir /home/kubernetes/flexvolume is not mounted"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "socket dir /var/run/datera is not mounted")) << join(problems);
+  EXPECT_FALSE(mentions(problems, "kubelet_root")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "is not above shutdown_grace (45000ms)")) << join(problems);
+}
+
+TEST(CheckerSelfTest, BrokenDaemonSetFieldsAreCaught) {
+  REQUIRE_DEPLOYMENT(d);
+  auto broken = YAML::Clone(d.daemonset);
+  auto pod = broken["spec"]["template"]["spec"];
+  auto c = pod["containers"][0];
+  c["readinessProbe"]["httpGet"]["path"] = "/ready";
+  c["livenessProbe"]["httpGet"]["port"] = "http";
+  c["securityContext"]["privileged"] = false;
+  c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.name";
+  c["args"][1] = "/etc/other/config.yaml";
+  for (auto m : c["volumeMounts"]) {
+    const auto path = m["mountPath"].as<std::string>();
+    if (path == "/var/lib/kubelet") m.remove("mountPropagation");
+    if (path == "/var/lib/datera-agent") m["mountPath"] = "/state";
+    if (path == "/dev") m["name"] = "no-such-volume";
+  }
+  pod.remove("terminationGracePeriodSeconds");
+  const auto problems = check_daemonset(broken, *d.cfg, d.configmap);
+  EXPECT_TRUE(mentions(problems, "readinessProbe path is '/ready'")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "livenessProbe port 'http' names no container port"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "not privileged")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "NODE_NAME is not taken from fieldRef spec.nodeName"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "is not mounted at /etc/other")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "kubelet_root /var/lib/kubelet needs mountPropagation"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "hostPath /var/lib/datera-agent is mounted at /state"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "state_dir /var/lib/datera-agent is not mounted"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "volumeMount 'no-such-volume' names no declared volume"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "terminationGracePeriodSeconds is not set")) << join(problems);
+  // Another ConfigMap than the one mounted: exactly that one problem.
+  auto other_cm = YAML::Clone(d.configmap);
+  other_cm["metadata"]["name"] = "other-configmap";
+  const auto cm_problems = check_daemonset(d.daemonset, *d.cfg, other_cm);
+  EXPECT_EQ(cm_problems.size(), 1u) << join(cm_problems);
+}
+
+TEST(CheckerSelfTest, ConfigMapProblemsAreCaught) {
+  Problems problems;
+  EXPECT_FALSE(
+      configmap_config(YAML::Load("data: {config.yaml: 'metrics: {listen: nope}'}"), problems));
+  EXPECT_TRUE(mentions(problems, "config::parse() refuses")) << join(problems);
+  problems.clear();
+  EXPECT_TRUE(configmap_config(YAML::Load("data: {config.yaml: 'node_name: fixed'}"), problems));
+  EXPECT_TRUE(mentions(problems, "sets node_name")) << join(problems);
+  problems.clear();
+  EXPECT_FALSE(configmap_config(YAML::Load("data: {other: x}"), problems));
+  EXPECT_TRUE(mentions(problems, "no data key config.yaml")) << join(problems);
+}
+
+TEST(CheckerSelfTest, WrongPodMonitorIsCaught) {
+  REQUIRE_DEPLOYMENT(d);
+  auto pm = YAML::Clone(d.podmonitor);
+  pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "someone-else";
+  pm["spec"]["podMetricsEndpoints"][0]["port"] = "http";
+  pm["spec"]["podMetricsEndpoints"][0]["path"] = "/stats";
+  pm["metadata"]["namespace"] = "monitoring";
+  const auto problems = check_podmonitor(pm, d.daemonset, *d.cfg);
+  EXPECT_TRUE(mentions(problems, "which the DaemonSet pods do not carry")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "port is 'http'")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "path is '/stats'")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "namespace datera-system")) << join(problems);
+  auto no_selector = YAML::Clone(d.podmonitor);
+  no_selector["spec"].remove("selector");
+  EXPECT_TRUE(mentions(check_podmonitor(no_selector, d.daemonset, *d.cfg), "no selector"));
+}
+
+TEST(CheckerSelfTest, KustomizationDriftIsCaught) {
+  const auto k = YAML::Load("resources: [namespace.yaml, daemonset.yaml, gone.yaml]");
+  const auto problems = check_kustomization(
+      k, {"daemonset.yaml", "kustomization.yaml", "namespace.yaml", "new.yaml"});
+  EXPECT_TRUE(mentions(problems, "new.yaml is not listed")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "lists gone.yaml, no such file")) << join(problems);
+  EXPECT_EQ(problems.size(), 2u) << join(problems);
+}
+
+TEST(CheckerSelfTest, BrokenUnitIsCaught) {
+  const config::Config cfg;  // shutdown_grace 20s
+  const std::string unit =
+      "[Service]\n"
+      "Type=simple\n"
+      "ExecStart=/usr/bin/other-daemon --verbose\n"
+      "TimeoutStopSec = 15s\n"
+      "KillMode=control-group\n";
+  const auto problems = check_unit(unit, cfg);
+  EXPECT_TRUE(mentions(problems, "Type is 'simple'")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "WatchdogSec")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "does not run an absolute path to datera-agent"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "does not pass --config")) << join(problems);
+  EXPECT_TRUE(mentions(problems, "TimeoutStopSec 15s is not above shutdown_grace"))
+      << join(problems);
+  EXPECT_TRUE(mentions(problems, "KillMode is 'control-group'")) << join(problems);
+  // Without TimeoutStopSec, systemd's default of 90s applies; continuation lines are joined.
+  const auto fine = check_unit(
+      "[Service]\nType=notify\nNotifyAccess=main\nWatchdogSec=1min\nRestart=always\n"
+      "KillMode=mixed\nExecStart=-/opt/bin/datera-agent \\\n  --config=/etc/a.yaml\n",
+      cfg);
+  EXPECT_TRUE(fine.empty()) << join(fine);
+}
+
+TEST(CheckerSelfTest, SystemdTimespans) {
+  EXPECT_EQ(parse_timespan("30s"), milliseconds(30'000));
+  EXPECT_EQ(parse_timespan("30"), milliseconds(30'000));
+  EXPECT_EQ(parse_timespan("1min 30s"), milliseconds(90'000));
+  EXPECT_EQ(parse_timespan("1min30s"), milliseconds(90'000));
+  EXPECT_EQ(parse_timespan("500ms"), milliseconds(500));
+  EXPECT_EQ(parse_timespan("2h"), milliseconds(7'200'000));
+  EXPECT_EQ(parse_timespan("infinity"), milliseconds::max());
+  EXPECT_FALSE(parse_timespan("soon"));
+  EXPECT_FALSE(parse_timespan(""));
+  EXPECT_FALSE(parse_timespan("10 parsecs"));
 }
 
 }  // namespace

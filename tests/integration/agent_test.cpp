@@ -360,6 +360,10 @@ TEST(AgentSystemd, NotifiesReadyPingsWatchdogAndSaysStopping) {
   while (pings < 3 && notify.wait_for("WATCHDOG=1", 2s)) ++pings;
   EXPECT_EQ(pings, 3);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  // systemctl reload: RELOADING=1, then READY=1 again, or the unit stays "reloading".
+  ::kill(agent.pid, SIGHUP);
+  ASSERT_TRUE(notify.wait_for("RELOADING=1", 5s));
+  EXPECT_TRUE(notify.wait_for("READY=1", 5s));
   ::kill(agent.pid, SIGTERM);
   EXPECT_TRUE(notify.wait_for("STOPPING=1", 5s));
   EXPECT_EQ(agent.wait_exit(), 0);
