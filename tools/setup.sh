@@ -9,9 +9,9 @@ PACKAGES=(
   # libraries (Boost 1.81 headers: Asio + Beast; conflicts with and replaces libboost1.74-dev)
   libboost1.81-dev libudev-dev libmount-dev libblkid-dev libopeniscsiusr-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   # runtime tools the agent drives and the tests use
-  open-iscsi udev xfsprogs e2fsprogs util-linux fdisk curl iproute2 procps python3
+  open-iscsi udev xfsprogs e2fsprogs util-linux fdisk curl iproute2 procps python3 openssl
 )
 
 SUDO=""

@@ -192,6 +192,9 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
     probe_.request(c.method, endpoint, res ? std::to_string(res->status) : "error",
                    Clock::now() - t0);
     if (!res) {
+      if (res.error().code == static_cast<int>(TransportErrc::tls)) {
+        co_return wrap(c, res.error().message, kTransport);  // a certificate does not fix itself
+      }
       const bool nothing_sent = sent_nothing(res.error());
       if (!nothing_sent && !c.repeatable) {
         co_return wrap(

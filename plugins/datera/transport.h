@@ -35,6 +35,7 @@ enum class TransportErrc {
   connect = 1,  ///< nothing was sent: always safe to retry
   timeout = 2,  ///< sent, no (complete) reply: the request may or may not have taken effect
   io = 3,       ///< connection broke after sending: same uncertainty as timeout
+  tls = 4,      ///< TLS handshake or certificate verification failed: retrying will not help
 };
 bool sent_nothing(const Error& e);
 
@@ -49,10 +50,19 @@ struct Endpoint {
   unsigned short port = 7717;
 };
 
-/// HTTP/1.1 over TCP with keep-alive connection reuse (up to `max_idle` idle connections). A
-/// reused connection that the server already closed is retried once on a fresh one.
-std::unique_ptr<Transport> make_beast_transport(boost::asio::any_io_executor executor,
-                                                Endpoint endpoint, LoggerPtr log,
-                                                size_t max_idle = 4);
+/// HTTPS settings. Verification is on unless explicitly skipped: the array's certificate must chain
+/// to `ca_file` (or the system store when empty) and name the host (DNS name or IP address).
+struct TlsOptions {
+  bool enabled = false;
+  std::string ca_file;
+  bool insecure_skip_verify = false;  ///< logged as a warning when the transport is made
+};
+
+/// HTTP/1.1 (or HTTPS) over TCP with keep-alive connection reuse (up to `max_idle` idle
+/// connections). A reused connection that the server already closed is retried once on a fresh one.
+/// Fails only when the TLS settings are unusable (e.g. an unreadable CA file).
+Result<std::unique_ptr<Transport>> make_beast_transport(boost::asio::any_io_executor executor,
+                                                        Endpoint endpoint, LoggerPtr log,
+                                                        TlsOptions tls = {}, size_t max_idle = 4);
 
 }  // namespace datera::edf
