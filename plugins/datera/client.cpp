@@ -73,6 +73,43 @@ asio::awaitable<void> Client::backoff(int attempt, const std::string& reason) {
   co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
 }
 
+asio::awaitable<Result<HttpResponse>> Client::exchange(const HttpRequest& req, bool repeatable,
+                                                       const Call& c) {
+  const std::string endpoint = endpoint_class(req.target);
+  for (int attempt = 1;; ++attempt) {
+    const auto t0 = Clock::now();
+    auto res = co_await transport_.send(req);
+    probe_.request(req.method, endpoint, res ? std::to_string(res->status) : "error",
+                   Clock::now() - t0);
+    if (res) {
+      if (!is_unavailable(res->status, res->body) || attempt >= options_.retry.max_attempts)
+        co_return res;
+      co_await backoff(attempt, "unavailable");
+      continue;
+    }
+    const int code = res.error().code;
+    if (code == static_cast<int>(TransportErrc::tls)) {
+      co_return wrap(c, res.error().message, kTransport);  // a certificate does not fix itself
+    }
+    const bool nothing_sent = sent_nothing(res.error());
+    if (!nothing_sent && !repeatable) {
+      co_return wrap(
+          c, "the reply was lost (" + res.error().message + "); the request may have taken effect",
+          kLostReply);
+    }
+    if (attempt >= options_.retry.max_attempts) {
+      co_return wrap(c,
+                     "no reply from EDF at " + options_.server + " after " +
+                         std::to_string(attempt) + " attempts: " + res.error().message,
+                     kTransport);
+    }
+    const char* reason = nothing_sent                                       ? "connect"
+                         : code == static_cast<int>(TransportErrc::timeout) ? "timeout"
+                                                                            : "io";
+    co_await backoff(attempt, reason);
+  }
+}
+
 asio::awaitable<Result<std::string>> Client::version() {
   if (!version_.empty()) co_return version_;
   if (!options_.api_version.empty()) {
@@ -80,42 +117,30 @@ asio::awaitable<Result<std::string>> Client::version() {
     co_return version_;
   }
   const Call c{"GET", "/api_versions", std::nullopt, "discovering the EDF API version", "", true};
-  for (int attempt = 1;; ++attempt) {
-    HttpRequest req{
-        "GET", "/api_versions", {{"Accept", "application/json"}}, "", options_.request_timeout};
-    const auto t0 = Clock::now();
-    auto res = co_await transport_.send(std::move(req));
-    probe_.request("GET", "/api_versions", res ? std::to_string(res->status) : "error",
-                   Clock::now() - t0);
-    const bool retry = !res || is_unavailable(res->status, res->body);
-    if (retry && attempt < options_.retry.max_attempts) {
-      co_await backoff(attempt, res ? "unavailable" : "connect");
-      continue;
-    }
-    if (!res)
-      co_return wrap(c, "no reply from " + options_.server + ": " + res.error().message,
-                     kTransport);
-    if (res->status == 400 || res->status == 404) {
-      // Older firmware has no discovery endpoint; every such array speaks v2.2 or v2.1.
-      log_->info("EDF at {} has no /api_versions (HTTP {}); using v2.2", options_.server,
-                 res->status);
-      version_ = "v2.2";
+  const HttpRequest req{
+      "GET", "/api_versions", {{"Accept", "application/json"}}, "", options_.request_timeout};
+  auto res = co_await exchange(req, true, c);
+  if (!res) co_return res.error();
+  if (res->status == 400 || res->status == 404) {
+    // Older firmware has no discovery endpoint; every such array speaks v2.2 or v2.1.
+    log_->info("EDF at {} has no /api_versions (HTTP {}); using v2.2", options_.server,
+               res->status);
+    version_ = "v2.2";
+    co_return version_;
+  }
+  if (res->status != 200) co_return api_error(c, res->status, res->body);
+  const auto j = Json::parse(res->body, nullptr, false);
+  const auto list = j.is_object() ? j.value("api_versions", Json::array()) : Json::array();
+  for (const char* want : {"v2.2", "v2.1"}) {
+    if (std::find(list.begin(), list.end(), want) != list.end()) {
+      version_ = want;
       co_return version_;
     }
-    if (res->status != 200) co_return api_error(c, res->status, res->body);
-    const auto j = Json::parse(res->body, nullptr, false);
-    const auto list = j.is_object() ? j.value("api_versions", Json::array()) : Json::array();
-    for (const char* want : {"v2.2", "v2.1"}) {
-      if (std::find(list.begin(), list.end(), want) != list.end()) {
-        version_ = want;
-        co_return version_;
-      }
-    }
-    co_return wrap(c,
-                   "EDF at " + options_.server + " offers " + clip(list.dump()) +
-                       "; this agent speaks v2.2 and v2.1",
-                   kUnsupported);
   }
+  co_return wrap(c,
+                 "EDF at " + options_.server + " offers " + clip(list.dump()) +
+                     "; this agent speaks v2.2 and v2.1",
+                 kUnsupported);
 }
 
 asio::awaitable<Status> Client::login() {
@@ -129,38 +154,27 @@ asio::awaitable<Status> Client::login() {
   }
   const std::string body =
       Json{{"name", options_.credentials.user}, {"password", options_.credentials.password}}.dump();
-  for (int attempt = 1;; ++attempt) {
-    HttpRequest req{
-        "PUT",
-        "/" + version_ + "/login",
-        {{"Content-Type", "application/json; charset=utf-8"}, {"tenant", options_.tenant}},
-        body,
-        options_.request_timeout};
-    const auto t0 = Clock::now();
-    auto res = co_await transport_.send(std::move(req));
-    probe_.request("PUT", "/login", res ? std::to_string(res->status) : "error", Clock::now() - t0);
-    const bool retry = !res || is_unavailable(res->status, res->body);
-    if (retry && attempt < options_.retry.max_attempts) {
-      co_await backoff(attempt, res ? "unavailable" : "connect");
-      continue;
-    }
-    if (!res)
-      co_return wrap(c, "no reply from " + options_.server + ": " + res.error().message,
-                     kTransport);
-    if (res->status == 401 || res->status == 403) {
-      auto e = api_error(c, res->status, res->body);
-      co_return Error{
-          e.message + " (user '" + options_.credentials.user + "'; check the credentials)", e.code};
-    }
-    if (res->status != 200) co_return api_error(c, res->status, res->body);
-    const auto j = Json::parse(res->body, nullptr, false);
-    if (!j.is_object() || !j.contains("key") || !j["key"].is_string()) {
-      co_return wrap(c, "the login reply has no key", kBadReply);
-    }
-    key_ = j["key"].get<std::string>();
-    log_->debug("logged in to EDF at {} ({})", options_.server, version_);
-    co_return ok_status();
+  const HttpRequest req{
+      "PUT",
+      "/" + version_ + "/login",
+      {{"Content-Type", "application/json; charset=utf-8"}, {"tenant", options_.tenant}},
+      body,
+      options_.request_timeout};
+  auto res = co_await exchange(req, true, c);
+  if (!res) co_return res.error();
+  if (res->status == 401 || res->status == 403) {
+    auto e = api_error(c, res->status, res->body);
+    co_return Error{
+        e.message + " (user '" + options_.credentials.user + "'; check the credentials)", e.code};
   }
+  if (res->status != 200) co_return api_error(c, res->status, res->body);
+  const auto j = Json::parse(res->body, nullptr, false);
+  if (!j.is_object() || !j.contains("key") || !j["key"].is_string()) {
+    co_return wrap(c, "the login reply has no key", kBadReply);
+  }
+  key_ = j["key"].get<std::string>();
+  log_->debug("logged in to EDF at {} ({})", options_.server, version_);
+  co_return ok_status();
 }
 
 asio::awaitable<Result<Json>> Client::call(Call c) {
@@ -171,49 +185,22 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
   auto ver = co_await version();
   if (!ver) co_return wrap(c, ver.error().message, ver.error().code);
   const std::string target = "/" + version_ + c.path;
-  const std::string endpoint = endpoint_class(target);
   const std::string body = c.body ? c.body->dump() : std::string();
-  bool relogged = false;
-  for (int attempt = 1;; ++attempt) {
+  for (bool relogged = false;;) {
     if (key_.empty()) {
       auto st = co_await login();
       if (!st) co_return wrap(c, st.error().message, st.error().code);
     }
-    HttpRequest req{c.method,
-                    target,
-                    {{"Auth-Token", key_},
-                     {"tenant", options_.tenant},
-                     {"Content-Type", "application/json; charset=utf-8"},
-                     {"Datera-Driver", std::string("datera-agent-") + version::kVersion}},
-                    body,
-                    options_.request_timeout};
-    const auto t0 = Clock::now();
-    auto res = co_await transport_.send(std::move(req));
-    probe_.request(c.method, endpoint, res ? std::to_string(res->status) : "error",
-                   Clock::now() - t0);
-    if (!res) {
-      if (res.error().code == static_cast<int>(TransportErrc::tls)) {
-        co_return wrap(c, res.error().message, kTransport);  // a certificate does not fix itself
-      }
-      const bool nothing_sent = sent_nothing(res.error());
-      if (!nothing_sent && !c.repeatable) {
-        co_return wrap(
-            c,
-            "the reply was lost (" + res.error().message + "); the request may have taken effect",
-            kLostReply);
-      }
-      if (attempt >= options_.retry.max_attempts) {
-        co_return wrap(c,
-                       "no reply from EDF at " + options_.server + " after " +
-                           std::to_string(attempt) + " attempts: " + res.error().message,
-                       kTransport);
-      }
-      co_await backoff(attempt, nothing_sent ? "connect"
-                                : res.error().code == static_cast<int>(TransportErrc::timeout)
-                                    ? "timeout"
-                                    : "io");
-      continue;
-    }
+    const HttpRequest req{c.method,
+                          target,
+                          {{"Auth-Token", key_},
+                           {"tenant", options_.tenant},
+                           {"Content-Type", "application/json; charset=utf-8"},
+                           {"Datera-Driver", std::string("datera-agent-") + version::kVersion}},
+                          body,
+                          options_.request_timeout};
+    auto res = co_await exchange(req, c.repeatable, c);
+    if (!res) co_return res.error();
     const unsigned status = res->status;
     if (status == 401 && !relogged) {
       // Keys live 15 minutes; an array restart forgets them all. Log in again, repeat once.
@@ -221,12 +208,6 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
       key_.clear();
       probe_.relogin();
       log_->info("EDF at {} refused the session key; logging in again", options_.server);
-      --attempt;
-      continue;
-    }
-    if (is_unavailable(status, res->body)) {
-      if (attempt >= options_.retry.max_attempts) co_return api_error(c, status, res->body);
-      co_await backoff(attempt, "unavailable");
       continue;
     }
     if (status < 200 || status >= 300) co_return api_error(c, status, res->body);

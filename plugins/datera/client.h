@@ -109,6 +109,11 @@ class Client {
   /// One API call with login, re-login and retries. Yields the envelope's `data` (or the body).
   boost::asio::awaitable<Result<Json>> call(Call c);
   boost::asio::awaitable<Result<Json>> call_full(Call c, Json* metadata_out);
+  /// Sends one request, repeating it with backoff on 503 and on transport failures (for
+  /// non-repeatable requests only when nothing was sent). Yields the last response, or an Error
+  /// with code kTransport, kLostReply (request maybe applied) or TLS failure.
+  boost::asio::awaitable<Result<HttpResponse>> exchange(const HttpRequest& req, bool repeatable,
+                                                        const Call& c);
   boost::asio::awaitable<Status> login();
   boost::asio::awaitable<void> backoff(int attempt, const std::string& reason);
   Error api_error(const Call& c, unsigned status, const std::string& body) const;
