@@ -4,9 +4,9 @@
 // coroutine on its own executor, so the event loop never stalls on disk.
 //
 // Pass lambdas that capture by reference (the caller's frame outlives the call). GCC 12 destroys a
-// lambda passed by value to a coroutine twice (GCC PR 100611; reproduced under ASan: a
-// copy-captured std::string is double-freed), so a lambda owning anything must never be a coroutine
-// argument. Class objects passed by value (prvalue or std::move) are destroyed correctly.
+// brace-initialized aggregate passed by value straight into a coroutine twice (GCC PR 100611;
+// reproduced under ASan): lambdas are such aggregates, and so is `f(Call{...})`. Name the object
+// first and pass it (or std::move it); objects built by a constructor are not affected.
 
 #include <optional>
 #include <type_traits>

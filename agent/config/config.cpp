@@ -68,6 +68,14 @@ Result<long long> get_int(const YAML::Node& node, const std::string& key, long l
   return parse_int(node.as<std::string>(), key, lo, hi);
 }
 
+Result<bool> get_bool(const YAML::Node& node, const std::string& key) {
+  if (!node.IsScalar()) return key_error(key, "must be true or false");
+  const auto v = node.as<std::string>();
+  if (v == "true") return true;
+  if (v == "false") return false;
+  return key_error(key, "'" + v + "' is not true or false");
+}
+
 // Assigns `out` from node[key] with `getter` if the key is present.
 #define DT_SET_STRING(node, key, full, out) \
   if (node[key]) {                          \
@@ -86,7 +94,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (!root || root.IsNull()) return ok_status();
   if (auto s = check_keys(root, "",
                           {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir",
-                           "log_level", "shutdown_grace", "metrics", "api", "driver"});
+                           "log_level", "shutdown_grace", "metrics", "api", "driver", "backend"});
       !s) {
     return s;
   }
@@ -137,6 +145,29 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_DURATION(d, "shim_timeout", "driver.shim_timeout", cfg.driver.shim_timeout)
     DT_SET_DURATION(d, "self_test_timeout", "driver.self_test_timeout",
                     cfg.driver.self_test_timeout)
+  }
+  if (const auto b = root["backend"]; b && !b.IsNull()) {
+    if (auto st = check_keys(b, "backend.",
+                             {"server", "username", "password_file", "tenant", "tls", "ca_file",
+                              "insecure_skip_verify", "request_timeout", "check_interval"});
+        !st) {
+      return st;
+    }
+    DT_SET_STRING(b, "server", "backend.server", cfg.backend.server)
+    DT_SET_STRING(b, "username", "backend.username", cfg.backend.username)
+    DT_SET_STRING(b, "password_file", "backend.password_file", cfg.backend.password_file)
+    DT_SET_STRING(b, "tenant", "backend.tenant", cfg.backend.tenant)
+    DT_SET_STRING(b, "ca_file", "backend.ca_file", cfg.backend.ca_file)
+    DT_SET_DURATION(b, "request_timeout", "backend.request_timeout", cfg.backend.request_timeout)
+    DT_SET_DURATION(b, "check_interval", "backend.check_interval", cfg.backend.check_interval)
+    for (const auto& [key, out] :
+         {std::pair{"tls", &cfg.backend.tls},
+          std::pair{"insecure_skip_verify", &cfg.backend.insecure_skip_verify}}) {
+      if (!b[key]) continue;
+      auto v = get_bool(b[key], std::string("backend.") + key);
+      if (!v) return v.error();
+      *out = *v;
+    }
   }
   return ok_status();
 }
@@ -210,16 +241,29 @@ EnvLookup process_env() {
   };
 }
 
-const std::vector<std::pair<std::string, std::string>>& env_overrides() {
-  static const std::vector<std::pair<std::string, std::string>> kEnv = {
-      {"NODE_NAME", "node_name"},
-      {"DATERA_AGENT_NODE_NAME", "node_name"},
-      {"DATERA_AGENT_SOCKET_PATH", "socket_path"},
-      {"DATERA_AGENT_PLUGIN_DIR", "plugin_dir"},
-      {"DATERA_AGENT_KUBELET_ROOT", "kubelet_root"},
-      {"DATERA_AGENT_STATE_DIR", "state_dir"},
-      {"DATERA_AGENT_LOG_LEVEL", "log_level"},
-      {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen"},
+const std::vector<EnvOverride>& env_overrides() {
+  static const std::vector<EnvOverride> kEnv = {
+      {"NODE_NAME", "node_name", [](Config& c, std::string v) { c.node_name = std::move(v); }},
+      {"DATERA_AGENT_NODE_NAME", "node_name",
+       [](Config& c, std::string v) { c.node_name = std::move(v); }},
+      {"DATERA_AGENT_SOCKET_PATH", "socket_path",
+       [](Config& c, std::string v) { c.socket_path = std::move(v); }},
+      {"DATERA_AGENT_PLUGIN_DIR", "plugin_dir",
+       [](Config& c, std::string v) { c.plugin_dir = std::move(v); }},
+      {"DATERA_AGENT_KUBELET_ROOT", "kubelet_root",
+       [](Config& c, std::string v) { c.kubelet_root = std::move(v); }},
+      {"DATERA_AGENT_STATE_DIR", "state_dir",
+       [](Config& c, std::string v) { c.state_dir = std::move(v); }},
+      {"DATERA_AGENT_LOG_LEVEL", "log_level",
+       [](Config& c, std::string v) { c.log_level = std::move(v); }},
+      {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen",
+       [](Config& c, std::string v) { c.metrics.listen = std::move(v); }},
+      {"DATERA_AGENT_BACKEND_SERVER", "backend.server",
+       [](Config& c, std::string v) { c.backend.server = std::move(v); }},
+      {"DATERA_AGENT_BACKEND_USERNAME", "backend.username",
+       [](Config& c, std::string v) { c.backend.username = std::move(v); }},
+      {"DATERA_AGENT_BACKEND_PASSWORD", "backend.password",
+       [](Config& c, std::string v) { c.backend.password = std::move(v); }},
   };
   return kEnv;
 }
@@ -265,6 +309,34 @@ Status validate(Config& cfg) {
                      "must be longer than api.call_timeout, so the agent's own, more precise "
                      "error reaches kubelet before the shim gives up");
   }
+  if (cfg.backend.configured()) {
+    if (cfg.backend.username.empty()) {
+      return key_error("backend.username",
+                       "is required with backend.server (or DATERA_AGENT_BACKEND_USERNAME)");
+    }
+    if (cfg.backend.password.empty() && cfg.backend.password_file.empty()) {
+      return key_error(
+          "backend.password_file",
+          "is required with backend.server (or DATERA_AGENT_BACKEND_PASSWORD); passwords are "
+          "never written into the config file itself");
+    }
+    if (!cfg.backend.password_file.empty()) {
+      if (auto st = check_abs_path("backend.password_file", cfg.backend.password_file); !st)
+        return st;
+    }
+    if (!cfg.backend.ca_file.empty()) {
+      if (auto st = check_abs_path("backend.ca_file", cfg.backend.ca_file); !st) return st;
+    }
+    if (cfg.backend.tenant.empty() || cfg.backend.tenant.front() != '/') {
+      return key_error("backend.tenant",
+                       "'" + cfg.backend.tenant + "' must look like /root or /root/<name>");
+    }
+    if (cfg.backend.check_interval.count() < 1000)
+      return key_error("backend.check_interval", "must be at least 1s");
+    if (cfg.backend.request_timeout.count() < 100) {
+      return key_error("backend.request_timeout", "must be at least 100ms");
+    }
+  }
   if (cfg.driver.self_test_timeout.count() < 100) {
     return key_error("driver.self_test_timeout", "must be at least 100ms");
   }
@@ -285,23 +357,8 @@ Result<Config> parse(const std::string& yaml_text, const EnvLookup& env,
   } catch (const YAML::Exception& e) {  // e.g. a map where a scalar was expected
     return Error{"config has a value of the wrong type: " + std::string(e.what())};
   }
-  for (const auto& [var, key] : env_overrides()) {
-    const auto value = env(var);
-    if (!value || value->empty()) continue;
-    if (key == "node_name")
-      cfg.node_name = *value;
-    else if (key == "socket_path")
-      cfg.socket_path = *value;
-    else if (key == "plugin_dir")
-      cfg.plugin_dir = *value;
-    else if (key == "kubelet_root")
-      cfg.kubelet_root = *value;
-    else if (key == "state_dir")
-      cfg.state_dir = *value;
-    else if (key == "log_level")
-      cfg.log_level = *value;
-    else if (key == "metrics.listen")
-      cfg.metrics.listen = *value;
+  for (const auto& e : env_overrides()) {
+    if (auto value = env(e.variable); value && !value->empty()) e.apply(cfg, std::move(*value));
   }
   if (cfg.node_name.empty()) {
     cfg.node_name = hostname;
@@ -321,6 +378,15 @@ Result<Config> load(const std::string& path, const EnvLookup& env, const std::st
   }
   auto cfg = parse(text, env, hostname);
   if (!cfg && !path.empty()) return cfg.error().wrap(path);
+  if (cfg && cfg->backend.configured() && cfg->backend.password.empty()) {
+    auto pw = fs::read_file(cfg->backend.password_file, 4096);
+    if (!pw) return pw.error().wrap("config key 'backend.password_file'");
+    while (!pw->empty() && (pw->back() == '\n' || pw->back() == '\r')) pw->pop_back();
+    if (pw->empty())
+      return Error{"config key 'backend.password_file': " + cfg->backend.password_file +
+                   " is empty"};
+    cfg->backend.password = std::move(*pw);
+  }
   return cfg;
 }
 

@@ -42,6 +42,22 @@ struct DriverConfig {
   std::string driver_name() const { return vendor + "/" + driver; }
 };
 
+/// The default Datera array, for volumes whose options name none. Optional: without a server the
+/// agent checks no array and every volume must bring backstoreServer or a secret.
+struct BackendConfig {
+  std::string server;  ///< host[:port]; port 7717 (HTTP) or 7718 (HTTPS) by default
+  std::string username;
+  std::string password_file;  ///< the password is never inline in the config file
+  std::string password;       ///< filled from password_file or DATERA_AGENT_BACKEND_PASSWORD
+  std::string tenant = "/root";
+  bool tls = false;
+  std::string ca_file;  ///< empty: the system trust store
+  bool insecure_skip_verify = false;
+  milliseconds request_timeout{30'000};
+  milliseconds check_interval{60'000};
+  bool configured() const { return !server.empty(); }
+};
+
 struct Config {
   std::string node_name;
   std::string socket_path = "/run/datera-agent/agent.sock";
@@ -53,14 +69,21 @@ struct Config {
   MetricsConfig metrics;
   ApiConfig api;
   DriverConfig driver;
+  BackendConfig backend;
 };
 
 /// Where environment values come from (injectable so tests need no setenv).
 using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 EnvLookup process_env();
 
-/// Environment variables honoured, in the order applied (documented in agent/README.md).
-const std::vector<std::pair<std::string, std::string>>& env_overrides();
+/// An environment variable that overrides a config key (what a DaemonSet injects).
+struct EnvOverride {
+  std::string variable;
+  std::string key;
+  std::function<void(Config&, std::string)> apply;
+};
+/// Environment variables honoured, in the order applied (documented in agent/config/README.md).
+const std::vector<EnvOverride>& env_overrides();
 
 /// Parses YAML text (may be empty: all defaults), applies environment overrides and validates.
 /// `hostname` fills node_name when neither file nor environment set it.

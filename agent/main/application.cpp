@@ -13,6 +13,7 @@
 #include "agent/common/fs.h"
 #include "agent/common/version.h"
 #include "metrics/process_collector.h"
+#include "plugins/datera/options.h"
 
 namespace datera::app {
 
@@ -127,6 +128,13 @@ asio::awaitable<void> Application::start() {
     ioc_.stop();
     co_return;
   }
+  if (auto st = make_backend(); !st) {
+    log_->critical("{}", st.error().message);
+    api_server_.remove_socket_file();
+    exit_code_ = 1;
+    ioc_.stop();
+    co_return;
+  }
   api_server_.start();
   metrics_server_.start();
   log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
@@ -160,6 +168,14 @@ asio::awaitable<void> Application::start() {
   asio::co_spawn(
       ioc_, installer_.run(watcher_.get(), on_state),
       [log = log_](const std::exception_ptr& e) { log_exception(log, "driver installer", e); });
+  if (backend_monitor_) {
+    auto on_backend = [this](bool up, const std::string& detail) {
+      readiness_.set("backend", up, detail);
+    };
+    asio::co_spawn(
+        ioc_, backend_monitor_->run(on_backend),
+        [log = log_](const std::exception_ptr& e) { log_exception(log, "backend monitor", e); });
+  }
 }
 
 asio::awaitable<void> Application::handle_signals() {
@@ -210,6 +226,7 @@ asio::awaitable<void> Application::shutdown() {
   log_->info("draining: {} call(s) in flight, waiting up to {}", api_server_.in_flight(),
              format_duration(cfg_.shutdown_grace));
   installer_.stop();
+  if (backend_monitor_) backend_monitor_->stop();
   watchdog_timer_.cancel();
   const bool clean = co_await api_server_.drain(cfg_.shutdown_grace);
   api_server_.remove_socket_file();
@@ -217,6 +234,34 @@ asio::awaitable<void> Application::shutdown() {
   log_->info("stopped{}; iSCSI sessions, mounts and the installed driver are left as they are",
              clean ? "" : " (some calls were cut off at the grace period)");
   ioc_.stop();
+}
+
+Status Application::make_backend() {
+  const auto& b = cfg_.backend;
+  if (!b.configured()) return ok_status();
+  edf::BackendTarget base;
+  base.port = b.tls ? 7718 : 7717;
+  auto target = edf::parse_server(b.server, base);
+  if (!target) return target.error().wrap("config key 'backend.server'");
+  auto transport = edf::make_beast_transport(
+      ioc_.get_executor(), edf::Endpoint{target->host, target->port}, logs_.get("edf"),
+      edf::TlsOptions{b.tls, b.ca_file, b.insecure_skip_verify});
+  if (!transport) return transport.error().wrap("config key 'backend'");
+  edf_transport_ = std::move(*transport);
+  edf_probe_ = std::make_unique<edf::Probe>(*registry_);
+  edf::ClientOptions o;
+  o.server = target->server();
+  o.credentials = {b.username, b.password};
+  o.tenant = b.tenant;
+  o.request_timeout = b.request_timeout;
+  edf_client_ = std::make_unique<edf::Client>(ioc_.get_executor(), *edf_transport_, o, *edf_probe_,
+                                              logs_.get("edf"));
+  backend_probe_ = std::make_unique<backend::Probe>(*registry_, o.server);
+  backend_monitor_ =
+      std::make_unique<backend::Monitor>(ioc_.get_executor(), *edf_client_, o.server,
+                                         b.check_interval, *backend_probe_, logs_.get("backend"));
+  readiness_.add("backend", "not checked yet");
+  return ok_status();
 }
 
 nlohmann::json Application::status() {
@@ -236,6 +281,8 @@ nlohmann::json Application::status() {
            {{"socket", cfg_.socket_path},
             {"connections", api_server_.connections()},
             {"in_flight", api_server_.in_flight()}}},
+          {"backend",
+           backend_monitor_ ? backend_monitor_->state() : nlohmann::json{{"configured", false}}},
           {"flexvolume",
            {{"calls_total", counts.total},
             {"calls_failed", counts.failed},

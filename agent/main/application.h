@@ -19,6 +19,7 @@
 #include <prometheus/registry.h>
 
 #include "agent/api/router.h"
+#include "agent/backend/monitor.h"
 #include "agent/common/logging.h"
 #include "agent/config/config.h"
 #include "agent/flexvolume/service.h"
@@ -28,6 +29,8 @@
 #include "agent/process/process_runner.h"
 #include "metrics/handler.h"
 #include "metrics/readiness.h"
+#include "plugins/datera/client.h"
+#include "plugins/datera/transport.h"
 
 namespace datera::app {
 
@@ -51,6 +54,8 @@ class Application : public api::StatusSource {
   boost::asio::awaitable<void> handle_signals();
   boost::asio::awaitable<void> watchdog_loop(std::chrono::microseconds interval);
   boost::asio::awaitable<void> shutdown();
+  /// Builds the default-array client and monitor when `backend.server` is set.
+  Status make_backend();
   void reload_log_level();
 
   config::Config cfg_;
@@ -81,6 +86,13 @@ class Application : public api::StatusSource {
   http::Server metrics_server_;
   installer::Installer installer_;
   std::unique_ptr<installer::FileWatcher> watcher_;
+
+  // The default Datera array (optional).
+  std::unique_ptr<edf::Probe> edf_probe_;
+  std::unique_ptr<edf::Transport> edf_transport_;
+  std::unique_ptr<edf::Client> edf_client_;
+  std::unique_ptr<backend::Probe> backend_probe_;
+  std::unique_ptr<backend::Monitor> backend_monitor_;
   boost::asio::steady_timer watchdog_timer_;
 };
 

@@ -223,6 +223,12 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
   }
 }
 
+asio::awaitable<Result<Json>> Client::system() {
+  // Named first: GCC 12 double-destroys a braced aggregate passed straight into a coroutine.
+  Call c{"GET", "/system", std::nullopt, "reading the array's system info", "", true};
+  co_return co_await call(std::move(c));
+}
+
 asio::awaitable<Result<AppInstance>> Client::get_app_instance(const std::string& name) {
   const Call c{"GET", "/app_instances/" + name, std::nullopt, "getting app instance", name, true};
   if (!is_valid_name(name))

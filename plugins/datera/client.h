@@ -68,6 +68,9 @@ class Client {
   /// The API version in use ("v2.2"), discovering it on first use.
   boost::asio::awaitable<Result<std::string>> version();
 
+  /// GET /system: the array's name and software version; a cheap proof of reachability and login.
+  boost::asio::awaitable<Result<Json>> system();
+
   // App instances (by name). `volume` in error messages is the app instance name.
   boost::asio::awaitable<Result<AppInstance>> get_app_instance(const std::string& name);
   /// POSTs a new app instance; a lost reply (or 409 after one) is resolved by a GET by name.

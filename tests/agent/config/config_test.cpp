@@ -1,6 +1,8 @@
 #include "agent/config/config.h"
 
+#include <cstdio>
 #include <map>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -113,6 +115,57 @@ const BadCase kBadCases[] = {
             "socket_path", "longer than 107"}};
 
 INSTANTIATE_TEST_SUITE_P(Table, ConfigRejects, ::testing::ValuesIn(kBadCases));
+
+TEST(Config, BackendWithPasswordFromTheEnvironment) {
+  auto cfg = parse(
+      "backend: {server: 'edf.example:7718', username: admin, tls: true, ca_file: /etc/ca.pem}\n",
+      env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "from-env"}}), "h");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_TRUE(cfg->backend.configured());
+  EXPECT_TRUE(cfg->backend.tls);
+  EXPECT_EQ(cfg->backend.password, "from-env");
+  EXPECT_EQ(cfg->backend.tenant, "/root");
+}
+
+TEST(Config, BackendRules) {
+  auto no_user = parse("backend: {server: edf}\n", kNoEnv, "h");
+  ASSERT_FALSE(no_user.ok());
+  EXPECT_NE(no_user.error().message.find("backend.username"), std::string::npos);
+  auto no_pw = parse("backend: {server: edf, username: admin}\n", kNoEnv, "h");
+  ASSERT_FALSE(no_pw.ok());
+  EXPECT_NE(no_pw.error().message.find("never written into the config file"), std::string::npos);
+  auto inline_pw = parse("backend: {server: edf, username: admin, password: x}\n", kNoEnv, "h");
+  ASSERT_FALSE(inline_pw.ok());
+  EXPECT_NE(inline_pw.error().message.find("'backend.password': unknown key"), std::string::npos);
+  auto bad_bool =
+      parse("backend: {server: edf, username: a, password_file: /p, tls: yes}\n", kNoEnv, "h");
+  ASSERT_FALSE(bad_bool.ok());
+  EXPECT_NE(bad_bool.error().message.find("backend.tls"), std::string::npos);
+  EXPECT_TRUE(parse("", kNoEnv, "h")->backend.configured() == false);
+}
+
+TEST(Config, BackendPasswordFileIsRead) {
+  char tmpl[] = "/tmp/dt-pw-XXXXXX";
+  const int fd = ::mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "s3cret\n", 7), 7);
+  ::close(fd);
+  const std::string cfgfile = std::string(tmpl) + ".yaml";
+  {
+    FILE* f = std::fopen(cfgfile.c_str(), "w");
+    std::fprintf(f, "backend: {server: edf, username: admin, password_file: %s}\n", tmpl);
+    std::fclose(f);
+  }
+  auto cfg = load(cfgfile, kNoEnv, "h");
+  ::unlink(tmpl);
+  ::unlink(cfgfile.c_str());
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ(cfg->backend.password, "s3cret");
+  auto missing = load(
+      "", env_of({{"DATERA_AGENT_BACKEND_SERVER", "edf"}, {"DATERA_AGENT_BACKEND_USERNAME", "a"}}),
+      "h");
+  ASSERT_FALSE(missing.ok());
+}
 
 TEST(Config, NodeNameRules) {
   EXPECT_TRUE(is_valid_node_name("ip-10-0-0-1.ec2.internal"));

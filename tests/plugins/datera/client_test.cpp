@@ -11,28 +11,14 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "tests/testing/run_async.h"
+#include "tests/testing/scripted_transport.h"
 
 namespace datera::edf {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::run_async;
-
-struct ScriptedTransport : Transport {
-  /// Answers every request; tests replace it.
-  std::function<Result<HttpResponse>(const HttpRequest&)> handler;
-  std::vector<HttpRequest> log;
-
-  boost::asio::awaitable<Result<HttpResponse>> send(HttpRequest request) override {
-    log.push_back(request);
-    co_return handler(log.back());
-  }
-  std::vector<std::string> lines() const {
-    std::vector<std::string> out;
-    for (const auto& r : log) out.push_back(r.method + " " + r.target);
-    return out;
-  }
-};
+using testing::ScriptedTransport;
 
 HttpResponse json(unsigned status, const Json& body) {
   return {status, body.dump()};
