@@ -291,6 +291,9 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
         req.body = std::move(msg.body());
         req.content_type = std::string(msg[bhttp::field::content_type]);
         req.user_agent = std::string(msg[bhttp::field::user_agent]);
+        for (const auto& field : msg) {
+          req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+        }
         req.peer = peer;
         try {
           response = co_await handler_.handle(std::move(req));

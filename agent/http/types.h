@@ -5,7 +5,10 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -25,9 +28,29 @@ struct Request {
   std::string content_type;
   std::string user_agent;
   std::optional<PeerCred> peer;
+  /// Every header field as received (name as sent, value), in order.
+  std::vector<std::pair<std::string, std::string>> headers;
 
   /// The path without query string.
   std::string path() const { return target.substr(0, target.find('?')); }
+  /// The query string after '?', still percent-encoded ("" when there is none).
+  std::string query() const {
+    const auto q = target.find('?');
+    return q == std::string::npos ? std::string() : target.substr(q + 1);
+  }
+  /// The first header whose name matches case-insensitively, or nullopt.
+  std::optional<std::string> header(std::string_view name) const {
+    const auto ascii_lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c + 32) : c; };
+    for (const auto& [key, value] : headers) {
+      if (key.size() != name.size()) continue;
+      bool same = true;
+      for (size_t i = 0; i < key.size() && same; ++i) {
+        same = ascii_lower(key[i]) == ascii_lower(name[i]);
+      }
+      if (same) return value;
+    }
+    return std::nullopt;
+  }
 };
 
 struct Response {

@@ -1,0 +1,199 @@
+// datera-sim: a simulator of the Datera EDF REST API. This file is the composition root: it parses
+// flags, builds the model, sessions, protocol handler, backend and committer, serves HTTP on one
+// io_context, and saves the state on SIGTERM/SIGINT.
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <prometheus/registry.h>
+
+#include "agent/common/duration.h"
+#include "agent/common/fs.h"
+#include "agent/common/logging.h"
+#include "agent/http/server.h"
+#include "tools/datera-sim/api.h"
+#include "tools/datera-sim/runtime.h"
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace datera;
+
+int fail(const std::string& message) {
+  std::cerr << "datera-sim: " << message << "\n";
+  return 2;
+}
+
+/// "host:port" -> (host, port); IPv6 as "[::1]:7717".
+Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) return Error{"--listen wants HOST:PORT, got '" + text + "'"};
+  std::string host = text.substr(0, colon);
+  const std::string port = text.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
+    return Error{"--listen: '" + port + "' is not a port number"};
+  }
+  return std::make_pair(host, static_cast<unsigned short>(std::stoi(port)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{
+      "datera-sim: a simulator of the Datera EDF REST API (v2.1/v2.2) for tests and development"};
+  std::string listen = "127.0.0.1:7717";
+  std::string state_path;
+  std::string backend = "memory";
+  std::string file_dir;
+  std::string op_state_delay = "0ms";
+  std::string token_ttl = "15m";
+  std::vector<std::string> ip_pools;
+  std::string user = "admin";
+  std::string password;
+  std::string log_level = "info";
+  std::optional<uint64_t> seed;
+  cli.add_option("--listen", listen, "HOST:PORT for HTTP (port 0 picks a free one)")
+      ->capture_default_str();
+  cli.add_option("--state", state_path,
+                 "state file: loaded at start, written atomically after every change");
+  cli.add_option("--backend", backend, "export backend")
+      ->check(CLI::IsMember({"memory", "file", "lio"}))
+      ->capture_default_str();
+  cli.add_option("--file-dir", file_dir, "file backend: directory of the volumes' sparse files");
+  cli.add_option("--op-state-delay", op_state_delay,
+                 "time from admin_state online to op_state available")
+      ->capture_default_str();
+  cli.add_option("--token-ttl", token_ttl, "session key lifetime")->capture_default_str();
+  cli.add_option("--ip-pool", ip_pools,
+                 "access network CIDR; give it twice for two access networks "
+                 "(default 172.28.0.0/24)");
+  cli.add_option("--user", user, "account name")->capture_default_str();
+  cli.add_option("--password", password,
+                 "account password (default: $DATERA_SIM_PASSWORD, else 'password')");
+  cli.add_option("--seed", seed, "seed for ids, IQNs and keys (reproducible runs)");
+  cli.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(cli, argc, argv);
+
+  auto level = parse_log_level(log_level);
+  if (!level) return fail(level.error().message);
+  auto endpoint = parse_listen(listen);
+  if (!endpoint) return fail(endpoint.error().message);
+  auto delay = parse_duration(op_state_delay);
+  if (!delay) return fail("--op-state-delay: " + delay.error().message);
+  auto ttl = parse_duration(token_ttl);
+  if (!ttl || ttl->count() <= 0) return fail("--token-ttl must be a positive duration");
+  if (password.empty()) {
+    const char* env = std::getenv("DATERA_SIM_PASSWORD");
+    password = env && *env ? env : "password";
+  }
+
+  sim::ModelOptions model_options;
+  model_options.op_state_delay = *delay;
+  model_options.seed = seed;
+  if (!ip_pools.empty()) {
+    model_options.ip_pools.clear();
+    for (const auto& text : ip_pools) {
+      auto cidr = sim::Cidr::parse(text);
+      if (!cidr) return fail("--ip-pool: " + cidr.error().message);
+      model_options.ip_pools.push_back(*cidr);
+    }
+  }
+
+  std::optional<sim::FileBackend> files;
+  if (backend == "lio") {
+    if (!fs::exists("/sys/kernel/config/target")) {
+      return fail(
+          "--backend lio needs the kernel's LIO target through configfs, and "
+          "/sys/kernel/config/target is missing on this kernel (modprobe target_core_mod and "
+          "mount configfs, or use --backend memory|file)");
+    }
+    return fail("--backend lio is not implemented in this version (use memory or file)");
+  }
+  if (backend == "file") {
+    if (file_dir.empty()) return fail("--backend file needs --file-dir DIR");
+    std::error_code ec;
+    const auto absolute = std::filesystem::absolute(file_dir, ec);
+    files.emplace(ec ? file_dir : absolute.lexically_normal().string());
+    if (auto st = files->prepare(); !st) return fail(st.error().message);
+  } else if (!file_dir.empty()) {
+    return fail("--file-dir only applies to --backend file");
+  }
+
+  ::signal(SIGPIPE, SIG_IGN);
+  LogFactory logs(*level);
+  auto log = logs.get("datera-sim");
+
+  sim::Model model(model_options, sim::system_clock());
+  if (!state_path.empty()) {
+    // A state file that cannot be read is kept as it is: starting empty would overwrite it.
+    if (auto st = sim::load_state(model, state_path); !st) return fail(st.error().message);
+    log->info("state {}: {} app instance(s)", state_path, model.list_app_instances("all").size());
+  }
+  sim::Sessions sessions(sim::system_clock(), *ttl, {{user, password}}, seed);
+
+  asio::io_context ioc;
+  asio::thread_pool pool(1);  // one writer: state writes stay in order
+  sim::Committer committer(ioc.get_executor(), pool, model, state_path, files ? &*files : nullptr,
+                           logs.get("state"));
+  if (auto st = committer.save_now(); !st) return fail(st.error().message);
+
+  sim::ApiOptions api_options;
+  api_options.backend = backend;
+  if (files) {
+    api_options.data_path = [&files](const sim::ExportView& e) { return files->path_for(e); };
+  }
+  api_options.commit = [&committer]() { return committer.commit(); };
+  sim::Api api(model, sessions, logs.get("api"), std::move(api_options));
+
+  prometheus::Registry registry;
+  http::Probe probe(registry, "datera-sim");
+  http::ServerOptions server_options;
+  server_options.name = "datera-sim";
+  server_options.max_connections = 1024;
+  server_options.read_timeout = std::chrono::seconds(60);
+  server_options.max_request_bytes = 1 << 20;
+  http::Server server(ioc.get_executor(), server_options, api, probe, logs.get("http"));
+  auto bound = server.listen_tcp(endpoint->first, endpoint->second);
+  if (!bound) return fail(bound.error().message);
+  server.start();
+
+  int exit_code = 0;
+  asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    log->info("received {}; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          co_await server.drain(std::chrono::seconds(2));
+          pool.join();  // the last commit's write has finished
+          if (auto st = committer.save_now(); !st) {
+            log->error("final save failed: {}", st.error().message);
+            exit_code = 1;
+          }
+          ioc.stop();
+        },
+        asio::detached);
+  });
+
+  std::cerr << "datera-sim listening on http://"
+            << (bound->address().is_v6() ? "[" + bound->address().to_string() + "]"
+                                         : bound->address().to_string())
+            << ":" << bound->port() << " (backend " << backend << ")" << std::endl;
+  ioc.run();
+  return exit_code;
+}
