@@ -35,6 +35,18 @@ T run_async(boost::asio::io_context& ioc, boost::asio::awaitable<T> task) {
   return std::move(*result);
 }
 
+/// The void case: no value to carry.
+inline void run_async(boost::asio::io_context& ioc, boost::asio::awaitable<void> task) {
+  std::exception_ptr error;
+  boost::asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e) {
+    error = e;
+    ioc.stop();
+  });
+  ioc.restart();
+  ioc.run();
+  if (error) std::rethrow_exception(error);
+}
+
 template <typename T>
 T run_async(boost::asio::awaitable<T> task) {
   boost::asio::io_context ioc;
