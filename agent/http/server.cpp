@@ -11,9 +11,12 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/basic_stream.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/common/fs.h"
@@ -141,7 +144,8 @@ Status Server::listen_unix(const std::string& path) {
   return ok_status();
 }
 
-Result<asio::ip::tcp::endpoint> Server::listen_tcp(const std::string& host, unsigned short port) {
+Result<std::unique_ptr<asio::ip::tcp::acceptor>> Server::bind_tcp(const std::string& host,
+                                                                  unsigned short port) {
   error_code ec;
   const auto addr = asio::ip::make_address(host, ec);
   if (ec) return Error{"'" + host + "' is not an IP address: " + ec.message()};
@@ -155,8 +159,26 @@ Result<asio::ip::tcp::endpoint> Server::listen_tcp(const std::string& host, unsi
     return Error{"listening on " + host + ":" + std::to_string(port) + ": " + ec.message(),
                  ec.value()};
   }
-  auto bound = acceptor->local_endpoint(ec);
-  tcp_acceptor_ = std::move(acceptor);
+  return acceptor;
+}
+
+Result<asio::ip::tcp::endpoint> Server::listen_tcp(const std::string& host, unsigned short port) {
+  auto acceptor = bind_tcp(host, port);
+  if (!acceptor) return acceptor.error();
+  error_code ec;
+  auto bound = (*acceptor)->local_endpoint(ec);
+  tcp_acceptor_ = std::move(*acceptor);
+  return bound;
+}
+
+Result<asio::ip::tcp::endpoint> Server::listen_tls(const std::string& host, unsigned short port,
+                                                   std::shared_ptr<asio::ssl::context> tls) {
+  auto acceptor = bind_tcp(host, port);
+  if (!acceptor) return acceptor.error();
+  error_code ec;
+  auto bound = (*acceptor)->local_endpoint(ec);
+  tls_acceptor_ = std::move(*acceptor);
+  tls_ = std::move(tls);
   return bound;
 }
 
@@ -170,15 +192,19 @@ void Server::start() {
     }
   };
   if (unix_acceptor_) {
-    asio::co_spawn(executor_, accept_loop<asio::local::stream_protocol>(*unix_acceptor_), on_done);
+    asio::co_spawn(executor_,
+                   accept_loop<asio::local::stream_protocol>(*unix_acceptor_, false), on_done);
   }
   if (tcp_acceptor_) {
-    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tcp_acceptor_), on_done);
+    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tcp_acceptor_, false), on_done);
+  }
+  if (tls_acceptor_) {
+    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tls_acceptor_, true), on_done);
   }
 }
 
 template <typename Protocol, typename Acceptor>
-asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
+asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, bool tls) {
   const auto alive = alive_;
   for (;;) {
     error_code ec;
@@ -196,6 +222,12 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
     if constexpr (std::is_same_v<Protocol, asio::local::stream_protocol>) {
       peer = peer_of(socket.native_handle());
     }
+    if (conns_.size() >= options_.max_connections && tls) {
+      probe_.rejected("too_many_connections");
+      log_->warn("{}: {} connections open, refusing a new one", options_.name, conns_.size());
+      socket.close(ec);
+      continue;
+    }
     if (conns_.size() >= options_.max_connections) {
       // Over the bound: answer without spawning anything, non-blocking, and close.
       probe_.rejected("too_many_connections");
@@ -211,6 +243,12 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
       socket.close(ec);
       continue;
     }
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+      if (tls) {
+        asio::co_spawn(executor_, tls_session(std::move(socket)), asio::detached);
+        continue;
+      }
+    }
     asio::co_spawn(executor_, session<Protocol>(std::move(socket), peer), asio::detached);
   }
 }
@@ -218,12 +256,28 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
 template <typename Protocol>
 asio::awaitable<void> Server::session(typename Protocol::socket socket,
                                       std::optional<PeerCred> peer) {
-  const auto alive = alive_;
   beast::basic_stream<Protocol> stream(std::move(socket));
-  conns_.push_back(Conn{[&stream] {
+  co_await serve(stream, peer);
+}
+
+asio::awaitable<void> Server::tls_session(asio::ip::tcp::socket socket) {
+  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls_);
+  co_await serve(stream, std::nullopt);
+}
+
+namespace {
+template <typename Stream>
+constexpr bool is_tls = !std::is_same_v<Stream, beast::lowest_layer_type<Stream>>;
+}  // namespace
+
+template <typename Stream>
+asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer) {
+  const auto alive = alive_;
+  auto& lowest = beast::get_lowest_layer(stream);
+  conns_.push_back(Conn{[&lowest] {
                           error_code ignored;
-                          stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
-                          stream.socket().close(ignored);
+                          lowest.socket().shutdown(asio::socket_base::shutdown_both, ignored);
+                          lowest.socket().close(ignored);
                         },
                         false});
   const ConnIt self = std::prev(conns_.end());
@@ -231,13 +285,27 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
 
   beast::flat_buffer buffer;
   try {
+    if constexpr (is_tls<Stream>) {
+      lowest.expires_after(options_.read_timeout);
+      error_code ec;
+      co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                      asio::redirect_error(use_awaitable, ec));
+      if (!*alive) co_return;
+      if (ec) {
+        probe_.rejected("tls_handshake");
+        log_->warn("{}: TLS handshake failed: {}", options_.name, ec.message());
+        lowest.close();
+        conn_done(self);
+        co_return;
+      }
+    }
     for (;;) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options_.max_request_bytes));
       // Beast checks a Content-Length against the body limit as the head completes, so the limit
       // is set up front; head + body is checked together right after.
       parser.body_limit(options_.max_request_bytes);
-      stream.expires_after(options_.read_timeout);
+      lowest.expires_after(options_.read_timeout);
       error_code ec;
       const size_t head = co_await bhttp::async_read_header(
           stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
@@ -268,7 +336,7 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
         if (failure.status != 0 && !(stopping_ && ec == asio::error::operation_aborted)) {
           probe_.rejected(failure.reason);
           log_->warn("{}: refused a request: {}", options_.name, failure.message);
-          stream.expires_after(options_.write_timeout);
+          lowest.expires_after(options_.write_timeout);
           auto res =
               encode(error_response(failure.status, failure.reason, failure.message), 11, false);
           co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
@@ -313,7 +381,7 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
       // A handler's 4xx leaves the framing intact, so the connection may stay; a refused peer goes.
       const bool keep = msg.keep_alive() && !stopping_ && !refused;
       auto res = encode(response, msg.version(), keep);
-      stream.expires_after(options_.write_timeout);
+      lowest.expires_after(options_.write_timeout);
       co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
       self->busy = false;
       if (ec || !keep || stopping_) break;
@@ -324,8 +392,8 @@ asio::awaitable<void> Server::session(typename Protocol::socket socket,
   }
   if (!*alive) co_return;
   error_code ignored;
-  stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
-  stream.close();
+  lowest.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  lowest.close();
   conn_done(self);
 }
 
@@ -341,6 +409,7 @@ void Server::stop_accepting() {
   error_code ignored;
   if (unix_acceptor_) unix_acceptor_->close(ignored);
   if (tcp_acceptor_) tcp_acceptor_->close(ignored);
+  if (tls_acceptor_) tls_acceptor_->close(ignored);
   // Idle keep-alive connections have nothing to finish; close them now.
   for (auto& c : conns_) {
     if (!c.busy) c.close();

@@ -20,6 +20,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "agent/common/logging.h"
@@ -54,6 +55,9 @@ class Server {
   Status listen_unix(const std::string& path);
   /// Binds TCP; port 0 picks a free port. Returns the bound endpoint.
   Result<boost::asio::ip::tcp::endpoint> listen_tcp(const std::string& host, unsigned short port);
+  /// Binds a second TCP port that speaks HTTPS with `tls` (certificate and key already loaded).
+  Result<boost::asio::ip::tcp::endpoint> listen_tls(const std::string& host, unsigned short port,
+                                                    std::shared_ptr<boost::asio::ssl::context> tls);
 
   /// Starts the accept loop(s) on the executor.
   void start();
@@ -76,10 +80,16 @@ class Server {
   using ConnIt = std::list<Conn>::iterator;
 
   template <typename Protocol, typename Acceptor>
-  boost::asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, bool tls);
   template <typename Protocol>
   boost::asio::awaitable<void> session(typename Protocol::socket socket,
                                        std::optional<PeerCred> peer);
+  boost::asio::awaitable<void> tls_session(boost::asio::ip::tcp::socket socket);
+  /// The request loop, for a plain stream or a TLS stream.
+  template <typename Stream>
+  boost::asio::awaitable<void> serve(Stream& stream, std::optional<PeerCred> peer);
+  Result<std::unique_ptr<boost::asio::ip::tcp::acceptor>> bind_tcp(const std::string& host,
+                                                                   unsigned short port);
   void conn_done(ConnIt it);
 
   boost::asio::any_io_executor executor_;
@@ -90,6 +100,8 @@ class Server {
   Admission admission_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> tcp_acceptor_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> tls_acceptor_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;
   std::string socket_path_;
   unsigned long socket_ino_ = 0;
   long long socket_ctime_ns_ = 0;

@@ -2,6 +2,7 @@
 // token expiry mid-sequence, and 200 concurrent creations with nothing lost or duplicated.
 
 #include <set>
+#include <sys/stat.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -209,6 +210,59 @@ TEST_F(EdfClientTest, TwoHundredConcurrentCreationsNoneLostNoneDuplicated) {
   EXPECT_EQ(all->size(), 200u);
   EXPECT_EQ(names.size(), 200u);
   EXPECT_EQ(uuids.size(), 200u);
+}
+
+}  // namespace
+}  // namespace datera::edf
+
+namespace datera::edf {
+namespace {
+
+/// HTTPS as an array serves it on 7718: the simulator makes a self-signed certificate, and the
+/// client verifies it when given that certificate as its CA file, and refuses it otherwise.
+TEST(EdfClientHttpsTest, VerifiesTheSimulatorsCertificateAndRefusesAnUntrustedOne) {
+  testing::SimProcess sim(DATERA_SIM_PATH, {"--tls-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(sim.start()) << sim.log();
+  ASSERT_NE(sim.tls_port, 0) << sim.log();
+  const std::string ca = sim.dir() / "cert.pem";
+  struct stat key_stat {};
+  ASSERT_EQ(::stat((sim.dir() / "key.pem").c_str(), &key_stat), 0);
+  EXPECT_EQ(key_stat.st_mode & 0777, 0600) << "the private key must not be readable by others";
+
+  boost::asio::io_context ioc;
+  prometheus::Registry registry;
+  Probe probe{registry};
+  ClientOptions o;
+  o.server = "127.0.0.1:" + std::to_string(sim.tls_port);
+  o.credentials = {"admin", sim.password};
+  o.retry = RetryPolicy{2, 5ms, 20ms};
+  o.request_timeout = 5s;
+
+  TlsOptions trusted;
+  trusted.enabled = true;
+  trusted.ca_file = ca;
+  auto t = make_beast_transport(ioc.get_executor(), Endpoint{"127.0.0.1", sim.tls_port},
+                                null_logger(), trusted);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  Client client(ioc.get_executor(), **t, o, probe, null_logger());
+  VolumeSpec spec;
+  spec.name = "vol-tls";
+  spec.size_gib = 2;
+  auto created = run_async(ioc, client.ensure_app_instance(spec));
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  EXPECT_EQ(created->name, "vol-tls");
+
+  // The system store does not know the simulator's certificate: verification must fail, and say so.
+  TlsOptions system_store;
+  system_store.enabled = true;
+  auto u = make_beast_transport(ioc.get_executor(), Endpoint{"127.0.0.1", sim.tls_port},
+                                null_logger(), system_store);
+  ASSERT_TRUE(u.ok()) << u.error().message;
+  Client untrusting(ioc.get_executor(), **u, o, probe, null_logger());
+  auto refused = run_async(ioc, untrusting.system());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("certificate verify failed"), std::string::npos)
+      << refused.error().message;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 #pragma once
 
 // Starts the real datera-sim on a free loopback port in a temp dir and stops it with the test.
-// Waits for its "datera-sim listening on http://HOST:PORT" line, bounded.
+// Waits for its "datera-sim listening on http://HOST:PORT" line, bounded (the https line, when
+// asked for with --tls-listen, comes before it).
 
 #include <chrono>
 #include <fcntl.h>
@@ -45,12 +46,14 @@ class SimProcess {
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) return false;
     const std::regex listening(R"(listening on http://([0-9.]+):([0-9]+))");
+    const std::regex tls(R"(listening on https://([0-9.]+):([0-9]+))");
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < end) {
       std::smatch m;
       const auto text = log();
       if (std::regex_search(text, m, listening)) {
         port = static_cast<unsigned short>(std::stoi(m[2]));
+        if (std::regex_search(text, m, tls)) tls_port = static_cast<unsigned short>(std::stoi(m[2]));
         return true;
       }
       int status = 0;
@@ -83,6 +86,7 @@ class SimProcess {
   const TempDir& dir() const { return dir_; }
 
   unsigned short port = 0;
+  unsigned short tls_port = 0;  ///< with --tls-listen
   std::string password = "sim-Passw0rd";
 
  private:

@@ -23,6 +23,7 @@
 #include "agent/http/server.h"
 #include "tools/datera-sim/api.h"
 #include "tools/datera-sim/runtime.h"
+#include "tools/datera-sim/tls.h"
 
 namespace {
 
@@ -56,6 +57,10 @@ int main(int argc, char** argv) {
   CLI::App cli{
       "datera-sim: a simulator of the Datera EDF REST API (v2.1/v2.2) for tests and development"};
   std::string listen = "127.0.0.1:7717";
+  std::string tls_listen;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_dir;
   std::string state_path;
   std::string backend = "memory";
   std::string file_dir;
@@ -68,6 +73,13 @@ int main(int argc, char** argv) {
   std::optional<uint64_t> seed;
   cli.add_option("--listen", listen, "HOST:PORT for HTTP (port 0 picks a free one)")
       ->capture_default_str();
+  cli.add_option("--tls-listen", tls_listen,
+                 "HOST:PORT for HTTPS too (EDF serves it on 7718; port 0 picks a free one)");
+  cli.add_option("--tls-cert", tls_cert, "HTTPS certificate chain (PEM); default: made at start");
+  cli.add_option("--tls-key", tls_key, "HTTPS private key (PEM), with --tls-cert");
+  cli.add_option("--tls-dir", tls_dir,
+                 "where a made certificate goes as cert.pem/key.pem (default: the state file's "
+                 "directory, else the current one)");
   cli.add_option("--state", state_path,
                  "state file: loaded at start, written atomically after every change");
   cli.add_option("--backend", backend, "export backend")
@@ -133,6 +145,16 @@ int main(int argc, char** argv) {
     return fail("--file-dir only applies to --backend file");
   }
 
+  std::optional<std::pair<std::string, unsigned short>> tls_endpoint;
+  if (!tls_listen.empty()) {
+    auto ep = parse_listen(tls_listen);
+    if (!ep) return fail("--tls-listen: " + ep.error().message);
+    tls_endpoint = *ep;
+  } else if (!tls_cert.empty() || !tls_key.empty() || !tls_dir.empty()) {
+    return fail("--tls-cert, --tls-key and --tls-dir need --tls-listen");
+  }
+  if (tls_cert.empty() != tls_key.empty()) return fail("give --tls-cert and --tls-key together");
+
   ::signal(SIGPIPE, SIG_IGN);
   LogFactory logs(*level);
   auto log = logs.get("datera-sim");
@@ -169,6 +191,31 @@ int main(int argc, char** argv) {
   http::Server server(ioc.get_executor(), server_options, api, probe, logs.get("http"));
   auto bound = server.listen_tcp(endpoint->first, endpoint->second);
   if (!bound) return fail(bound.error().message);
+  std::string ca_note;
+  if (tls_endpoint) {
+    if (tls_cert.empty()) {
+      if (tls_dir.empty()) {
+        tls_dir = state_path.empty() ? "." : fs::dirname(std::filesystem::absolute(state_path).string());
+      }
+      tls_cert = tls_dir + "/cert.pem";
+      tls_key = tls_dir + "/key.pem";
+      std::vector<std::string> names{"localhost", "127.0.0.1", "::1"};
+      if (tls_endpoint->first != "0.0.0.0" && tls_endpoint->first != "::") {
+        names.push_back(tls_endpoint->first);
+      }
+      if (auto st = sim::make_self_signed(tls_cert, tls_key, names); !st)
+        return fail(st.error().message);
+      ca_note = ", self-signed certificate " + tls_cert + " (give it to clients as their CA file)";
+    }
+    auto ctx = sim::server_tls_context(tls_cert, tls_key);
+    if (!ctx) return fail(ctx.error().message);
+    auto tls_bound = server.listen_tls(tls_endpoint->first, tls_endpoint->second, *ctx);
+    if (!tls_bound) return fail(tls_bound.error().message);
+    std::cerr << "datera-sim listening on https://"
+              << (tls_bound->address().is_v6() ? "[" + tls_bound->address().to_string() + "]"
+                                               : tls_bound->address().to_string())
+              << ":" << tls_bound->port() << ca_note << std::endl;
+  }
   server.start();
 
   int exit_code = 0;
