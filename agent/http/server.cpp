@@ -11,10 +11,10 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/basic_stream.hpp>
-#include <boost/beast/core/stream_traits.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
@@ -192,8 +192,8 @@ void Server::start() {
     }
   };
   if (unix_acceptor_) {
-    asio::co_spawn(executor_,
-                   accept_loop<asio::local::stream_protocol>(*unix_acceptor_, false), on_done);
+    asio::co_spawn(executor_, accept_loop<asio::local::stream_protocol>(*unix_acceptor_, false),
+                   on_done);
   }
   if (tcp_acceptor_) {
     asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tcp_acceptor_, false), on_done);

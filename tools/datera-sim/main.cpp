@@ -195,7 +195,8 @@ int main(int argc, char** argv) {
   if (tls_endpoint) {
     if (tls_cert.empty()) {
       if (tls_dir.empty()) {
-        tls_dir = state_path.empty() ? "." : fs::dirname(std::filesystem::absolute(state_path).string());
+        tls_dir =
+            state_path.empty() ? "." : fs::dirname(std::filesystem::absolute(state_path).string());
       }
       tls_cert = tls_dir + "/cert.pem";
       tls_key = tls_dir + "/key.pem";
