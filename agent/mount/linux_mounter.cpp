@@ -1,0 +1,761 @@
+// The Linux Mounter. See linux_mounter.h for the contract; the rules that protect data are:
+//  - mkfs only when libblkid finds no signature at all (filesystem, RAID/LVM member, partition
+//    table) on a device that is not mounted; the mkfs tools are run without their "force" flags;
+//  - a read-write mount that the kernel downgrades to read-only is unmounted and reported
+//    (libmount's rwonly mode, then forced_rdonly and mountinfo are both checked);
+//  - a device mounted at another target is refused, and so is a target holding another device;
+//  - unmount is umount2(target, 0): never MNT_DETACH, and EBUSY names the processes holding it.
+
+#include "agent/mount/linux_mounter.h"
+
+#include <algorithm>
+#include <blkid/blkid.h>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <mutex>
+#include <set>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <type_traits>
+#include <unistd.h>
+#include <utility>
+
+#include <libmount/libmount.h>
+
+#include "agent/common/blocking.h"
+#include "agent/common/fs.h"
+
+namespace datera::mount {
+namespace {
+
+namespace asio = boost::asio;
+
+// ---------------------------------------------------------------------------------------------
+// C handles
+
+struct ContextDeleter {
+  void operator()(libmnt_context* cx) const { mnt_free_context(cx); }
+};
+struct TableDeleter {
+  void operator()(libmnt_table* tb) const { mnt_unref_table(tb); }
+};
+struct ProbeDeleter {
+  void operator()(blkid_probe pr) const { blkid_free_probe(pr); }
+};
+struct DirDeleter {
+  void operator()(DIR* d) const { ::closedir(d); }
+};
+struct IterDeleter {
+  void operator()(libmnt_iter* it) const { mnt_free_iter(it); }
+};
+using DirPtr = std::unique_ptr<DIR, DirDeleter>;
+using ContextPtr = std::unique_ptr<libmnt_context, ContextDeleter>;
+using TablePtr = std::unique_ptr<libmnt_table, TableDeleter>;
+using ProbePtr = std::unique_ptr<std::remove_pointer_t<blkid_probe>, ProbeDeleter>;
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+const std::set<std::string> kFsTypes = {"xfs", "ext4"};
+
+std::string devno_text(dev_t d) {
+  return std::to_string(major(d)) + ":" + std::to_string(minor(d));
+}
+
+dev_t entry_devno(const MountEntry& e) {
+  return makedev(e.major, e.minor);
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+  if (path == dir) return true;
+  if (dir == "/") return true;
+  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+         path[dir.size()] == '/';
+}
+
+Result<std::string> real_path(const std::string& path) {
+  char* p = ::realpath(path.c_str(), nullptr);
+  if (p == nullptr) return Error::from_errno("resolving " + path, errno);
+  std::string out(p);
+  ::free(p);  // NOLINT(cppcoreguidelines-no-malloc)
+  return out;
+}
+
+std::string read_link(const std::string& path) {
+  char buf[4096];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::string join_dirs(const std::vector<std::string>& dirs) {
+  std::string out;
+  for (const auto& d : dirs) out += (out.empty() ? "" : ":") + d;
+  return out;
+}
+
+/// The last lines of a tool's stderr (or stdout), for error messages.
+std::string tail(const process::Outcome& o) {
+  std::string text = o.err.empty() ? o.out : o.err;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  constexpr size_t kMax = 600;
+  if (text.size() > kMax) text = "..." + text.substr(text.size() - kMax);
+  for (auto& c : text)
+    if (c == '\n') c = ' ';
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mount options
+
+bool all_of_chars(const std::string& s, const char* allowed_extra) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || std::strchr(allowed_extra, c);
+  });
+}
+
+bool digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+/// Digits with an optional k/m/g suffix ("32k", "64m").
+bool size_value(const std::string& s) {
+  if (s.empty()) return false;
+  const char last = s.back();
+  if (last == 'k' || last == 'm' || last == 'g') return digits(s.substr(0, s.size() - 1));
+  return digits(s);
+}
+
+const std::set<std::string> kCommonFlags = {
+    "noatime",   "nodiratime", "relatime", "strictatime", "lazytime", "nolazytime", "discard",
+    "nodiscard", "sync",       "async",    "dirsync",     "noexec",   "nosuid",     "nodev"};
+const std::set<std::string> kXfsFlags = {"inode64",  "inode32", "nouuid",   "largeio",  "nolargeio",
+                                         "noquota",  "quota",   "uquota",   "usrquota", "gquota",
+                                         "grpquota", "pquota",  "prjquota", "wsync"};
+const std::set<std::string> kExt4Flags = {"acl",
+                                          "noacl",
+                                          "user_xattr",
+                                          "nouser_xattr",
+                                          "delalloc",
+                                          "nodelalloc",
+                                          "journal_checksum",
+                                          "nojournal_checksum",
+                                          "dioread_nolock",
+                                          "dioread_lock",
+                                          "auto_da_alloc",
+                                          "noauto_da_alloc",
+                                          "init_itable",
+                                          "noinit_itable",
+                                          "block_validity",
+                                          "noblock_validity"};
+
+bool value_allowed(const std::string& fstype, const std::string& key, const std::string& value) {
+  if (fstype == "xfs") {
+    if (key == "logbufs") return digits(value);
+    if (key == "logbsize" || key == "allocsize") return size_value(value);
+    return false;
+  }
+  if (key == "data") return value == "ordered" || value == "writeback" || value == "journal";
+  if (key == "errors") return value == "remount-ro" || value == "continue";  // never "panic"
+  if (key == "commit" || key == "stripe" || key == "max_batch_time" || key == "min_batch_time")
+    return digits(value);
+  return false;
+}
+
+/// libmount's option string: "rw"/"ro" first, then the validated extras.
+std::string option_string(const std::vector<std::string>& options, bool read_only) {
+  std::string out = read_only ? "ro" : "rw";
+  for (const auto& o : options) {
+    if (o == "ro" || o == "rw") continue;
+    out += "," + o;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mount table
+
+Result<std::vector<MountEntry>> read_mount_table(const std::string& path) {
+  errno = 0;
+  TablePtr tb(mnt_new_table_from_file(path.c_str()));
+  if (!tb) return Error::from_errno("reading the mount table " + path, errno != 0 ? errno : EIO);
+  std::unique_ptr<libmnt_iter, IterDeleter> it(mnt_new_iter(MNT_ITER_FORWARD));
+  if (!it) return Error::from_errno("reading the mount table " + path, ENOMEM);
+  std::vector<MountEntry> out;
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(tb.get(), it.get(), &fs) == 0) {
+    auto str = [](const char* s) { return s != nullptr ? std::string(s) : std::string(); };
+    MountEntry e;
+    e.source = str(mnt_fs_get_source(fs));
+    e.target = str(mnt_fs_get_target(fs));
+    e.fstype = str(mnt_fs_get_fstype(fs));
+    e.root = str(mnt_fs_get_root(fs));
+    e.options = str(mnt_fs_get_options(fs));
+    const char* vfs = mnt_fs_get_vfs_options(fs);
+    e.read_only = vfs != nullptr && mnt_optstr_get_option(vfs, "ro", nullptr, nullptr) == 0;
+    const dev_t d = mnt_fs_get_devno(fs);
+    e.major = major(d);
+    e.minor = minor(d);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+/// The mount on top at `target` (the last one listed), or nullptr.
+const MountEntry* top_mount(const std::vector<MountEntry>& entries, const std::string& target) {
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it)
+    if (it->target == target) return &*it;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// libblkid
+
+Result<std::optional<std::string>> probe_blocking(const std::string& device) {
+  const std::string what = "probing " + device + " for filesystem signatures";
+  Fd fd(::open(device.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Error::from_errno(what + ": cannot open it", errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error::from_errno(what + ": fstat", errno);
+  if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+    return Error{what + ": not a block device or an image file", ENOTBLK};
+  // An unreadable device must never look empty: read the first block ourselves so an I/O error
+  // (a dead iSCSI path) is reported as such, whatever libblkid makes of it.
+  char block[4096];
+  const ssize_t n = ::pread(fd.get(), block, sizeof block, 0);
+  if (n < 0) return Error::from_errno(what + ": reading its first block failed", errno);
+  ProbePtr pr(blkid_new_probe());
+  if (!pr) return Error::from_errno(what + ": blkid_new_probe", ENOMEM);
+  if (blkid_probe_set_device(pr.get(), fd.get(), 0, 0) != 0)
+    return Error::from_errno(what + ": blkid_probe_set_device", errno != 0 ? errno : EIO);
+  if (blkid_probe_get_size(pr.get()) <= 0 || n == 0)
+    return Error{what +
+                     ": the device has size 0 (a detached loop device, or a disk that went "
+                     "away?); check that it is attached",
+                 EIO};
+  blkid_probe_enable_superblocks(pr.get(), 1);
+  blkid_probe_set_superblocks_flags(pr.get(), BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
+  blkid_probe_enable_partitions(pr.get(), 1);
+  blkid_probe_set_partitions_flags(pr.get(), BLKID_PARTS_MAGIC);
+  errno = 0;
+  const int rc = blkid_do_safeprobe(pr.get());
+  if (rc == -2)
+    return Error{what +
+                     ": more than one signature found (ambivalent result); refusing to guess. "
+                     "Inspect it with `wipefs -n " +
+                     device + "`",
+                 EEXIST};
+  if (rc < 0)
+    return Error::from_errno(what + ": libblkid could not read it", errno != 0 ? errno : EIO);
+  if (rc == 1) return std::optional<std::string>{};
+  const char* value = nullptr;
+  if (blkid_probe_lookup_value(pr.get(), "TYPE", &value, nullptr) == 0 && value != nullptr)
+    return std::optional<std::string>{std::string(value)};
+  if (blkid_probe_lookup_value(pr.get(), "PTTYPE", &value, nullptr) == 0 && value != nullptr)
+    return std::optional<std::string>{"partition-table:" + std::string(value)};
+  return std::optional<std::string>{"unknown"};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Busy mounts: who holds them
+
+struct Holder {
+  int pid = 0;
+  std::string comm;
+  std::string how;  // "cwd /mnt/x", "fd 3 -> /mnt/x/file", "root /mnt/x"
+};
+
+std::vector<Holder> find_holders(const std::string& proc_root, const std::string& target,
+                                 size_t max_pids, size_t max_fds, size_t max_found) {
+  std::vector<Holder> out;
+  DirPtr proc(::opendir(proc_root.c_str()));
+  if (!proc) return out;
+  size_t pids = 0;
+  while (dirent* de = ::readdir(proc.get())) {
+    if (!digits(de->d_name)) continue;
+    if (++pids > max_pids || out.size() >= max_found) break;
+    const std::string base = proc_root + "/" + de->d_name;
+    auto found = [&](std::string how) {
+      auto comm = fs::read_file(base + "/comm", 256);
+      std::string c = comm ? *comm : std::string();
+      while (!c.empty() && c.back() == '\n') c.pop_back();
+      out.push_back(Holder{std::atoi(de->d_name), c, std::move(how)});
+    };
+    bool held = false;
+    for (const char* link : {"cwd", "root"}) {
+      const std::string to = read_link(base + "/" + link);
+      if (!held && !to.empty() && is_under(to, target)) {
+        found(std::string(link) + " " + to);
+        held = true;
+      }
+    }
+    if (held) continue;
+    DirPtr fds(::opendir((base + "/fd").c_str()));
+    if (!fds) continue;
+    size_t n = 0;
+    while (dirent* fe = ::readdir(fds.get())) {
+      if (!digits(fe->d_name)) continue;
+      if (++n > max_fds) break;
+      const std::string to = read_link(base + "/fd/" + fe->d_name);
+      if (!to.empty() && to.front() == '/' && is_under(to, target)) {
+        found("fd " + std::string(fe->d_name) + " -> " + to);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Mounter
+
+class LinuxMounter : public Mounter {
+ public:
+  LinuxMounter(asio::any_io_executor executor, asio::thread_pool& pool,
+               process::ProcessRunner& runner, MounterOptions options, LoggerPtr log)
+      : executor_(std::move(executor)),
+        pool_(pool),
+        runner_(runner),
+        opts_(std::move(options)),
+        log_(log ? std::move(log) : null_logger()) {}
+
+  asio::awaitable<Result<std::optional<std::string>>> probe(const std::string& device) override {
+    auto fn = [&] { return probe_blocking(device); };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> format(const std::string& device, const std::string& fstype) override {
+    const std::string what = "formatting " + device + " as " + fstype;
+    if (kFsTypes.count(fstype) == 0)
+      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+    auto checks = [&]() -> Status {
+      struct stat st {};
+      if (::stat(device.c_str(), &st) != 0) return Error::from_errno(what + ": stat", errno);
+      if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", ENOTBLK};
+      auto table = read_mount_table(opts_.mountinfo_path);
+      if (!table) return table.error().wrap(what);
+      for (const auto& e : *table)
+        if (entry_devno(e) == st.st_rdev)
+          return Error{what + ": refused, the device is mounted at " + e.target, EBUSY};
+      return ok_status();
+    };
+    if (auto st = co_await run_blocking(pool_, checks); !st) co_return st;
+    auto found = co_await probe(device);
+    if (!found) co_return found.error().wrap(what);
+    if (found->has_value())
+      co_return Error{what + ": refused, blkid found an existing " + **found +
+                          " signature on it (a device is never reformatted; wipe it by hand "
+                          "only if its data is known to be unwanted)",
+                      EEXIST};
+    const std::string tool = "mkfs." + fstype;
+    auto program = find_tool(tool);
+    if (!program) co_return program.error().wrap(what);
+    process::Command cmd;
+    cmd.program = *program;
+    // No -f (xfs) or -F (ext4): the tools' own signature checks stay on as a second guard. No
+    // discard pass: the volume is new (thin) and discarding a large LUN can take minutes.
+    if (fstype == "xfs")
+      cmd.args = {"-K", device};
+    else
+      cmd.args = {"-E", "nodiscard", device};
+    cmd.timeout = opts_.mkfs_timeout;
+    log_->debug("running {} on {}", *program, device);
+    auto outcome = co_await runner_.run(std::move(cmd));
+    if (!outcome) co_return outcome.error().wrap(what);
+    if (!outcome->success())
+      co_return Error{
+          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome), EIO};
+    auto after = co_await probe(device);
+    if (!after) co_return after.error().wrap(what + ": checking the result");
+    if (!after->has_value() || **after != fstype)
+      co_return Error{what + ": " + tool + " succeeded but blkid then finds " +
+                          (after->has_value() ? **after : std::string("no signature")),
+                      EIO};
+    log_->debug("formatted {} as {}", device, fstype);
+    co_return ok_status();
+  }
+
+  asio::awaitable<Status> mount(const MountRequest& req) override {
+    const std::string what = "mounting " + req.device + " at " + req.target + " (" + req.fstype +
+                             (req.read_only ? ", read-only)" : ", read-write)");
+    if (kFsTypes.count(req.fstype) == 0)
+      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+    if (req.device.empty() || req.device.front() != '/' || req.target.empty() ||
+        req.target.front() != '/')
+      co_return Error{what + ": device and target must be absolute paths", EINVAL};
+    if (auto valid = validate_mount_options(req.fstype, req.options, req.read_only); !valid)
+      co_return valid.error().wrap(what);
+    auto fn = [&] {
+      std::lock_guard lock(mu_);
+      return mount_blocking(req, what);
+    };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> bind(const std::string& source, const std::string& target,
+                               bool read_only) override {
+    const std::string what = "bind-mounting " + source + " at " + target +
+                             (read_only ? " (read-only)" : " (read-write)");
+    if (source.empty() || source.front() != '/' || target.empty() || target.front() != '/')
+      co_return Error{what + ": source and target must be absolute paths", EINVAL};
+    auto fn = [&] {
+      std::lock_guard lock(mu_);
+      return bind_blocking(source, target, read_only, what);
+    };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> unmount(const std::string& target) override {
+    if (target.empty() || target.front() != '/')
+      co_return Error{"unmounting " + target + ": the target must be an absolute path", EINVAL};
+    auto fn = [&] {
+      std::lock_guard lock(mu_);
+      return unmount_blocking(target);
+    };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> grow(const std::string& device, const std::string& target,
+                               const std::string& fstype) override {
+    const std::string what = "growing the " + fstype + " filesystem of " + device + " at " + target;
+    if (kFsTypes.count(fstype) == 0)
+      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+    auto check = [&]() -> Status {
+      struct stat st {};
+      if (::stat(device.c_str(), &st) != 0) return Error::from_errno(what + ": stat", errno);
+      auto canon = real_path(target);
+      if (!canon) return canon.error().wrap(what);
+      auto table = read_mount_table(opts_.mountinfo_path);
+      if (!table) return table.error().wrap(what);
+      const MountEntry* top = top_mount(*table, *canon);
+      if (top == nullptr || entry_devno(*top) != st.st_rdev)
+        return Error{what + ": the device is not mounted there", EINVAL};
+      if (top->read_only) return Error{what + ": it is mounted read-only", EROFS};
+      return ok_status();
+    };
+    if (auto st = co_await run_blocking(pool_, check); !st) co_return st;
+    const std::string tool = fstype == "xfs" ? "xfs_growfs" : "resize2fs";
+    auto program = find_tool(tool);
+    if (!program) co_return program.error().wrap(what);
+    process::Command cmd;
+    cmd.program = *program;
+    cmd.args = {fstype == "xfs" ? target : device};
+    cmd.timeout = opts_.grow_timeout;
+    auto outcome = co_await runner_.run(std::move(cmd));
+    if (!outcome) co_return outcome.error().wrap(what);
+    if (!outcome->success())
+      co_return Error{
+          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome), EIO};
+    log_->debug("grew {} at {}", device, target);
+    co_return ok_status();
+  }
+
+  Result<std::vector<MountEntry>> mounts() const override {
+    return read_mount_table(opts_.mountinfo_path);
+  }
+
+ private:
+  Result<std::string> find_tool(const std::string& name) const {
+    for (const auto& dir : opts_.tool_dirs) {
+      const std::string path = dir + "/" + name;
+      if (::access(path.c_str(), X_OK) == 0) return path;
+    }
+    return Error{name + " not found in " + join_dirs(opts_.tool_dirs) +
+                     " (install xfsprogs / e2fsprogs on the node)",
+                 ENOENT};
+  }
+
+  /// Mounts and reports; on a failed verification after a successful mount, unmounts again.
+  Status undo_mount(const std::string& target, Error err) {
+    if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) != 0) {
+      const int e = errno;
+      return Error{err.message + "; undoing the mount also failed (" + std::strerror(e) +
+                       "), so it is still mounted: unmount it by hand",
+                   err.code};
+    }
+    return err;
+  }
+
+  Status mount_blocking(const MountRequest& req, const std::string& what) {
+    struct stat st {};
+    if (::stat(req.device.c_str(), &st) != 0)
+      return Error::from_errno(what + ": the device cannot be found", errno);
+    if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", ENOTBLK};
+    const dev_t dev = st.st_rdev;
+    if (!fs::exists(req.target)) {
+      if (auto made = fs::ensure_dir(req.target, 0750); !made) return made.error().wrap(what);
+    }
+    auto canon = real_path(req.target);
+    if (!canon) return canon.error().wrap(what);
+    struct stat tst {};
+    if (::stat(canon->c_str(), &tst) != 0 || !S_ISDIR(tst.st_mode))
+      return Error{what + ": the target is not a directory", ENOTDIR};
+
+    auto table = read_mount_table(opts_.mountinfo_path);
+    if (!table) return table.error().wrap(what);
+    if (const MountEntry* top = top_mount(*table, *canon)) {
+      if (entry_devno(*top) != dev)
+        return Error{what + ": the target already holds " + top->source + " (" +
+                         devno_text(entry_devno(*top)) + "); unmount it first",
+                     EBUSY};
+      if (top->root != "/")
+        return Error{what + ": the target holds a bind mount of " + top->root +
+                         " from this device, not the whole filesystem; unmount it first",
+                     EBUSY};
+      if (top->fstype != req.fstype)
+        return Error{what + ": already mounted there as " + top->fstype, EINVAL};
+      if (top->read_only != req.read_only)
+        return Error{what + ": already mounted there " +
+                         (top->read_only ? std::string("read-only (the filesystem may have hit "
+                                                       "errors; see dmesg)")
+                                         : std::string("read-write")) +
+                         "; unmount it first",
+                     top->read_only ? EROFS : EBUSY};
+      log_->debug("{} is already mounted at {}", req.device, *canon);
+      return ok_status();
+    }
+    for (const auto& e : *table)
+      if (entry_devno(e) == dev)
+        return Error{what + ": refused, the device (" + devno_text(dev) +
+                         ") is already mounted at " + e.target +
+                         "; a second mount of the same filesystem would corrupt it when it is "
+                         "also used elsewhere (use bind() for another path on this node)",
+                     EBUSY};
+
+    ContextPtr cx(mnt_new_context());
+    if (!cx) return Error{what + ": mnt_new_context failed", ENOMEM};
+    const std::string opts = option_string(req.options, req.read_only);
+    mnt_context_disable_helpers(cx.get(), 1);
+    mnt_context_disable_mtab(cx.get(), 1);
+    mnt_context_set_optsmode(cx.get(), MNT_OMODE_IGNORE | MNT_OMODE_NOTAB);
+    if (mnt_context_set_source(cx.get(), req.device.c_str()) != 0 ||
+        mnt_context_set_target(cx.get(), canon->c_str()) != 0 ||
+        mnt_context_set_fstype(cx.get(), req.fstype.c_str()) != 0 ||
+        mnt_context_set_options(cx.get(), opts.c_str()) != 0)
+      return Error{what + ": setting up the libmount context failed", EINVAL};
+    // Without this, libmount silently retries read-only on EROFS/EACCES (write-protected source).
+    if (!req.read_only) mnt_context_enable_rwonly_mount(cx.get(), 1);
+    const int rc = mnt_context_mount(cx.get());
+    if (rc != 0 || mnt_context_get_status(cx.get()) != 1) {
+      char buf[1024] = {0};
+      mnt_context_get_excode(cx.get(), rc, buf, sizeof buf);
+      int err = mnt_context_get_syscall_errno(cx.get());
+      if (err == 0) err = rc > 0 ? rc : (rc < 0 && -rc < 4096 ? -rc : EIO);
+      std::string msg = buf[0] != '\0' ? std::string(buf) : std::strerror(err);
+      return Error{what + ": " + msg, err};
+    }
+    if (!req.read_only && mnt_context_forced_rdonly(cx.get()) == 1)
+      return undo_mount(*canon, Error{what + ": the kernel mounted it read-only (write-protected "
+                                             "device?); unmounted again",
+                                      EROFS});
+
+    auto after = read_mount_table(opts_.mountinfo_path);
+    if (!after) return undo_mount(*canon, after.error().wrap(what + ": verifying"));
+    const MountEntry* top = top_mount(*after, *canon);
+    if (top == nullptr || entry_devno(*top) != dev)
+      return undo_mount(*canon, Error{what + ": mount succeeded but mountinfo does not show the "
+                                             "device at the target",
+                                      EIO});
+    if (top->read_only != req.read_only)
+      return undo_mount(*canon, Error{what + ": mountinfo shows it " +
+                                          (top->read_only ? "read-only" : "read-write") +
+                                          ", not as asked; unmounted again",
+                                      EROFS});
+    log_->debug("mounted {} at {} ({}, {})", req.device, *canon, req.fstype, opts);
+    return ok_status();
+  }
+
+  Status bind_blocking(const std::string& source, const std::string& target, bool read_only,
+                       const std::string& what) {
+    struct stat st {};
+    if (::stat(source.c_str(), &st) != 0)
+      return Error::from_errno(what + ": the source cannot be found", errno);
+    auto src = real_path(source);
+    if (!src) return src.error().wrap(what);
+    const bool is_dir = S_ISDIR(st.st_mode);
+    if (!fs::exists(target)) {
+      if (is_dir) {
+        if (auto made = fs::ensure_dir(target, 0750); !made) return made.error().wrap(what);
+      } else {
+        if (auto made = fs::ensure_dir(fs::dirname(target), 0750); !made)
+          return made.error().wrap(what);
+        Fd f(::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0640));
+        if (f.get() < 0) return Error::from_errno(what + ": creating the target file", errno);
+      }
+    }
+    auto dst = real_path(target);
+    if (!dst) return dst.error().wrap(what);
+    if (*dst == *src) return Error{what + ": source and target are the same path", EINVAL};
+    const dev_t fsdev = st.st_dev;
+
+    auto table = read_mount_table(opts_.mountinfo_path);
+    if (!table) return table.error().wrap(what);
+    bool bound_now = false;
+    if (const MountEntry* top = top_mount(*table, *dst)) {
+      if (entry_devno(*top) != fsdev)
+        return Error{what + ": the target already holds " + top->source + " (" +
+                         devno_text(entry_devno(*top)) + "), not the source's filesystem (" +
+                         devno_text(fsdev) + "); unmount it first",
+                     EBUSY};
+      if (top->read_only == read_only) {
+        log_->debug("{} is already bound at {}", *src, *dst);
+        return ok_status();
+      }
+      if (!read_only)
+        return Error{what + ": already bound there read-only; unmount it first", EROFS};
+      // Bound read-write but read-only asked: a bind whose remount did not happen. Finish it.
+    } else {
+      if (::mount(src->c_str(), dst->c_str(), nullptr, MS_BIND, nullptr) != 0)
+        return Error::from_errno(what + ": mount(MS_BIND)", errno);
+      bound_now = true;
+    }
+    auto fail = [&](Error err) -> Status {
+      if (!bound_now) return err;
+      return undo_mount(*dst, std::move(err));
+    };
+    if (read_only) {
+      // Keep the source mount's nosuid/nodev/noexec/atime flags: a remount replaces them all.
+      unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY;
+      struct statvfs sv {};
+      if (::statvfs(src->c_str(), &sv) == 0) {
+        if (sv.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+        if (sv.f_flag & ST_NODEV) flags |= MS_NODEV;
+        if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+        if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+        if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+        if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+      }
+      if (::mount(nullptr, dst->c_str(), nullptr, flags, nullptr) != 0)
+        return fail(Error::from_errno(what + ": read-only remount of the bind", errno));
+    }
+    auto after = read_mount_table(opts_.mountinfo_path);
+    if (!after) return fail(after.error().wrap(what + ": verifying"));
+    const MountEntry* top = top_mount(*after, *dst);
+    if (top == nullptr || entry_devno(*top) != fsdev || top->read_only != read_only)
+      return fail(Error{what + ": mountinfo does not show the expected bind at the target", EIO});
+    log_->debug("bound {} at {}{}", *src, *dst, read_only ? " read-only" : "");
+    return ok_status();
+  }
+
+  Status unmount_blocking(const std::string& target) {
+    std::string what = "unmounting " + target;
+    std::string canon = target;
+    if (auto real = real_path(target)) {
+      canon = *real;
+    } else if (real.error().code == ENOENT) {
+      return ok_status();  // nothing there, so nothing mounted there
+    }                      // other errors (EIO on a dead filesystem): go on with the path as given
+    constexpr int kMaxStacked = 8;
+    for (int i = 0; i < kMaxStacked; ++i) {
+      auto table = read_mount_table(opts_.mountinfo_path);
+      if (!table) return table.error().wrap(what);
+      if (top_mount(*table, canon) == nullptr) return ok_status();
+      if (::umount2(canon.c_str(), UMOUNT_NOFOLLOW) == 0) {
+        log_->debug("unmounted {}", canon);
+        continue;  // another mount may be stacked below
+      }
+      const int err = errno;
+      if (err == EINVAL) {
+        auto again = read_mount_table(opts_.mountinfo_path);
+        if (again && top_mount(*again, canon) == nullptr) return ok_status();
+        return Error::from_errno(what, err);
+      }
+      if (err == EBUSY) return busy_error(canon, *table);
+      return Error::from_errno(what, err);
+    }
+    return Error{what + ": still mounted after " + std::to_string(kMaxStacked) +
+                     " unmounts (mounts stacked on it?)",
+                 EBUSY};
+  }
+
+  Error busy_error(const std::string& target, const std::vector<MountEntry>& table) const {
+    std::string msg = "unmounting " + target + ": target is busy";
+    std::vector<std::string> subs;
+    for (const auto& e : table)
+      if (e.target != target && is_under(e.target, target)) subs.push_back(e.target);
+    if (!subs.empty()) {
+      msg += "; mounts below it: ";
+      for (size_t i = 0; i < subs.size() && i < 5; ++i) msg += (i ? ", " : "") + subs[i];
+    }
+    constexpr size_t kMaxNamed = 5;
+    auto holders = find_holders(opts_.proc_root, target, opts_.holder_scan_max_pids,
+                                opts_.holder_scan_max_fds, kMaxNamed);
+    if (!holders.empty()) {
+      msg += "; held by ";
+      for (size_t i = 0; i < holders.size(); ++i)
+        msg += (i ? ", " : "") + std::string("pid ") + std::to_string(holders[i].pid) + " (" +
+               holders[i].comm + ", " + holders[i].how + ")";
+    } else if (subs.empty()) {
+      msg += "; no process found holding it (kernel users such as swap, loop or nfsd exports?)";
+    }
+    msg += ". Stop the users and retry; lazy unmount is never used";
+    return Error{msg, EBUSY};
+  }
+
+  asio::any_io_executor executor_;
+  asio::thread_pool& pool_;
+  process::ProcessRunner& runner_;
+  MounterOptions opts_;
+  LoggerPtr log_;
+  std::mutex mu_;  // serialises mount, bind and unmount (check-then-act on the mount table)
+};
+
+}  // namespace
+
+Status validate_mount_options(const std::string& fstype, const std::vector<std::string>& options,
+                              bool read_only) {
+  for (const auto& o : options) {
+    if (o.empty()) return Error{"empty mount option", EINVAL};
+    if (!all_of_chars(o, "_=-"))
+      return Error{"mount option \"" + o +
+                       "\" has characters outside [a-z0-9_=-] (one option per entry, no commas)",
+                   EINVAL};
+    if (o == "ro" || o == "rw") {
+      if ((o == "ro") != read_only)
+        return Error{"mount option \"" + o + "\" contradicts the requested " +
+                         (read_only ? "read-only" : "read-write") + " mode",
+                     EINVAL};
+      continue;
+    }
+    const auto eq = o.find('=');
+    if (eq == std::string::npos) {
+      if (kCommonFlags.count(o) != 0) continue;
+      if (fstype == "xfs" && kXfsFlags.count(o) != 0) continue;
+      if (fstype == "ext4" && kExt4Flags.count(o) != 0) continue;
+      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, EINVAL};
+    }
+    const std::string key = o.substr(0, eq);
+    const std::string value = o.substr(eq + 1);
+    if (!value_allowed(fstype, key, value))
+      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, EINVAL};
+  }
+  return ok_status();
+}
+
+MounterPtr make_linux_mounter(asio::any_io_executor executor, asio::thread_pool& pool,
+                              process::ProcessRunner& runner, MounterOptions options,
+                              LoggerPtr log) {
+  return std::make_unique<LinuxMounter>(std::move(executor), pool, runner, std::move(options),
+                                        std::move(log));
+}
+
+}  // namespace datera::mount

@@ -1,0 +1,69 @@
+#pragma once
+
+// Filesystems on block devices, through libmount and libblkid (no shell, no mount(8) parsing).
+// Rules that protect data: mkfs only on a device where blkid finds no signature; a read-write
+// mount that the kernel would downgrade to read-only is an error, never a silent fallback; a
+// device already mounted somewhere other than the allowed places is refused; unmount never lazy.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "agent/common/result.h"
+
+namespace datera::mount {
+
+/// One line of /proc/self/mountinfo.
+struct MountEntry {
+  std::string source;  ///< "/dev/loop3"
+  std::string target;  ///< mount point
+  std::string fstype;
+  std::string root;     ///< "/" for a whole filesystem; a subdir for some bind mounts
+  std::string options;  ///< VFS + fs options, comma-separated
+  bool read_only = false;
+  unsigned major = 0;
+  unsigned minor = 0;
+};
+
+struct MountRequest {
+  std::string device;
+  std::string target;
+  std::string fstype;                ///< "xfs" or "ext4"
+  std::vector<std::string> options;  ///< extra mount options ("noatime"...), validated
+  bool read_only = false;
+};
+
+class Mounter {
+ public:
+  virtual ~Mounter() = default;
+
+  /// The filesystem type blkid finds on `device` ("xfs", "ext4"...), nullopt when it finds no
+  /// signature at all. An unreadable device is an Error, never "empty".
+  virtual boost::asio::awaitable<Result<std::optional<std::string>>> probe(
+      const std::string& device) = 0;
+  /// mkfs.<fstype> on `device`, only after probe() found nothing (checked again here).
+  virtual boost::asio::awaitable<Status> format(const std::string& device,
+                                                const std::string& fstype) = 0;
+  /// Mounts `req.device` at `req.target` (created if missing). Already mounted there with the same
+  /// device: success. Read-write asked and read-only obtained: unmounted again and an Error.
+  virtual boost::asio::awaitable<Status> mount(const MountRequest& req) = 0;
+  /// Bind-mounts `source` at `target` (created if missing), read-only when asked (a bind then a
+  /// read-only remount of the bind). Already bound there from the same filesystem: success.
+  virtual boost::asio::awaitable<Status> bind(const std::string& source, const std::string& target,
+                                              bool read_only) = 0;
+  /// Unmounts `target`. Not mounted: success. EBUSY: an Error naming a process that holds it when
+  /// one can be found. Never MNT_DETACH.
+  virtual boost::asio::awaitable<Status> unmount(const std::string& target) = 0;
+  /// Grows the filesystem mounted at `target` to the device size (xfs_growfs / resize2fs).
+  virtual boost::asio::awaitable<Status> grow(const std::string& device, const std::string& target,
+                                              const std::string& fstype) = 0;
+  /// The current mount table.
+  virtual Result<std::vector<MountEntry>> mounts() const = 0;
+};
+
+using MounterPtr = std::unique_ptr<Mounter>;
+
+}  // namespace datera::mount

@@ -1,0 +1,308 @@
+#include "plugins/initiator/loop.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/common/blocking.h"
+#include "agent/common/fs.h"
+
+namespace datera::initiator {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+/// Closes an fd on scope exit.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+/// The loop device's lo_file_name, which marks the devices this initiator attached: several agents
+/// (nodes) may share one test host, and none may touch another's devices.
+std::string owner_tag(const std::string& iqn) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char c : iqn) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "datera-loop:%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+/// "/x/y/<uuid>.img" -> "<uuid>", "" when the name is not of that form.
+std::string serial_of_backing(const std::string& backing) {
+  std::string base = fs::basename(trim(backing));
+  // The kernel appends " (deleted)" when the backing file is gone.
+  if (base.size() < 5 || base.compare(base.size() - 4, 4, ".img") != 0) return "";
+  return base.substr(0, base.size() - 4);
+}
+
+class LoopInitiator : public Initiator {
+ public:
+  LoopInitiator(edf::Transport& sim, asio::thread_pool& pool, LoopOptions options, LoggerPtr log)
+      : sim_(sim), pool_(pool), options_(std::move(options)), log_(std::move(log)) {}
+
+  std::string kind() const override { return "loop"; }
+
+  Result<std::string> initiator_iqn() const override {
+    if (options_.iqn.empty()) {
+      return Error{"the loop initiator needs initiator.iqn in the agent config"};
+    }
+    return options_.iqn;
+  }
+
+  asio::awaitable<Result<Device>> connect(const Target& target,
+                                          std::chrono::milliseconds timeout) override {
+    (void)timeout;  // attaching a loop device does not wait for anything
+    auto path = co_await export_path(target);
+    if (!path) co_return path.error();
+    // Already attached (a retry, or the agent restarted): use that device, once verified.
+    auto found = co_await attached();
+    if (!found) co_return found.error();
+    for (const auto& s : *found) {
+      if (s.device && s.device->serial == target.serial) co_return verify(target, *s.device);
+    }
+    const std::string file = *path;
+    auto attach = [&]() { return attach_file(file); };
+    auto dev = co_await run_blocking(pool_, attach);
+    if (!dev) co_return dev.error().wrap("attaching volume " + target.volume);
+    auto verified = verify(target, *dev);
+    if (!verified) {
+      // Never leave a wrong device attached.
+      const std::string p = dev->path;
+      auto detach = [&]() { return detach_device(p); };
+      (void)co_await run_blocking(pool_, detach);
+      co_return verified.error();
+    }
+    log_->info("volume {}: attached {} as {}", target.volume, file, dev->path);
+    co_return verified;
+  }
+
+  asio::awaitable<Status> disconnect(const Target& target) override {
+    auto found = co_await attached();
+    if (!found) co_return found.error();
+    for (const auto& s : *found) {
+      if (!s.device || s.device->serial != target.serial) continue;
+      const std::string p = s.device->path;
+      auto detach = [&]() { return detach_device(p); };
+      auto st = co_await run_blocking(pool_, detach);
+      if (!st) co_return st.error().wrap("detaching volume " + target.volume);
+      log_->info("volume {}: detached {}", target.volume, p);
+    }
+    co_return ok_status();
+  }
+
+  asio::awaitable<Status> refresh(const Target& target) override {
+    auto found = co_await attached();
+    if (!found) co_return found.error();
+    for (const auto& s : *found) {
+      if (!s.device || s.device->serial != target.serial) continue;
+      const std::string p = s.device->path;
+      auto grow = [&]() -> Status {
+        Fd loop(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+        if (loop.fd < 0) return Error::from_errno("opening " + p, errno);
+        if (::ioctl(loop.fd, LOOP_SET_CAPACITY, 0) != 0) {
+          return Error::from_errno("LOOP_SET_CAPACITY " + p, errno);
+        }
+        return ok_status();
+      };
+      co_return co_await run_blocking(pool_, grow);
+    }
+    co_return Error{"volume " + target.volume + " is not attached on this node"};
+  }
+
+  asio::awaitable<Result<std::vector<Session>>> sessions() override {
+    co_return co_await attached();
+  }
+
+ private:
+  /// Asks the simulator where the volume's data is, as this initiator (the ACL check).
+  asio::awaitable<Result<std::string>> export_path(const Target& target) {
+    auto iqn = initiator_iqn();
+    if (!iqn) co_return iqn.error();
+    edf::HttpRequest req{
+        "GET", "/_sim/exports?initiator=" + url_encode(*iqn), {}, "", options_.request_timeout};
+    auto res = co_await sim_.send(std::move(req));
+    if (!res) co_return res.error().wrap("asking datera-sim for the exports of " + *iqn);
+    if (res->status != 200) {
+      co_return Error{"datera-sim answered " + std::to_string(res->status) +
+                      " to GET /_sim/exports"};
+    }
+    json body = json::parse(res->body, nullptr, false);
+    if (body.is_discarded() || !body.contains("exports")) {
+      co_return Error{"datera-sim's /_sim/exports reply is not understood"};
+    }
+    if (body.value("backend", "") != "file") {
+      co_return Error{"the loop initiator needs datera-sim --backend file (it runs '" +
+                      body.value("backend", "?") + "')"};
+    }
+    for (const auto& e : body["exports"]) {
+      if (e.value("iqn", "") == target.iqn && !e.value("path", "").empty()) {
+        co_return e["path"].get<std::string>();
+      }
+    }
+    co_return Error{"volume " + target.volume + " (target " + target.iqn +
+                    ") is not exported to initiator " + *iqn +
+                    ": the node is not in its ACL or the volume is offline"};
+  }
+
+  static std::string url_encode(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (const unsigned char c : s) {
+      if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+        out += static_cast<char>(c);
+      } else {
+        out += '%';
+        out += hex[c >> 4];
+        out += hex[c & 15];
+      }
+    }
+    return out;
+  }
+
+  Result<Device> verify(const Target& target, const Device& dev) const {
+    if (dev.serial != target.serial) {
+      return Error{"refusing " + dev.path + " for volume " + target.volume + ": its serial is '" +
+                   dev.serial + "' but the volume's uuid is '" + target.serial +
+                   "'; the export points at another volume's data. Nothing " +
+                   "was mounted; check the array's export of " + target.iqn};
+    }
+    return dev;
+  }
+
+  /// Every loop device whose backing file looks like a file-backend volume.
+  asio::awaitable<Result<std::vector<Session>>> attached() {
+    auto scan = [&]() { return scan_loops(); };
+    co_return co_await run_blocking(pool_, scan);
+  }
+
+  Result<std::vector<Session>> scan_loops() const {
+    std::vector<Session> out;
+    const std::string block = options_.sysfs_root + "/block";
+    DIR* d = ::opendir(block.c_str());
+    if (!d) return Error::from_errno("listing " + block, errno);
+    std::vector<std::string> names;
+    while (auto* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, "loop", 4) == 0) names.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    for (const auto& name : names) {
+      auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096);
+      if (!backing) continue;  // not attached
+      const std::string serial = serial_of_backing(*backing);
+      if (serial.empty()) continue;
+      auto dev = device_of(name, serial);
+      if (!dev) continue;
+      if (!owned(dev->path)) continue;
+      Session s;
+      s.state = "LOGGED_IN";
+      s.id = std::atoi(name.c_str() + 4);
+      s.device = *dev;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  /// True when `path` was attached by this initiator (its lo_file_name carries our tag).
+  bool owned(const std::string& path) const {
+    Fd loop(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (loop.fd < 0) return false;
+    loop_info64 info{};
+    if (::ioctl(loop.fd, LOOP_GET_STATUS64, &info) != 0) return false;
+    return std::string(reinterpret_cast<const char*>(info.lo_file_name)) == owner_tag(options_.iqn);
+  }
+
+  Result<Device> device_of(const std::string& name, const std::string& serial) const {
+    Device d;
+    d.path = options_.dev_root + "/" + name;
+    d.serial = serial;
+    auto dev = fs::read_file(options_.sysfs_root + "/block/" + name + "/dev", 64);
+    if (!dev) return dev.error();
+    unsigned ma = 0, mi = 0;
+    if (std::sscanf(dev->c_str(), "%u:%u", &ma, &mi) != 2) return Error{"bad dev for " + name};
+    d.major = ma;
+    d.minor = mi;
+    return d;
+  }
+
+  /// Blocking: a free loop device bound to `file` (LOOP_CONFIGURE; retried when another process
+  /// takes the same free device first).
+  Result<Device> attach_file(const std::string& file) const {
+    Fd backing(::open(file.c_str(), O_RDWR | O_CLOEXEC));
+    if (backing.fd < 0) return Error::from_errno("opening " + file, errno);
+    Fd control(::open((options_.dev_root + "/loop-control").c_str(), O_RDWR | O_CLOEXEC));
+    if (control.fd < 0) return Error::from_errno("opening /dev/loop-control", errno);
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      const int n = ::ioctl(control.fd, LOOP_CTL_GET_FREE);
+      if (n < 0) return Error::from_errno("LOOP_CTL_GET_FREE", errno);
+      const std::string name = "loop" + std::to_string(n);
+      const std::string path = options_.dev_root + "/" + name;
+      Fd loop(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+      if (loop.fd < 0) return Error::from_errno("opening " + path, errno);
+      loop_config cfg{};
+      cfg.fd = static_cast<uint32_t>(backing.fd);
+      const std::string tag = owner_tag(options_.iqn);
+      std::strncpy(reinterpret_cast<char*>(cfg.info.lo_file_name), tag.c_str(), LO_NAME_SIZE - 1);
+      if (::ioctl(loop.fd, LOOP_CONFIGURE, &cfg) != 0) {
+        if (errno == EBUSY) continue;  // raced with another attach
+        return Error::from_errno("LOOP_CONFIGURE " + path, errno);
+      }
+      // The serial comes from the kernel's view of the backing file, not from `file`.
+      auto backing_now =
+          fs::read_file(options_.sysfs_root + "/block/" + name + "/loop/backing_file", 4096);
+      if (!backing_now) return backing_now.error().wrap("reading back " + name);
+      return device_of(name, serial_of_backing(*backing_now));
+    }
+    return Error{"no free loop device after 16 attempts (all taken concurrently)"};
+  }
+
+  Status detach_device(const std::string& path) const {
+    Fd loop(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (loop.fd < 0) {
+      if (errno == ENOENT || errno == ENXIO) return ok_status();
+      return Error::from_errno("opening " + path, errno);
+    }
+    if (::ioctl(loop.fd, LOOP_CLR_FD, 0) != 0 && errno != ENXIO) {
+      return Error::from_errno("LOOP_CLR_FD " + path + " (still mounted or open?)", errno);
+    }
+    return ok_status();
+  }
+
+  edf::Transport& sim_;
+  asio::thread_pool& pool_;
+  LoopOptions options_;
+  LoggerPtr log_;
+};
+
+}  // namespace
+
+InitiatorPtr make_loop_initiator(edf::Transport& sim, asio::thread_pool& pool, LoopOptions options,
+                                 LoggerPtr log) {
+  return std::make_unique<LoopInitiator>(sim, pool, std::move(options), std::move(log));
+}
+
+}  // namespace datera::initiator

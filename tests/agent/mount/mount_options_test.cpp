@@ -1,0 +1,167 @@
+// Unit tier: the mount-option allow-list, the mount table parser on a fixture file, and the
+// requests refused before anything touches the system (no root, no devices).
+
+#include <cerrno>
+#include <fstream>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "agent/mount/linux_mounter.h"
+#include "tests/testing/fake_process_runner.h"
+#include "tests/testing/run_async.h"
+#include "tests/testing/temp_dir.h"
+
+namespace datera::mount {
+namespace {
+
+namespace asio = boost::asio;
+using ::testing::HasSubstr;
+using testing::run_async;
+
+TEST(MountOptions, AllowsSafeCommonAndFsSpecificOptions) {
+  EXPECT_TRUE(validate_mount_options("xfs",
+                                     {"noatime", "nodiratime", "nosuid", "nodev", "noexec",
+                                      "discard", "inode64", "nouuid", "logbsize=256k"},
+                                     false)
+                  .ok());
+  EXPECT_TRUE(validate_mount_options("ext4",
+                                     {"relatime", "nodiscard", "data=ordered", "errors=remount-ro",
+                                      "commit=30", "user_xattr"},
+                                     false)
+                  .ok());
+  EXPECT_TRUE(validate_mount_options("xfs", {"ro"}, true).ok());
+  EXPECT_TRUE(validate_mount_options("xfs", {"rw"}, false).ok());
+  EXPECT_TRUE(validate_mount_options("xfs", {}, false).ok());
+}
+
+TEST(MountOptions, RejectsInjectionUnknownAndDangerousOptions) {
+  const std::vector<std::vector<std::string>> bad = {
+      {"noatime,suid"},      // comma injection
+      {"noatime nosuid"},    // whitespace
+      {""},                  // empty
+      {"loop"},              // libmount would set up a loop device
+      {"X-mount.mkdir"},     // userspace options
+      {"nobarrier"},         // unsafe on power loss
+      {"errors=panic"},      // panics the node
+      {"suid"},              // not on the allow-list
+      {"inode64"},           // xfs only, asked for ext4 below
+      {"data=journal,dev"},  // comma in a value
+      {"logbsize=1;x"},      // odd characters
+      {"NOATIME"},           // upper case is not an option
+  };
+  for (const auto& opts : bad) {
+    const auto st = validate_mount_options("ext4", opts, false);
+    EXPECT_FALSE(st.ok()) << opts[0];
+    if (!st.ok()) {
+      EXPECT_EQ(st.error().code, EINVAL) << opts[0];
+    }
+  }
+  EXPECT_FALSE(validate_mount_options("xfs", {"data=ordered"}, false).ok());
+  EXPECT_FALSE(validate_mount_options("xfs", {"logbufs=x"}, false).ok());
+  const auto contradiction = validate_mount_options("xfs", {"ro"}, false);
+  ASSERT_FALSE(contradiction.ok());
+  EXPECT_THAT(contradiction.error().message, HasSubstr("contradicts"));
+  EXPECT_FALSE(validate_mount_options("xfs", {"rw"}, true).ok());
+}
+
+class MounterUnit : public ::testing::Test {
+ protected:
+  MounterPtr make(MounterOptions opts = {}) {
+    return make_linux_mounter(ioc_.get_executor(), pool_, runner_, std::move(opts), nullptr);
+  }
+  asio::io_context ioc_;
+  asio::thread_pool pool_{1};
+  testing::FakeProcessRunner runner_;
+  testing::TempDir dir_{"dt-mnt"};
+};
+
+TEST_F(MounterUnit, ParsesMountinfoWithDevnoRootAndReadOnly) {
+  const std::string path = dir_ / "mountinfo";
+  std::ofstream(path)
+      << "21 26 0:20 / /proc rw,relatime - proc proc rw\n"
+         "91 42 7:3 / /var/lib/kubelet/plugins/stage\\0401 rw,noatime shared:3 - xfs /dev/loop3 "
+         "rw,inode64,logbufs=8\n"
+         "93 88 7:3 /sub /var/lib/kubelet/pods/p1 ro,nosuid master:3 - xfs /dev/loop3 rw\n";
+  MounterOptions opts;
+  opts.mountinfo_path = path;
+  auto m = make(opts);
+  auto table = m->mounts();
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  ASSERT_EQ(table->size(), 3u);
+  const auto& stage = (*table)[1];
+  EXPECT_EQ(stage.source, "/dev/loop3");
+  EXPECT_EQ(stage.target, "/var/lib/kubelet/plugins/stage 1");
+  EXPECT_EQ(stage.fstype, "xfs");
+  EXPECT_EQ(stage.root, "/");
+  EXPECT_EQ(stage.major, 7u);
+  EXPECT_EQ(stage.minor, 3u);
+  EXPECT_FALSE(stage.read_only);
+  EXPECT_THAT(stage.options, HasSubstr("noatime"));
+  EXPECT_THAT(stage.options, HasSubstr("inode64"));
+  const auto& pod = (*table)[2];
+  EXPECT_TRUE(pod.read_only);
+  EXPECT_EQ(pod.root, "/sub");
+}
+
+TEST_F(MounterUnit, MissingMountinfoIsAnError) {
+  MounterOptions opts;
+  opts.mountinfo_path = dir_ / "nope";
+  auto table = make(opts)->mounts();
+  ASSERT_FALSE(table.ok());
+  EXPECT_THAT(table.error().message, HasSubstr("nope"));
+}
+
+TEST_F(MounterUnit, RefusesUnsupportedFilesystemsAndBadRequestsWithoutRunningAnything) {
+  auto m = make();
+  auto st = run_async(ioc_, m->format("/dev/loop7", "btrfs"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr("only xfs and ext4"));
+
+  MountRequest req{"/dev/loop7", dir_ / "t", "xfs", {"noatime,suid"}, false};
+  st = run_async(ioc_, m->mount(req));
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr("noatime,suid"));
+
+  MountRequest relative{"loop7", "t", "xfs", {}, false};
+  st = run_async(ioc_, m->mount(relative));
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr("absolute"));
+
+  st = run_async(ioc_, m->grow("/dev/loop7", dir_ / "t", "vfat"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(runner_.commands().empty());
+}
+
+TEST_F(MounterUnit, ProbeOfAMissingDeviceIsAnErrorNotEmpty) {
+  auto m = make();
+  auto r = run_async(ioc_, m->probe(dir_ / "no-such-device"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ENOENT);
+}
+
+TEST_F(MounterUnit, ProbeOfAnEmptyImageFileIsAnErrorNotEmpty) {
+  const std::string img = dir_ / "zero.img";
+  std::ofstream(img).flush();
+  auto r = run_async(ioc_, make()->probe(img));
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.error().message, HasSubstr("size 0"));
+}
+
+TEST_F(MounterUnit, FormatRefusesAnythingButABlockDevice) {
+  // A regular image file passes probe() but format() insists on a block device.
+  const std::string img = dir_ / "img";
+  {
+    std::ofstream f(img);
+    f << std::string(1 << 16, '\0');
+  }
+  auto st = run_async(ioc_, make()->format(img, "xfs"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr("not a block device"));
+  EXPECT_TRUE(runner_.commands().empty());
+}
+
+}  // namespace
+}  // namespace datera::mount
