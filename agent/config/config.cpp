@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <set>
+#include <tuple>
 #include <unistd.h>
 
 #include <yaml-cpp/yaml.h>
@@ -92,9 +93,10 @@ Result<bool> get_bool(const YAML::Node& node, const std::string& key) {
 
 Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (!root || root.IsNull()) return ok_status();
-  if (auto s = check_keys(root, "",
-                          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir",
-                           "log_level", "shutdown_grace", "metrics", "api", "driver", "backend"});
+  if (auto s = check_keys(
+          root, "",
+          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
+           "shutdown_grace", "metrics", "api", "driver", "backend", "initiator"});
       !s) {
     return s;
   }
@@ -167,6 +169,28 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
       auto v = get_bool(b[key], std::string("backend.") + key);
       if (!v) return v.error();
       *out = *v;
+    }
+  }
+  if (const auto n = root["initiator"]; n && !n.IsNull()) {
+    if (auto st = check_keys(n, "initiator.",
+                             {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
+                              "noop_out_timeout", "login_timeout", "online_timeout"});
+        !st) {
+      return st;
+    }
+    DT_SET_STRING(n, "kind", "initiator.kind", cfg.initiator.kind)
+    DT_SET_STRING(n, "iqn", "initiator.iqn", cfg.initiator.iqn)
+    DT_SET_STRING(n, "iscsiadm", "initiator.iscsiadm", cfg.initiator.iscsiadm)
+    DT_SET_DURATION(n, "login_timeout", "initiator.login_timeout", cfg.initiator.login_timeout)
+    DT_SET_DURATION(n, "online_timeout", "initiator.online_timeout", cfg.initiator.online_timeout)
+    for (const auto& [key, out, lo, hi] :
+         {std::tuple{"replacement_timeout", &cfg.initiator.replacement_timeout, 0, 86400},
+          std::tuple{"noop_out_interval", &cfg.initiator.noop_out_interval, 0, 3600},
+          std::tuple{"noop_out_timeout", &cfg.initiator.noop_out_timeout, 0, 3600}}) {
+      if (!n[key]) continue;
+      auto v = parse_int(n[key].as<std::string>(), std::string("initiator.") + key, lo, hi);
+      if (!v) return v.error();
+      *out = static_cast<int>(*v);
     }
   }
   return ok_status();
@@ -258,6 +282,10 @@ const std::vector<EnvOverride>& env_overrides() {
        [](Config& c, std::string v) { c.log_level = std::move(v); }},
       {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen",
        [](Config& c, std::string v) { c.metrics.listen = std::move(v); }},
+      {"DATERA_AGENT_INITIATOR_KIND", "initiator.kind",
+       [](Config& c, std::string v) { c.initiator.kind = std::move(v); }},
+      {"DATERA_AGENT_INITIATOR_IQN", "initiator.iqn",
+       [](Config& c, std::string v) { c.initiator.iqn = std::move(v); }},
       {"DATERA_AGENT_BACKEND_SERVER", "backend.server",
        [](Config& c, std::string v) { c.backend.server = std::move(v); }},
       {"DATERA_AGENT_BACKEND_USERNAME", "backend.username",
@@ -309,6 +337,23 @@ Status validate(Config& cfg) {
                      "must be longer than api.call_timeout, so the agent's own, more precise "
                      "error reaches kubelet before the shim gives up");
   }
+  if (cfg.initiator.kind != "open-iscsi" && cfg.initiator.kind != "loop") {
+    return key_error("initiator.kind", "'" + cfg.initiator.kind +
+                                           "' is not open-iscsi or loop (loop is for development "
+                                           "and tests only)");
+  }
+  if (cfg.initiator.kind == "loop" && (cfg.initiator.iqn.empty() || !cfg.backend.configured())) {
+    return key_error("initiator.kind",
+                     "loop needs initiator.iqn and backend.server (a datera-sim with --backend "
+                     "file)");
+  }
+  if (!cfg.initiator.iqn.empty() &&
+      (cfg.initiator.iqn.size() < 16 ||
+       (cfg.initiator.iqn.rfind("iqn.", 0) != 0 && cfg.initiator.iqn.rfind("eui.", 0) != 0))) {
+    return key_error("initiator.iqn",
+                     "'" + cfg.initiator.iqn + "' is not an IQN (iqn.YYYY-MM.domain:name)");
+  }
+  if (auto st = check_abs_path("initiator.iscsiadm", cfg.initiator.iscsiadm); !st) return st;
   if (cfg.backend.configured()) {
     if (cfg.backend.username.empty()) {
       return key_error("backend.username",

@@ -26,7 +26,8 @@ struct MetricsConfig {
 
 struct ApiConfig {
   std::vector<uid_t> allowed_uids{0};
-  size_t max_connections = 64;
+  size_t max_connections =
+      256;  ///< > kubelet's default max-pods (110) twice: a storm of mounts fits
   milliseconds read_timeout{10'000};   ///< a client must send its whole request within this
   milliseconds call_timeout{600'000};  ///< bound on one FlexVolume call inside the agent
 };
@@ -58,6 +59,20 @@ struct BackendConfig {
   bool configured() const { return !server.empty(); }
 };
 
+/// How this node reaches volumes. `open-iscsi` in production; `loop` only for development and the
+/// host test tier (datera-sim's file backend through loop devices; see plugins/initiator/loop.h).
+struct InitiatorConfig {
+  std::string kind = "open-iscsi";
+  std::string
+      iqn;  ///< empty: InitiatorName from /etc/iscsi/initiatorname.iscsi (required for loop)
+  std::string iscsiadm = "/usr/sbin/iscsiadm";
+  int replacement_timeout = 120;  ///< seconds; node.session.timeo.replacement_timeout
+  int noop_out_interval = 5;      ///< seconds
+  int noop_out_timeout = 10;      ///< seconds
+  milliseconds login_timeout{120'000};
+  milliseconds online_timeout{120'000};  ///< array: the volume becomes available
+};
+
 struct Config {
   std::string node_name;
   std::string socket_path = "/run/datera-agent/agent.sock";
@@ -70,6 +85,7 @@ struct Config {
   ApiConfig api;
   DriverConfig driver;
   BackendConfig backend;
+  InitiatorConfig initiator;
 };
 
 /// Where environment values come from (injectable so tests need no setenv).

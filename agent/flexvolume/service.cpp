@@ -79,6 +79,11 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
     co_return reply;
   }
   if (r.command == "getvolumename") co_return get_volume_name(r);
+  if (volumes_ && r.command == "mount") co_return co_await volumes_->mount(r);
+  if (volumes_ && r.command == "unmount") co_return co_await volumes_->unmount(r);
+  if (volumes_ && (r.command == "expandvolume" || r.command == "expandfs")) {
+    co_return co_await volumes_->expand(r);
+  }
 
   const bool controller_call = r.command == "attach" || r.command == "detach" ||
                                r.command == "isattached" || r.command == "waitforattach" ||

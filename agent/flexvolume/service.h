@@ -1,9 +1,10 @@
 #pragma once
 
 // Answers FlexVolume calls forwarded by the shim. Every call gets exactly one reply object and is
-// bounded by call_timeout. Volume operations (mount, unmount, expand) arrive with the volume
-// manager; until then they answer Failure with a message that says so, never "Not supported"
-// (kubelet caches that answer until the driver is re-probed).
+// bounded by call_timeout (an operation cut off there is cancelled; the volume manager's journal
+// and idempotent steps let kubelet's retry finish it). Volume operations go to the VolumeOps the
+// composition root wires in; controller-mode calls answer Failure, never "Not supported" (kubelet
+// caches that answer until the driver is re-probed).
 //
 // Runs on the agent's event loop; calls for different volumes may be in flight at once.
 
@@ -31,6 +32,16 @@ struct CallCounts {
   uint64_t in_flight = 0;
 };
 
+/// The volume manager, as the service sees it.
+class VolumeOps {
+ public:
+  virtual ~VolumeOps() = default;
+  virtual boost::asio::awaitable<flex::Json> mount(const flex::Request& request) = 0;
+  virtual boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) = 0;
+  /// expandvolume (grow on the array) and expandfs (also rescan and grow the filesystem).
+  virtual boost::asio::awaitable<flex::Json> expand(const flex::Request& request) = 0;
+};
+
 class Service {
  public:
   Service(ServiceOptions options, Probe& probe, LoggerPtr log);
@@ -39,6 +50,8 @@ class Service {
   boost::asio::awaitable<flex::Json> call(flex::Request request);
 
   const CallCounts& counts() const { return counts_; }
+  /// Wires the volume manager (the composition root does it before serving).
+  void set_volume_ops(VolumeOps* ops) { volumes_ = ops; }
 
  private:
   boost::asio::awaitable<flex::Json> dispatch(const flex::Request& request);
@@ -48,6 +61,7 @@ class Service {
   Probe& probe_;
   LoggerPtr log_;
   CallCounts counts_;
+  VolumeOps* volumes_ = nullptr;
 };
 
 /// The volume a request is about, for logs and messages: volumeID option, PV name, or a path.

@@ -1,6 +1,7 @@
 #include "agent/main/application.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -12,8 +13,12 @@
 #include "agent/common/duration.h"
 #include "agent/common/fs.h"
 #include "agent/common/version.h"
+#include "agent/mount/linux_mounter.h"
+#include "agent/udev/linux_udev_monitor.h"
 #include "metrics/process_collector.h"
 #include "plugins/datera/options.h"
+#include "plugins/initiator/loop.h"
+#include "plugins/initiator/open_iscsi.h"
 
 namespace datera::app {
 
@@ -135,6 +140,20 @@ asio::awaitable<void> Application::start() {
     ioc_.stop();
     co_return;
   }
+  if (auto st = make_volumes(); !st) {
+    log_->critical("{}", st.error().message);
+    api_server_.remove_socket_file();
+    exit_code_ = 1;
+    ioc_.stop();
+    co_return;
+  }
+  // Sessions and mounts outlive the agent: bring the journal in line with them before serving
+  // anything, so no call acts on a stale picture.
+  readiness_.add("volumes", "reconciling the journal with sessions and mounts");
+  const auto summary = co_await volumes_->reconcile();
+  log_->info("{}", summary);
+  readiness_.set("volumes", true, summary);
+  flex_.set_volume_ops(volumes_.get());
   api_server_.start();
   metrics_server_.start();
   log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
@@ -264,6 +283,98 @@ Status Application::make_backend() {
   return ok_status();
 }
 
+Status Application::make_volumes() {
+  volume_probe_ = std::make_unique<volume::Probe>(*registry_);
+  udev::UdevOptions uo;
+  if (!fs::exists(uo.udevd_control_path)) {
+    // No udevd (a minimal host, or a container without /run/udev): the kernel's own uevents still
+    // arrive, and devtmpfs makes the device nodes.
+    uo.source = "kernel";
+    log_->info("udevd is not running ({} missing); watching kernel uevents instead",
+               uo.udevd_control_path);
+  }
+  udev_ = udev::make_udev_monitor(ioc_.get_executor(), uo, logs_.get("udev"));
+  volume_probe_->udev_degraded(udev_->degraded());
+  udev_->on_event([this](const udev::Event& e) {
+    volume_probe_->udev_event(e.subsystem, e.action);
+    volume_probe_->udev_degraded(udev_->degraded());
+  });
+  mounter_ =
+      mount::make_linux_mounter(ioc_.get_executor(), pool_, *runner_, {}, logs_.get("mount"));
+  const auto& ic = cfg_.initiator;
+  if (ic.kind == "loop") {
+    edf::BackendTarget base;
+    auto target = edf::parse_server(cfg_.backend.server, base);
+    if (!target) return target.error().wrap("config key 'backend.server'");
+    auto t = edf::make_beast_transport(
+        ioc_.get_executor(), edf::Endpoint{target->host, target->port}, logs_.get("initiator"),
+        edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify});
+    if (!t) return t.error().wrap("loop initiator");
+    sim_transport_ = std::move(*t);
+    initiator::LoopOptions lo;
+    lo.iqn = ic.iqn;
+    initiator_ = initiator::make_loop_initiator(*sim_transport_, pool_, lo, logs_.get("initiator"));
+    log_->warn(
+        "initiator.kind is 'loop': volumes are datera-sim files on loop devices. This is for "
+        "development and tests only, never for real arrays");
+  } else {
+    initiator::OpenIscsiOptions oo;
+    oo.iscsiadm = ic.iscsiadm;
+    oo.initiator_iqn = ic.iqn;
+    oo.login_timeout = ic.login_timeout;
+    oo.replacement_timeout = ic.replacement_timeout;
+    oo.noop_out_interval = ic.noop_out_interval;
+    oo.noop_out_timeout = ic.noop_out_timeout;
+    oo.wait_for_event = [this](std::chrono::milliseconds max) { return udev_->wait(max); };
+    initiator_ = initiator::make_open_iscsi(*runner_, pool_, oo, logs_.get("initiator"));
+  }
+  if (auto iqn = initiator_->initiator_iqn(); !iqn) {
+    log_->warn("initiator IQN unknown ({}); volume mounts will fail until it is set",
+               iqn.error().message);
+  } else {
+    log_->info("initiator {} with IQN {}", initiator_->kind(), *iqn);
+  }
+  journal_ = std::make_unique<volume::Journal>(fs::join(cfg_.state_dir, "journal"), pool_,
+                                               logs_.get("journal"));
+  if (!edf_probe_) edf_probe_ = std::make_unique<edf::Probe>(*registry_);
+  volume::EdfArraysOptions ao;
+  ao.tls =
+      edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify};
+  ao.tenant = cfg_.backend.tenant;
+  ao.request_timeout = cfg_.backend.request_timeout;
+  arrays_ =
+      std::make_unique<volume::EdfArrays>(ioc_.get_executor(), ao, *edf_probe_, logs_.get("edf"));
+  volume::ManagerOptions mo;
+  mo.node_name = cfg_.node_name;
+  mo.kubelet_root = cfg_.kubelet_root;
+  mo.staging_dir = fs::join(cfg_.state_dir, "staging");
+  mo.online_timeout = ic.online_timeout;
+  mo.connect_timeout = ic.login_timeout;
+  if (cfg_.backend.configured()) {
+    edf::BackendTarget base;
+    base.port = cfg_.backend.tls ? 7718 : 7717;
+    auto target = edf::parse_server(cfg_.backend.server, base);
+    if (!target) return target.error().wrap("config key 'backend.server'");
+    mo.default_backend = *target;
+    mo.default_backend.credentials = {cfg_.backend.username, cfg_.backend.password};
+  }
+  if (const char* at = std::getenv("DATERA_AGENT_TEST_CRASH_AT"); at && *at) {
+    // The host tier's crash tests: die like kill -9 at one named point between two steps.
+    const std::string point = at;
+    log_->warn("DATERA_AGENT_TEST_CRASH_AT={}: this agent will kill itself there (tests only)",
+               point);
+    mo.crash_point = [point, log = log_](const std::string& here) {
+      if (here != point) return;
+      log->warn("crash point {} reached: SIGKILL", here);
+      log->flush();
+      ::kill(::getpid(), SIGKILL);
+    };
+  }
+  volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
+                                               *volume_probe_, logs_.get("volume"));
+  return ok_status();
+}
+
 nlohmann::json Application::status() {
   const auto uptime =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
@@ -290,10 +401,7 @@ nlohmann::json Application::status() {
 }
 
 nlohmann::json Application::volumes() {
-  // The volume manager (attach, mount, journal) is not part of this version: no volume can be
-  // attached through this agent yet, so the list is empty by construction, and says why.
-  return {{"volumes", nlohmann::json::array()},
-          {"note", "this agent version has no volume manager; it attaches no volumes"}};
+  return {{"volumes", volumes_ ? volumes_->volumes() : nlohmann::json::array()}};
 }
 
 }  // namespace datera::app

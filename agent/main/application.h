@@ -27,6 +27,8 @@
 #include "agent/installer/installer.h"
 #include "agent/lifecycle/notifier.h"
 #include "agent/process/process_runner.h"
+#include "agent/udev/udev_monitor.h"
+#include "agent/volume/manager.h"
 #include "metrics/handler.h"
 #include "metrics/readiness.h"
 #include "plugins/datera/client.h"
@@ -56,6 +58,8 @@ class Application : public api::StatusSource {
   boost::asio::awaitable<void> shutdown();
   /// Builds the default-array client and monitor when `backend.server` is set.
   Status make_backend();
+  /// Builds the data path: udev monitor, mounter, initiator, journal, volume manager.
+  Status make_volumes();
   void reload_log_level();
 
   config::Config cfg_;
@@ -93,6 +97,15 @@ class Application : public api::StatusSource {
   std::unique_ptr<edf::Client> edf_client_;
   std::unique_ptr<backend::Probe> backend_probe_;
   std::unique_ptr<backend::Monitor> backend_monitor_;
+  // The data path.
+  std::unique_ptr<volume::Probe> volume_probe_;
+  udev::MonitorPtr udev_;
+  mount::MounterPtr mounter_;
+  std::unique_ptr<edf::Transport> sim_transport_;  ///< loop initiator only
+  initiator::InitiatorPtr initiator_;
+  std::unique_ptr<volume::Journal> journal_;
+  std::unique_ptr<volume::EdfArrays> arrays_;
+  std::unique_ptr<volume::Manager> volumes_;
   boost::asio::steady_timer watchdog_timer_;
 };
 

@@ -71,10 +71,10 @@ TEST_F(AgentTest, EveryFlexVolumeCommandThroughTheInstalledShim) {
   EXPECT_EQ(name.exit_code, 0);
   EXPECT_EQ(single_reply(name)["volumeName"], "vol-1");
 
-  // Capabilities of later milestones: Failure with a reason, exit 1, never "Not supported".
+  // No array configured here, and controller-mode calls: Failure with a reason, exit 1, never
+  // "Not supported" (the real data path is tests/integration/volume_test.cpp).
   const std::vector<std::vector<std::string>> later = {
       {"mount", pod_dir, opts},
-      {"unmount", pod_dir},
       {"attach", opts, "it-node"},
       {"isattached", opts, "it-node"},
       {"detach", "pv-1", "it-node"},
@@ -91,6 +91,11 @@ TEST_F(AgentTest, EveryFlexVolumeCommandThroughTheInstalledShim) {
     EXPECT_EQ(reply["status"], "Failure") << argv[0];
     EXPECT_NE(reply["message"].get<std::string>().find(argv[0]), std::string::npos) << reply;
   }
+
+  // Unmount of a pod dir the agent never mounted, and that is not a mount point: nothing to do.
+  auto unmount = agent_.shim({"unmount", pod_dir});
+  EXPECT_EQ(unmount.exit_code, 0);
+  EXPECT_EQ(single_reply(unmount)["status"], "Success");
 
   auto unknown = agent_.shim({"snapshot", opts});
   EXPECT_EQ(unknown.exit_code, 0);

@@ -82,8 +82,8 @@ inline unsigned short free_port() {
   return ntohs(a.sin_port);
 }
 
-/// GET over TCP to 127.0.0.1:port; returns "" when nothing answers.
-inline std::string tcp_get(unsigned short port, const std::string& target) {
+/// One raw HTTP exchange over TCP with 127.0.0.1:port; returns "" when nothing answers.
+inline std::string tcp_exchange(unsigned short port, const std::string& req) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -95,7 +95,6 @@ inline std::string tcp_get(unsigned short port, const std::string& target) {
   }
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  const std::string req = http_get(target);
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) < 0) {
     ::close(fd);
     return "";
@@ -106,6 +105,20 @@ inline std::string tcp_get(unsigned short port, const std::string& target) {
     out.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return out;
+}
+
+/// GET over TCP to 127.0.0.1:port; returns "" when nothing answers.
+inline std::string tcp_get(unsigned short port, const std::string& target) {
+  return tcp_exchange(port, http_get(target));
+}
+
+/// Any method with a JSON body, Connection: close.
+inline std::string tcp_json(unsigned short port, const std::string& method,
+                            const std::string& target, const std::string& body) {
+  return tcp_exchange(port, method + " " + target +
+                                " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body);
 }
 
 inline std::string body_of(const std::string& http) {
@@ -149,7 +162,11 @@ class AgentProcess {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    std::vector<char*> envp;
+    for (char** e = environ; *e; ++e) envp.push_back(*e);
+    for (auto& e : extra_env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
     return rc == 0;
   }
@@ -225,6 +242,7 @@ class AgentProcess {
   }
 
   std::string binary;
+  std::vector<std::string> extra_env;  ///< "K=V" added to the agent's environment at start()
   TempDir dir{"dt-it"};
   std::string root = dir.path();
   std::string socket, plugin_dir, config, log;

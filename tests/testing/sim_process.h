@@ -33,7 +33,11 @@ class SimProcess {
     std::vector<std::string> args = {binary_,   "--listen",          "127.0.0.1:0",
                                      "--state", dir_ / "state.json", "--user",
                                      "admin",   "--password",        password};
-    args.insert(args.end(), extra_.begin(), extra_.end());
+    for (auto a : extra_) {
+      // "{dir}" stands for the simulator's own temp dir (e.g. --file-dir {dir}/volumes).
+      if (auto p = a.find("{dir}"); p != std::string::npos) a.replace(p, 5, dir_.path());
+      args.push_back(a);
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND,
@@ -53,7 +57,8 @@ class SimProcess {
       const auto text = log();
       if (std::regex_search(text, m, listening)) {
         port = static_cast<unsigned short>(std::stoi(m[2]));
-        if (std::regex_search(text, m, tls)) tls_port = static_cast<unsigned short>(std::stoi(m[2]));
+        if (std::regex_search(text, m, tls))
+          tls_port = static_cast<unsigned short>(std::stoi(m[2]));
         return true;
       }
       int status = 0;

@@ -807,6 +807,23 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
     state["backend"] = options_.backend;
     return json_response(200, state, "sim");
   }
+  if (path == "/_sim/misroute") {
+    // A broken array: the export of one volume serves another volume's data. The agent must
+    // notice from the device itself and refuse it.
+    if (m == "DELETE") {
+      misroute_.clear();
+      return json_response(200, {{"misroute", misroute_}}, "sim");
+    }
+    if (m != "POST") return error(405, "POST or DELETE");
+    if (!in.is_object() || !in.contains("app_instance") || !in.contains("to_app_instance") ||
+        !in["app_instance"].is_string() || !in["to_app_instance"].is_string()) {
+      return error(400, "the body needs \"app_instance\" and \"to_app_instance\" (names)");
+    }
+    misroute_[in["app_instance"].get<std::string>()] = in["to_app_instance"].get<std::string>();
+    log_->warn("misroute: export of {} now serves {}'s data", in["app_instance"].get<std::string>(),
+               in["to_app_instance"].get<std::string>());
+    return json_response(200, {{"misroute", misroute_}}, "sim");
+  }
   if (path == "/_sim/exports") {
     if (m != "GET") return error(405, "GET");
     // ?initiator=<iqn>: only what that host may attach (online, and in the ACL unless allow_all).
@@ -814,8 +831,18 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
     for (const auto& [k, v] : parse_form(req.query())) {
       if (k == "initiator") initiator = v;
     }
+    const auto all = model_.exports();
+    auto data_path_of = [&](const ExportView& e) -> std::string {
+      if (!options_.data_path) return "";
+      if (auto mr = misroute_.find(e.app_instance); mr != misroute_.end()) {
+        for (const auto& other : all) {
+          if (other.app_instance == mr->second) return options_.data_path(other);
+        }
+      }
+      return options_.data_path(e);
+    };
     json out = json::array();
-    for (const auto& e : model_.exports()) {
+    for (const auto& e : all) {
       const bool in_acl = std::find(e.acl_iqns.begin(), e.acl_iqns.end(), initiator.value_or("")) !=
                           e.acl_iqns.end();
       if (initiator && !(e.online && (in_acl || e.access_control_mode == "allow_all"))) continue;
@@ -831,12 +858,13 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
                      {"acl", e.acl_iqns},
                      {"iqn", e.iqn},
                      {"ips", e.ips},
-                     {"path", options_.data_path ? options_.data_path(e) : std::string()}});
+                     {"path", data_path_of(e)}});
     }
     return json_response(200, {{"backend", options_.backend}, {"exports", out}}, "sim");
   }
-  return error(404, "no such control endpoint: " + path +
-                        " (faults, expire_tokens, failover, rebalance, acl_log, state, exports)");
+  return error(
+      404, "no such control endpoint: " + path +
+               " (faults, expire_tokens, failover, rebalance, acl_log, state, exports, misroute)");
 }
 
 }  // namespace datera::sim

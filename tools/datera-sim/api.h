@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -86,6 +87,8 @@ class Api : public http::Handler {
   LoggerPtr log_;
   ApiOptions options_;
   Faults faults_;
+  /// /_sim/misroute: app instance name -> the app instance whose data its export points at.
+  std::map<std::string, std::string> misroute_;
   std::mt19937_64 fault_rng_;
   uint64_t next_req_id_ = 1;
 };

@@ -1,0 +1,105 @@
+#include "agent/volume/array.h"
+
+namespace datera::volume {
+
+namespace asio = boost::asio;
+
+namespace {
+
+class EdfArray : public Array {
+ public:
+  explicit EdfArray(edf::Client& client) : client_(client) {}
+
+  asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec& spec) override {
+    co_return co_await client_.ensure_app_instance(spec);
+  }
+  asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
+      const std::string& name) override {
+    auto ai = co_await client_.get_app_instance(name);
+    if (!ai) {
+      if (ai.error().code == 404) co_return std::optional<edf::AppInstance>();
+      co_return ai.error();
+    }
+    co_return std::optional<edf::AppInstance>(std::move(*ai));
+  }
+  asio::awaitable<Status> ensure_initiator(const std::string& iqn,
+                                           const std::string& label) override {
+    co_return co_await client_.ensure_initiator(iqn, label);
+  }
+  asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
+    co_return co_await client_.acl_add(name, iqn);
+  }
+  asio::awaitable<Status> acl_remove(const std::string& name, const std::string& iqn) override {
+    co_return co_await client_.acl_remove(name, iqn);
+  }
+  asio::awaitable<Result<edf::AppInstance>> bring_online(
+      const std::string& name, std::chrono::milliseconds timeout) override {
+    auto on = co_await client_.set_online(name, true);
+    if (!on) co_return on.error();
+    if (on->op_state == "available") co_return on;
+    co_return co_await client_.wait_available(name, timeout, std::chrono::milliseconds(250));
+  }
+  asio::awaitable<Status> resize(const std::string& name, int64_t size_gib) override {
+    co_return co_await client_.resize(name, size_gib);
+  }
+  asio::awaitable<Status> delete_volume(const std::string& name) override {
+    co_return co_await client_.delete_app_instance(name);
+  }
+
+ private:
+  edf::Client& client_;
+};
+
+}  // namespace
+
+struct EdfArrays::Entry {
+  std::unique_ptr<edf::Transport> transport;
+  std::unique_ptr<edf::Client> client;
+  std::unique_ptr<EdfArray> array;
+};
+
+EdfArrays::EdfArrays(asio::any_io_executor executor, EdfArraysOptions options, edf::Probe& probe,
+                     LoggerPtr log)
+    : executor_(std::move(executor)),
+      options_(std::move(options)),
+      probe_(probe),
+      log_(std::move(log)) {}
+
+EdfArrays::~EdfArrays() = default;
+
+Result<Array*> EdfArrays::get(const edf::BackendTarget& target) {
+  if (target.host.empty()) {
+    return Error{
+        "no Datera array for this volume: set backstoreServer in the volume's options, a "
+        "secretRef with 'server', or backend.server in the agent config"};
+  }
+  if (target.credentials.empty()) {
+    return Error{"no credentials for array " + target.server() +
+                 ": give a secretRef (username, password), serverUser/serverPasswd, or "
+                 "backend.username and backend.password_file in the agent config"};
+  }
+  // Keyed by what makes a session distinct; the password is part of it so a rotated secret gets
+  // a fresh client (the key is never printed).
+  const std::string key =
+      target.server() + "\n" + target.credentials.user + "\n" + target.credentials.password;
+  auto it = entries_.find(key);
+  if (it != entries_.end()) return it->second->array.get();
+  auto transport = edf::make_beast_transport(executor_, edf::Endpoint{target.host, target.port},
+                                             log_, options_.tls);
+  if (!transport) return transport.error().wrap("array " + target.server());
+  auto entry = std::make_unique<Entry>();
+  entry->transport = std::move(*transport);
+  edf::ClientOptions o;
+  o.server = target.server();
+  o.credentials = target.credentials;
+  o.tenant = options_.tenant;
+  o.request_timeout = options_.request_timeout;
+  entry->client = std::make_unique<edf::Client>(executor_, *entry->transport, o, probe_, log_);
+  entry->array = std::make_unique<EdfArray>(*entry->client);
+  Array* out = entry->array.get();
+  log_->info("array {} (user {}): client created", target.server(), target.credentials.user);
+  entries_.emplace(key, std::move(entry));
+  return out;
+}
+
+}  // namespace datera::volume

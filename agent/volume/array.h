@@ -1,0 +1,76 @@
+#pragma once
+
+// What the volume manager needs from a Datera array, as a small interface so its logic can be unit
+// tested; EdfArrays is the real one: one EDF client per (array, user), made on first use, because
+// FlexVolume options may name their own array and credentials (backstoreServer, secretRef).
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "agent/common/logging.h"
+#include "agent/common/result.h"
+#include "plugins/datera/client.h"
+#include "plugins/datera/options.h"
+#include "plugins/datera/probe.h"
+#include "plugins/datera/transport.h"
+
+namespace datera::volume {
+
+class Array {
+ public:
+  virtual ~Array() = default;
+  /// The app instance, created from `spec` when absent.
+  virtual boost::asio::awaitable<Result<edf::AppInstance>> ensure_volume(
+      const edf::VolumeSpec& spec) = 0;
+  /// nullopt when the array has no such app instance.
+  virtual boost::asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
+      const std::string& name) = 0;
+  virtual boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn,
+                                                          const std::string& label) = 0;
+  virtual boost::asio::awaitable<Status> acl_add(const std::string& name,
+                                                 const std::string& iqn) = 0;
+  virtual boost::asio::awaitable<Status> acl_remove(const std::string& name,
+                                                    const std::string& iqn) = 0;
+  /// Online, then waits (bounded) until storage reports available; yields the fresh state.
+  virtual boost::asio::awaitable<Result<edf::AppInstance>> bring_online(
+      const std::string& name, std::chrono::milliseconds timeout) = 0;
+  virtual boost::asio::awaitable<Status> resize(const std::string& name, int64_t size_gib) = 0;
+  virtual boost::asio::awaitable<Status> delete_volume(const std::string& name) = 0;
+};
+
+class Arrays {
+ public:
+  virtual ~Arrays() = default;
+  /// The array for `target` (host, port, credentials); the same object for the same target.
+  virtual Result<Array*> get(const edf::BackendTarget& target) = 0;
+};
+
+struct EdfArraysOptions {
+  edf::TlsOptions tls;
+  std::string tenant = "/root";
+  std::chrono::milliseconds request_timeout{30'000};
+};
+
+class EdfArrays : public Arrays {
+ public:
+  EdfArrays(boost::asio::any_io_executor executor, EdfArraysOptions options, edf::Probe& probe,
+            LoggerPtr log);
+  ~EdfArrays() override;
+  Result<Array*> get(const edf::BackendTarget& target) override;
+
+ private:
+  struct Entry;
+  boost::asio::any_io_executor executor_;
+  EdfArraysOptions options_;
+  edf::Probe& probe_;
+  LoggerPtr log_;
+  std::map<std::string, std::unique_ptr<Entry>> entries_;
+};
+
+}  // namespace datera::volume

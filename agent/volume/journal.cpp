@@ -1,0 +1,207 @@
+#include "agent/volume/journal.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "agent/common/blocking.h"
+#include "agent/common/fs.h"
+
+namespace datera::volume {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kFormat = 1;
+
+/// FNV-1a 64: detects torn and edited files (not an adversary: the directory is root-only).
+std::string checksum(const std::string& text) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+Result<Phase> phase_from(const std::string& s) {
+  if (s == "attaching") return Phase::attaching;
+  if (s == "attached") return Phase::attached;
+  if (s == "detaching") return Phase::detaching;
+  return Error{"unknown phase '" + s + "'"};
+}
+
+json target_json(const initiator::Target& t) {
+  return {{"iqn", t.iqn}, {"portals", t.portals}, {"serial", t.serial}, {"lun", t.lun}};
+}
+
+json pods_json(const std::vector<PodMount>& pods) {
+  json out = json::array();
+  for (const auto& p : pods) out.push_back({{"dir", p.dir}, {"read_only", p.read_only}});
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::attaching:
+      return "attaching";
+    case Phase::attached:
+      return "attached";
+    case Phase::detaching:
+      return "detaching";
+  }
+  return "unknown";
+}
+
+bool Record::has_pod(const std::string& dir) const {
+  for (const auto& p : pods) {
+    if (p.dir == dir) return true;
+  }
+  return false;
+}
+
+json Record::public_json() const {
+  return {{"volume", volume},
+          {"phase", to_string(phase)},
+          {"backend", backend.server()},
+          {"fs_type", fs_type},
+          {"delete_on_release", delete_on_release},
+          {"initiator_iqn", initiator_iqn},
+          {"target", target_json(target)},
+          {"device", device},
+          {"staging", staging},
+          {"pods", pods_json(pods)},
+          {"pending_pod", pending_pod},
+          {"generation", generation}};
+}
+
+std::string Journal::encode(const Record& rec) {
+  json body = rec.public_json();
+  body["backend"] = {{"host", rec.backend.host},
+                     {"port", rec.backend.port},
+                     {"user", rec.backend.credentials.user},
+                     {"password", rec.backend.credentials.password}};
+  body["mount_options"] = rec.mount_options;
+  const std::string text = body.dump();
+  return json{{"format", kFormat}, {"checksum", checksum(text)}, {"record", text}}.dump(1) + "\n";
+}
+
+Result<Record> Journal::decode(const std::string& text) {
+  json outer = json::parse(text, nullptr, false);
+  if (outer.is_discarded() || !outer.is_object()) return Error{"not JSON"};
+  if (outer.value("format", 0) != kFormat) return Error{"unknown journal format"};
+  const auto body_text = outer.value("record", std::string());
+  if (checksum(body_text) != outer.value("checksum", std::string())) {
+    return Error{"checksum mismatch (torn write or edited by hand)"};
+  }
+  json b = json::parse(body_text, nullptr, false);
+  if (b.is_discarded() || !b.is_object()) return Error{"record is not JSON"};
+  try {
+    Record r;
+    r.volume = b.at("volume").get<std::string>();
+    auto phase = phase_from(b.at("phase").get<std::string>());
+    if (!phase) return phase.error();
+    r.phase = *phase;
+    const auto& be = b.at("backend");
+    r.backend.host = be.at("host").get<std::string>();
+    r.backend.port = be.at("port").get<uint16_t>();
+    r.backend.credentials.user = be.at("user").get<std::string>();
+    r.backend.credentials.password = be.at("password").get<std::string>();
+    r.fs_type = b.at("fs_type").get<std::string>();
+    r.mount_options = b.at("mount_options").get<std::vector<std::string>>();
+    r.delete_on_release = b.at("delete_on_release").get<bool>();
+    r.initiator_iqn = b.at("initiator_iqn").get<std::string>();
+    const auto& t = b.at("target");
+    r.target.volume = r.volume;
+    r.target.iqn = t.at("iqn").get<std::string>();
+    r.target.portals = t.at("portals").get<std::vector<std::string>>();
+    r.target.serial = t.at("serial").get<std::string>();
+    r.target.lun = t.at("lun").get<int>();
+    r.device = b.at("device").get<std::string>();
+    r.staging = b.at("staging").get<std::string>();
+    for (const auto& p : b.at("pods")) {
+      r.pods.push_back({p.at("dir").get<std::string>(), p.at("read_only").get<bool>()});
+    }
+    r.pending_pod = b.at("pending_pod").get<std::string>();
+    r.generation = b.at("generation").get<uint64_t>();
+    return r;
+  } catch (const json::exception& e) {
+    return Error{std::string("record field missing or of the wrong type: ") + e.what()};
+  }
+}
+
+Journal::Journal(std::string dir, boost::asio::thread_pool& pool, LoggerPtr log)
+    : dir_(std::move(dir)), pool_(pool), log_(std::move(log)) {}
+
+Status Journal::prepare() const {
+  return fs::ensure_dir(dir_, 0700);
+}
+
+std::string Journal::path_of(const std::string& volume) const {
+  return fs::join(dir_, volume + ".json");
+}
+
+boost::asio::awaitable<Status> Journal::save(Record& rec) {
+  ++rec.generation;
+  const std::string text = encode(rec);
+  const std::string path = path_of(rec.volume);
+  auto write = [&]() { return fs::atomic_write(path, text, 0600); };
+  auto st = co_await run_blocking(pool_, write);
+  if (!st) co_return st.error().wrap("writing the journal of volume " + rec.volume);
+  co_return ok_status();
+}
+
+boost::asio::awaitable<Status> Journal::remove(const std::string& volume) {
+  const std::string path = path_of(volume);
+  const std::string dir = dir_;
+  auto unlink = [&]() -> Status {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Error::from_errno("removing " + path, errno);
+    }
+    return fs::fsync_dir(dir);
+  };
+  co_return co_await run_blocking(pool_, unlink);
+}
+
+std::vector<Record> Journal::load_all(std::vector<std::string>* problems) const {
+  std::vector<Record> out;
+  DIR* d = ::opendir(dir_.c_str());
+  if (!d) return out;
+  std::vector<std::string> names;
+  while (auto* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0 && name[0] != '.') {
+      names.push_back(name);
+    }
+  }
+  ::closedir(d);
+  for (const auto& name : names) {
+    const std::string path = fs::join(dir_, name);
+    auto text = fs::read_file(path, 1 << 20);
+    Result<Record> rec = text ? decode(*text) : Result<Record>(text.error());
+    if (rec && rec->volume + ".json" != name) rec = Error{"record names another volume"};
+    if (!rec) {
+      const auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+      const std::string aside = path + ".corrupt-" + std::to_string(stamp);
+      ::rename(path.c_str(), aside.c_str());
+      const std::string problem =
+          "journal " + path + " unusable (" + rec.error().message + "); moved to " + aside;
+      log_->error("{}", problem);
+      if (problems) problems->push_back(problem);
+      continue;
+    }
+    out.push_back(std::move(*rec));
+  }
+  return out;
+}
+
+}  // namespace datera::volume

@@ -1,0 +1,89 @@
+#pragma once
+
+// The per-volume journal: what this node intends and has done for each volume it serves, written
+// before and after every step so a crash at any point can be finished or rolled back at start-up.
+// One file per volume, `<dir>/<volume>.json`, replaced atomically (temp file, fsync, rename, fsync
+// of the directory) and checksummed, so a torn or edited record is detected, never half-trusted.
+//
+// The record holds the array credentials the volume was attached with (unmount gets no options from
+// kubelet, yet must reach the array): the directory is 0700 and the files 0600, root only, and no
+// log line, metric or status output ever includes them.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/common/logging.h"
+#include "agent/common/result.h"
+#include "plugins/datera/options.h"
+#include "plugins/initiator/initiator.h"
+
+namespace datera::volume {
+
+/// Where a volume is in its life on this node.
+enum class Phase {
+  attaching,  ///< a mount is in progress (or crashed mid-way)
+  attached,   ///< the staging mount is up; `pods` lists its bind mounts
+  detaching,  ///< the last pod left; tear-down is in progress (or crashed mid-way)
+};
+const char* to_string(Phase p);
+
+struct PodMount {
+  std::string dir;  ///< kubelet's pod volume dir
+  bool read_only = false;
+};
+
+struct Record {
+  std::string volume;  ///< app instance name (also the file name)
+  Phase phase = Phase::attaching;
+  edf::BackendTarget backend;  ///< array and credentials the volume was attached with
+  std::string fs_type = "xfs";
+  std::vector<std::string> mount_options;
+  bool delete_on_release = false;
+  std::string initiator_iqn;  ///< this node's IQN as put into the ACL
+  initiator::Target target;   ///< filled once the array answered
+  std::string device;         ///< last verified device path
+  std::string staging;        ///< the per-volume staging mount point
+  std::vector<PodMount> pods;
+  std::string pending_pod;  ///< the pod dir of the mount or unmount in progress
+  uint64_t generation = 0;  ///< bumped by every save
+
+  bool has_pod(const std::string& dir) const;
+  /// The record without credentials, for status output.
+  nlohmann::json public_json() const;
+};
+
+class Journal {
+ public:
+  Journal(std::string dir, boost::asio::thread_pool& pool, LoggerPtr log);
+
+  /// Creates the directory (0700).
+  Status prepare() const;
+  /// Writes `rec` atomically, off the event loop; bumps its generation first.
+  boost::asio::awaitable<Status> save(Record& rec);
+  boost::asio::awaitable<Status> remove(const std::string& volume);
+
+  /// Reads every record (start-up only; blocking). A record that fails its checksum or does not
+  /// parse is moved aside to `<file>.corrupt-<time>` and reported in `problems`, never used.
+  std::vector<Record> load_all(std::vector<std::string>* problems) const;
+
+  const std::string& dir() const { return dir_; }
+
+  // The file format, exposed for tests.
+  static std::string encode(const Record& rec);
+  static Result<Record> decode(const std::string& text);
+
+ private:
+  std::string path_of(const std::string& volume) const;
+
+  std::string dir_;
+  boost::asio::thread_pool& pool_;
+  LoggerPtr log_;
+};
+
+}  // namespace datera::volume

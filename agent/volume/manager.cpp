@@ -1,0 +1,611 @@
+#include "agent/volume/manager.h"
+
+#include <algorithm>
+#include <set>
+
+#include "agent/common/fs.h"
+
+namespace datera::volume {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string opt(const flex::Json& o, const char* key) {
+  const auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+/// Lexically normal absolute path without "..", or "" when it is not one.
+std::string normal_path(const std::string& p) {
+  if (p.empty() || p.front() != '/') return "";
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= p.size()) {
+    const size_t j = std::min(p.find('/', i), p.size());
+    const std::string part = p.substr(i, j - i);
+    if (part == "..") return "";
+    if (!part.empty() && part != ".") parts.push_back(part);
+    i = j + 1;
+  }
+  std::string out;
+  for (const auto& part : parts) out += "/" + part;
+  return out.empty() ? "/" : out;
+}
+
+/// Measures one step into the probe when it goes out of scope.
+class StepTimer {
+ public:
+  StepTimer(Probe& probe, std::string op, std::string step)
+      : probe_(probe), op_(std::move(op)), step_(std::move(step)), start_(Clock::now()) {}
+  ~StepTimer() { probe_.step(op_, step_, Clock::now() - start_); }
+  StepTimer(const StepTimer&) = delete;
+  StepTimer& operator=(const StepTimer&) = delete;
+
+ private:
+  Probe& probe_;
+  std::string op_;
+  std::string step_;
+  Clock::time_point start_;
+};
+
+}  // namespace
+
+Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
+                 mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log)
+    : options_(std::move(options)),
+      arrays_(arrays),
+      initiator_(initiator),
+      mounter_(mounter),
+      journal_(journal),
+      probe_(probe),
+      log_(std::move(log)) {
+  options_.kubelet_root = normal_path(options_.kubelet_root);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mount
+// ---------------------------------------------------------------------------------------------
+
+asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
+  const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
+  Failed failed{"options", Error{}};
+  auto done = co_await do_mount(pod_dir, request.options, failed);
+  update_gauges();
+  probe_.operation("mount", done.ok());
+  if (!done) {
+    probe_.failure("mount", failed.step);
+    co_return flex::failure(done.error().message);
+  }
+  co_return flex::success();
+}
+
+Status Manager::check_pod_dir(const std::string& pod_dir) const {
+  if (pod_dir.empty()) return Error{"the pod volume dir must be an absolute path without '..'"};
+  const std::string root = options_.kubelet_root + "/";
+  if (pod_dir.rfind(root, 0) != 0 || pod_dir.size() == root.size()) {
+    return Error{"refusing pod volume dir " + pod_dir + ": it is not under kubelet_root " +
+                 options_.kubelet_root + " (check the agent's kubelet_root setting)"};
+  }
+  return ok_status();
+}
+
+asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_dir,
+                                                       const flex::Json& options, Failed& failed) {
+  if (auto st = check_pod_dir(pod_dir); !st) co_return st.error().wrap("mount");
+  auto parsed = edf::parse_volume_options(options, options_.default_backend);
+  if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
+  const edf::VolumeOptions vo = std::move(*parsed);
+  const std::string name = vo.spec.name;
+  const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
+  auto say = [&](const std::string& step, const Error& e) {
+    failed.step = step;
+    return Error{
+        "mount of volume " + name + " into " + pod_dir + " failed at " + step + ": " + e.message,
+        e.code};
+  };
+
+  auto guard = co_await locks_.lock(name);
+  auto [it, fresh] = records_.try_emplace(name);
+  Record& rec = it->second;
+  if (fresh) {
+    rec.volume = name;
+    rec.phase = Phase::attaching;
+    rec.staging = fs::join(options_.staging_dir, name);
+  }
+  // Another volume already bound at this pod dir would be a kubelet bug; never stack mounts.
+  if (const auto other = find_volume_of_pod(pod_dir); !other.empty() && other != name) {
+    if (fresh) records_.erase(name);
+    co_return say("checks", Error{"the pod dir already holds volume " + other});
+  }
+  // Idempotent: already served into this pod dir, and still mounted there.
+  if (rec.has_pod(pod_dir) && is_mounted_at(pod_dir)) {
+    log_->info("volume {}: already mounted into {}", name, pod_dir);
+    co_return pod_dir;
+  }
+  if (rec.pods.empty()) {
+    // The array and credentials come from this mount; a later unmount has no options.
+    rec.backend = vo.backend;
+    rec.fs_type = vo.fs_type;
+    rec.delete_on_release = vo.delete_on_release;
+  }
+  rec.pending_pod = pod_dir;
+  if (rec.phase == Phase::detaching) rec.phase = Phase::attaching;
+  {
+    StepTimer t(probe_, "mount", "journal");
+    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+  }
+  crash_point("mount:after_intent");
+
+  // Everything below is idempotent; a failure leaves the record for kubelet's retry, and rolls
+  // back what this node holds when no pod uses the volume yet.
+  auto fail_and_roll_back = [&](const std::string& step,
+                                const Error& e) -> asio::awaitable<Result<std::string>> {
+    Error out = say(step, e);
+    if (rec.pods.empty()) {
+      Failed ignored;
+      log_->warn("volume {}: {}; rolling back this node's attachment", name, out.message);
+      if (auto st = co_await release(rec, "mount", ignored); !st) {
+        log_->error("volume {}: rollback incomplete ({}); start-up reconcile will retry", name,
+                    st.error().message);
+      }
+    } else {
+      rec.pending_pod.clear();
+      (void)co_await journal_.save(rec);
+    }
+    co_return out;
+  };
+
+  auto iqn = initiator_.initiator_iqn();
+  if (!iqn) co_return co_await fail_and_roll_back("initiator", iqn.error());
+  rec.initiator_iqn = *iqn;
+  auto array = arrays_.get(rec.backend);
+  if (!array) co_return co_await fail_and_roll_back("array", array.error());
+  // Journal the IQN before the ACL can hold it: a crash after acl_add must still know what to
+  // remove.
+  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+
+  edf::AppInstance ai;
+  {
+    StepTimer t(probe_, "mount", "array");
+    auto created = co_await (*array)->ensure_volume(vo.spec);
+    if (!created) co_return co_await fail_and_roll_back("array", created.error());
+    if (auto st = co_await (*array)->ensure_initiator(*iqn, options_.node_name); !st) {
+      co_return co_await fail_and_roll_back("array", st.error());
+    }
+    if (auto st = co_await (*array)->acl_add(name, *iqn); !st) {
+      co_return co_await fail_and_roll_back("array", st.error());
+    }
+    auto online = co_await (*array)->bring_online(name, options_.online_timeout);
+    if (!online) co_return co_await fail_and_roll_back("array", online.error());
+    ai = std::move(*online);
+  }
+  if (ai.iqn.empty() || ai.ips.empty() || ai.volume_uuid.empty()) {
+    // Named first: GCC 12 destroys a brace-initialized temporary in a co_await twice (PR 100611).
+    const Error e{"the array reported no target IQN, access IP or volume uuid"};
+    co_return co_await fail_and_roll_back("array", e);
+  }
+  if (!rec.target.serial.empty() && rec.target.serial != ai.volume_uuid) {
+    // The journal knew another uuid: the app instance was deleted and re-created behind our back.
+    const Error e{"the array's volume uuid changed from " + rec.target.serial + " to " +
+                  ai.volume_uuid + " while pods use it; refusing to mix them"};
+    co_return co_await fail_and_roll_back("verify", e);
+  }
+  crash_point("mount:after_array");
+  rec.target = initiator::Target{name, ai.iqn, ai.ips, ai.volume_uuid, 0};
+  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+  crash_point("mount:after_target");
+
+  initiator::Device dev;
+  {
+    StepTimer t(probe_, "mount", "login");
+    auto connected = co_await initiator_.connect(rec.target, options_.connect_timeout);
+    if (!connected) co_return co_await fail_and_roll_back("login", connected.error());
+    dev = std::move(*connected);
+  }
+  rec.device = dev.path;
+  crash_point("mount:after_login");
+
+  if (auto staged = mount_at(rec.staging)) {
+    // Already staged: it must be this very device, or something is badly wrong.
+    if (staged->major != dev.major || staged->minor != dev.minor) {
+      const Error e{"staging path " + rec.staging + " holds device " +
+                    std::to_string(staged->major) + ":" + std::to_string(staged->minor) + ", not " +
+                    dev.path + "; unmount it by hand after checking"};
+      co_return co_await fail_and_roll_back("verify", e);
+    }
+  } else {
+    std::string fs_type = rec.fs_type;
+    {
+      StepTimer t(probe_, "mount", "format");
+      auto found = co_await mounter_.probe(dev.path);
+      if (!found) co_return co_await fail_and_roll_back("probe", found.error());
+      if (!*found) {
+        log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
+        if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
+          co_return co_await fail_and_roll_back("format", st.error());
+        }
+        crash_point("mount:after_format");
+      } else if (**found != fs_type) {
+        // Never reformat: mount what is there, and say so.
+        log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
+                   dev.path, **found, fs_type, **found);
+        fs_type = **found;
+      }
+    }
+    StepTimer t(probe_, "mount", "mount");
+    mount::MountRequest req{dev.path, rec.staging, fs_type, rec.mount_options, false};
+    if (auto st = co_await mounter_.mount(req); !st) {
+      co_return co_await fail_and_roll_back("mount", st.error());
+    }
+    crash_point("mount:after_staging");
+  }
+  {
+    StepTimer t(probe_, "mount", "bind");
+    if (auto st = co_await mounter_.bind(rec.staging, pod_dir, read_only); !st) {
+      co_return co_await fail_and_roll_back("bind", st.error());
+    }
+  }
+  crash_point("mount:after_bind");
+  if (!rec.has_pod(pod_dir)) rec.pods.push_back(PodMount{pod_dir, read_only});
+  rec.pending_pod.clear();
+  rec.phase = Phase::attached;
+  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+  log_->info("volume {}: mounted {} into {} ({}{} pod(s) on this node)", name, dev.path, pod_dir,
+             read_only ? "read-only, " : "", rec.pods.size());
+  co_return pod_dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// unmount
+// ---------------------------------------------------------------------------------------------
+
+asio::awaitable<flex::Json> Manager::unmount(const flex::Request& request) {
+  const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
+  Failed failed{"checks", Error{}};
+  auto st = co_await do_unmount(pod_dir, failed);
+  update_gauges();
+  probe_.operation("unmount", st.ok());
+  if (!st) {
+    probe_.failure("unmount", failed.step);
+    co_return flex::failure(st.error().message);
+  }
+  co_return flex::success();
+}
+
+asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& failed) {
+  if (auto st = check_pod_dir(pod_dir); !st) co_return st.error().wrap("unmount");
+  const std::string name = find_volume_of_pod(pod_dir);
+  if (name.empty()) {
+    if (!is_mounted_at(pod_dir)) {
+      log_->info("unmount {}: not a volume of this agent and not mounted; nothing to do", pod_dir);
+      co_return ok_status();
+    }
+    failed.step = "checks";
+    co_return Error{"unmount " + pod_dir + ": something is mounted there but the agent's journal " +
+                    "has no volume for it; refusing to guess. Check `findmnt " + pod_dir + "`"};
+  }
+  auto guard = co_await locks_.lock(name);
+  auto it = records_.find(name);
+  if (it == records_.end()) co_return ok_status();  // released while we waited
+  Record& rec = it->second;
+  auto say = [&](const std::string& step, const Error& e) {
+    failed.step = step;
+    return Error{
+        "unmount of volume " + name + " from " + pod_dir + " failed at " + step + ": " + e.message,
+        e.code};
+  };
+  rec.pending_pod = pod_dir;
+  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+  {
+    StepTimer t(probe_, "unmount", "unbind");
+    if (auto st = co_await mounter_.unmount(pod_dir); !st) co_return say("unbind", st.error());
+  }
+  crash_point("unmount:after_unbind");
+  std::erase_if(rec.pods, [&](const PodMount& p) { return p.dir == pod_dir; });
+  rec.pending_pod.clear();
+  if (!rec.pods.empty()) {
+    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+    log_->info("volume {}: unmounted from {}; {} pod(s) still use it", name, pod_dir,
+               rec.pods.size());
+    co_return ok_status();
+  }
+  if (auto st = co_await release(rec, "unmount", failed); !st) {
+    co_return Error{"unmount of volume " + name + " from " + pod_dir + ": the pod's mount is " +
+                        "gone, but releasing the volume failed at " + failed.step + ": " +
+                        st.error().message + " (the agent retries at start-up and on the next " +
+                        "call)",
+                    st.error().code};
+  }
+  log_->info("volume {}: unmounted from {}; released by this node", name, pod_dir);
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
+                                         Failed& failed) {
+  const std::string name = rec.volume;
+  rec.phase = Phase::detaching;
+  if (auto st = co_await journal_.save(rec); !st) {
+    failed.step = "journal";
+    co_return st;
+  }
+  {
+    StepTimer t(probe_, operation, "unmount");
+    if (auto st = co_await mounter_.unmount(rec.staging); !st) {
+      failed.step = "unmount";
+      co_return st;
+    }
+  }
+  crash_point(operation + ":after_staging_unmount");
+  if (!rec.target.serial.empty()) {
+    StepTimer t(probe_, operation, "logout");
+    if (auto st = co_await initiator_.disconnect(rec.target); !st) {
+      failed.step = "logout";
+      co_return st;
+    }
+  }
+  crash_point(operation + ":after_logout");
+  if (!rec.initiator_iqn.empty() && !rec.backend.host.empty()) {
+    StepTimer t(probe_, operation, "array");
+    auto array = arrays_.get(rec.backend);
+    if (!array) {
+      failed.step = "array";
+      co_return array.error();
+    }
+    if (auto st = co_await (*array)->acl_remove(name, rec.initiator_iqn);
+        !st && st.error().code != 404) {
+      failed.step = "array";
+      co_return st;
+    }
+    if (rec.delete_on_release) {
+      if (auto st = co_await (*array)->delete_volume(name); !st) {
+        failed.step = "array";
+        co_return st;
+      }
+      log_->info("volume {}: deleted from the array (retainPolicy: never)", name);
+    }
+  }
+  crash_point(operation + ":after_array");
+  if (auto st = co_await journal_.remove(name); !st) {
+    failed.step = "journal";
+    co_return st;
+  }
+  records_.erase(name);  // `rec` dangles from here on
+  co_return ok_status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// expand
+// ---------------------------------------------------------------------------------------------
+
+asio::awaitable<flex::Json> Manager::expand(const flex::Request& request) {
+  Failed failed{"options", Error{}};
+  auto grown = co_await do_expand(request, failed);
+  update_gauges();
+  probe_.operation(request.command, grown.ok());
+  if (!grown) {
+    probe_.failure(request.command, failed.step);
+    co_return flex::failure(grown.error().message);
+  }
+  flex::Json reply = flex::success();
+  reply["volumeNewSize"] = *grown;
+  co_return reply;
+}
+
+asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request, Failed& failed) {
+  const std::string& op = request.command;
+  auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
+  if (!parsed) co_return parsed.error().wrap(op);
+  const std::string name = parsed->spec.name;
+  const std::string size_text = request.arg("newSize").value_or("");
+  int64_t bytes = 0;
+  for (const char c : size_text) {
+    if (c < '0' || c > '9' || bytes > (int64_t{1} << 50)) {
+      co_return Error{op + " of volume " + name + ": new size '" + size_text +
+                      "' is not a byte count"};
+    }
+    bytes = bytes * 10 + (c - '0');
+  }
+  constexpr int64_t kGiB = int64_t{1} << 30;
+  const int64_t gib = (bytes + kGiB - 1) / kGiB;  // EDF sizes are whole GiB: round up
+  auto say = [&](const std::string& step, const Error& e) {
+    failed.step = step;
+    return Error{op + " of volume " + name + " to " + std::to_string(gib) + " GiB failed at " +
+                     step + ": " + e.message,
+                 e.code};
+  };
+  if (gib < 1) co_return say("options", Error{"the new size must be at least 1 byte"});
+
+  auto guard = co_await locks_.lock(name);
+  auto rec_it = records_.find(name);
+  // A volume this node serves is grown on the array it was attached from.
+  auto array = arrays_.get(rec_it != records_.end() ? rec_it->second.backend : parsed->backend);
+  if (!array) co_return say("array", array.error());
+  {
+    StepTimer t(probe_, op, "array");
+    auto current = co_await (*array)->find_volume(name);
+    if (!current) co_return say("array", current.error());
+    if (!*current) co_return say("array", Error{"the array has no such volume"});
+    if ((*current)->size_gib < gib) {
+      if (auto st = co_await (*array)->resize(name, gib); !st) co_return say("array", st.error());
+      log_->info("volume {}: grown on the array from {} to {} GiB", name, (*current)->size_gib,
+                 gib);
+    }
+  }
+  if (op == "expandvolume") co_return gib* kGiB;
+
+  if (rec_it == records_.end() || rec_it->second.phase != Phase::attached) {
+    co_return say("checks", Error{"the volume is not mounted on this node"});
+  }
+  Record& rec = rec_it->second;
+  {
+    StepTimer t(probe_, op, "rescan");
+    if (auto st = co_await initiator_.refresh(rec.target); !st) co_return say("rescan", st.error());
+  }
+  {
+    StepTimer t(probe_, op, "grow");
+    auto staged = mount_at(rec.staging);
+    if (!staged) co_return say("grow", Error{"the staging mount " + rec.staging + " is gone"});
+    if (auto st = co_await mounter_.grow(rec.device, rec.staging, staged->fstype); !st) {
+      co_return say("grow", st.error());
+    }
+  }
+  log_->info("volume {}: filesystem grown to {} GiB", name, gib);
+  co_return gib* kGiB;
+}
+
+// ---------------------------------------------------------------------------------------------
+// reconcile
+// ---------------------------------------------------------------------------------------------
+
+asio::awaitable<std::string> Manager::reconcile() {
+  std::vector<std::string> problems;
+  if (auto st = journal_.prepare(); !st) problems.push_back(st.error().message);
+  for (auto& rec : journal_.load_all(&problems)) records_[rec.volume] = std::move(rec);
+  for (size_t i = 0; i < problems.size(); ++i) probe_.reconcile("journal_unusable");
+
+  int kept = 0, released = 0, finished = 0, failed_count = 0, leaked = 0;
+  std::vector<std::string> names;
+  for (const auto& [name, _] : records_) names.push_back(name);
+  for (const auto& name : names) {
+    auto guard = co_await locks_.lock(name);
+    Record& rec = records_[name];
+    // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
+    // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
+    std::vector<PodMount> present;
+    for (const auto& p : rec.pods) {
+      if (is_mounted_at(p.dir)) {
+        present.push_back(p);
+      } else {
+        log_->warn("volume {}: pod mount {} is gone; forgetting it", name, p.dir);
+        probe_.reconcile("pod_forgotten");
+      }
+    }
+    if (!rec.pending_pod.empty() && !rec.has_pod(rec.pending_pod) &&
+        is_mounted_at(rec.pending_pod) && rec.phase == Phase::attaching) {
+      if (auto m = mount_at(rec.pending_pod); m && mount_at(rec.staging) &&
+                                              m->major == mount_at(rec.staging)->major &&
+                                              m->minor == mount_at(rec.staging)->minor) {
+        log_->info("volume {}: finishing the mount into {} that a crash interrupted", name,
+                   rec.pending_pod);
+        present.push_back(PodMount{rec.pending_pod, m->read_only});
+        ++finished;
+        probe_.reconcile("mount_finished");
+      }
+    }
+    rec.pods = std::move(present);
+    rec.pending_pod.clear();
+    if (!rec.pods.empty()) {
+      rec.phase = Phase::attached;
+      if (!mount_at(rec.staging)) {
+        log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
+        probe_.reconcile("staging_missing");
+      }
+      (void)co_await journal_.save(rec);
+      ++kept;
+      probe_.reconcile("kept");
+      continue;
+    }
+    // No pod uses it: roll back (or finish) the release. Safe because every step is idempotent.
+    Failed failed;
+    if (auto st = co_await release(rec, "reconcile", failed); !st) {
+      log_->error("volume {}: releasing it at start-up failed at {}: {}", name, failed.step,
+                  st.error().message);
+      probe_.reconcile("release_failed");
+      ++failed_count;
+    } else {
+      log_->info("volume {}: no pod uses it; released what a crash left behind", name);
+      probe_.reconcile("released");
+      ++released;
+    }
+  }
+
+  // Sessions with no journal record: leaked by a crash between login and the first journal write
+  // that named the target. Log out only when nothing of them is mounted.
+  auto sessions = co_await initiator_.sessions();
+  if (!sessions) {
+    log_->error("listing {} sessions at start-up failed: {}", initiator_.kind(),
+                sessions.error().message);
+    probe_.reconcile("sessions_unreadable");
+  } else {
+    std::set<std::string> known;
+    for (const auto& [_, rec] : records_) known.insert(rec.target.serial);
+    auto table = mounter_.mounts();
+    for (const auto& s : *sessions) {
+      if (!s.device || known.count(s.device->serial)) continue;
+      bool in_use = false;
+      if (table) {
+        for (const auto& m : *table) {
+          in_use |= m.major == s.device->major && m.minor == s.device->minor;
+        }
+      }
+      if (in_use || !table) {
+        log_->warn("{} session {} (device {}) has no journal record but is mounted; leaving it",
+                   initiator_.kind(), s.id, s.device->path);
+        probe_.reconcile("unknown_session_in_use");
+        continue;
+      }
+      initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
+      if (auto st = co_await initiator_.disconnect(t); !st) {
+        log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
+                    st.error().message);
+        probe_.reconcile("leak_logout_failed");
+      } else {
+        log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(),
+                   s.id, s.device->path, s.device->serial);
+        probe_.reconcile("leak_logged_out");
+        ++leaked;
+      }
+    }
+  }
+  update_gauges();
+  co_return "reconciled: " + std::to_string(kept) + " volume(s) in use, " +
+      std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(released) +
+      " released, " + std::to_string(failed_count) + " failed, " + std::to_string(leaked) +
+      " leaked session(s) removed, " + std::to_string(problems.size()) + " unusable record(s)";
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+std::optional<mount::MountEntry> Manager::mount_at(const std::string& target) const {
+  auto table = mounter_.mounts();
+  if (!table) return std::nullopt;
+  std::optional<mount::MountEntry> found;
+  for (const auto& m : *table) {
+    if (m.target == target) found = m;  // the last one is the visible one
+  }
+  return found;
+}
+
+bool Manager::is_mounted_at(const std::string& target) const {
+  return mount_at(target).has_value();
+}
+
+std::string Manager::find_volume_of_pod(const std::string& pod_dir) const {
+  for (const auto& [name, rec] : records_) {
+    if (rec.has_pod(pod_dir) || rec.pending_pod == pod_dir) return name;
+  }
+  return "";
+}
+
+void Manager::update_gauges() {
+  double attaching = 0, attached = 0, detaching = 0, pods = 0;
+  for (const auto& [_, rec] : records_) {
+    (rec.phase == Phase::attaching  ? attaching
+     : rec.phase == Phase::attached ? attached
+                                    : detaching) += 1;
+    pods += static_cast<double>(rec.pods.size());
+  }
+  probe_.phases(attaching, attached, detaching, pods);
+}
+
+nlohmann::json Manager::volumes() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [_, rec] : records_) out.push_back(rec.public_json());
+  return out;
+}
+
+}  // namespace datera::volume

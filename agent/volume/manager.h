@@ -1,0 +1,105 @@
+#pragma once
+
+// The volume manager: FlexVolume `mount` and `unmount` with attach=false, end to end.
+//
+// mount <pod-dir> <options>: ensure the app instance (created from the options on first use),
+// register this node's initiator, add it to the ACL, bring the volume online, log in, verify the
+// device is the volume's LUN, format it only if blank, mount it once at a per-volume staging path
+// under the agent's state dir, and bind-mount that into the pod dir (read-only when asked). Pods
+// on one node share one staging mount.
+//
+// unmount <pod-dir>: kubelet gives no options, so the journal says which volume it is. Remove the
+// bind; after the last pod, unmount the staging path, log out, leave the ACL, and apply the retain
+// policy.
+//
+// Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
+// concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
+// finishes or rolls back whatever a crash interrupted, from the journal, the sessions and
+// mountinfo.
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/common/logging.h"
+#include "agent/flexvolume/service.h"
+#include "agent/mount/mounter.h"
+#include "agent/volume/array.h"
+#include "agent/volume/journal.h"
+#include "agent/volume/keyed_mutex.h"
+#include "agent/volume/probe.h"
+#include "plugins/flexvolume/protocol.h"
+#include "plugins/initiator/initiator.h"
+
+namespace datera::volume {
+
+struct ManagerOptions {
+  std::string node_name;
+  std::string kubelet_root = "/var/lib/kubelet";
+  std::string staging_dir = "/var/lib/datera-agent/staging";
+  edf::BackendTarget default_backend;
+  std::chrono::milliseconds online_timeout{120'000};  ///< array: op_state available
+  std::chrono::milliseconds connect_timeout{60'000};  ///< login and the device showing up
+  /// Called between steps with the point's name ("mount:after_login"...). Production leaves it
+  /// empty; the host tier's crash tests make it kill the process there (see
+  /// DATERA_AGENT_TEST_CRASH_AT).
+  std::function<void(const std::string&)> crash_point;
+};
+
+class Manager : public flexvolume::VolumeOps {
+ public:
+  Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
+          mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log);
+
+  /// Start-up: loads the journal and brings it in line with the host before anything is served.
+  /// Yields a summary for the log; problems are logged and counted, not fatal.
+  boost::asio::awaitable<std::string> reconcile();
+
+  boost::asio::awaitable<flex::Json> mount(const flex::Request& request) override;
+  boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) override;
+  /// expandvolume: grows the app instance on the array (never shrinks). expandfs: the same, then
+  /// the device is rescanned and the filesystem grown, on the node that has it mounted.
+  boost::asio::awaitable<flex::Json> expand(const flex::Request& request) override;
+
+  /// For /v1/volumes: every volume this node serves, without credentials.
+  nlohmann::json volumes() const;
+
+ private:
+  struct Failed {
+    std::string step;
+    Error error;
+  };
+
+  boost::asio::awaitable<Result<std::string>> do_mount(const std::string& pod_dir,
+                                                       const flex::Json& options, Failed& failed);
+  boost::asio::awaitable<Result<int64_t>> do_expand(const flex::Request& request, Failed& failed);
+  boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
+  /// After the last pod: staging unmount, logout, ACL removal, retain policy, record removed.
+  /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
+  boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
+  Status check_pod_dir(const std::string& pod_dir) const;
+  bool is_mounted_at(const std::string& target) const;
+  std::optional<mount::MountEntry> mount_at(const std::string& target) const;
+  std::string find_volume_of_pod(const std::string& pod_dir) const;
+  void update_gauges();
+  void crash_point(const std::string& name) const {
+    if (options_.crash_point) options_.crash_point(name);
+  }
+
+  ManagerOptions options_;
+  Arrays& arrays_;
+  initiator::Initiator& initiator_;
+  mount::Mounter& mounter_;
+  Journal& journal_;
+  Probe& probe_;
+  LoggerPtr log_;
+  KeyedMutex locks_;
+  std::map<std::string, Record> records_;
+};
+
+}  // namespace datera::volume

@@ -1,0 +1,81 @@
+#include "agent/volume/probe.h"
+
+namespace datera::volume {
+
+namespace {
+const prometheus::Histogram::BucketBoundaries kStepBuckets{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
+                                                           1,     2.5,   5,    10,   30,  120};
+}
+
+Probe::Probe(prometheus::Registry& registry)
+    : volumes_(prometheus::BuildGauge()
+                   .Name("datera_agent_volumes")
+                   .Help("Volumes this node serves, by phase")
+                   .Register(registry)),
+      pods_(prometheus::BuildGauge()
+                .Name("datera_agent_volume_pods")
+                .Help("Pod bind mounts of Datera volumes on this node")
+                .Register(registry)
+                .Add({})),
+      steps_(prometheus::BuildHistogram()
+                 .Name("datera_agent_volume_step_duration_seconds")
+                 .Help("Duration of each step of a volume operation")
+                 .Register(registry)),
+      operations_(prometheus::BuildCounter()
+                      .Name("datera_agent_volume_operations_total")
+                      .Help("Volume operations by result")
+                      .Register(registry)),
+      failures_(prometheus::BuildCounter()
+                    .Name("datera_agent_volume_failures_total")
+                    .Help("Failed volume operations by the step that failed")
+                    .Register(registry)),
+      reconcile_(prometheus::BuildCounter()
+                     .Name("datera_agent_volume_reconcile_actions_total")
+                     .Help("What start-up reconciliation did")
+                     .Register(registry)),
+      udev_(prometheus::BuildCounter()
+                .Name("datera_agent_udev_events_total")
+                .Help("Kernel device events seen")
+                .Register(registry)),
+      udev_degraded_(prometheus::BuildGauge()
+                         .Name("datera_agent_udev_degraded")
+                         .Help("1 when the udev monitor failed and the agent polls instead")
+                         .Register(registry)
+                         .Add({})) {
+  phases(0, 0, 0, 0);
+}
+
+void Probe::phases(double attaching, double attached, double detaching, double pods) {
+  volumes_.Add({{"phase", "attaching"}}).Set(attaching);
+  volumes_.Add({{"phase", "attached"}}).Set(attached);
+  volumes_.Add({{"phase", "detaching"}}).Set(detaching);
+  pods_.Set(pods);
+}
+
+void Probe::step(const std::string& operation, const std::string& step,
+                 std::chrono::nanoseconds took) {
+  steps_.Add({{"operation", operation}, {"step", step}}, kStepBuckets)
+      .Observe(std::chrono::duration<double>(took).count());
+}
+
+void Probe::operation(const std::string& operation, bool ok) {
+  operations_.Add({{"operation", operation}, {"result", ok ? "success" : "failure"}}).Increment();
+}
+
+void Probe::failure(const std::string& operation, const std::string& reason) {
+  failures_.Add({{"operation", operation}, {"reason", reason}}).Increment();
+}
+
+void Probe::reconcile(const std::string& action) {
+  reconcile_.Add({{"action", action}}).Increment();
+}
+
+void Probe::udev_event(const std::string& subsystem, const std::string& action) {
+  udev_.Add({{"subsystem", subsystem}, {"action", action}}).Increment();
+}
+
+void Probe::udev_degraded(bool degraded) {
+  udev_degraded_.Set(degraded ? 1 : 0);
+}
+
+}  // namespace datera::volume

@@ -1,0 +1,47 @@
+#pragma once
+
+// The volume manager's metrics:
+//   datera_agent_volumes{phase}                                       gauge
+//   datera_agent_volume_pods                                           gauge (bind mounts served)
+//   datera_agent_volume_step_duration_seconds{operation,step}          histogram
+//   datera_agent_volume_operations_total{operation,result}             counter
+//   datera_agent_volume_failures_total{operation,reason}               counter (reason = step)
+//   datera_agent_volume_reconcile_actions_total{action}                counter
+//   datera_agent_udev_events_total{subsystem,action}                   counter
+//   datera_agent_udev_degraded                                         gauge (1 = polling only)
+
+#include <chrono>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace datera::volume {
+
+class Probe {
+ public:
+  explicit Probe(prometheus::Registry& registry);
+
+  void phases(double attaching, double attached, double detaching, double pods);
+  void step(const std::string& operation, const std::string& step, std::chrono::nanoseconds took);
+  void operation(const std::string& operation, bool ok);
+  void failure(const std::string& operation, const std::string& reason);
+  void reconcile(const std::string& action);
+  void udev_event(const std::string& subsystem, const std::string& action);
+  void udev_degraded(bool degraded);
+
+ private:
+  prometheus::Family<prometheus::Gauge>& volumes_;
+  prometheus::Gauge& pods_;
+  prometheus::Family<prometheus::Histogram>& steps_;
+  prometheus::Family<prometheus::Counter>& operations_;
+  prometheus::Family<prometheus::Counter>& failures_;
+  prometheus::Family<prometheus::Counter>& reconcile_;
+  prometheus::Family<prometheus::Counter>& udev_;
+  prometheus::Gauge& udev_degraded_;
+};
+
+}  // namespace datera::volume

@@ -1,0 +1,383 @@
+// The whole data path on the host tier: the installed shim -> datera-agent -> datera-sim (file
+// backend, ACL enforced) -> loop device -> real xfs mounts under a private kubelet root. Also the
+// crash tests: the agent is killed (SIGKILL) between every two steps of mount and unmount, then
+// restarted; nothing may leak and the data must survive.
+
+#include <dirent.h>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/agent_process.h"
+#include "tests/testing/sim_process.h"
+
+namespace datera {
+namespace {
+
+using nlohmann::json;
+using testing::AgentProcess;
+using testing::SimProcess;
+
+const std::string kIqn = "iqn.1993-08.org.debian:01:it-node";
+
+struct MountInfo {
+  std::string target;
+  std::string source_dev;  ///< major:minor
+  bool read_only = false;
+};
+
+std::vector<MountInfo> mountinfo() {
+  std::vector<MountInfo> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, devno, root, target, opts;
+    ss >> id >> parent >> devno >> root >> target >> opts;
+    out.push_back({target, devno, opts.rfind("ro", 0) == 0});
+  }
+  return out;
+}
+
+std::optional<MountInfo> mount_at(const std::string& target) {
+  std::optional<MountInfo> found;
+  for (auto& m : mountinfo()) {
+    if (m.target == target) found = m;
+  }
+  return found;
+}
+
+/// Loop devices whose backing file lives under `dir`.
+std::vector<std::string> loops_under(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir("/sys/block");
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind("loop", 0) != 0) continue;
+    std::ifstream in("/sys/block/" + name + "/loop/backing_file");
+    std::string backing;
+    if (std::getline(in, backing) && backing.rfind(dir, 0) == 0) out.push_back("/dev/" + name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+class VolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0)
+      GTEST_SKIP() << "SKIPPED: the volume tests mount filesystems and need root";
+    if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
+    }
+    ASSERT_TRUE(sim_.start()) << sim_.log();
+    std::ofstream(agent_.root + "/password") << sim_.password;
+    std::ofstream(agent_.config, std::ios::app)
+        << "backend: {server: '" << sim_.server() << "', username: admin, password_file: '"
+        << agent_.root << "/password'}\n"
+        << "initiator: {kind: loop, iqn: '" << kIqn << "'}\n";
+    start_agent();
+  }
+
+  void TearDown() override {
+    agent_.stop(SIGKILL);
+    // Never leave mounts or loop devices behind, whatever the test did.
+    auto all = mountinfo();
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      if (it->target.rfind(agent_.root, 0) == 0) ::umount2(it->target.c_str(), 0);
+    }
+    for (const auto& dev : loops_under(sim_.dir().path())) {
+      testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
+    }
+  }
+
+  void start_agent(const std::string& crash_at = "") {
+    agent_.extra_env.clear();
+    if (!crash_at.empty()) agent_.extra_env.push_back("DATERA_AGENT_TEST_CRASH_AT=" + crash_at);
+    ASSERT_TRUE(agent_.start());
+    ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
+  }
+
+  std::string pod_dir(const std::string& uid, const std::string& vol = "pv1") {
+    const std::string dir = agent_.root + "/kubelet/pods/" + uid + "/volumes/datera~iscsi/" + vol;
+    testing::exec_capture({"/bin/mkdir", "-p", dir});  // kubelet makes it before mount
+    return dir;
+  }
+
+  static std::string options(const std::string& volume, bool read_only = false) {
+    return json{{"volumeID", volume},
+                {"size", "1"},
+                {"kubernetes.io/fsType", "xfs"},
+                {"kubernetes.io/readwrite", read_only ? "ro" : "rw"},
+                {"kubernetes.io/pvOrVolumeName", "pv-" + volume}}
+        .dump();
+  }
+
+  json shim(const std::vector<std::string>& args) {
+    auto r = agent_.shim(args);
+    auto j = json::parse(r.output, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "not one JSON object: " << r.output;
+    EXPECT_EQ(r.exit_code, j.value("status", "") == "Success" ? 0 : 1) << r.output;
+    return j;
+  }
+
+  json sim_get(const std::string& path) {
+    const auto raw = testing::tcp_get(sim_.port, path);
+    auto j = json::parse(testing::body_of(raw), nullptr, false);
+    EXPECT_TRUE(j.is_object()) << "GET " << path << " from datera-sim: " << raw;
+    return j;
+  }
+
+  /// The volume's ACL as the simulator holds it; the volume must exist.
+  std::vector<std::string> acl_of(const std::string& volume) {
+    const auto all = sim_get("/_sim/exports");
+    for (const auto& e : all["exports"]) {
+      if (e["app_instance"] == volume) return e["acl"].get<std::vector<std::string>>();
+    }
+    ADD_FAILURE() << "datera-sim has no export of " << volume << ": " << all.dump();
+    return {};
+  }
+
+  /// Nothing of `volume` is left on this node: no mount under the agent's tree, no loop device,
+  /// no journal record, and the node is out of the ACL.
+  void expect_released(const std::string& volume) {
+    for (const auto& m : mountinfo()) {
+      EXPECT_NE(m.target.rfind(agent_.root, 0), 0u) << "left mounted: " << m.target;
+    }
+    EXPECT_TRUE(loops_under(sim_.dir().path()).empty()) << "loop device left attached";
+    EXPECT_FALSE(std::ifstream(agent_.root + "/state/journal/" + volume + ".json").good())
+        << "journal record left";
+    const auto acl = acl_of(volume);
+    EXPECT_EQ(std::count(acl.begin(), acl.end(), kIqn), 0) << "node left in the ACL";
+  }
+
+  void write_file(const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+    out.close();
+    ::sync();
+  }
+  std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  double metric(const std::string& line_prefix) {
+    std::istringstream ss(agent_.metrics());
+    std::string line;
+    while (std::getline(ss, line)) {
+      if (line.rfind(line_prefix + " ", 0) == 0) return std::stod(line.substr(line_prefix.size()));
+    }
+    return 0;
+  }
+
+  SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
+  AgentProcess agent_;
+};
+
+TEST_F(VolumeTest, MountWriteUnmountMountAgainReadsTheSameData) {
+  const auto pod = pod_dir("uid-1");
+  auto r = shim({"mount", pod, options("vol-data")});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << agent_.log_text();
+  const auto m = mount_at(pod);
+  ASSERT_TRUE(m) << "the pod dir is not a mount point";
+  EXPECT_FALSE(m->read_only);
+  EXPECT_TRUE(mount_at(agent_.root + "/state/staging/vol-data")) << "no staging mount";
+  EXPECT_EQ(acl_of("vol-data"), std::vector<std::string>{kIqn});
+  write_file(pod + "/hello.txt", "written by pod 1\n");
+
+  r = shim({"mount", pod, options("vol-data")});
+  EXPECT_EQ(r["status"], "Success") << "a repeated mount is idempotent: " << r.dump();
+
+  r = shim({"unmount", pod});
+  ASSERT_EQ(r["status"], "Success") << r.dump();
+  expect_released("vol-data");
+  r = shim({"unmount", pod});
+  EXPECT_EQ(r["status"], "Success") << "a repeated unmount is idempotent: " << r.dump();
+
+  const auto pod2 = pod_dir("uid-2");
+  r = shim({"mount", pod2, options("vol-data")});
+  ASSERT_EQ(r["status"], "Success") << r.dump();
+  EXPECT_EQ(read_file(pod2 + "/hello.txt"), "written by pod 1\n");
+  EXPECT_EQ(shim({"unmount", pod2})["status"], "Success");
+  expect_released("vol-data");
+
+  EXPECT_EQ(metric("datera_agent_volume_operations_total{operation=\"mount\",result=\"success\"}"),
+            3);
+  EXPECT_EQ(
+      metric("datera_agent_volume_operations_total{operation=\"unmount\",result=\"success\"}"), 3);
+  // The ACL log shows the node added twice and removed twice, in order.
+  std::vector<std::string> ops;
+  const auto log =
+      sim_get("/_sim/acl_log");  // named: a range-for over a temporary's member dangles
+  for (const auto& e : log["entries"]) ops.push_back(e["op"]);
+  EXPECT_EQ(ops, (std::vector<std::string>{"add", "remove", "add", "remove"}));
+}
+
+TEST_F(VolumeTest, TwoPodsShareOneStagingMountAndReadOnlyIsEnforced) {
+  const auto writer = pod_dir("uid-w");
+  const auto reader = pod_dir("uid-r");
+  ASSERT_EQ(shim({"mount", writer, options("vol-shared")})["status"], "Success");
+  ASSERT_EQ(shim({"mount", reader, options("vol-shared", true)})["status"], "Success");
+  const auto w = mount_at(writer);
+  const auto r = mount_at(reader);
+  ASSERT_TRUE(w && r);
+  EXPECT_EQ(w->source_dev, r->source_dev) << "both pods see the same filesystem";
+  EXPECT_TRUE(r->read_only);
+  write_file(writer + "/shared.txt", "from the writer\n");
+  EXPECT_EQ(read_file(reader + "/shared.txt"), "from the writer\n");
+  errno = 0;
+  EXPECT_EQ(::open((reader + "/nope").c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EROFS) << "a read-only pod must not write";
+  EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u) << "one device for both pods";
+
+  ASSERT_EQ(shim({"unmount", writer})["status"], "Success");
+  EXPECT_TRUE(mount_at(reader)) << "the other pod keeps its mount";
+  EXPECT_EQ(read_file(reader + "/shared.txt"), "from the writer\n");
+  EXPECT_EQ(acl_of("vol-shared"), std::vector<std::string>{kIqn}) << "still in use here";
+  ASSERT_EQ(shim({"unmount", reader})["status"], "Success");
+  expect_released("vol-shared");
+}
+
+TEST_F(VolumeTest, ExpandFsGrowsTheArrayVolumeTheDeviceAndTheFilesystem) {
+  const auto pod = pod_dir("uid-grow");
+  ASSERT_EQ(shim({"mount", pod, options("vol-grow")})["status"], "Success");
+  write_file(pod + "/keep.txt", "kept across the resize\n");
+  struct statvfs before {};
+  ASSERT_EQ(::statvfs(pod.c_str(), &before), 0);
+  const std::string two_gib = std::to_string(2LL << 30);
+  // kubelet: expandfs <json> <device> <deviceMountPath> <newSize> <oldSize>
+  auto r = shim({"expandfs", options("vol-grow"), "", "", two_gib, std::to_string(1LL << 30)});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << agent_.log_text();
+  EXPECT_EQ(r["volumeNewSize"], 2LL << 30);
+  struct statvfs after {};
+  ASSERT_EQ(::statvfs(pod.c_str(), &after), 0);
+  const double grew = static_cast<double>(after.f_blocks * after.f_frsize) /
+                      static_cast<double>(before.f_blocks * before.f_frsize);
+  EXPECT_GT(grew, 1.8) << "the pod must see about twice the space";
+  EXPECT_EQ(read_file(pod + "/keep.txt"), "kept across the resize\n");
+  for (const auto& e : sim_get("/_sim/exports")["exports"].get<std::vector<json>>()) {
+    if (e["app_instance"] == "vol-grow") {
+      EXPECT_EQ(e["size_gib"], 2);
+    }
+  }
+  // Repeating it changes nothing and still succeeds (kubelet retries).
+  EXPECT_EQ(shim({"expandfs", options("vol-grow"), "", "", two_gib, two_gib})["status"], "Success");
+  ASSERT_EQ(shim({"unmount", pod})["status"], "Success");
+  expect_released("vol-grow");
+}
+
+TEST_F(VolumeTest, ADeviceWhoseSerialIsNotTheVolumesIsRefused) {
+  // vol-b exists with a filesystem; then the array misroutes vol-a's export to vol-b's data.
+  const auto pod_b = pod_dir("uid-b");
+  ASSERT_EQ(shim({"mount", pod_b, options("vol-b")})["status"], "Success");
+  write_file(pod_b + "/owner", "b\n");
+  ASSERT_EQ(shim({"unmount", pod_b})["status"], "Success");
+  const auto pod_a = pod_dir("uid-a");
+  // Create vol-a first (a mount that works), so the misroute has both exports.
+  ASSERT_EQ(shim({"mount", pod_a, options("vol-a")})["status"], "Success");
+  ASSERT_EQ(shim({"unmount", pod_a})["status"], "Success");
+  ASSERT_NE(testing::tcp_json(sim_.port, "POST", "/_sim/misroute",
+                              R"({"app_instance":"vol-a","to_app_instance":"vol-b"})")
+                .find("200 OK"),
+            std::string::npos);
+
+  auto r = shim({"mount", pod_a, options("vol-a")});
+  EXPECT_EQ(r["status"], "Failure");
+  const std::string msg = r.value("message", "");
+  EXPECT_NE(msg.find("serial"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vol-a"), std::string::npos) << msg;
+  EXPECT_FALSE(mount_at(pod_a)) << "the wrong device was mounted";
+  expect_released("vol-a");
+  EXPECT_EQ(metric("datera_agent_volume_failures_total{operation=\"mount\",reason=\"login\"}"), 1);
+}
+
+TEST_F(VolumeTest, AgentKilledWhileMountedLeavesTheMountAndTheRestartedAgentServesIt) {
+  const auto pod = pod_dir("uid-1");
+  ASSERT_EQ(shim({"mount", pod, options("vol-restart")})["status"], "Success");
+  write_file(pod + "/before.txt", "before the crash\n");
+  agent_.stop(SIGKILL);
+  EXPECT_TRUE(mount_at(pod)) << "the pod's mount must outlive the agent";
+  start_agent();
+  EXPECT_NE(agent_.log_text().find("reconciled: 1 volume(s) in use"), std::string::npos)
+      << agent_.log_text();
+  auto vols = json::parse(testing::body_of(agent_.api(testing::http_get("/v1/volumes"))));
+  ASSERT_EQ(vols["volumes"].size(), 1u) << vols.dump();
+  EXPECT_EQ(vols["volumes"][0]["phase"], "attached");
+  EXPECT_EQ(vols["volumes"][0]["backend"].dump().find(sim_.password), std::string::npos);
+  EXPECT_EQ(vols.dump().find(sim_.password), std::string::npos) << "credentials in /v1/volumes";
+  EXPECT_EQ(read_file(pod + "/before.txt"), "before the crash\n");
+  ASSERT_EQ(shim({"unmount", pod})["status"], "Success");
+  expect_released("vol-restart");
+}
+
+/// SIGKILL between every two steps of mount: after a restart, either the pod is served (the
+/// crash came after the bind) or nothing at all is left; kubelet's retry then works, data intact.
+TEST_F(VolumeTest, KilledBetweenEveryStepOfMountThenRestartedLeaksNothing) {
+  // A volume with data on it first, so "data intact" means something.
+  const auto seed_pod = pod_dir("uid-seed");
+  ASSERT_EQ(shim({"mount", seed_pod, options("vol-crash")})["status"], "Success");
+  write_file(seed_pod + "/data.txt", "survives crashes\n");
+  ASSERT_EQ(shim({"unmount", seed_pod})["status"], "Success");
+
+  for (const std::string point : {"mount:after_intent", "mount:after_array", "mount:after_target",
+                                  "mount:after_login", "mount:after_staging", "mount:after_bind"}) {
+    SCOPED_TRACE(point);
+    agent_.stop(SIGKILL);
+    start_agent(point);
+    const auto pod = pod_dir("uid-" + point.substr(point.find(':') + 1));
+    auto r = agent_.shim({"mount", pod, options("vol-crash")});
+    EXPECT_EQ(r.exit_code, 1) << "the agent died mid-call: " << r.output;
+    EXPECT_TRUE(agent_.wait_exit() >= 0) << "the crash point was not reached";
+    EXPECT_NE(agent_.log_text().find("crash point " + point + " reached"), std::string::npos);
+    start_agent();
+    if (point == "mount:after_bind") {
+      // The bind was made: the restart finishes the mount, and kubelet's retry finds it done.
+      EXPECT_TRUE(mount_at(pod));
+    } else {
+      expect_released("vol-crash");
+    }
+    auto retry = shim({"mount", pod, options("vol-crash")});
+    ASSERT_EQ(retry["status"], "Success") << retry.dump() << agent_.log_text();
+    EXPECT_EQ(read_file(pod + "/data.txt"), "survives crashes\n");
+    ASSERT_EQ(shim({"unmount", pod})["status"], "Success");
+    expect_released("vol-crash");
+  }
+}
+
+/// SIGKILL between every two steps of unmount; kubelet retries the unmount after the restart.
+TEST_F(VolumeTest, KilledBetweenEveryStepOfUnmountThenRestartedLeaksNothing) {
+  for (const std::string point : {"unmount:after_unbind", "unmount:after_staging_unmount",
+                                  "unmount:after_logout", "unmount:after_array"}) {
+    SCOPED_TRACE(point);
+    const auto pod = pod_dir("uid-" + point.substr(point.find(':') + 1));
+    ASSERT_EQ(shim({"mount", pod, options("vol-ucrash")})["status"], "Success");
+    write_file(pod + "/data.txt", point + "\n");
+    agent_.stop(SIGKILL);
+    start_agent(point);
+    auto r = agent_.shim({"unmount", pod});
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(agent_.wait_exit() >= 0) << "the crash point was not reached";
+    start_agent();
+    EXPECT_EQ(shim({"unmount", pod})["status"], "Success");
+    expect_released("vol-ucrash");
+    // The data is intact on the array: mount it again and read it.
+    ASSERT_EQ(shim({"mount", pod, options("vol-ucrash")})["status"], "Success");
+    EXPECT_EQ(read_file(pod + "/data.txt"), point + "\n");
+    ASSERT_EQ(shim({"unmount", pod})["status"], "Success");
+    agent_.stop(SIGKILL);
+    start_agent();
+  }
+}
+
+}  // namespace
+}  // namespace datera
