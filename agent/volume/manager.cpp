@@ -4,6 +4,7 @@
 #include <set>
 
 #include "agent/common/fs.h"
+#include "agent/mount/linux_mounter.h"
 
 namespace datera::volume {
 
@@ -99,6 +100,20 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   const edf::VolumeOptions vo = std::move(*parsed);
   const std::string name = vo.spec.name;
   const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
+  // mountOptions: "noatime,discard" in the PV's flexVolume.options (kubelet passes no mount
+  // options to FlexVolume drivers). Checked against the mounter's allow-list before anything.
+  std::vector<std::string> mount_options;
+  if (const auto text = opt(options, "mountOptions"); !text.empty()) {
+    size_t start = 0;
+    while (start <= text.size()) {
+      const size_t comma = std::min(text.find(',', start), text.size());
+      if (comma > start) mount_options.push_back(text.substr(start, comma - start));
+      start = comma + 1;
+    }
+    if (auto st = mount::validate_mount_options(vo.fs_type, mount_options, false); !st) {
+      co_return st.error().wrap("mount of volume " + name + ": option mountOptions");
+    }
+  }
   auto say = [&](const std::string& step, const Error& e) {
     failed.step = step;
     return Error{
@@ -128,6 +143,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     // The array and credentials come from this mount; a later unmount has no options.
     rec.backend = vo.backend;
     rec.fs_type = vo.fs_type;
+    rec.mount_options = mount_options;
     rec.delete_on_release = vo.delete_on_release;
   }
   rec.pending_pod = pod_dir;

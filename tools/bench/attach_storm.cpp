@@ -11,6 +11,7 @@
 #include <fstream>
 #include <poll.h>
 #include <spawn.h>
+#include <sstream>
 #include <sys/mount.h>
 #include <sys/wait.h>
 
@@ -77,6 +78,29 @@ std::pair<double, int> storm(const std::vector<std::vector<std::string>>& calls,
     }
   }
   return {ms, ok};
+}
+
+/// Whatever a failed storm left behind: mounts under the agent's tree, then loop devices on the
+/// simulator's files (the temp dirs are removed when the harness exits).
+void cleanup(const std::string& agent_root, const std::string& sim_dir) {
+  std::vector<std::string> targets;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, devno, root, target;
+    ss >> id >> parent >> devno >> root >> target;
+    if (target.rfind(agent_root, 0) == 0) targets.push_back(target);
+  }
+  for (auto it = targets.rbegin(); it != targets.rend(); ++it) ::umount2(it->c_str(), 0);
+  auto r = datera::testing::exec_capture({"/usr/sbin/losetup", "-l", "-n", "-O", "NAME,BACK-FILE"});
+  std::istringstream ls(r.output);
+  std::string name, back;
+  while (ls >> name >> back) {
+    if (back.rfind(sim_dir, 0) == 0)
+      datera::testing::exec_capture({"/usr/sbin/losetup", "-d", name});
+    std::getline(ls, back);  // rest of the line ("(deleted)")
+  }
 }
 
 }  // namespace
@@ -159,5 +183,6 @@ int main(int argc, char** argv) {
     }
   }
   agent.stop();
+  cleanup(agent.root, sim.dir().path());
   return failures == 0 ? 0 : 1;
 }

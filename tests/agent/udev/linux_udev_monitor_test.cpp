@@ -136,8 +136,9 @@ class UdevMonitorTest : public ::testing::Test {
     std::vector<Event> seen;
     mon->on_event([&](const Event& e) { seen.push_back(e); });
 
-    Round attach;
-    run_async(ioc_, round(*mon, {"--find", "--show", img_}, attach, seen));
+    Round& attach = attach_;
+    std::vector<std::string> attach_args = {"--find", "--show", img_};
+    run_async(ioc_, round(*mon, std::move(attach_args), attach, seen));
     ASSERT_TRUE(attach.losetup.success()) << attach.losetup.describe() << " " << attach.losetup.err;
     ASSERT_FALSE(dev_.empty());
     EXPECT_TRUE(has_event_for(seen, dev_))
@@ -153,8 +154,9 @@ class UdevMonitorTest : public ::testing::Test {
 
     seen.clear();
     const std::string dev = dev_;
-    Round detach;
-    run_async(ioc_, round(*mon, {"-d", dev}, detach, seen));
+    Round& detach = detach_;
+    std::vector<std::string> detach_args = {"-d", dev};
+    run_async(ioc_, round(*mon, std::move(detach_args), detach, seen));
     ASSERT_TRUE(detach.losetup.success()) << detach.losetup.err;
     dev_.clear();  // detached: nothing left for TearDown
     EXPECT_TRUE(has_event_for(seen, dev)) << "no block event for detaching " << dev;
@@ -171,6 +173,9 @@ class UdevMonitorTest : public ::testing::Test {
   std::string losetup_;
   std::string img_;
   std::string dev_;
+  // Members, not locals: a waiter still pending after a failed assertion may complete later.
+  Round attach_;
+  Round detach_;
 };
 
 TEST_F(UdevMonitorTest, KernelSourceSeesLoopAttachAndDetach) {

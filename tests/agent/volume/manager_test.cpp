@@ -95,6 +95,7 @@ struct FakeMounter : mount::Mounter {
   int formats = 0;
   std::vector<mount::MountEntry> table;
   std::vector<std::string> calls;
+  std::vector<std::string> last_options;
   asio::awaitable<Result<std::optional<std::string>>> probe(const std::string&) override {
     co_return fs;
   }
@@ -105,6 +106,7 @@ struct FakeMounter : mount::Mounter {
   }
   asio::awaitable<Status> mount(const mount::MountRequest& r) override {
     calls.push_back("mount " + r.fstype + " " + r.target);
+    last_options = r.options;
     table.push_back({r.device, r.target, r.fstype, "/", "rw", false, 8, 16});
     co_return ok_status();
   }
@@ -222,6 +224,19 @@ TEST_F(ManagerTest, AnUnknownButMountedPodDirIsNotGuessedAt) {
   EXPECT_EQ(mounter_.table.size(), 1u) << "nothing unmounted";
   mounter_.table.clear();
   EXPECT_EQ(call("unmount", pod_)["status"], "Success") << "not mounted: nothing to do";
+}
+
+TEST_F(ManagerTest, MountOptionsAreHonouredAndUnsafeOnesRefusedBeforeAnything) {
+  auto bad = opts("vol-1");
+  bad["mountOptions"] = "noatime,exec";
+  auto r = call("mount", pod_, bad);
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("mountOptions"), std::string::npos) << r.dump();
+  EXPECT_TRUE(arrays_.array.calls.empty()) << "refused before the array was touched";
+  auto good = opts("vol-1");
+  good["mountOptions"] = "noatime,discard";
+  ASSERT_EQ(call("mount", pod_, good)["status"], "Success");
+  EXPECT_EQ(mounter_.last_options, (std::vector<std::string>{"noatime", "discard"}));
 }
 
 TEST_F(ManagerTest, RetainPolicyNeverDeletesTheVolumeAfterTheLastPod) {
