@@ -586,12 +586,25 @@ asio::awaitable<Result<Device>> OpenIscsi::connect(const Target& target, millise
     if (std::find(portals.begin(), portals.end(), *p) == portals.end()) portals.push_back(*p);
   }
 
+  // Without multipath, one session per volume: two sessions would give two sdX for one LUN
+  // (iscsi.md §1.6). A portal that already has a session goes first, so a retry reuses it.
+  if (!options_.all_portals) {
+    if (auto existing = co_await read_sessions()) {
+      std::stable_partition(portals.begin(), portals.end(), [&](const Portal& p) {
+        return std::any_of(existing->begin(), existing->end(), [&](const SysfsSession& s) {
+          return s.target_iqn == target.iqn && s.address == p.address &&
+                 s.port == static_cast<int>(p.port);
+        });
+      });
+    }
+  }
   std::vector<int> sids;
   std::vector<Error> failures;
   for (const Portal& portal : portals) {
     auto sid = co_await login(target, portal);
     if (sid) {
       sids.push_back(*sid);
+      if (!options_.all_portals) break;
       continue;
     }
     failures.push_back(sid.error());

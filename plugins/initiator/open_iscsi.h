@@ -61,6 +61,10 @@ struct OpenIscsiOptions {
   int max_attempts = 4;
   std::chrono::milliseconds retry_delay{1'000};
 
+  /// Log in on every portal (for dm-multipath, which turns the sessions into paths of one
+  /// device). Off: the first portal that works, so one LUN never shows up as two sdX.
+  bool all_portals = false;
+
   /// Written into each node record before login (iscsi.md §1.3).
   int replacement_timeout = 120;
   int noop_out_interval = 5;

@@ -397,6 +397,48 @@ TEST_F(OpenIscsiTest, LogsInToEveryPortalAndUsesOneThatWorks) {
   EXPECT_EQ(logins, (std::vector<std::string>{"10.0.0.5:3260", "[fd00::6]:3260"}));  // deduplicated
 }
 
+TEST_F(OpenIscsiTest, WithoutMultipathOnlyOnePortalIsLoggedInSoOneLunIsOneDevice) {
+  login_creates_session(0, "10.0.0.5");
+  tree.add_lun(3, 5, 0, "sdc", 8, 32, kSerial);
+  make();
+  auto dev = connect(target({"10.0.0.5", "10.0.0.6"}));
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  int logins = 0;
+  for (const auto& c : runner.commands) logins += ScriptedIscsiadm::has(c, "--login") ? 1 : 0;
+  EXPECT_EQ(logins, 1) << "a second session would show the LUN as a second sdX";
+}
+
+TEST_F(OpenIscsiTest, AnExistingSessionOnTheSecondPortalIsReusedNotDoubled) {
+  tree.add_session(3, 5, kIqn, "10.0.0.6");
+  tree.add_lun(3, 5, 0, "sdc", 8, 32, kSerial);
+  make();
+  auto dev = connect(target({"10.0.0.5", "10.0.0.6"}));
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  EXPECT_EQ(dev->path, tree.root() + "/dev/sdc");
+  EXPECT_TRUE(runner.commands.empty()) << runner.argvs().front();
+}
+
+TEST_F(OpenIscsiTest, WithMultipathEveryPortalIsLoggedIn) {
+  options.all_portals = true;
+  runner.reply = [this](const Command& c) -> Result<Outcome> {
+    if (!ScriptedIscsiadm::has(c, "--login")) return exited(0);
+    if (ScriptedIscsiadm::has(c, "10.0.0.5:3260")) {
+      tree.add_session(3, 5, kIqn, "10.0.0.5");
+      tree.add_lun(3, 5, 0, "sdc", 8, 32, kSerial);
+    } else {
+      tree.add_session(4, 6, kIqn, "10.0.0.6");
+      tree.add_lun(4, 6, 0, "sdd", 8, 48, kSerial);
+    }
+    return exited(0);
+  };
+  make();
+  auto dev = connect(target({"10.0.0.5", "10.0.0.6"}));
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  int logins = 0;
+  for (const auto& c : runner.commands) logins += ScriptedIscsiadm::has(c, "--login") ? 1 : 0;
+  EXPECT_EQ(logins, 2);
+}
+
 TEST_F(OpenIscsiTest, LoginFailingOnEveryPortalListsEachFailure) {
   runner.reply = [](const Command& c) -> Result<Outcome> {
     return ScriptedIscsiadm::has(c, "--login") ? exited(19, "iscsiadm: target not found\n")
