@@ -22,6 +22,7 @@
 #include "agent/common/logging.h"
 #include "agent/http/server.h"
 #include "tools/datera-sim/api.h"
+#include "tools/datera-sim/lio.h"
 #include "tools/datera-sim/runtime.h"
 #include "tools/datera-sim/tls.h"
 
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
   std::string state_path;
   std::string backend = "memory";
   std::string file_dir;
+  std::string lio_configfs = "/sys/kernel/config/target";
+  std::vector<std::string> lio_nodes;
   std::string op_state_delay = "0ms";
   std::string token_ttl = "15m";
   std::vector<std::string> ip_pools;
@@ -85,7 +88,14 @@ int main(int argc, char** argv) {
   cli.add_option("--backend", backend, "export backend")
       ->check(CLI::IsMember({"memory", "file", "lio"}))
       ->capture_default_str();
-  cli.add_option("--file-dir", file_dir, "file backend: directory of the volumes' sparse files");
+  cli.add_option("--file-dir", file_dir,
+                 "file and lio backends: directory of the volumes' sparse files");
+  cli.add_option("--lio-configfs", lio_configfs,
+                 "lio backend: the target/ dir of configfs (where `ip netns exec` still sees it)")
+      ->capture_default_str();
+  cli.add_option("--lio-node", lio_nodes,
+                 "lio backend: a storage node as NAME=NETNS:IFACE; VIPs of volumes on NAME live on "
+                 "IFACE in network namespace NETNS (give one per node)");
   cli.add_option("--op-state-delay", op_state_delay,
                  "time from admin_state online to op_state available")
       ->capture_default_str();
@@ -102,6 +112,7 @@ int main(int argc, char** argv) {
 
   auto level = parse_log_level(log_level);
   if (!level) return fail(level.error().message);
+  LogFactory logs(*level);
   auto endpoint = parse_listen(listen);
   if (!endpoint) return fail(endpoint.error().message);
   auto delay = parse_duration(op_state_delay);
@@ -125,24 +136,46 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::optional<sim::FileBackend> files;
-  if (backend == "lio") {
-    if (!fs::exists("/sys/kernel/config/target")) {
-      return fail(
-          "--backend lio needs the kernel's LIO target through configfs, and "
-          "/sys/kernel/config/target is missing on this kernel (modprobe target_core_mod and "
-          "mount configfs, or use --backend memory|file)");
-    }
-    return fail("--backend lio is not implemented in this version (use memory or file)");
-  }
-  if (backend == "file") {
-    if (file_dir.empty()) return fail("--backend file needs --file-dir DIR");
+  std::unique_ptr<sim::FileBackend> files;
+  std::unique_ptr<sim::LioBackend> lio;
+  sim::ExportBackend* exports_backend = nullptr;
+  std::string data_dir;
+  if (backend == "file" || backend == "lio") {
+    if (file_dir.empty()) return fail("--backend " + backend + " needs --file-dir DIR");
     std::error_code ec;
     const auto absolute = std::filesystem::absolute(file_dir, ec);
-    files.emplace(ec ? file_dir : absolute.lexically_normal().string());
-    if (auto st = files->prepare(); !st) return fail(st.error().message);
+    data_dir = ec ? file_dir : absolute.lexically_normal().string();
   } else if (!file_dir.empty()) {
-    return fail("--file-dir only applies to --backend file");
+    return fail("--file-dir only applies to --backend file or lio");
+  }
+  if (backend != "lio" && !lio_nodes.empty())
+    return fail("--lio-node only applies to --backend lio");
+  if (backend == "file") {
+    files = std::make_unique<sim::FileBackend>(data_dir);
+    if (auto st = files->prepare(); !st) return fail(st.error().message);
+    exports_backend = files.get();
+  }
+  if (backend == "lio") {
+    sim::LioOptions lo;
+    lo.configfs = lio_configfs;
+    lo.file_dir = data_dir;
+    lo.prefix_len = static_cast<int>(
+        model_options.ip_pools.empty() ? 24 : model_options.ip_pools.front().prefix);
+    model_options.storage_nodes.clear();
+    for (const auto& text : lio_nodes) {
+      const auto eq = text.find('=');
+      const auto colon = text.find(':', eq == std::string::npos ? 0 : eq);
+      if (eq == std::string::npos || colon == std::string::npos || eq == 0 || colon == eq + 1 ||
+          colon + 1 == text.size()) {
+        return fail("--lio-node wants NAME=NETNS:IFACE, got '" + text + "'");
+      }
+      const std::string name = text.substr(0, eq);
+      lo.nodes[name] = sim::LioNode{text.substr(eq + 1, colon - eq - 1), text.substr(colon + 1)};
+      model_options.storage_nodes.push_back(name);
+    }
+    lio = std::make_unique<sim::LioBackend>(lo, logs.get("lio"));
+    if (auto st = lio->prepare(); !st) return fail(st.error().message);
+    exports_backend = lio.get();
   }
 
   std::optional<std::pair<std::string, unsigned short>> tls_endpoint;
@@ -156,7 +189,6 @@ int main(int argc, char** argv) {
   if (tls_cert.empty() != tls_key.empty()) return fail("give --tls-cert and --tls-key together");
 
   ::signal(SIGPIPE, SIG_IGN);
-  LogFactory logs(*level);
   auto log = logs.get("datera-sim");
 
   sim::Model model(model_options, sim::system_clock());
@@ -169,14 +201,16 @@ int main(int argc, char** argv) {
 
   asio::io_context ioc;
   asio::thread_pool pool(1);  // one writer: state writes stay in order
-  sim::Committer committer(ioc.get_executor(), pool, model, state_path, files ? &*files : nullptr,
+  sim::Committer committer(ioc.get_executor(), pool, model, state_path, exports_backend,
                            logs.get("state"));
   if (auto st = committer.save_now(); !st) return fail(st.error().message);
 
   sim::ApiOptions api_options;
   api_options.backend = backend;
-  if (files) {
-    api_options.data_path = [&files](const sim::ExportView& e) { return files->path_for(e); };
+  if (exports_backend) {
+    api_options.data_path = [exports_backend](const sim::ExportView& e) {
+      return exports_backend->path_for(e);
+    };
   }
   api_options.commit = [&committer]() { return committer.commit(); };
   sim::Api api(model, sessions, logs.get("api"), std::move(api_options));

@@ -1225,7 +1225,7 @@ std::vector<ExportView> Model::exports() const {
       for (const auto& v : si.volumes) {
         out.push_back(ExportView{ai.tenant, ai.name, ai.id, si.name, v.name, v.uuid, v.size,
                                  op_state(ai) == "available", ai.access_control_mode, iqns, si.iqn,
-                                 si.ips});
+                                 si.ips, si.node});
       }
     }
   }

@@ -167,6 +167,7 @@ struct ExportView {
   std::vector<std::string> acl_iqns;
   std::string iqn;
   std::vector<std::string> ips;
+  std::string node;  ///< storage node holding the VIPs (the lio backend's network namespace)
 };
 
 nlohmann::json to_json_value(const AclChange& c);

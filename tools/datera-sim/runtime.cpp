@@ -28,7 +28,7 @@ std::string FileBackend::path_for(const ExportView& e) const {
   return fs::join(dir_, e.uuid + ".img");
 }
 
-Status FileBackend::reconcile(const std::vector<ExportView>& exports) const {
+Status FileBackend::reconcile(const std::vector<ExportView>& exports) {
   std::map<std::string, off_t> want;  // file name -> bytes
   for (const auto& e : exports) {
     if (!Model::valid_uuid(e.uuid)) continue;  // never build a path from anything else
@@ -69,7 +69,7 @@ Status FileBackend::reconcile(const std::vector<ExportView>& exports) const {
 // --- committer ---
 
 Committer::Committer(asio::any_io_executor executor, asio::thread_pool& pool, Model& model,
-                     std::string state_path, const FileBackend* backend, LoggerPtr log)
+                     std::string state_path, ExportBackend* backend, LoggerPtr log)
     : pool_(pool),
       model_(model),
       state_path_(std::move(state_path)),
@@ -86,7 +86,7 @@ Status Committer::write(const std::string& snapshot, const std::vector<ExportVie
     }
   }
   if (backend_) {
-    if (auto st = backend_->reconcile(exports); !st) return st.error().wrap("file backend");
+    if (auto st = backend_->reconcile(exports); !st) return st.error().wrap("export backend");
   }
   return ok_status();
 }

@@ -20,17 +20,27 @@
 
 namespace datera::sim {
 
+/// Where exported volumes live. Reconciling against the model's export list is idempotent and
+/// blocking (the Committer runs it on its worker thread).
+class ExportBackend {
+ public:
+  virtual ~ExportBackend() = default;
+  virtual Status reconcile(const std::vector<ExportView>& exports) = 0;
+  /// The data of a volume ("" when the backend keeps none), for GET /_sim/exports.
+  virtual std::string path_for(const ExportView& e) const = 0;
+};
+
 /// Each volume is `<dir>/<volume uuid>.img`, a sparse file of the volume's size: created with the
 /// volume, grown on resize, removed with it. Reconciling against the model's export list is
 /// idempotent, so a restart or a crash between two steps heals by itself.
-class FileBackend {
+class FileBackend : public ExportBackend {
  public:
   explicit FileBackend(std::string dir) : dir_(std::move(dir)) {}
 
   Status prepare() const;  ///< creates the directory (0750)
-  std::string path_for(const ExportView& e) const;
+  std::string path_for(const ExportView& e) const override;
   /// Blocking: creates, grows and removes files to match `exports`.
-  Status reconcile(const std::vector<ExportView>& exports) const;
+  Status reconcile(const std::vector<ExportView>& exports) override;
   const std::string& dir() const { return dir_; }
 
  private:
@@ -41,7 +51,7 @@ class Committer {
  public:
   /// `state_path` "" = keep nothing; `backend` may be null (memory backend).
   Committer(boost::asio::any_io_executor executor, boost::asio::thread_pool& pool, Model& model,
-            std::string state_path, const FileBackend* backend, LoggerPtr log);
+            std::string state_path, ExportBackend* backend, LoggerPtr log);
 
   /// Persists the model as it is now (and everything before). Concurrent callers share writes:
   /// while one write runs, later callers wait for the next one, which covers them all.
@@ -55,7 +65,7 @@ class Committer {
   boost::asio::thread_pool& pool_;
   Model& model_;
   std::string state_path_;
-  const FileBackend* backend_;
+  ExportBackend* backend_;
   LoggerPtr log_;
   boost::asio::steady_timer written_signal_;
   bool writing_ = false;

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Kernel e2e tier, step 2: the guest's initramfs.
+#
+#   build-initramfs.sh BUILD_DIR OUT_DIR
+#
+# Writes OUT_DIR/vmlinuz (Debian's kernel from the stage) and OUT_DIR/initramfs.zst: busybox with its
+# applet links, iproute2/coreutils/iputils/util-linux tools from the host, iscsid/iscsiadm and
+# xfsprogs from the stage, the project's binaries from BUILD_DIR/bin, the shared libraries of all of
+# them (ldd closure), the kernel modules the tier needs (depmod/modprobe closure, decompressed, in
+# load order) and tests/e2e/guest/ (init, lib.sh, scenarios).
+#
+#   DATERA_E2E_CACHE  where fetch.sh put the stage (default /var/cache/datera-e2e)
+#
+# The guest is merged-/usr: /bin, /sbin, /lib, /lib64 are links into /usr.
+set -eu
+
+if [ $# -ne 2 ]; then
+  echo "usage: $0 BUILD_DIR OUT_DIR" >&2
+  exit 2
+fi
+BUILD_DIR=$(cd "$1" && pwd)
+OUT_DIR=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${DATERA_E2E_CACHE:-/var/cache/datera-e2e}
+STAGE=$CACHE/stage
+KVER=$(cat "$CACHE/kernel-version")
+ROOT=$OUT_DIR/root
+TRIPLET=x86_64-linux-gnu
+
+log() { printf 'e2e-initramfs: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ -d "$STAGE/lib/modules/$KVER" ] || die "no stage for kernel $KVER in $STAGE (run fetch.sh)"
+for b in datera-agent datera-flexvolume datera-sim; do
+  [ -x "$BUILD_DIR/bin/$b" ] || die "missing $BUILD_DIR/bin/$b (build it first)"
+done
+
+mkdir -p "$OUT_DIR"
+rm -rf "$ROOT"
+mkdir -p "$ROOT"/usr/{bin,sbin,lib/$TRIPLET,lib64,local/bin} \
+  "$ROOT"/{dev,proc,sys,run,tmp,cfg,mnt,etc/iscsi,var/lib,var/lock,e2e}
+ln -s usr/bin "$ROOT/bin"
+ln -s usr/sbin "$ROOT/sbin"
+ln -s usr/lib "$ROOT/lib"
+ln -s usr/lib64 "$ROOT/lib64"
+ln -s ../run "$ROOT/var/run"
+chmod 1777 "$ROOT/tmp"
+mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true # non-root: /init reopens it
+mknod -m 666 "$ROOT/dev/null" c 1 3 2>/dev/null || true
+
+# --- busybox and its applet links ------------------------------------------------------------
+cp /bin/busybox "$ROOT/usr/bin/busybox"
+/bin/busybox --list-full | while IFS= read -r applet; do
+  name=${applet##*/}
+  case $applet in
+    sbin/* | usr/sbin/*) dir=usr/sbin ;;
+    *) dir=usr/bin ;;
+  esac
+  [ -e "$ROOT/$dir/$name" ] || [ -L "$ROOT/$dir/$name" ] || ln -s /usr/bin/busybox "$ROOT/$dir/$name"
+done
+
+# --- binaries and their libraries ------------------------------------------------------------
+LIBPATH=$STAGE/lib/$TRIPLET:$STAGE/usr/lib/$TRIPLET
+declare -A seen_lib=()
+
+# Copies one shared object (host or stage path) to its place in the guest, following symlinks.
+copy_lib() {
+  local src=$1 dst
+  [ -n "${seen_lib[$src]:-}" ] && return 0
+  seen_lib[$src]=1
+  dst=${src#"$STAGE"}
+  mkdir -p "$ROOT$(dirname "$dst")"
+  cp -L "$src" "$ROOT$dst"
+}
+
+# Copies the ldd closure of a binary.
+copy_libs_of() {
+  local bin=$1 out line path
+  out=$(LD_LIBRARY_PATH=$LIBPATH ldd "$bin" 2>&1) || {
+    case $out in *"not a dynamic executable"*) return 0 ;; esac
+    die "ldd $bin failed: $out"
+  }
+  if printf '%s\n' "$out" | grep -q 'not found'; then
+    die "unresolved libraries for $bin: $(printf '%s\n' "$out" | grep 'not found' | tr '\n' ' ')"
+  fi
+  while IFS= read -r line; do
+    case $line in
+      *"=> /"*) path=${line#*=> }; path=${path%% (*}; copy_lib "$path" ;;
+      /*) path=${line%% (*}; path=${path#"${path%%[! ]*}"}; copy_lib "$path" ;;
+      *) ;;
+    esac
+  done <<<"$(printf '%s\n' "$out" | sed 's/^[[:space:]]*//')"
+}
+
+# copy_bin SRC DEST_IN_GUEST: the binary (replacing a busybox link) and its libraries.
+copy_bin() {
+  local src=$1 dst=$2
+  [ -e "$src" ] || die "missing $src"
+  mkdir -p "$ROOT$(dirname "$dst")"
+  rm -f "$ROOT$dst"
+  cp -L "$src" "$ROOT$dst"
+  copy_libs_of "$src"
+}
+
+# Real tools whose busybox applets behave differently (the recipe's `ip`/`dd` trap). Scripts still
+# reach them by absolute path or through lib.sh's wrappers, because busybox ash prefers applets.
+copy_bin /bin/ip /usr/bin/ip
+ln -sf ../bin/ip "$ROOT/usr/sbin/ip"
+copy_bin /bin/dd /usr/bin/dd
+copy_bin /usr/bin/ss /usr/bin/ss
+copy_bin /usr/bin/arping /usr/bin/arping
+ln -sf ../bin/arping "$ROOT/usr/sbin/arping"
+copy_bin /usr/bin/sha256sum /usr/bin/sha256sum
+for t in blkid losetup blockdev wipefs; do
+  copy_bin "/sbin/$t" "/usr/sbin/$t"
+done
+for t in findmnt lsblk mount umount; do
+  copy_bin "/bin/$t" "/usr/bin/$t"
+done
+if [ -x /usr/bin/curl ]; then
+  copy_bin /usr/bin/curl /usr/bin/curl
+fi
+
+# open-iscsi and xfsprogs from the stage (the versions a Debian 12 node runs).
+for t in iscsid iscsiadm iscsi-iname mkfs.xfs xfs_repair; do
+  copy_bin "$STAGE/sbin/$t" "/usr/sbin/$t"
+done
+for t in xfs_growfs xfs_io xfs_db; do
+  copy_bin "$STAGE/usr/sbin/$t" "/usr/sbin/$t"
+done
+mkdir -p "$ROOT/etc/iscsi/nodes" "$ROOT/etc/iscsi/send_targets" "$ROOT/etc/iscsi/ifaces"
+cp "$STAGE/etc/iscsi/iscsid.conf" "$ROOT/etc/iscsi/iscsid.conf"
+
+# The project's binaries, without their debug info (RelWithDebInfo makes them 10x larger, and the
+# guest holds the initramfs in RAM). BUILD_DIR keeps the unstripped files for symbolising.
+for b in datera-agent datera-flexvolume datera-sim; do
+  copy_bin "$BUILD_DIR/bin/$b" "/usr/local/bin/$b"
+  strip --strip-debug "$ROOT/usr/local/bin/$b"
+done
+
+# --- kernel modules --------------------------------------------------------------------------
+# Wanted modules; the closure (symbol deps and softdeps) comes from modprobe --show-depends.
+# crc32c_generic comes first: libcrc32c (xfs) asks the crypto API for "crc32c", and without
+# /sbin/modprobe in the guest the kernel cannot load it on demand.
+WANT="crc32c_generic crct10dif_generic configfs bridge veth loop sd_mod sg scsi_transport_iscsi
+      libiscsi libiscsi_tcp iscsi_tcp target_core_mod target_core_file target_core_iblock
+      iscsi_target_mod xfs"
+MODDIR=$STAGE/lib/modules/$KVER
+if [ ! -f "$MODDIR/modules.dep" ] || [ "$MODDIR/modules.order" -nt "$MODDIR/modules.dep" ]; then
+  log "depmod -b $STAGE $KVER"
+  depmod -b "$STAGE" "$KVER"
+fi
+: >"$ROOT/e2e/modules.load"
+declare -A seen_mod=()
+nmods=0
+for m in $WANT; do
+  deps=$(modprobe -d "$STAGE" -S "$KVER" --show-depends "$m") || die "modprobe --show-depends $m"
+  while read -r kind path _; do
+    [ "$kind" = insmod ] || continue # "builtin X" needs nothing
+    [ -n "${seen_mod[$path]:-}" ] && continue
+    seen_mod[$path]=1
+    rel=${path#"$STAGE"}
+    case $rel in
+      *.ko.xz) out=${rel%.xz}; mkdir -p "$ROOT$(dirname "$out")"; xz -dc "$path" >"$ROOT$out" ;;
+      *.ko.zst) out=${rel%.zst}; mkdir -p "$ROOT$(dirname "$out")"; zstd -qdc "$path" >"$ROOT$out" ;;
+      *.ko) out=$rel; mkdir -p "$ROOT$(dirname "$out")"; cp "$path" "$ROOT$out" ;;
+      *) die "unexpected module path $path" ;;
+    esac
+    printf '%s\n' "$out" >>"$ROOT/e2e/modules.load"
+    nmods=$((nmods + 1))
+  done <<<"$deps"
+done
+log "$nmods modules"
+
+# --- configuration files ---------------------------------------------------------------------
+cat >"$ROOT/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+PASSWD
+cat >"$ROOT/etc/group" <<'GROUP'
+root:x:0:
+disk:x:6:
+nogroup:x:65534:
+GROUP
+printf '127.0.0.1 localhost\n::1 localhost\n10.99.0.1 node\n' >"$ROOT/etc/hosts"
+printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$ROOT/etc/nsswitch.conf"
+printf 'datera-e2e\n' >"$ROOT/etc/hostname"
+ln -s ../proc/self/mounts "$ROOT/etc/mtab"
+mkdir -p "$ROOT/root"
+
+# --- guest scripts ---------------------------------------------------------------------------
+cp "$HERE/guest/init" "$ROOT/init"
+cp "$HERE/guest/lib.sh" "$ROOT/e2e/lib.sh"
+mkdir -p "$ROOT/e2e/scenarios"
+cp "$HERE"/guest/scenarios/*.sh "$ROOT/e2e/scenarios/"
+chmod 755 "$ROOT/init" "$ROOT"/e2e/scenarios/*.sh
+printf '%s\n' "$KVER" >"$ROOT/e2e/kernel-version"
+
+# --- kernel and the archive ------------------------------------------------------------------
+cp "$STAGE/boot/vmlinuz-$KVER" "$OUT_DIR/vmlinuz"
+(cd "$ROOT" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) |
+  zstd -q -T0 -10 -f -o "$OUT_DIR/initramfs.zst"
+log "initramfs $(du -sh "$ROOT" | cut -f1) unpacked, $(du -h "$OUT_DIR/initramfs.zst" | cut -f1) zstd; kernel $KVER"
