@@ -172,9 +172,10 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     }
   }
   if (const auto n = root["initiator"]; n && !n.IsNull()) {
-    if (auto st = check_keys(n, "initiator.",
-                             {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
-                              "noop_out_timeout", "login_timeout", "online_timeout"});
+    if (auto st = check_keys(
+            n, "initiator.",
+            {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
+             "noop_out_timeout", "login_timeout", "online_timeout", "session_poll_interval"});
         !st) {
       return st;
     }
@@ -183,6 +184,8 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_STRING(n, "iscsiadm", "initiator.iscsiadm", cfg.initiator.iscsiadm)
     DT_SET_DURATION(n, "login_timeout", "initiator.login_timeout", cfg.initiator.login_timeout)
     DT_SET_DURATION(n, "online_timeout", "initiator.online_timeout", cfg.initiator.online_timeout)
+    DT_SET_DURATION(n, "session_poll_interval", "initiator.session_poll_interval",
+                    cfg.initiator.session_poll_interval)
     for (const auto& [key, out, lo, hi] :
          {std::tuple{"replacement_timeout", &cfg.initiator.replacement_timeout, 0, 86400},
           std::tuple{"noop_out_interval", &cfg.initiator.noop_out_interval, 0, 3600},
@@ -354,6 +357,9 @@ Status validate(Config& cfg) {
                      "'" + cfg.initiator.iqn + "' is not an IQN (iqn.YYYY-MM.domain:name)");
   }
   if (auto st = check_abs_path("initiator.iscsiadm", cfg.initiator.iscsiadm); !st) return st;
+  if (cfg.initiator.session_poll_interval.count() < 100) {
+    return key_error("initiator.session_poll_interval", "must be at least 100ms");
+  }
   if (cfg.backend.configured()) {
     if (cfg.backend.username.empty()) {
       return key_error("backend.username",

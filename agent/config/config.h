@@ -70,7 +70,8 @@ struct InitiatorConfig {
   int noop_out_interval = 5;      ///< seconds
   int noop_out_timeout = 10;      ///< seconds
   milliseconds login_timeout{120'000};
-  milliseconds online_timeout{120'000};  ///< array: the volume becomes available
+  milliseconds online_timeout{120'000};       ///< array: the volume becomes available
+  milliseconds session_poll_interval{2'000};  ///< the session keeper's safety-net poll
 };
 
 struct Config {

@@ -154,6 +154,9 @@ asio::awaitable<void> Application::start() {
   log_->info("{}", summary);
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
+  asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
+    log_exception(log, "session keeper", e);
+  });
   api_server_.start();
   metrics_server_.start();
   log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
@@ -246,6 +249,7 @@ asio::awaitable<void> Application::shutdown() {
              format_duration(cfg_.shutdown_grace));
   installer_.stop();
   if (backend_monitor_) backend_monitor_->stop();
+  if (keeper_) keeper_->stop();
   watchdog_timer_.cancel();
   const bool clean = co_await api_server_.drain(cfg_.shutdown_grace);
   api_server_.remove_socket_file();
@@ -372,6 +376,16 @@ Status Application::make_volumes() {
   }
   volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
                                                *volume_probe_, logs_.get("volume"));
+  keeper_probe_ = std::make_unique<keeper::Probe>(*registry_);
+  keeper::KeeperOptions ko;
+  ko.poll_interval = ic.session_poll_interval;
+  auto watch = [this] {
+    std::vector<keeper::Watched> out;
+    for (auto& [name, target] : volumes_->attached()) out.push_back({name, target});
+    return out;
+  };
+  keeper_ = std::make_unique<keeper::Keeper>(ioc_.get_executor(), ko, *initiator_, watch,
+                                             udev_.get(), *keeper_probe_, logs_.get("keeper"));
   return ok_status();
 }
 
@@ -401,7 +415,11 @@ nlohmann::json Application::status() {
 }
 
 nlohmann::json Application::volumes() {
-  return {{"volumes", volumes_ ? volumes_->volumes() : nlohmann::json::array()}};
+  auto list = volumes_ ? volumes_->volumes() : nlohmann::json::array();
+  for (auto& v : list) {
+    if (keeper_) v["session"] = keeper_->state(v.value("volume", ""));
+  }
+  return {{"volumes", list}};
 }
 
 }  // namespace datera::app

@@ -25,6 +25,7 @@
 #include "agent/flexvolume/service.h"
 #include "agent/http/server.h"
 #include "agent/installer/installer.h"
+#include "agent/keeper/keeper.h"
 #include "agent/lifecycle/notifier.h"
 #include "agent/process/process_runner.h"
 #include "agent/udev/udev_monitor.h"
@@ -106,6 +107,8 @@ class Application : public api::StatusSource {
   std::unique_ptr<volume::Journal> journal_;
   std::unique_ptr<volume::EdfArrays> arrays_;
   std::unique_ptr<volume::Manager> volumes_;
+  std::unique_ptr<keeper::Probe> keeper_probe_;
+  std::unique_ptr<keeper::Keeper> keeper_;
   boost::asio::steady_timer watchdog_timer_;
 };
 

@@ -618,6 +618,15 @@ void Manager::update_gauges() {
   probe_.phases(attaching, attached, detaching, pods);
 }
 
+std::vector<std::pair<std::string, initiator::Target>> Manager::attached() const {
+  std::vector<std::pair<std::string, initiator::Target>> out;
+  for (const auto& [name, rec] : records_) {
+    if (rec.phase == Phase::attached && !rec.target.serial.empty())
+      out.emplace_back(name, rec.target);
+  }
+  return out;
+}
+
 nlohmann::json Manager::volumes() const {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [_, rec] : records_) out.push_back(rec.public_json());

@@ -68,6 +68,8 @@ class Manager : public flexvolume::VolumeOps {
 
   /// For /v1/volumes: every volume this node serves, without credentials.
   nlohmann::json volumes() const;
+  /// Volumes whose staging mount is up, with their targets (what the session keeper watches).
+  std::vector<std::pair<std::string, initiator::Target>> attached() const;
 
  private:
   struct Failed {

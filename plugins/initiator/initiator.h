@@ -45,6 +45,9 @@ struct Session {
   std::string state;   ///< "LOGGED_IN", "FAILED", "FREE"... ("LOGGED_IN" for an attached loop)
   int id = -1;         ///< sid, or loop number
   std::optional<Device> device;
+  /// The SCSI device's state: "running", "blocked" (recovery in progress), "offline",
+  /// "transport-offline" (the replacement timeout expired: I/O fails); "running" for loop.
+  std::string device_state;
 };
 
 class Initiator {

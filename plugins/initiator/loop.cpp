@@ -220,6 +220,7 @@ class LoopInitiator : public Initiator {
       if (!owned(dev->path)) continue;
       Session s;
       s.state = "LOGGED_IN";
+      s.device_state = "running";
       s.id = std::atoi(name.c_str() + 4);
       s.device = *dev;
       out.push_back(std::move(s));

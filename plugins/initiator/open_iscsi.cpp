@@ -371,6 +371,7 @@ asio::awaitable<Result<std::vector<Session>>> OpenIscsi::sessions() {
         d.major = lun.major;
         d.minor = lun.minor;
         session.device = std::move(d);
+        session.device_state = lun.scsi_state;
         break;  // Datera exports one LUN per target; the lowest one stands for the session
       }
       out.push_back(std::move(session));

@@ -199,5 +199,5 @@ printf '%s\n' "$KVER" >"$ROOT/e2e/kernel-version"
 # --- kernel and the archive ------------------------------------------------------------------
 cp "$STAGE/boot/vmlinuz-$KVER" "$OUT_DIR/vmlinuz"
 (cd "$ROOT" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) |
-  zstd -q -T0 -10 -f -o "$OUT_DIR/initramfs.zst"
+  zstd -q -T0 -3 -f -o "$OUT_DIR/initramfs.zst"
 log "initramfs $(du -sh "$ROOT" | cut -f1) unpacked, $(du -h "$OUT_DIR/initramfs.zst" | cut -f1) zstd; kernel $KVER"

@@ -93,7 +93,26 @@ done
 fact "sysfs $DEVDIR/vpd_pg80 hex: $(od -An -tx1 -v "$DEVDIR/vpd_pg80" | tr -s ' \n' ' ')"
 fact "sysfs $DEVDIR/vpd_pg80 bytes: $(wc -c <"$DEVDIR/vpd_pg80"), page length byte[3] = $(od -An -tu1 -j3 -N1 "$DEVDIR/vpd_pg80" | tr -d ' ')"
 fact "sysfs $DEVDIR/vpd_pg83 hex: $(od -An -tx1 -v "$DEVDIR/vpd_pg83" | tr -s ' \n' ' ')"
-fact "sysfs $DEVDIR/vpd_pg83 ascii: $(tr -c '[:print:]' '.' <"$DEVDIR/vpd_pg83")"
+# Decode the page 0x83 designators: byte0 = protocol id<<4 | code set, byte1 = PIV<<7 |
+# association<<4 | type, byte3 = length. code set 1 = binary, 2 = ASCII, 3 = UTF-8.
+od -An -tu1 -v "$DEVDIR/vpd_pg83" | tr -s ' \n' '\n' | sed '/^$/d' | awk '
+  { b[n++] = $1 }
+  END {
+    split("lu target-port target-device", assoc, " ")
+    split("vendor-specific t10-vendor-id eui-64 naa relative-target-port target-port-group lu-group md5 scsi-name-string", type, " ")
+    i = 4
+    while (i + 4 <= n) {
+      cs = b[i] % 16; proto = int(b[i] / 16); a = int(b[i + 1] / 16) % 4; t = b[i + 1] % 16; len = b[i + 3]
+      v = ""
+      for (j = i + 4; j < i + 4 + len && j < n; j++) {
+        if (cs == 1) v = v sprintf("%02x", b[j])
+        else if (b[j] >= 32 && b[j] < 127) v = v sprintf("%c", b[j])
+        else if (b[j] != 0) v = v "."
+      }
+      printf "E2E FACT vpd_pg83 designator: assoc=%s type=%s codeset=%d proto=%d len=%d value=%s\n", assoc[a + 1], type[t + 1], cs, proto, len, v
+      i += 4 + len
+    }
+  }'
 for f in /sys/class/iscsi_session/"$SESSION"/targetname /sys/class/iscsi_session/"$SESSION"/tpgt \
   /sys/class/iscsi_session/"$SESSION"/recovery_tmo /sys/class/iscsi_connection/connection*:0/persistent_address \
   /sys/class/iscsi_connection/connection*:0/persistent_port; do
@@ -107,12 +126,13 @@ cfg_serial=$(sed -n 's/^T10 VPD Unit Serial Number: *//p' "$DEV_CFG/wwn/vpd_unit
 fact "configfs vpd_unit_serial reads back as '$cfg_serial' (set: '$SERIAL')"
 [ "$pg80" = "$SERIAL" ] || fail "vpd_pg80 serial '$pg80' != configured '$SERIAL'"
 [ "$cfg_serial" = "$SERIAL" ] || fail "configfs vpd_unit_serial '$cfg_serial' != '$SERIAL'"
+# LIO's NAA (type 6, IEEE registered extended): "6" + OUI 001405 + the first 25 hex digits of the
+# unit serial (non-hex characters such as '-' skipped), so the wwid follows from the volume uuid.
 wwid=$(cat "$DEVDIR/wwid")
-case $wwid in
-  naa.*) fact "wwid form: naa.<32 hex digits> (NAA 6 from LIO's OUI 001405 + the serial's hex digits): $wwid" ;;
-  t10.*) fact "wwid form: t10.<vendor><id>: $wwid" ;;
-  *) fact "wwid form: other: $wwid" ;;
-esac
+hex=$(printf '%s' "$SERIAL" | tr -cd '0-9a-fA-F' | tr 'A-F' 'a-f' | cut -c1-25)
+want_wwid=naa.6001405$hex
+fact "wwid = '$wwid'; expected from the serial: '$want_wwid'"
+[ "$wwid" = "$want_wwid" ] || fail "wwid '$wwid' != '$want_wwid' derived from the serial"
 step_end
 
 # --- 4. xfs ----------------------------------------------------------------------------------
@@ -157,12 +177,22 @@ nbefore=$(wc -l </tmp/writer.log)
 log "writer running ($nbefore writes in 2 s); moving the VIP storA -> storB"
 now_cs
 TF0=$NOW_CS
+mark() { # $1 = label: prints the time since the previous mark
+  now_cs
+  log "  $1 $(cs_fmt $((NOW_CS - _mark)))s"
+  _mark=$NOW_CS
+}
+_mark=$TF0
 rmdir "$TPG/np/$PORTAL" || fail "rmdir portal"
+mark "portal rmdir (storA)"
 ip -n storA addr del "$E2E_VIP/$E2E_PREFIX" dev eth0 || fail "VIP del on storA"
+mark "VIP del (storA)"
 ip -n storB addr add "$E2E_VIP/$E2E_PREFIX" dev eth0 || fail "VIP add on storB"
+mark "VIP add (storB)"
 ip netns exec storB mkdir "$TPG/np/$PORTAL" || fail "portal mkdir from storB"
+mark "portal mkdir (storB)"
 ip netns exec storB arping -q -U -c 1 -I eth0 -s "$E2E_VIP" "$E2E_VIP" || log "arping rc=$?"
-now_cs
+mark "gratuitous ARP (storB)"
 TF1=$NOW_CS
 log "VIP moved in $(cs_fmt $((TF1 - TF0)))s"
 # Recovered = session LOGGED_IN again and a write that started after the move completed OK.
@@ -193,11 +223,13 @@ SD2=$(blockdev_of_session "$SESSION" || echo none)
 [ "$(session_of_target "$IQN")" = "$SESSION" ] || fail "a new session replaced $SESSION"
 est=$(ip netns exec storB ss -Htn state established "sport = :3260" | awk '{print $3 " <- " $4}' | tr '\n' ' ')
 [ -n "$est" ] || fail "no established iSCSI connection in storB"
-fact "failover: VIP move took $(cs_fmt $((TF1 - TF0)))s; I/O resumed $(cs_fmt $((TREC - TF0)))s after the move began"
+fact "failover: VIP move took $(cs_fmt $((TF1 - TF0)))s; I/O resumed $(cs_fmt $((TREC - TF0)))s after the move began, $(cs_fmt $((TREC - TF1)))s after the gratuitous ARP"
 fact "failover: longest single O_DIRECT 64 KiB write (stall) = $(cs_fmt "$stall")s; longest gap between completions = $(cs_fmt "$gap")s; typical write = $(cs_fmt "$typical")s; $nwrites writes, 0 errors"
 fact "failover: session $SESSION kept, /dev/$SD kept, storB connection: $est"
 dmesg | grep -E 'connection[0-9]+:0|session[0-9]+:|iSCSI|I/O error|blk_update|XFS' | tail -n 15 |
   while IFS= read -r l; do fact "dmesg: $l"; done
+grep -E 'conn|recovery|session|Kernel reported' /run/e2e/iscsid.log 2>/dev/null | tail -n 10 |
+  while IFS= read -r l; do fact "iscsid: $l"; done
 ! dmesg | grep -qE 'I/O error|blk_update_request|metadata I/O|xfs_do_force_shutdown' || fail "kernel logged I/O errors"
 echo 3 >/proc/sys/vm/drop_caches
 cmp /tmp/src.bin "$MNT/stream" || fail "stream data differs after failover"

@@ -1,0 +1,226 @@
+#include "agent/keeper/keeper.h"
+
+#include <set>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace datera::keeper {
+
+namespace asio = boost::asio;
+using std::chrono::steady_clock;
+
+const char* to_string(Health h) {
+  switch (h) {
+    case Health::healthy:
+      return "healthy";
+    case Health::recovering:
+      return "recovering";
+    case Health::device_offline:
+      return "device_offline";
+    case Health::missing:
+      return "missing";
+  }
+  return "unknown";
+}
+
+Health classify(const std::vector<const initiator::Session*>& sessions) {
+  if (sessions.empty()) return Health::missing;
+  bool recovering = false;
+  for (const auto* s : sessions) {
+    const bool disk_ok = s->device_state.empty() || s->device_state == "running";
+    if (s->state == "LOGGED_IN" && disk_ok) return Health::healthy;
+    if (s->device_state == "blocked" || s->state == "FAILED" || s->state == "LOGGED_IN") {
+      recovering = true;
+    }
+  }
+  // FREE, or the disk offline / transport-offline: the replacement timeout expired.
+  for (const auto* s : sessions) {
+    if (s->device_state == "offline" || s->device_state == "transport-offline" ||
+        s->state == "FREE") {
+      return Health::device_offline;
+    }
+  }
+  return recovering ? Health::recovering : Health::device_offline;
+}
+
+Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
+               initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
+               udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock, WallClock wall)
+    : executor_(executor),
+      options_(options),
+      initiator_(initiator),
+      watch_list_(std::move(watch_list)),
+      monitor_(monitor),
+      probe_(probe),
+      log_(std::move(log)),
+      clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
+      wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
+      timer_(executor) {}
+
+asio::awaitable<void> Keeper::run() {
+  log_->info("session keeper: watching attached volumes (poll every {} ms{})",
+             options_.poll_interval.count(), monitor_ ? ", and on udev events" : "");
+  while (!stopping_) {
+    co_await observe();
+    if (stopping_) break;
+    if (monitor_) {
+      co_await monitor_->wait(options_.poll_interval);
+    } else {
+      timer_.expires_after(options_.poll_interval);
+      boost::system::error_code ec;
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+}
+
+void Keeper::stop() {
+  stopping_ = true;
+  timer_.cancel();
+}
+
+asio::awaitable<void> Keeper::observe() {
+  const auto watched = watch_list_();
+  if (watched.empty() && tracks_.empty()) co_return;
+  auto sessions = co_await initiator_.sessions();
+  const auto now = clock_();
+  if (!sessions) {
+    log_->warn("session keeper: cannot list sessions: {}", sessions.error().message);
+    co_return;
+  }
+  std::set<std::string> names;
+  for (const auto& w : watched) {
+    names.insert(w.volume);
+    update(w, *sessions, now);
+  }
+  for (auto it = tracks_.begin(); it != tracks_.end();) {
+    if (names.count(it->first)) {
+      ++it;
+      continue;
+    }
+    probe_.forget(it->first);  // detached: no longer ours to watch
+    it = tracks_.erase(it);
+  }
+  double counts[4] = {0, 0, 0, 0};
+  for (const auto& [_, t] : tracks_) counts[static_cast<int>(t.health)] += 1;
+  probe_.states(counts[0], counts[1], counts[2], counts[3]);
+}
+
+void Keeper::update(const Watched& w, const std::vector<initiator::Session>& sessions,
+                    steady_clock::time_point now) {
+  std::vector<const initiator::Session*> mine;
+  for (const auto& s : sessions) {
+    const bool same_target = !w.target.iqn.empty() && s.target_iqn == w.target.iqn;
+    const bool same_device =
+        s.device && !w.target.serial.empty() && s.device->serial == w.target.serial;
+    if (same_target || (s.target_iqn.empty() && same_device)) mine.push_back(&s);
+  }
+  const Health h = classify(mine);
+  Track& t = tracks_[w.volume];
+  const bool first = !t.seen;
+  if (!first && t.health != Health::healthy) {
+    const double dt = std::chrono::duration<double>(now - t.last_look).count();
+    t.blocked_seconds += dt;
+    probe_.blocked(w.volume, dt);
+  }
+  t.last_look = now;
+  const initiator::Session* best = mine.empty() ? nullptr : mine.front();
+  for (const auto* s : mine) {
+    if (s->state == "LOGGED_IN") best = s;
+  }
+  const std::string old_portal = t.portal;
+  const int old_sid = t.sid;
+  t.portal = best ? best->portal : "";
+  t.sid = best ? best->id : -1;
+  t.session_state = best ? best->state : "";
+  t.device_state = best ? best->device_state : "";
+  probe_.up(w.volume, h == Health::healthy);
+  if (first) {
+    t.seen = true;
+    t.health = h;
+    t.since = now;
+    if (h != Health::healthy) t.stall_start = now;
+    log_->info("volume {}: session {} via {} is {}", w.volume, t.sid, t.portal, to_string(h));
+    return;
+  }
+  if (h == t.health) return;
+
+  const Health from = t.health;
+  const std::string detail = "session " + std::to_string(t.sid) + " " + t.session_state +
+                             ", disk " + (t.device_state.empty() ? "-" : t.device_state) +
+                             (t.portal.empty() ? "" : ", portal " + t.portal);
+  t.history.push_back(Transition{wall_(), from, h, detail});
+  while (t.history.size() > options_.history) t.history.pop_front();
+  probe_.transition(to_string(from), to_string(h));
+  t.health = h;
+  t.since = now;
+  if (from == Health::healthy) t.stall_start = now;
+
+  switch (h) {
+    case Health::healthy: {
+      const double stall = std::chrono::duration<double>(now - t.stall_start).count();
+      ++t.recoveries;
+      t.last_recovery_seconds = stall;
+      probe_.recovered(stall);
+      const bool same = old_sid == t.sid && old_sid >= 0;
+      log_->info("volume {}: session recovered after {:.2f} s of stalled I/O ({}; {})", w.volume,
+                 stall,
+                 same ? "same session " + std::to_string(t.sid)
+                      : "session " + std::to_string(t.sid) + ", was " + std::to_string(old_sid),
+                 detail);
+      if (old_portal != t.portal && !old_portal.empty()) {
+        log_->warn("volume {}: portal changed {} -> {}", w.volume, old_portal, t.portal);
+      }
+      break;
+    }
+    case Health::recovering:
+      log_->warn("volume {}: session stalled, iscsid is recovering it; I/O waits ({})", w.volume,
+                 detail);
+      break;
+    case Health::device_offline:
+      probe_.offline();
+      log_->error(
+          "volume {}: DEGRADED: the disk is offline, I/O errors reach the filesystem ({}). The "
+          "session is left alone while mounted; check the array and the network, then remount "
+          "the pods",
+          w.volume, detail);
+      break;
+    case Health::missing:
+      log_->error("volume {}: no session for target {} although the volume is attached", w.volume,
+                  w.target.iqn);
+      break;
+  }
+}
+
+std::optional<Health> Keeper::health(const std::string& volume) const {
+  auto it = tracks_.find(volume);
+  if (it == tracks_.end() || !it->second.seen) return std::nullopt;
+  return it->second.health;
+}
+
+nlohmann::json Keeper::state(const std::string& volume) const {
+  auto it = tracks_.find(volume);
+  if (it == tracks_.end() || !it->second.seen) return {{"state", "unknown"}};
+  const Track& t = it->second;
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& tr : t.history) {
+    history.push_back(
+        {{"at_ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(tr.at.time_since_epoch()).count()},
+         {"from", to_string(tr.from)},
+         {"to", to_string(tr.to)},
+         {"detail", tr.detail}});
+  }
+  return {{"state", to_string(t.health)},
+          {"degraded", t.health != Health::healthy},
+          {"session", t.sid},
+          {"portal", t.portal},
+          {"session_state", t.session_state},
+          {"device_state", t.device_state},
+          {"recoveries", t.recoveries},
+          {"last_recovery_seconds", t.last_recovery_seconds},
+          {"io_blocked_seconds", t.blocked_seconds},
+          {"transitions", history}};
+}
+
+}  // namespace datera::keeper

@@ -1,0 +1,118 @@
+#pragma once
+
+// The session keeper: watches the session behind every attached volume and says, with timestamps,
+// when it is healthy, recovering, failed or its device offline.
+//
+// Signals: udev events wake it at once (block, scsi, iscsi_session); a poll at `poll_interval` is
+// the safety net, since not every state change of a session makes an event. Each look reads the
+// initiator's sessions (sysfs: session state and the SCSI device's state).
+//
+//   healthy         LOGGED_IN and the disk "running"
+//   recovering      iscsid is reconnecting (FAILED, or the disk "blocked"): I/O waits, nothing is
+//                   lost; the keeper measures the stall and counts the recovery when it ends
+//   device_offline  the replacement timeout expired ("transport-offline"/"offline", or FREE): I/O
+//                   errors reached the filesystem. Alerted, and the volume shows degraded
+//   missing         no session at all for an attached volume
+//
+// It never logs out a session, and never touches a session that has a mount: recovery is iscsid's
+// job, and a logout under a mount loses data.
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/common/logging.h"
+#include "agent/keeper/probe.h"
+#include "agent/udev/udev_monitor.h"
+#include "plugins/initiator/initiator.h"
+
+namespace datera::keeper {
+
+enum class Health { healthy, recovering, device_offline, missing };
+const char* to_string(Health h);
+
+/// An attached volume, as the volume manager knows it.
+struct Watched {
+  std::string volume;
+  initiator::Target target;
+};
+
+struct KeeperOptions {
+  std::chrono::milliseconds poll_interval{2'000};
+  size_t history = 32;  ///< transitions kept per volume for /v1/volumes
+};
+
+class Keeper {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  using WallClock = std::function<std::chrono::system_clock::time_point()>;
+
+  Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
+         initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
+         udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock = {},
+         WallClock wall = {});
+
+  /// Looks, then waits for an event or the poll interval, until stop().
+  boost::asio::awaitable<void> run();
+  void stop();
+  /// One look at every watched volume (run() calls it; tests call it directly).
+  boost::asio::awaitable<void> observe();
+
+  /// The volume's session as last seen, with its recent transitions ({"state":"unknown"} before
+  /// the first look).
+  nlohmann::json state(const std::string& volume) const;
+  /// nullopt before the first look.
+  std::optional<Health> health(const std::string& volume) const;
+
+ private:
+  struct Transition {
+    std::chrono::system_clock::time_point at;
+    Health from;
+    Health to;
+    std::string detail;
+  };
+  struct Track {
+    Health health = Health::missing;
+    bool seen = false;
+    std::chrono::steady_clock::time_point since;
+    std::chrono::steady_clock::time_point stall_start;
+    std::chrono::steady_clock::time_point last_look;
+    std::string portal;
+    int sid = -1;
+    std::string session_state;
+    std::string device_state;
+    uint64_t recoveries = 0;
+    double last_recovery_seconds = -1;
+    double blocked_seconds = 0;
+    std::deque<Transition> history;
+  };
+
+  void update(const Watched& w, const std::vector<initiator::Session>& sessions,
+              std::chrono::steady_clock::time_point now);
+
+  boost::asio::any_io_executor executor_;
+  KeeperOptions options_;
+  initiator::Initiator& initiator_;
+  std::function<std::vector<Watched>()> watch_list_;
+  udev::Monitor* monitor_;
+  Probe& probe_;
+  LoggerPtr log_;
+  Clock clock_;
+  WallClock wall_;
+  std::map<std::string, Track> tracks_;
+  boost::asio::steady_timer timer_;
+  bool stopping_ = false;
+};
+
+/// The health of one volume's sessions (the best one wins: one working path is enough).
+Health classify(const std::vector<const initiator::Session*>& sessions);
+
+}  // namespace datera::keeper

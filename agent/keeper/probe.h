@@ -1,0 +1,44 @@
+#pragma once
+
+// The session keeper's metrics:
+//   datera_agent_sessions{state}                                 gauge (attached volumes by health)
+//   datera_agent_session_up{volume}                              gauge (1 healthy, 0 otherwise)
+//   datera_agent_session_recoveries_total                        counter
+//   datera_agent_session_recovery_duration_seconds               histogram (stall length)
+//   datera_agent_session_io_blocked_seconds_total{volume}        counter
+//   datera_agent_session_device_offline_total                    counter (entries into offline)
+//   datera_agent_session_transitions_total{from,to}              counter
+
+#include <chrono>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace datera::keeper {
+
+class Probe {
+ public:
+  explicit Probe(prometheus::Registry& registry);
+  void states(double healthy, double recovering, double device_offline, double missing);
+  void up(const std::string& volume, bool up);
+  void forget(const std::string& volume);
+  void recovered(double seconds);
+  void blocked(const std::string& volume, double seconds);
+  void offline();
+  void transition(const std::string& from, const std::string& to);
+
+ private:
+  prometheus::Family<prometheus::Gauge>& states_;
+  prometheus::Family<prometheus::Gauge>& up_;
+  prometheus::Counter& recoveries_;
+  prometheus::Histogram& recovery_;
+  prometheus::Family<prometheus::Counter>& blocked_;
+  prometheus::Counter& offline_;
+  prometheus::Family<prometheus::Counter>& transitions_;
+};
+
+}  // namespace datera::keeper

@@ -1,0 +1,145 @@
+#include "agent/keeper/keeper.h"
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "tests/testing/run_async.h"
+
+namespace datera::keeper {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+const std::string kTarget = "iqn.2013-05.com.daterainc:tc:01:sn:1";
+
+struct ScriptedInitiator : initiator::Initiator {
+  std::vector<initiator::Session> now;
+  int logouts = 0;
+  std::string kind() const override { return "scripted"; }
+  Result<std::string> initiator_iqn() const override { return std::string("iqn.x"); }
+  asio::awaitable<Result<initiator::Device>> connect(const initiator::Target&,
+                                                     std::chrono::milliseconds) override {
+    co_return Error{"not used"};
+  }
+  asio::awaitable<Status> disconnect(const initiator::Target&) override {
+    ++logouts;
+    co_return ok_status();
+  }
+  asio::awaitable<Status> refresh(const initiator::Target&) override { co_return ok_status(); }
+  asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override { co_return now; }
+};
+
+initiator::Session session(const std::string& state, const std::string& disk, int sid = 1,
+                           const std::string& portal = "10.99.0.10:3260") {
+  initiator::Session s;
+  s.target_iqn = kTarget;
+  s.portal = portal;
+  s.state = state;
+  s.id = sid;
+  s.device = initiator::Device{"/dev/sda", "uuid-1", 8, 0};
+  s.device_state = disk;
+  return s;
+}
+
+class KeeperTest : public ::testing::Test {
+ protected:
+  KeeperTest()
+      : keeper_(
+            ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
+            probe_, null_logger(), [this] { return now_; }) {}
+
+  void look_at(std::chrono::milliseconds t) {
+    now_ = std::chrono::steady_clock::time_point(t);
+    testing::run_async(ioc_, keeper_.observe());
+  }
+  double value(const std::string& name) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != name || f.metric.empty()) continue;
+      const auto& m = f.metric.front();
+      return f.type == prometheus::MetricType::Histogram ? double(m.histogram.sample_count)
+                                                         : m.counter.value;
+    }
+    return -1;
+  }
+
+  asio::io_context ioc_;
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
+  ScriptedInitiator initiator_;
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}}};
+  std::chrono::steady_clock::time_point now_;
+  Keeper keeper_;
+};
+
+TEST(Classify, TheBestSessionWins) {
+  auto ok = session("LOGGED_IN", "running");
+  auto failed = session("FAILED", "blocked");
+  auto offline = session("FREE", "transport-offline");
+  EXPECT_EQ(classify({}), Health::missing);
+  EXPECT_EQ(classify({&ok}), Health::healthy);
+  EXPECT_EQ(classify({&failed}), Health::recovering);
+  EXPECT_EQ(classify({&offline}), Health::device_offline);
+  EXPECT_EQ(classify({&failed, &ok}), Health::healthy) << "one working path is enough";
+  auto blocked = session("LOGGED_IN", "blocked");
+  EXPECT_EQ(classify({&blocked}), Health::recovering);
+  auto offline_logged = session("LOGGED_IN", "offline");
+  EXPECT_EQ(classify({&offline_logged}), Health::device_offline);
+}
+
+TEST_F(KeeperTest, AStallThatRecoversIsMeasuredCountedAndNeverLoggedOut) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(1000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::healthy);
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(1500ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::recovering);
+  look_at(3000ms);
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(4200ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::healthy);
+  const auto st = keeper_.state("vol-1");
+  EXPECT_EQ(st["recoveries"], 1);
+  EXPECT_DOUBLE_EQ(st["last_recovery_seconds"].get<double>(), 2.7);
+  EXPECT_DOUBLE_EQ(st["io_blocked_seconds"].get<double>(), 2.7);
+  EXPECT_EQ(st["session"], 1);
+  ASSERT_EQ(st["transitions"].size(), 2u);
+  EXPECT_EQ(st["transitions"][0]["to"], "recovering");
+  EXPECT_EQ(st["transitions"][1]["to"], "healthy");
+  EXPECT_EQ(value("datera_agent_session_recoveries_total"), 1);
+  EXPECT_EQ(value("datera_agent_session_recovery_duration_seconds"), 1);
+  EXPECT_EQ(initiator_.logouts, 0);
+}
+
+TEST_F(KeeperTest, AnOfflineDiskIsDegradedAndAlertedButLeftAlone) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(0ms);
+  initiator_.now = {session("FAILED", "transport-offline")};
+  look_at(1000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::device_offline);
+  EXPECT_TRUE(keeper_.state("vol-1")["degraded"].get<bool>());
+  EXPECT_EQ(value("datera_agent_session_device_offline_total"), 1);
+  EXPECT_EQ(initiator_.logouts, 0) << "never log out a failed session that has a mount";
+}
+
+TEST_F(KeeperTest, AMissingSessionIsReportedAndADetachedVolumeIsForgotten) {
+  initiator_.now = {};
+  look_at(0ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::missing);
+  watched_.clear();
+  look_at(1000ms);
+  EXPECT_FALSE(keeper_.health("vol-1").has_value());
+  EXPECT_EQ(keeper_.state("vol-1")["state"], "unknown");
+}
+
+TEST_F(KeeperTest, SessionsOfOtherTargetsAreNotOurs) {
+  auto other = session("LOGGED_IN", "running");
+  other.target_iqn = "iqn.2013-05.com.daterainc:tc:01:sn:2";
+  initiator_.now = {other};
+  look_at(0ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::missing);
+}
+
+}  // namespace
+}  // namespace datera::keeper
