@@ -81,7 +81,9 @@ echo "== e2e: summary"
 grep -E '^E2E (SCENARIO .* (PASS|FAIL|SKIP)|BOOT FAIL|STEP )' "$LOG" || true
 printf 'e2e timings: fetch %ss, initramfs %ss, qemu %ss, total %ss\n' "$(secs "$T_FETCH")" \
   "$(secs "$T_INITRAMFS")" "$(secs "$T_BOOT")" "$(secs $(($(ms) - T_START)))"
-if grep -qx 'E2E RESULT: PASS' "$LOG"; then
+# PASS needs the guest's final verdict and no FAIL line anywhere (a scenario cannot fake a pass).
+if [ "$(grep '^E2E RESULT:' "$LOG" | tail -n 1)" = "E2E RESULT: PASS" ] &&
+  ! grep -qE '^E2E (SCENARIO [^ ]+ FAIL|BOOT FAIL)' "$LOG"; then
   echo "E2E RESULT: PASS"
   exit 0
 fi

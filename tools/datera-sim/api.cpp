@@ -193,7 +193,14 @@ bool Api::roll(double rate) {
 
 asio::awaitable<http::Response> Api::handle(http::Request request) {
   const std::string path = request.path();
-  if (path.rfind("/_sim/", 0) == 0) co_return control(request, path);
+  if (path.rfind("/_sim/", 0) == 0) {
+    // Failover and rebalance change the model too: persist them and move the real portals
+    // (lio backend) before answering, like any other change.
+    const uint64_t before = model_.generation();
+    http::Response response = control(request, path);
+    if (model_.generation() != before && options_.commit) co_await options_.commit();
+    co_return response;
+  }
 
   if (faults_.latency_ms > 0) {
     asio::steady_timer timer(co_await asio::this_coro::executor);

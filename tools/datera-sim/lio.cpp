@@ -151,7 +151,9 @@ Status LioBackend::move_vip(const std::string& ip, const std::string& from, cons
   }
   // Gratuitous ARP, as keepalived sends it: without it the initiator keeps the old MAC until its
   // neighbour entry ages out (tens of seconds, measured in qemu-e2e.md).
-  if (auto st = in_netns(to, {options_.arping, "-U", "-c", "2", "-I", dest->iface, ip}); !st) {
+  if (auto st =
+          in_netns(to, {options_.arping, "-q", "-U", "-c", "1", "-I", dest->iface, "-s", ip, ip});
+      !st) {
     log_->warn("gratuitous ARP for {} from {} failed: {}", ip, to, st.error().message);
   }
   log_->info("VIP {} moved {} -> {}", ip, from.empty() ? "(none)" : from, to);

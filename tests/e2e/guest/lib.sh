@@ -159,10 +159,11 @@ vip_move() {
 }
 
 # e2e_reset: best effort return to the boot state after a scenario (used by /init).
+# Every step that could block on a wedged session has a time limit.
 e2e_reset() {
-  /usr/sbin/iscsiadm -m node -u >/dev/null 2>&1 || true
-  /usr/sbin/iscsiadm -m node -o delete >/dev/null 2>&1 || true
-  /usr/sbin/iscsiadm -m discoverydb -t st -o delete >/dev/null 2>&1 || true
+  timeout 60 /usr/sbin/iscsiadm -m node -u >/dev/null 2>&1 || true
+  timeout 20 /usr/sbin/iscsiadm -m node -o delete >/dev/null 2>&1 || true
+  rm -rf /etc/iscsi/nodes/* /etc/iscsi/send_targets/*
   awk '$2 ~ "^/mnt/" { print $2 }' /proc/mounts | sort -r | while read -r _m; do
     umount_ul -l "$_m" 2>/dev/null || true
   done

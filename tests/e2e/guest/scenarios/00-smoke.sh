@@ -191,8 +191,10 @@ ip -n storB addr add "$E2E_VIP/$E2E_PREFIX" dev eth0 || fail "VIP add on storB"
 mark "VIP add (storB)"
 ip netns exec storB mkdir "$TPG/np/$PORTAL" || fail "portal mkdir from storB"
 mark "portal mkdir (storB)"
-ip netns exec storB arping -q -U -c 1 -I eth0 -s "$E2E_VIP" "$E2E_VIP" || log "arping rc=$?"
-mark "gratuitous ARP (storB)"
+# arping sends at once but lingers about 1 s; it runs in the background so TF1 is the send time.
+ip netns exec storB arping -q -U -c 1 -I eth0 -s "$E2E_VIP" "$E2E_VIP" &
+ARPING=$!
+mark "gratuitous ARP sent (storB)"
 TF1=$NOW_CS
 log "VIP moved in $(cs_fmt $((TF1 - TF0)))s"
 # Recovered = session LOGGED_IN again and a write that started after the move completed OK.
@@ -207,6 +209,7 @@ wait_until 120 resumed || {
 }
 now_cs
 TREC=$NOW_CS
+wait "$ARPING" || fail "arping -U failed"
 sleep 2
 touch /run/e2e/stop-writer
 wait "$WRITER" || true
@@ -226,7 +229,8 @@ est=$(ip netns exec storB ss -Htn state established "sport = :3260" | awk '{prin
 fact "failover: VIP move took $(cs_fmt $((TF1 - TF0)))s; I/O resumed $(cs_fmt $((TREC - TF0)))s after the move began, $(cs_fmt $((TREC - TF1)))s after the gratuitous ARP"
 fact "failover: longest single O_DIRECT 64 KiB write (stall) = $(cs_fmt "$stall")s; longest gap between completions = $(cs_fmt "$gap")s; typical write = $(cs_fmt "$typical")s; $nwrites writes, 0 errors"
 fact "failover: session $SESSION kept, /dev/$SD kept, storB connection: $est"
-dmesg | grep -E 'connection[0-9]+:0|session[0-9]+:|iSCSI|I/O error|blk_update|XFS' | tail -n 15 |
+# the kernel's lines since the move began (dmesg timestamps are uptime seconds too)
+dmesg | awk -v t="$TF0" '{ s = $0; sub(/^\[ */, "", s); if (s + 0 >= t / 100) print }' | tail -n 15 |
   while IFS= read -r l; do fact "dmesg: $l"; done
 grep -E 'conn|recovery|session|Kernel reported' /run/e2e/iscsid.log 2>/dev/null | tail -n 10 |
   while IFS= read -r l; do fact "iscsid: $l"; done

@@ -1,0 +1,181 @@
+#!/bin/sh
+# e2e-timeout: 400
+#
+# The agent on a real kernel, through the real shim, against datera-sim's lio backend (real LIO
+# targets, node ACLs and portals in the storage nodes' network namespaces) with the real open-iscsi
+# initiator. Parts, each with its own checks (issue #5's scenarios 1, 2, 5 and 4):
+#  mount     shim mount: the volume is created, the node added to the ACL, logged in, the disk's
+#            serial verified against the volume uuid, mkfs.xfs, mounted into a pod dir; checksummed
+#            data written
+#  failover  the simulator moves the VIPs storA -> storB (portal re-created there, gratuitous ARP)
+#            during continuous O_DIRECT writes: zero I/O errors, the same session, stall <= 5 s,
+#            data intact, and the agent's session keeper counted one recovery with its duration
+#  kill9     kill -9 of the agent while mounted: session and mounts survive; the restarted agent
+#            reconciles and serves; data intact
+#  unmount   shim unmount: no session, node record, device, mount or LIO ACL entry left
+set -eu
+# shellcheck source=SCRIPTDIR/../lib.sh
+. /e2e/lib.sh
+
+W=/tmp/e2e
+VOL=vol-e2e
+POD=$W/kubelet/pods/uid-e2e/volumes/datera~iscsi/pv-e2e
+SHIM=$W/plugins/datera~iscsi/iscsi
+SIM=http://127.0.0.1:7717
+METRICS=http://127.0.0.1:9808/metrics
+OPTS='{"volumeID":"vol-e2e","size":"1","replica":"2","kubernetes.io/fsType":"xfs","kubernetes.io/readwrite":"rw","kubernetes.io/pvOrVolumeName":"pv-e2e"}'
+AGENT_PID=
+SIM_PID=
+
+dump_logs() {
+  log "---- agent log (tail) ----"
+  tail -n 40 $W/agent.log 2>/dev/null | sed 's/^/  agent| /'
+  log "---- sim log (tail) ----"
+  tail -n 25 $W/sim.log 2>/dev/null | sed 's/^/  sim| /'
+}
+die() {
+  dump_logs
+  fail "$*"
+}
+check() { printf 'E2E CHECK %s PASS\n' "$1"; }
+
+metric() { # metric NAME_WITH_LABELS: prints its value or nothing
+  curl -s "$METRICS" | awk -v m="$1" '$1 == m { print $2 }'
+}
+
+start_agent() {
+  datera-agent --config $W/agent.yaml >>$W/agent.log 2>&1 &
+  AGENT_PID=$!
+  wait_until 30 curl -sf http://127.0.0.1:9808/readyz || die "the agent did not become ready"
+}
+
+# --- setup -------------------------------------------------------------------------------------
+step_begin setup
+mkdir -p $W/sim $W/vols /run/lock
+mount -t tmpfs -o size=1200m vols $W/vols || die "tmpfs for the volumes"
+printf 'e2e-password' >$W/password
+datera-sim --listen 127.0.0.1:7717 --state $W/sim/state.json --backend lio --file-dir $W/vols \
+  --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
+  --ip-pool 10.99.0.64/26 --user admin --password e2e-password >$W/sim.log 2>&1 &
+SIM_PID=$!
+wait_until 10 grep -q "listening on" $W/sim.log || die "datera-sim did not start"
+cat >$W/agent.yaml <<YAML
+node_name: e2e-node
+socket_path: /run/datera-agent/agent.sock
+plugin_dir: $W/plugins
+kubelet_root: $W/kubelet
+state_dir: $W/state
+metrics: {listen: "127.0.0.1:9808"}
+backend: {server: "127.0.0.1:7717", username: admin, password_file: $W/password}
+initiator:
+  kind: open-iscsi
+  iscsiadm: /usr/sbin/iscsiadm
+  replacement_timeout: 120
+  noop_out_interval: 2
+  noop_out_timeout: 2
+  session_poll_interval: 250ms
+YAML
+start_agent
+wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
+step_end
+
+# --- mount -------------------------------------------------------------------------------------
+step_begin mount
+mkdir -p "$POD"
+out=$("$SHIM" mount "$POD" "$OPTS" 2>&1) || die "shim mount failed: $out"
+case $out in *'"Success"'*) ;; *) die "shim mount answered: $out" ;; esac
+step_end
+grep -qs " $POD " /proc/mounts || die "the pod dir is not a mount point"
+uuid=$(curl -s "$SIM/_sim/exports" | sed -n 's/.*"uuid":"\([0-9a-f-]*\)".*/\1/p' | head -n 1)
+[ -n "$uuid" ] || die "no volume uuid from the simulator"
+SID=$(session_of_target "$(curl -s "$SIM/_sim/exports" | sed -n 's/.*"iqn":"\([^"]*\)".*/\1/p' | head -n 1)") ||
+  die "no iSCSI session for the volume's target"
+SD=$(blockdev_of_session "$SID") || die "no disk for $SID"
+serial=$(dd if=/sys/block/$SD/device/vpd_pg80 bs=1 skip=4 2>/dev/null | tr -d '\000')
+fact "agent-volume session=$SID disk=$SD serial=$serial uuid=$uuid portal=$(cat /sys/class/iscsi_connection/connection${SID#session}:0/persistent_address 2>/dev/null)"
+[ "$serial" = "$uuid" ] || die "the disk's serial '$serial' is not the volume uuid '$uuid'"
+grep -q "^/dev/$SD $W/state/staging/$VOL xfs" /proc/mounts || die "staging is not /dev/$SD with xfs"
+n_sd=$(ls -d /sys/class/iscsi_session/session* 2>/dev/null | wc -l)
+fact "sessions=$n_sd (one per volume without multipath)"
+dd if=/dev/urandom of="$POD/data.bin" bs=1M count=16 2>/dev/null || die "write into the pod dir"
+sync
+sum=$(sha256sum "$POD/data.bin" | cut -d' ' -f1)
+check mount
+
+# --- failover ----------------------------------------------------------------------------------
+step_begin failover
+# Continuous 64 KiB O_DIRECT writes; each line: "<uptime cs> <rc>". A stall is the longest gap.
+(
+  i=0
+  while [ ! -e $W/stop-writer ]; do
+    now_cs
+    t0=$NOW_CS
+    if dd if=/dev/zero of="$POD/stream.bin" bs=64k count=1 seek=$((i % 256)) oflag=direct conv=notrunc 2>/dev/null; then rc=0; else rc=1; fi
+    now_cs
+    echo "$t0 $NOW_CS $rc" >>$W/writes.log
+    i=$((i + 1))
+  done
+) &
+WRITER=$!
+sleep 2
+out=$(curl -s -X POST -H 'Content-Type: application/json' -d "{\"app_instance\":\"$VOL\",\"to_node\":\"node-2\"}" "$SIM/_sim/failover")
+log "failover: $out"
+case $out in *node-2*) ;; *) die "the simulator did not fail over: $out" ;; esac
+# Wait for the keeper to see the stall end (or give up after 30 s).
+wait_until 30 sh -c "[ \"\$(curl -s $METRICS | awk '\$1 == \"datera_agent_session_recoveries_total\" {print \$2}')\" = 1 ]" ||
+  log "the keeper did not count a recovery within 30 s"
+sleep 2
+touch $W/stop-writer
+wait $WRITER || true
+step_end
+errors=$(awk '$3 != 0' $W/writes.log | wc -l)
+total=$(wc -l <$W/writes.log)
+stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/writes.log)
+fact "failover writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall")"
+[ "$errors" -eq 0 ] || die "$errors of $total writes failed during failover"
+[ "$stall" -le 500 ] || die "the longest write stalled $(cs_fmt "$stall") s (more than 5 s)"
+[ "$(session_of_target "$(cat /sys/class/iscsi_session/$SID/targetname)")" = "$SID" ] || die "the session changed"
+session_logged_in "$SID" || die "$SID is $(session_state "$SID") after failover"
+ip netns exec storB ss -Htn state established "sport = :3260" | grep -q . || die "no connection to storB"
+rec=$(metric datera_agent_session_recoveries_total)
+dur=$(metric datera_agent_session_recovery_duration_seconds_sum)
+fact "keeper recoveries=$rec recovery_seconds=$dur"
+[ "$rec" = 1 ] || die "the keeper counted '$rec' recoveries, not 1"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "data changed across failover"
+curl -s --unix-socket /run/datera-agent/agent.sock http://agent/v1/volumes | grep -q '"recoveries":1' ||
+  die "/v1/volumes does not show the recovery"
+check failover
+
+# --- kill9 -------------------------------------------------------------------------------------
+step_begin kill9
+kill -9 "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null || true
+session_logged_in "$SID" || die "the session did not survive the agent"
+grep -qs " $POD " /proc/mounts || die "the pod mount did not survive the agent"
+start_agent
+grep -q "reconciled: 1 volume(s) in use" $W/agent.log || die "the restarted agent did not reconcile the volume"
+[ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "data changed across the restart"
+out=$("$SHIM" mount "$POD" "$OPTS" 2>&1)
+case $out in *'"Success"'*) ;; *) die "a repeated mount after restart answered: $out" ;; esac
+[ "$(ls -d /sys/class/iscsi_session/session* | wc -l)" = "$n_sd" ] || die "the restart added sessions"
+step_end
+check kill9
+
+# --- unmount -----------------------------------------------------------------------------------
+step_begin unmount
+out=$("$SHIM" unmount "$POD" 2>&1) || die "shim unmount failed: $out"
+case $out in *'"Success"'*) ;; *) die "shim unmount answered: $out" ;; esac
+step_end
+left=$(grep "$W/" /proc/mounts | grep -v " $W/vols " || true)
+[ -z "$left" ] || die "mounts left: $left"
+ls -d /sys/class/iscsi_session/session* >/dev/null 2>&1 && die "sessions left: $(ls /sys/class/iscsi_session)"
+[ -e "/sys/block/$SD" ] && die "/dev/$SD is still there"
+[ -z "$(ls /etc/iscsi/nodes 2>/dev/null)" ] || die "node records left: $(ls /etc/iscsi/nodes)"
+acls=$(ls "$TARGET_CFG"/iscsi/iqn.2013-05.com.daterainc:*/tpgt_1/acls 2>/dev/null | tr '\n' ' ')
+[ -z "$acls" ] || die "the node is still in the LIO ACL: $acls"
+check unmount
+
+kill "$AGENT_PID" 2>/dev/null || true
+kill "$SIM_PID" 2>/dev/null || true
+wait 2>/dev/null || true
