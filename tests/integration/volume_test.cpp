@@ -3,8 +3,10 @@
 // crash tests: the agent is killed (SIGKILL) between every two steps of mount and unmount, then
 // restarted; nothing may leak and the data must survive.
 
+#include <cctype>
 #include <dirent.h>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 #include <sys/mount.h>
@@ -24,7 +26,14 @@ using nlohmann::json;
 using testing::AgentProcess;
 using testing::SimProcess;
 
-const std::string kIqn = "iqn.1993-08.org.debian:01:it-node";
+/// One IQN per test: tests run in parallel and every agent is a "node" of its own (a real node
+/// never shares its IQN, and the loop initiator tells its devices apart by it).
+std::string test_iqn() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = info ? info->name() : "none";
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return "iqn.1993-08.org.debian:01:" + name.substr(0, 60);
+}
 
 struct MountInfo {
   std::string target;
@@ -122,6 +131,9 @@ class VolumeTest : public ::testing::Test {
 
   json shim(const std::vector<std::string>& args) {
     auto r = agent_.shim(args);
+    if (r.output.find("\"Success\"") == std::string::npos) {
+      std::cerr << "shim " << args.front() << " answered: " << r.output << "\n";
+    }
     auto j = json::parse(r.output, nullptr, false);
     EXPECT_FALSE(j.is_discarded()) << "not one JSON object: " << r.output;
     EXPECT_EQ(r.exit_code, j.value("status", "") == "Success" ? 0 : 1) << r.output;
@@ -180,6 +192,7 @@ class VolumeTest : public ::testing::Test {
     return 0;
   }
 
+  const std::string kIqn = test_iqn();
   SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
   AgentProcess agent_;
 };
