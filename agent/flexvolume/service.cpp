@@ -3,7 +3,8 @@
 #include <cctype>
 #include <variant>
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -14,7 +15,6 @@
 namespace datera::flexvolume {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -48,15 +48,41 @@ Service::Service(ServiceOptions options, Probe& probe, LoggerPtr log)
 asio::awaitable<flex::Json> Service::call(flex::Request request) {
   const auto start = std::chrono::steady_clock::now();
   ++counts_.in_flight;
-  asio::steady_timer deadline(co_await asio::this_coro::executor, options_.call_timeout);
+  const auto executor = co_await asio::this_coro::executor;
+  // The operation runs detached from this call: at the deadline the caller gets its Failure, but
+  // a half-done mount is not cancelled between two steps; it finishes (holding its volume's lock)
+  // and kubelet's retry finds the result.
+  struct Outcome {
+    std::optional<flex::Json> reply;
+    asio::steady_timer done;
+  };
+  auto outcome = std::make_shared<Outcome>(Outcome{std::nullopt, asio::steady_timer(executor)});
+  outcome->done.expires_after(options_.call_timeout);
+  flex::Request owned = request;
+  asio::co_spawn(
+      executor, dispatch_owned(std::move(owned)),
+      [outcome, log = log_](std::exception_ptr e, flex::Json r) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            log->error("volume operation failed with a bug: {}", ex.what());
+            r = flex::failure(std::string("internal error in datera-agent: ") + ex.what());
+          }
+        }
+        outcome->reply = std::move(r);
+        outcome->done.cancel();
+      });
+  boost::system::error_code ec;
+  co_await outcome->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   flex::Json reply;
-  auto outcome = co_await (dispatch(request) || deadline.async_wait(asio::use_awaitable));
-  if (outcome.index() == 0) {
-    reply = std::move(std::get<0>(outcome));
+  if (outcome->reply) {
+    reply = std::move(*outcome->reply);
   } else {
     reply = flex::failure("'" + request.command + "' on volume " + volume_of(request) +
                           " did not finish within " + format_duration(options_.call_timeout) +
-                          " in datera-agent; see the agent log. kubelet will retry.");
+                          " in datera-agent; it goes on in the agent, and kubelet's retry will "
+                          "find its result. See the agent log.");
   }
   --counts_.in_flight;
   ++counts_.total;
@@ -70,6 +96,10 @@ asio::awaitable<flex::Json> Service::call(flex::Request request) {
   }
   probe_.served(request.command, status, std::chrono::steady_clock::now() - start);
   co_return reply;
+}
+
+asio::awaitable<flex::Json> Service::dispatch_owned(flex::Request r) {
+  co_return co_await dispatch(r);
 }
 
 asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {

@@ -1,10 +1,10 @@
 #pragma once
 
 // Answers FlexVolume calls forwarded by the shim. Every call gets exactly one reply object and is
-// bounded by call_timeout (an operation cut off there is cancelled; the volume manager's journal
-// and idempotent steps let kubelet's retry finish it). Volume operations go to the VolumeOps the
-// composition root wires in; controller-mode calls answer Failure, never "Not supported" (kubelet
-// caches that answer until the driver is re-probed).
+// bounded by call_timeout. An operation still running at the deadline is not cancelled: it
+// finishes on its own (under its volume's lock) and kubelet's retry finds the result. Volume
+// operations go to the VolumeOps the composition root wires in; controller-mode calls answer
+// Failure, never "Not supported" (kubelet caches that answer until the driver is re-probed).
 //
 // Runs on the agent's event loop; calls for different volumes may be in flight at once.
 
@@ -55,6 +55,8 @@ class Service {
 
  private:
   boost::asio::awaitable<flex::Json> dispatch(const flex::Request& request);
+  /// dispatch() with the request kept in its own frame (it outlives the call that started it).
+  boost::asio::awaitable<flex::Json> dispatch_owned(flex::Request request);
   flex::Json get_volume_name(const flex::Request& request) const;
 
   ServiceOptions options_;

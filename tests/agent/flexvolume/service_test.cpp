@@ -1,5 +1,9 @@
 #include "agent/flexvolume/service.h"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
 #include "tests/testing/run_async.h"
@@ -81,6 +85,51 @@ TEST_F(ServiceTest, CountsAndMetricsFollowCalls) {
 TEST(VolumeOf, FromOptionsOrPaths) {
   EXPECT_EQ(volume_of(*flex::parse_argv({"mount", "/p", R"({"volumeID":"v"})"})), "v");
   EXPECT_EQ(volume_of(*flex::parse_argv({"unmount", "/pods/x"})), "/pods/x");
+}
+
+}  // namespace
+}  // namespace datera::flexvolume
+
+namespace datera::flexvolume {
+namespace {
+
+/// A volume manager whose mount takes 200 ms.
+struct SlowVolumes : VolumeOps {
+  bool finished = false;
+  boost::asio::awaitable<flex::Json> mount(const flex::Request&) override {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor,
+                                std::chrono::milliseconds(200));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    finished = true;
+    co_return flex::success();
+  }
+  boost::asio::awaitable<flex::Json> unmount(const flex::Request&) override {
+    co_return flex::success();
+  }
+  boost::asio::awaitable<flex::Json> expand(const flex::Request&) override {
+    co_return flex::success();
+  }
+};
+
+TEST(ServiceTimeout, AnOperationPastTheDeadlineIsAnsweredButNotCancelled) {
+  prometheus::Registry registry;
+  Probe probe{registry};
+  Service service{
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::milliseconds(50)},
+      probe, null_logger()};
+  SlowVolumes volumes;
+  service.set_volume_ops(&volumes);
+  boost::asio::io_context ioc;
+  auto req = flex::parse_argv(
+      {"mount", "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv", R"({"volumeID":"vol-slow"})"});
+  ASSERT_TRUE(req.ok());
+  auto reply = testing::run_async(ioc, service.call(std::move(*req)));
+  EXPECT_EQ(reply["status"], "Failure");
+  EXPECT_NE(reply["message"].get<std::string>().find("did not finish"), std::string::npos);
+  EXPECT_FALSE(volumes.finished) << "answered at the deadline, before the mount ended";
+  ioc.restart();
+  ioc.run_for(std::chrono::seconds(2));
+  EXPECT_TRUE(volumes.finished) << "the mount went on to its end instead of being cancelled";
 }
 
 }  // namespace
