@@ -163,6 +163,10 @@ Result<Child> spawn_child(const Command& cmd) {
                : ::posix_spawn_file_actions_adddup2(actions.get(), in_r.get(), 0);
   if (rc == 0) rc = ::posix_spawn_file_actions_adddup2(actions.get(), out_w.get(), 1);
   if (rc == 0) rc = ::posix_spawn_file_actions_adddup2(actions.get(), err_w.get(), 2);
+  // Nothing else reaches the child, whether or not it is close-on-exec (Asio's sockets are not):
+  // a child holding the API's listening socket would keep the dead agent's socket "alive" and
+  // make a restarted agent refuse to start, or leave a caller waiting in its backlog.
+  if (rc == 0) rc = ::posix_spawn_file_actions_addclosefrom_np(actions.get(), 3);
   if (rc != 0) return Error::from_errno(what + ": posix_spawn_file_actions", rc);
 
   // Own process group (so a timeout can kill everything the program started), no blocked signals

@@ -120,6 +120,21 @@ class ProcessRunnerTest : public ::testing::Test {
 // ---------------------------------------------------------------------------------------------
 // Output, exit status, stdin, environment
 
+TEST_F(ProcessRunnerTest, ChildrenInheritNoDescriptorsButStdio) {
+  // A descriptor without close-on-exec, as Asio's sockets are.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string leaked = "/proc/self/fd/" + std::to_string(fds[1]);
+  auto r = run(command("/usr/bin/readlink", {leaked}));
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_NE(r->exit_code, 0) << "the child still holds fd " << fds[1] << ": " << r->out;
+  auto stdio = run(command("/usr/bin/readlink", {"/proc/self/fd/1"}));
+  ASSERT_TRUE(stdio.ok());
+  EXPECT_EQ(stdio->exit_code, 0) << "stdout must stay";
+}
+
 TEST_F(ProcessRunnerTest, CapturesStdoutOfEcho) {
   auto r = run(command("/bin/echo", {"hello", "world"}));
   ASSERT_TRUE(r.ok()) << r.error().message;
