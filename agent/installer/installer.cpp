@@ -12,6 +12,7 @@
 
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
+#include "agent/common/hash.h"
 
 namespace datera::installer {
 
@@ -30,14 +31,7 @@ const char* to_string(Change c) {
 }
 
 std::string digest(const std::string& bytes) {
-  uint64_t h = 14695981039346656037ULL;
-  for (const unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return fnv1a64_hex(bytes);
 }
 
 bool needs_reinstall(const Options& o, const FileEvent& ev) {

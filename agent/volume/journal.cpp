@@ -8,6 +8,7 @@
 
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
+#include "agent/common/hash.h"
 
 namespace datera::volume {
 
@@ -17,16 +18,9 @@ namespace {
 
 constexpr int kFormat = 1;
 
-/// FNV-1a 64: detects torn and edited files (not an adversary: the directory is root-only).
+/// Detects torn and edited files (not an adversary: the directory is root-only).
 std::string checksum(const std::string& text) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return fnv1a64_hex(text);
 }
 
 Result<Phase> phase_from(const std::string& s) {

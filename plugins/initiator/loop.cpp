@@ -15,6 +15,7 @@
 
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
+#include "agent/common/hash.h"
 
 namespace datera::initiator {
 
@@ -42,14 +43,7 @@ std::string trim(std::string s) {
 /// The loop device's lo_file_name, which marks the devices this initiator attached: several agents
 /// (nodes) may share one test host, and none may touch another's devices.
 std::string owner_tag(const std::string& iqn) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const unsigned char c : iqn) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "datera-loop:%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return "datera-loop:" + fnv1a64_hex(iqn);
 }
 
 /// "/x/y/<uuid>.img" -> "<uuid>", "" when the name is not of that form.
