@@ -11,7 +11,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
   libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   # runtime tools the agent drives and the tests use
-  open-iscsi udev xfsprogs e2fsprogs util-linux fdisk curl iproute2 procps python3 openssl
+  open-iscsi udev xfsprogs e2fsprogs util-linux fdisk dmsetup curl iproute2 procps python3 openssl
   # the kernel e2e tier (tests/e2e): a QEMU guest and what its initramfs is built from
   qemu-system-x86 busybox-static cpio zstd kmod iputils-arping
 )

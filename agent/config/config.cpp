@@ -172,16 +172,21 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     }
   }
   if (const auto n = root["initiator"]; n && !n.IsNull()) {
-    if (auto st = check_keys(
-            n, "initiator.",
-            {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
-             "noop_out_timeout", "login_timeout", "online_timeout", "session_poll_interval"});
+    if (auto st =
+            check_keys(n, "initiator.",
+                       {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
+                        "noop_out_timeout", "login_timeout", "online_timeout",
+                        "session_poll_interval", "multipath", "dmsetup", "array_poll_interval"});
         !st) {
       return st;
     }
     DT_SET_STRING(n, "kind", "initiator.kind", cfg.initiator.kind)
     DT_SET_STRING(n, "iqn", "initiator.iqn", cfg.initiator.iqn)
     DT_SET_STRING(n, "iscsiadm", "initiator.iscsiadm", cfg.initiator.iscsiadm)
+    DT_SET_STRING(n, "multipath", "initiator.multipath", cfg.initiator.multipath)
+    DT_SET_STRING(n, "dmsetup", "initiator.dmsetup", cfg.initiator.dmsetup)
+    DT_SET_DURATION(n, "array_poll_interval", "initiator.array_poll_interval",
+                    cfg.initiator.array_poll_interval)
     DT_SET_DURATION(n, "login_timeout", "initiator.login_timeout", cfg.initiator.login_timeout)
     DT_SET_DURATION(n, "online_timeout", "initiator.online_timeout", cfg.initiator.online_timeout)
     DT_SET_DURATION(n, "session_poll_interval", "initiator.session_poll_interval",
@@ -357,6 +362,16 @@ Status validate(Config& cfg) {
                      "'" + cfg.initiator.iqn + "' is not an IQN (iqn.YYYY-MM.domain:name)");
   }
   if (auto st = check_abs_path("initiator.iscsiadm", cfg.initiator.iscsiadm); !st) return st;
+  if (auto st = check_abs_path("initiator.dmsetup", cfg.initiator.dmsetup); !st) return st;
+  if (cfg.initiator.multipath != "auto" && cfg.initiator.multipath != "on" &&
+      cfg.initiator.multipath != "off") {
+    return key_error("initiator.multipath",
+                     "'" + cfg.initiator.multipath + "' is not one of auto, on, off");
+  }
+  if (cfg.initiator.array_poll_interval.count() != 0 &&
+      cfg.initiator.array_poll_interval.count() < 1000) {
+    return key_error("initiator.array_poll_interval", "must be 0 (off) or at least 1s");
+  }
   if (cfg.initiator.session_poll_interval.count() < 100) {
     return key_error("initiator.session_poll_interval", "must be at least 100ms");
   }

@@ -72,6 +72,14 @@ struct InitiatorConfig {
   milliseconds login_timeout{120'000};
   milliseconds online_timeout{120'000};       ///< array: the volume becomes available
   milliseconds session_poll_interval{2'000};  ///< the session keeper's safety-net poll
+  /// Mount volumes on per-volume dm-multipath maps so access IP changes move them live:
+  /// "auto" (when the kernel has dm_multipath and dm_round_robin), "on" (required: start-up
+  /// fails without), "off" (the raw session disk; portal changes wait for the pods to leave).
+  std::string multipath = "auto";
+  std::string dmsetup = "/sbin/dmsetup";
+  /// How often each attached volume's access IPs are checked on the array (also checked at once
+  /// when a session fails); 0 = only on failures.
+  milliseconds array_poll_interval{60'000};
 };
 
 struct Config {

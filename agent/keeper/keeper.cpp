@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -46,7 +47,8 @@ Health classify(const std::vector<const initiator::Session*>& sessions) {
 
 Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
                initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
-               udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock, WallClock wall)
+               udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock, WallClock wall,
+               AccessCheck check)
     : executor_(executor),
       options_(options),
       initiator_(initiator),
@@ -56,6 +58,7 @@ Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
       log_(std::move(log)),
       clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
       wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
+      check_(std::move(check)),
       timer_(executor) {}
 
 asio::awaitable<void> Keeper::run() {
@@ -91,7 +94,8 @@ asio::awaitable<void> Keeper::observe() {
   std::set<std::string> names;
   for (const auto& w : watched) {
     names.insert(w.volume);
-    update(w, *sessions, now);
+    const bool failed = update(w, *sessions, now);
+    maybe_check(w.volume, failed, now);
   }
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     if (names.count(it->first)) {
@@ -106,7 +110,25 @@ asio::awaitable<void> Keeper::observe() {
   probe_.states(counts[0], counts[1], counts[2], counts[3]);
 }
 
-void Keeper::update(const Watched& w, const std::vector<initiator::Session>& sessions,
+void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::time_point now) {
+  if (!check_ || stopping_ || checking_.count(volume)) return;
+  Track& t = tracks_[volume];
+  const auto since = now - t.last_check;
+  const bool due = !t.checked || (options_.array_poll_interval.count() > 0 &&
+                                  since >= options_.array_poll_interval);
+  const bool urgent = failed && (!t.checked || since >= options_.min_check_gap);
+  if (!due && !urgent) return;
+  t.last_check = now;
+  t.checked = true;
+  checking_.insert(volume);
+  const std::string reason = urgent ? "session " + std::string(to_string(t.health)) : "poll";
+  asio::co_spawn(executor_, check_(volume, reason), [this, volume](const std::exception_ptr& e) {
+    checking_.erase(volume);
+    if (e) log_->error("volume {}: access check threw; this is a bug", volume);
+  });
+}
+
+bool Keeper::update(const Watched& w, const std::vector<initiator::Session>& sessions,
                     steady_clock::time_point now) {
   std::vector<const initiator::Session*> mine;
   for (const auto& s : sessions) {
@@ -141,9 +163,9 @@ void Keeper::update(const Watched& w, const std::vector<initiator::Session>& ses
     t.since = now;
     if (h != Health::healthy) t.stall_start = now;
     log_->info("volume {}: session {} via {} is {}", w.volume, t.sid, t.portal, to_string(h));
-    return;
+    return h != Health::healthy;
   }
-  if (h == t.health) return;
+  if (h == t.health) return false;
 
   const Health from = t.health;
   const std::string detail = "session " + std::to_string(t.sid) + " " + t.session_state +
@@ -190,6 +212,7 @@ void Keeper::update(const Watched& w, const std::vector<initiator::Session>& ses
                   w.target.iqn);
       break;
   }
+  return from == Health::healthy;
 }
 
 std::optional<Health> Keeper::health(const std::string& volume) const {

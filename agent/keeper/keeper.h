@@ -15,12 +15,16 @@
 //   missing         no session at all for an attached volume
 //
 // It never logs out a session, and never touches a session that has a mount: recovery is iscsid's
-// job, and a logout under a mount loses data.
+// job, and a logout under a mount loses data. What it does ask for is an access check (the volume
+// manager's check_access: has EDF moved the volume to other IPs?) every `array_poll_interval`, and
+// at once when a session stops being healthy (iscsid never learns of a new IP, iscsi.md §1.6).
+// Checks run detached, at most one per volume at a time, so a slow array never stalls the watch.
 
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,6 +51,11 @@ struct Watched {
 
 struct KeeperOptions {
   std::chrono::milliseconds poll_interval{2'000};
+  /// How often each attached volume's access IPs are checked on the array; 0 = only on failures.
+  std::chrono::milliseconds array_poll_interval{60'000};
+  /// Failure-triggered checks are at least this far apart per volume (an array that answers
+  /// slowly during an outage is not asked in a loop).
+  std::chrono::milliseconds min_check_gap{5'000};
   size_t history = 32;  ///< transitions kept per volume for /v1/volumes
 };
 
@@ -54,11 +63,13 @@ class Keeper {
  public:
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   using WallClock = std::function<std::chrono::system_clock::time_point()>;
+  /// check(volume, reason); empty: no access checks.
+  using AccessCheck = std::function<boost::asio::awaitable<void>(std::string, std::string)>;
 
   Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
          initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
-         udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock = {},
-         WallClock wall = {});
+         udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock = {}, WallClock wall = {},
+         AccessCheck check = {});
 
   /// Looks, then waits for an event or the poll interval, until stop().
   boost::asio::awaitable<void> run();
@@ -93,10 +104,15 @@ class Keeper {
     double last_recovery_seconds = -1;
     double blocked_seconds = 0;
     std::deque<Transition> history;
+    std::chrono::steady_clock::time_point last_check;
+    bool checked = false;
   };
 
-  void update(const Watched& w, const std::vector<initiator::Session>& sessions,
+  /// Returns true when the volume just stopped being healthy.
+  bool update(const Watched& w, const std::vector<initiator::Session>& sessions,
               std::chrono::steady_clock::time_point now);
+  void maybe_check(const std::string& volume, bool failed,
+                   std::chrono::steady_clock::time_point now);
 
   boost::asio::any_io_executor executor_;
   KeeperOptions options_;
@@ -107,7 +123,9 @@ class Keeper {
   LoggerPtr log_;
   Clock clock_;
   WallClock wall_;
+  AccessCheck check_;
   std::map<std::string, Track> tracks_;
+  std::set<std::string> checking_;
   boost::asio::steady_timer timer_;
   bool stopping_ = false;
 };

@@ -331,6 +331,25 @@ Status Application::make_volumes() {
     oo.noop_out_timeout = ic.noop_out_timeout;
     oo.wait_for_event = [this](std::chrono::milliseconds max) { return udev_->wait(max); };
     initiator_ = initiator::make_open_iscsi(*runner_, pool_, oo, logs_.get("initiator"));
+    if (ic.multipath != "off") {
+      multipath_probe_ = std::make_unique<multipath::Probe>(*registry_);
+      multipath::DmsetupOptions dm;
+      dm.dmsetup = ic.dmsetup;
+      multipath_ = std::make_unique<multipath::Dmsetup>(*runner_, pool_, dm, *multipath_probe_,
+                                                        logs_.get("multipath"));
+      std::string why;
+      if (multipath_->detect(&why)) {
+        log_->info("volumes mount on per-volume dm-multipath maps (access IP changes move live)");
+      } else if (ic.multipath == "on") {
+        return Error{"initiator.multipath is 'on' but dm-multipath is unusable: " + why +
+                     " (modprobe dm_multipath dm_round_robin, install dmsetup)"};
+      } else {
+        log_->warn(
+            "dm-multipath unusable ({}): volumes mount on the raw session disk, and an "
+            "access IP change waits for the volume's pods to leave this node",
+            why);
+      }
+    }
   }
   if (auto iqn = initiator_->initiator_iqn(); !iqn) {
     log_->warn("initiator IQN unknown ({}); volume mounts will fail until it is set",
@@ -374,19 +393,30 @@ Status Application::make_volumes() {
       ::kill(::getpid(), SIGKILL);
     };
   }
-  volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
-                                               *volume_probe_, logs_.get("volume"));
+  volumes_ =
+      std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
+                                        *volume_probe_, logs_.get("volume"), multipath_.get());
   keeper_probe_ = std::make_unique<keeper::Probe>(*registry_);
   keeper::KeeperOptions ko;
   ko.poll_interval = ic.session_poll_interval;
+  ko.array_poll_interval = ic.array_poll_interval;
   auto watch = [this] {
     std::vector<keeper::Watched> out;
     for (auto& [name, target] : volumes_->attached()) out.push_back({name, target});
     return out;
   };
-  keeper_ = std::make_unique<keeper::Keeper>(ioc_.get_executor(), ko, *initiator_, watch,
-                                             udev_.get(), *keeper_probe_, logs_.get("keeper"));
+  keeper_ = std::make_unique<keeper::Keeper>(
+      ioc_.get_executor(), ko, *initiator_, watch, udev_.get(), *keeper_probe_, logs_.get("keeper"),
+      keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check());
   return ok_status();
+}
+
+keeper::Keeper::AccessCheck Application::access_check() {
+  // The keeper keeps this function for its lifetime, so the closure `mgr` lives in outlives every
+  // check it starts.
+  return [mgr = volumes_.get()](std::string v, std::string why) -> asio::awaitable<void> {
+    (void)co_await mgr->check_access(std::move(v), std::move(why));
+  };
 }
 
 nlohmann::json Application::status() {

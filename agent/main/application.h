@@ -27,6 +27,7 @@
 #include "agent/installer/installer.h"
 #include "agent/keeper/keeper.h"
 #include "agent/lifecycle/notifier.h"
+#include "agent/multipath/dmsetup.h"
 #include "agent/process/process_runner.h"
 #include "agent/udev/udev_monitor.h"
 #include "agent/volume/manager.h"
@@ -104,10 +105,13 @@ class Application : public api::StatusSource {
   mount::MounterPtr mounter_;
   std::unique_ptr<edf::Transport> sim_transport_;  ///< loop initiator only
   initiator::InitiatorPtr initiator_;
+  std::unique_ptr<multipath::Probe> multipath_probe_;
+  std::unique_ptr<multipath::Dmsetup> multipath_;
   std::unique_ptr<volume::Journal> journal_;
   std::unique_ptr<volume::EdfArrays> arrays_;
   std::unique_ptr<volume::Manager> volumes_;
   std::unique_ptr<keeper::Probe> keeper_probe_;
+  keeper::Keeper::AccessCheck access_check();
   std::unique_ptr<keeper::Keeper> keeper_;
   boost::asio::steady_timer watchdog_timer_;
 };

@@ -70,6 +70,7 @@ json Record::public_json() const {
           {"initiator_iqn", initiator_iqn},
           {"target", target_json(target)},
           {"device", device},
+          {"map", map},
           {"staging", staging},
           {"pods", pods_json(pods)},
           {"pending_pod", pending_pod},
@@ -120,6 +121,7 @@ Result<Record> Journal::decode(const std::string& text) {
     r.target.lun = t.at("lun").get<int>();
     r.device = b.at("device").get<std::string>();
     r.staging = b.at("staging").get<std::string>();
+    r.map = b.value("map", std::string());  // absent in records written before maps existed
     for (const auto& p : b.at("pods")) {
       r.pods.push_back({p.at("dir").get<std::string>(), p.at("read_only").get<bool>()});
     }

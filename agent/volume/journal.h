@@ -47,7 +47,10 @@ struct Record {
   bool delete_on_release = false;
   std::string initiator_iqn;  ///< this node's IQN as put into the ACL
   initiator::Target target;   ///< filled once the array answered
-  std::string device;         ///< last verified device path
+  std::string device;         ///< what the staging mount is on (the map, or the session disk)
+  /// The volume's dm-multipath map ("datera-<uuid>"), "" when mounted on the raw session disk.
+  /// Written before the map is created, so a crash never leaves a map the journal cannot name.
+  std::string map;
   std::string staging;        ///< the per-volume staging mount point
   std::vector<PodMount> pods;
   std::string pending_pod;  ///< the pod dir of the mount or unmount in progress

@@ -54,14 +54,16 @@ class StepTimer {
 }  // namespace
 
 Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
-                 mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log)
+                 mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
+                 multipath::Multipath* multipath)
     : options_(std::move(options)),
       arrays_(arrays),
       initiator_(initiator),
       mounter_(mounter),
       journal_(journal),
       probe_(probe),
-      log_(std::move(log)) {
+      log_(std::move(log)),
+      multipath_(multipath) {
   options_.kubelet_root = normal_path(options_.kubelet_root);
 }
 
@@ -220,8 +222,14 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     if (!connected) co_return co_await fail_and_roll_back("login", connected.error());
     dev = std::move(*connected);
   }
-  rec.device = dev.path;
   crash_point("mount:after_login");
+  {
+    StepTimer t(probe_, "mount", "map");
+    auto on = co_await mount_device(rec, dev);
+    if (!on) co_return co_await fail_and_roll_back("map", on.error());
+    dev = std::move(*on);
+  }
+  rec.device = dev.path;
 
   if (auto staged = mount_at(rec.staging)) {
     // Already staged: it must be this very device, or something is badly wrong.
@@ -354,6 +362,18 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
     }
   }
   crash_point(operation + ":after_staging_unmount");
+  if (!rec.map.empty()) {
+    StepTimer t(probe_, operation, "map");
+    if (!multipath_) {
+      failed.step = "map";
+      co_return Error{"the journal names map " + rec.map + " but this agent runs without " +
+                      "multipath; remove it with `dmsetup remove " + rec.map + "`"};
+    }
+    if (auto st = co_await multipath_->remove(rec.map); !st) {
+      failed.step = "map";
+      co_return st;
+    }
+  }
   if (!rec.target.serial.empty()) {
     StepTimer t(probe_, operation, "logout");
     if (auto st = co_await initiator_.disconnect(rec.target); !st) {
@@ -458,6 +478,13 @@ asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request
   {
     StepTimer t(probe_, op, "rescan");
     if (auto st = co_await initiator_.refresh(rec.target); !st) co_return say("rescan", st.error());
+    if (!rec.map.empty()) {
+      // The map's table has the old length: reload it over the rescanned disk.
+      auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
+      if (!dev) co_return say("rescan", dev.error());
+      auto on = co_await mount_device(rec, *dev);
+      if (!on) co_return say("rescan", on.error());
+    }
   }
   {
     StepTimer t(probe_, op, "grow");
@@ -580,6 +607,188 @@ asio::awaitable<std::string> Manager::reconcile() {
       std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(released) +
       " released, " + std::to_string(failed_count) + " failed, " + std::to_string(leaked) +
       " leaked session(s) removed, " + std::to_string(problems.size()) + " unusable record(s)";
+}
+
+// ---------------------------------------------------------------------------------------------
+// the multipath map, and access IP changes
+// ---------------------------------------------------------------------------------------------
+
+const char* to_string(Access a) {
+  switch (a) {
+    case Access::unchanged:
+      return "unchanged";
+    case Access::moved:
+      return "moved";
+    case Access::deferred:
+      return "deferred";
+    case Access::failed:
+      return "failed";
+    case Access::refused:
+      return "refused";
+    case Access::error:
+      return "error";
+  }
+  return "unknown";
+}
+
+asio::awaitable<Result<initiator::Device>> Manager::mount_device(Record& rec,
+                                                                 const initiator::Device& dev) {
+  // A volume staged on the raw disk (before maps, or multipath off then) stays there: a map cannot
+  // be slid under a live mount.
+  const bool staged_raw = rec.map.empty() && mount_at(rec.staging).has_value();
+  if (staged_raw || (rec.map.empty() && (!multipath_ || !multipath_->available()))) {
+    co_return dev;
+  }
+  if (!multipath_) {
+    co_return Error{"the journal names map " + rec.map + " but this agent runs without multipath"};
+  }
+  if (rec.map.empty()) {
+    auto name = multipath::map_name(rec.target.serial);
+    if (!name) co_return name.error();
+    rec.map = *name;
+    if (auto st = co_await journal_.save(rec); !st) co_return st.error();
+  }
+  const std::vector<multipath::PathDevice> paths{{dev.path, dev.major, dev.minor}};
+  const std::string uuid = multipath::map_uuid(rec.target.serial);
+  auto map = co_await multipath_->ensure(rec.map, uuid, paths);
+  if (!map) co_return map.error();
+  crash_point("mount:after_map");
+  co_return initiator::Device{map->device, dev.serial, map->major, map->minor};
+}
+
+namespace {
+
+/// "10.0.0.5" -> "10.0.0.5:3260"; sessions report ip:port, EDF lists bare IPs.
+std::string with_port(const std::string& p) {
+  const bool bracketed = !p.empty() && p.front() == '[';
+  const bool has_port =
+      bracketed ? p.find("]:") != std::string::npos : std::count(p.begin(), p.end(), ':') == 1;
+  return has_port ? p : p + ":3260";
+}
+
+std::set<std::string> portal_set(const std::vector<std::string>& ps) {
+  std::set<std::string> out;
+  for (const auto& p : ps) out.insert(with_port(p));
+  return out;
+}
+
+std::string joined(const std::set<std::string>& ps) {
+  std::string out;
+  for (const auto& p : ps) out += (out.empty() ? "" : ",") + p;
+  return out.empty() ? "(none)" : out;
+}
+
+}  // namespace
+
+asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
+  auto guard = co_await locks_.lock(volume);
+  auto it = records_.find(volume);
+  if (it == records_.end() || it->second.phase != Phase::attached ||
+      it->second.target.serial.empty()) {
+    co_return Access::unchanged;  // released or still mounting: nothing of ours to move
+  }
+  Record& rec = it->second;
+  auto done = [&](Access a) {
+    probe_.access_check(to_string(a));
+    return a;
+  };
+  auto array = arrays_.get(rec.backend);
+  if (!array) {
+    log_->warn("volume {}: cannot check its access IPs ({}): {}", volume, reason,
+               array.error().message);
+    co_return done(Access::error);
+  }
+  auto found = co_await (*array)->find_volume(volume);
+  if (!found || !*found) {
+    log_->warn("volume {}: cannot check its access IPs ({}): {}", volume, reason,
+               found ? "the array has no such app instance" : found.error().message);
+    co_return done(Access::error);
+  }
+  const edf::AppInstance& ai = **found;
+  if (ai.volume_uuid != rec.target.serial) {
+    log_->error(
+        "volume {}: the array's volume uuid is now {}, not the mounted {}; not following "
+        "it anywhere. Check the app instance on the array",
+        volume, ai.volume_uuid, rec.target.serial);
+    co_return done(Access::refused);
+  }
+  const auto want = portal_set(ai.ips);
+  const auto had = portal_set(rec.target.portals);
+  if (want.empty()) co_return done(Access::unchanged);  // not exported right now; nothing to do
+
+  // What the host has: sessions to the target on portals the array no longer lists, and whether
+  // the map still runs on a disk of a listed portal.
+  bool stale = false;
+  std::optional<initiator::Device> current;
+  if (auto sessions = co_await initiator_.sessions()) {
+    for (const auto& s : *sessions) {
+      if (s.target_iqn != rec.target.iqn || s.portal.empty()) continue;
+      if (!want.count(with_port(s.portal))) {
+        stale = true;
+      } else if (s.device) {
+        current = s.device;
+      }
+    }
+  }
+  bool map_wrong = false;
+  if (!rec.map.empty() && multipath_ && !stale && want == had) {
+    auto map = co_await multipath_->find(rec.map);
+    map_wrong = !map || !*map || (*map)->queueing || !current ||
+                (*map)->paths != std::vector<std::string>{std::to_string(current->major) + ":" +
+                                                          std::to_string(current->minor)};
+  }
+  if (want == had && !stale && !map_wrong) co_return done(Access::unchanged);
+
+  if (rec.map.empty() || !multipath_) {
+    log_->warn(
+        "volume {}: the array now exports it at {} (this node uses {}), but it is mounted on the "
+        "raw session disk without dm-multipath, which cannot change under a mount. It stays on "
+        "the old portal until its pods leave this node; enable dm-multipath (initiator.multipath) "
+        "to move volumes live",
+        volume, joined(want), joined(had));
+    co_return done(Access::deferred);
+  }
+
+  const auto start = Clock::now();
+  log_->warn("volume {}: access moved on the array ({}): {} -> {}; moving the session", volume,
+             reason, joined(had), joined(want));
+  // The new portals first, in the journal: a crash from here on is finished by the next check.
+  rec.target.portals.assign(ai.ips.begin(), ai.ips.end());
+  if (auto st = co_await journal_.save(rec); !st) {
+    log_->error("volume {}: journal: {}", volume, st.error().message);
+    co_return done(Access::failed);
+  }
+  auto fail = [&](const std::string& step, const Error& e) {
+    log_->error(
+        "volume {}: moving to {} failed at {}: {}. The old path is left as it was; the "
+        "next check retries",
+        volume, joined(want), step, e.message);
+    return done(Access::failed);
+  };
+  // 1. Log in on the new portal; connect() verifies the LUN's serial is this volume's.
+  auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
+  if (!dev) co_return fail("login", dev.error());
+  crash_point("move:after_login");
+  // 2. Hold I/O inside the map, 3. log out of the old portal (its stuck I/O fails back into the
+  // map's queue), 4. swap the map onto the new disk (ensure() ends with queueing off).
+  if (auto st = co_await multipath_->set_queueing(rec.map, true); !st)
+    co_return fail("queue", st.error());
+  if (auto st = co_await initiator_.prune(rec.target); !st) {
+    (void)co_await multipath_->set_queueing(rec.map, false);
+    co_return fail("logout", st.error());
+  }
+  crash_point("move:after_prune");
+  const std::vector<multipath::PathDevice> paths{{dev->path, dev->major, dev->minor}};
+  const std::string uuid = multipath::map_uuid(rec.target.serial);
+  auto map = co_await multipath_->ensure(rec.map, uuid, paths);
+  if (!map) co_return fail("swap", map.error());
+  (void)co_await journal_.save(rec);
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  probe_.portal_changed(took);
+  log_->warn(
+      "volume {}: now on {} through {} (map {}), moved in {:.2f} s with I/O held, none failed",
+      volume, joined(want), dev->path, rec.map, took);
+  co_return done(Access::moved);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,12 @@
 // bind; after the last pod, unmount the staging path, log out, leave the ACL, and apply the retain
 // policy.
 //
+// With dm-multipath available, the staging mount is on the volume's own map over the verified
+// session disk (agent/multipath), so check_access() can move a mounted volume to the access IPs
+// EDF moved it to: log in on the new portal, verify the serial, queue I/O in the map, log out of
+// the old portal, swap the map to the new disk. Without it the volume stays on the raw disk, and a
+// portal change is reported (deferred) instead of done: a raw disk cannot change under a mount.
+//
 // Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
 // concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
 // finishes or rolls back whatever a crash interrupted, from the journal, the sessions and
@@ -29,6 +35,7 @@
 #include "agent/common/logging.h"
 #include "agent/flexvolume/service.h"
 #include "agent/mount/mounter.h"
+#include "agent/multipath/multipath.h"
 #include "agent/volume/array.h"
 #include "agent/volume/journal.h"
 #include "agent/volume/keyed_mutex.h"
@@ -51,10 +58,23 @@ struct ManagerOptions {
   std::function<void(const std::string&)> crash_point;
 };
 
+/// What check_access() found and did.
+enum class Access {
+  unchanged,  ///< the sessions are on the portals the array lists (or the volume is not attached)
+  moved,      ///< the volume now runs on the new portal; old sessions logged out
+  deferred,   ///< the portals changed, but the volume is on the raw disk: nothing safe to do live
+  failed,     ///< the move was tried and failed; the old path is left as it was
+  refused,    ///< the array's volume is not the one mounted (uuid changed)
+  error,      ///< the array could not be asked
+};
+const char* to_string(Access a);
+
 class Manager : public flexvolume::VolumeOps {
  public:
+  /// `multipath` may be null (the loop initiator, or no device-mapper at all).
   Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
-          mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log);
+          mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
+          multipath::Multipath* multipath = nullptr);
 
   /// Start-up: loads the journal and brings it in line with the host before anything is served.
   /// Yields a summary for the log; problems are logged and counted, not fatal.
@@ -65,6 +85,11 @@ class Manager : public flexvolume::VolumeOps {
   /// expandvolume: grows the app instance on the array (never shrinks). expandfs: the same, then
   /// the device is rescanned and the filesystem grown, on the node that has it mounted.
   boost::asio::awaitable<flex::Json> expand(const flex::Request& request) override;
+
+  /// Asks the array where the attached volume is exported now, and moves its session there when
+  /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
+  /// log ("poll", "session recovering"...). By value: the keeper runs it detached.
+  boost::asio::awaitable<Access> check_access(std::string volume, std::string reason);
 
   /// For /v1/volumes: every volume this node serves, without credentials.
   nlohmann::json volumes() const;
@@ -80,6 +105,10 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<Result<std::string>> do_mount(const std::string& pod_dir,
                                                        const flex::Json& options, Failed& failed);
   boost::asio::awaitable<Result<int64_t>> do_expand(const flex::Request& request, Failed& failed);
+  /// The mount's device: the volume's map over `dev` when multipath is available (and the volume
+  /// is not already staged on the raw disk), else `dev` itself.
+  boost::asio::awaitable<Result<initiator::Device>> mount_device(Record& rec,
+                                                                const initiator::Device& dev);
   boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
   /// After the last pod: staging unmount, logout, ACL removal, retain policy, record removed.
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
@@ -100,6 +129,7 @@ class Manager : public flexvolume::VolumeOps {
   Journal& journal_;
   Probe& probe_;
   LoggerPtr log_;
+  multipath::Multipath* multipath_;
   KeyedMutex locks_;
   std::map<std::string, Record> records_;
 };

@@ -33,6 +33,19 @@ Probe::Probe(prometheus::Registry& registry)
                      .Name("datera_agent_volume_reconcile_actions_total")
                      .Help("What start-up reconciliation did")
                      .Register(registry)),
+      access_(prometheus::BuildCounter()
+                  .Name("datera_agent_volume_access_checks_total")
+                  .Help("Checks of an attached volume's access IPs against the array, by result")
+                  .Register(registry)),
+      portal_changes_(prometheus::BuildCounter()
+                          .Name("datera_agent_portal_changes_total")
+                          .Help("Access IP changes of attached volumes, by what the agent did")
+                          .Register(registry)),
+      portal_change_seconds_(prometheus::BuildHistogram()
+                                 .Name("datera_agent_portal_change_duration_seconds")
+                                 .Help("Moving a mounted volume to its new portal: login to swap")
+                                 .Register(registry)
+                                 .Add({}, kStepBuckets)),
       udev_(prometheus::BuildCounter()
                 .Name("datera_agent_udev_events_total")
                 .Help("Kernel device events seen")
@@ -69,6 +82,15 @@ void Probe::failure(const std::string& operation, const std::string& reason) {
 void Probe::reconcile(const std::string& action) {
   reconcile_.Add({{"action", action}}).Increment();
 }
+
+void Probe::access_check(const std::string& result) {
+  access_.Add({{"result", result}}).Increment();
+  if (result != "unchanged" && result != "error") {
+    portal_changes_.Add({{"result", result}}).Increment();
+  }
+}
+
+void Probe::portal_changed(double seconds) { portal_change_seconds_.Observe(seconds); }
 
 void Probe::udev_event(const std::string& subsystem, const std::string& action) {
   udev_.Add({{"subsystem", subsystem}, {"action", action}}).Increment();

@@ -7,6 +7,11 @@
 //   datera_agent_volume_operations_total{operation,result}             counter
 //   datera_agent_volume_failures_total{operation,reason}               counter (reason = step)
 //   datera_agent_volume_reconcile_actions_total{action}                counter
+//   datera_agent_volume_access_checks_total{result}                    counter (array polls: unchanged,
+//                                                                      moved, deferred, failed, refused, error)
+//   datera_agent_portal_changes_total{result}                          counter (moved, deferred, failed,
+//                                                                      refused)
+//   datera_agent_portal_change_duration_seconds                        histogram (login new .. swapped)
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
 
@@ -30,6 +35,8 @@ class Probe {
   void operation(const std::string& operation, bool ok);
   void failure(const std::string& operation, const std::string& reason);
   void reconcile(const std::string& action);
+  void access_check(const std::string& result);
+  void portal_changed(double seconds);
   void udev_event(const std::string& subsystem, const std::string& action);
   void udev_degraded(bool degraded);
 
@@ -40,6 +47,9 @@ class Probe {
   prometheus::Family<prometheus::Counter>& operations_;
   prometheus::Family<prometheus::Counter>& failures_;
   prometheus::Family<prometheus::Counter>& reconcile_;
+  prometheus::Family<prometheus::Counter>& access_;
+  prometheus::Family<prometheus::Counter>& portal_changes_;
+  prometheus::Histogram& portal_change_seconds_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;
 };

@@ -66,6 +66,10 @@ class Initiator {
   /// Logs out of every session to `target.iqn` on every portal and removes node records (or
   /// detaches the loop device). Succeeds when nothing is left.
   virtual boost::asio::awaitable<Status> disconnect(const Target& target) = 0;
+  /// Logs out of the sessions to `target.iqn` on portals `target.portals` no longer lists, and
+  /// deletes their node records (an access IP EDF moved away). Sessions on listed portals stay.
+  /// Succeeds when none is left; loop: nothing to do.
+  virtual boost::asio::awaitable<Status> prune(const Target& target) = 0;
   /// Makes the kernel re-read the size of the target's LUN after the array grew it (SCSI rescan,
   /// or the loop device's capacity). No session: an Error.
   virtual boost::asio::awaitable<Status> refresh(const Target& target) = 0;

@@ -109,6 +109,9 @@ class LoopInitiator : public Initiator {
     co_return ok_status();
   }
 
+  // A loop device has no portal to leave.
+  asio::awaitable<Status> prune(const Target&) override { co_return ok_status(); }
+
   asio::awaitable<Status> refresh(const Target& target) override {
     auto found = co_await attached();
     if (!found) co_return found.error();

@@ -656,6 +656,47 @@ asio::awaitable<Status> OpenIscsi::refresh(const Target& target) {
   co_return ok_status();
 }
 
+asio::awaitable<Status> OpenIscsi::prune(const Target& target) {
+  const std::string what = "logging out of old portals of " + describe(target);
+  if (auto st = validate_iqn(target.iqn); !st) co_return st.error().wrap(what);
+  std::vector<Portal> keep;
+  for (const auto& text : target.portals) {
+    auto p = parse_portal(text);
+    if (!p) co_return p.error().wrap(what);
+    keep.push_back(*p);
+  }
+  auto all = co_await read_sessions();
+  if (!all) co_return all.error().wrap(what);
+  for (const auto& s : *all) {
+    if (s.target_iqn != target.iqn) continue;
+    const bool listed = std::any_of(keep.begin(), keep.end(), [&](const Portal& p) {
+      return is_session_for(s, target.iqn, p);
+    });
+    if (listed) continue;
+    const std::string old = portal_of(s);
+    auto held = co_await lock("logging out of session " + std::to_string(s.sid));
+    if (!held) co_return held.error();
+    Step logout;
+    logout.args = {"-m", "session", "-r", std::to_string(s.sid), "--logout"};
+    logout.timeout = options_.login_timeout;
+    logout.what = "logging out of session " + std::to_string(s.sid) + " at old portal " + old +
+                  " of " + describe(target);
+    logout.accept = {21, 2, 22};
+    if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
+    if (!old.empty()) {
+      Step remove;
+      remove.args = {"-m", "node", "-T", target.iqn, "-p", old, "-o", "delete"};
+      remove.timeout = options_.command_timeout;
+      remove.what = "deleting the node record of " + describe(target) + " at old portal " + old;
+      remove.accept = {21};
+      if (auto rc = co_await iscsiadm(remove); !rc) co_return rc.error();
+    }
+    log_->info("{}: logged out of session {} at old portal {} ({})", describe(target), s.sid, old,
+               s.state);
+  }
+  co_return ok_status();
+}
+
 asio::awaitable<Status> OpenIscsi::disconnect(const Target& target) {
   const std::string what = "disconnecting " + describe(target);
   if (auto st = validate_iqn(target.iqn); !st) co_return st.error().wrap(what);

@@ -11,6 +11,8 @@
 //                 /dev/sdX is awaited, and its unit serial must equal Target::serial.
 //   disconnect(): iscsiadm -m node -T IQN --logout (every portal, old IPs too; 21 = none),
 //                 iscsiadm -m node -T IQN -o delete (21 = none), then sysfs must show no session.
+//   prune():      per session on a portal the target no longer lists:
+//                   iscsiadm -m session -r SID --logout, iscsiadm -m node -T IQN -p IP:PORT -o delete
 //   sessions():   sysfs only (sysfs.h).
 //
 // iscsiadm runs through process::ProcessRunner by argv (never a shell) with a timeout, under an
@@ -100,6 +102,7 @@ class OpenIscsi final : public Initiator {
   boost::asio::awaitable<Result<Device>> connect(const Target& target,
                                                  std::chrono::milliseconds timeout) override;
   boost::asio::awaitable<Status> disconnect(const Target& target) override;
+  boost::asio::awaitable<Status> prune(const Target& target) override;
   boost::asio::awaitable<Status> refresh(const Target& target) override;
   boost::asio::awaitable<Result<std::vector<Session>>> sessions() override;
 

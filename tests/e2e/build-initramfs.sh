@@ -111,7 +111,7 @@ copy_bin /usr/bin/ss /usr/bin/ss
 copy_bin /usr/bin/arping /usr/bin/arping
 ln -sf ../bin/arping "$ROOT/usr/sbin/arping"
 copy_bin /usr/bin/sha256sum /usr/bin/sha256sum
-for t in blkid losetup blockdev wipefs; do
+for t in blkid losetup blockdev wipefs dmsetup; do
   copy_bin "/sbin/$t" "/usr/sbin/$t"
 done
 for t in findmnt lsblk mount umount; do
@@ -144,7 +144,7 @@ done
 # /sbin/modprobe in the guest the kernel cannot load it on demand.
 WANT="crc32c_generic crct10dif_generic configfs bridge veth loop sd_mod sg scsi_transport_iscsi
       libiscsi libiscsi_tcp iscsi_tcp target_core_mod target_core_file target_core_iblock
-      iscsi_target_mod xfs"
+      iscsi_target_mod xfs dm_mod dm_multipath dm_round_robin"
 MODDIR=$STAGE/lib/modules/$KVER
 if [ ! -f "$MODDIR/modules.dep" ] || [ "$MODDIR/modules.order" -nt "$MODDIR/modules.dep" ]; then
   log "depmod -b $STAGE $KVER"

@@ -27,6 +27,7 @@ struct ScriptedInitiator : initiator::Initiator {
     ++logouts;
     co_return ok_status();
   }
+  asio::awaitable<Status> prune(const initiator::Target&) override { co_return ok_status(); }
   asio::awaitable<Status> refresh(const initiator::Target&) override { co_return ok_status(); }
   asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override { co_return now; }
 };

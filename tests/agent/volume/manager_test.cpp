@@ -81,6 +81,12 @@ struct FakeInitiator : initiator::Initiator {
     calls.push_back("disconnect " + t.serial);
     co_return ok_status();
   }
+  asio::awaitable<Status> prune(const initiator::Target& t) override {
+    std::string keep;
+    for (const auto& p : t.portals) keep += " " + p;
+    calls.push_back("prune" + keep);
+    co_return ok_status();
+  }
   asio::awaitable<Status> refresh(const initiator::Target& t) override {
     calls.push_back("refresh " + t.serial);
     co_return ok_status();

@@ -3,13 +3,17 @@
 #
 # The agent on a real kernel, through the real shim, against datera-sim's lio backend (real LIO
 # targets, node ACLs and portals in the storage nodes' network namespaces) with the real open-iscsi
-# initiator. Parts, each with its own checks (issue #5's scenarios 1, 2, 5 and 4):
+# initiator. Parts, each with its own checks (issue #5's scenarios 1, 2, 3, 5 and 4):
 #  mount     shim mount: the volume is created, the node added to the ACL, logged in, the disk's
-#            serial verified against the volume uuid, mkfs.xfs, mounted into a pod dir; checksummed
-#            data written
+#            serial verified against the volume uuid, a dm-multipath map made over it, mkfs.xfs on
+#            the map, mounted into a pod dir; checksummed data written
 #  failover  the simulator moves the VIPs storA -> storB (portal re-created there, gratuitous ARP)
 #            during continuous O_DIRECT writes: zero I/O errors, the same session, stall <= 5 s,
 #            data intact, and the agent's session keeper counted one recovery with its duration
+#  rebalance the simulator moves the volume to another access IP (the old one vanishes, as in an
+#            EDF rebalance) during continuous O_DIRECT writes: the agent logs in on the new portal,
+#            verifies the serial, holds I/O in the map, logs out of the old portal and swaps the
+#            map: zero I/O errors, one session (on the new portal), data intact
 #  kill9     kill -9 of the agent while mounted: session and mounts survive; the restarted agent
 #            reconciles and serves; data intact
 #  unmount   shim unmount: no session, node record, device, mount or LIO ACL entry left
@@ -43,6 +47,27 @@ metric() { # metric NAME_WITH_LABELS: prints its value or nothing
   curl -s "$METRICS" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
+# Continuous 64 KiB O_DIRECT writes into the pod dir; each line of $1: "<start cs> <end cs> <rc>".
+start_writer() {
+  rm -f $W/stop-writer
+  (
+    i=0
+    while [ ! -e $W/stop-writer ]; do
+      now_cs
+      t0=$NOW_CS
+      if dd if=/dev/zero of="$POD/stream.bin" bs=64k count=1 seek=$((i % 256)) oflag=direct conv=notrunc 2>/dev/null; then rc=0; else rc=1; fi
+      now_cs
+      echo "$t0 $NOW_CS $rc" >>"$1"
+      i=$((i + 1))
+    done
+  ) &
+  WRITER=$!
+}
+stop_writer() {
+  touch $W/stop-writer
+  wait $WRITER || true
+}
+
 start_agent() {
   datera-agent --config $W/agent.yaml >>$W/agent.log 2>&1 &
   AGENT_PID=$!
@@ -74,6 +99,8 @@ initiator:
   noop_out_interval: 2
   noop_out_timeout: 2
   session_poll_interval: 250ms
+  multipath: "on"
+  array_poll_interval: 30s
 YAML
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
@@ -94,9 +121,14 @@ SD=$(blockdev_of_session "$SID") || die "no disk for $SID"
 serial=$(dd if=/sys/block/$SD/device/vpd_pg80 bs=1 skip=4 2>/dev/null | tr -d '\000')
 fact "agent-volume session=$SID disk=$SD serial=$serial uuid=$uuid portal=$(cat /sys/class/iscsi_connection/connection${SID#session}:0/persistent_address 2>/dev/null)"
 [ "$serial" = "$uuid" ] || die "the disk's serial '$serial' is not the volume uuid '$uuid'"
-grep -q "^/dev/$SD $W/state/staging/$VOL xfs" /proc/mounts || die "staging is not /dev/$SD with xfs"
+staged=$(awk -v t="$W/state/staging/$VOL" '$2 == t { print $1, $3 }' /proc/mounts)
+case $staged in /dev/dm-*" xfs") ;; *) die "staging is '$staged', not xfs on a dm map" ;; esac
+DM=${staged%% *}
+table=$(dmsetup table "datera-$uuid") || die "no map datera-$uuid"
+fact "agent-volume map=$DM table='$table'"
+case $table in *" multipath "*" $(cat /sys/block/$SD/dev) "*) ;; *) die "the map is not over /dev/$SD: $table" ;; esac
 n_sd=$(ls -d /sys/class/iscsi_session/session* 2>/dev/null | wc -l)
-fact "sessions=$n_sd (one per volume without multipath)"
+fact "sessions=$n_sd (one per volume)"
 dd if=/dev/urandom of="$POD/data.bin" bs=1M count=16 2>/dev/null || die "write into the pod dir"
 sync
 sum=$(sha256sum "$POD/data.bin" | cut -d' ' -f1)
@@ -104,19 +136,7 @@ check mount
 
 # --- failover ----------------------------------------------------------------------------------
 step_begin failover
-# Continuous 64 KiB O_DIRECT writes; each line: "<uptime cs> <rc>". A stall is the longest gap.
-(
-  i=0
-  while [ ! -e $W/stop-writer ]; do
-    now_cs
-    t0=$NOW_CS
-    if dd if=/dev/zero of="$POD/stream.bin" bs=64k count=1 seek=$((i % 256)) oflag=direct conv=notrunc 2>/dev/null; then rc=0; else rc=1; fi
-    now_cs
-    echo "$t0 $NOW_CS $rc" >>$W/writes.log
-    i=$((i + 1))
-  done
-) &
-WRITER=$!
+start_writer $W/writes.log
 sleep 2
 out=$(curl -s -X POST -H 'Content-Type: application/json' -d "{\"app_instance\":\"$VOL\",\"to_node\":\"node-2\"}" "$SIM/_sim/failover")
 log "failover: $out"
@@ -125,8 +145,7 @@ case $out in *node-2*) ;; *) die "the simulator did not fail over: $out" ;; esac
 wait_until 30 sh -c "[ \"\$(curl -s $METRICS | awk '\$1 == \"datera_agent_session_recoveries_total\" {print \$2}')\" = 1 ]" ||
   log "the keeper did not count a recovery within 30 s"
 sleep 2
-touch $W/stop-writer
-wait $WRITER || true
+stop_writer
 step_end
 errors=$(awk '$3 != 0' $W/writes.log | wc -l)
 total=$(wc -l <$W/writes.log)
@@ -146,6 +165,49 @@ echo 3 >/proc/sys/vm/drop_caches
 curl -s --unix-socket /run/datera-agent/agent.sock http://agent/v1/volumes | grep -q '"recoveries":1' ||
   die "/v1/volumes does not show the recovery"
 check failover
+
+# --- rebalance ---------------------------------------------------------------------------------
+step_begin rebalance
+NEW_IP=10.99.0.70
+old_portal=$(cat /sys/class/iscsi_connection/connection${SID#session}:0/persistent_address)
+start_writer $W/rebalance.log
+sleep 2
+out=$(curl -s -X POST -H 'Content-Type: application/json' -d "{\"app_instance\":\"$VOL\",\"ips\":[\"$NEW_IP\"]}" "$SIM/_sim/rebalance")
+log "rebalance: $out"
+case $out in *"$NEW_IP"*) ;; *) die "the simulator did not rebalance: $out" ;; esac
+moved_once() { [ "$(metric 'datera_agent_portal_changes_total{result="moved"}')" = 1 ]; }
+wait_until 60 moved_once || die "the agent did not move the volume to $NEW_IP within 60 s"
+sleep 2
+stop_writer
+step_end
+errors=$(awk '$3 != 0' $W/rebalance.log | wc -l)
+total=$(wc -l <$W/rebalance.log)
+stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/rebalance.log)
+took=$(metric datera_agent_portal_change_duration_seconds_sum)
+why=$(grep -o "access moved on the array ([^)]*)" $W/agent.log | tail -n 1)
+fact "rebalance $old_portal -> $NEW_IP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall") move_s=$took trigger='$why'"
+[ "$errors" -eq 0 ] || die "$errors of $total writes failed during the portal change"
+n=$(ls -d /sys/class/iscsi_session/session* | wc -l)
+[ "$n" = 1 ] || die "$n sessions after the move, not 1: $(ls /sys/class/iscsi_session)"
+NEW_SID=$(ls /sys/class/iscsi_session)
+[ "$NEW_SID" != "$SID" ] || die "still on $SID"
+[ "$(cat /sys/class/iscsi_connection/connection${NEW_SID#session}:0/persistent_address)" = "$NEW_IP" ] ||
+  die "$NEW_SID is not on $NEW_IP"
+session_logged_in "$NEW_SID" || die "$NEW_SID is $(session_state "$NEW_SID")"
+SID=$NEW_SID
+SD=$(blockdev_of_session "$SID") || die "no disk for $SID"
+serial=$(dd if=/sys/block/$SD/device/vpd_pg80 bs=1 skip=4 2>/dev/null | tr -d '\000')
+[ "$serial" = "$uuid" ] || die "the new disk's serial '$serial' is not the volume uuid '$uuid'"
+table=$(dmsetup table "datera-$uuid")
+case $table in *" $(cat /sys/block/$SD/dev) "*) ;; *) die "the map is not over the new disk /dev/$SD: $table" ;; esac
+case $table in *queue_if_no_path*) die "the map still queues: $table" ;; esac
+[ "$(awk -v t="$W/state/staging/$VOL" '$2 == t { print $1 }' /proc/mounts)" = "$DM" ] || die "the staging mount changed device"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "data changed across the portal change"
+curl -s --unix-socket /run/datera-agent/agent.sock http://agent/v1/volumes | grep -q "\"portal\":\"$NEW_IP:3260\"" ||
+  die "/v1/volumes does not show the new portal"
+[ -z "$(ls /etc/iscsi/nodes/*/$old_portal,* 2>/dev/null)" ] || die "the old portal's node record is left"
+check rebalance
 
 # --- kill9 -------------------------------------------------------------------------------------
 step_begin kill9
@@ -171,6 +233,8 @@ left=$(grep "$W/" /proc/mounts | grep -v " $W/vols " || true)
 [ -z "$left" ] || die "mounts left: $left"
 ls -d /sys/class/iscsi_session/session* >/dev/null 2>&1 && die "sessions left: $(ls /sys/class/iscsi_session)"
 [ -e "/sys/block/$SD" ] && die "/dev/$SD is still there"
+maps=$(dmsetup ls 2>&1)
+case $maps in *datera-*) die "maps left: $maps" ;; esac
 [ -z "$(ls /etc/iscsi/nodes 2>/dev/null)" ] || die "node records left: $(ls /etc/iscsi/nodes)"
 acls=$(ls "$TARGET_CFG"/iscsi/iqn.2013-05.com.daterainc:*/tpgt_1/acls 2>/dev/null | tr '\n' ' ')
 [ -z "$acls" ] || die "the node is still in the LIO ACL: $acls"

@@ -1,0 +1,243 @@
+#include "agent/multipath/dmsetup.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include "agent/common/blocking.h"
+
+namespace datera::multipath {
+
+namespace asio = boost::asio;
+
+Probe::Probe(prometheus::Registry& registry)
+    : available_(prometheus::BuildGauge()
+                     .Name("datera_agent_multipath_available")
+                     .Help("1 when volumes are mounted on per-volume dm-multipath maps (live "
+                           "portal changes possible), 0 when on the raw session disk")
+                     .Register(registry)
+                     .Add({})),
+      operations_(prometheus::BuildCounter()
+                      .Name("datera_agent_multipath_operations_total")
+                      .Help("dm-multipath map operations by result")
+                      .Register(registry)) {}
+
+void Probe::available(bool yes) {
+  available_.Set(yes ? 1 : 0);
+}
+void Probe::operation(const std::string& op, bool ok) {
+  operations_.Add({{"op", op}, {"result", ok ? "ok" : "error"}}).Increment();
+}
+
+Dmsetup::Dmsetup(process::ProcessRunner& runner, asio::thread_pool& pool, DmsetupOptions options,
+                 Probe& probe, LoggerPtr log)
+    : runner_(runner),
+      pool_(pool),
+      options_(std::move(options)),
+      probe_(probe),
+      log_(std::move(log)) {
+  if (options_.root.empty() || options_.root.back() != '/') options_.root += '/';
+}
+
+bool Dmsetup::detect(std::string* why_not) {
+  struct stat st {};
+  std::string missing;
+  for (const char* m : {"dm_multipath", "dm_round_robin"}) {
+    if (::stat((options_.root + "sys/module/" + m).c_str(), &st) != 0) {
+      missing += std::string(missing.empty() ? "" : ", ") + "kernel module " + m;
+    }
+  }
+  if (::access(options_.dmsetup.c_str(), X_OK) != 0) {
+    missing += std::string(missing.empty() ? "" : ", ") + options_.dmsetup;
+  }
+  available_ = missing.empty();
+  probe_.available(available_);
+  if (why_not) *why_not = missing.empty() ? "" : "missing " + missing;
+  return available_;
+}
+
+asio::awaitable<Result<process::Outcome>> Dmsetup::dmsetup(std::vector<std::string> args) {
+  process::Command cmd;
+  cmd.program = options_.dmsetup;
+  cmd.args = std::move(args);
+  cmd.timeout = options_.timeout;
+  // No udev rules in play: where udevd runs, let it make /dev/mapper links without waiting on it.
+  cmd.args.insert(cmd.args.begin(), "--noudevsync");
+  co_return co_await runner_.run(std::move(cmd));
+}
+
+namespace {
+
+std::string describe(const std::vector<std::string>& args) {
+  std::string out = "dmsetup";
+  for (const auto& a : args) out += " " + a;
+  return out;
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool says_absent(const process::Outcome& o) {
+  return o.err.find("No such device or address") != std::string::npos ||
+         o.err.find("does not exist") != std::string::npos;
+}
+
+}  // namespace
+
+asio::awaitable<Status> Dmsetup::must(std::vector<std::string> args, const std::string& what) {
+  const std::string cmd = describe(args);
+  auto out = co_await dmsetup(args);
+  if (!out) co_return out.error().wrap(what + ": " + cmd);
+  if (!out->success()) {
+    co_return Error{what + ": " + cmd + " failed (" + out->describe() + "): " + trimmed(out->err)};
+  }
+  co_return ok_status();
+}
+
+Result<uint64_t> Dmsetup::sectors_of(const PathDevice& p) const {
+  const std::string file = options_.root + "sys/dev/block/" + p.dev_t() + "/size";
+  std::ifstream in(file);
+  uint64_t n = 0;
+  if (!(in >> n) || n == 0) return Error{"cannot read the size of " + p.path + " from " + file};
+  return n;
+}
+
+asio::awaitable<Result<std::optional<Map>>> Dmsetup::find(const std::string& name) {
+  const std::string what = "reading device-mapper map " + name;
+  // Named, then assigned: GCC 12 mishandles braced temporaries and braced initialization of
+  // locals in coroutines (PR 100611; "array used as initializer").
+  std::vector<std::string> info_args;
+  info_args = {"info", "-c", "--noheadings", "--separator", " ", "-o", "major,minor,uuid", name};
+  auto info = co_await dmsetup(std::move(info_args));
+  if (!info) co_return info.error().wrap(what);
+  if (!info->success()) {
+    if (says_absent(*info)) co_return std::optional<Map>{};
+    co_return Error{what + ": dmsetup info failed (" + info->describe() +
+                    "): " + trimmed(info->err)};
+  }
+  Map m;
+  m.name = name;
+  std::string uuid;
+  std::istringstream line(info->out);
+  if (!(line >> m.major >> m.minor >> uuid)) {
+    co_return Error{what + ": unexpected dmsetup info output '" + trimmed(info->out) + "'"};
+  }
+  if (uuid.rfind("DATERA-", 0) != 0) {
+    co_return Error{what + ": a map of that name exists with dm uuid '" + uuid +
+                    "', which is not the agent's; remove or rename it by hand"};
+  }
+  std::vector<std::string> table_args;
+  table_args = {"table", name};
+  auto table = co_await dmsetup(std::move(table_args));
+  if (!table) co_return table.error().wrap(what);
+  if (!table->success()) {
+    co_return Error{what + ": dmsetup table failed (" + table->describe() +
+                    "): " + trimmed(table->err)};
+  }
+  auto t = decode_table(trimmed(table->out));
+  if (!t) co_return t.error().wrap(what);
+  m.sectors = t->sectors;
+  m.paths = t->paths;
+  m.queueing = t->queue;
+  // devtmpfs names the node after the kernel's disk name, dm-<minor>.
+  m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
+  co_return std::optional<Map>{std::move(m)};
+}
+
+asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std::string& uuid,
+                                             const std::vector<PathDevice>& paths) {
+  const std::string what = "setting up device-mapper map " + name;
+  if (paths.empty()) co_return Error{what + ": no path"};
+  Table want;
+  for (const auto& p : paths) {
+    auto read = [&]() { return sectors_of(p); };
+    auto n = co_await run_blocking(pool_, read);
+    if (!n) co_return n.error().wrap(what);
+    if (want.sectors != 0 && *n != want.sectors) {
+      co_return Error{what + ": paths differ in size (" + std::to_string(want.sectors) + " and " +
+                      std::to_string(*n) + " sectors); refusing to join them"};
+    }
+    want.sectors = *n;
+    want.paths.push_back(p.dev_t());
+  }
+  auto current = co_await find(name);
+  if (!current) co_return current.error();
+  if (!*current) {
+    std::vector<std::string> args;
+    args = {"create", name, "-u", uuid, "--table", encode_table(want)};
+    auto st = co_await must(args, what);
+    probe_.operation("create", st.ok());
+    if (!st) co_return st.error();
+    log_->info("map {}: created over {} ({} sectors)", name, paths.front().path, want.sectors);
+  } else if ((*current)->paths != want.paths || (*current)->sectors != want.sectors ||
+             (*current)->queueing) {
+    const bool only_queueing =
+        (*current)->paths == want.paths && (*current)->sectors == want.sectors;
+    if (!only_queueing) {
+      Table swap = want;
+      swap.queue = true;  // a path that fails during the swap must not fail the I/O
+      std::vector<std::string> reload;
+      reload = {"reload", name, "--table", encode_table(swap)};
+      std::vector<std::string> resume;
+      resume = {"resume", "--noflush", "--nolockfs", name};
+      auto st = co_await must(reload, what);
+      if (st) st = co_await must(resume, what);
+      probe_.operation("swap", st.ok());
+      if (!st) co_return st.error();
+      std::string was;
+      for (const auto& p : (*current)->paths) was += (was.empty() ? "" : ",") + p;
+      log_->info("map {}: now over {} ({} sectors; was {}, {} sectors)", name, want.paths.front(),
+                 want.sectors, was, (*current)->sectors);
+    }
+    if (auto st = co_await set_queueing(name, false); !st) co_return st.error();
+  }
+  auto now = co_await find(name);
+  if (!now) co_return now.error();
+  if (!*now) co_return Error{what + ": the map vanished right after it was set up"};
+  // The node must be the map's, by number, before anything is mounted from it.
+  if (!options_.require_block_device) co_return std::move(**now);
+  struct stat sb {};
+  const std::string dev = (*now)->device;
+  auto look = [&]() { return ::stat(dev.c_str(), &sb); };
+  if (co_await run_blocking(pool_, look) != 0 || !S_ISBLK(sb.st_mode) ||
+      major(sb.st_rdev) != (*now)->major || minor(sb.st_rdev) != (*now)->minor) {
+    co_return Error{what + ": " + dev + " is not the map's block device " +
+                    std::to_string((*now)->major) + ":" + std::to_string((*now)->minor)};
+  }
+  co_return std::move(**now);
+}
+
+asio::awaitable<Status> Dmsetup::set_queueing(const std::string& name, bool queue) {
+  std::vector<std::string> args;
+  args = {"message", name, "0", queue ? "queue_if_no_path" : "fail_if_no_path"};
+  auto st = co_await must(
+      args, std::string(queue ? "holding" : "releasing") + " I/O queueing on map " + name);
+  probe_.operation("queue", st.ok());
+  co_return st;
+}
+
+asio::awaitable<Status> Dmsetup::remove(const std::string& name) {
+  const std::string what = "removing device-mapper map " + name;
+  std::vector<std::string> args;
+  args = {"remove", "--retry", name};
+  auto out = co_await dmsetup(std::move(args));
+  if (!out) co_return out.error().wrap(what);
+  const bool absent = !out->success() && says_absent(*out);
+  probe_.operation("remove", out->success() || absent);
+  if (out->success() || absent) co_return ok_status();
+  co_return Error{
+      what + ": dmsetup remove failed (" + out->describe() + "): " + trimmed(out->err) +
+          (out->err.find("in use") != std::string::npos
+               ? " (something still has it open: check `findmnt` and `dmsetup info " + name + "`)"
+               : ""),
+      EBUSY};
+}
+
+}  // namespace datera::multipath

@@ -1,0 +1,82 @@
+#pragma once
+
+// The Linux Multipath: dmsetup by argv (never a shell) through the process runner, sysfs for path
+// sizes and the dm-N name. libdevmapper is not linked: dmsetup is what operators read in the logs
+// and rerun by hand, and it keeps the agent's address space free of a library that calls exit().
+//
+//   find:    dmsetup info -c --noheadings --separator ' ' -o major,minor,uuid NAME
+//            dmsetup table NAME
+//   create:  dmsetup create NAME -u UUID --table TABLE
+//   swap:    dmsetup reload NAME --table TABLE(queueing); dmsetup resume --noflush --nolockfs NAME;
+//            dmsetup message NAME 0 fail_if_no_path
+//   remove:  dmsetup remove --retry NAME
+//
+// The device used is /dev/dm-N (devtmpfs makes it at once; /dev/mapper/NAME needs udev).
+
+#include <chrono>
+#include <string>
+
+#include <boost/asio/thread_pool.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "agent/common/logging.h"
+#include "agent/multipath/multipath.h"
+#include "agent/process/process_runner.h"
+
+namespace datera::multipath {
+
+/// Metrics:
+///   datera_agent_multipath_available                    gauge (1 = volumes mount on dm maps)
+///   datera_agent_multipath_operations_total{op,result}  counter (create, swap, remove, queue)
+class Probe {
+ public:
+  explicit Probe(prometheus::Registry& registry);
+  void available(bool yes);
+  void operation(const std::string& op, bool ok);
+
+ private:
+  prometheus::Gauge& available_;
+  prometheus::Family<prometheus::Counter>& operations_;
+};
+
+struct DmsetupOptions {
+  std::string dmsetup = "/sbin/dmsetup";
+  std::string root = "/";  ///< prefix of /sys and /dev (tests)
+  std::chrono::milliseconds timeout{30'000};
+  /// /dev/dm-N must be a block device with the map's number. Off only for fake trees in tests.
+  bool require_block_device = true;
+};
+
+class Dmsetup final : public Multipath {
+ public:
+  Dmsetup(process::ProcessRunner& runner, boost::asio::thread_pool& pool, DmsetupOptions options,
+          Probe& probe, LoggerPtr log);
+
+  /// Looks once (start-up): /sys/module/dm_multipath and dm_round_robin, and dmsetup executable.
+  /// `why_not` says what is missing.
+  bool detect(std::string* why_not);
+
+  bool available() const override { return available_; }
+  boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) override;
+  boost::asio::awaitable<Result<Map>> ensure(const std::string& name, const std::string& uuid,
+                                             const std::vector<PathDevice>& paths) override;
+  boost::asio::awaitable<Status> set_queueing(const std::string& name, bool queue) override;
+  boost::asio::awaitable<Status> remove(const std::string& name) override;
+
+ private:
+  boost::asio::awaitable<Result<process::Outcome>> dmsetup(std::vector<std::string> args);
+  boost::asio::awaitable<Status> must(std::vector<std::string> args, const std::string& what);
+  Result<uint64_t> sectors_of(const PathDevice& p) const;
+
+  process::ProcessRunner& runner_;
+  boost::asio::thread_pool& pool_;
+  DmsetupOptions options_;
+  Probe& probe_;
+  LoggerPtr log_;
+  bool available_ = false;
+};
+
+}  // namespace datera::multipath

@@ -1,0 +1,218 @@
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "agent/common/fs.h"
+#include "agent/common/logging.h"
+#include "agent/multipath/dmsetup.h"
+#include "tests/testing/run_async.h"
+#include "tests/testing/temp_dir.h"
+
+namespace datera::multipath {
+namespace {
+
+namespace asio = boost::asio;
+using datera::testing::run_async;
+using datera::testing::TempDir;
+
+const std::string kUuid = "7f5c3a5e-89ab-4cde-8f01-23456789abcd";
+
+TEST(MultipathTable, EncodesOnePathWithoutQueueing) {
+  EXPECT_EQ(encode_table(Table{2097152, {"8:16"}, false}),
+            "0 2097152 multipath 0 0 1 1 round-robin 0 1 1 8:16 1");
+  EXPECT_EQ(encode_table(Table{8, {"8:16", "8:32"}, true}),
+            "0 8 multipath 1 queue_if_no_path 0 1 1 round-robin 0 2 1 8:16 1 8:32 1");
+}
+
+TEST(MultipathTable, DecodesWhatItEncodesAndForeignLayouts) {
+  const Table t{4096, {"8:0", "65:16"}, true};
+  auto back = decode_table(encode_table(t));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->sectors, 4096u);
+  EXPECT_EQ(back->paths, t.paths);
+  EXPECT_TRUE(back->queue);
+  // multipathd's layout: two path groups, a hardware handler, service-time with path args.
+  auto mp = decode_table(
+      "0 1048576 multipath 2 queue_if_no_path retain_attached_hw_handler 1 alua 2 1 "
+      "service-time 0 1 2 8:16 1 1 service-time 0 1 2 8:32 1 1");
+  ASSERT_TRUE(mp) << mp.error().message;
+  EXPECT_EQ(mp->paths, (std::vector<std::string>{"8:16", "8:32"}));
+  EXPECT_TRUE(mp->queue);
+}
+
+TEST(MultipathTable, RefusesOtherTargetsAndTruncation) {
+  EXPECT_FALSE(decode_table("0 2048 linear 8:16 0"));
+  EXPECT_FALSE(decode_table("0 2048 multipath 0 0 1 1 round-robin 0 2 1 8:16 1"));  // 1 of 2 paths
+  EXPECT_FALSE(decode_table("0 2048 multipath 0 0 1 1 round-robin 0 1 1 8:16 1 extra"));
+  EXPECT_FALSE(decode_table(""));
+}
+
+TEST(MultipathNames, AreDerivedFromTheUuidOnly) {
+  EXPECT_EQ(*map_name(kUuid), "datera-" + kUuid);
+  EXPECT_EQ(map_uuid(kUuid), "DATERA-" + kUuid);
+  EXPECT_FALSE(map_name("../../etc"));
+  EXPECT_FALSE(map_name(""));
+  EXPECT_FALSE(map_name(std::string(65, 'a')));
+}
+
+/// Plays dmsetup against an in-memory device-mapper: maps by name with their table.
+class FakeDmsetup : public process::ProcessRunner {
+ public:
+  struct Live {
+    std::string uuid;
+    std::string table;
+    unsigned minor = 0;
+  };
+  std::map<std::string, Live> maps;
+  std::vector<std::string> log;  ///< every command line, without --noudevsync
+  std::string pending;           ///< a reloaded, not yet resumed table
+  bool open = false;             ///< remove fails as when mounted
+
+  asio::awaitable<Result<process::Outcome>> run(process::Command cmd) override {
+    std::vector<std::string> a = cmd.args;
+    EXPECT_EQ(a.front(), "--noudevsync");
+    a.erase(a.begin());
+    std::string line;
+    for (const auto& w : a) line += (line.empty() ? "" : " ") + w;
+    log.push_back(line);
+    process::Outcome o;
+    o.exit_code = 0;
+    const std::string& op = a.at(0);
+    const std::string& name = a.back();
+    if (op == "info") {
+      auto it = maps.find(name);
+      if (it == maps.end()) {
+        o.exit_code = 1;
+        o.err = "Device does not exist.\nCommand failed.\n";
+      } else {
+        o.out = "254 " + std::to_string(it->second.minor) + " " + it->second.uuid + "\n";
+      }
+    } else if (op == "table") {
+      o.out = maps.at(name).table + "\n";
+    } else if (op == "create") {
+      maps[a.at(1)] = Live{a.at(3), a.at(5), static_cast<unsigned>(maps.size())};
+    } else if (op == "reload") {
+      pending = a.at(3);
+    } else if (op == "resume") {
+      maps.at(name).table = pending;
+    } else if (op == "message") {
+      auto& t = maps.at(a.at(1)).table;
+      auto parsed = *decode_table(t);
+      parsed.queue = a.at(3) == "queue_if_no_path";
+      t = encode_table(parsed);
+    } else if (op == "remove") {
+      if (open) {
+        o.exit_code = 1;
+        o.err = "device-mapper: remove ioctl on " + name + " failed: Device or resource busy\n";
+      } else if (!maps.erase(name)) {
+        o.exit_code = 1;
+        o.err = "device-mapper: remove ioctl on " + name + " failed: No such device or address\n";
+      }
+    }
+    co_return o;
+  }
+};
+
+class DmsetupTest : public ::testing::Test {
+ protected:
+  DmsetupTest() {
+    for (const auto& [dev, size] : {std::pair{"8:16", "2097152"}, std::pair{"8:32", "2097152"},
+                                    std::pair{"8:48", "4194304"}}) {
+      const std::string d = tmp_.path() + "/sys/dev/block/" + dev;
+      EXPECT_TRUE(fs::ensure_dir(d, 0755));
+      std::ofstream(d + "/size") << size << "\n";
+    }
+    DmsetupOptions o;
+    o.root = tmp_.path();
+    o.dmsetup = "/sbin/dmsetup";
+    o.require_block_device = false;
+    dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, probe_, null_logger());
+  }
+  Result<Map> ensure(std::vector<PathDevice> paths) {
+    return run_async(ioc_, dm_->ensure("datera-" + kUuid, "DATERA-" + kUuid, paths));
+  }
+
+  TempDir tmp_;
+  asio::io_context ioc_;
+  asio::thread_pool pool_{1};
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
+  FakeDmsetup runner_;
+  std::unique_ptr<Dmsetup> dm_;
+};
+
+TEST_F(DmsetupTest, DetectNamesWhatIsMissing) {
+  std::string why;
+  EXPECT_FALSE(dm_->detect(&why));
+  EXPECT_NE(why.find("dm_multipath"), std::string::npos) << why;
+  EXPECT_FALSE(dm_->available());
+}
+
+TEST_F(DmsetupTest, CreatesOnceThenDoesNothing) {
+  auto m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->paths, std::vector<std::string>{"8:16"});
+  EXPECT_EQ(m->sectors, 2097152u);
+  EXPECT_FALSE(m->queueing);
+  EXPECT_EQ(m->device, tmp_.path() + "/dev/dm-0");
+  EXPECT_EQ(runner_.maps.begin()->second.table,
+            "0 2097152 multipath 0 0 1 1 round-robin 0 1 1 8:16 1");
+  runner_.log.clear();
+  ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
+  for (const auto& l : runner_.log) {
+    EXPECT_TRUE(l.rfind("info", 0) == 0 || l.rfind("table", 0) == 0) << "changed something: " << l;
+  }
+}
+
+TEST_F(DmsetupTest, SwapsPathsWithNoflushResumeAndEndsWithoutQueueing) {
+  ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
+  runner_.log.clear();
+  auto m = ensure({{"/dev/sdc", 8, 32}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->paths, std::vector<std::string>{"8:32"});
+  EXPECT_FALSE(m->queueing);
+  std::vector<std::string> changes;
+  for (const auto& l : runner_.log) {
+    if (l.rfind("info", 0) != 0 && l.rfind("table", 0) != 0) changes.push_back(l);
+  }
+  const std::string name = "datera-" + kUuid;
+  ASSERT_EQ(changes.size(), 3u);
+  // The swap table queues, so I/O failing on the old path during the swap is held, not failed.
+  EXPECT_EQ(changes[0], "reload " + name +
+                            " --table 0 2097152 multipath 1 queue_if_no_path 0 1 1 round-robin 0 "
+                            "1 1 8:32 1");
+  EXPECT_EQ(changes[1], "resume --noflush --nolockfs " + name);
+  EXPECT_EQ(changes[2], "message " + name + " 0 fail_if_no_path");
+}
+
+TEST_F(DmsetupTest, RefusesPathsOfDifferentSizesAndForeignMaps) {
+  auto m = ensure({{"/dev/sdb", 8, 16}, {"/dev/sdd", 8, 48}});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("differ in size"), std::string::npos) << m.error().message;
+  EXPECT_TRUE(runner_.maps.empty());
+  runner_.maps["datera-" + kUuid] = {"mpath-3600a", "0 8 linear 8:16 0", 0};
+  m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("not the agent's"), std::string::npos) << m.error().message;
+}
+
+TEST_F(DmsetupTest, RemoveIsIdempotentButNeverForcesAnOpenMap) {
+  ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
+  runner_.open = true;
+  auto st = run_async(ioc_, dm_->remove("datera-" + kUuid));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(runner_.maps.size(), 1u);
+  runner_.open = false;
+  EXPECT_TRUE(run_async(ioc_, dm_->remove("datera-" + kUuid)));
+  EXPECT_TRUE(run_async(ioc_, dm_->remove("datera-" + kUuid)));  // already gone
+  EXPECT_TRUE(runner_.maps.empty());
+}
+
+}  // namespace
+}  // namespace datera::multipath
