@@ -68,7 +68,7 @@ struct InitiatorConfig {
   std::string iscsiadm = "/usr/sbin/iscsiadm";
   int replacement_timeout = 120;  ///< seconds; node.session.timeo.replacement_timeout
   int noop_out_interval = 5;      ///< seconds
-  int noop_out_timeout = 10;      ///< seconds
+  int noop_out_timeout = 5;       ///< seconds (defaults measured: docs/benchmarks.md)
   milliseconds login_timeout{120'000};
   milliseconds online_timeout{120'000};       ///< array: the volume becomes available
   milliseconds session_poll_interval{2'000};  ///< the session keeper's safety-net poll

@@ -51,7 +51,7 @@ struct Record {
   /// The volume's dm-multipath map ("datera-<uuid>"), "" when mounted on the raw session disk.
   /// Written before the map is created, so a crash never leaves a map the journal cannot name.
   std::string map;
-  std::string staging;        ///< the per-volume staging mount point
+  std::string staging;  ///< the per-volume staging mount point
   std::vector<PodMount> pods;
   std::string pending_pod;  ///< the pod dir of the mount or unmount in progress
   uint64_t generation = 0;  ///< bumped by every save

@@ -583,9 +583,19 @@ asio::awaitable<std::string> Manager::reconcile() {
           in_use |= m.major == s.device->major && m.minor == s.device->minor;
         }
       }
+      // A disk under one of our maps is in use whenever the map is (mounted on the map, not on
+      // the disk); a lost journal record must never log out the session beneath a mount.
+      if (!in_use && multipath_) {
+        if (auto name = multipath::map_name(s.device->serial)) {
+          auto map = co_await multipath_->find(*name);
+          in_use = !map || map->has_value();
+        }
+      }
       if (in_use || !table) {
-        log_->warn("{} session {} (device {}) has no journal record but is mounted; leaving it",
-                   initiator_.kind(), s.id, s.device->path);
+        log_->warn(
+            "{} session {} (device {}) has no journal record but is mounted (or under a map); "
+            "leaving it",
+            initiator_.kind(), s.id, s.device->path);
         probe_.reconcile("unknown_session_in_use");
         continue;
       }

@@ -108,7 +108,7 @@ class Manager : public flexvolume::VolumeOps {
   /// The mount's device: the volume's map over `dev` when multipath is available (and the volume
   /// is not already staged on the raw disk), else `dev` itself.
   boost::asio::awaitable<Result<initiator::Device>> mount_device(Record& rec,
-                                                                const initiator::Device& dev);
+                                                                 const initiator::Device& dev);
   boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
   /// After the last pod: staging unmount, logout, ACL removal, retain policy, record removed.
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.

@@ -90,7 +90,9 @@ void Probe::access_check(const std::string& result) {
   }
 }
 
-void Probe::portal_changed(double seconds) { portal_change_seconds_.Observe(seconds); }
+void Probe::portal_changed(double seconds) {
+  portal_change_seconds_.Observe(seconds);
+}
 
 void Probe::udev_event(const std::string& subsystem, const std::string& action) {
   udev_.Add({{"subsystem", subsystem}, {"action", action}}).Increment();

@@ -7,11 +7,12 @@
 //   datera_agent_volume_operations_total{operation,result}             counter
 //   datera_agent_volume_failures_total{operation,reason}               counter (reason = step)
 //   datera_agent_volume_reconcile_actions_total{action}                counter
-//   datera_agent_volume_access_checks_total{result}                    counter (array polls: unchanged,
-//                                                                      moved, deferred, failed, refused, error)
-//   datera_agent_portal_changes_total{result}                          counter (moved, deferred, failed,
-//                                                                      refused)
-//   datera_agent_portal_change_duration_seconds                        histogram (login new .. swapped)
+//   datera_agent_volume_access_checks_total{result}                    counter (unchanged, moved,
+//                                                                      deferred, failed, refused,
+//                                                                      error)
+//   datera_agent_portal_changes_total{result}                          counter (the same but
+//                                                                      unchanged and error)
+//   datera_agent_portal_change_duration_seconds                        histogram (login to swap)
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
 

@@ -12,7 +12,8 @@
 //   disconnect(): iscsiadm -m node -T IQN --logout (every portal, old IPs too; 21 = none),
 //                 iscsiadm -m node -T IQN -o delete (21 = none), then sysfs must show no session.
 //   prune():      per session on a portal the target no longer lists:
-//                   iscsiadm -m session -r SID --logout, iscsiadm -m node -T IQN -p IP:PORT -o delete
+//                   iscsiadm -m session -r SID --logout
+//                   iscsiadm -m node -T IQN -p IP:PORT -o delete
 //   sessions():   sysfs only (sysfs.h).
 //
 // iscsiadm runs through process::ProcessRunner by argv (never a shell) with a timeout, under an
@@ -70,7 +71,7 @@ struct OpenIscsiOptions {
   /// Written into each node record before login (iscsi.md §1.3).
   int replacement_timeout = 120;
   int noop_out_interval = 5;
-  int noop_out_timeout = 10;
+  int noop_out_timeout = 5;
 
   /// Sessions whose target IQN starts with this are reported by sessions(); "" = all.
   std::string session_prefix = "iqn.2013-05.com.daterainc:";

@@ -144,3 +144,61 @@ TEST_F(KeeperTest, SessionsOfOtherTargetsAreNotOurs) {
 
 }  // namespace
 }  // namespace datera::keeper
+
+namespace datera::keeper {
+namespace {
+
+/// The keeper asks for access checks: at the first look, every array_poll_interval, and at once
+/// (but not in a loop) when a session fails; one at a time per volume.
+class KeeperCheckTest : public ::testing::Test {
+ protected:
+  KeeperCheckTest() {
+    KeeperOptions o;
+    o.array_poll_interval = std::chrono::milliseconds(60'000);
+    o.min_check_gap = std::chrono::milliseconds(5'000);
+    keeper_ = std::make_unique<Keeper>(
+        ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, probe_,
+        null_logger(), [this] { return now_; }, Keeper::WallClock{},
+        [this](std::string v, std::string why) -> asio::awaitable<void> {
+          checks_.push_back(v + " " + why);
+          co_return;
+        });
+  }
+  void look_at(std::chrono::milliseconds t) {
+    now_ = std::chrono::steady_clock::time_point(t);
+    testing::run_async(ioc_, keeper_->observe());
+    ioc_.restart();
+    ioc_.poll();  // the detached checks
+  }
+
+  asio::io_context ioc_;
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
+  ScriptedInitiator initiator_;
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}}};
+  std::chrono::steady_clock::time_point now_;
+  std::vector<std::string> checks_;
+  std::unique_ptr<Keeper> keeper_;
+};
+
+TEST_F(KeeperCheckTest, ChecksAtFirstSightOnFailureAndOnThePollInterval) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  EXPECT_EQ(checks_, std::vector<std::string>{"vol-1 poll"});
+  look_at(std::chrono::milliseconds(2'000));
+  EXPECT_EQ(checks_.size(), 1u) << "nothing due";
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(std::chrono::milliseconds(7'000));
+  ASSERT_EQ(checks_.size(), 2u);
+  EXPECT_EQ(checks_[1], "vol-1 session recovering") << "a failing session is checked at once";
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(8'000));
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(std::chrono::milliseconds(9'000));
+  EXPECT_EQ(checks_.size(), 2u) << "failure checks are at least min_check_gap apart";
+  look_at(std::chrono::milliseconds(67'001));
+  EXPECT_EQ(checks_.size(), 3u) << "the poll interval";
+}
+
+}  // namespace
+}  // namespace datera::keeper

@@ -3,6 +3,9 @@
 
 #include "agent/volume/manager.h"
 
+#include <algorithm>
+#include <map>
+
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
@@ -18,6 +21,7 @@ namespace asio = boost::asio;
 struct FakeArray : Array {
   std::vector<std::string> calls;
   std::string uuid = "uuid-1";
+  std::vector<std::string> ips = {"172.28.0.1"};
   asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec& spec) override {
     calls.push_back("ensure " + spec.name);
     co_return ai(spec.name);
@@ -52,7 +56,7 @@ struct FakeArray : Array {
     edf::AppInstance a;
     a.name = name;
     a.iqn = "iqn.2013-05.com.daterainc:tc:01:sn:1";
-    a.ips = {"172.28.0.1"};
+    a.ips = ips;
     a.volume_uuid = uuid;
     a.op_state = "available";
     return a;
@@ -64,9 +68,14 @@ struct FakeArrays : Arrays {
   Result<Array*> get(const edf::BackendTarget&) override { return &array; }
 };
 
+/// One call log shared by the initiator and the multipath fakes, to check their relative order.
+using CallLog = std::vector<std::string>;
+
 struct FakeInitiator : initiator::Initiator {
   std::optional<Error> connect_error;
   std::vector<std::string> calls;
+  CallLog* shared = nullptr;
+  std::vector<initiator::Session> live;  ///< sessions as connect()/prune() leave them
   std::string kind() const override { return "fake"; }
   Result<std::string> initiator_iqn() const override {
     return std::string("iqn.1993-08.org.debian:01:node-a");
@@ -74,25 +83,72 @@ struct FakeInitiator : initiator::Initiator {
   asio::awaitable<Result<initiator::Device>> connect(const initiator::Target& t,
                                                      std::chrono::milliseconds) override {
     calls.push_back("connect " + t.serial);
+    if (shared) shared->push_back("login " + t.portals.front());
     if (connect_error) co_return *connect_error;
-    co_return initiator::Device{"/dev/sdz", t.serial, 8, 16};
+    // The first portal gets sdz (8:16), any other sdy (8:32): a new login is a new disk.
+    const bool first = t.portals.front() == "172.28.0.1";
+    initiator::Device d{first ? "/dev/sdz" : "/dev/sdy", t.serial, 8, first ? 16u : 32u};
+    const std::string portal = t.portals.front() + ":3260";
+    if (std::none_of(live.begin(), live.end(), [&](const auto& s) { return s.portal == portal; })) {
+      live.push_back({t.iqn, portal, "LOGGED_IN", static_cast<int>(live.size()) + 1, d, "running"});
+    }
+    co_return d;
   }
   asio::awaitable<Status> disconnect(const initiator::Target& t) override {
     calls.push_back("disconnect " + t.serial);
+    live.clear();
     co_return ok_status();
   }
   asio::awaitable<Status> prune(const initiator::Target& t) override {
     std::string keep;
     for (const auto& p : t.portals) keep += " " + p;
     calls.push_back("prune" + keep);
+    if (shared) shared->push_back("logout old");
+    std::erase_if(live, [&](const initiator::Session& s) {
+      return std::none_of(t.portals.begin(), t.portals.end(),
+                          [&](const std::string& p) { return s.portal == p + ":3260"; });
+    });
     co_return ok_status();
   }
   asio::awaitable<Status> refresh(const initiator::Target& t) override {
     calls.push_back("refresh " + t.serial);
     co_return ok_status();
   }
-  asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override {
-    co_return std::vector<initiator::Session>{};
+  asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override { co_return live; }
+};
+
+struct FakeMultipath : multipath::Multipath {
+  bool usable = true;
+  CallLog* shared = nullptr;
+  std::map<std::string, multipath::Map> maps;
+  bool available() const override { return usable; }
+  asio::awaitable<Result<std::optional<multipath::Map>>> find(const std::string& name) override {
+    auto it = maps.find(name);
+    if (it == maps.end()) co_return std::optional<multipath::Map>{};
+    co_return std::optional<multipath::Map>{it->second};
+  }
+  asio::awaitable<Result<multipath::Map>> ensure(
+      const std::string& name, const std::string&,
+      const std::vector<multipath::PathDevice>& paths) override {
+    multipath::Map& m = maps[name];
+    m.name = name;
+    m.device = "/dev/dm-0";
+    m.major = 254;
+    m.paths.clear();
+    for (const auto& p : paths) m.paths.push_back(p.dev_t());
+    m.queueing = false;
+    if (shared) shared->push_back("map over " + m.paths.front());
+    co_return m;
+  }
+  asio::awaitable<Status> set_queueing(const std::string& name, bool queue) override {
+    maps.at(name).queueing = queue;
+    if (shared) shared->push_back(queue ? "queue on" : "queue off");
+    co_return ok_status();
+  }
+  asio::awaitable<Status> remove(const std::string& name) override {
+    if (shared) shared->push_back("map remove");
+    maps.erase(name);
+    co_return ok_status();
   }
 };
 
@@ -113,13 +169,19 @@ struct FakeMounter : mount::Mounter {
   asio::awaitable<Status> mount(const mount::MountRequest& r) override {
     calls.push_back("mount " + r.fstype + " " + r.target);
     last_options = r.options;
-    table.push_back({r.device, r.target, r.fstype, "/", "rw", false, 8, 16});
+    const bool dm = r.device.rfind("/dev/dm-", 0) == 0;
+    table.push_back(
+        {r.device, r.target, r.fstype, "/", "rw", false, dm ? 254u : 8u, dm ? 0u : 16u});
     co_return ok_status();
   }
   asio::awaitable<Status> bind(const std::string& source, const std::string& target,
                                bool ro) override {
     calls.push_back("bind " + target);
-    table.push_back({source, target, *fs, "/", ro ? "ro" : "rw", ro, 8, 16});
+    unsigned major = 8, minor = 16;
+    for (const auto& m : table) {
+      if (m.target == source) major = m.major, minor = m.minor;
+    }
+    table.push_back({source, target, *fs, "/", ro ? "ro" : "rw", ro, major, minor});
     co_return ok_status();
   }
   asio::awaitable<Status> unmount(const std::string& target) override {
@@ -257,6 +319,129 @@ TEST_F(ManagerTest, RetainPolicyNeverDeletesTheVolumeAfterTheLastPod) {
   ASSERT_EQ(call("unmount", pod2)["status"], "Success");
   EXPECT_EQ(arrays_.array.calls.back(), "delete vol-1");
   EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+}
+
+}  // namespace
+}  // namespace datera::volume
+
+namespace datera::volume {
+namespace {
+
+constexpr const char* kUuid = "7f5c3a5e-89ab-4cde-8f01-23456789abcd";
+const std::string kMap = std::string("datera-") + kUuid;
+
+class MultipathManagerTest : public ManagerTest {
+ protected:
+  MultipathManagerTest() {
+    arrays_.array.uuid = kUuid;
+    initiator_.shared = &log_;
+    multipath_.shared = &log_;
+    ManagerOptions o;
+    o.node_name = "node-a";
+    o.staging_dir = "/var/lib/datera-agent/staging";
+    o.default_backend.host = "10.0.0.1";
+    o.default_backend.credentials = {"admin", "password"};
+    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
+                                         null_logger(), &multipath_);
+    (void)testing::run_async(ioc_, manager_->reconcile());
+    mounter_.fs = "xfs";
+  }
+  Access check() { return testing::run_async(ioc_, manager_->check_access("vol-1", "test")); }
+
+  CallLog log_;
+  FakeMultipath multipath_;
+};
+
+TEST_F(MultipathManagerTest, TheFilesystemIsMountedOnTheVolumesMapWhichGoesBeforeLogout) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  ASSERT_EQ(multipath_.maps.count(kMap), 1u);
+  EXPECT_EQ(multipath_.maps[kMap].paths, std::vector<std::string>{"8:16"});
+  EXPECT_EQ(mounter_.table.front().source, "/dev/dm-0") << "staged on the map, not on /dev/sdz";
+  EXPECT_EQ(manager_->volumes()[0]["map"], kMap);
+  EXPECT_EQ(journal_.load_all(nullptr).at(0).map, kMap) << "journaled, for reconcile";
+  log_.clear();
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  EXPECT_TRUE(multipath_.maps.empty());
+  ASSERT_FALSE(log_.empty());
+  EXPECT_EQ(log_.front(), "map remove") << "the map goes before the session it sits on";
+  EXPECT_EQ(initiator_.calls.back(), std::string("disconnect ") + kUuid);
+}
+
+TEST_F(MultipathManagerTest, AnAccessIpChangeMovesTheSessionInTheSafeOrder) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  EXPECT_EQ(check(), Access::unchanged);
+  log_.clear();
+  arrays_.array.ips = {"172.28.0.9"};
+  EXPECT_EQ(check(), Access::moved);
+  // New path verified first; I/O held while the old session goes; the map then swapped onto the
+  // new disk, which ends the queueing.
+  EXPECT_EQ(log_, (CallLog{"login 172.28.0.9", "queue on", "logout old", "map over 8:32"}));
+  EXPECT_FALSE(multipath_.maps[kMap].queueing);
+  ASSERT_EQ(initiator_.live.size(), 1u);
+  EXPECT_EQ(initiator_.live[0].portal, "172.28.0.9:3260");
+  const auto rec = journal_.load_all(nullptr).at(0);
+  EXPECT_EQ(rec.target.portals, std::vector<std::string>{"172.28.0.9"});
+  EXPECT_EQ(mounter_.table.front().source, "/dev/dm-0") << "the mount never moved";
+  log_.clear();
+  EXPECT_EQ(check(), Access::unchanged) << "idempotent";
+  EXPECT_TRUE(log_.empty());
+}
+
+TEST_F(MultipathManagerTest, AFailedLoginOnTheNewPortalLeavesTheOldPathAlone) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  arrays_.array.ips = {"172.28.0.9"};
+  initiator_.connect_error = Error{"login refused"};
+  log_.clear();
+  EXPECT_EQ(check(), Access::failed);
+  EXPECT_EQ(log_, CallLog{"login 172.28.0.9"}) << "no queueing, no logout, no swap";
+  EXPECT_EQ(multipath_.maps[kMap].paths, std::vector<std::string>{"8:16"});
+  ASSERT_EQ(initiator_.live.size(), 1u);
+  EXPECT_EQ(initiator_.live[0].portal, "172.28.0.1:3260");
+  initiator_.connect_error.reset();
+  EXPECT_EQ(check(), Access::moved) << "the next check finishes the move";
+}
+
+TEST_F(MultipathManagerTest, AVolumeWhoseUuidChangedOnTheArrayIsNotFollowed) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  arrays_.array.uuid = "0000aaaa-89ab-4cde-8f01-23456789abcd";
+  arrays_.array.ips = {"172.28.0.9"};
+  log_.clear();
+  EXPECT_EQ(check(), Access::refused);
+  EXPECT_TRUE(log_.empty());
+}
+
+TEST_F(MultipathManagerTest, WithoutMultipathAChangeIsDeferredNotDone) {
+  multipath_.usable = false;
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  EXPECT_TRUE(multipath_.maps.empty());
+  EXPECT_EQ(mounter_.table.front().source, "/dev/sdz");
+  arrays_.array.ips = {"172.28.0.9"};
+  log_.clear();
+  EXPECT_EQ(check(), Access::deferred);
+  EXPECT_TRUE(log_.empty()) << "a raw disk under a mount is never swapped";
+  ASSERT_EQ(initiator_.live.size(), 1u);
+  EXPECT_EQ(initiator_.live[0].portal, "172.28.0.1:3260");
+}
+
+TEST_F(MultipathManagerTest, ReconcileNeverLogsOutTheDiskBeneathAMapItHasNoRecordOf) {
+  const std::string other = "0000aaaa-89ab-4cde-8f01-23456789abcd";
+  const std::string third = "0000bbbb-89ab-4cde-8f01-23456789abcd";
+  initiator_.live.push_back({"iqn.x:a", "172.28.0.5:3260", "LOGGED_IN", 7,
+                             initiator::Device{"/dev/sdk", other, 8, 160}, "running"});
+  initiator_.live.push_back({"iqn.x:b", "172.28.0.6:3260", "LOGGED_IN", 8,
+                             initiator::Device{"/dev/sdl", third, 8, 176}, "running"});
+  multipath_.maps["datera-" + other] = multipath::Map{};  // e.g. a lost journal record
+  initiator_.calls.clear();
+  (void)testing::run_async(ioc_, manager_->reconcile());
+  EXPECT_EQ(initiator_.calls, std::vector<std::string>{"disconnect " + third})
+      << "the session under a map stays; the truly leaked one goes";
+}
+
+TEST_F(MultipathManagerTest, AVolumeNotMountedHereIsNotChecked) {
+  arrays_.array.ips = {"172.28.0.9"};
+  EXPECT_EQ(check(), Access::unchanged);
+  EXPECT_TRUE(log_.empty());
+  EXPECT_TRUE(arrays_.array.calls.empty());
 }
 
 }  // namespace

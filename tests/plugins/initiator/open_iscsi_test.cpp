@@ -529,6 +529,20 @@ TEST_F(OpenIscsiTest, DisconnectLogsOutByIqnDeletesRecordsAndConfirms) {
   EXPECT_TRUE(lock_is_free());
 }
 
+TEST_F(OpenIscsiTest, PruneLogsOutOnlyThePortalsTheTargetNoLongerLists) {
+  tree.add_session(3, 5, kIqn, "10.0.0.5");
+  tree.add_session(4, 6, kIqn, "10.0.0.99", 3260, "FAILED");  // EDF moved the volume away
+  tree.add_session(7, 8, "iqn.2013-05.com.daterainc:tc:01:sn:other", "10.0.0.99");
+  make();
+  auto st = run_async(ioc, initiator->prune(target({"10.0.0.5"})));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(runner.argvs(), (std::vector<std::string>{
+                                "-m session -r 4 --logout",
+                                std::string("-m node -T ") + kIqn + " -p 10.0.0.99:3260 -o delete",
+                            }));
+  EXPECT_TRUE(lock_is_free());
+}
+
 TEST_F(OpenIscsiTest, DisconnectWithNothingLoggedInIsSuccess) {
   runner.reply = [](const Command&) -> Result<Outcome> {
     return exited(21, "iscsiadm: No matching sessions found\n");

@@ -96,8 +96,8 @@ initiator:
   kind: open-iscsi
   iscsiadm: /usr/sbin/iscsiadm
   replacement_timeout: 120
-  noop_out_interval: 2
-  noop_out_timeout: 2
+  noop_out_interval: ${E2E_NOOP%/*}
+  noop_out_timeout: ${E2E_NOOP#*/}
   session_poll_interval: 250ms
   multipath: "on"
   array_poll_interval: 30s
@@ -150,7 +150,7 @@ step_end
 errors=$(awk '$3 != 0' $W/writes.log | wc -l)
 total=$(wc -l <$W/writes.log)
 stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/writes.log)
-fact "failover writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall")"
+fact "failover noop=$E2E_NOOP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall")"
 [ "$errors" -eq 0 ] || die "$errors of $total writes failed during failover"
 [ "$stall" -le 500 ] || die "the longest write stalled $(cs_fmt "$stall") s (more than 5 s)"
 [ "$(session_of_target "$(cat /sys/class/iscsi_session/$SID/targetname)")" = "$SID" ] || die "the session changed"
@@ -185,7 +185,7 @@ total=$(wc -l <$W/rebalance.log)
 stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/rebalance.log)
 took=$(metric datera_agent_portal_change_duration_seconds_sum)
 why=$(grep -o "access moved on the array ([^)]*)" $W/agent.log | tail -n 1)
-fact "rebalance $old_portal -> $NEW_IP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall") move_s=$took trigger='$why'"
+fact "rebalance noop=$E2E_NOOP $old_portal -> $NEW_IP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall") move_s=$took trigger='$why'"
 [ "$errors" -eq 0 ] || die "$errors of $total writes failed during the portal change"
 n=$(ls -d /sys/class/iscsi_session/session* | wc -l)
 [ "$n" = 1 ] || die "$n sessions after the move, not 1: $(ls /sys/class/iscsi_session)"
