@@ -96,7 +96,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (auto s = check_keys(
           root, "",
           {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
-           "shutdown_grace", "metrics", "api", "driver", "backend", "initiator"});
+           "shutdown_grace", "metrics", "api", "driver", "backend", "initiator", "handoff"});
       !s) {
     return s;
   }
@@ -170,6 +170,18 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
       if (!v) return v.error();
       *out = *v;
     }
+  }
+  if (const auto n = root["handoff"]; n && !n.IsNull()) {
+    if (auto st =
+            check_keys(n, "handoff.", {"mode", "lease_ttl", "claim_settle", "claim_write_bound"});
+        !st) {
+      return st;
+    }
+    DT_SET_STRING(n, "mode", "handoff.mode", cfg.handoff.mode)
+    DT_SET_DURATION(n, "lease_ttl", "handoff.lease_ttl", cfg.handoff.lease_ttl)
+    DT_SET_DURATION(n, "claim_settle", "handoff.claim_settle", cfg.handoff.claim_settle)
+    DT_SET_DURATION(n, "claim_write_bound", "handoff.claim_write_bound",
+                    cfg.handoff.claim_write_bound)
   }
   if (const auto n = root["initiator"]; n && !n.IsNull()) {
     if (auto st =
@@ -367,6 +379,18 @@ Status validate(Config& cfg) {
       cfg.initiator.multipath != "off") {
     return key_error("initiator.multipath",
                      "'" + cfg.initiator.multipath + "' is not one of auto, on, off");
+  }
+  if (cfg.handoff.mode != "agent" && cfg.handoff.mode != "off") {
+    return key_error("handoff.mode", "'" + cfg.handoff.mode + "' is not one of agent, off");
+  }
+  if (cfg.handoff.lease_ttl.count() < 1000) {
+    return key_error("handoff.lease_ttl", "must be at least 1s");
+  }
+  if (cfg.handoff.claim_settle <= cfg.handoff.claim_write_bound ||
+      cfg.handoff.claim_write_bound.count() < 10) {
+    return key_error("handoff.claim_settle",
+                     "must be longer than handoff.claim_write_bound (at least 10ms): the claim "
+                     "protocol is only safe when it waits longer than a claim may take to land");
   }
   if (cfg.initiator.array_poll_interval.count() != 0 &&
       cfg.initiator.array_poll_interval.count() < 1000) {

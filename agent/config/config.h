@@ -82,6 +82,16 @@ struct InitiatorConfig {
   milliseconds array_poll_interval{60'000};
 };
 
+/// Moving volumes between nodes (agent/ownership): one writer at a time.
+struct HandoffConfig {
+  /// "agent": leases in EDF app instance metadata, handoff requests, fencing of expired owners.
+  /// "off": no leases (a single-node cluster, or another system owns fencing).
+  std::string mode = "agent";
+  milliseconds lease_ttl{30'000};       ///< renewed every ttl/3; expired after ttl unchanged
+  milliseconds claim_settle{1'000};     ///< Fischer's delay; must exceed claim_write_bound
+  milliseconds claim_write_bound{500};  ///< a claim written slower than this is retried
+};
+
 struct Config {
   std::string node_name;
   std::string socket_path = "/run/datera-agent/agent.sock";
@@ -95,6 +105,7 @@ struct Config {
   DriverConfig driver;
   BackendConfig backend;
   InitiatorConfig initiator;
+  HandoffConfig handoff;
 };
 
 /// Where environment values come from (injectable so tests need no setenv).

@@ -157,6 +157,11 @@ asio::awaitable<void> Application::start() {
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
   });
+  if (coordinator_) {
+    asio::co_spawn(ioc_, renew_leases_forever(), [log = log_](const std::exception_ptr& e) {
+      log_exception(log, "lease renewal", e);
+    });
+  }
   api_server_.start();
   metrics_server_.start();
   log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
@@ -393,9 +398,20 @@ Status Application::make_volumes() {
       ::kill(::getpid(), SIGKILL);
     };
   }
-  volumes_ =
-      std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
-                                        *volume_probe_, logs_.get("volume"), multipath_.get());
+  if (cfg_.handoff.mode == "agent") {
+    ownership::Options oo;
+    oo.node = cfg_.node_name;
+    if (auto iqn = initiator_->initiator_iqn()) oo.iqn = *iqn;
+    oo.ttl = cfg_.handoff.lease_ttl;
+    oo.settle = cfg_.handoff.claim_settle;
+    oo.write_bound = cfg_.handoff.claim_write_bound;
+    oo.poll = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1'000), oo.ttl / 10);
+    coordinator_ =
+        std::make_unique<ownership::Coordinator>(ioc_.get_executor(), oo, logs_.get("ownership"));
+  }
+  volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
+                                               *volume_probe_, logs_.get("volume"),
+                                               multipath_.get(), coordinator_.get());
   keeper_probe_ = std::make_unique<keeper::Probe>(*registry_);
   keeper::KeeperOptions ko;
   ko.poll_interval = ic.session_poll_interval;
@@ -409,6 +425,18 @@ Status Application::make_volumes() {
       ioc_.get_executor(), ko, *initiator_, watch, udev_.get(), *keeper_probe_, logs_.get("keeper"),
       keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check());
   return ok_status();
+}
+
+asio::awaitable<void> Application::renew_leases_forever() {
+  // Every ttl/3: a lease survives two failed renewals before it can expire elsewhere.
+  asio::steady_timer timer(ioc_);
+  const auto every = cfg_.handoff.lease_ttl / 3;
+  while (!stopping_) {
+    co_await volumes_->renew_leases();
+    timer.expires_after(every);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
 }
 
 keeper::Keeper::AccessCheck Application::access_check() {

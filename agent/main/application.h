@@ -28,6 +28,7 @@
 #include "agent/keeper/keeper.h"
 #include "agent/lifecycle/notifier.h"
 #include "agent/multipath/dmsetup.h"
+#include "agent/ownership/lease.h"
 #include "agent/process/process_runner.h"
 #include "agent/udev/udev_monitor.h"
 #include "agent/volume/manager.h"
@@ -107,6 +108,8 @@ class Application : public api::StatusSource {
   initiator::InitiatorPtr initiator_;
   std::unique_ptr<multipath::Probe> multipath_probe_;
   std::unique_ptr<multipath::Dmsetup> multipath_;
+  std::unique_ptr<ownership::Coordinator> coordinator_;
+  boost::asio::awaitable<void> renew_leases_forever();
   std::unique_ptr<volume::Journal> journal_;
   std::unique_ptr<volume::EdfArrays> arrays_;
   std::unique_ptr<volume::Manager> volumes_;

@@ -32,6 +32,16 @@ class EdfArray : public Array {
   asio::awaitable<Status> acl_remove(const std::string& name, const std::string& iqn) override {
     co_return co_await client_.acl_remove(name, iqn);
   }
+  asio::awaitable<Result<std::vector<std::string>>> acl(const std::string& name) override {
+    co_return co_await client_.get_acl(name);
+  }
+  asio::awaitable<Result<edf::Metadata>> metadata(const std::string& name) override {
+    co_return co_await client_.get_metadata(name);
+  }
+  asio::awaitable<Status> put_metadata(const std::string& name,
+                                       const edf::Metadata& keys) override {
+    co_return co_await client_.put_metadata(name, keys);
+  }
   asio::awaitable<Result<edf::AppInstance>> bring_online(
       const std::string& name, std::chrono::milliseconds timeout) override {
     auto on = co_await client_.set_online(name, true);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -37,6 +38,12 @@ class Array {
                                                  const std::string& iqn) = 0;
   virtual boost::asio::awaitable<Status> acl_remove(const std::string& name,
                                                     const std::string& iqn) = 0;
+  /// The initiator IQNs in the volume's ACL.
+  virtual boost::asio::awaitable<Result<std::vector<std::string>>> acl(const std::string& name) = 0;
+  /// App instance metadata (a flat string map; PUT merges, "" deletes a key).
+  virtual boost::asio::awaitable<Result<edf::Metadata>> metadata(const std::string& name) = 0;
+  virtual boost::asio::awaitable<Status> put_metadata(const std::string& name,
+                                                      const edf::Metadata& keys) = 0;
   /// Online, then waits (bounded) until storage reports available; yields the fresh state.
   virtual boost::asio::awaitable<Result<edf::AppInstance>> bring_online(
       const std::string& name, std::chrono::milliseconds timeout) = 0;

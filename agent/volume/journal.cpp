@@ -74,6 +74,7 @@ json Record::public_json() const {
           {"staging", staging},
           {"pods", pods_json(pods)},
           {"pending_pod", pending_pod},
+          {"epoch", epoch},
           {"generation", generation}};
 }
 
@@ -126,6 +127,7 @@ Result<Record> Journal::decode(const std::string& text) {
       r.pods.push_back({p.at("dir").get<std::string>(), p.at("read_only").get<bool>()});
     }
     r.pending_pod = b.at("pending_pod").get<std::string>();
+    r.epoch = b.value("epoch", uint64_t{0});
     r.generation = b.at("generation").get<uint64_t>();
     return r;
   } catch (const json::exception& e) {

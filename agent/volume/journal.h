@@ -54,6 +54,7 @@ struct Record {
   std::string staging;  ///< the per-volume staging mount point
   std::vector<PodMount> pods;
   std::string pending_pod;  ///< the pod dir of the mount or unmount in progress
+  uint64_t epoch = 0;       ///< the ownership lease this node holds (0 = none, or ownership off)
   uint64_t generation = 0;  ///< bumped by every save
 
   bool has_pod(const std::string& dir) const;

@@ -51,11 +51,45 @@ class StepTimer {
   Clock::time_point start_;
 };
 
+/// The ownership lease of one volume, in its app instance's metadata; fencing = leaving the ACL.
+class ArrayStore final : public ownership::Store {
+ public:
+  explicit ArrayStore(Array& array) : array_(array) {}
+  asio::awaitable<Result<ownership::Lease>> read(const std::string& volume) override {
+    auto md = co_await array_.metadata(volume);
+    if (!md) co_return md.error();
+    co_return ownership::decode(*md);
+  }
+  asio::awaitable<Status> write(const std::string& volume, const edf::Metadata& keys) override {
+    co_return co_await array_.put_metadata(volume, keys);
+  }
+  asio::awaitable<Status> fence(const std::string& volume, const std::string& iqn) override {
+    auto st = co_await array_.acl_remove(volume, iqn);
+    if (!st && st.error().code == 404) co_return ok_status();
+    co_return st;
+  }
+
+ private:
+  Array& array_;
+};
+
+/// "pod(s) uid-1, uid-2" from kubelet pod volume dirs (.../pods/<uid>/volumes/...).
+std::string pods_text(const std::vector<PodMount>& pods) {
+  std::string out;
+  for (const auto& p : pods) {
+    const auto at = p.dir.find("/pods/");
+    std::string uid = at == std::string::npos ? p.dir : p.dir.substr(at + 6);
+    uid = uid.substr(0, uid.find('/'));
+    out += (out.empty() ? "" : ", ") + uid;
+  }
+  return (pods.size() == 1 ? "pod " : "pods ") + out;
+}
+
 }  // namespace
 
 Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
                  mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
-                 multipath::Multipath* multipath)
+                 multipath::Multipath* multipath, ownership::Coordinator* coordinator)
     : options_(std::move(options)),
       arrays_(arrays),
       initiator_(initiator),
@@ -63,7 +97,8 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
       journal_(journal),
       probe_(probe),
       log_(std::move(log)),
-      multipath_(multipath) {
+      multipath_(multipath),
+      coordinator_(coordinator) {
   options_.kubelet_root = normal_path(options_.kubelet_root);
 }
 
@@ -192,6 +227,44 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     if (auto st = co_await (*array)->ensure_initiator(*iqn, options_.node_name); !st) {
       co_return co_await fail_and_roll_back("array", st.error());
     }
+  }
+  if (coordinator_ && rec.pods.empty()) {
+    // One writer: the lease first (waiting for a handoff, or fencing a dead owner), then this
+    // node alone in the ACL.
+    StepTimer t(probe_, "mount", "claim");
+    const auto t0 = Clock::now();
+    ArrayStore store(**array);
+    auto held = co_await coordinator_->acquire(name, store);
+    if (!held) {
+      probe_.handoff(held.error().code == EBUSY ? "refused" : "failed", -1);
+      co_return co_await fail_and_roll_back("claim", held.error());
+    }
+    const bool fresh_claim = rec.epoch != held->epoch;
+    rec.epoch = held->epoch;
+    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+    if (!held->fenced.empty()) {
+      probe_.fencing("fenced_expired_owner");
+      log_->warn("volume {}: took it over from node {}, whose lease expired (fenced)", name,
+                 held->fenced);
+    }
+    if (fresh_claim) {
+      probe_.handoff(held->fenced.empty() ? "claimed" : "taken_over",
+                     std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    auto acl = co_await (*array)->acl(name);
+    if (!acl) co_return co_await fail_and_roll_back("claim", acl.error());
+    for (const auto& other : *acl) {
+      if (other == *iqn) continue;
+      log_->warn("volume {}: removing {} from its ACL: only the lease holder may reach it", name,
+                 other);
+      if (auto st = co_await (*array)->acl_remove(name, other); !st && st.error().code != 404) {
+        co_return co_await fail_and_roll_back("claim", st.error());
+      }
+      probe_.fencing("stale_acl_entry");
+    }
+  }
+  {
+    StepTimer t(probe_, "mount", "array");
     if (auto st = co_await (*array)->acl_add(name, *iqn); !st) {
       co_return co_await fail_and_roll_back("array", st.error());
     }
@@ -349,6 +422,10 @@ asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& 
 asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
                                          Failed& failed) {
   const std::string name = rec.volume;
+  // Only a volume that was really served here (its last pod left, or that unmount's crash being
+  // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
+  // which may well be a volume another node uses.
+  const bool served = rec.phase != Phase::attaching;
   rec.phase = Phase::detaching;
   if (auto st = co_await journal_.save(rec); !st) {
     failed.step = "journal";
@@ -394,7 +471,14 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
       failed.step = "array";
       co_return st;
     }
-    if (rec.delete_on_release) {
+    if (coordinator_ && rec.epoch != 0) {
+      ArrayStore store(**array);
+      if (auto st = co_await coordinator_->release(name, store, rec.epoch); !st) {
+        failed.step = "array";
+        co_return st;
+      }
+    }
+    if (rec.delete_on_release && served) {
       if (auto st = co_await (*array)->delete_volume(name); !st) {
         failed.step = "array";
         co_return st;
@@ -799,6 +883,88 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
       "volume {}: now on {} through {} (map {}), moved in {:.2f} s with I/O held, none failed",
       volume, joined(want), dev->path, rec.map, took);
   co_return done(Access::moved);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ownership leases
+// ---------------------------------------------------------------------------------------------
+
+asio::awaitable<void> Manager::renew_leases() {
+  if (!coordinator_) co_return;
+  std::vector<std::string> names;
+  for (const auto& [name, rec] : records_) {
+    if (rec.epoch != 0 && rec.phase == Phase::attached) names.push_back(name);
+  }
+  for (const auto& name : names) {
+    auto guard = co_await locks_.lock(name);
+    auto it = records_.find(name);
+    if (it == records_.end() || it->second.epoch == 0 || it->second.phase != Phase::attached) {
+      continue;
+    }
+    Record& rec = it->second;
+    auto array = arrays_.get(rec.backend);
+    if (!array) {
+      probe_.lease_renewal_failed();
+      continue;
+    }
+    ArrayStore store(**array);
+    const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
+    auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
+    if (!r) {
+      probe_.lease_renewal_failed();
+      log_->warn(
+          "volume {}: lease renewal failed: {} (the owner's lease expires after {} s "
+          "without renewal; another node may then take the volume over)",
+          name, r.error().message,
+          std::chrono::duration_cast<std::chrono::seconds>(coordinator_->options().ttl).count());
+      continue;
+    }
+    if (*r == ownership::Renewal::handoff) {
+      Failed failed;
+      if (auto st = co_await release(rec, "handoff", failed); !st) {
+        log_->error("volume {}: handing it over failed at {}: {}", name, failed.step,
+                    st.error().message);
+        probe_.handoff("release_failed", -1);
+      } else {
+        log_->info("volume {}: handed over on request (no pod used it here)", name);
+        probe_.handoff("released", -1);
+      }
+    } else if (*r == ownership::Renewal::superseded) {
+      if (auto st = co_await self_fence(rec); !st) {
+        log_->error("volume {}: self-fencing incomplete: {}; retried at the next renewal", name,
+                    st.error().message);
+      }
+    }
+  }
+  update_gauges();
+}
+
+asio::awaitable<Status> Manager::self_fence(Record& rec) {
+  const std::string name = rec.volume;
+  log_->error(
+      "volume {}: another node holds its lease now; this node stops using it: its pod "
+      "mounts, staging mount and session here are torn down (the pods see their volume "
+      "gone and must be rescheduled)",
+      name);
+  probe_.fencing("self_fenced");
+  std::optional<Error> first;
+  for (const auto& p : rec.pods) {
+    if (auto st = co_await mounter_.unmount(p.dir); !st && !first) first = st.error();
+  }
+  if (!first) {
+    if (auto st = co_await mounter_.unmount(rec.staging); !st) first = st.error();
+  }
+  if (first) co_return *first;  // never log out under a mount; the next renewal retries
+  if (!rec.map.empty() && multipath_) {
+    if (auto st = co_await multipath_->remove(rec.map); !st) co_return st;
+  }
+  if (!rec.target.serial.empty()) {
+    if (auto st = co_await initiator_.disconnect(rec.target); !st) co_return st;
+  }
+  // The ACL and the lease are the new owner's: not touched.
+  if (auto st = co_await journal_.remove(name); !st) co_return st;
+  records_.erase(name);
+  co_return ok_status();
 }
 
 // ---------------------------------------------------------------------------------------------

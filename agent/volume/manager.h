@@ -18,6 +18,13 @@
 // the old portal, swap the map to the new disk. Without it the volume stays on the raw disk, and a
 // portal change is reported (deferred) instead of done: a raw disk cannot change under a mount.
 //
+// One writer at a time across nodes (agent/ownership): the first mount on a node claims the
+// volume's lease on the array before joining its ACL (waiting for the owner to hand over, or
+// fencing it once its lease expired), and removes any other initiator from the ACL; the last
+// unmount leaves the ACL, then releases the lease. renew_leases() keeps held leases alive, refuses
+// handoff requests while pods use the volume here, and self-fences a volume whose lease another
+// node took over (its mounts and session here are torn down, never written again).
+//
 // Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
 // concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
 // finishes or rolls back whatever a crash interrupted, from the journal, the sessions and
@@ -36,6 +43,7 @@
 #include "agent/flexvolume/service.h"
 #include "agent/mount/mounter.h"
 #include "agent/multipath/multipath.h"
+#include "agent/ownership/lease.h"
 #include "agent/volume/array.h"
 #include "agent/volume/journal.h"
 #include "agent/volume/keyed_mutex.h"
@@ -74,7 +82,7 @@ class Manager : public flexvolume::VolumeOps {
   /// `multipath` may be null (the loop initiator, or no device-mapper at all).
   Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
           mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
-          multipath::Multipath* multipath = nullptr);
+          multipath::Multipath* multipath = nullptr, ownership::Coordinator* coordinator = nullptr);
 
   /// Start-up: loads the journal and brings it in line with the host before anything is served.
   /// Yields a summary for the log; problems are logged and counted, not fatal.
@@ -90,6 +98,9 @@ class Manager : public flexvolume::VolumeOps {
   /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
   /// log ("poll", "session recovering"...). By value: the keeper runs it detached.
   boost::asio::awaitable<Access> check_access(std::string volume, std::string reason);
+
+  /// One renewal round over every lease this node holds (the application runs it every ttl/3).
+  boost::asio::awaitable<void> renew_leases();
 
   /// For /v1/volumes: every volume this node serves, without credentials.
   nlohmann::json volumes() const;
@@ -114,6 +125,9 @@ class Manager : public flexvolume::VolumeOps {
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
   boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
   Status check_pod_dir(const std::string& pod_dir) const;
+  /// Another node holds the lease now: tear down everything of the volume here except the ACL
+  /// (the new owner's), and forget it.
+  boost::asio::awaitable<Status> self_fence(Record& rec);
   bool is_mounted_at(const std::string& target) const;
   std::optional<mount::MountEntry> mount_at(const std::string& target) const;
   std::string find_volume_of_pod(const std::string& pod_dir) const;
@@ -130,6 +144,7 @@ class Manager : public flexvolume::VolumeOps {
   Probe& probe_;
   LoggerPtr log_;
   multipath::Multipath* multipath_;
+  ownership::Coordinator* coordinator_;
   KeyedMutex locks_;
   std::map<std::string, Record> records_;
 };

@@ -46,6 +46,25 @@ Probe::Probe(prometheus::Registry& registry)
                                  .Help("Moving a mounted volume to its new portal: login to swap")
                                  .Register(registry)
                                  .Add({}, kStepBuckets)),
+      handoffs_(prometheus::BuildCounter()
+                    .Name("datera_agent_handoffs_total")
+                    .Help("Volume ownership claims and handoffs by result")
+                    .Register(registry)),
+      handoff_seconds_(prometheus::BuildHistogram()
+                           .Name("datera_agent_handoff_duration_seconds")
+                           .Help("Claiming a volume's lease, including waiting for its owner")
+                           .Register(registry)
+                           .Add({}, kStepBuckets)),
+      fencing_(
+          prometheus::BuildCounter()
+              .Name("datera_agent_fencing_actions_total")
+              .Help("Fencing: expired owners removed from ACLs, stale ACL entries, self-fencing")
+              .Register(registry)),
+      renewal_failures_(prometheus::BuildCounter()
+                            .Name("datera_agent_lease_renewal_failures_total")
+                            .Help("Lease renewals that could not reach the array")
+                            .Register(registry)
+                            .Add({})),
       udev_(prometheus::BuildCounter()
                 .Name("datera_agent_udev_events_total")
                 .Help("Kernel device events seen")
@@ -92,6 +111,19 @@ void Probe::access_check(const std::string& result) {
 
 void Probe::portal_changed(double seconds) {
   portal_change_seconds_.Observe(seconds);
+}
+
+void Probe::handoff(const std::string& result, double seconds) {
+  handoffs_.Add({{"result", result}}).Increment();
+  if (seconds >= 0) handoff_seconds_.Observe(seconds);
+}
+
+void Probe::fencing(const std::string& kind) {
+  fencing_.Add({{"kind", kind}}).Increment();
+}
+
+void Probe::lease_renewal_failed() {
+  renewal_failures_.Increment();
 }
 
 void Probe::udev_event(const std::string& subsystem, const std::string& action) {

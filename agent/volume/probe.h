@@ -13,6 +13,13 @@
 //   datera_agent_portal_changes_total{result}                          counter (the same but
 //                                                                      unchanged and error)
 //   datera_agent_portal_change_duration_seconds                        histogram (login to swap)
+//   datera_agent_handoffs_total{result}                                counter (claimed,
+//   taken_over,
+//                                                                      refused, failed,
+//                                                                      released...)
+//   datera_agent_handoff_duration_seconds                              histogram (claim, incl.
+//   wait) datera_agent_fencing_actions_total{kind}                           counter
+//   datera_agent_lease_renewal_failures_total                          counter
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
 
@@ -38,6 +45,11 @@ class Probe {
   void reconcile(const std::string& action);
   void access_check(const std::string& result);
   void portal_changed(double seconds);
+  /// result: claimed, taken_over, refused, failed, released, release_failed; seconds < 0: none.
+  void handoff(const std::string& result, double seconds);
+  /// kind: fenced_expired_owner, stale_acl_entry, self_fenced.
+  void fencing(const std::string& kind);
+  void lease_renewal_failed();
   void udev_event(const std::string& subsystem, const std::string& action);
   void udev_degraded(bool degraded);
 
@@ -51,6 +63,10 @@ class Probe {
   prometheus::Family<prometheus::Counter>& access_;
   prometheus::Family<prometheus::Counter>& portal_changes_;
   prometheus::Histogram& portal_change_seconds_;
+  prometheus::Family<prometheus::Counter>& handoffs_;
+  prometheus::Histogram& handoff_seconds_;
+  prometheus::Family<prometheus::Counter>& fencing_;
+  prometheus::Counter& renewal_failures_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;
 };

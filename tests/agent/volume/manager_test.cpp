@@ -22,6 +22,8 @@ struct FakeArray : Array {
   std::vector<std::string> calls;
   std::string uuid = "uuid-1";
   std::vector<std::string> ips = {"172.28.0.1"};
+  std::vector<std::string> acl_iqns;
+  edf::Metadata md;
   asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec& spec) override {
     calls.push_back("ensure " + spec.name);
     co_return ai(spec.name);
@@ -34,18 +36,34 @@ struct FakeArray : Array {
     calls.push_back("initiator " + iqn);
     co_return ok_status();
   }
-  asio::awaitable<Status> acl_add(const std::string& name, const std::string&) override {
+  asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
     calls.push_back("acl+ " + name);
+    if (std::find(acl_iqns.begin(), acl_iqns.end(), iqn) == acl_iqns.end()) acl_iqns.push_back(iqn);
     co_return ok_status();
   }
-  asio::awaitable<Status> acl_remove(const std::string& name, const std::string&) override {
+  asio::awaitable<Status> acl_remove(const std::string& name, const std::string& iqn) override {
     calls.push_back("acl- " + name);
+    std::erase(acl_iqns, iqn);
     co_return ok_status();
   }
   asio::awaitable<Result<edf::AppInstance>> bring_online(const std::string& name,
                                                          std::chrono::milliseconds) override {
     calls.push_back("online " + name);
     co_return ai(name);
+  }
+  asio::awaitable<Result<std::vector<std::string>>> acl(const std::string&) override {
+    co_return acl_iqns;
+  }
+  asio::awaitable<Result<edf::Metadata>> metadata(const std::string&) override { co_return md; }
+  asio::awaitable<Status> put_metadata(const std::string&, const edf::Metadata& keys) override {
+    for (const auto& [k, v] : keys) {
+      if (v.empty()) {
+        md.erase(k);
+      } else {
+        md[k] = v;
+      }
+    }
+    co_return ok_status();
   }
   asio::awaitable<Status> resize(const std::string&, int64_t) override { co_return ok_status(); }
   asio::awaitable<Status> delete_volume(const std::string& name) override {
@@ -272,6 +290,18 @@ TEST_F(ManagerTest, ALoginFailureRollsBackTheAclAndTheJournal) {
   EXPECT_EQ(c.back(), "acl- vol-1") << "the node leaves the ACL it joined";
   EXPECT_TRUE(manager_->volumes().empty());
   EXPECT_TRUE(journal_.load_all(nullptr).empty());
+}
+
+TEST_F(ManagerTest, AFailedMountIsRolledBackWithoutEverDeletingTheVolume) {
+  // retainPolicy: never deletes after the last pod here, never on a mount that failed: the
+  // volume may be another node's (or hold data from an earlier life).
+  initiator_.connect_error = Error{"no such LUN"};
+  auto o = opts("vol-1");
+  o["retainPolicy"] = "never";
+  ASSERT_EQ(call("mount", pod_, o)["status"], "Failure");
+  const auto& c = arrays_.array.calls;
+  EXPECT_EQ(std::count(c.begin(), c.end(), "delete vol-1"), 0);
+  EXPECT_EQ(c.back(), "acl- vol-1");
 }
 
 TEST_F(ManagerTest, AStagingPathHoldingAnotherDeviceIsRefused) {

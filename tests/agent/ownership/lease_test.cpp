@@ -1,0 +1,226 @@
+// Claims, renewals, handoffs and takeovers against an in-memory array that behaves like EDF's
+// metadata (merge-PUT, last write wins, no compare-and-swap), with real timers at small scale.
+
+#include "agent/ownership/lease.h"
+
+#include <random>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include "tests/testing/run_async.h"
+
+namespace datera::ownership {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+/// One volume's metadata and ACL; every request takes a random 0..max_delay.
+class FakeArray : public Store {
+ public:
+  explicit FakeArray(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  edf::Metadata md;
+  std::vector<std::string> acl;
+  std::vector<std::string> fenced;
+  std::chrono::milliseconds max_delay{0};
+  int writes = 0;
+
+  asio::awaitable<Result<Lease>> read(const std::string&) override {
+    co_await delay();
+    co_return decode(md);
+  }
+  asio::awaitable<Status> write(const std::string&, const edf::Metadata& keys) override {
+    co_await delay();
+    ++writes;
+    for (const auto& [k, v] : keys) {
+      if (v.empty()) {
+        md.erase(k);
+      } else {
+        md[k] = v;
+      }
+    }
+    co_return ok_status();
+  }
+  asio::awaitable<Status> fence(const std::string&, const std::string& iqn) override {
+    co_await delay();
+    fenced.push_back(iqn);
+    std::erase(acl, iqn);
+    co_return ok_status();
+  }
+
+ private:
+  asio::awaitable<void> delay() {
+    if (max_delay.count() == 0) co_return;
+    std::uniform_int_distribution<int> d(0, static_cast<int>(max_delay.count()));
+    asio::steady_timer t(ex_);
+    t.expires_after(std::chrono::milliseconds(d(rng_)));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  asio::any_io_executor ex_;
+  std::mt19937 rng_{42};
+};
+
+Options opts(const std::string& node) {
+  Options o;
+  o.node = node;
+  o.iqn = "iqn.1993-08.org.debian:01:" + node;
+  o.ttl = 400ms;
+  o.settle = 60ms;
+  o.write_bound = 40ms;
+  o.poll = 20ms;
+  return o;
+}
+
+class LeaseTest : public ::testing::Test {
+ protected:
+  Coordinator node(const std::string& name) {
+    return Coordinator(ioc_.get_executor(), opts(name), null_logger());
+  }
+  asio::io_context ioc_;
+  FakeArray array_{ioc_.get_executor()};
+};
+
+TEST(LeaseCodec, RoundTripsAndEmptyMeansFree) {
+  Lease l{"node-a", "iqn.x:a", 7, 3, "node-b", "pod uses it"};
+  const Lease back = decode(encode(l));
+  EXPECT_EQ(back.owner, "node-a");
+  EXPECT_EQ(back.epoch, 7u);
+  EXPECT_EQ(back.seq, 3u);
+  EXPECT_EQ(back.handoff, "node-b");
+  EXPECT_EQ(back.refused, "pod uses it");
+  EXPECT_TRUE(decode({}).free());
+}
+
+TEST_F(LeaseTest, AFreeVolumeIsClaimedAtTheNextEpochAndKeptOnRetry) {
+  array_.md = encode(Lease{"", "", 4, 0, "", ""});  // released earlier at epoch 4
+  auto a = node("node-a");
+  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(held) << held.error().message;
+  EXPECT_EQ(held->epoch, 5u);
+  EXPECT_EQ(decode(array_.md).owner, "node-a");
+  auto again = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->epoch, 5u) << "a retry keeps the epoch";
+  ASSERT_TRUE(testing::run_async(ioc_, a.release("vol-1", array_, 5)));
+  EXPECT_TRUE(decode(array_.md).free());
+  EXPECT_EQ(decode(array_.md).epoch, 5u);
+}
+
+TEST_F(LeaseTest, ALiveOwnerThatStillUsesTheVolumeRefusesAndTheClaimantIsToldWhy) {
+  auto a = node("node-a");
+  auto b = node("node-b");
+  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(held);
+  // A renews every ttl/4 and says a pod uses the volume.
+  bool stop = false;
+  asio::co_spawn(
+      ioc_,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ioc_);
+        while (!stop) {
+          auto r = co_await a.renew("vol-1", array_, held->epoch, "pod uid-1 uses it");
+          EXPECT_TRUE(r && *r == Renewal::renewed);
+          t.expires_after(100ms);
+          co_await t.async_wait(asio::use_awaitable);
+        }
+      },
+      asio::detached);
+  auto got = testing::run_async(ioc_, b.acquire("vol-1", array_));
+  stop = true;
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, EBUSY);
+  EXPECT_NE(got.error().message.find("in use on node node-a: pod uid-1 uses it"), std::string::npos)
+      << got.error().message;
+  EXPECT_EQ(decode(array_.md).owner, "node-a");
+  EXPECT_TRUE(array_.fenced.empty()) << "a live owner is never fenced";
+}
+
+TEST_F(LeaseTest, AnOwnerAskedWhileNothingUsesItHandsOver) {
+  auto a = node("node-a");
+  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(held);
+  edf::Metadata ask{{"datera-agent.handoff", "node-b"}};
+  array_.md.merge(ask);
+  auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, ""));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, Renewal::handoff);
+  r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, Renewal::renewed);
+  EXPECT_EQ(decode(array_.md).refused, "pod x");
+}
+
+TEST_F(LeaseTest, ADeadOwnerIsFencedAfterOneTtlThenTheVolumeIsTakenOver) {
+  array_.md = encode(Lease{"node-a", "iqn.1993-08.org.debian:01:node-a", 3, 17, "", ""});
+  array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
+  auto b = node("node-b");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto held = testing::run_async(ioc_, b.acquire("vol-1", array_));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(held) << held.error().message;
+  EXPECT_EQ(held->epoch, 4u);
+  EXPECT_EQ(held->fenced, "node-a");
+  EXPECT_EQ(array_.fenced, std::vector<std::string>{"iqn.1993-08.org.debian:01:node-a"});
+  EXPECT_TRUE(array_.acl.empty());
+  EXPECT_GE(took, 400ms) << "never before a whole TTL without renewal";
+  EXPECT_LT(took, 1000ms);
+  // A comes back (partition healed): its renewal sees the new epoch and must stop writing.
+  auto a = node("node-a");
+  auto r = testing::run_async(ioc_, a.renew("vol-1", array_, 3, ""));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, Renewal::superseded);
+}
+
+TEST_F(LeaseTest, ExactlyOneOfThreeSimultaneousClaimantsWins) {
+  array_.max_delay = 15ms;  // within the write bound: every attempt counts
+  for (int round = 0; round < 10; ++round) {
+    array_.md.clear();
+    auto a = node("node-a");
+    auto b = node("node-b");
+    auto c = node("node-c");
+    std::vector<Result<Held>> results;
+    int done = 0;
+    bool stop = false;
+    for (Coordinator* n : {&a, &b, &c}) {
+      asio::co_spawn(
+          ioc_,
+          [&, n]() -> asio::awaitable<void> {
+            auto r = co_await n->acquire("vol-1", array_);
+            results.push_back(r);
+            ++done;
+            if (!r) co_return;
+            // A winner behaves like an agent whose pod uses the volume: it renews, and refuses.
+            asio::steady_timer t(ioc_);
+            while (!stop) {
+              auto renewed = co_await n->renew("vol-1", array_, r->epoch, "a pod uses it");
+              EXPECT_TRUE(renewed && *renewed == Renewal::renewed) << n->options().node;
+              t.expires_after(100ms);
+              co_await t.async_wait(asio::use_awaitable);
+            }
+          },
+          asio::detached);
+    }
+    while (done < 3) ioc_.run_one();
+    stop = true;
+    ioc_.run();
+    ioc_.restart();
+    int winners = 0;
+    for (const auto& r : results) {
+      if (r) {
+        ++winners;
+      } else {
+        EXPECT_EQ(r.error().code, EBUSY) << r.error().message;
+      }
+    }
+    EXPECT_EQ(winners, 1) << "round " << round;
+    EXPECT_TRUE(array_.fenced.empty()) << "nobody is fenced while its owner is alive";
+  }
+}
+
+}  // namespace
+}  // namespace datera::ownership

@@ -1,0 +1,349 @@
+// Volumes moving between nodes on the host tier: three real agents as three "nodes" (distinct
+// node names, initiator IQNs, state dirs, kubelet roots, sockets) against one datera-sim (file
+// backend, ACL enforced), each through its own installed shim, with the loop initiator.
+//
+// What the host tier cannot show: a loop device does not feel an ACL change, so "the array ends
+// the fenced node's session" is emulated where a test needs it (the fenced node's loop devices
+// are set read-only, as a cut session would be); the kernel tier is where LIO really ends it.
+
+#include <dirent.h>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <sys/mount.h>
+#include <thread>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/agent_process.h"
+#include "tests/testing/sim_process.h"
+
+namespace datera {
+namespace {
+
+using nlohmann::json;
+using testing::AgentProcess;
+using testing::SimProcess;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::pair<std::string, std::string>> mounts() {  // (target, major:minor)
+  std::vector<std::pair<std::string, std::string>> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, devno, root, target;
+    ss >> id >> parent >> devno >> root >> target;
+    out.emplace_back(target, devno);
+  }
+  return out;
+}
+
+bool mounted(const std::string& target) {
+  for (const auto& [t, _] : mounts()) {
+    if (t == target) return true;
+  }
+  return false;
+}
+
+/// Loop devices whose backing file is under `dir` and whose owner tag names `iqn`.
+std::vector<std::string> loops_of(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir("/sys/block");
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind("loop", 0) != 0) continue;
+    std::ifstream in("/sys/block/" + name + "/loop/backing_file");
+    std::string backing;
+    if (std::getline(in, backing) && backing.rfind(dir, 0) == 0) out.push_back("/dev/" + name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+struct Node {
+  std::string name;
+  std::string iqn;
+  std::unique_ptr<AgentProcess> agent;
+};
+
+class HandoffTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: the handoff tests mount filesystems (root)";
+    if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
+    }
+    ASSERT_TRUE(sim_.start()) << sim_.log();
+    for (const char* n : {"node-a", "node-b", "node-c"}) {
+      Node node;
+      node.name = n;
+      node.iqn = std::string("iqn.1993-08.org.debian:01:handoff-") + test_tag() + "-" + n;
+      node.agent = std::make_unique<AgentProcess>();
+      std::ofstream(node.agent->root + "/password") << sim_.password;
+      std::ofstream(node.agent->config, std::ios::app)
+          << "backend: {server: '" << sim_.server() << "', username: admin, password_file: '"
+          << node.agent->root << "/password'}\n"
+          << "initiator: {kind: loop, iqn: '" << node.iqn << "'}\n"
+          << "handoff: {lease_ttl: " << kTtlSeconds
+          << "s, claim_settle: 300ms, claim_write_bound: 200ms}\n";
+      node.agent->extra_env = {"DATERA_AGENT_NODE_NAME=" + node.name};
+      nodes_[n] = std::move(node);
+      start(n);
+    }
+  }
+
+  void TearDown() override {
+    for (auto& [_, n] : nodes_) {
+      if (n.agent->pid > 0) ::kill(n.agent->pid, SIGCONT);
+      n.agent->stop(SIGKILL);
+    }
+    // The read-only flag outlives the loop device's attachment; the next user must not inherit it.
+    for (const auto& dev : read_only_) testing::exec_capture({"/sbin/blockdev", "--setrw", dev});
+    auto all = mounts();
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      for (auto& [_, n] : nodes_) {
+        if (it->first.rfind(n.agent->root, 0) == 0) ::umount2(it->first.c_str(), 0);
+      }
+    }
+    for (const auto& dev : loops_of(sim_.dir().path())) {
+      testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
+    }
+  }
+
+  static std::string test_tag() {
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::string out;
+    for (char c : name) {
+      if (std::isupper(static_cast<unsigned char>(c))) out += static_cast<char>(std::tolower(c));
+    }
+    return out.substr(0, 20);
+  }
+
+  void start(const std::string& n) {
+    ASSERT_TRUE(nodes_[n].agent->start());
+    ASSERT_TRUE(nodes_[n].agent->wait_ready()) << nodes_[n].agent->log_text();
+  }
+
+  std::string pod_dir(const std::string& n, const std::string& uid) {
+    const std::string dir =
+        nodes_[n].agent->root + "/kubelet/pods/" + uid + "/volumes/datera~iscsi/pv";
+    testing::exec_capture({"/bin/mkdir", "-p", dir});
+    return dir;
+  }
+
+  static std::string options(const std::string& volume) {
+    return json{{"volumeID", volume},
+                {"size", "1"},
+                {"kubernetes.io/fsType", "xfs"},
+                {"kubernetes.io/readwrite", "rw"},
+                {"kubernetes.io/pvOrVolumeName", "pv-" + volume}}
+        .dump();
+  }
+
+  json shim(const std::string& n, const std::vector<std::string>& args) {
+    auto r = nodes_[n].agent->shim(args);
+    auto j = json::parse(r.output, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "not one JSON object: " << r.output;
+    return j;
+  }
+
+  json sim_get(const std::string& path) {
+    const auto raw = testing::tcp_get(sim_.port, path);
+    auto j = json::parse(testing::body_of(raw), nullptr, false);
+    EXPECT_TRUE(j.is_object()) << "GET " << path << ": " << raw;
+    return j;
+  }
+
+  /// Replays the simulator's ACL log for `volume`: never two initiators at once, and returns
+  /// the sequence ("+node-a", "-node-a", ...).
+  std::vector<std::string> acl_history(const std::string& volume) {
+    std::map<std::string, std::string> by_iqn;
+    for (auto& [n, node] : nodes_) by_iqn["/initiators/" + node.iqn] = n;
+    std::set<std::string> granted;
+    std::vector<std::string> seq;
+    const auto log = sim_get("/_sim/acl_log");  // named: a range-for over a temporary dangles
+    for (const auto& e : log["entries"]) {
+      if (e["app_instance"] != volume) continue;
+      const std::string who =
+          by_iqn.count(e["initiator"]) ? by_iqn[e["initiator"]] : e["initiator"].get<std::string>();
+      if (e["op"] == "add") {
+        granted.insert(who);
+        seq.push_back("+" + who);
+      } else {
+        granted.erase(who);
+        seq.push_back("-" + who);
+      }
+      EXPECT_LE(granted.size(), 1u)
+          << "two nodes granted " << volume << " at once after " << e.dump();
+    }
+    return seq;
+  }
+
+  double metric(const std::string& n, const std::string& prefix) {
+    std::istringstream ss(nodes_[n].agent->metrics());
+    std::string line;
+    while (std::getline(ss, line)) {
+      if (line.rfind(prefix + " ", 0) == 0) return std::stod(line.substr(prefix.size()));
+    }
+    return 0;
+  }
+
+  static void write_file(const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+    ::sync();
+  }
+  static std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  static constexpr int kTtlSeconds = 3;
+  SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
+  std::map<std::string, Node> nodes_;
+  std::vector<std::string> read_only_;  ///< loop devices a test set read-only
+};
+
+TEST_F(HandoffTest, AVolumeInUseIsRefusedNamingTheOwnerThenMovesOnceItsPodIsGone) {
+  const auto pod_a = pod_dir("node-a", "uid-a");
+  auto r = shim("node-a", {"mount", pod_a, options("vol-move")});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-a"].agent->log_text();
+  write_file(pod_a + "/owner.txt", "written on node-a\n");
+
+  const auto pod_b = pod_dir("node-b", "uid-b");
+  r = shim("node-b", {"mount", pod_b, options("vol-move")});
+  ASSERT_EQ(r["status"], "Failure") << r.dump();
+  const std::string msg = r["message"];
+  EXPECT_NE(msg.find("in use on node node-a"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("uid-a"), std::string::npos) << "names the pod: " << msg;
+  EXPECT_FALSE(mounted(pod_b));
+  EXPECT_TRUE(mounted(pod_a)) << "the owner keeps serving its pod";
+
+  ASSERT_EQ(shim("node-a", {"unmount", pod_a})["status"], "Success");
+  const auto t0 = Clock::now();
+  r = shim("node-b", {"mount", pod_b, options("vol-move")});  // kubelet's retry
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
+  std::cout << "[ measure ] graceful handoff: node-b mounted " << took
+            << " s after node-a's unmount\n";
+  EXPECT_LT(took, 5.0) << "goal: graceful handoff within 5 s of the old owner's unmount";
+  EXPECT_EQ(read_file(pod_b + "/owner.txt"), "written on node-a\n");
+  EXPECT_EQ(acl_history("vol-move"), (std::vector<std::string>{"+node-a", "-node-a", "+node-b"}));
+  EXPECT_EQ(metric("node-b", "datera_agent_handoffs_total{result=\"refused\"}"), 1);
+  EXPECT_EQ(metric("node-b", "datera_agent_handoffs_total{result=\"claimed\"}"), 1);
+}
+
+TEST_F(HandoffTest, ADeadOwnerIsFencedOutOfTheAclAndTakenOverAfterItsLease) {
+  const auto pod_a = pod_dir("node-a", "uid-a");
+  ASSERT_EQ(shim("node-a", {"mount", pod_a, options("vol-dead")})["status"], "Success");
+  write_file(pod_a + "/before.txt", "before the crash\n");
+  // The node dies: its agent, and with its kernel its mounts and devices.
+  nodes_["node-a"].agent->stop(SIGKILL);
+  auto all = mounts();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->first.rfind(nodes_["node-a"].agent->root, 0) == 0) ::umount2(it->first.c_str(), 0);
+  }
+  for (const auto& dev : loops_of(sim_.dir().path())) {
+    testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
+  }
+
+  const auto pod_b = pod_dir("node-b", "uid-b");
+  const auto t0 = Clock::now();
+  auto r = shim("node-b", {"mount", pod_b, options("vol-dead")});
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
+  std::cout << "[ measure ] dead-node takeover: " << took << " s (lease TTL " << kTtlSeconds
+            << " s)\n";
+  EXPECT_GE(took, kTtlSeconds - 0.5) << "never before the owner's lease could expire";
+  EXPECT_LT(took, kTtlSeconds + 10.0) << "goal: lease TTL + 10 s";
+  EXPECT_EQ(acl_history("vol-dead"), (std::vector<std::string>{"+node-a", "-node-a", "+node-b"}))
+      << "node-a fenced out of the ACL before node-b was let in";
+  EXPECT_EQ(metric("node-b", "datera_agent_fencing_actions_total{kind=\"fenced_expired_owner\"}"),
+            1);
+  EXPECT_EQ(metric("node-b", "datera_agent_handoffs_total{result=\"taken_over\"}"), 1);
+  EXPECT_EQ(read_file(pod_b + "/before.txt"), "before the crash\n");
+}
+
+// ext4 here: xfs refuses a second mount of the same filesystem on one kernel (duplicate UUID),
+// and both "nodes" share this host's kernel.
+TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
+  auto opts = json::parse(options("vol-cut"));
+  opts["kubernetes.io/fsType"] = "ext4";
+  const auto pod_a = pod_dir("node-a", "uid-a");
+  ASSERT_EQ(shim("node-a", {"mount", pod_a, opts.dump()})["status"], "Success");
+  write_file(pod_a + "/before.txt", "before the partition\n");
+  const auto a_loops = loops_of(sim_.dir().path());
+  ASSERT_EQ(a_loops.size(), 1u);
+  // Node A is cut off: its agent stops renewing (frozen). The array ending its session when it
+  // leaves the ACL is emulated: its device refuses writes from here on.
+  ASSERT_EQ(::kill(nodes_["node-a"].agent->pid, SIGSTOP), 0);
+  for (const auto& dev : a_loops) {
+    testing::exec_capture({"/sbin/blockdev", "--setro", dev});
+    read_only_.push_back(dev);
+  }
+
+  const auto pod_b = pod_dir("node-b", "uid-b");
+  auto r = shim("node-b", {"mount", pod_b, opts.dump()});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
+  EXPECT_EQ(read_file(pod_b + "/before.txt"), "before the partition\n");
+
+  ASSERT_EQ(::kill(nodes_["node-a"].agent->pid, SIGCONT), 0);  // the partition heals
+  const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 3);
+  while (mounted(pod_a) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_FALSE(mounted(pod_a)) << "node-a still serves a volume it lost: "
+                               << nodes_["node-a"].agent->log_text();
+  EXPECT_FALSE(mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
+  EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1);
+  EXPECT_EQ(loops_of(sim_.dir().path()).size(), 1u) << "node-a's device is detached, node-b's kept";
+  write_file(pod_b + "/after.txt", "node-b owns it\n");
+  EXPECT_EQ(read_file(pod_b + "/after.txt"), "node-b owns it\n");
+  const auto h = acl_history("vol-cut");
+  EXPECT_EQ(h, (std::vector<std::string>{"+node-a", "-node-a", "+node-b"}))
+      << "node-a never re-entered the ACL";
+}
+
+TEST_F(HandoffTest, OfThreeNodesClaimingAFreeVolumeAtOnceExactlyOneWins) {
+  std::map<std::string, json> answers;
+  std::vector<std::thread> threads;
+  std::map<std::string, std::string> pods;
+  for (const char* n : {"node-a", "node-b", "node-c"}) pods[n] = pod_dir(n, "uid-race");
+  std::mutex mu;
+  for (const char* n : {"node-a", "node-b", "node-c"}) {
+    threads.emplace_back([&, n] {
+      auto r = nodes_[n].agent->shim({"mount", pods[n], options("vol-race")});
+      std::lock_guard<std::mutex> lock(mu);
+      answers[n] = json::parse(r.output, nullptr, false);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int winners = 0;
+  std::string winner;
+  for (auto& [n, a] : answers) {
+    if (a.value("status", "") == "Success") {
+      ++winners;
+      winner = n;
+    }
+  }
+  ASSERT_EQ(winners, 1) << json(answers).dump();
+  for (auto& [n, a] : answers) {
+    if (n == winner) continue;
+    EXPECT_NE(a.value("message", "").find(winner), std::string::npos)
+        << n << " was not told who holds it: " << a.dump();
+    EXPECT_FALSE(mounted(pods[n]));
+  }
+  EXPECT_TRUE(mounted(pods[winner]));
+  const auto h = acl_history("vol-race");
+  EXPECT_EQ(h, std::vector<std::string>{"+" + winner});
+}
+
+}  // namespace
+}  // namespace datera
