@@ -184,11 +184,11 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
                     cfg.handoff.claim_write_bound)
   }
   if (const auto n = root["initiator"]; n && !n.IsNull()) {
-    if (auto st =
-            check_keys(n, "initiator.",
-                       {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
-                        "noop_out_timeout", "login_timeout", "online_timeout",
-                        "session_poll_interval", "multipath", "dmsetup", "array_poll_interval"});
+    if (auto st = check_keys(
+            n, "initiator.",
+            {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
+             "noop_out_timeout", "login_timeout", "online_timeout", "session_poll_interval",
+             "multipath", "dmsetup", "array_poll_interval", "iface"});
         !st) {
       return st;
     }
@@ -196,6 +196,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_STRING(n, "iqn", "initiator.iqn", cfg.initiator.iqn)
     DT_SET_STRING(n, "iscsiadm", "initiator.iscsiadm", cfg.initiator.iscsiadm)
     DT_SET_STRING(n, "multipath", "initiator.multipath", cfg.initiator.multipath)
+    DT_SET_STRING(n, "iface", "initiator.iface", cfg.initiator.iface)
     DT_SET_STRING(n, "dmsetup", "initiator.dmsetup", cfg.initiator.dmsetup)
     DT_SET_DURATION(n, "array_poll_interval", "initiator.array_poll_interval",
                     cfg.initiator.array_poll_interval)
@@ -379,6 +380,12 @@ Status validate(Config& cfg) {
       cfg.initiator.multipath != "off") {
     return key_error("initiator.multipath",
                      "'" + cfg.initiator.multipath + "' is not one of auto, on, off");
+  }
+  if (cfg.initiator.iface.empty() || cfg.initiator.iface.size() > 64 ||
+      cfg.initiator.iface.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789._-") != std::string::npos) {
+    return key_error("initiator.iface",
+                     "'" + cfg.initiator.iface + "' is not an iface name ([A-Za-z0-9._-], 1-64)");
   }
   if (cfg.handoff.mode != "agent" && cfg.handoff.mode != "off") {
     return key_error("handoff.mode", "'" + cfg.handoff.mode + "' is not one of agent, off");

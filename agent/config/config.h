@@ -66,6 +66,8 @@ struct InitiatorConfig {
   std::string
       iqn;  ///< empty: InitiatorName from /etc/iscsi/initiatorname.iscsi (required for loop)
   std::string iscsiadm = "/usr/sbin/iscsiadm";
+  /// The open-iscsi iface to log in through; its iface.initiatorname must be `iqn` when set.
+  std::string iface = "default";
   int replacement_timeout = 120;  ///< seconds; node.session.timeo.replacement_timeout
   int noop_out_interval = 5;      ///< seconds
   int noop_out_timeout = 5;       ///< seconds (defaults measured: docs/benchmarks.md)

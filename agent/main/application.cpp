@@ -329,6 +329,7 @@ Status Application::make_volumes() {
   } else {
     initiator::OpenIscsiOptions oo;
     oo.iscsiadm = ic.iscsiadm;
+    oo.iface = ic.iface;
     oo.initiator_iqn = ic.iqn;
     oo.login_timeout = ic.login_timeout;
     oo.replacement_timeout = ic.replacement_timeout;

@@ -143,8 +143,9 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
                         EBUSY};
       }
     } else {
-      // Someone else's. Ask once for a handoff, then watch for a release, a refusal or expiry.
-      if (!asked && l.handoff != options_.node) {
+      // Someone else's. Ask for a handoff, clearing any earlier answer: only a refusal written
+      // after this request counts (a dead owner's old refusal must not block a takeover).
+      if (!asked) {
         edf::Metadata ask;
         ask["datera-agent.handoff"] = options_.node;
         ask["datera-agent.refused"] = "";
@@ -153,8 +154,10 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
         }
         log_->info("volume {}: held by node {} (epoch {}); asked it to hand over", volume, l.owner,
                    l.epoch);
+        asked = true;
+        co_await sleep(options_.poll);
+        continue;
       }
-      asked = true;
       if (l.handoff == options_.node && !l.refused.empty()) {
         co_return Error{"volume " + volume + " is in use on node " + l.owner + ": " + l.refused +
                             ". It moves here once that pod is gone (kubelet retries)",

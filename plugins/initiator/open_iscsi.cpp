@@ -346,8 +346,19 @@ Result<std::string> OpenIscsi::initiator_iqn() const {
 
 // ---- sessions -------------------------------------------------------------------------------
 
+bool OpenIscsi::mine(const SysfsSession& s) const {
+  // Another iface's sessions belong to another initiator identity (another agent as a "node" in
+  // tests, or an admin's own sessions): never listed, reused or logged out here.
+  return s.iface.empty() || s.iface == options_.iface;
+}
+
 asio::awaitable<Result<std::vector<SysfsSession>>> OpenIscsi::read_sessions() {
-  auto fn = [this] { return sysfs_.sessions(); };
+  auto fn = [this]() -> Result<std::vector<SysfsSession>> {
+    auto all = sysfs_.sessions();
+    if (!all) return all;
+    std::erase_if(*all, [this](const SysfsSession& s) { return !mine(s); });
+    return all;
+  };
   co_return co_await run_blocking(pool_, std::move(fn));
 }
 
@@ -357,7 +368,7 @@ asio::awaitable<Result<std::vector<Session>>> OpenIscsi::sessions() {
     if (!found) return found.error().wrap("listing iSCSI sessions");
     std::vector<Session> out;
     for (const SysfsSession& s : *found) {
-      if (s.target_iqn.rfind(options_.session_prefix, 0) != 0) continue;
+      if (s.target_iqn.rfind(options_.session_prefix, 0) != 0 || !mine(s)) continue;
       Session session;
       session.target_iqn = s.target_iqn;
       session.portal = portal_of(s);
@@ -685,7 +696,8 @@ asio::awaitable<Status> OpenIscsi::prune(const Target& target) {
     if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
     if (!old.empty()) {
       Step remove;
-      remove.args = {"-m", "node", "-T", target.iqn, "-p", old, "-o", "delete"};
+      remove.args = {"-m", "node", "-T",           target.iqn, "-p",
+                     old,  "-I",   options_.iface, "-o",       "delete"};
       remove.timeout = options_.command_timeout;
       remove.what = "deleting the node record of " + describe(target) + " at old portal " + old;
       remove.accept = {21};
@@ -706,13 +718,13 @@ asio::awaitable<Status> OpenIscsi::disconnect(const Target& target) {
     auto held = co_await lock("logging out of " + describe(target));
     if (!held) co_return held.error();
     Step logout;
-    logout.args = {"-m", "node", "-T", target.iqn, "--logout"};
+    logout.args = {"-m", "node", "-T", target.iqn, "-I", options_.iface, "--logout"};
     logout.timeout = options_.login_timeout;
     logout.what = "logging out of " + describe(target);
     logout.accept = {21, 2};
     if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
     Step remove;
-    remove.args = {"-m", "node", "-T", target.iqn, "-o", "delete"};
+    remove.args = {"-m", "node", "-T", target.iqn, "-I", options_.iface, "-o", "delete"};
     remove.timeout = options_.command_timeout;
     remove.what = "deleting the node records of " + describe(target);
     remove.accept = {21};

@@ -9,8 +9,10 @@
 //                   verified)
 //                 then the LUN's SCSI device is found through sysfs (one-LUN scan when missing),
 //                 /dev/sdX is awaited, and its unit serial must equal Target::serial.
-//   disconnect(): iscsiadm -m node -T IQN --logout (every portal, old IPs too; 21 = none),
-//                 iscsiadm -m node -T IQN -o delete (21 = none), then sysfs must show no session.
+//   disconnect(): iscsiadm -m node -T IQN -I IFACE --logout (every portal, old IPs too; 21 = none),
+//                 iscsiadm -m node -T IQN -I IFACE -o delete (21 = none), then sysfs must show no
+//                 session of this iface.
+//   Sessions of other ifaces (sysfs ifacename) are never seen, reused or logged out.
 //   prune():      per session on a portal the target no longer lists:
 //                   iscsiadm -m session -r SID --logout
 //                   iscsiadm -m node -T IQN -p IP:PORT -o delete
@@ -119,7 +121,9 @@ class OpenIscsi final : public Initiator {
   boost::asio::awaitable<Result<Device>> wait_device(
       const Target& target, const std::vector<int>& sids,
       std::chrono::steady_clock::time_point deadline);
+  /// Only this iface's sessions (read_sessions() and sessions() see no others).
   boost::asio::awaitable<Result<std::vector<SysfsSession>>> read_sessions();
+  bool mine(const SysfsSession& s) const;
   boost::asio::awaitable<void> pause(std::chrono::milliseconds d, bool event_hook);
 
   process::ProcessRunner& runner_;

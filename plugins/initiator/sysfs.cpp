@@ -135,6 +135,7 @@ Result<std::vector<SysfsSession>> SysfsReader::sessions() const {
     s.sid = *sid;
     s.target_iqn = *target;
     s.state = read_attr(dir + "/state").value_or("");
+    s.iface = read_attr(dir + "/ifacename").value_or("");
     const std::string conn =
         path("/sys/class/iscsi_connection/connection" + std::to_string(*sid) + ":0");
     s.address = read_attr(conn + "/persistent_address").value_or("");

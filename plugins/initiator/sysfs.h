@@ -31,6 +31,7 @@ struct SysfsSession {
   std::string address;  ///< persistent_address (the login portal, not a redirect)
   int port = -1;        ///< persistent_port
   int host = -1;        ///< SCSI host number, -1 if not found
+  std::string iface;    ///< the open-iscsi iface it was logged in through ("" if unreadable)
 };
 
 /// One SCSI device (LUN) of a session with its block device, if the kernel made one yet.

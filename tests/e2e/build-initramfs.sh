@@ -111,7 +111,7 @@ copy_bin /usr/bin/ss /usr/bin/ss
 copy_bin /usr/bin/arping /usr/bin/arping
 ln -sf ../bin/arping "$ROOT/usr/sbin/arping"
 copy_bin /usr/bin/sha256sum /usr/bin/sha256sum
-for t in blkid losetup blockdev wipefs dmsetup; do
+for t in blkid losetup blockdev wipefs dmsetup mke2fs; do
   copy_bin "/sbin/$t" "/usr/sbin/$t"
 done
 for t in findmnt lsblk mount umount; do
@@ -128,6 +128,8 @@ done
 for t in xfs_growfs xfs_io xfs_db; do
   copy_bin "$STAGE/usr/sbin/$t" "/usr/sbin/$t"
 done
+ln -sf mke2fs "$ROOT/usr/sbin/mkfs.ext4"
+cp /etc/mke2fs.conf "$ROOT/etc/mke2fs.conf"
 mkdir -p "$ROOT/etc/iscsi/nodes" "$ROOT/etc/iscsi/send_targets" "$ROOT/etc/iscsi/ifaces"
 cp "$STAGE/etc/iscsi/iscsid.conf" "$ROOT/etc/iscsi/iscsid.conf"
 
@@ -144,7 +146,7 @@ done
 # /sbin/modprobe in the guest the kernel cannot load it on demand.
 WANT="crc32c_generic crct10dif_generic configfs bridge veth loop sd_mod sg scsi_transport_iscsi
       libiscsi libiscsi_tcp iscsi_tcp target_core_mod target_core_file target_core_iblock
-      iscsi_target_mod xfs dm_mod dm_multipath dm_round_robin"
+      iscsi_target_mod xfs dm_mod dm_multipath dm_round_robin ext4"
 MODDIR=$STAGE/lib/modules/$KVER
 if [ ! -f "$MODDIR/modules.dep" ] || [ "$MODDIR/modules.order" -nt "$MODDIR/modules.dep" ]; then
   log "depmod -b $STAGE $KVER"

@@ -176,6 +176,16 @@ TEST_F(LeaseTest, ADeadOwnerIsFencedAfterOneTtlThenTheVolumeIsTakenOver) {
   EXPECT_EQ(*r, Renewal::superseded);
 }
 
+TEST_F(LeaseTest, ARefusalLeftByAnOwnerThatDiedSinceDoesNotBlockTheTakeover) {
+  // node-b was refused earlier; then node-a died. Its old answer must not count for ever.
+  array_.md = encode(Lease{"node-a", "iqn.1993-08.org.debian:01:node-a", 3, 17, "node-b",
+                           "pod uid-1 uses it there"});
+  auto b = node("node-b");
+  auto held = testing::run_async(ioc_, b.acquire("vol-1", array_));
+  ASSERT_TRUE(held) << held.error().message;
+  EXPECT_EQ(held->fenced, "node-a");
+}
+
 TEST_F(LeaseTest, ExactlyOneOfThreeSimultaneousClaimantsWins) {
   array_.max_delay = 15ms;  // within the write bound: every attempt counts
   for (int round = 0; round < 10; ++round) {

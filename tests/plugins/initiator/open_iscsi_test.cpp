@@ -523,8 +523,8 @@ TEST_F(OpenIscsiTest, DisconnectLogsOutByIqnDeletesRecordsAndConfirms) {
   auto st = disconnect(target({"10.0.0.5"}));
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_EQ(runner.argvs(), (std::vector<std::string>{
-                                std::string("-m node -T ") + kIqn + " --logout",
-                                std::string("-m node -T ") + kIqn + " -o delete",
+                                std::string("-m node -T ") + kIqn + " -I default --logout",
+                                std::string("-m node -T ") + kIqn + " -I default -o delete",
                             }));
   EXPECT_TRUE(lock_is_free());
 }
@@ -536,10 +536,11 @@ TEST_F(OpenIscsiTest, PruneLogsOutOnlyThePortalsTheTargetNoLongerLists) {
   make();
   auto st = run_async(ioc, initiator->prune(target({"10.0.0.5"})));
   ASSERT_TRUE(st.ok()) << st.error().message;
-  EXPECT_EQ(runner.argvs(), (std::vector<std::string>{
-                                "-m session -r 4 --logout",
-                                std::string("-m node -T ") + kIqn + " -p 10.0.0.99:3260 -o delete",
-                            }));
+  EXPECT_EQ(runner.argvs(),
+            (std::vector<std::string>{
+                "-m session -r 4 --logout",
+                std::string("-m node -T ") + kIqn + " -p 10.0.0.99:3260 -I default -o delete",
+            }));
   EXPECT_TRUE(lock_is_free());
 }
 
@@ -576,6 +577,29 @@ TEST_F(OpenIscsiTest, DisconnectRefusedByIscsiadmStopsBeforeDeletingRecords) {
   EXPECT_NE(st.error().message.find("SESSION_NOT_CONNECTED"), std::string::npos);
   EXPECT_NE(st.error().message.find("reconnecting"), std::string::npos);
   EXPECT_EQ(runner.commands.size(), 1u);
+}
+
+TEST_F(OpenIscsiTest, AnotherIfacesSessionsAreNeverListedPrunedOrLoggedOut) {
+  tree.add_session(3, 5, kIqn, "10.0.0.5");
+  FakeSysfs::write(tree.root() + "/sys/class/iscsi_session/session3/ifacename", "default\n");
+  tree.add_session(4, 6, kIqn, "10.0.0.99");  // the same target through another initiator
+  FakeSysfs::write(tree.root() + "/sys/class/iscsi_session/session4/ifacename", "node-b\n");
+  make();
+  auto list = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(list.ok()) << list.error().message;
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].id, 3);
+  ASSERT_TRUE(run_async(ioc, initiator->prune(target({"10.0.0.5"}))).ok());
+  EXPECT_TRUE(runner.commands.empty()) << "session 4 is node-b's: " << runner.argvs().front();
+  runner.reply = [this](const Command& c) -> Result<Outcome> {
+    if (ScriptedIscsiadm::has(c, "--logout")) tree.remove_session(3);
+    return exited(0);
+  };
+  ASSERT_TRUE(disconnect(target({"10.0.0.5"})).ok());
+  for (const auto& line : runner.argvs()) {
+    EXPECT_EQ(line.find("-r 4"), std::string::npos) << line;
+    EXPECT_NE(line.find("-I default"), std::string::npos) << "not scoped to the iface: " << line;
+  }
 }
 
 TEST_F(OpenIscsiTest, SessionsListsDateraSessionsFromSysfsIncludingFailedOnes) {
