@@ -424,8 +424,8 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
   const std::string name = rec.volume;
   // Only a volume that was really served here (its last pod left, or that unmount's crash being
   // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
-  // which may well be a volume another node uses.
-  const bool served = rec.phase != Phase::attaching;
+  // which may well be a volume another node uses, and never one handed over to another node.
+  const bool served = rec.phase != Phase::attaching && operation != "handoff";
   rec.phase = Phase::detaching;
   if (auto st = co_await journal_.save(rec); !st) {
     failed.step = "journal";
