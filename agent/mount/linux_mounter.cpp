@@ -29,6 +29,7 @@
 
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
+#include "agent/common/unique_fd.h"
 
 namespace datera::mount {
 namespace {
@@ -58,19 +59,7 @@ using ContextPtr = std::unique_ptr<libmnt_context, ContextDeleter>;
 using TablePtr = std::unique_ptr<libmnt_table, TableDeleter>;
 using ProbePtr = std::unique_ptr<std::remove_pointer_t<blkid_probe>, ProbeDeleter>;
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers

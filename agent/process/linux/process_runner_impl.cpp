@@ -25,6 +25,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "agent/common/unique_fd.h"
 #include "agent/process/process_runner.h"
 
 extern char** environ;
@@ -47,31 +48,6 @@ constexpr milliseconds kLongestTimeout = std::chrono::hours(24 * 365);
 
 // ---------------------------------------------------------------------------------------------
 // File descriptors and spawning
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    reset(other.release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 // Keeps our descriptors clear of 0..2 (possible when the agent runs with a standard stream closed),
 // so the child's dup2 actions onto 0, 1 and 2 cannot overwrite one another's sources.
