@@ -5,6 +5,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
 #include "agent/common/hash.h"
+#include "agent/common/unique_fd.h"
 
 namespace datera::initiator {
 
@@ -24,16 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-/// Closes an fd on scope exit.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
+using Fd = UniqueFd;
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -120,8 +113,8 @@ class LoopInitiator : public Initiator {
       const std::string p = s.device->path;
       auto grow = [&]() -> Status {
         Fd loop(::open(p.c_str(), O_RDWR | O_CLOEXEC));
-        if (loop.fd < 0) return Error::from_errno("opening " + p, errno);
-        if (::ioctl(loop.fd, LOOP_SET_CAPACITY, 0) != 0) {
+        if (loop.get() < 0) return Error::from_errno("opening " + p, errno);
+        if (::ioctl(loop.get(), LOOP_SET_CAPACITY, 0) != 0) {
           return Error::from_errno("LOOP_SET_CAPACITY " + p, errno);
         }
         return ok_status();
@@ -228,9 +221,9 @@ class LoopInitiator : public Initiator {
   /// True when `path` was attached by this initiator (its lo_file_name carries our tag).
   bool owned(const std::string& path) const {
     Fd loop(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (loop.fd < 0) return false;
+    if (loop.get() < 0) return false;
     loop_info64 info{};
-    if (::ioctl(loop.fd, LOOP_GET_STATUS64, &info) != 0) return false;
+    if (::ioctl(loop.get(), LOOP_GET_STATUS64, &info) != 0) return false;
     return std::string(reinterpret_cast<const char*>(info.lo_file_name)) == owner_tag(options_.iqn);
   }
 
@@ -251,23 +244,29 @@ class LoopInitiator : public Initiator {
   /// takes the same free device first).
   Result<Device> attach_file(const std::string& file) const {
     Fd backing(::open(file.c_str(), O_RDWR | O_CLOEXEC));
-    if (backing.fd < 0) return Error::from_errno("opening " + file, errno);
+    if (backing.get() < 0) return Error::from_errno("opening " + file, errno);
     Fd control(::open((options_.dev_root + "/loop-control").c_str(), O_RDWR | O_CLOEXEC));
-    if (control.fd < 0) return Error::from_errno("opening /dev/loop-control", errno);
+    if (control.get() < 0) return Error::from_errno("opening /dev/loop-control", errno);
     for (int attempt = 0; attempt < 16; ++attempt) {
-      const int n = ::ioctl(control.fd, LOOP_CTL_GET_FREE);
+      const int n = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
       if (n < 0) return Error::from_errno("LOOP_CTL_GET_FREE", errno);
       const std::string name = "loop" + std::to_string(n);
       const std::string path = options_.dev_root + "/" + name;
       Fd loop(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-      if (loop.fd < 0) return Error::from_errno("opening " + path, errno);
+      if (loop.get() < 0) return Error::from_errno("opening " + path, errno);
       loop_config cfg{};
-      cfg.fd = static_cast<uint32_t>(backing.fd);
+      cfg.fd = static_cast<uint32_t>(backing.get());
       const std::string tag = owner_tag(options_.iqn);
       std::strncpy(reinterpret_cast<char*>(cfg.info.lo_file_name), tag.c_str(), LO_NAME_SIZE - 1);
-      if (::ioctl(loop.fd, LOOP_CONFIGURE, &cfg) != 0) {
+      if (::ioctl(loop.get(), LOOP_CONFIGURE, &cfg) != 0) {
         if (errno == EBUSY) continue;  // raced with another attach
         return Error::from_errno("LOOP_CONFIGURE " + path, errno);
+      }
+      // A block device's read-only flag (BLKROSET) outlives a loop attachment: a device another
+      // user left read-only would make this volume read-only. Volumes attach read-write.
+      int writable = 0;
+      if (::ioctl(loop.get(), BLKROSET, &writable) != 0) {
+        return Error::from_errno("BLKROSET 0 on " + path, errno);
       }
       // The serial comes from the kernel's view of the backing file, not from `file`.
       auto backing_now =
@@ -280,11 +279,11 @@ class LoopInitiator : public Initiator {
 
   Status detach_device(const std::string& path) const {
     Fd loop(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    if (loop.fd < 0) {
+    if (loop.get() < 0) {
       if (errno == ENOENT || errno == ENXIO) return ok_status();
       return Error::from_errno("opening " + path, errno);
     }
-    if (::ioctl(loop.fd, LOOP_CLR_FD, 0) != 0 && errno != ENXIO) {
+    if (::ioctl(loop.get(), LOOP_CLR_FD, 0) != 0 && errno != ENXIO) {
       return Error::from_errno("LOOP_CLR_FD " + path + " (still mounted or open?)", errno);
     }
     return ok_status();
