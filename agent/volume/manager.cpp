@@ -5,6 +5,7 @@
 
 #include "agent/common/fs.h"
 #include "agent/mount/linux_mounter.h"
+#include "plugins/initiator/names.h"
 
 namespace datera::volume {
 
@@ -302,6 +303,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     if (!on) co_return co_await fail_and_roll_back("map", on.error());
     dev = std::move(*on);
   }
+  if (!rec.map.empty()) crash_point("mount:after_map");
   rec.device = dev.path;
 
   if (auto staged = mount_at(rec.staging)) {
@@ -419,18 +421,8 @@ asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& 
   co_return ok_status();
 }
 
-asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
-                                         Failed& failed) {
-  const std::string name = rec.volume;
-  // Only a volume that was really served here (its last pod left, or that unmount's crash being
-  // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
-  // which may well be a volume another node uses, and never one handed over to another node.
-  const bool served = rec.phase != Phase::attaching && operation != "handoff";
-  rec.phase = Phase::detaching;
-  if (auto st = co_await journal_.save(rec); !st) {
-    failed.step = "journal";
-    co_return st;
-  }
+asio::awaitable<Status> Manager::leave_host(Record& rec, const std::string& operation,
+                                            Failed& failed) {
   {
     StepTimer t(probe_, operation, "unmount");
     if (auto st = co_await mounter_.unmount(rec.staging); !st) {
@@ -459,6 +451,22 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
     }
   }
   crash_point(operation + ":after_logout");
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
+                                         Failed& failed) {
+  const std::string name = rec.volume;
+  // Only a volume that was really served here (its last pod left, or that unmount's crash being
+  // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
+  // which may well be a volume another node uses, and never one handed over to another node.
+  const bool served = rec.phase != Phase::attaching && operation != "handoff";
+  rec.phase = Phase::detaching;
+  if (auto st = co_await journal_.save(rec); !st) {
+    failed.step = "journal";
+    co_return st;
+  }
+  if (auto st = co_await leave_host(rec, operation, failed); !st) co_return st;
   if (!rec.initiator_iqn.empty() && !rec.backend.host.empty()) {
     StepTimer t(probe_, operation, "array");
     auto array = arrays_.get(rec.backend);
@@ -746,18 +754,16 @@ asio::awaitable<Result<initiator::Device>> Manager::mount_device(Record& rec,
   const std::string uuid = multipath::map_uuid(rec.target.serial);
   auto map = co_await multipath_->ensure(rec.map, uuid, paths);
   if (!map) co_return map.error();
-  crash_point("mount:after_map");
   co_return initiator::Device{map->device, dev.serial, map->major, map->minor};
 }
 
 namespace {
 
-/// "10.0.0.5" -> "10.0.0.5:3260"; sessions report ip:port, EDF lists bare IPs.
+/// "10.0.0.5" -> "10.0.0.5:3260": sessions report ip:port, EDF lists bare IPs. The initiator's
+/// own parser, so both sides are written the same way (IPv6 in brackets).
 std::string with_port(const std::string& p) {
-  const bool bracketed = !p.empty() && p.front() == '[';
-  const bool has_port =
-      bracketed ? p.find("]:") != std::string::npos : std::count(p.begin(), p.end(), ':') == 1;
-  return has_port ? p : p + ":3260";
+  auto parsed = initiator::parse_portal(p);
+  return parsed ? parsed->str() : p;
 }
 
 std::set<std::string> portal_set(const std::vector<std::string>& ps) {
@@ -827,9 +833,10 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   bool map_wrong = false;
   if (!rec.map.empty() && multipath_ && !stale && want == had) {
     auto map = co_await multipath_->find(rec.map);
-    map_wrong = !map || !*map || (*map)->queueing || !current ||
-                (*map)->paths != std::vector<std::string>{std::to_string(current->major) + ":" +
-                                                          std::to_string(current->minor)};
+    map_wrong =
+        !map || !*map || (*map)->queueing || !current ||
+        (*map)->paths != std::vector<std::string>{
+                             multipath::PathDevice{"", current->major, current->minor}.dev_t()};
   }
   if (want == had && !stale && !map_wrong) co_return done(Access::unchanged);
 
@@ -872,10 +879,8 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     co_return fail("logout", st.error());
   }
   crash_point("move:after_prune");
-  const std::vector<multipath::PathDevice> paths{{dev->path, dev->major, dev->minor}};
-  const std::string uuid = multipath::map_uuid(rec.target.serial);
-  auto map = co_await multipath_->ensure(rec.map, uuid, paths);
-  if (!map) co_return fail("swap", map.error());
+  auto swapped = co_await mount_device(rec, *dev);
+  if (!swapped) co_return fail("swap", swapped.error());
   (void)co_await journal_.save(rec);
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
   probe_.portal_changed(took);
@@ -951,16 +956,9 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
   for (const auto& p : rec.pods) {
     if (auto st = co_await mounter_.unmount(p.dir); !st && !first) first = st.error();
   }
-  if (!first) {
-    if (auto st = co_await mounter_.unmount(rec.staging); !st) first = st.error();
-  }
   if (first) co_return *first;  // never log out under a mount; the next renewal retries
-  if (!rec.map.empty() && multipath_) {
-    if (auto st = co_await multipath_->remove(rec.map); !st) co_return st;
-  }
-  if (!rec.target.serial.empty()) {
-    if (auto st = co_await initiator_.disconnect(rec.target); !st) co_return st;
-  }
+  Failed failed;
+  if (auto st = co_await leave_host(rec, "self_fence", failed); !st) co_return st;
   // The ACL and the lease are the new owner's: not touched.
   if (auto st = co_await journal_.remove(name); !st) co_return st;
   records_.erase(name);

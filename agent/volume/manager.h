@@ -121,7 +121,10 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<Result<initiator::Device>> mount_device(Record& rec,
                                                                  const initiator::Device& dev);
   boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
-  /// After the last pod: staging unmount, logout, ACL removal, retain policy, record removed.
+  /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
+  boost::asio::awaitable<Status> leave_host(Record& rec, const std::string& operation,
+                                            Failed& failed);
+  /// After the last pod: leave_host, ACL removal, lease release, retain policy, record removed.
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
   boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
   Status check_pod_dir(const std::string& pod_dir) const;
