@@ -188,6 +188,17 @@ std::string describe(const Target& t) {
   return "target " + t.iqn + (t.volume.empty() ? "" : " (volume " + t.volume + ")");
 }
 
+/// The target's portals, parsed, without duplicates, in the given order.
+Result<std::vector<Portal>> portals_of(const Target& t) {
+  std::vector<Portal> out;
+  for (const auto& text : t.portals) {
+    auto p = parse_portal(text);
+    if (!p) return p.error();
+    if (std::find(out.begin(), out.end(), *p) == out.end()) out.push_back(*p);
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- lock -----------------------------------------------------------------------------------
@@ -591,12 +602,9 @@ asio::awaitable<Result<Device>> OpenIscsi::connect(const Target& target, millise
   if (auto st = validate_lun(target.lun); !st) co_return st.error().wrap(what);
   if (auto st = validate_serial(target.serial); !st) co_return st.error().wrap(what);
   if (target.portals.empty()) co_return Error{what + ": the target has no portal", EINVAL};
-  std::vector<Portal> portals;
-  for (const auto& text : target.portals) {
-    auto p = parse_portal(text);
-    if (!p) co_return p.error().wrap(what);
-    if (std::find(portals.begin(), portals.end(), *p) == portals.end()) portals.push_back(*p);
-  }
+  auto parsed = portals_of(target);
+  if (!parsed) co_return parsed.error().wrap(what);
+  std::vector<Portal> portals = std::move(*parsed);
 
   // Without multipath, one session per volume: two sessions would give two sdX for one LUN
   // (iscsi.md §1.6). A portal that already has a session goes first, so a retry reuses it.
@@ -667,33 +675,37 @@ asio::awaitable<Status> OpenIscsi::refresh(const Target& target) {
   co_return ok_status();
 }
 
+asio::awaitable<Status> OpenIscsi::logout_session(int sid, const std::string& about) {
+  auto held = co_await lock("logging out of session " + std::to_string(sid));
+  if (!held) co_return held.error();
+  Step logout;
+  logout.args = {"-m", "session", "-r", std::to_string(sid), "--logout"};
+  logout.timeout = options_.login_timeout;
+  logout.what = "logging out of session " + std::to_string(sid) + " " + about;
+  logout.accept = {21, 2, 22};  // gone already
+  if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
+  co_return ok_status();
+}
+
 asio::awaitable<Status> OpenIscsi::prune(const Target& target) {
   const std::string what = "logging out of old portals of " + describe(target);
   if (auto st = validate_iqn(target.iqn); !st) co_return st.error().wrap(what);
-  std::vector<Portal> keep;
-  for (const auto& text : target.portals) {
-    auto p = parse_portal(text);
-    if (!p) co_return p.error().wrap(what);
-    keep.push_back(*p);
-  }
+  auto keep = portals_of(target);
+  if (!keep) co_return keep.error().wrap(what);
   auto all = co_await read_sessions();
   if (!all) co_return all.error().wrap(what);
   for (const auto& s : *all) {
     if (s.target_iqn != target.iqn) continue;
-    const bool listed = std::any_of(keep.begin(), keep.end(), [&](const Portal& p) {
+    const bool listed = std::any_of(keep->begin(), keep->end(), [&](const Portal& p) {
       return is_session_for(s, target.iqn, p);
     });
     if (listed) continue;
     const std::string old = portal_of(s);
-    auto held = co_await lock("logging out of session " + std::to_string(s.sid));
-    if (!held) co_return held.error();
-    Step logout;
-    logout.args = {"-m", "session", "-r", std::to_string(s.sid), "--logout"};
-    logout.timeout = options_.login_timeout;
-    logout.what = "logging out of session " + std::to_string(s.sid) + " at old portal " + old +
-                  " of " + describe(target);
-    logout.accept = {21, 2, 22};
-    if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
+    if (auto st =
+            co_await logout_session(s.sid, "at old portal " + old + " of " + describe(target));
+        !st) {
+      co_return st;
+    }
     if (!old.empty()) {
       Step remove;
       remove.args = {"-m", "node", "-T",           target.iqn, "-p",
@@ -746,14 +758,7 @@ asio::awaitable<Status> OpenIscsi::disconnect(const Target& target) {
     if (!by_sid) {
       by_sid = true;
       for (const auto& s : left) {
-        auto held = co_await lock("logging out of session " + std::to_string(s.sid));
-        if (!held) co_return held.error();
-        Step logout;
-        logout.args = {"-m", "session", "-r", std::to_string(s.sid), "--logout"};
-        logout.timeout = options_.login_timeout;
-        logout.what = "logging out of session " + std::to_string(s.sid) + " to " + describe(target);
-        logout.accept = {21, 2, 22};
-        if (auto rc = co_await iscsiadm(logout); !rc) co_return rc.error();
+        if (auto st = co_await logout_session(s.sid, "to " + describe(target)); !st) co_return st;
       }
       continue;
     }

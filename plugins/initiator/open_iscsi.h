@@ -116,6 +116,8 @@ class OpenIscsi final : public Initiator {
   boost::asio::awaitable<Result<Lock>> lock(const std::string& what);
   /// Runs one iscsiadm step with retries; returns its exit code when it is 0 or in `accept`.
   boost::asio::awaitable<Result<int>> iscsiadm(const Step& step);
+  /// iscsiadm -m session -r SID --logout under the lock; a session already gone is success.
+  boost::asio::awaitable<Status> logout_session(int sid, const std::string& about);
   /// Record setup and login for one portal; returns the sid.
   boost::asio::awaitable<Result<int>> login(const Target& target, const Portal& portal);
   boost::asio::awaitable<Result<Device>> wait_device(
