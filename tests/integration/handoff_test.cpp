@@ -6,13 +6,11 @@
 // the fenced node's session" is emulated where a test needs it (the fenced node's loop devices
 // are set read-only, as a cut session would be); the kernel tier is where LIO really ends it.
 
-#include <dirent.h>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <sys/mount.h>
 #include <thread>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/agent_process.h"
+#include "tests/testing/host_mounts.h"
 #include "tests/testing/sim_process.h"
 
 namespace datera {
@@ -27,44 +26,9 @@ namespace {
 
 using nlohmann::json;
 using testing::AgentProcess;
+using testing::loops_under;
 using testing::SimProcess;
 using Clock = std::chrono::steady_clock;
-
-std::vector<std::pair<std::string, std::string>> mounts() {  // (target, major:minor)
-  std::vector<std::pair<std::string, std::string>> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, devno, root, target;
-    ss >> id >> parent >> devno >> root >> target;
-    out.emplace_back(target, devno);
-  }
-  return out;
-}
-
-bool mounted(const std::string& target) {
-  for (const auto& [t, _] : mounts()) {
-    if (t == target) return true;
-  }
-  return false;
-}
-
-/// Loop devices whose backing file is under `dir` and whose owner tag names `iqn`.
-std::vector<std::string> loops_of(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir("/sys/block");
-  if (!d) return out;
-  while (auto* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.rfind("loop", 0) != 0) continue;
-    std::ifstream in("/sys/block/" + name + "/loop/backing_file");
-    std::string backing;
-    if (std::getline(in, backing) && backing.rfind(dir, 0) == 0) out.push_back("/dev/" + name);
-  }
-  ::closedir(d);
-  return out;
-}
 
 struct Node {
   std::string name;
@@ -105,13 +69,8 @@ class HandoffTest : public ::testing::Test {
     }
     // The read-only flag outlives the loop device's attachment; the next user must not inherit it.
     for (const auto& dev : read_only_) testing::exec_capture({"/sbin/blockdev", "--setrw", dev});
-    auto all = mounts();
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-      for (auto& [_, n] : nodes_) {
-        if (it->first.rfind(n.agent->root, 0) == 0) ::umount2(it->first.c_str(), 0);
-      }
-    }
-    for (const auto& dev : loops_of(sim_.dir().path())) {
+    for (auto& [_, n] : nodes_) testing::unmount_under(n.agent->root);
+    for (const auto& dev : loops_under(sim_.dir().path())) {
       testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
     }
   }
@@ -223,8 +182,8 @@ TEST_F(HandoffTest, AVolumeInUseIsRefusedNamingTheOwnerThenMovesOnceItsPodIsGone
   const std::string msg = r["message"];
   EXPECT_NE(msg.find("in use on node node-a"), std::string::npos) << msg;
   EXPECT_NE(msg.find("uid-a"), std::string::npos) << "names the pod: " << msg;
-  EXPECT_FALSE(mounted(pod_b));
-  EXPECT_TRUE(mounted(pod_a)) << "the owner keeps serving its pod";
+  EXPECT_FALSE(testing::is_mounted(pod_b));
+  EXPECT_TRUE(testing::is_mounted(pod_a)) << "the owner keeps serving its pod";
 
   ASSERT_EQ(shim("node-a", {"unmount", pod_a})["status"], "Success");
   const auto t0 = Clock::now();
@@ -246,11 +205,8 @@ TEST_F(HandoffTest, ADeadOwnerIsFencedOutOfTheAclAndTakenOverAfterItsLease) {
   write_file(pod_a + "/before.txt", "before the crash\n");
   // The node dies: its agent, and with its kernel its mounts and devices.
   nodes_["node-a"].agent->stop(SIGKILL);
-  auto all = mounts();
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    if (it->first.rfind(nodes_["node-a"].agent->root, 0) == 0) ::umount2(it->first.c_str(), 0);
-  }
-  for (const auto& dev : loops_of(sim_.dir().path())) {
+  testing::unmount_under(nodes_["node-a"].agent->root);
+  for (const auto& dev : loops_under(sim_.dir().path())) {
     testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
   }
 
@@ -279,7 +235,7 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
   const auto pod_a = pod_dir("node-a", "uid-a");
   ASSERT_EQ(shim("node-a", {"mount", pod_a, opts.dump()})["status"], "Success");
   write_file(pod_a + "/before.txt", "before the partition\n");
-  const auto a_loops = loops_of(sim_.dir().path());
+  const auto a_loops = loops_under(sim_.dir().path());
   ASSERT_EQ(a_loops.size(), 1u);
   // Node A is cut off: its agent stops renewing (frozen). The array ending its session when it
   // leaves the ACL is emulated: its device refuses writes from here on.
@@ -296,14 +252,15 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
 
   ASSERT_EQ(::kill(nodes_["node-a"].agent->pid, SIGCONT), 0);  // the partition heals
   const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 3);
-  while (mounted(pod_a) && Clock::now() < deadline) {
+  while (testing::is_mounted(pod_a) && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_FALSE(mounted(pod_a)) << "node-a still serves a volume it lost: "
-                               << nodes_["node-a"].agent->log_text();
-  EXPECT_FALSE(mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
+  EXPECT_FALSE(testing::is_mounted(pod_a))
+      << "node-a still serves a volume it lost: " << nodes_["node-a"].agent->log_text();
+  EXPECT_FALSE(testing::is_mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
   EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1);
-  EXPECT_EQ(loops_of(sim_.dir().path()).size(), 1u) << "node-a's device is detached, node-b's kept";
+  EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u)
+      << "node-a's device is detached, node-b's kept";
   write_file(pod_b + "/after.txt", "node-b owns it\n");
   EXPECT_EQ(read_file(pod_b + "/after.txt"), "node-b owns it\n");
   const auto h = acl_history("vol-cut");
@@ -338,9 +295,9 @@ TEST_F(HandoffTest, OfThreeNodesClaimingAFreeVolumeAtOnceExactlyOneWins) {
     if (n == winner) continue;
     EXPECT_NE(a.value("message", "").find(winner), std::string::npos)
         << n << " was not told who holds it: " << a.dump();
-    EXPECT_FALSE(mounted(pods[n]));
+    EXPECT_FALSE(testing::is_mounted(pods[n]));
   }
-  EXPECT_TRUE(mounted(pods[winner]));
+  EXPECT_TRUE(testing::is_mounted(pods[winner]));
   const auto h = acl_history("vol-race");
   EXPECT_EQ(h, std::vector<std::string>{"+" + winner});
 }

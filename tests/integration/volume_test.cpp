@@ -4,12 +4,10 @@
 // restarted; nothing may leak and the data must survive.
 
 #include <cctype>
-#include <dirent.h>
 #include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
-#include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -17,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/agent_process.h"
+#include "tests/testing/host_mounts.h"
 #include "tests/testing/sim_process.h"
 
 namespace datera {
@@ -24,6 +23,9 @@ namespace {
 
 using nlohmann::json;
 using testing::AgentProcess;
+using testing::loops_under;
+using testing::mount_at;
+using testing::mountinfo;
 using testing::SimProcess;
 
 /// One IQN per test: tests run in parallel and every agent is a "node" of its own (a real node
@@ -33,49 +35,6 @@ std::string test_iqn() {
   std::string name = info ? info->name() : "none";
   for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return "iqn.1993-08.org.debian:01:" + name.substr(0, 60);
-}
-
-struct MountInfo {
-  std::string target;
-  std::string source_dev;  ///< major:minor
-  bool read_only = false;
-};
-
-std::vector<MountInfo> mountinfo() {
-  std::vector<MountInfo> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, devno, root, target, opts;
-    ss >> id >> parent >> devno >> root >> target >> opts;
-    out.push_back({target, devno, opts.rfind("ro", 0) == 0});
-  }
-  return out;
-}
-
-std::optional<MountInfo> mount_at(const std::string& target) {
-  std::optional<MountInfo> found;
-  for (auto& m : mountinfo()) {
-    if (m.target == target) found = m;
-  }
-  return found;
-}
-
-/// Loop devices whose backing file lives under `dir`.
-std::vector<std::string> loops_under(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir("/sys/block");
-  if (!d) return out;
-  while (auto* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.rfind("loop", 0) != 0) continue;
-    std::ifstream in("/sys/block/" + name + "/loop/backing_file");
-    std::string backing;
-    if (std::getline(in, backing) && backing.rfind(dir, 0) == 0) out.push_back("/dev/" + name);
-  }
-  ::closedir(d);
-  return out;
 }
 
 class VolumeTest : public ::testing::Test {
@@ -98,10 +57,7 @@ class VolumeTest : public ::testing::Test {
   void TearDown() override {
     agent_.stop(SIGKILL);
     // Never leave mounts or loop devices behind, whatever the test did.
-    auto all = mountinfo();
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-      if (it->target.rfind(agent_.root, 0) == 0) ::umount2(it->target.c_str(), 0);
-    }
+    testing::unmount_under(agent_.root);
     for (const auto& dev : loops_under(sim_.dir().path())) {
       testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
     }

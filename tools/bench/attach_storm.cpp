@@ -12,12 +12,12 @@
 #include <poll.h>
 #include <spawn.h>
 #include <sstream>
-#include <sys/mount.h>
 #include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/agent_process.h"
+#include "tests/testing/host_mounts.h"
 #include "tests/testing/sim_process.h"
 
 namespace {
@@ -83,23 +83,9 @@ std::pair<double, int> storm(const std::vector<std::vector<std::string>>& calls,
 /// Whatever a failed storm left behind: mounts under the agent's tree, then loop devices on the
 /// simulator's files (the temp dirs are removed when the harness exits).
 void cleanup(const std::string& agent_root, const std::string& sim_dir) {
-  std::vector<std::string> targets;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, devno, root, target;
-    ss >> id >> parent >> devno >> root >> target;
-    if (target.rfind(agent_root, 0) == 0) targets.push_back(target);
-  }
-  for (auto it = targets.rbegin(); it != targets.rend(); ++it) ::umount2(it->c_str(), 0);
-  auto r = datera::testing::exec_capture({"/usr/sbin/losetup", "-l", "-n", "-O", "NAME,BACK-FILE"});
-  std::istringstream ls(r.output);
-  std::string name, back;
-  while (ls >> name >> back) {
-    if (back.rfind(sim_dir, 0) == 0)
-      datera::testing::exec_capture({"/usr/sbin/losetup", "-d", name});
-    std::getline(ls, back);  // rest of the line ("(deleted)")
+  datera::testing::unmount_under(agent_root);
+  for (const auto& dev : datera::testing::loops_under(sim_dir)) {
+    datera::testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
   }
 }
 
