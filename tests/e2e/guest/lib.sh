@@ -92,14 +92,17 @@ wait_until() {
 # --- iSCSI -----------------------------------------------------------------------------------
 initiator_name() { sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi; }
 
-# session_of_target IQN: prints the sessionN whose targetname is IQN.
-session_of_target() {
+# session_where ATTR VALUE: prints the sessionN whose iscsi_session attribute ATTR is VALUE.
+session_where() {
   for _s in /sys/class/iscsi_session/session*; do
-    [ -e "$_s/targetname" ] || continue
-    [ "$(cat "$_s/targetname")" = "$1" ] && { basename "$_s"; return 0; }
+    [ -e "$_s/$1" ] || continue
+    [ "$(cat "$_s/$1")" = "$2" ] && { basename "$_s"; return 0; }
   done
   return 1
 }
+# session_of_target IQN / session_of_iface IFACE: the session to that target / through that iface.
+session_of_target() { session_where targetname "$1"; }
+session_of_iface() { session_where ifacename "$1"; }
 # blockdev_of_session sessionN [LUN]: prints sdX of that session's LUN (default 0).
 blockdev_of_session() {
   for _b in /sys/class/iscsi_session/"$1"/device/target*/*:0:0:"${2:-0}"/block/*; do

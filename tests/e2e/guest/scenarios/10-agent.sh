@@ -68,6 +68,14 @@ stop_writer() {
   wait $WRITER || true
 }
 
+# write_stats LOG: sets errors, total and stall (the longest write, in centiseconds) from a
+# start_writer log.
+write_stats() {
+  errors=$(awk '$3 != 0' "$1" | wc -l)
+  total=$(wc -l <"$1")
+  stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' "$1")
+}
+
 start_agent() {
   datera-agent --config $W/agent.yaml >>$W/agent.log 2>&1 &
   AGENT_PID=$!
@@ -147,9 +155,7 @@ wait_until 30 sh -c "[ \"\$(curl -s $METRICS | awk '\$1 == \"datera_agent_sessio
 sleep 2
 stop_writer
 step_end
-errors=$(awk '$3 != 0' $W/writes.log | wc -l)
-total=$(wc -l <$W/writes.log)
-stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/writes.log)
+write_stats $W/writes.log
 fact "failover noop=$E2E_NOOP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall")"
 [ "$errors" -eq 0 ] || die "$errors of $total writes failed during failover"
 [ "$stall" -le 500 ] || die "the longest write stalled $(cs_fmt "$stall") s (more than 5 s)"
@@ -180,9 +186,7 @@ wait_until 60 moved_once || die "the agent did not move the volume to $NEW_IP wi
 sleep 2
 stop_writer
 step_end
-errors=$(awk '$3 != 0' $W/rebalance.log | wc -l)
-total=$(wc -l <$W/rebalance.log)
-stall=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/rebalance.log)
+write_stats $W/rebalance.log
 took=$(metric datera_agent_portal_change_duration_seconds_sum)
 why=$(grep -o "access moved on the array ([^)]*)" $W/agent.log | tail -n 1)
 fact "rebalance noop=$E2E_NOOP $old_portal -> $NEW_IP writes=$total errors=$errors longest_write_s=$(cs_fmt "$stall") move_s=$took trigger='$why'"

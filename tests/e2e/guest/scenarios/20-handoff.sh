@@ -43,14 +43,6 @@ port_of() { case $1 in a) echo 9811 ;; *) echo 9812 ;; esac; }
 metric_of() { # NODE NAME_WITH_LABELS
   curl -s "http://127.0.0.1:$(port_of "$1")/metrics" | awk -v m="$2" '$1 == m { print $2 }'
 }
-# session_of_iface IFACE: the sessionN logged in through IFACE ("" if none)
-session_of_iface() {
-  for _s in /sys/class/iscsi_session/session*; do
-    [ -e "$_s/ifacename" ] || continue
-    [ "$(cat "$_s/ifacename")" = "$1" ] && { basename "$_s"; return 0; }
-  done
-  return 1
-}
 start_agent() {
   datera-agent --config $W/$1/agent.yaml >>$W/$1/agent.log 2>&1 &
   eval "PID_$1=\$!"
