@@ -93,10 +93,10 @@ Result<bool> get_bool(const YAML::Node& node, const std::string& key) {
 
 Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (!root || root.IsNull()) return ok_status();
-  if (auto s = check_keys(
-          root, "",
-          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
-           "shutdown_grace", "metrics", "api", "driver", "backend", "initiator", "handoff"});
+  if (auto s = check_keys(root, "",
+                          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir",
+                           "log_level", "shutdown_grace", "attach", "metrics", "api", "driver",
+                           "backend", "initiator", "handoff"});
       !s) {
     return s;
   }
@@ -107,6 +107,11 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   DT_SET_STRING(root, "state_dir", "state_dir", cfg.state_dir)
   DT_SET_STRING(root, "log_level", "log_level", cfg.log_level)
   DT_SET_DURATION(root, "shutdown_grace", "shutdown_grace", cfg.shutdown_grace)
+  if (root["attach"]) {
+    auto v = get_bool(root["attach"], "attach");
+    if (!v) return v.error();
+    cfg.attach = *v;
+  }
 
   if (const auto m = root["metrics"]; m && !m.IsNull()) {
     if (auto s = check_keys(m, "metrics.", {"listen"}); !s) return s;
@@ -303,6 +308,8 @@ const std::vector<EnvOverride>& env_overrides() {
        [](Config& c, std::string v) { c.log_level = std::move(v); }},
       {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen",
        [](Config& c, std::string v) { c.metrics.listen = std::move(v); }},
+      {"DATERA_AGENT_ATTACH", "attach",
+       [](Config& c, std::string v) { c.attach_text = std::move(v); }},
       {"DATERA_AGENT_INITIATOR_KIND", "initiator.kind",
        [](Config& c, std::string v) { c.initiator.kind = std::move(v); }},
       {"DATERA_AGENT_INITIATOR_IQN", "initiator.iqn",
@@ -328,6 +335,21 @@ Status validate(Config& cfg) {
         std::pair{"kubelet_root", &cfg.kubelet_root}, std::pair{"state_dir", &cfg.state_dir}}) {
     if (auto s = check_abs_path(key, *path); !s) return s;
     while (path->size() > 1 && path->back() == '/') path->pop_back();
+  }
+  if (!cfg.attach_text.empty()) {
+    if (cfg.attach_text != "true" && cfg.attach_text != "false") {
+      return key_error("attach", "'" + cfg.attach_text +
+                                     "' (DATERA_AGENT_ATTACH) is not true or "
+                                     "false");
+    }
+    cfg.attach = cfg.attach_text == "true";
+    cfg.attach_text.clear();
+  }
+  if (cfg.attach && cfg.socket_path == Config{}.socket_path) {
+    // kube-controller-manager runs the driver inside its own container, which mounts the plugin
+    // dir and not /run: the socket goes where both it and kubelet find it. A dot-dir, which
+    // kubelet's plugin prober ignores.
+    cfg.socket_path = cfg.plugin_dir + "/.datera-agent/agent.sock";
   }
   if (cfg.socket_path.size() > kMaxUnixPath) {
     return key_error("socket_path", "'" + cfg.socket_path + "' is longer than " +
@@ -386,6 +408,11 @@ Status validate(Config& cfg) {
                                             "0123456789._-") != std::string::npos) {
     return key_error("initiator.iface",
                      "'" + cfg.initiator.iface + "' is not an iface name ([A-Za-z0-9._-], 1-64)");
+  }
+  if (cfg.attach && !cfg.backend.configured()) {
+    return key_error("attach",
+                     "true needs backend.server (and its credentials): Kubernetes passes no "
+                     "secrets to attach, detach, waitforattach or mountdevice");
   }
   if (cfg.handoff.mode != "agent" && cfg.handoff.mode != "off") {
     return key_error("handoff.mode", "'" + cfg.handoff.mode + "' is not one of agent, off");

@@ -102,6 +102,12 @@ struct Config {
   std::string state_dir = "/var/lib/datera-agent";
   std::string log_level = "info";
   milliseconds shutdown_grace{20'000};
+  /// FlexVolume controller mode: the driver advertises attach=true, kube-controller-manager's
+  /// attach-detach controller grants and revokes nodes (through the agent on the control plane),
+  /// and kubelet calls waitforattach/mountdevice/unmountdevice. false: agent-coordinated handoff
+  /// (agent/ownership). The same on every agent of a cluster; see docs/modes.md.
+  bool attach = false;
+  std::string attach_text;  ///< DATERA_AGENT_ATTACH, checked and applied by validate()
   MetricsConfig metrics;
   ApiConfig api;
   DriverConfig driver;

@@ -119,12 +119,20 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
                                r.command == "isattached" || r.command == "waitforattach" ||
                                r.command == "mountdevice" || r.command == "unmountdevice";
   const std::string version = version::kVersion;
-  if (controller_call) {
+  if (controller_call && options_.attach) {
+    if (controller_ && r.command == "attach") co_return co_await controller_->attach(r);
+    if (controller_ && r.command == "detach") co_return co_await controller_->detach(r);
+    if (controller_ && r.command == "isattached") co_return co_await controller_->isattached(r);
+    if (volumes_ && r.command == "waitforattach") co_return co_await volumes_->waitforattach(r);
+    if (volumes_ && r.command == "mountdevice") co_return co_await volumes_->mountdevice(r);
+    if (volumes_ && r.command == "unmountdevice") co_return co_await volumes_->unmountdevice(r);
+  } else if (controller_call) {
     co_return flex::failure(
-        "datera-agent " + version + ": '" + r.command + "' belongs to controller mode (attach: " +
-        "true), which this agent version does not provide; the driver advertises attach=false, "
-        "so " +
-        "kubelet should not call it. Nothing was changed for volume " + volume_of(r) + ".");
+        "datera-agent " + version + " runs with attach: false, where '" + r.command +
+        "' has no place: the installed driver advertises attach=false, so kubelet and the "
+        "controller manager should not call it. If this cluster means to use controller mode, set "
+        "attach: true on every agent (see docs/modes.md). Nothing was changed for volume " +
+        volume_of(r) + ".");
   }
   co_return flex::failure("datera-agent " + version + " cannot run '" + r.command +
                           "' yet: volume operations arrive with the volume manager, which this " +

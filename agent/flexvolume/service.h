@@ -3,8 +3,9 @@
 // Answers FlexVolume calls forwarded by the shim. Every call gets exactly one reply object and is
 // bounded by call_timeout. An operation still running at the deadline is not cancelled: it
 // finishes on its own (under its volume's lock) and kubelet's retry finds the result. Volume
-// operations go to the VolumeOps the composition root wires in; controller-mode calls answer
-// Failure, never "Not supported" (kubelet caches that answer until the driver is re-probed).
+// operations go to the VolumeOps the composition root wires in; attach, detach and isattached go
+// to the ControllerOps. Calls of the other mode than the configured one (`attach`) answer Failure,
+// never "Not supported" (kubelet caches that answer until the driver is re-probed).
 //
 // Runs on the agent's event loop; calls for different volumes may be in flight at once.
 
@@ -24,6 +25,9 @@ struct ServiceOptions {
   std::string driver_name = "datera/iscsi";
   flex::Json capabilities;
   std::chrono::milliseconds call_timeout{600'000};
+  /// Controller mode (capabilities.attach): attach/detach/isattached, waitforattach, mountdevice
+  /// and unmountdevice are served; otherwise only mount and unmount do volume work.
+  bool attach = false;
 };
 
 struct CallCounts {
@@ -40,6 +44,19 @@ class VolumeOps {
   virtual boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) = 0;
   /// expandvolume (grow on the array) and expandfs (also rescan and grow the filesystem).
   virtual boost::asio::awaitable<flex::Json> expand(const flex::Request& request) = 0;
+  // Controller mode, on the node: log in to an attached volume, stage it, unstage it.
+  virtual boost::asio::awaitable<flex::Json> waitforattach(const flex::Request& request) = 0;
+  virtual boost::asio::awaitable<flex::Json> mountdevice(const flex::Request& request) = 0;
+  virtual boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request& request) = 0;
+};
+
+/// Controller mode, where kube-controller-manager calls: grant and revoke a node's access.
+class ControllerOps {
+ public:
+  virtual ~ControllerOps() = default;
+  virtual boost::asio::awaitable<flex::Json> attach(const flex::Request& request) = 0;
+  virtual boost::asio::awaitable<flex::Json> detach(const flex::Request& request) = 0;
+  virtual boost::asio::awaitable<flex::Json> isattached(const flex::Request& request) = 0;
 };
 
 class Service {
@@ -52,6 +69,7 @@ class Service {
   const CallCounts& counts() const { return counts_; }
   /// Wires the volume manager (the composition root does it before serving).
   void set_volume_ops(VolumeOps* ops) { volumes_ = ops; }
+  void set_controller_ops(ControllerOps* ops) { controller_ = ops; }
 
  private:
   boost::asio::awaitable<flex::Json> dispatch(const flex::Request& request);
@@ -64,6 +82,7 @@ class Service {
   LoggerPtr log_;
   CallCounts counts_;
   VolumeOps* volumes_ = nullptr;
+  ControllerOps* controller_ = nullptr;
 };
 
 /// The volume a request is about, for logs and messages: volumeID option, PV name, or a path.

@@ -34,6 +34,7 @@ flex::DriverInfo driver_info(const config::Config& cfg) {
   info.protocol = version::kProtocol;
   info.socket = cfg.socket_path;
   info.call_timeout = cfg.driver.shim_timeout;
+  info.capabilities["attach"] = cfg.attach;
   return info;
 }
 
@@ -76,9 +77,8 @@ Application::Application(config::Config cfg, std::string config_path, LogFactory
       flex_probe_(*registry_),
       installer_probe_(*registry_),
       runner_(process::make_process_runner(ioc_.get_executor(), logs.get("process"))),
-      flex_(flexvolume::ServiceOptions{cfg_.driver.driver_name(),
-                                       flex::DriverInfo::default_capabilities(),
-                                       cfg_.api.call_timeout},
+      flex_(flexvolume::ServiceOptions{cfg_.driver.driver_name(), driver_info(cfg_).capabilities,
+                                       cfg_.api.call_timeout, cfg_.attach},
             flex_probe_, logs.get("flexvolume")),
       router_(flex_, *this, logs.get("api")),
       api_server_(ioc_.get_executor(),
@@ -154,10 +154,16 @@ asio::awaitable<void> Application::start() {
   log_->info("{}", summary);
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
+  if (attacher_) flex_.set_controller_ops(attacher_.get());
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
   });
-  if (coordinator_) {
+  if (cfg_.attach) {
+    asio::co_spawn(ioc_, register_initiator(), [log = log_](const std::exception_ptr& e) {
+      log_exception(log, "initiator registration", e);
+    });
+  }
+  if (coordinator_ || cfg_.attach) {
     asio::co_spawn(ioc_, renew_leases_forever(), [log = log_](const std::exception_ptr& e) {
       log_exception(log, "lease renewal", e);
     });
@@ -379,6 +385,7 @@ Status Application::make_volumes() {
   mo.staging_dir = fs::join(cfg_.state_dir, "staging");
   mo.online_timeout = ic.online_timeout;
   mo.connect_timeout = ic.login_timeout;
+  mo.controller_attach = cfg_.attach;
   if (cfg_.backend.configured()) {
     edf::BackendTarget base;
     base.port = cfg_.backend.tls ? 7718 : 7717;
@@ -399,7 +406,7 @@ Status Application::make_volumes() {
       ::kill(::getpid(), SIGKILL);
     };
   }
-  if (cfg_.handoff.mode == "agent") {
+  if (cfg_.handoff.mode == "agent" && !cfg_.attach) {
     ownership::Options oo;
     oo.node = cfg_.node_name;
     if (auto iqn = initiator_->initiator_iqn()) oo.iqn = *iqn;
@@ -413,6 +420,14 @@ Status Application::make_volumes() {
   volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
                                                *volume_probe_, logs_.get("volume"),
                                                multipath_.get(), coordinator_.get());
+  if (cfg_.attach) {
+    controller_probe_ = std::make_unique<controller::Probe>(*registry_);
+    controller::AttacherOptions co;
+    co.default_backend = mo.default_backend;
+    co.online_timeout = ic.online_timeout;
+    attacher_ = std::make_unique<controller::Attacher>(co, *arrays_, *controller_probe_,
+                                                       logs_.get("controller"));
+  }
   keeper_probe_ = std::make_unique<keeper::Probe>(*registry_);
   keeper::KeeperOptions ko;
   ko.poll_interval = ic.session_poll_interval;
@@ -426,6 +441,43 @@ Status Application::make_volumes() {
       ioc_.get_executor(), ko, *initiator_, watch, udev_.get(), *keeper_probe_, logs_.get("keeper"),
       keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check());
   return ok_status();
+}
+
+asio::awaitable<void> Application::register_initiator() {
+  // Controller mode: the controller finds this node's IQN by the name registered here, so an
+  // attach to this node fails until it is. Retried until it works.
+  auto iqn = initiator_->initiator_iqn();
+  if (!iqn) {
+    log_->error(
+        "attach: true, but this node's initiator IQN is unknown ({}); no volume can be "
+        "attached here",
+        iqn.error().message);
+    co_return;
+  }
+  auto target = volumes_ ? volumes_->default_backend() : edf::BackendTarget{};
+  auto array = arrays_->get(target);
+  if (!array) {
+    log_->error("cannot register initiator {}: {}", *iqn, array.error().message);
+    co_return;
+  }
+  const std::string name = edf::initiator_name_for_node(cfg_.node_name);
+  asio::steady_timer timer(ioc_);
+  for (int attempt = 0; !stopping_; ++attempt) {
+    auto st = co_await (*array)->ensure_initiator(*iqn, name);
+    if (st) {
+      log_->info("initiator {} registered on the array as {}", *iqn, name);
+      co_return;
+    }
+    if (attempt == 0 || attempt % 10 == 0) {
+      log_->warn(
+          "registering initiator {} as {} failed: {} (retrying every 5 s; until it works "
+          "no volume can be attached to this node)",
+          *iqn, name, st.error().message);
+    }
+    timer.expires_after(std::chrono::seconds(5));
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
 }
 
 asio::awaitable<void> Application::renew_leases_forever() {

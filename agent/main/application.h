@@ -22,6 +22,7 @@
 #include "agent/backend/monitor.h"
 #include "agent/common/logging.h"
 #include "agent/config/config.h"
+#include "agent/controller/attacher.h"
 #include "agent/flexvolume/service.h"
 #include "agent/http/server.h"
 #include "agent/installer/installer.h"
@@ -110,6 +111,10 @@ class Application : public api::StatusSource {
   std::unique_ptr<multipath::Dmsetup> multipath_;
   std::unique_ptr<ownership::Coordinator> coordinator_;
   boost::asio::awaitable<void> renew_leases_forever();
+  /// Controller mode: registers this node's IQN under its node's name (retried until it works).
+  boost::asio::awaitable<void> register_initiator();
+  std::unique_ptr<controller::Probe> controller_probe_;
+  std::unique_ptr<controller::Attacher> attacher_;
   std::unique_ptr<volume::Journal> journal_;
   std::unique_ptr<volume::EdfArrays> arrays_;
   std::unique_ptr<volume::Manager> volumes_;

@@ -26,6 +26,16 @@ class EdfArray : public Array {
                                            const std::string& label) override {
     co_return co_await client_.ensure_initiator(iqn, label);
   }
+  asio::awaitable<Result<std::vector<edf::InitiatorInfo>>> initiators() override {
+    co_return co_await client_.list_initiators();
+  }
+  asio::awaitable<Result<std::vector<std::string>>> volume_names() override {
+    auto all = co_await client_.list_app_instances();
+    if (!all) co_return all.error();
+    std::vector<std::string> out;
+    for (const auto& ai : *all) out.push_back(ai.name);
+    co_return out;
+  }
   asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
     co_return co_await client_.acl_add(name, iqn);
   }

@@ -34,6 +34,10 @@ class Array {
       const std::string& name) = 0;
   virtual boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn,
                                                           const std::string& label) = 0;
+  /// Every registered initiator (controller mode finds a node's IQN by its registered name).
+  virtual boost::asio::awaitable<Result<std::vector<edf::InitiatorInfo>>> initiators() = 0;
+  /// The names of every app instance (controller mode's detach, which gets only a PV name).
+  virtual boost::asio::awaitable<Result<std::vector<std::string>>> volume_names() = 0;
   virtual boost::asio::awaitable<Status> acl_add(const std::string& name,
                                                  const std::string& iqn) = 0;
   virtual boost::asio::awaitable<Status> acl_remove(const std::string& name,

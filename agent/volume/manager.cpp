@@ -5,6 +5,7 @@
 
 #include "agent/common/fs.h"
 #include "agent/mount/linux_mounter.h"
+#include "agent/volume/internal.h"
 #include "plugins/initiator/names.h"
 
 namespace datera::volume {
@@ -12,45 +13,28 @@ namespace datera::volume {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
-namespace {
+using detail::normal_path;
+using detail::opt;
+using detail::StepTimer;
 
-std::string opt(const flex::Json& o, const char* key) {
-  const auto it = o.find(key);
-  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-/// Lexically normal absolute path without "..", or "" when it is not one.
-std::string normal_path(const std::string& p) {
-  if (p.empty() || p.front() != '/') return "";
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i <= p.size()) {
-    const size_t j = std::min(p.find('/', i), p.size());
-    const std::string part = p.substr(i, j - i);
-    if (part == "..") return "";
-    if (!part.empty() && part != ".") parts.push_back(part);
-    i = j + 1;
+Result<std::vector<std::string>> detail::mount_options_of(const flex::Json& options,
+                                                          const std::string& fs_type) {
+  std::vector<std::string> out;
+  const auto text = opt(options, "mountOptions");
+  if (text.empty()) return out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    if (comma > start) out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
   }
-  std::string out;
-  for (const auto& part : parts) out += "/" + part;
-  return out.empty() ? "/" : out;
+  if (auto st = mount::validate_mount_options(fs_type, out, false); !st) {
+    return st.error().wrap("option mountOptions");
+  }
+  return out;
 }
 
-/// Measures one step into the probe when it goes out of scope.
-class StepTimer {
- public:
-  StepTimer(Probe& probe, std::string op, std::string step)
-      : probe_(probe), op_(std::move(op)), step_(std::move(step)), start_(Clock::now()) {}
-  ~StepTimer() { probe_.step(op_, step_, Clock::now() - start_); }
-  StepTimer(const StepTimer&) = delete;
-  StepTimer& operator=(const StepTimer&) = delete;
-
- private:
-  Probe& probe_;
-  std::string op_;
-  std::string step_;
-  Clock::time_point start_;
-};
+namespace {
 
 /// The ownership lease of one volume, in its app instance's metadata; fencing = leaving the ACL.
 class ArrayStore final : public ownership::Store {
@@ -110,7 +94,13 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
 asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
   const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
   Failed failed{"options", Error{}};
-  auto done = co_await do_mount(pod_dir, request.options, failed);
+  // Not `?:` around co_await: GCC 12 destroys the result twice.
+  Result<std::string> done = Error{""};
+  if (options_.controller_attach) {
+    done = co_await bind_staged(pod_dir, request.options, failed);
+  } else {
+    done = co_await do_mount(pod_dir, request.options, failed);
+  }
   update_gauges();
   probe_.operation("mount", done.ok());
   if (!done) {
@@ -121,10 +111,10 @@ asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
 }
 
 Status Manager::check_pod_dir(const std::string& pod_dir) const {
-  if (pod_dir.empty()) return Error{"the pod volume dir must be an absolute path without '..'"};
+  if (pod_dir.empty()) return Error{"kubelet's path must be absolute, without '..'"};
   const std::string root = options_.kubelet_root + "/";
   if (pod_dir.rfind(root, 0) != 0 || pod_dir.size() == root.size()) {
-    return Error{"refusing pod volume dir " + pod_dir + ": it is not under kubelet_root " +
+    return Error{"refusing path " + pod_dir + ": it is not under kubelet_root " +
                  options_.kubelet_root + " (check the agent's kubelet_root setting)"};
   }
   return ok_status();
@@ -138,20 +128,8 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   const edf::VolumeOptions vo = std::move(*parsed);
   const std::string name = vo.spec.name;
   const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
-  // mountOptions: "noatime,discard" in the PV's flexVolume.options (kubelet passes no mount
-  // options to FlexVolume drivers). Checked against the mounter's allow-list before anything.
-  std::vector<std::string> mount_options;
-  if (const auto text = opt(options, "mountOptions"); !text.empty()) {
-    size_t start = 0;
-    while (start <= text.size()) {
-      const size_t comma = std::min(text.find(',', start), text.size());
-      if (comma > start) mount_options.push_back(text.substr(start, comma - start));
-      start = comma + 1;
-    }
-    if (auto st = mount::validate_mount_options(vo.fs_type, mount_options, false); !st) {
-      co_return st.error().wrap("mount of volume " + name + ": option mountOptions");
-    }
-  }
+  auto mount_options = detail::mount_options_of(options, vo.fs_type);
+  if (!mount_options) co_return mount_options.error().wrap("mount of volume " + name);
   auto say = [&](const std::string& step, const Error& e) {
     failed.step = step;
     return Error{
@@ -181,7 +159,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     // The array and credentials come from this mount; a later unmount has no options.
     rec.backend = vo.backend;
     rec.fs_type = vo.fs_type;
-    rec.mount_options = mount_options;
+    rec.mount_options = *mount_options;
     rec.delete_on_release = vo.delete_on_release;
   }
   rec.pending_pod = pod_dir;
@@ -225,7 +203,9 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     StepTimer t(probe_, "mount", "array");
     auto created = co_await (*array)->ensure_volume(vo.spec);
     if (!created) co_return co_await fail_and_roll_back("array", created.error());
-    if (auto st = co_await (*array)->ensure_initiator(*iqn, options_.node_name); !st) {
+    if (auto st = co_await (*array)->ensure_initiator(
+            *iqn, edf::initiator_name_for_node(options_.node_name));
+        !st) {
       co_return co_await fail_and_roll_back("array", st.error());
     }
   }
@@ -299,46 +279,16 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   crash_point("mount:after_login");
   {
     StepTimer t(probe_, "mount", "map");
-    auto on = co_await mount_device(rec, dev);
+    auto on = co_await map_device(rec, dev);
     if (!on) co_return co_await fail_and_roll_back("map", on.error());
     dev = std::move(*on);
   }
   if (!rec.map.empty()) crash_point("mount:after_map");
   rec.device = dev.path;
 
-  if (auto staged = mount_at(rec.staging)) {
-    // Already staged: it must be this very device, or something is badly wrong.
-    if (staged->major != dev.major || staged->minor != dev.minor) {
-      const Error e{"staging path " + rec.staging + " holds device " +
-                    std::to_string(staged->major) + ":" + std::to_string(staged->minor) + ", not " +
-                    dev.path + "; unmount it by hand after checking"};
-      co_return co_await fail_and_roll_back("verify", e);
-    }
-  } else {
-    std::string fs_type = rec.fs_type;
-    {
-      StepTimer t(probe_, "mount", "format");
-      auto found = co_await mounter_.probe(dev.path);
-      if (!found) co_return co_await fail_and_roll_back("probe", found.error());
-      if (!*found) {
-        log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
-        if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
-          co_return co_await fail_and_roll_back("format", st.error());
-        }
-        crash_point("mount:after_format");
-      } else if (**found != fs_type) {
-        // Never reformat: mount what is there, and say so.
-        log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
-                   dev.path, **found, fs_type, **found);
-        fs_type = **found;
-      }
-    }
-    StepTimer t(probe_, "mount", "mount");
-    mount::MountRequest req{dev.path, rec.staging, fs_type, rec.mount_options, false};
-    if (auto st = co_await mounter_.mount(req); !st) {
-      co_return co_await fail_and_roll_back("mount", st.error());
-    }
-    crash_point("mount:after_staging");
+  if (auto st = co_await stage_filesystem(rec, dev, "mount", failed); !st) {
+    const std::string step = failed.step;
+    co_return co_await fail_and_roll_back(step, st.error());
   }
   {
     StepTimer t(probe_, "mount", "bind");
@@ -354,6 +304,48 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   log_->info("volume {}: mounted {} into {} ({}{} pod(s) on this node)", name, dev.path, pod_dir,
              read_only ? "read-only, " : "", rec.pods.size());
   co_return pod_dir;
+}
+
+asio::awaitable<Status> Manager::stage_filesystem(Record& rec, const initiator::Device& dev,
+                                                  const std::string& operation, Failed& failed) {
+  const std::string& name = rec.volume;
+  auto fail = [&](const std::string& step, Error e) -> Status {
+    failed.step = step;
+    return e;
+  };
+  if (auto staged = mount_at(rec.staging)) {
+    // Already staged: it must be this very device, or something is badly wrong.
+    if (staged->major != dev.major || staged->minor != dev.minor) {
+      co_return fail("verify",
+                     Error{"staging path " + rec.staging + " holds device " +
+                           std::to_string(staged->major) + ":" + std::to_string(staged->minor) +
+                           ", not " + dev.path + "; unmount it by hand after checking"});
+    }
+    co_return ok_status();
+  }
+  std::string fs_type = rec.fs_type;
+  {
+    StepTimer t(probe_, operation, "format");
+    auto found = co_await mounter_.probe(dev.path);
+    if (!found) co_return fail("probe", found.error());
+    if (!*found) {
+      log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
+      if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
+        co_return fail("format", st.error());
+      }
+      crash_point(operation + ":after_format");
+    } else if (**found != fs_type) {
+      // Never reformat: mount what is there, and say so.
+      log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
+                 dev.path, **found, fs_type, **found);
+      fs_type = **found;
+    }
+  }
+  StepTimer t(probe_, operation, "mount");
+  mount::MountRequest req{dev.path, rec.staging, fs_type, rec.mount_options, false};
+  if (auto st = co_await mounter_.mount(req); !st) co_return fail("mount", st.error());
+  crash_point(operation + ":after_staging");
+  co_return ok_status();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,7 +396,8 @@ asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& 
   crash_point("unmount:after_unbind");
   std::erase_if(rec.pods, [&](const PodMount& p) { return p.dir == pod_dir; });
   rec.pending_pod.clear();
-  if (!rec.pods.empty()) {
+  if (!rec.pods.empty() || options_.controller_attach) {
+    // Controller mode: the staging mount is kubelet's device mount, unstaged by unmountdevice.
     if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
     log_->info("volume {}: unmounted from {}; {} pod(s) still use it", name, pod_dir,
                rec.pods.size());
@@ -423,7 +416,7 @@ asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& 
 
 asio::awaitable<Status> Manager::leave_host(Record& rec, const std::string& operation,
                                             Failed& failed) {
-  {
+  if (!rec.staging.empty()) {
     StepTimer t(probe_, operation, "unmount");
     if (auto st = co_await mounter_.unmount(rec.staging); !st) {
       failed.step = "unmount";
@@ -467,7 +460,8 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
     co_return st;
   }
   if (auto st = co_await leave_host(rec, operation, failed); !st) co_return st;
-  if (!rec.initiator_iqn.empty() && !rec.backend.host.empty()) {
+  // Controller mode: the ACL and the lease are the controller's (detach).
+  if (!options_.controller_attach && !rec.initiator_iqn.empty() && !rec.backend.host.empty()) {
     StepTimer t(probe_, operation, "array");
     auto array = arrays_.get(rec.backend);
     if (!array) {
@@ -574,7 +568,7 @@ asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request
       // The map's table has the old length: reload it over the rescanned disk.
       auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
       if (!dev) co_return say("rescan", dev.error());
-      auto on = co_await mount_device(rec, *dev);
+      auto on = co_await map_device(rec, *dev);
       if (!on) co_return say("rescan", on.error());
     }
   }
@@ -637,6 +631,14 @@ asio::awaitable<std::string> Manager::reconcile() {
         log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
         probe_.reconcile("staging_missing");
       }
+      (void)co_await journal_.save(rec);
+      ++kept;
+      probe_.reconcile("kept");
+      continue;
+    }
+    if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
+        mount_at(rec.staging)) {
+      // Controller mode: kubelet's device mount, kept until its unmountdevice.
       (void)co_await journal_.save(rec);
       ++kept;
       probe_.reconcile("kept");
@@ -733,8 +735,8 @@ const char* to_string(Access a) {
   return "unknown";
 }
 
-asio::awaitable<Result<initiator::Device>> Manager::mount_device(Record& rec,
-                                                                 const initiator::Device& dev) {
+asio::awaitable<Result<initiator::Device>> Manager::map_device(Record& rec,
+                                                               const initiator::Device& dev) {
   // A volume staged on the raw disk (before maps, or multipath off then) stays there: a map cannot
   // be slid under a live mount.
   const bool staged_raw = rec.map.empty() && mount_at(rec.staging).has_value();
@@ -879,7 +881,7 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     co_return fail("logout", st.error());
   }
   crash_point("move:after_prune");
-  auto swapped = co_await mount_device(rec, *dev);
+  auto swapped = co_await map_device(rec, *dev);
   if (!swapped) co_return fail("swap", swapped.error());
   (void)co_await journal_.save(rec);
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
@@ -895,6 +897,10 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<void> Manager::renew_leases() {
+  if (options_.controller_attach) {
+    co_await check_grants();
+    co_return;
+  }
   if (!coordinator_) co_return;
   std::vector<std::string> names;
   for (const auto& [name, rec] : records_) {

@@ -25,6 +25,14 @@
 // handoff requests while pods use the volume here, and self-fences a volume whose lease another
 // node took over (its mounts and session here are torn down, never written again).
 //
+// Controller mode (`attach: true`, ManagerOptions::controller_attach): the attach-detach controller
+// grants this node access through the agent on the control plane (agent/controller), and kubelet
+// splits the work: waitforattach logs in once the ownership record names this node, mountdevice
+// stages the filesystem at kubelet's device mount path, mount and unmount only bind and unbind,
+// unmountdevice unstages and logs out. The node never claims, and never touches the ACL or the
+// lease; the renewal loop only checks that the grant still stands and self-fences when the
+// controller gave the volume to another node.
+//
 // Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
 // concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
 // finishes or rolls back whatever a crash interrupted, from the journal, the sessions and
@@ -60,6 +68,8 @@ struct ManagerOptions {
   edf::BackendTarget default_backend;
   std::chrono::milliseconds online_timeout{120'000};  ///< array: op_state available
   std::chrono::milliseconds connect_timeout{60'000};  ///< login and the device showing up
+  /// Controller mode (see above); false: this node claims, joins the ACL and releases itself.
+  bool controller_attach = false;
   /// Called between steps with the point's name ("mount:after_login"...). Production leaves it
   /// empty; the host tier's crash tests make it kill the process there (see
   /// DATERA_AGENT_TEST_CRASH_AT).
@@ -93,6 +103,12 @@ class Manager : public flexvolume::VolumeOps {
   /// expandvolume: grows the app instance on the array (never shrinks). expandfs: the same, then
   /// the device is rescanned and the filesystem grown, on the node that has it mounted.
   boost::asio::awaitable<flex::Json> expand(const flex::Request& request) override;
+  /// Controller mode: log in once the controller attached the volume here; replies the device.
+  boost::asio::awaitable<flex::Json> waitforattach(const flex::Request& request) override;
+  /// Controller mode: format if blank and mount at kubelet's device mount path.
+  boost::asio::awaitable<flex::Json> mountdevice(const flex::Request& request) override;
+  /// Controller mode: unmount the device mount path, remove the map, log out.
+  boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request& request) override;
 
   /// Asks the array where the attached volume is exported now, and moves its session there when
   /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
@@ -100,7 +116,10 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<Access> check_access(std::string volume, std::string reason);
 
   /// One renewal round over every lease this node holds (the application runs it every ttl/3).
+  /// In controller mode: one check that every volume here is still granted to this node.
   boost::asio::awaitable<void> renew_leases();
+
+  const edf::BackendTarget& default_backend() const { return options_.default_backend; }
 
   /// For /v1/volumes: every volume this node serves, without credentials.
   nlohmann::json volumes() const;
@@ -118,8 +137,22 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<Result<int64_t>> do_expand(const flex::Request& request, Failed& failed);
   /// The mount's device: the volume's map over `dev` when multipath is available (and the volume
   /// is not already staged on the raw disk), else `dev` itself.
-  boost::asio::awaitable<Result<initiator::Device>> mount_device(Record& rec,
-                                                                 const initiator::Device& dev);
+  boost::asio::awaitable<Result<initiator::Device>> map_device(Record& rec,
+                                                               const initiator::Device& dev);
+  /// Formats `dev` if blank and mounts it at rec.staging (checks an existing staging mount).
+  boost::asio::awaitable<Status> stage_filesystem(Record& rec, const initiator::Device& dev,
+                                                  const std::string& operation, Failed& failed);
+  // Controller mode (attached.cpp).
+  boost::asio::awaitable<Result<std::string>> do_waitforattach(const flex::Request& request,
+                                                               bool stage, Failed& failed);
+  /// Logs in to a volume the controller granted this node (checked in the ownership record),
+  /// verifies the serial and maps it; yields the device to mount.
+  boost::asio::awaitable<Result<initiator::Device>> log_in(Record& rec, Failed& failed);
+  boost::asio::awaitable<Status> do_unmountdevice(const std::string& path, Failed& failed);
+  boost::asio::awaitable<Result<std::string>> bind_staged(const std::string& pod_dir,
+                                                          const flex::Json& options,
+                                                          Failed& failed);
+  boost::asio::awaitable<void> check_grants();
   boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
   /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
   boost::asio::awaitable<Status> leave_host(Record& rec, const std::string& operation,

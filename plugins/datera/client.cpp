@@ -441,6 +441,22 @@ asio::awaitable<Status> Client::ensure_initiator(const std::string& iqn, const s
   co_return created.error();
 }
 
+asio::awaitable<Result<std::vector<InitiatorInfo>>> Client::list_initiators() {
+  const Call c{"GET", "/initiators", std::nullopt, "listing initiators", "", true};
+  auto j = co_await call(c);
+  if (!j) co_return j.error();
+  if (!j->is_array() && !j->is_object()) {
+    co_return wrap(c, "the list is neither an array nor an object", kBadReply);
+  }
+  std::vector<InitiatorInfo> out;
+  for (const auto& e : *j) {
+    if (!e.is_object()) continue;
+    InitiatorInfo i{e.value("id", std::string()), e.value("name", std::string())};
+    if (!i.iqn.empty()) out.push_back(std::move(i));
+  }
+  co_return out;
+}
+
 asio::awaitable<Status> Client::acl_change(const std::string& name, const std::string& iqn,
                                            bool add) {
   const std::string what =

@@ -89,6 +89,8 @@ class Client {
 
   // Initiators and ACL.
   boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn, const std::string& label);
+  /// Every initiator of the tenant (one GET; EDF answers a list or an object keyed by id).
+  boost::asio::awaitable<Result<std::vector<InitiatorInfo>>> list_initiators();
   boost::asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn);
   boost::asio::awaitable<Status> acl_remove(const std::string& name, const std::string& iqn);
   boost::asio::awaitable<Result<std::vector<std::string>>> get_acl(const std::string& name);

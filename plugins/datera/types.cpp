@@ -81,6 +81,13 @@ Result<AppInstance> AppInstance::from_json(const Json& j) {
   return ai;
 }
 
+std::string initiator_name_for_node(const std::string& node) {
+  constexpr size_t kMax = 128;
+  std::string out = "k8s_node_" + node;
+  if (out.size() > kMax) out.resize(kMax);
+  return out;
+}
+
 bool is_valid_name(const std::string& name) {
   static const std::regex kName(R"(^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,63}$)");
   static const std::regex kUuid(

@@ -56,6 +56,18 @@ struct AppInstance {
   static Result<AppInstance> from_json(const Json& j);
 };
 
+/// A registered host: `/initiators/<iqn>` with its display name.
+struct InitiatorInfo {
+  std::string iqn;
+  std::string name;
+};
+
+/// The initiator name a node's agent registers under, so a controller that only knows the node
+/// name can find the node's IQN: "k8s_node_<node>" (EDF names must start with a letter or '_'
+/// and hold at most 128 characters; Kubernetes node names may start with a digit and run to 253,
+/// so a longer node name is cut, and two nodes sharing its first 119 characters would collide).
+std::string initiator_name_for_node(const std::string& node);
+
 /// Names the client puts into URL paths: EDF's own rule (a UUID, or a letter/underscore then
 /// 2..63 of [A-Za-z0-9_.-]). Anything else is refused before a request is made.
 bool is_valid_name(const std::string& name);

@@ -55,7 +55,8 @@ class HandoffTest : public ::testing::Test {
           << node.agent->root << "/password'}\n"
           << "initiator: {kind: loop, iqn: '" << node.iqn << "'}\n"
           << "handoff: {lease_ttl: " << kTtlSeconds
-          << "s, claim_settle: 300ms, claim_write_bound: 200ms}\n";
+          << "s, claim_settle: 300ms, claim_write_bound: 200ms}\n"
+          << (attach_ ? "attach: true\n" : "");
       node.agent->extra_env = {"DATERA_AGENT_NODE_NAME=" + node.name};
       nodes_[n] = std::move(node);
       start(n);
@@ -168,6 +169,7 @@ class HandoffTest : public ::testing::Test {
   SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
   std::map<std::string, Node> nodes_;
   std::vector<std::string> read_only_;  ///< loop devices a test set read-only
+  bool attach_ = false;                 ///< controller mode on every agent
 };
 
 TEST_F(HandoffTest, AVolumeInUseIsRefusedNamingTheOwnerThenMovesOnceItsPodIsGone) {
@@ -300,6 +302,123 @@ TEST_F(HandoffTest, OfThreeNodesClaimingAFreeVolumeAtOnceExactlyOneWins) {
   EXPECT_TRUE(testing::is_mounted(pods[winner]));
   const auto h = acl_history("vol-race");
   EXPECT_EQ(h, std::vector<std::string>{"+" + winner});
+}
+
+// Controller mode (attach: true) on every agent: node-c plays the control plane, where
+// kube-controller-manager's attach-detach controller runs the driver (attach, isattached,
+// detach); node-a and node-b run kubelet's half (waitforattach, mountdevice, mount, unmount,
+// unmountdevice). Every call goes through the installed shim of the agent it names.
+class ControllerModeTest : public HandoffTest {
+ protected:
+  ControllerModeTest() { attach_ = true; }
+
+  std::string device_mount(const std::string& n, const std::string& pv) {
+    const std::string dir = nodes_[n].agent->root +
+                            "/kubelet/plugins/kubernetes.io/flexvolume/datera/iscsi/mounts/" + pv;
+    testing::exec_capture({"/bin/mkdir", "-p", dir});
+    return dir;
+  }
+  /// kubelet's calls on node `n` for a pod, as its volume manager makes them.
+  json bring_up(const std::string& n, const std::string& opts, const std::string& pod) {
+    auto w = shim(n, {"waitforattach", "", opts});
+    if (w["status"] != "Success") return w;
+    auto m = shim(n, {"mountdevice", device_mount(n, "pv-ctl"), w.value("device", ""), opts});
+    if (m["status"] != "Success") return m;
+    return shim(n, {"mount", pod, opts});
+  }
+  bool attached(const std::string& n, const std::string& opts) {
+    auto r = shim("node-c", {"isattached", opts, n});
+    EXPECT_EQ(r["status"], "Success") << r.dump();
+    return r.value("attached", false);
+  }
+};
+
+TEST_F(ControllerModeTest, TheControllerMovesAVolumeBetweenNodesAndNodesOnlyUseWhatItGranted) {
+  auto opts = json::parse(options("vol-ctl"));
+  opts["kubernetes.io/pvOrVolumeName"] = "pv-ctl";
+  const std::string o = opts.dump();
+  EXPECT_EQ(shim("node-a", {"init"})["capabilities"]["attach"], true);
+
+  // Before the controller attached it, the node may not log in.
+  auto r = shim("node-a", {"waitforattach", "", o});
+  ASSERT_EQ(r["status"], "Failure") << r.dump();
+  EXPECT_NE(r["message"].get<std::string>().find("not attached to this node"), std::string::npos);
+
+  r = shim("node-c", {"attach", o, "node-a"});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-c"].agent->log_text();
+  EXPECT_TRUE(attached("node-a", o));
+  EXPECT_FALSE(attached("node-b", o));
+  r = shim("node-b", {"waitforattach", "", o});
+  EXPECT_EQ(r["status"], "Failure") << "granted to node-a only: " << r.dump();
+
+  const auto pod_a = pod_dir("node-a", "uid-a");
+  r = bring_up("node-a", o, pod_a);
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-a"].agent->log_text();
+  EXPECT_TRUE(testing::is_mounted(device_mount("node-a", "pv-ctl")));
+  write_file(pod_a + "/owner.txt", "written on node-a\n");
+
+  // The pod moves: kubelet on node-a tears down, then the controller detaches and attaches.
+  ASSERT_EQ(shim("node-a", {"unmount", pod_a})["status"], "Success");
+  ASSERT_EQ(shim("node-a", {"unmountdevice", device_mount("node-a", "pv-ctl")})["status"],
+            "Success");
+  EXPECT_FALSE(testing::is_mounted(device_mount("node-a", "pv-ctl")));
+  const auto t0 = Clock::now();
+  r = shim("node-c", {"detach", "pv-ctl", "node-a"});
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-c"].agent->log_text();
+  EXPECT_FALSE(attached("node-a", o));
+  ASSERT_EQ(shim("node-c", {"attach", o, "node-b"})["status"], "Success");
+  const auto pod_b = pod_dir("node-b", "uid-b");
+  r = bring_up("node-b", o, pod_b);
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
+  std::cout << "[ measure ] controller mode: detach, attach and node-b's waitforattach, "
+               "mountdevice and mount took "
+            << took << " s\n";
+  EXPECT_EQ(read_file(pod_b + "/owner.txt"), "written on node-a\n");
+  EXPECT_EQ(acl_history("vol-ctl"), (std::vector<std::string>{"+node-a", "-node-a", "+node-b"}));
+  EXPECT_EQ(metric("node-c",
+                   "datera_agent_controller_operations_total{operation=\"attach\","
+                   "result=\"success\"}"),
+            2);
+  EXPECT_EQ(metric("node-c", "datera_agent_controller_reassignments_total"), 0);
+  EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 0);
+}
+
+// ext4: node-a's stale mount and node-b's are up at once on this one kernel (xfs would refuse the
+// duplicate UUID).
+TEST_F(ControllerModeTest, ANodeForceDetachedByTheControllerSelfFences) {
+  auto opts = json::parse(options("vol-ctl"));
+  opts["kubernetes.io/pvOrVolumeName"] = "pv-ctl";
+  opts["kubernetes.io/fsType"] = "ext4";
+  const std::string o = opts.dump();
+  ASSERT_EQ(shim("node-c", {"attach", o, "node-a"})["status"], "Success");
+  const auto pod_a = pod_dir("node-a", "uid-a");
+  auto r = bring_up("node-a", o, pod_a);
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-a"].agent->log_text();
+  write_file(pod_a + "/before.txt", "before the force-detach\n");
+
+  // Kubernetes gave up on node-a (unhealthy for 6 minutes, or out-of-service): it detaches
+  // without node-a's unmount, then attaches to node-b. node-a's agent is alive and sees it.
+  ASSERT_EQ(shim("node-c", {"detach", "pv-ctl", "node-a"})["status"], "Success");
+  ASSERT_EQ(shim("node-c", {"attach", o, "node-b"})["status"], "Success");
+  const auto t0 = Clock::now();
+  const auto deadline = t0 + std::chrono::seconds(kTtlSeconds * 3);
+  while (testing::is_mounted(pod_a) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_FALSE(testing::is_mounted(pod_a))
+      << "node-a still serves a volume it lost: " << nodes_["node-a"].agent->log_text();
+  std::cout << "[ measure ] controller mode: node-a self-fenced " << took
+            << " s after the force-detach (checks every " << kTtlSeconds << "/3 s)\n";
+  EXPECT_FALSE(testing::is_mounted(device_mount("node-a", "pv-ctl")));
+  EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1);
+
+  const auto pod_b = pod_dir("node-b", "uid-b");
+  r = bring_up("node-b", o, pod_b);
+  ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
+  EXPECT_EQ(read_file(pod_b + "/before.txt"), "before the force-detach\n");
+  EXPECT_EQ(acl_history("vol-ctl"), (std::vector<std::string>{"+node-a", "-node-a", "+node-b"}));
 }
 
 }  // namespace

@@ -185,5 +185,31 @@ TEST(Config, LoadReportsFileAndMissingFile) {
   EXPECT_TRUE(none.ok());
 }
 
+TEST(Config, AttachSwitchNeedsTheDefaultArray) {
+  auto cfg = parse("", kNoEnv, "n1");
+  ASSERT_TRUE(cfg.ok());
+  EXPECT_FALSE(cfg->attach) << "agent-coordinated mode by default";
+  auto bad = parse("attach: true\n", kNoEnv, "n1");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("backend.server"), std::string::npos) << bad.error().message;
+  const char* yaml = "attach: true\nbackend: {server: 10.0.0.1, username: u}\n";
+  auto good = parse(yaml, env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "p"}}), "n1");
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  EXPECT_TRUE(good->attach);
+  EXPECT_EQ(good->socket_path,
+            "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/.datera-agent/agent.sock")
+      << "where kube-controller-manager's container can reach it";
+  auto off = parse(
+      yaml, env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "p"}, {"DATERA_AGENT_ATTACH", "false"}}),
+      "n1");
+  ASSERT_TRUE(off.ok()) << off.error().message;
+  EXPECT_FALSE(off->attach) << "the environment overrides the file";
+  auto typo = parse(
+      yaml, env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "p"}, {"DATERA_AGENT_ATTACH", "yes"}}), "n1");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.error().message.find("DATERA_AGENT_ATTACH"), std::string::npos);
+  EXPECT_FALSE(parse("attach: maybe\n", kNoEnv, "n1").ok());
+}
+
 }  // namespace
 }  // namespace datera::config

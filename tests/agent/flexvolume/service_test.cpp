@@ -109,7 +109,100 @@ struct SlowVolumes : VolumeOps {
   boost::asio::awaitable<flex::Json> expand(const flex::Request&) override {
     co_return flex::success();
   }
+  boost::asio::awaitable<flex::Json> waitforattach(const flex::Request&) override {
+    co_return flex::success();
+  }
+  boost::asio::awaitable<flex::Json> mountdevice(const flex::Request&) override {
+    co_return flex::success();
+  }
+  boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request&) override {
+    co_return flex::success();
+  }
 };
+
+/// Both halves of controller mode, recording which one each call reached.
+struct Recorder : VolumeOps, ControllerOps {
+  std::vector<std::string> seen;
+  boost::asio::awaitable<flex::Json> note(const std::string& who, const flex::Request& r) {
+    seen.push_back(who + " " + r.command);
+    co_return flex::success();
+  }
+  boost::asio::awaitable<flex::Json> mount(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> unmount(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> expand(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> waitforattach(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> mountdevice(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request& r) override {
+    return note("node", r);
+  }
+  boost::asio::awaitable<flex::Json> attach(const flex::Request& r) override {
+    return note("controller", r);
+  }
+  boost::asio::awaitable<flex::Json> detach(const flex::Request& r) override {
+    return note("controller", r);
+  }
+  boost::asio::awaitable<flex::Json> isattached(const flex::Request& r) override {
+    return note("controller", r);
+  }
+};
+
+const std::vector<std::vector<std::string>> kAttachCalls = {
+    {"attach", R"({"volumeID":"v"})", "node-1"},
+    {"isattached", R"({"volumeID":"v"})", "node-1"},
+    {"detach", "pv-1", "node-1"},
+    {"waitforattach", "", R"({"volumeID":"v"})"},
+    {"mountdevice", "/var/lib/kubelet/plugins/m/pv-1", "/dev/sdb", R"({"volumeID":"v"})"},
+    {"unmountdevice", "/var/lib/kubelet/plugins/m/pv-1"},
+    {"mount", "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv", R"({"volumeID":"v"})"}};
+
+TEST(ServiceModes, ControllerModeRoutesEachCallToItsHalf) {
+  prometheus::Registry registry;
+  Probe probe{registry};
+  Service service{
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", true}}, std::chrono::seconds(5), true},
+      probe, null_logger()};
+  Recorder ops;
+  service.set_volume_ops(&ops);
+  service.set_controller_ops(&ops);
+  for (const auto& argv : kAttachCalls) {
+    auto req = flex::parse_argv(argv);
+    ASSERT_TRUE(req.ok()) << argv[0];
+    EXPECT_EQ(testing::run_async(service.call(std::move(*req)))["status"], "Success") << argv[0];
+  }
+  EXPECT_EQ(ops.seen,
+            (std::vector<std::string>{"controller attach", "controller isattached",
+                                      "controller detach", "node waitforattach", "node mountdevice",
+                                      "node unmountdevice", "node mount"}));
+}
+
+TEST(ServiceModes, WithoutAttachTheControllerCallsFailNamingTheSwitch) {
+  prometheus::Registry registry;
+  Probe probe{registry};
+  Service service{
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5), false},
+      probe, null_logger()};
+  Recorder ops;
+  service.set_volume_ops(&ops);
+  service.set_controller_ops(&ops);
+  for (size_t i = 0; i + 1 < kAttachCalls.size(); ++i) {
+    auto req = flex::parse_argv(kAttachCalls[i]);
+    ASSERT_TRUE(req.ok());
+    auto r = testing::run_async(service.call(std::move(*req)));
+    EXPECT_EQ(r["status"], "Failure") << kAttachCalls[i][0];
+    EXPECT_NE(r["message"].get<std::string>().find("attach: false"), std::string::npos) << r.dump();
+  }
+  EXPECT_TRUE(ops.seen.empty()) << "nothing reached a volume operation";
+}
 
 TEST(ServiceTimeout, AnOperationPastTheDeadlineIsAnsweredButNotCancelled) {
   prometheus::Registry registry;

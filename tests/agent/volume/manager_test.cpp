@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include "agent/ownership/lease.h"
+#include "tests/testing/fake_array.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 
@@ -18,73 +20,8 @@ namespace {
 
 namespace asio = boost::asio;
 
-struct FakeArray : Array {
-  std::vector<std::string> calls;
-  std::string uuid = "uuid-1";
-  std::vector<std::string> ips = {"172.28.0.1"};
-  std::vector<std::string> acl_iqns;
-  edf::Metadata md;
-  asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec& spec) override {
-    calls.push_back("ensure " + spec.name);
-    co_return ai(spec.name);
-  }
-  asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
-      const std::string& name) override {
-    co_return std::optional<edf::AppInstance>(ai(name));
-  }
-  asio::awaitable<Status> ensure_initiator(const std::string& iqn, const std::string&) override {
-    calls.push_back("initiator " + iqn);
-    co_return ok_status();
-  }
-  asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
-    calls.push_back("acl+ " + name);
-    if (std::find(acl_iqns.begin(), acl_iqns.end(), iqn) == acl_iqns.end()) acl_iqns.push_back(iqn);
-    co_return ok_status();
-  }
-  asio::awaitable<Status> acl_remove(const std::string& name, const std::string& iqn) override {
-    calls.push_back("acl- " + name);
-    std::erase(acl_iqns, iqn);
-    co_return ok_status();
-  }
-  asio::awaitable<Result<edf::AppInstance>> bring_online(const std::string& name,
-                                                         std::chrono::milliseconds) override {
-    calls.push_back("online " + name);
-    co_return ai(name);
-  }
-  asio::awaitable<Result<std::vector<std::string>>> acl(const std::string&) override {
-    co_return acl_iqns;
-  }
-  asio::awaitable<Result<edf::Metadata>> metadata(const std::string&) override { co_return md; }
-  asio::awaitable<Status> put_metadata(const std::string&, const edf::Metadata& keys) override {
-    for (const auto& [k, v] : keys) {
-      if (v.empty()) {
-        md.erase(k);
-      } else {
-        md[k] = v;
-      }
-    }
-    co_return ok_status();
-  }
-  asio::awaitable<Status> resize(const std::string&, int64_t) override { co_return ok_status(); }
-  asio::awaitable<Status> delete_volume(const std::string& name) override {
-    calls.push_back("delete " + name);
-    co_return ok_status();
-  }
-  edf::AppInstance ai(const std::string& name) const {
-    edf::AppInstance a;
-    a.name = name;
-    a.iqn = "iqn.2013-05.com.daterainc:tc:01:sn:1";
-    a.ips = ips;
-    a.volume_uuid = uuid;
-    a.op_state = "available";
-    return a;
-  }
-};
-
-struct FakeArrays : Arrays {
-  FakeArray array;
-  Result<Array*> get(const edf::BackendTarget&) override { return &array; }
-};
+using testing::FakeArray;
+using testing::FakeArrays;
 
 /// One call log shared by the initiator and the multipath fakes, to check their relative order.
 using CallLog = std::vector<std::string>;
@@ -472,6 +409,152 @@ TEST_F(MultipathManagerTest, AVolumeNotMountedHereIsNotChecked) {
   EXPECT_EQ(check(), Access::unchanged);
   EXPECT_TRUE(log_.empty());
   EXPECT_TRUE(arrays_.array.calls.empty());
+}
+
+// Controller mode (attach: true): the node logs in once the controller granted it the volume, and
+// never touches the ACL or the lease itself.
+class ControllerModeTest : public ManagerTest {
+ protected:
+  ControllerModeTest() {
+    ManagerOptions o;
+    o.node_name = "node-a";
+    o.kubelet_root = "/var/lib/kubelet";
+    o.default_backend.host = "10.0.0.1";
+    o.default_backend.credentials = {"admin", "password"};
+    o.controller_attach = true;
+    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
+                                         null_logger());
+    (void)testing::run_async(ioc_, manager_->reconcile());
+    arrays_.array.names.insert("vol-1");
+  }
+  void grant(const std::string& node, uint64_t epoch) {
+    ownership::Lease l;
+    l.owner = node;
+    l.owner_iqn = node == "node-a" ? kIqn : "iqn.1993-08.org.debian:01:" + node;
+    l.epoch = epoch;
+    arrays_.array.md["vol-1"] = ownership::encode(l);
+  }
+  flex::Json node_call(const std::string& command, std::vector<std::string> args,
+                       flex::Json options = flex::Json::object()) {
+    flex::Request r;
+    r.command = command;
+    r.args = std::move(args);
+    r.options = std::move(options);
+    if (command == "waitforattach") return testing::run_async(ioc_, manager_->waitforattach(r));
+    if (command == "mountdevice") return testing::run_async(ioc_, manager_->mountdevice(r));
+    return testing::run_async(ioc_, manager_->unmountdevice(r));
+  }
+  /// waitforattach, mountdevice and mount, as kubelet runs them.
+  void bring_up() {
+    ASSERT_EQ(node_call("waitforattach", {""}, opts("vol-1"))["status"], "Success");
+    ASSERT_EQ(node_call("mountdevice", {kDeviceMount, "/dev/sdz"}, opts("vol-1"))["status"],
+              "Success");
+    ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  }
+  size_t array_writes() const {
+    return std::count_if(
+        arrays_.array.calls.begin(), arrays_.array.calls.end(), [](const std::string& c) {
+          return c.rfind("acl", 0) == 0 || c.rfind("metadata", 0) == 0 || c.rfind("delete", 0) == 0;
+        });
+  }
+  static constexpr const char* kIqn = "iqn.1993-08.org.debian:01:node-a";
+  const std::string kDeviceMount =
+      "/var/lib/kubelet/plugins/kubernetes.io/flexvolume/datera/iscsi/mounts/pv-1";
+};
+
+TEST_F(ControllerModeTest, WaitForAttachWaitsForTheControllersGrantToThisNode) {
+  auto r = node_call("waitforattach", {""}, opts("vol-1"));
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("not attached to this node (node-a) yet"),
+            std::string::npos)
+      << r.dump();
+  grant("node-b", 1);
+  r = node_call("waitforattach", {""}, opts("vol-1"));
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("names node node-b"), std::string::npos);
+  EXPECT_TRUE(initiator_.calls.empty()) << "no login before the grant";
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+
+  grant("node-a", 2);
+  r = node_call("waitforattach", {""}, opts("vol-1"));
+  ASSERT_EQ(r["status"], "Success") << r.dump();
+  EXPECT_EQ(r["device"], "/dev/sdz");
+  EXPECT_EQ(journal_.load_all(nullptr).at(0).epoch, 2u);
+}
+
+TEST_F(ControllerModeTest, KubeletsSplitFlowStagesBindsAndUnstagesWithoutTouchingTheGrant) {
+  grant("node-a", 1);
+  mounter_.fs = std::nullopt;
+  bring_up();
+  EXPECT_EQ(mounter_.formats, 1);
+  EXPECT_EQ(mounter_.calls,
+            (std::vector<std::string>{"mount xfs " + kDeviceMount, "bind " + pod_}));
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  EXPECT_TRUE(initiator_.calls.back().rfind("connect", 0) == 0)
+      << "the last pod leaving does not log out: unmountdevice does";
+  ASSERT_EQ(node_call("unmountdevice", {kDeviceMount})["status"], "Success");
+  EXPECT_EQ(mounter_.calls.back(), "unmount " + kDeviceMount);
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+  EXPECT_EQ(node_call("unmountdevice", {kDeviceMount})["status"], "Success") << "idempotent";
+  EXPECT_EQ(array_writes(), 0u) << "the ACL and the lease are the controller's";
+}
+
+TEST_F(ControllerModeTest, MountBeforeMountDeviceAndUnmountDeviceUnderAPodAreRefused) {
+  grant("node-a", 1);
+  mounter_.fs = "xfs";
+  auto r = call("mount", pod_, opts("vol-1"));
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("not staged on this node"), std::string::npos);
+  bring_up();
+  r = node_call("unmountdevice", {kDeviceMount});
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("still use it"), std::string::npos);
+  EXPECT_TRUE(mounter_.calls.back() == "bind " + pod_) << "nothing unmounted";
+  r = node_call("mountdevice", {"/etc/evil", "/dev/sdz"}, opts("vol-1"));
+  EXPECT_EQ(r["status"], "Failure") << "paths outside kubelet_root are refused";
+}
+
+TEST_F(ControllerModeTest, AVolumeTheControllerGaveToAnotherNodeIsSelfFencedHere) {
+  grant("node-a", 1);
+  mounter_.fs = "xfs";
+  bring_up();
+  testing::run_async(ioc_, manager_->renew_leases());
+  EXPECT_EQ(manager_->volumes().size(), 1u) << "still granted: kept";
+  grant("node-b", 2);  // force-detached from node-a and attached to node-b
+  testing::run_async(ioc_, manager_->renew_leases());
+  EXPECT_TRUE(mounter_.table.empty()) << "pod bind and staging mount are gone";
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_TRUE(manager_->volumes().empty());
+  EXPECT_EQ(array_writes(), 0u);
+}
+
+TEST_F(ControllerModeTest, DetachedWhileOnlyLoggedInJustLogsOut) {
+  grant("node-a", 1);
+  ASSERT_EQ(node_call("waitforattach", {""}, opts("vol-1"))["status"], "Success");
+  arrays_.array.md["vol-1"] = ownership::encode(ownership::Lease{"", "", 1, 0, "", ""});
+  testing::run_async(ioc_, manager_->renew_leases());
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+}
+
+TEST_F(ControllerModeTest, ReconcileKeepsKubeletsDeviceMountAndDropsAMereLogin) {
+  grant("node-a", 1);
+  mounter_.fs = "xfs";
+  ASSERT_EQ(node_call("waitforattach", {""}, opts("vol-1"))["status"], "Success");
+  ASSERT_EQ(node_call("mountdevice", {kDeviceMount, "/dev/sdz"}, opts("vol-1"))["status"],
+            "Success");
+  // A restart: a second manager over the same journal and host.
+  ManagerOptions o;
+  o.node_name = "node-a";
+  o.default_backend.host = "10.0.0.1";
+  o.default_backend.credentials = {"admin", "password"};
+  o.controller_attach = true;
+  Manager again(o, arrays_, initiator_, mounter_, journal_, probe_, null_logger());
+  (void)testing::run_async(ioc_, again.reconcile());
+  EXPECT_EQ(again.volumes().size(), 1u) << "staged, no pod yet: kubelet's, kept";
+  EXPECT_EQ(mounter_.table.size(), 1u);
+  EXPECT_EQ(array_writes(), 0u);
 }
 
 }  // namespace

@@ -1,0 +1,37 @@
+#include "agent/controller/probe.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+
+namespace datera::controller {
+
+Probe::Probe(prometheus::Registry& registry)
+    : operations_(prometheus::BuildCounter()
+                      .Name("datera_agent_controller_operations_total")
+                      .Help("attach, detach and isattached calls answered for the attach-detach "
+                            "controller, by result")
+                      .Register(registry)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("datera_agent_controller_operation_duration_seconds")
+                    .Help("Time to answer one attach, detach or isattached call")
+                    .Register(registry)),
+      reassigned_(prometheus::BuildCounter()
+                      .Name("datera_agent_controller_reassignments_total")
+                      .Help("attach calls that took a volume from another node (which was fenced "
+                            "out of the ACL)")
+                      .Register(registry)
+                      .Add({})) {}
+
+void Probe::operation(const std::string& operation, bool ok, std::chrono::nanoseconds took) {
+  operations_.Add({{"operation", operation}, {"result", ok ? "success" : "failure"}}).Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets{0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                2.5,  5,    10,  30,   60,  120};
+  duration_.Add({{"operation", operation}}, kBuckets)
+      .Observe(std::chrono::duration<double>(took).count());
+}
+
+void Probe::reassigned() {
+  reassigned_.Increment();
+}
+
+}  // namespace datera::controller

@@ -1,0 +1,32 @@
+#pragma once
+
+// The controller side's metrics (attach: true, run where kube-controller-manager calls):
+//   datera_agent_controller_operations_total{operation,result}   counter (attach, detach,
+//                                                                 isattached; success, failure)
+//   datera_agent_controller_operation_duration_seconds{operation} histogram
+//   datera_agent_controller_reassignments_total                  counter (an attach that took the
+//                                                                 volume from another node: fenced)
+
+#include <chrono>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace datera::controller {
+
+class Probe {
+ public:
+  explicit Probe(prometheus::Registry& registry);
+  void operation(const std::string& operation, bool ok, std::chrono::nanoseconds took);
+  void reassigned();
+
+ private:
+  prometheus::Family<prometheus::Counter>& operations_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Counter& reassigned_;
+};
+
+}  // namespace datera::controller

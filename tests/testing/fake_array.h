@@ -1,0 +1,112 @@
+#pragma once
+
+// An in-memory Datera array for unit tests of the volume manager and the controller: one ACL,
+// per-volume metadata merged the way EDF merges it (a PUT merges keys, "" deletes one), and the
+// initiator registry.
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "agent/volume/array.h"
+
+namespace datera::testing {
+
+struct FakeArray : volume::Array {
+  std::vector<std::string> calls;
+  std::string uuid = "uuid-1";
+  std::vector<std::string> ips = {"172.28.0.1"};
+  std::vector<std::string> acl_iqns;
+  std::map<std::string, edf::Metadata> md;
+  std::vector<edf::InitiatorInfo> registered;
+  std::set<std::string> names;  ///< app instances that exist (ensure_volume adds)
+
+  boost::asio::awaitable<Result<edf::AppInstance>> ensure_volume(
+      const edf::VolumeSpec& spec) override {
+    calls.push_back("ensure " + spec.name);
+    names.insert(spec.name);
+    co_return ai(spec.name);
+  }
+  boost::asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
+      const std::string& name) override {
+    co_return std::optional<edf::AppInstance>(ai(name));
+  }
+  boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn,
+                                                  const std::string& label) override {
+    calls.push_back("initiator " + iqn);
+    if (std::none_of(registered.begin(), registered.end(),
+                     [&](const edf::InitiatorInfo& i) { return i.iqn == iqn; })) {
+      registered.push_back({iqn, label});
+    }
+    co_return ok_status();
+  }
+  boost::asio::awaitable<Result<std::vector<edf::InitiatorInfo>>> initiators() override {
+    co_return registered;
+  }
+  boost::asio::awaitable<Result<std::vector<std::string>>> volume_names() override {
+    co_return std::vector<std::string>(names.begin(), names.end());
+  }
+  boost::asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
+    calls.push_back("acl+ " + name);
+    if (std::find(acl_iqns.begin(), acl_iqns.end(), iqn) == acl_iqns.end()) acl_iqns.push_back(iqn);
+    co_return ok_status();
+  }
+  boost::asio::awaitable<Status> acl_remove(const std::string& name,
+                                            const std::string& iqn) override {
+    calls.push_back("acl- " + name);
+    std::erase(acl_iqns, iqn);
+    co_return ok_status();
+  }
+  boost::asio::awaitable<Result<edf::AppInstance>> bring_online(
+      const std::string& name, std::chrono::milliseconds) override {
+    calls.push_back("online " + name);
+    co_return ai(name);
+  }
+  boost::asio::awaitable<Result<std::vector<std::string>>> acl(const std::string&) override {
+    co_return acl_iqns;
+  }
+  boost::asio::awaitable<Result<edf::Metadata>> metadata(const std::string& name) override {
+    if (!names.count(name)) co_return Error{"no such app instance " + name, 404};
+    co_return md[name];
+  }
+  boost::asio::awaitable<Status> put_metadata(const std::string& name,
+                                              const edf::Metadata& keys) override {
+    calls.push_back("metadata " + name);
+    auto& m = md[name];
+    for (const auto& [k, v] : keys) {
+      if (v.empty()) {
+        m.erase(k);
+      } else {
+        m[k] = v;
+      }
+    }
+    co_return ok_status();
+  }
+  boost::asio::awaitable<Status> resize(const std::string&, int64_t) override {
+    co_return ok_status();
+  }
+  boost::asio::awaitable<Status> delete_volume(const std::string& name) override {
+    calls.push_back("delete " + name);
+    co_return ok_status();
+  }
+  edf::AppInstance ai(const std::string& name) const {
+    edf::AppInstance a;
+    a.name = name;
+    a.iqn = "iqn.2013-05.com.daterainc:tc:01:sn:1";
+    a.ips = ips;
+    a.volume_uuid = uuid;
+    a.op_state = "available";
+    return a;
+  }
+};
+
+struct FakeArrays : volume::Arrays {
+  FakeArray array;
+  Result<volume::Array*> get(const edf::BackendTarget&) override { return &array; }
+};
+
+}  // namespace datera::testing
