@@ -377,6 +377,9 @@ Status Application::make_volumes() {
       edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify};
   ao.tenant = cfg_.backend.tenant;
   ao.request_timeout = cfg_.backend.request_timeout;
+  // Two attempts of ttl/6 each: a renewal ends (renewed or failed) within about ttl/3.
+  ao.lease_request_timeout = std::min(cfg_.backend.request_timeout, cfg_.handoff.lease_ttl / 6);
+  ao.lease_attempts = 2;
   arrays_ =
       std::make_unique<volume::EdfArrays>(ioc_.get_executor(), ao, *edf_probe_, logs_.get("edf"));
   volume::ManagerOptions mo;

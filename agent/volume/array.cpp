@@ -88,6 +88,14 @@ EdfArrays::EdfArrays(asio::any_io_executor executor, EdfArraysOptions options, e
 EdfArrays::~EdfArrays() = default;
 
 Result<Array*> EdfArrays::get(const edf::BackendTarget& target) {
+  return get(target, false);
+}
+
+Result<Array*> EdfArrays::get_for_leases(const edf::BackendTarget& target) {
+  return get(target, options_.lease_request_timeout.count() > 0);
+}
+
+Result<Array*> EdfArrays::get(const edf::BackendTarget& target, bool leases) {
   if (target.host.empty()) {
     return Error{
         "no Datera array for this volume: set backstoreServer in the volume's options, a "
@@ -100,8 +108,8 @@ Result<Array*> EdfArrays::get(const edf::BackendTarget& target) {
   }
   // Keyed by what makes a session distinct; the password is part of it so a rotated secret gets
   // a fresh client (the key is never printed).
-  const std::string key =
-      target.server() + "\n" + target.credentials.user + "\n" + target.credentials.password;
+  const std::string key = std::string(leases ? "leases\n" : "") + target.server() + "\n" +
+                          target.credentials.user + "\n" + target.credentials.password;
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second->array.get();
   auto transport = edf::make_beast_transport(executor_, edf::Endpoint{target.host, target.port},
@@ -114,10 +122,15 @@ Result<Array*> EdfArrays::get(const edf::BackendTarget& target) {
   o.credentials = target.credentials;
   o.tenant = options_.tenant;
   o.request_timeout = options_.request_timeout;
+  if (leases) {
+    o.request_timeout = options_.lease_request_timeout;
+    o.retry.max_attempts = options_.lease_attempts;
+  }
   entry->client = std::make_unique<edf::Client>(executor_, *entry->transport, o, probe_, log_);
   entry->array = std::make_unique<EdfArray>(*entry->client);
   Array* out = entry->array.get();
-  log_->info("array {} (user {}): client created", target.server(), target.credentials.user);
+  log_->info("array {} (user {}): client created{}", target.server(), target.credentials.user,
+             leases ? " for lease renewals" : "");
   entries_.emplace(key, std::move(entry));
   return out;
 }

@@ -60,12 +60,20 @@ class Arrays {
   virtual ~Arrays() = default;
   /// The array for `target` (host, port, credentials); the same object for the same target.
   virtual Result<Array*> get(const edf::BackendTarget& target) = 0;
+  /// The same array for lease renewals and grant checks: each call bounded to about a third of
+  /// the lease TTL (few retries, short timeouts), so a node cut off from the array counts and logs
+  /// a failed renewal within its renewal period, instead of retrying for minutes while holding
+  /// the volume's lock.
+  virtual Result<Array*> get_for_leases(const edf::BackendTarget& target) { return get(target); }
 };
 
 struct EdfArraysOptions {
   edf::TlsOptions tls;
   std::string tenant = "/root";
   std::chrono::milliseconds request_timeout{30'000};
+  /// get_for_leases(): per-attempt timeout and attempts (0 ms: same client as get()).
+  std::chrono::milliseconds lease_request_timeout{0};
+  int lease_attempts = 2;
 };
 
 class EdfArrays : public Arrays {
@@ -74,9 +82,11 @@ class EdfArrays : public Arrays {
             LoggerPtr log);
   ~EdfArrays() override;
   Result<Array*> get(const edf::BackendTarget& target) override;
+  Result<Array*> get_for_leases(const edf::BackendTarget& target) override;
 
  private:
   struct Entry;
+  Result<Array*> get(const edf::BackendTarget& target, bool leases);
   boost::asio::any_io_executor executor_;
   EdfArraysOptions options_;
   edf::Probe& probe_;

@@ -297,7 +297,7 @@ asio::awaitable<void> Manager::check_grants() {
       continue;
     }
     Record& rec = it->second;
-    auto array = arrays_.get(rec.backend);
+    auto array = arrays_.get_for_leases(rec.backend);
     Result<edf::Metadata> md =
         array.ok() ? Result<edf::Metadata>(edf::Metadata{}) : Result<edf::Metadata>(array.error());
     if (array) md = co_await (*array)->metadata(name);

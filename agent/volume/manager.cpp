@@ -913,7 +913,7 @@ asio::awaitable<void> Manager::renew_leases() {
       continue;
     }
     Record& rec = it->second;
-    auto array = arrays_.get(rec.backend);
+    auto array = arrays_.get_for_leases(rec.backend);
     if (!array) {
       probe_.lease_renewal_failed();
       continue;

@@ -1,6 +1,8 @@
-// Volumes moving between nodes on the host tier: three real agents as three "nodes" (distinct
-// node names, initiator IQNs, state dirs, kubelet roots, sockets) against one datera-sim (file
-// backend, ACL enforced), each through its own installed shim, with the loop initiator.
+// Volumes moving between nodes on the host tier: three real agents as three "nodes", each in its
+// own network namespace (reaching datera-sim over its own veth link, which a test can cut), with
+// distinct node names, initiator IQNs, state dirs, kubelet roots and sockets, against one
+// datera-sim (file backend, ACL enforced), each through its own installed shim, with the loop
+// initiator.
 //
 // What the host tier cannot show: a loop device does not feel an ACL change, so "the array ends
 // the fenced node's session" is emulated where a test needs it (the fenced node's loop devices
@@ -19,6 +21,7 @@
 
 #include "tests/testing/agent_process.h"
 #include "tests/testing/host_mounts.h"
+#include "tests/testing/netns.h"
 #include "tests/testing/sim_process.h"
 
 namespace datera {
@@ -33,6 +36,7 @@ using Clock = std::chrono::steady_clock;
 struct Node {
   std::string name;
   std::string iqn;
+  std::unique_ptr<testing::NetNamespace> net;
   std::unique_ptr<AgentProcess> agent;
 };
 
@@ -43,15 +47,25 @@ class HandoffTest : public ::testing::Test {
     if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
       GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
     }
+    sim_.listen = "0.0.0.0:0";  // reached from every node's namespace over its veth link
     ASSERT_TRUE(sim_.start()) << sim_.log();
+    int index = 0;
     for (const char* n : {"node-a", "node-b", "node-c"}) {
       Node node;
       node.name = n;
       node.iqn = std::string("iqn.1993-08.org.debian:01:handoff-") + test_tag() + "-" + n;
+      node.net = std::make_unique<testing::NetNamespace>(std::string(1, n[5]), index++);
+      if (!node.net->ok) {
+        GTEST_SKIP() << "SKIPPED: cannot make a network namespace for " << n << " ("
+                     << node.net->error << "); the handoff tests need one per node";
+      }
       node.agent = std::make_unique<AgentProcess>();
+      node.agent->launcher = node.net->enter();
+      node.agent->listen_metrics_on(node.net->node_ip);
+      const std::string server = node.net->host_ip + ":" + std::to_string(sim_.port);
       std::ofstream(node.agent->root + "/password") << sim_.password;
       std::ofstream(node.agent->config, std::ios::app)
-          << "backend: {server: '" << sim_.server() << "', username: admin, password_file: '"
+          << "backend: {server: '" << server << "', username: admin, password_file: '"
           << node.agent->root << "/password'}\n"
           << "initiator: {kind: loop, iqn: '" << node.iqn << "'}\n"
           << "handoff: {lease_ttl: " << kTtlSeconds
@@ -65,12 +79,13 @@ class HandoffTest : public ::testing::Test {
 
   void TearDown() override {
     for (auto& [_, n] : nodes_) {
-      if (n.agent->pid > 0) ::kill(n.agent->pid, SIGCONT);
-      n.agent->stop(SIGKILL);
+      if (n.agent) n.agent->stop(SIGKILL);
     }
     // The read-only flag outlives the loop device's attachment; the next user must not inherit it.
     for (const auto& dev : read_only_) testing::exec_capture({"/sbin/blockdev", "--setrw", dev});
-    for (auto& [_, n] : nodes_) testing::unmount_under(n.agent->root);
+    for (auto& [_, n] : nodes_) {
+      if (n.agent) testing::unmount_under(n.agent->root);
+    }
     for (const auto& dev : loops_under(sim_.dir().path())) {
       testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
     }
@@ -231,7 +246,7 @@ TEST_F(HandoffTest, ADeadOwnerIsFencedOutOfTheAclAndTakenOverAfterItsLease) {
 
 // ext4 here: xfs refuses a second mount of the same filesystem on one kernel (duplicate UUID),
 // and both "nodes" share this host's kernel.
-TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
+TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
   auto opts = json::parse(options("vol-cut"));
   opts["kubernetes.io/fsType"] = "ext4";
   const auto pod_a = pod_dir("node-a", "uid-a");
@@ -239,9 +254,9 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
   write_file(pod_a + "/before.txt", "before the partition\n");
   const auto a_loops = loops_under(sim_.dir().path());
   ASSERT_EQ(a_loops.size(), 1u);
-  // Node A is cut off: its agent stops renewing (frozen). The array ending its session when it
-  // leaves the ACL is emulated: its device refuses writes from here on.
-  ASSERT_EQ(::kill(nodes_["node-a"].agent->pid, SIGSTOP), 0);
+  // Node A's link to the array goes down; its agent runs on and its renewals fail. The array
+  // ending its session when it leaves the ACL is emulated: its device refuses writes from here on.
+  ASSERT_TRUE(nodes_["node-a"].net->cut());
   for (const auto& dev : a_loops) {
     testing::exec_capture({"/sbin/blockdev", "--setro", dev});
     read_only_.push_back(dev);
@@ -251,16 +266,20 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenItComesBack) {
   auto r = shim("node-b", {"mount", pod_b, opts.dump()});
   ASSERT_EQ(r["status"], "Success") << r.dump() << nodes_["node-b"].agent->log_text();
   EXPECT_EQ(read_file(pod_b + "/before.txt"), "before the partition\n");
+  EXPECT_TRUE(testing::is_mounted(pod_a)) << "node-a cannot know yet";
 
-  ASSERT_EQ(::kill(nodes_["node-a"].agent->pid, SIGCONT), 0);  // the partition heals
-  const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 3);
+  ASSERT_TRUE(nodes_["node-a"].net->heal());
+  const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 5);
   while (testing::is_mounted(pod_a) && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_FALSE(testing::is_mounted(pod_a))
       << "node-a still serves a volume it lost: " << nodes_["node-a"].agent->log_text();
   EXPECT_FALSE(testing::is_mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
-  EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1);
+  EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1)
+      << nodes_["node-a"].agent->log_text();
+  EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total"), 1)
+      << "its renewals failed while it was cut off: " << nodes_["node-a"].agent->log_text();
   EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u)
       << "node-a's device is detached, node-b's kept";
   write_file(pod_b + "/after.txt", "node-b owns it\n");

@@ -82,13 +82,14 @@ inline unsigned short free_port() {
   return ntohs(a.sin_port);
 }
 
-/// One raw HTTP exchange over TCP with 127.0.0.1:port; returns "" when nothing answers.
-inline std::string tcp_exchange(unsigned short port, const std::string& req) {
+/// One raw HTTP exchange over TCP with host:port; returns "" when nothing answers.
+inline std::string tcp_exchange(unsigned short port, const std::string& req,
+                                const std::string& host = "127.0.0.1") {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(fd);
     return "";
@@ -107,9 +108,10 @@ inline std::string tcp_exchange(unsigned short port, const std::string& req) {
   return out;
 }
 
-/// GET over TCP to 127.0.0.1:port; returns "" when nothing answers.
-inline std::string tcp_get(unsigned short port, const std::string& target) {
-  return tcp_exchange(port, http_get(target));
+/// GET over TCP to host:port; returns "" when nothing answers.
+inline std::string tcp_get(unsigned short port, const std::string& target,
+                           const std::string& host = "127.0.0.1") {
+  return tcp_exchange(port, http_get(target), host);
 }
 
 /// Any method with a JSON body, Connection: close.
@@ -155,6 +157,7 @@ class AgentProcess {
   bool start(std::vector<std::string> args = {}) {
     if (args.empty()) args = {"--config", config};
     args.insert(args.begin(), binary);
+    args.insert(args.begin(), launcher.begin(), launcher.end());
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -175,7 +178,7 @@ class AgentProcess {
   bool wait_ready(std::chrono::milliseconds limit = std::chrono::seconds(15)) {
     const auto end = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < end) {
-      if (tcp_get(port, "/readyz").rfind("HTTP/1.1 200", 0) == 0) return true;
+      if (tcp_get(port, "/readyz", host).rfind("HTTP/1.1 200", 0) == 0) return true;
       if (exited()) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -232,7 +235,7 @@ class AgentProcess {
     return nlohmann::json::parse(body_of(api(http_get("/v1/status"))));
   }
   std::string metrics() const {
-    return body_of(tcp_get(port, "/metrics"));
+    return body_of(tcp_get(port, "/metrics", host));
   }
   std::string log_text() const {
     std::ifstream in(log);
@@ -242,7 +245,23 @@ class AgentProcess {
   }
 
   std::string binary;
+  /// Serves metrics on `address` instead of the loopback (an agent in a network namespace).
+  void listen_metrics_on(const std::string& address) {
+    std::ifstream in(config);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    const std::string from = "listen: '127.0.0.1:";
+    if (auto at = text.find(from); at != std::string::npos) {
+      text.replace(at, from.size(), "listen: '" + address + ":");
+    }
+    std::ofstream(config, std::ios::trunc) << text;
+    host = address;
+  }
+
   std::vector<std::string> extra_env;  ///< "K=V" added to the agent's environment at start()
+  std::vector<std::string> launcher;   ///< argv before the binary (nsenter into a namespace)
+  std::string host = "127.0.0.1";      ///< where the metrics port answers
   TempDir dir{"dt-it"};
   std::string root = dir.path();
   std::string socket, plugin_dir, config, log;

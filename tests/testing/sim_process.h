@@ -30,7 +30,7 @@ class SimProcess {
   ~SimProcess() { stop(SIGKILL); }
 
   bool start() {
-    std::vector<std::string> args = {binary_,   "--listen",          "127.0.0.1:0",
+    std::vector<std::string> args = {binary_,   "--listen",          listen,
                                      "--state", dir_ / "state.json", "--user",
                                      "admin",   "--password",        password};
     for (auto a : extra_) {
@@ -90,6 +90,7 @@ class SimProcess {
   std::string server() const { return "127.0.0.1:" + std::to_string(port); }
   const TempDir& dir() const { return dir_; }
 
+  std::string listen = "127.0.0.1:0";  ///< set before start(); "0.0.0.0:0" for netns nodes
   unsigned short port = 0;
   unsigned short tls_port = 0;  ///< with --tls-listen
   std::string password = "sim-Passw0rd";

@@ -180,6 +180,10 @@ class LinuxMounterTest : public ::testing::Test {
     if (pid > 0) children_.push_back(pid);
     char c = 0;
     EXPECT_EQ(::read(pipefd[0], &c, 1), 1);
+    // EOF comes when exec closes the (close-on-exec) write end: from then on the holder is
+    // "sleep", as the error message names it. Without this wait a loaded machine sometimes saw
+    // the test binary's name there.
+    EXPECT_EQ(::read(pipefd[0], &c, 1), 0);
     ::close(pipefd[0]);
     return pid;
   }
