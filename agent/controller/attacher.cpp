@@ -106,23 +106,25 @@ asio::awaitable<Result<std::string>> Attacher::do_attach(const flex::Request& re
   if (!md) co_return say("lease", md.error());
   const ownership::Lease held = ownership::decode(*md);
   const bool already = held.owner == node && held.owner_iqn == *iqn;
+  if (!already && !held.free()) {
+    // Kubernetes detaches before it attaches elsewhere, also when it force-detaches a node it gave
+    // up on; a second attach while another node holds the volume is a multi-attach (a
+    // ReadWriteMany or ReadOnlyMany PV), which one filesystem with one writer cannot serve.
+    probe_.refused();
+    co_return say("checks", Error{"it is attached to node " + held.owner + " (epoch " +
+                                  std::to_string(held.epoch) +
+                                  "); a Datera volume is attached to one node at a time. "
+                                  "Kubernetes detaches it there first (for a ReadWriteOnce PV); "
+                                  "a ReadWriteMany or ReadOnlyMany PV cannot be shared"});
+  }
   if (!already) {
-    if (!held.free()) {
-      // Kubernetes attaches elsewhere only after detaching here, or after force-detaching a node
-      // it considers gone; either way the old holder loses the volume now.
-      log_->warn(
-          "volume {}: attaching to node {} while node {} (epoch {}) still holds it; fencing "
-          "node {} out of the ACL",
-          name, node, held.owner, held.epoch, held.owner);
-      probe_.reassigned();
-    }
     ownership::Lease next;
     next.owner = node;
     next.owner_iqn = *iqn;
     next.epoch = held.epoch + 1;
     edf::Metadata keys = ownership::encode(next);
     keys[kPvKey] = opt(request.options, "kubernetes.io/pvOrVolumeName");
-    // The new epoch first: an old holder that can still reach the array self-fences on it.
+    // The record first, then the ACL: a node is never in the ACL without a grant naming it.
     if (auto st = co_await (*array)->put_metadata(name, keys); !st)
       co_return say("lease", st.error());
   }

@@ -10,9 +10,9 @@
 // initiator name the node's agent registered at start-up (edf::initiator_name_for_node); then the
 // ownership lease (agent/ownership's record) is written naming the node at the next epoch, every
 // other initiator is removed from the ACL, the node's is added, and the volume brought online.
-// The controller is the authority here: a volume still held by another node is taken from it
-// (that node was force-detached by Kubernetes, or is gone) and the old node's agent self-fences
-// when it sees the new epoch.
+// A volume another node holds is refused: Kubernetes detaches before attaching elsewhere (also
+// when it force-detaches a node it gave up on, whose agent then self-fences on seeing its grant
+// gone), so a second holder could only be a multi-attach, which one filesystem cannot serve.
 //
 // detach: gets only the PV name (kubelet's GetVolumeName), so the app instance is the one named
 // after the PV, or the one whose metadata records that PV (`datera-agent.pv`, written by attach).

@@ -15,12 +15,12 @@ Probe::Probe(prometheus::Registry& registry)
                     .Name("datera_agent_controller_operation_duration_seconds")
                     .Help("Time to answer one attach, detach or isattached call")
                     .Register(registry)),
-      reassigned_(prometheus::BuildCounter()
-                      .Name("datera_agent_controller_reassignments_total")
-                      .Help("attach calls that took a volume from another node (which was fenced "
-                            "out of the ACL)")
-                      .Register(registry)
-                      .Add({})) {}
+      refused_(prometheus::BuildCounter()
+                   .Name("datera_agent_controller_refusals_total")
+                   .Help("attach calls refused because another node holds the volume "
+                         "(multi-attach)")
+                   .Register(registry)
+                   .Add({})) {}
 
 void Probe::operation(const std::string& operation, bool ok, std::chrono::nanoseconds took) {
   operations_.Add({{"operation", operation}, {"result", ok ? "success" : "failure"}}).Increment();
@@ -30,8 +30,8 @@ void Probe::operation(const std::string& operation, bool ok, std::chrono::nanose
       .Observe(std::chrono::duration<double>(took).count());
 }
 
-void Probe::reassigned() {
-  reassigned_.Increment();
+void Probe::refused() {
+  refused_.Increment();
 }
 
 }  // namespace datera::controller

@@ -4,8 +4,8 @@
 //   datera_agent_controller_operations_total{operation,result}   counter (attach, detach,
 //                                                                 isattached; success, failure)
 //   datera_agent_controller_operation_duration_seconds{operation} histogram
-//   datera_agent_controller_reassignments_total                  counter (an attach that took the
-//                                                                 volume from another node: fenced)
+//   datera_agent_controller_refusals_total                       counter (an attach refused because
+//                                                                 another node holds the volume)
 
 #include <chrono>
 #include <string>
@@ -21,12 +21,12 @@ class Probe {
  public:
   explicit Probe(prometheus::Registry& registry);
   void operation(const std::string& operation, bool ok, std::chrono::nanoseconds took);
-  void reassigned();
+  void refused();
 
  private:
   prometheus::Family<prometheus::Counter>& operations_;
   prometheus::Family<prometheus::Histogram>& duration_;
-  prometheus::Counter& reassigned_;
+  prometheus::Counter& refused_;
 };
 
 }  // namespace datera::controller

@@ -369,6 +369,9 @@ TEST_F(ControllerModeTest, TheControllerMovesAVolumeBetweenNodesAndNodesOnlyUseW
   EXPECT_FALSE(attached("node-b", o));
   r = shim("node-b", {"waitforattach", "", o});
   EXPECT_EQ(r["status"], "Failure") << "granted to node-a only: " << r.dump();
+  r = shim("node-c", {"attach", o, "node-b"});
+  EXPECT_EQ(r["status"], "Failure") << "a multi-attach is refused: " << r.dump();
+  EXPECT_TRUE(attached("node-a", o));
 
   const auto pod_a = pod_dir("node-a", "uid-a");
   r = bring_up("node-a", o, pod_a);
@@ -399,7 +402,7 @@ TEST_F(ControllerModeTest, TheControllerMovesAVolumeBetweenNodesAndNodesOnlyUseW
                    "datera_agent_controller_operations_total{operation=\"attach\","
                    "result=\"success\"}"),
             2);
-  EXPECT_EQ(metric("node-c", "datera_agent_controller_reassignments_total"), 0);
+  EXPECT_EQ(metric("node-c", "datera_agent_controller_refusals_total"), 1);
   EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 0);
 }
 
