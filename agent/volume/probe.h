@@ -14,12 +14,13 @@
 //                                                                      unchanged and error)
 //   datera_agent_portal_change_duration_seconds                        histogram (login to swap)
 //   datera_agent_handoffs_total{result}                                counter (claimed,
-//   taken_over,
-//                                                                      refused, failed,
-//                                                                      released...)
+//                                                                      taken_over, refused,
+//                                                                      failed, released...)
 //   datera_agent_handoff_duration_seconds                              histogram (claim, incl.
-//   wait) datera_agent_fencing_actions_total{kind}                           counter
-//   datera_agent_lease_renewal_failures_total                          counter
+//                                                                      the wait)
+//   datera_agent_fencing_actions_total{kind}                           counter
+//   datera_agent_lease_renewal_failures_total                          counter (also failed grant
+//                                                                      checks, attach: true)
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
 
