@@ -14,6 +14,8 @@ PACKAGES=(
   open-iscsi udev xfsprogs e2fsprogs util-linux fdisk dmsetup curl iproute2 procps python3 openssl
   # the kernel e2e tier (tests/e2e): a QEMU guest and what its initramfs is built from
   qemu-system-x86 busybox-static cpio zstd kmod iputils-arping
+  # promtool, which checks metrics/alerts.yaml (tests/metrics)
+  prometheus
 )
 
 SUDO=""
@@ -34,6 +36,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    # Only promtool is wanted; the package's own server is not started on this machine.
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 else
   echo "setup.sh: all ${#PACKAGES[@]} packages present"
 fi

@@ -20,7 +20,12 @@ Probe::Probe(prometheus::Registry& registry)
                    .Help("attach calls refused because another node holds the volume "
                          "(multi-attach)")
                    .Register(registry)
-                   .Add({})) {}
+                   .Add({})) {
+  for (const char* op : {"attach", "detach", "isattached"}) {
+    for (const char* r : {"success", "failure"})
+      operations_.Add({{"operation", op}, {"result", r}});
+  }
+}
 
 void Probe::operation(const std::string& operation, bool ok, std::chrono::nanoseconds took) {
   operations_.Add({{"operation", operation}, {"result", ok ? "success" : "failure"}}).Increment();

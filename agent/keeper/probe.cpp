@@ -47,6 +47,7 @@ void Probe::states(double healthy, double recovering, double device_offline, dou
 
 void Probe::up(const std::string& volume, bool is_up) {
   up_.Add({{"volume", volume}}).Set(is_up ? 1 : 0);
+  blocked_.Add({{"volume", volume}});  // 0 until the first stall, so rate() has a series
 }
 
 void Probe::forget(const std::string& volume) {

@@ -423,8 +423,9 @@ Status Application::make_volumes() {
   volumes_ = std::make_unique<volume::Manager>(mo, *arrays_, *initiator_, *mounter_, *journal_,
                                                *volume_probe_, logs_.get("volume"),
                                                multipath_.get(), coordinator_.get());
+  // Registered in both modes, so dashboards and alerts find the series (zero without attach).
+  controller_probe_ = std::make_unique<controller::Probe>(*registry_);
   if (cfg_.attach) {
-    controller_probe_ = std::make_unique<controller::Probe>(*registry_);
     controller::AttacherOptions co;
     co.default_backend = mo.default_backend;
     co.online_timeout = ic.online_timeout;

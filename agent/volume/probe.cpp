@@ -74,6 +74,21 @@ Probe::Probe(prometheus::Registry& registry)
                          .Help("1 when the udev monitor failed and the agent polls instead")
                          .Register(registry)
                          .Add({})) {
+  // Closed label sets start at 0, so alerts on increase() see the first event and dashboards
+  // show the series before anything happened.
+  for (const char* r : {"claimed", "taken_over", "refused", "failed", "released", "release_failed"})
+    handoffs_.Add({{"result", r}});
+  for (const char* k : {"fenced_expired_owner", "stale_acl_entry", "self_fenced"})
+    fencing_.Add({{"kind", k}});
+  for (const char* r : {"unchanged", "moved", "deferred", "failed", "refused", "error"}) {
+    access_.Add({{"result", r}});
+    if (std::string(r) != "unchanged" && std::string(r) != "error")
+      portal_changes_.Add({{"result", r}});
+  }
+  for (const char* op : {"mount", "unmount"}) {
+    for (const char* r : {"success", "failure"})
+      operations_.Add({{"operation", op}, {"result", r}});
+  }
   phases(0, 0, 0, 0);
 }
 

@@ -22,7 +22,12 @@ Probe::Probe(prometheus::Registry& registry)
                     .Name("datera_agent_backend_relogins_total")
                     .Help("Logins repeated because the array refused an expired or unknown key")
                     .Register(registry)
-                    .Add({})) {}
+                    .Add({})) {
+  // A closed set: at 0 from the start, so rate() and dashboards have the series.
+  for (const char* r : {"unavailable", "connect", "timeout", "io", "lost_reply"}) {
+    retries_.Add({{"reason", r}});
+  }
+}
 
 void Probe::request(const std::string& method, const std::string& endpoint,
                     const std::string& status, std::chrono::nanoseconds took) {

@@ -13,7 +13,8 @@ namespace datera::edf {
 /// datera_agent_backend_requests_total{method,endpoint,status}  (status "error" = no reply)
 /// datera_agent_backend_request_duration_seconds{method,endpoint}
 /// datera_agent_backend_retries_total{reason}                   (unavailable, connect, timeout,
-/// ...) datera_agent_backend_relogins_total
+///                                                                io, lost_reply)
+/// datera_agent_backend_relogins_total
 class Probe {
  public:
   explicit Probe(prometheus::Registry& registry);
