@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <map>
 #include <set>
 #include <tuple>
 #include <unistd.h>
@@ -23,8 +24,29 @@ Error key_error(const std::string& key, const std::string& why) {
   return Error{"config key '" + key + "': " + why};
 }
 
-Status check_keys(const YAML::Node& map, const std::string& prefix,
-                  const std::set<std::string>& known) {
+/// Every key the file may hold, by section ("" = top level; "api." = under api:).
+const std::map<std::string, std::set<std::string>>& schema() {
+  static const std::map<std::string, std::set<std::string>> kSchema = {
+      {"",
+       {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
+        "shutdown_grace", "attach", "metrics", "api", "driver", "backend", "initiator", "handoff"}},
+      {"metrics.", {"listen"}},
+      {"api.", {"allowed_uids", "max_connections", "read_timeout", "call_timeout"}},
+      {"driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"}},
+      {"backend.",
+       {"server", "username", "password_file", "tenant", "tls", "ca_file", "insecure_skip_verify",
+        "request_timeout", "check_interval"}},
+      {"initiator.",
+       {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval", "noop_out_timeout",
+        "login_timeout", "online_timeout", "session_poll_interval", "multipath", "dmsetup",
+        "array_poll_interval", "iface"}},
+      {"handoff.", {"mode", "lease_ttl", "claim_settle", "claim_write_bound"}},
+  };
+  return kSchema;
+}
+
+Status check_keys(const YAML::Node& map, const std::string& prefix) {
+  const auto& known = schema().at(prefix);
   if (!map.IsMap()) return key_error(prefix.empty() ? "<top>" : prefix, "must be a mapping");
   for (const auto& kv : map) {
     const auto key = kv.first.as<std::string>();
@@ -93,11 +115,7 @@ Result<bool> get_bool(const YAML::Node& node, const std::string& key) {
 
 Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (!root || root.IsNull()) return ok_status();
-  if (auto s = check_keys(root, "",
-                          {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir",
-                           "log_level", "shutdown_grace", "attach", "metrics", "api", "driver",
-                           "backend", "initiator", "handoff"});
-      !s) {
+  if (auto s = check_keys(root, ""); !s) {
     return s;
   }
   DT_SET_STRING(root, "node_name", "node_name", cfg.node_name)
@@ -114,13 +132,11 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   }
 
   if (const auto m = root["metrics"]; m && !m.IsNull()) {
-    if (auto s = check_keys(m, "metrics.", {"listen"}); !s) return s;
+    if (auto s = check_keys(m, "metrics."); !s) return s;
     DT_SET_STRING(m, "listen", "metrics.listen", cfg.metrics.listen)
   }
   if (const auto a = root["api"]; a && !a.IsNull()) {
-    if (auto s = check_keys(a, "api.",
-                            {"allowed_uids", "max_connections", "read_timeout", "call_timeout"});
-        !s) {
+    if (auto s = check_keys(a, "api."); !s) {
       return s;
     }
     if (const auto u = a["allowed_uids"]) {
@@ -141,9 +157,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_DURATION(a, "call_timeout", "api.call_timeout", cfg.api.call_timeout)
   }
   if (const auto d = root["driver"]; d && !d.IsNull()) {
-    if (auto s = check_keys(
-            d, "driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"});
-        !s) {
+    if (auto s = check_keys(d, "driver."); !s) {
       return s;
     }
     DT_SET_STRING(d, "vendor", "driver.vendor", cfg.driver.vendor)
@@ -154,10 +168,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
                     cfg.driver.self_test_timeout)
   }
   if (const auto b = root["backend"]; b && !b.IsNull()) {
-    if (auto st = check_keys(b, "backend.",
-                             {"server", "username", "password_file", "tenant", "tls", "ca_file",
-                              "insecure_skip_verify", "request_timeout", "check_interval"});
-        !st) {
+    if (auto st = check_keys(b, "backend."); !st) {
       return st;
     }
     DT_SET_STRING(b, "server", "backend.server", cfg.backend.server)
@@ -177,9 +188,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     }
   }
   if (const auto n = root["handoff"]; n && !n.IsNull()) {
-    if (auto st =
-            check_keys(n, "handoff.", {"mode", "lease_ttl", "claim_settle", "claim_write_bound"});
-        !st) {
+    if (auto st = check_keys(n, "handoff."); !st) {
       return st;
     }
     DT_SET_STRING(n, "mode", "handoff.mode", cfg.handoff.mode)
@@ -189,12 +198,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
                     cfg.handoff.claim_write_bound)
   }
   if (const auto n = root["initiator"]; n && !n.IsNull()) {
-    if (auto st = check_keys(
-            n, "initiator.",
-            {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval",
-             "noop_out_timeout", "login_timeout", "online_timeout", "session_poll_interval",
-             "multipath", "dmsetup", "array_poll_interval", "iface"});
-        !st) {
+    if (auto st = check_keys(n, "initiator."); !st) {
       return st;
     }
     DT_SET_STRING(n, "kind", "initiator.kind", cfg.initiator.kind)
@@ -262,6 +266,19 @@ Status parse_listen(MetricsConfig& m) {
 }
 
 }  // namespace
+
+std::vector<std::string> known_keys() {
+  std::vector<std::string> out;
+  for (const auto& top : schema().at("")) {
+    const auto section = schema().find(top + ".");
+    if (section == schema().end()) {
+      out.push_back(top);
+      continue;
+    }
+    for (const auto& key : section->second) out.push_back(top + "." + key);
+  }
+  return out;
+}
 
 bool is_valid_node_name(const std::string& name) {
   if (name.empty() || name.size() > 253) return false;

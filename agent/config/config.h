@@ -141,6 +141,10 @@ Result<Config> load(const std::string& path, const EnvLookup& env, const std::st
 /// a Config after loading (command-line overrides).
 Status validate(Config& cfg);
 
+/// Every key the config file accepts, dotted ("api.read_timeout"): the schema the parser enforces,
+/// for the documentation test (agent/config/README.md must describe each, and only these).
+std::vector<std::string> known_keys();
+
 /// Kubernetes node names are RFC 1123 subdomains.
 bool is_valid_node_name(const std::string& name);
 
