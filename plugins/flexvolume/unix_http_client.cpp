@@ -98,6 +98,14 @@ Result<HttpReply> post_json(const std::string& socket_path, const std::string& p
                             const std::string& body, const std::string& user_agent,
                             std::chrono::milliseconds connect_timeout,
                             std::chrono::milliseconds total_timeout) {
+  return http_request(socket_path, "POST", path, body, user_agent, connect_timeout, total_timeout);
+}
+
+Result<HttpReply> http_request(const std::string& socket_path, const std::string& method,
+                               const std::string& path, const std::string& body,
+                               const std::string& user_agent,
+                               std::chrono::milliseconds connect_timeout,
+                               std::chrono::milliseconds total_timeout) {
   const auto start = Clock::now();
   const auto deadline = start + total_timeout;
   sockaddr_un addr{};
@@ -130,9 +138,12 @@ Result<HttpReply> post_json(const std::string& socket_path, const std::string& p
   }
 
   std::string request =
-      "POST " + path + " HTTP/1.1\r\nHost: datera-agent\r\nUser-Agent: " + user_agent +
-      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-      "\r\nConnection: close\r\n\r\n" + body;
+      method + " " + path + " HTTP/1.1\r\nHost: datera-agent\r\nUser-Agent: " + user_agent + "\r\n";
+  if (method != "GET") {
+    request +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  request += "Connection: close\r\n\r\n" + body;
   size_t sent = 0;
   while (sent < request.size()) {
     const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);

@@ -21,6 +21,13 @@ Result<HttpReply> parse_http_reply(std::string_view raw);
 
 enum class ClientErrc { connect = 1, timeout = 2, io = 3, protocol = 4 };
 
+/// One request (GET sends no body) to the server at `socket_path`. Error codes: ClientErrc values.
+Result<HttpReply> http_request(const std::string& socket_path, const std::string& method,
+                               const std::string& path, const std::string& body,
+                               const std::string& user_agent,
+                               std::chrono::milliseconds connect_timeout,
+                               std::chrono::milliseconds total_timeout);
+
 /// POSTs `body` (JSON) to `path` on the server at `socket_path`. Error codes: ClientErrc values.
 Result<HttpReply> post_json(const std::string& socket_path, const std::string& path,
                             const std::string& body, const std::string& user_agent,

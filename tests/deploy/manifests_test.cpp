@@ -730,6 +730,8 @@ TEST(Dockerfile, ShipsBothBinariesAndRunsTheAgent) {
   EXPECT_NE(d.find("COPY --from=build /usr/local/bin/datera-agent /usr/local/bin/datera-flexvolume "
                    "/usr/local/bin/"),
             std::string::npos);
+  EXPECT_NE(d.find("COPY --from=build /usr/local/bin/datera-agentctl /usr/local/bin/"),
+            std::string::npos);
   EXPECT_NE(d.find("ENTRYPOINT [\"/usr/local/bin/datera-agent\""), std::string::npos);
   EXPECT_NE(d.find("\"--config\", \"/etc/datera-agent/config.yaml\""), std::string::npos);
 }

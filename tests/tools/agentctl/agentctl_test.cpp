@@ -1,0 +1,138 @@
+// datera-agentctl's tables and doctor checks on recorded agent answers and a fake host.
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "tools/agentctl/doctor.h"
+#include "tools/agentctl/views.h"
+
+namespace datera::agentctl {
+namespace {
+
+const Json kStatus = Json::parse(R"({
+  "node": "worker-1", "version": "0.1.0", "ready": true, "attach": false,
+  "initiator": "open-iscsi", "kubelet_root": "/var/lib/kubelet", "uptime_seconds": 4000,
+  "readiness": {"driver": {"ok": true, "detail": "installed"}},
+  "driver": {"path": "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/datera~iscsi/iscsi",
+             "ready": true, "version": "0.1.0", "state": "installed"},
+  "backend": {"server": "10.0.0.5:7717", "up": true, "checked": true, "sw_version": "3.3.5"},
+  "flexvolume": {"calls_total": 12, "calls_failed": 1, "calls_in_flight": 0}})");
+
+const Json kVolumes = Json::parse(R"({"volumes": [{
+  "volume": "pvc-1", "phase": "attached", "device": "/dev/sdb", "map": "datera-0000",
+  "epoch": 3, "target": {"iqn": "iqn.2013-05.com.daterainc:tc:01:sn:1",
+                         "portals": ["172.28.0.1"]},
+  "pods": [{"dir": "/var/lib/kubelet/pods/uid-7/volumes/datera~iscsi/pv", "read_only": false}],
+  "session": {"state": "healthy", "session": 4, "session_state": "LOGGED_IN",
+              "portal": "172.28.0.1:3260", "recoveries": 2}}]})");
+
+struct FakeHost : Host {
+  std::map<std::string, std::string> files;
+  bool iscsid = true;
+  bool udev = true;
+  std::optional<bool> synced = true;
+  std::optional<std::string> read_file(const std::string& p) const override {
+    auto it = files.find(p);
+    if (it == files.end()) return std::nullopt;
+    return it->second;
+  }
+  bool process_running(const std::string& comm) const override {
+    return comm == "iscsid" && iscsid;
+  }
+  bool exists(const std::string& p) const override { return p == "/run/udev/control" && udev; }
+  std::optional<bool> clock_synced() const override { return synced; }
+};
+
+FakeHost healthy_host() {
+  FakeHost h;
+  h.files["/etc/iscsi/initiatorname.iscsi"] =
+      "## comment\nInitiatorName=iqn.1993-08.org.debian:01:w1\n";
+  h.files["/proc/self/mountinfo"] =
+      "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+      "30 22 8:2 / /var/lib/kubelet rw shared:12 - xfs /dev/sda2 rw\n";
+  return h;
+}
+
+TEST(Views, StatusAndVolumesAsKubectlStyleTables) {
+  const auto s = status_table(kStatus);
+  EXPECT_NE(s.find("NODE"), std::string::npos) << s;
+  EXPECT_NE(s.find("worker-1   0.1.0"), std::string::npos) << s;
+  EXPECT_NE(s.find("10.0.0.5:7717 (up)"), std::string::npos) << s;
+  EXPECT_NE(s.find("66m"), std::string::npos) << "uptime: " << s;
+  const auto v = volumes_table(kStatus, kVolumes);
+  EXPECT_NE(v.find("pvc-1"), std::string::npos) << v;
+  EXPECT_NE(v.find("datera-0000 (/dev/sdb)"), std::string::npos) << v;
+  EXPECT_NE(v.find("worker-1"), std::string::npos) << "owner: " << v;
+  EXPECT_NE(v.find("uid-7"), std::string::npos) << "pods by uid: " << v;
+  const auto ss = sessions_table(kVolumes);
+  EXPECT_NE(ss.find("LOGGED_IN"), std::string::npos) << ss;
+  EXPECT_NE(ss.find("172.28.0.1:3260"), std::string::npos) << ss;
+}
+
+TEST(Views, TablesAlignColumnsAndShowDashesForNothing) {
+  EXPECT_EQ(table({"A", "LONGER"}, {{"xxxx", "y"}, {"", "z"}}),
+            "A      LONGER\nxxxx   y\n       z\n");
+  const auto v =
+      volumes_table(kStatus, Json::parse(R"({"volumes":[{"volume":"v","phase":"attaching"}]})"));
+  EXPECT_NE(v.find("v        attaching   -"), std::string::npos) << v;
+}
+
+TEST(Doctor, AHealthyNodePassesEveryCheck) {
+  const auto checks = doctor(kStatus, healthy_host());
+  EXPECT_FALSE(any_failed(checks)) << render(checks);
+  EXPECT_EQ(checks.size(), 8u) << render(checks);
+  for (const auto& c : checks) EXPECT_EQ(c.verdict, Verdict::pass) << render(checks);
+}
+
+TEST(Doctor, EachProblemFailsItsOwnCheckAndSaysWhatToDo) {
+  auto host = healthy_host();
+  host.iscsid = false;
+  host.files["/proc/self/mountinfo"] = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n";
+  host.files.erase("/etc/iscsi/initiatorname.iscsi");
+  host.udev = false;
+  host.synced = false;
+  Json st = kStatus;
+  st["backend"]["up"] = false;
+  st["backend"]["last_error"] = "401 Unauthorized";
+  st["driver"]["version"] = "0.0.9";
+  const auto checks = doctor(st, host);
+  ASSERT_TRUE(any_failed(checks));
+  std::map<std::string, Verdict> by;
+  for (const auto& c : checks) {
+    by[c.name] = c.verdict;
+    if (c.verdict != Verdict::pass) {
+      EXPECT_FALSE(c.fix.empty()) << c.name;
+    }
+  }
+  EXPECT_EQ(by["iscsid"], Verdict::fail);
+  EXPECT_EQ(by["initiator-name"], Verdict::fail);
+  EXPECT_EQ(by["mount-propagation"], Verdict::fail);
+  EXPECT_EQ(by["array"], Verdict::fail);
+  EXPECT_EQ(by["driver"], Verdict::fail) << "an older installed driver than the agent";
+  EXPECT_EQ(by["udev"], Verdict::warn);
+  EXPECT_EQ(by["clock"], Verdict::warn);
+  EXPECT_NE(render(checks).find("401 Unauthorized"), std::string::npos);
+  EXPECT_EQ(to_json(checks)[0]["result"], "pass") << "the agent itself is fine";
+}
+
+TEST(Doctor, TheLoopInitiatorNeedsNoIscsid) {
+  auto host = healthy_host();
+  host.iscsid = false;
+  Json st = kStatus;
+  st["initiator"] = "loop";
+  for (const auto& c : doctor(st, host)) EXPECT_NE(c.name, "iscsid");
+}
+
+TEST(SharedMount, TheLongestMountPointHoldingThePathDecides) {
+  const std::string mi =
+      "22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n"
+      "30 22 8:2 / /var/lib rw - xfs /dev/sda2 rw\n"
+      "31 30 8:3 / /var/lib/kubeletx rw shared:5 - xfs /dev/sda3 rw\n";
+  EXPECT_EQ(shared_mount(mi, "/var/lib/kubelet"), false) << "/var/lib, not /var/lib/kubeletx";
+  EXPECT_EQ(shared_mount(mi, "/srv"), true);
+  EXPECT_EQ(shared_mount("", "/x"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace datera::agentctl
