@@ -18,12 +18,16 @@ Result<spdlog::level::level_enum> parse_log_level(std::string_view text) {
                "' (use trace, debug, info, warn, error, critical or off)"};
 }
 
-LogFactory::LogFactory(spdlog::level::level_enum level)
-    : LogFactory(level, std::make_shared<spdlog::sinks::stderr_sink_mt>()) {}
+LogFactory::LogFactory(spdlog::level::level_enum level, LogFormat format)
+    : LogFactory(level, std::make_shared<spdlog::sinks::stderr_sink_mt>(), format) {}
 
-LogFactory::LogFactory(spdlog::level::level_enum level, spdlog::sink_ptr sink)
+LogFactory::LogFactory(spdlog::level::level_enum level, spdlog::sink_ptr sink, LogFormat format)
     : level_(level), sink_(std::move(sink)) {
-  sink_->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ [%n] %v");
+  if (format == LogFormat::json) {
+    sink_->set_formatter(make_json_formatter());
+  } else {
+    sink_->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ [%n] %v");
+  }
 }
 
 LoggerPtr LogFactory::get(const std::string& component) {

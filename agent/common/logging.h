@@ -13,6 +13,7 @@
 #include <spdlog/common.h>
 #include <spdlog/logger.h>
 
+#include "agent/common/log_format.h"
 #include "agent/common/result.h"
 
 namespace datera {
@@ -24,9 +25,10 @@ Result<spdlog::level::level_enum> parse_log_level(std::string_view text);
 class LogFactory {
  public:
   /// Logs to stderr (journald and kubectl logs both capture it).
-  explicit LogFactory(spdlog::level::level_enum level);
+  explicit LogFactory(spdlog::level::level_enum level, LogFormat format = LogFormat::text);
   /// Logs to a caller-provided sink (tests capture lines this way).
-  LogFactory(spdlog::level::level_enum level, spdlog::sink_ptr sink);
+  LogFactory(spdlog::level::level_enum level, spdlog::sink_ptr sink,
+             LogFormat format = LogFormat::text);
 
   /// Returns the logger for `component`, creating it on first use.
   LoggerPtr get(const std::string& component);

@@ -29,7 +29,8 @@ const std::map<std::string, std::set<std::string>>& schema() {
   static const std::map<std::string, std::set<std::string>> kSchema = {
       {"",
        {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
-        "shutdown_grace", "attach", "metrics", "api", "driver", "backend", "initiator", "handoff"}},
+        "log_format", "shutdown_grace", "attach", "metrics", "api", "driver", "backend",
+        "initiator", "handoff"}},
       {"metrics.", {"listen"}},
       {"api.", {"allowed_uids", "max_connections", "read_timeout", "call_timeout"}},
       {"driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"}},
@@ -124,6 +125,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   DT_SET_STRING(root, "kubelet_root", "kubelet_root", cfg.kubelet_root)
   DT_SET_STRING(root, "state_dir", "state_dir", cfg.state_dir)
   DT_SET_STRING(root, "log_level", "log_level", cfg.log_level)
+  DT_SET_STRING(root, "log_format", "log_format", cfg.log_format)
   DT_SET_DURATION(root, "shutdown_grace", "shutdown_grace", cfg.shutdown_grace)
   if (root["attach"]) {
     auto v = get_bool(root["attach"], "attach");
@@ -323,6 +325,8 @@ const std::vector<EnvOverride>& env_overrides() {
        [](Config& c, std::string v) { c.state_dir = std::move(v); }},
       {"DATERA_AGENT_LOG_LEVEL", "log_level",
        [](Config& c, std::string v) { c.log_level = std::move(v); }},
+      {"DATERA_AGENT_LOG_FORMAT", "log_format",
+       [](Config& c, std::string v) { c.log_format = std::move(v); }},
       {"DATERA_AGENT_METRICS_LISTEN", "metrics.listen",
        [](Config& c, std::string v) { c.metrics.listen = std::move(v); }},
       {"DATERA_AGENT_ATTACH", "attach",
@@ -373,6 +377,8 @@ Status validate(Config& cfg) {
                                         std::to_string(kMaxUnixPath) +
                                         " bytes, the limit for a Unix socket path");
   }
+  if (auto f = parse_log_format(cfg.log_format); !f)
+    return key_error("log_format", f.error().message);
   if (auto lvl = parse_log_level(cfg.log_level); !lvl)
     return key_error("log_level", lvl.error().message);
   if (auto s = parse_listen(cfg.metrics); !s) return s;

@@ -101,6 +101,7 @@ struct Config {
   std::string kubelet_root = "/var/lib/kubelet";
   std::string state_dir = "/var/lib/datera-agent";
   std::string log_level = "info";
+  std::string log_format = "text";  ///< text | json (one object per line, with a volume field)
   milliseconds shutdown_grace{20'000};
   /// FlexVolume controller mode: the driver advertises attach=true, kube-controller-manager's
   /// attach-detach controller grants and revokes nodes (through the agent on the control plane),

@@ -3,11 +3,13 @@
 
 #include <fstream>
 #include <poll.h>
+#include <sstream>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/testing/agent_process.h"
 
@@ -372,6 +374,29 @@ TEST(AgentSystemd, NotifiesReadyPingsWatchdogAndSaysStopping) {
   ::kill(agent.pid, SIGTERM);
   EXPECT_TRUE(notify.wait_for("STOPPING=1", 5s));
   EXPECT_EQ(agent.wait_exit(), 0);
+}
+
+TEST(AgentJsonLogs, EveryLineIsOneObjectAndVolumeLinesNameTheVolume) {
+  testing::AgentProcess agent("log_format: json\n");
+  ASSERT_TRUE(agent.start());
+  ASSERT_TRUE(agent.wait_ready()) << agent.log_text();
+  // A mount that fails in the agent (no array configured): its lines are about the volume.
+  const auto r = agent.shim({"mount", agent.root + "/kubelet/pods/u/volumes/datera~iscsi/pv",
+                             R"({"volumeID":"vol-json","kubernetes.io/fsType":"xfs"})"});
+  EXPECT_NE(r.output.find("Failure"), std::string::npos) << r.output;
+  agent.stop();
+  std::istringstream lines(agent.log_text());
+  int objects = 0, about_volume = 0;
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("time") && j.contains("level") &&
+                j.contains("logger") && j.contains("msg"))
+        << "not a log object: " << line;
+    ++objects;
+    about_volume += j.value("volume", "") == "vol-json";
+  }
+  EXPECT_GT(objects, 5);
+  EXPECT_GE(about_volume, 1) << agent.log_text();
 }
 
 }  // namespace

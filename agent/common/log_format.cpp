@@ -1,0 +1,114 @@
+#include "agent/common/log_format.h"
+
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include <spdlog/details/log_msg.h>
+
+namespace datera {
+
+namespace {
+
+void append_escaped(spdlog::memory_buf_t& out, std::string_view s) {
+  for (const char c : s) {
+    switch (c) {
+      case '"':
+        out.append(std::string_view("\\\""));
+        break;
+      case '\\':
+        out.append(std::string_view("\\\\"));
+        break;
+      case '\n':
+        out.append(std::string_view("\\n"));
+        break;
+      case '\r':
+        out.append(std::string_view("\\r"));
+        break;
+      case '\t':
+        out.append(std::string_view("\\t"));
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+          out.append(std::string_view(buf));
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+}
+
+void field(spdlog::memory_buf_t& out, std::string_view key, std::string_view value, bool first) {
+  if (!first) out.push_back(',');
+  out.push_back('"');
+  out.append(key);
+  out.append(std::string_view("\":\""));
+  append_escaped(out, value);
+  out.push_back('"');
+}
+
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const auto t = std::chrono::system_clock::to_time_t(msg.time);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count() %
+        1000;
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char when[96];
+    std::snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms));
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    dest.push_back('{');
+    field(dest, "time", when, true);
+    const auto level = spdlog::level::to_string_view(msg.level);
+    field(dest, "level", std::string_view(level.data(), level.size()), false);
+    field(dest, "logger", std::string_view(msg.logger_name.data(), msg.logger_name.size()), false);
+    if (const auto v = volume_of_message(text); !v.empty()) field(dest, "volume", v, false);
+    field(dest, "msg", text, false);
+    dest.append(std::string_view("}\n"));
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+bool name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+}
+
+}  // namespace
+
+Result<LogFormat> parse_log_format(std::string_view text) {
+  if (text == "text") return LogFormat::text;
+  if (text == "json") return LogFormat::json;
+  return Error{"unknown log format '" + std::string(text) + "' (use text or json)"};
+}
+
+std::string volume_of_message(std::string_view msg) {
+  auto take = [&](size_t from) {
+    size_t end = from;
+    while (end < msg.size() && name_char(msg[end])) ++end;
+    return std::string(msg.substr(from, end - from));
+  };
+  if (msg.rfind("volume ", 0) == 0) {
+    const std::string name = take(7);
+    if (!name.empty() && msg.size() > 7 + name.size() && msg[7 + name.size()] == ':') return name;
+  }
+  if (const auto at = msg.find("volume="); at != std::string_view::npos) {
+    const std::string name = take(at + 7);
+    if (!name.empty() && name != "-") return name;
+  }
+  return "";
+}
+
+std::unique_ptr<spdlog::formatter> make_json_formatter() {
+  return std::make_unique<JsonFormatter>();
+}
+
+}  // namespace datera

@@ -1,0 +1,27 @@
+#pragma once
+
+// Log line formats: `text` (timestamp, level, [component], message) or `json` (one object per line:
+// time, level, logger, msg, and `volume` when the line is about one), for log pipelines that index
+// fields. A line is about a volume when its message starts "volume NAME:" or carries
+// "volume=NAME", the two forms the agent's components write.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <spdlog/formatter.h>
+
+#include "agent/common/result.h"
+
+namespace datera {
+
+enum class LogFormat { text, json };
+Result<LogFormat> parse_log_format(std::string_view text);
+
+/// The volume a message is about, or "" (see above).
+std::string volume_of_message(std::string_view msg);
+
+/// spdlog formatter writing one JSON object per line.
+std::unique_ptr<spdlog::formatter> make_json_formatter();
+
+}  // namespace datera
