@@ -60,10 +60,10 @@ class Arrays {
   virtual ~Arrays() = default;
   /// The array for `target` (host, port, credentials); the same object for the same target.
   virtual Result<Array*> get(const edf::BackendTarget& target) = 0;
-  /// The same array for lease renewals and grant checks: each call bounded to about a third of
-  /// the lease TTL (few retries, short timeouts), so a node cut off from the array counts and logs
-  /// a failed renewal within its renewal period, instead of retrying for minutes while holding
-  /// the volume's lock.
+  /// The same array for lease renewals, grant checks and access checks: each call bounded to about
+  /// a third of the lease TTL (few retries, short timeouts), so a node cut off from the array
+  /// counts and logs a failed renewal within its renewal period, instead of retrying for minutes
+  /// while holding the volume's lock.
   virtual Result<Array*> get_for_leases(const edf::BackendTarget& target) { return get(target); }
 };
 

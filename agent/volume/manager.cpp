@@ -783,18 +783,23 @@ std::string joined(const std::set<std::string>& ps) {
 }  // namespace
 
 asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
-  auto guard = co_await locks_.lock(volume);
-  auto it = records_.find(volume);
-  if (it == records_.end() || it->second.phase != Phase::attached ||
-      it->second.target.serial.empty()) {
-    co_return Access::unchanged;  // released or still mounting: nothing of ours to move
-  }
-  Record& rec = it->second;
   auto done = [&](Access a) {
     probe_.access_check(to_string(a));
     return a;
   };
-  auto array = arrays_.get(rec.backend);
+  // The array is asked before the volume's lock is taken, through the bounded client: an array
+  // that does not answer must not hold up the volume's lease renewal, mounts or unmounts.
+  auto attached_record = [&]() -> Record* {
+    auto it = records_.find(volume);
+    if (it == records_.end() || it->second.phase != Phase::attached ||
+        it->second.target.serial.empty()) {
+      return nullptr;  // released or still mounting: nothing of ours to move
+    }
+    return &it->second;
+  };
+  const Record* before = attached_record();
+  if (!before) co_return Access::unchanged;
+  auto array = arrays_.get_for_leases(before->backend);
   if (!array) {
     log_->warn("volume {}: cannot check its access IPs ({}): {}", volume, reason,
                array.error().message);
@@ -806,6 +811,10 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
                found ? "the array has no such app instance" : found.error().message);
     co_return done(Access::error);
   }
+  auto guard = co_await locks_.lock(volume);
+  Record* current_rec = attached_record();
+  if (!current_rec) co_return Access::unchanged;
+  Record& rec = *current_rec;
   const edf::AppInstance& ai = **found;
   if (ai.volume_uuid != rec.target.serial) {
     log_->error(

@@ -254,6 +254,16 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
   write_file(pod_a + "/before.txt", "before the partition\n");
   const auto a_loops = loops_under(sim_.dir().path());
   ASSERT_EQ(a_loops.size(), 1u);
+  // Steady state first: node-a has renewed at least once, so its renewal client is logged in (a
+  // first login during the cut would spend its bounded attempts on version discovery and login,
+  // and could still be retrying when the link comes back).
+  const auto renewing = Clock::now() + std::chrono::seconds(5);
+  while (nodes_["node-a"].agent->log_text().find("client created for lease renewals") ==
+             std::string::npos &&
+         Clock::now() < renewing) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // one more renewal round
   // Node A's link to the array goes down; its agent runs on and its renewals fail. The array
   // ending its session when it leaves the ACL is emulated: its device refuses writes from here on.
   ASSERT_TRUE(nodes_["node-a"].net->cut());
