@@ -17,40 +17,22 @@ using detail::StepTimer;
 asio::awaitable<flex::Json> Manager::waitforattach(const flex::Request& request) {
   Failed failed{"options", Error{}};
   auto dev = co_await do_waitforattach(request, false, failed);
-  update_gauges();
-  probe_.operation("waitforattach", dev.ok());
-  if (!dev) {
-    probe_.failure("waitforattach", failed.step);
-    co_return flex::failure(dev.error().message);
-  }
-  flex::Json reply = flex::success();
-  reply["device"] = *dev;
+  flex::Json reply = answer("waitforattach", dev, failed);
+  if (dev) reply["device"] = *dev;
   co_return reply;
 }
 
 asio::awaitable<flex::Json> Manager::mountdevice(const flex::Request& request) {
   Failed failed{"options", Error{}};
   auto dev = co_await do_waitforattach(request, true, failed);
-  update_gauges();
-  probe_.operation("mountdevice", dev.ok());
-  if (!dev) {
-    probe_.failure("mountdevice", failed.step);
-    co_return flex::failure(dev.error().message);
-  }
-  co_return flex::success();
+  co_return answer("mountdevice", dev, failed);
 }
 
 asio::awaitable<flex::Json> Manager::unmountdevice(const flex::Request& request) {
   Failed failed{"checks", Error{}};
   auto st =
       co_await do_unmountdevice(normal_path(request.arg("deviceMountPath").value_or("")), failed);
-  update_gauges();
-  probe_.operation("unmountdevice", st.ok());
-  if (!st) {
-    probe_.failure("unmountdevice", failed.step);
-    co_return flex::failure(st.error().message);
-  }
-  co_return flex::success();
+  co_return answer("unmountdevice", st, failed);
 }
 
 asio::awaitable<Result<std::string>> Manager::do_waitforattach(const flex::Request& request,

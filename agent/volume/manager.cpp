@@ -101,13 +101,7 @@ asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
   } else {
     done = co_await do_mount(pod_dir, request.options, failed);
   }
-  update_gauges();
-  probe_.operation("mount", done.ok());
-  if (!done) {
-    probe_.failure("mount", failed.step);
-    co_return flex::failure(done.error().message);
-  }
-  co_return flex::success();
+  co_return answer("mount", done, failed);
 }
 
 Status Manager::check_pod_dir(const std::string& pod_dir) const {
@@ -356,13 +350,7 @@ asio::awaitable<flex::Json> Manager::unmount(const flex::Request& request) {
   const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
   Failed failed{"checks", Error{}};
   auto st = co_await do_unmount(pod_dir, failed);
-  update_gauges();
-  probe_.operation("unmount", st.ok());
-  if (!st) {
-    probe_.failure("unmount", failed.step);
-    co_return flex::failure(st.error().message);
-  }
-  co_return flex::success();
+  co_return answer("unmount", st, failed);
 }
 
 asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& failed) {
@@ -504,14 +492,8 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
 asio::awaitable<flex::Json> Manager::expand(const flex::Request& request) {
   Failed failed{"options", Error{}};
   auto grown = co_await do_expand(request, failed);
-  update_gauges();
-  probe_.operation(request.command, grown.ok());
-  if (!grown) {
-    probe_.failure(request.command, failed.step);
-    co_return flex::failure(grown.error().message);
-  }
-  flex::Json reply = flex::success();
-  reply["volumeNewSize"] = *grown;
+  flex::Json reply = answer(request.command, grown, failed);
+  if (grown) reply["volumeNewSize"] = *grown;
   co_return reply;
 }
 

@@ -132,6 +132,19 @@ class Manager : public flexvolume::VolumeOps {
     Error error;
   };
 
+  /// Counts one finished operation and turns its outcome into kubelet's reply (Success, or
+  /// Failure with the error's message); callers add their reply fields.
+  template <typename T>
+  flex::Json answer(const std::string& operation, const Result<T>& outcome, const Failed& failed) {
+    update_gauges();
+    probe_.operation(operation, outcome.ok());
+    if (!outcome) {
+      probe_.failure(operation, failed.step);
+      return flex::failure(outcome.error().message);
+    }
+    return flex::success();
+  }
+
   boost::asio::awaitable<Result<std::string>> do_mount(const std::string& pod_dir,
                                                        const flex::Json& options, Failed& failed);
   boost::asio::awaitable<Result<int64_t>> do_expand(const flex::Request& request, Failed& failed);
