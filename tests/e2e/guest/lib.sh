@@ -69,6 +69,25 @@ fail() {
   printf '%s\n' "$*" >"$E2E_REASON_FILE"
   exit 1
 }
+# check NAME: one passed check, in the form run.sh counts.
+check() { printf 'E2E CHECK %s PASS\n' "$1"; }
+# fail_with_logs DIR REASON: the two-node scenarios' failure: the tails of the agents' logs
+# (DIR/a/agent.log, DIR/b/agent.log) and of DIR/sim.log, then fail.
+fail_with_logs() {
+  _dir=$1
+  shift
+  for _n in a b; do
+    log "---- node-$_n agent log (tail) ----"
+    tail -n 30 "$_dir/$_n/agent.log" 2>/dev/null | sed "s/^/  $_n| /"
+  done
+  log "---- sim log (tail) ----"
+  tail -n 20 "$_dir/sim.log" 2>/dev/null | sed 's/^/  sim| /'
+  fail "$*"
+}
+# metric_on PORT NAME_WITH_LABELS: the value of one metric of the agent whose metrics are on PORT.
+metric_on() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
+}
 # run CMD...: logs and runs a command; fails the scenario if it fails.
 run() {
   log "+ $*"

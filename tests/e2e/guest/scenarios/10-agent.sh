@@ -41,11 +41,8 @@ die() {
   dump_logs
   fail "$*"
 }
-check() { printf 'E2E CHECK %s PASS\n' "$1"; }
 
-metric() { # metric NAME_WITH_LABELS: prints its value or nothing
-  curl -s "$METRICS" | awk -v m="$1" '$1 == m { print $2 }'
-}
+metric() { metric_on 9808 "$1"; } # metric NAME_WITH_LABELS: prints its value or nothing
 
 # Continuous 64 KiB O_DIRECT writes into the pod dir; each line of $1: "<start cs> <end cs> <rc>".
 start_writer() {

@@ -22,24 +22,13 @@ OPTS='{"volumeID":"vol-ctl","size":"1","replica":"2","kubernetes.io/fsType":"ext
 PID_a=
 PID_b=
 
-die() {
-  for n in a b; do
-    log "---- node-$n agent log (tail) ----"
-    tail -n 30 $W/$n/agent.log 2>/dev/null | sed "s/^/  $n| /"
-  done
-  log "---- sim log (tail) ----"
-  tail -n 20 $W/sim.log 2>/dev/null | sed 's/^/  sim| /'
-  fail "$*"
-}
-check() { printf 'E2E CHECK %s PASS\n' "$1"; }
+die() { fail_with_logs $W "$@"; }
 iqn_of() { echo "iqn.1993-08.org.debian:01:e2e-ctl-$1"; }
 pod_of() { echo "$W/$1/kubelet/pods/uid-$1/volumes/datera~iscsi/pv-c"; }
 dev_mount_of() { echo "$W/$1/kubelet/plugins/kubernetes.io/flexvolume/datera/iscsi/mounts/pv-c"; }
 shim_of() { echo "$W/$1/plugins/datera~iscsi/iscsi"; }
 port_of() { case $1 in a) echo 9821 ;; *) echo 9822 ;; esac; }
-metric_of() { # NODE NAME_WITH_LABELS
-  curl -s "http://127.0.0.1:$(port_of "$1")/metrics" | awk -v m="$2" '$1 == m { print $2 }'
-}
+metric_of() { metric_on "$(port_of "$1")" "$2"; } # NODE NAME_WITH_LABELS
 call() { # NODE ARGS...: one FlexVolume call through NODE's shim; fails unless it says Success
   n=$1
   shift
