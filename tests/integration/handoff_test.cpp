@@ -21,6 +21,7 @@
 
 #include "tests/testing/agent_process.h"
 #include "tests/testing/host_mounts.h"
+#include "tests/testing/loop_node.h"
 #include "tests/testing/netns.h"
 #include "tests/testing/sim_process.h"
 
@@ -63,11 +64,8 @@ class HandoffTest : public ::testing::Test {
       node.agent->launcher = node.net->enter();
       node.agent->listen_metrics_on(node.net->node_ip);
       const std::string server = node.net->host_ip + ":" + std::to_string(sim_.port);
-      std::ofstream(node.agent->root + "/password") << sim_.password;
+      testing::make_loop_node(*node.agent, sim_, node.iqn, server);
       std::ofstream(node.agent->config, std::ios::app)
-          << "backend: {server: '" << server << "', username: admin, password_file: '"
-          << node.agent->root << "/password'}\n"
-          << "initiator: {kind: loop, iqn: '" << node.iqn << "'}\n"
           << "handoff: {lease_ttl: " << kTtlSeconds
           << "s, claim_settle: 300ms, claim_write_bound: 200ms}\n"
           << (attach_ ? "attach: true\n" : "");

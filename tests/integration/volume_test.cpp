@@ -16,6 +16,7 @@
 
 #include "tests/testing/agent_process.h"
 #include "tests/testing/host_mounts.h"
+#include "tests/testing/loop_node.h"
 #include "tests/testing/sim_process.h"
 
 namespace datera {
@@ -46,11 +47,7 @@ class VolumeTest : public ::testing::Test {
       GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
     }
     ASSERT_TRUE(sim_.start()) << sim_.log();
-    std::ofstream(agent_.root + "/password") << sim_.password;
-    std::ofstream(agent_.config, std::ios::app)
-        << "backend: {server: '" << sim_.server() << "', username: admin, password_file: '"
-        << agent_.root << "/password'}\n"
-        << "initiator: {kind: loop, iqn: '" << kIqn << "'}\n";
+    testing::make_loop_node(agent_, sim_, kIqn);
     start_agent();
   }
 
