@@ -119,7 +119,7 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
                                r.command == "isattached" || r.command == "waitforattach" ||
                                r.command == "mountdevice" || r.command == "unmountdevice";
   const std::string version = version::kVersion;
-  if (controller_call && options_.attach) {
+  if (controller_call && options_.capabilities.value("attach", false)) {
     if (controller_ && r.command == "attach") co_return co_await controller_->attach(r);
     if (controller_ && r.command == "detach") co_return co_await controller_->detach(r);
     if (controller_ && r.command == "isattached") co_return co_await controller_->isattached(r);

@@ -23,11 +23,11 @@ namespace datera::flexvolume {
 
 struct ServiceOptions {
   std::string driver_name = "datera/iscsi";
+  /// What `init` answers; capabilities.attach also selects controller mode: attach/detach/
+  /// isattached, waitforattach, mountdevice and unmountdevice are served, else only mount and
+  /// unmount do volume work.
   flex::Json capabilities;
   std::chrono::milliseconds call_timeout{600'000};
-  /// Controller mode (capabilities.attach): attach/detach/isattached, waitforattach, mountdevice
-  /// and unmountdevice are served; otherwise only mount and unmount do volume work.
-  bool attach = false;
 };
 
 struct CallCounts {

@@ -78,7 +78,7 @@ Application::Application(config::Config cfg, std::string config_path, LogFactory
       installer_probe_(*registry_),
       runner_(process::make_process_runner(ioc_.get_executor(), logs.get("process"))),
       flex_(flexvolume::ServiceOptions{cfg_.driver.driver_name(), driver_info(cfg_).capabilities,
-                                       cfg_.api.call_timeout, cfg_.attach},
+                                       cfg_.api.call_timeout},
             flex_probe_, logs.get("flexvolume")),
       router_(flex_, *this, logs.get("api")),
       api_server_(ioc_.get_executor(),

@@ -169,8 +169,8 @@ TEST(ServiceModes, ControllerModeRoutesEachCallToItsHalf) {
   prometheus::Registry registry;
   Probe probe{registry};
   Service service{
-      ServiceOptions{"datera/iscsi", flex::Json{{"attach", true}}, std::chrono::seconds(5), true},
-      probe, null_logger()};
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", true}}, std::chrono::seconds(5)}, probe,
+      null_logger()};
   Recorder ops;
   service.set_volume_ops(&ops);
   service.set_controller_ops(&ops);
@@ -189,8 +189,8 @@ TEST(ServiceModes, WithoutAttachTheControllerCallsFailNamingTheSwitch) {
   prometheus::Registry registry;
   Probe probe{registry};
   Service service{
-      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5), false},
-      probe, null_logger()};
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)}, probe,
+      null_logger()};
   Recorder ops;
   service.set_volume_ops(&ops);
   service.set_controller_ops(&ops);
