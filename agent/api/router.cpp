@@ -1,6 +1,7 @@
 #include "agent/api/router.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 
 namespace datera::api {
@@ -17,10 +18,22 @@ Response json_response(const nlohmann::json& body, std::string route) {
   return r;
 }
 
+/// A volume name as a path segment: what a Datera name may hold, nothing that could escape.
+bool plausible_volume(const std::string& v) {
+  return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+constexpr const char* kRoutes =
+    " (routes: POST /v1/flexvolume, GET /v1/status, GET /v1/volumes, "
+    "POST /v1/volumes/<volume>/release, POST /v1/drain)";
+
 }  // namespace
 
-Router::Router(flexvolume::Service& flex, StatusSource& status, LoggerPtr log)
-    : flex_(flex), status_(status), log_(std::move(log)) {}
+Router::Router(flexvolume::Service& flex, StatusSource& status, Maintenance& maintenance,
+               LoggerPtr log)
+    : flex_(flex), status_(status), maintenance_(maintenance), log_(std::move(log)) {}
 
 boost::asio::awaitable<Response> Router::handle(http::Request request) {
   const auto path = request.path();
@@ -34,10 +47,45 @@ boost::asio::awaitable<Response> Router::handle(http::Request request) {
     if (path == "/v1/status") co_return json_response(status_.status(), "status");
     co_return json_response(status_.volumes(), "volumes");
   }
-  co_return error_response(404, "not_found",
-                           "no route " + path +
-                               " (routes: POST /v1/flexvolume, GET /v1/status, "
-                               "GET /v1/volumes)");
+  const std::string prefix = "/v1/volumes/", suffix = "/release";
+  if (path == "/v1/drain" || (path.size() > prefix.size() + suffix.size() &&
+                              path.rfind(prefix, 0) == 0 && path.ends_with(suffix))) {
+    if (request.method != "POST") co_return error_response(405, "method", "use POST on " + path);
+    const std::string volume =
+        path == "/v1/drain"
+            ? std::string()
+            : path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+    if (path != "/v1/drain" && !plausible_volume(volume)) {
+      co_return error_response(400, "bad_volume",
+                               "'" + volume + "' is not a volume name (letters, digits, _ - .)");
+    }
+    co_return co_await maintenance(request, volume);
+  }
+  co_return error_response(404, "not_found", "no route " + path + kRoutes);
+}
+
+boost::asio::awaitable<Response> Router::maintenance(const http::Request& request,
+                                                     const std::string& volume) {
+  bool force = false;
+  if (!request.body.empty()) {
+    const auto body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+    if (!body.is_object() || (body.contains("force") && !body["force"].is_boolean())) {
+      co_return error_response(400, "bad_json", R"(the body is {"force": true|false} or nothing)");
+    }
+    force = body.value("force", false);
+  }
+  if (volume.empty()) {
+    log_->info("drain requested{}", force ? " (force)" : "");
+    auto results = co_await maintenance_.drain(force);
+    co_return json_response({{"volumes", std::move(results)}}, "drain");
+  }
+  log_->info("release of volume {} requested{}", volume, force ? " (force)" : "");
+  auto result = co_await maintenance_.release(volume, force);
+  Response r = json_response(result, "release");
+  const std::string outcome = result.value("result", "");
+  if (outcome == "in_use" || outcome == "staged") r.status = 409;
+  if (outcome == "failed") r.status = 500;
+  co_return r;
 }
 
 boost::asio::awaitable<Response> Router::flexvolume(const http::Request& request) {

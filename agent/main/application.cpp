@@ -80,7 +80,7 @@ Application::Application(config::Config cfg, std::string config_path, LogFactory
       flex_(flexvolume::ServiceOptions{cfg_.driver.driver_name(), driver_info(cfg_).capabilities,
                                        cfg_.api.call_timeout},
             flex_probe_, logs.get("flexvolume")),
-      router_(flex_, *this, logs.get("api")),
+      router_(flex_, *this, *this, logs.get("api")),
       api_server_(ioc_.get_executor(),
                   http::ServerOptions{"api", cfg_.api.max_connections, cfg_.api.read_timeout,
                                       std::chrono::seconds(10), 64 * 1024},
@@ -154,6 +154,7 @@ asio::awaitable<void> Application::start() {
   log_->info("{}", summary);
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
+  volumes_served_ = true;
   if (attacher_) flex_.set_controller_ops(attacher_.get());
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
@@ -539,6 +540,30 @@ nlohmann::json Application::volumes() {
     if (keeper_) v["session"] = keeper_->state(v.value("volume", ""));
   }
   return {{"volumes", list}};
+}
+
+asio::awaitable<nlohmann::json> Application::release(std::string volume, bool force) {
+  if (!volumes_ || !volumes_served_) {
+    co_return nlohmann::json{{"volume", volume},
+                             {"result", "failed"},
+                             {"message",
+                              "the agent is still starting (reconciling its journal "
+                              "with sessions and mounts); retry in a moment"},
+                             {"pods", nlohmann::json::array()}};
+  }
+  auto done = co_await volumes_->give_up(std::move(volume), force);
+  co_return done.to_json();
+}
+
+asio::awaitable<nlohmann::json> Application::drain(bool force) {
+  nlohmann::json out = nlohmann::json::array();
+  if (!volumes_ || !volumes_served_) {
+    out.push_back(co_await release("", force));
+    co_return out;
+  }
+  auto all = co_await volumes_->drain(force);
+  for (const auto& one : all) out.push_back(one.to_json());
+  co_return out;
 }
 
 }  // namespace datera::app

@@ -43,7 +43,7 @@ namespace datera::app {
 /// Installer options derived from the agent config (shared with `uninstall-driver`).
 installer::Options installer_options(const config::Config& cfg);
 
-class Application : public api::StatusSource {
+class Application : public api::StatusSource, public api::Maintenance {
  public:
   Application(config::Config cfg, std::string config_path, LogFactory& logs,
               std::unique_ptr<lifecycle::Notifier> notifier);
@@ -54,6 +54,8 @@ class Application : public api::StatusSource {
 
   nlohmann::json status() override;
   nlohmann::json volumes() override;
+  boost::asio::awaitable<nlohmann::json> release(std::string volume, bool force) override;
+  boost::asio::awaitable<nlohmann::json> drain(bool force) override;
 
  private:
   boost::asio::awaitable<void> start();
@@ -75,6 +77,7 @@ class Application : public api::StatusSource {
   int exit_code_ = 0;
   bool notified_ready_ = false;
   bool stopping_ = false;
+  bool volumes_served_ = false;  ///< the journal is reconciled; volume calls are served
 
   boost::asio::io_context ioc_{1};
   boost::asio::thread_pool pool_{2};  ///< blocking file work; never the event loop

@@ -440,8 +440,10 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
   const std::string name = rec.volume;
   // Only a volume that was really served here (its last pod left, or that unmount's crash being
   // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
-  // which may well be a volume another node uses, and never one handed over to another node.
-  const bool served = rec.phase != Phase::attaching && operation != "handoff";
+  // which may well be a volume another node uses, never one handed over to another node, and
+  // never one an operator gave up for maintenance (its pods may start elsewhere).
+  const bool served =
+      rec.phase != Phase::attaching && operation != "handoff" && operation != "release";
   rec.phase = Phase::detaching;
   if (auto st = co_await journal_.save(rec); !st) {
     failed.step = "journal";

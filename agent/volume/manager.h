@@ -87,6 +87,25 @@ enum class Access {
 };
 const char* to_string(Access a);
 
+/// What give_up() did with one volume (datera-agentctl release / drain).
+struct GiveUp {
+  enum class Outcome {
+    released,  ///< this node holds nothing of it any more
+    not_here,  ///< it held nothing of it to begin with
+    in_use,    ///< pods on this node mount it; nothing done
+    staged,    ///< controller mode: kubelet's device mount, kept (without force)
+    failed,    ///< a step failed; what was done stays done, the rest is retried
+  };
+  std::string volume;
+  Outcome outcome = Outcome::not_here;
+  std::vector<std::string> pods;  ///< in_use: the pod volume dirs that mount it
+  std::string message;            ///< what happened, and what to do when it is not released
+
+  /// {"volume","result","message","pods"}, for the API.
+  nlohmann::json to_json() const;
+};
+const char* to_string(GiveUp::Outcome o);
+
 class Manager : public flexvolume::VolumeOps {
  public:
   /// `multipath` may be null (the loop initiator, or no device-mapper at all).
@@ -118,6 +137,15 @@ class Manager : public flexvolume::VolumeOps {
   /// One renewal round over every lease this node holds (the application runs it every ttl/3).
   /// In controller mode: one check that every volume here is still granted to this node.
   boost::asio::awaitable<void> renew_leases();
+
+  /// An operator's request to give `volume` up on this node (maintenance): only when no pod here
+  /// mounts it. Pod mounts whose bind is gone are forgotten first. Agent mode: staging, map and
+  /// session go, the ACL entry and the lease are released, the retain policy is NOT applied (this
+  /// is no pod's last unmount). Controller mode: staging, map and session go; the grant is the
+  /// controller's. kubelet's device mount (controller mode) is kept unless `force`.
+  boost::asio::awaitable<GiveUp> give_up(std::string volume, bool force);
+  /// give_up() for every volume this node holds, one after the other.
+  boost::asio::awaitable<std::vector<GiveUp>> drain(bool force);
 
   const edf::BackendTarget& default_backend() const { return options_.default_backend; }
 

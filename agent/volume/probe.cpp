@@ -65,6 +65,10 @@ Probe::Probe(prometheus::Registry& registry)
                             .Help("Lease renewals that could not reach the array")
                             .Register(registry)
                             .Add({})),
+      releases_(prometheus::BuildCounter()
+                    .Name("datera_agent_volume_releases_total")
+                    .Help("Volumes an operator asked this node to give up, by what happened")
+                    .Register(registry)),
       udev_(prometheus::BuildCounter()
                 .Name("datera_agent_udev_events_total")
                 .Help("Kernel device events seen")
@@ -85,6 +89,8 @@ Probe::Probe(prometheus::Registry& registry)
     if (std::string(r) != "unchanged" && std::string(r) != "error")
       portal_changes_.Add({{"result", r}});
   }
+  for (const char* r : {"released", "not_here", "in_use", "staged", "failed"})
+    releases_.Add({{"result", r}});
   for (const char* op : {"mount", "unmount"}) {
     for (const char* r : {"success", "failure"})
       operations_.Add({{"operation", op}, {"result", r}});
@@ -139,6 +145,10 @@ void Probe::fencing(const std::string& kind) {
 
 void Probe::lease_renewal_failed() {
   renewal_failures_.Increment();
+}
+
+void Probe::given_up(const std::string& result) {
+  releases_.Add({{"result", result}}).Increment();
 }
 
 void Probe::udev_event(const std::string& subsystem, const std::string& action) {

@@ -21,6 +21,10 @@
 //   datera_agent_fencing_actions_total{kind}                           counter
 //   datera_agent_lease_renewal_failures_total                          counter (also failed grant
 //                                                                      checks, attach: true)
+//   datera_agent_volume_releases_total{result}                         counter (operator's
+//                                                                      release/drain: released,
+//                                                                      not_here, in_use, staged,
+//                                                                      failed)
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
 
@@ -51,6 +55,8 @@ class Probe {
   /// kind: fenced_expired_owner, stale_acl_entry, self_fenced.
   void fencing(const std::string& kind);
   void lease_renewal_failed();
+  /// An operator's release of one volume (release / drain), by GiveUp outcome.
+  void given_up(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);
   void udev_degraded(bool degraded);
 
@@ -68,6 +74,7 @@ class Probe {
   prometheus::Histogram& handoff_seconds_;
   prometheus::Family<prometheus::Counter>& fencing_;
   prometheus::Counter& renewal_failures_;
+  prometheus::Family<prometheus::Counter>& releases_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;
 };

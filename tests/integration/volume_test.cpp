@@ -6,6 +6,7 @@
 #include <cctype>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <sys/statvfs.h>
@@ -110,6 +111,20 @@ class VolumeTest : public ::testing::Test {
     return {};
   }
 
+  /// The node the volume's ownership lease names on the array ("" when free).
+  std::string owner_of(const std::string& volume) {
+    const auto state = sim_get("/_sim/state");
+    for (const auto& [_, tenant] : state["tenants"].items()) {
+      for (const auto& ai : tenant["app_instances"]) {
+        if (ai.value("name", "") == volume) {
+          return ai["metadata"].value("datera-agent.owner", "");
+        }
+      }
+    }
+    ADD_FAILURE() << "datera-sim has no app instance " << volume;
+    return "?";
+  }
+
   /// Nothing of `volume` is left on this node: no mount under the agent's tree, no loop device,
   /// no journal record, and the node is out of the ACL.
   void expect_released(const std::string& volume) {
@@ -187,6 +202,65 @@ TEST_F(VolumeTest, MountWriteUnmountMountAgainReadsTheSameData) {
       sim_get("/_sim/acl_log");  // named: a range-for over a temporary's member dangles
   for (const auto& e : log["entries"]) ops.push_back(e["op"]);
   EXPECT_EQ(ops, (std::vector<std::string>{"add", "remove", "add", "remove"}));
+}
+
+TEST_F(VolumeTest, AgentctlReleaseAndDrainGiveUpOnlyWhatNoPodUses) {
+  const auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {DATERA_AGENTCTL_PATH, "-s", agent_.socket});
+    return testing::exec_capture(args);
+  };
+  const auto pod1 = pod_dir("uid-rel-1");
+  ASSERT_EQ(shim({"mount", pod1, options("vol-rel-a")})["status"], "Success") << agent_.log_text();
+  write_file(pod1 + "/kept.txt", "still here\n");
+
+  auto r = ctl({"release", "vol-rel-a"});
+  EXPECT_EQ(r.exit_code, 1) << "a pod uses it: kept. " << r.output;
+  EXPECT_NE(r.output.find("in_use"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("uid-rel-1"), std::string::npos) << r.output;
+  EXPECT_TRUE(mount_at(pod1)) << "the pod's mount is untouched";
+  EXPECT_EQ(acl_of("vol-rel-a"), std::vector<std::string>{kIqn});
+
+  // The pod's bind goes behind kubelet's back (its pod dir cleaned while the agent was away):
+  // the volume stays staged, logged in, in the ACL and leased, used by nothing.
+  ASSERT_EQ(testing::exec_capture({"/usr/bin/umount", pod1}).exit_code, 0);
+  const auto pod2 = pod_dir("uid-rel-2");
+  ASSERT_EQ(shim({"mount", pod2, options("vol-rel-b")})["status"], "Success") << agent_.log_text();
+
+  r = ctl({"-o", "json", "drain"});
+  EXPECT_EQ(r.exit_code, 0) << "nothing failed: " << r.output;
+  const auto j = json::parse(r.output, nullptr, false);
+  ASSERT_TRUE(j.is_array()) << r.output;
+  std::map<std::string, std::string> result;
+  for (const auto& v : j) result[v.value("volume", "")] = v.value("result", "");
+  EXPECT_EQ(result["vol-rel-a"], "released") << r.output << agent_.log_text();
+  EXPECT_EQ(result["vol-rel-b"], "in_use") << r.output;
+  EXPECT_FALSE(mount_at(agent_.root + "/state/staging/vol-rel-a")) << "staging left mounted";
+  EXPECT_TRUE(mount_at(agent_.root + "/state/staging/vol-rel-b"));
+  EXPECT_TRUE(mount_at(pod2));
+  EXPECT_TRUE(acl_of("vol-rel-a").empty()) << "node left in the ACL";
+  EXPECT_EQ(acl_of("vol-rel-b"), std::vector<std::string>{kIqn});
+  EXPECT_FALSE(std::ifstream(agent_.root + "/state/journal/vol-rel-a.json").good());
+  EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u) << "only vol-rel-b's device is attached";
+  EXPECT_EQ(owner_of("vol-rel-a"), "") << "lease released";
+  EXPECT_EQ(owner_of("vol-rel-b"), "it-node");
+
+  r = ctl({"release", "vol-rel-a"});
+  EXPECT_EQ(r.exit_code, 0) << "nothing here is nothing to do: " << r.output;
+  EXPECT_NE(r.output.find("not_here"), std::string::npos) << r.output;
+  r = ctl({"release", "../etc"});
+  EXPECT_EQ(r.exit_code, 3) << "refused by the agent: " << r.output;
+
+  // The volume was given up, not deleted: a pod mounting it again reads its data.
+  const auto pod3 = pod_dir("uid-rel-3");
+  ASSERT_EQ(shim({"mount", pod3, options("vol-rel-a")})["status"], "Success") << agent_.log_text();
+  EXPECT_EQ(read_file(pod3 + "/kept.txt"), "still here\n");
+  EXPECT_EQ(shim({"unmount", pod3})["status"], "Success");
+  EXPECT_EQ(shim({"unmount", pod2})["status"], "Success");
+  expect_released("vol-rel-a");
+  expect_released("vol-rel-b");
+  EXPECT_EQ(metric("datera_agent_volume_releases_total{result=\"released\"}"), 1);
+  EXPECT_EQ(metric("datera_agent_volume_releases_total{result=\"in_use\"}"), 2);
+  EXPECT_EQ(metric("datera_agent_volume_releases_total{result=\"not_here\"}"), 1);
 }
 
 TEST_F(VolumeTest, TwoPodsShareOneStagingMountAndReadOnlyIsEnforced) {

@@ -1,9 +1,10 @@
 // datera-agentctl: what an operator reaches for on a node. Talks to the local agent over its
-// Unix-socket API (GET /v1/status, /v1/volumes); prints kubectl-style tables or, with -o json,
-// the JSON for scripts.
+// Unix-socket API (GET /v1/status, /v1/volumes; POST /v1/volumes/<v>/release, /v1/drain); prints
+// kubectl-style tables or, with -o json, the JSON for scripts.
 //
-// Exit codes: 0 done (doctor: nothing failed), 1 doctor found a failure, 2 usage, 3 the agent
-// could not be reached or answered an error.
+// Exit codes: 0 done (doctor: nothing failed; release: released or nothing there; drain: no
+// release failed), 1 doctor found a failure, release kept or failed the volume, a drain's release
+// failed; 2 usage; 3 the agent could not be reached or answered an error.
 
 #include <iostream>
 
@@ -44,6 +45,27 @@ struct Fetch {
     }
     return j;
   }
+  /// release and drain: the agent answers 200, 409 (kept) or 500 (failed) with the result.
+  std::optional<Json> post(const std::string& path, const Json& body,
+                           std::chrono::seconds timeout) {
+    auto r = datera::flex::http_request(socket, "POST", path, body.dump(), "datera-agentctl",
+                                        std::chrono::seconds(2), timeout);
+    if (!r) {
+      error = "datera-agent at " + socket + ": " + r.error().message +
+              (r.error().code == static_cast<int>(datera::flex::ClientErrc::timeout)
+                   ? " (the agent goes on; see datera-agentctl volumes)"
+                   : " (is it running?)");
+      return std::nullopt;
+    }
+    Json j = Json::parse(r->body, nullptr, false);
+    if (j.is_discarded() || (r->status != 200 && r->status != 409 && r->status != 500) ||
+        (j.contains("status") && j["status"] == "Failure")) {
+      error = "datera-agent answered HTTP " + std::to_string(r->status) + " for " + path + ": " +
+              r->body;
+      return std::nullopt;
+    }
+    return j;
+  }
 };
 
 }  // namespace
@@ -59,6 +81,23 @@ int main(int argc, char** argv) {
   auto* volumes = cli.add_subcommand(
       "volumes", "volumes on this node: phase, device, session, portal, owner, epoch, pods");
   auto* sessions = cli.add_subcommand("sessions", "the iSCSI session of each volume");
+  std::string volume;
+  bool force = false;
+  int timeout_s = 300;
+  auto* release = cli.add_subcommand(
+      "release",
+      "give VOLUME up on this node (no pod here may use it): unmount, log out, leave "
+      "its ACL and lease (agent mode)");
+  release->add_option("VOLUME", volume, "the volume (app instance) name")->required();
+  auto* drain = cli.add_subcommand(
+      "drain", "release every volume no pod on this node uses, for maintenance (cordon first)");
+  for (auto* sub : {release, drain}) {
+    sub->add_flag("--force", force,
+                  "controller mode: also unstage kubelet's device mounts no pod uses (only when "
+                  "kubelet is gone for good)");
+    sub->add_option("--timeout", timeout_s, "seconds to wait for the agent")
+        ->check(CLI::Range(1, 3600));
+  }
   auto* doctor =
       cli.add_subcommand("doctor",
                          "checks this node: agent, driver, array, iscsid, initiator name, mount "
@@ -72,6 +111,19 @@ int main(int argc, char** argv) {
 
   Fetch fetch{socket, ""};
   const bool json = output == "json";
+  if (release->parsed() || drain->parsed()) {
+    const std::string path = release->parsed() ? "/v1/volumes/" + volume + "/release" : "/v1/drain";
+    auto r = fetch.post(path, Json{{"force", force}}, std::chrono::seconds(timeout_s));
+    if (!r) {
+      std::cerr << "datera-agentctl: " << fetch.error << "\n";
+      return kUnreachable;
+    }
+    const Json results = release->parsed() ? Json::array({*r}) : r->value("volumes", Json::array());
+    std::cout << (json ? (release->parsed() ? r->dump(1) : results.dump(1)) + "\n"
+                       : datera::agentctl::results_table(results));
+    return release->parsed() ? datera::agentctl::release_exit_code(*r)
+                             : datera::agentctl::drain_exit_code(results);
+  }
   auto st = fetch.get("/v1/status");
   if (!st) {
     if (doctor->parsed()) {

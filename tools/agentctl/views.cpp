@@ -21,15 +21,18 @@ std::string duration(int64_t s) {
   return std::to_string(s / 86400) + "d";
 }
 
-std::string joined(const Json& list, const char* key = nullptr) {
+/// A pod volume dir, .../pods/<uid>/volumes/..., as its pod uid.
+std::string pod_uid(const std::string& dir) {
+  const auto at = dir.find("/pods/");
+  return at == std::string::npos ? dir : dir.substr(at + 6, dir.find('/', at + 6) - at - 6);
+}
+
+/// `pod_dirs`: the values are pod volume dirs, shown as pod uids.
+std::string joined(const Json& list, const char* key = nullptr, bool pod_dirs = false) {
   std::string out;
   for (const auto& e : list) {
     std::string v = key ? str(e, key, "") : (e.is_string() ? e.get<std::string>() : e.dump());
-    if (key && std::string(key) == "dir") {
-      // A pod volume dir: .../pods/<uid>/volumes/...: show the pod uid.
-      const auto at = v.find("/pods/");
-      if (at != std::string::npos) v = v.substr(at + 6, v.find('/', at + 6) - at - 6);
-    }
+    if (pod_dirs) v = pod_uid(v);
     out += (out.empty() ? "" : ",") + v;
   }
   return out.empty() ? "-" : out;
@@ -90,7 +93,7 @@ std::string volumes_table(const Json& status, const Json& v) {
                                            : str(rec, "device"),
                     str(session, "state"), joined(portals), epoch ? node : "-",
                     epoch ? std::to_string(epoch) : "-",
-                    joined(rec.value("pods", Json::array()), "dir")});
+                    joined(rec.value("pods", Json::array()), "dir", true)});
   }
   return table({"VOLUME", "PHASE", "DEVICE", "SESSION", "PORTAL", "OWNER", "EPOCH", "PODS"}, rows);
 }
@@ -105,6 +108,31 @@ std::string sessions_table(const Json& v) {
                     str(session, "recoveries", "0")});
   }
   return table({"VOLUME", "HEALTH", "SESSION", "STATE", "PORTAL", "TARGET", "RECOVERIES"}, rows);
+}
+
+std::string results_table(const Json& results) {
+  std::vector<std::vector<std::string>> rows;
+  std::string notes;
+  for (const auto& r : results) {
+    const std::string result = str(r, "result");
+    rows.push_back(
+        {str(r, "volume"), result, joined(r.value("pods", Json::array()), nullptr, true)});
+    if (result != "released" && result != "not_here") notes += str(r, "message", "") + "\n";
+  }
+  if (rows.empty()) return "this node holds no volume\n";
+  return table({"VOLUME", "RESULT", "PODS"}, rows) + (notes.empty() ? "" : "\n" + notes);
+}
+
+int release_exit_code(const Json& result) {
+  const std::string r = result.value("result", "");
+  return r == "released" || r == "not_here" ? 0 : 1;
+}
+
+int drain_exit_code(const Json& results) {
+  for (const auto& r : results) {
+    if (r.value("result", "") == "failed") return 1;
+  }
+  return 0;
 }
 
 }  // namespace datera::agentctl

@@ -24,4 +24,12 @@ std::string volumes_table(const Json& status, const Json& volumes);
 /// VOLUME HEALTH SESSION STATE PORTAL TARGET RECOVERIES
 std::string sessions_table(const Json& volumes);
 
+/// VOLUME RESULT PODS, one row per result of release or drain (each {"volume","result","message",
+/// "pods"}), then the message of every volume that was kept or failed: what to do about it.
+std::string results_table(const Json& results);
+/// release: 0 released (or nothing here), 1 kept or failed. drain: 0 unless a release failed;
+/// volumes kept because pods use them are listed, not failures.
+int release_exit_code(const Json& result);
+int drain_exit_code(const Json& results);
+
 }  // namespace datera::agentctl

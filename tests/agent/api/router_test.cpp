@@ -14,6 +14,20 @@ struct FakeStatus : StatusSource {
   nlohmann::json volumes() override { return {{"volumes", nlohmann::json::array()}}; }
 };
 
+/// Answers release like the volume manager would, and records what it was asked.
+struct FakeMaintenance : Maintenance {
+  std::vector<std::pair<std::string, bool>> asked;
+  std::string result = "released";
+  boost::asio::awaitable<nlohmann::json> release(std::string volume, bool force) override {
+    asked.emplace_back(volume, force);
+    co_return nlohmann::json{{"volume", volume}, {"result", result}, {"message", "m"}};
+  }
+  boost::asio::awaitable<nlohmann::json> drain(bool force) override {
+    asked.emplace_back("*", force);
+    co_return nlohmann::json::array({{{"volume", "a"}, {"result", "failed"}}});
+  }
+};
+
 class RouterTest : public ::testing::Test {
  protected:
   http::Response send(std::string method, std::string target, std::string body = {}) {
@@ -30,7 +44,8 @@ class RouterTest : public ::testing::Test {
                                  std::chrono::seconds(5)},
       probe_, null_logger()};
   FakeStatus status_;
-  Router router_{service_, status_, null_logger()};
+  FakeMaintenance maintenance_;
+  Router router_{service_, status_, maintenance_, null_logger()};
 };
 
 TEST_F(RouterTest, FlexVolumeCallReturnsReplyObject) {
@@ -70,6 +85,47 @@ TEST_F(RouterTest, StatusVolumesMethodsAndUnknownRoutes) {
   EXPECT_EQ(send("GET", "/v1/flexvolume").status, 405u);
   EXPECT_EQ(send("POST", "/v1/status").status, 405u);
   EXPECT_EQ(send("GET", "/v2/nothing").status, 404u);
+}
+
+TEST_F(RouterTest, ReleaseMapsEachOutcomeToItsStatusAndReadsForce) {
+  auto r = send("POST", "/v1/volumes/pvc-1.a_b/release");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.route, "release");
+  EXPECT_EQ(nlohmann::json::parse(r.body)["volume"], "pvc-1.a_b");
+  maintenance_.result = "in_use";
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release", R"({"force":true})").status, 409u);
+  maintenance_.result = "staged";
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release", "{}").status, 409u);
+  maintenance_.result = "failed";
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release").status, 500u);
+  maintenance_.result = "not_here";
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release").status, 200u);
+  const std::vector<std::pair<std::string, bool>> want = {
+      {"pvc-1.a_b", false}, {"v", true}, {"v", false}, {"v", false}, {"v", false}};
+  EXPECT_EQ(maintenance_.asked, want);
+}
+
+TEST_F(RouterTest, ReleaseRefusesBadNamesBodiesAndMethodsWithoutAsking) {
+  EXPECT_EQ(send("POST", "/v1/volumes/a%2Fb/release").status, 400u);
+  EXPECT_EQ(send("POST", "/v1/volumes/../etc/release").status, 400u);
+  EXPECT_EQ(send("POST", "/v1/volumes/" + std::string(65, 'a') + "/release").status, 400u);
+  EXPECT_EQ(send("POST", "/v1/volumes//release").status, 404u);
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release", R"({"force":"yes"})").status, 400u);
+  EXPECT_EQ(send("POST", "/v1/volumes/v/release", "[1]").status, 400u);
+  EXPECT_EQ(send("GET", "/v1/volumes/v/release").status, 405u);
+  EXPECT_EQ(send("GET", "/v1/drain").status, 405u);
+  EXPECT_TRUE(maintenance_.asked.empty());
+}
+
+TEST_F(RouterTest, DrainAnswersEveryVolumesResultWith200) {
+  auto r = send("POST", "/v1/drain", R"({"force":false})");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.route, "drain");
+  const auto j = nlohmann::json::parse(r.body);
+  ASSERT_EQ(j["volumes"].size(), 1u);
+  EXPECT_EQ(j["volumes"][0]["result"], "failed");
+  ASSERT_EQ(maintenance_.asked.size(), 1u);
+  EXPECT_EQ(maintenance_.asked[0].first, "*");
 }
 
 TEST(UidAdmission, AllowsListedUidsOnly) {

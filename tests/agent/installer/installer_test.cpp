@@ -45,9 +45,11 @@ ino_t inode_of(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
-struct NoStatus : api::StatusSource {
+struct NoStatus : api::StatusSource, api::Maintenance {
   nlohmann::json status() override { return {}; }
   nlohmann::json volumes() override { return {}; }
+  asio::awaitable<nlohmann::json> release(std::string, bool) override { co_return nullptr; }
+  asio::awaitable<nlohmann::json> drain(bool) override { co_return nullptr; }
 };
 
 class InstallerTest : public ::testing::Test {
@@ -113,7 +115,7 @@ class InstallerTest : public ::testing::Test {
       flexvolume::ServiceOptions{"datera/iscsi", flex::DriverInfo::default_capabilities(), 5s},
       flex_probe_, null_logger()};
   NoStatus no_status_;
-  api::Router router_{flex_, no_status_, null_logger()};
+  api::Router router_{flex_, no_status_, no_status_, null_logger()};
   http::Probe http_probe_{registry_, "api"};
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<Installer> installer_;

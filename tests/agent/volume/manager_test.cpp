@@ -288,6 +288,58 @@ TEST_F(ManagerTest, RetainPolicyNeverDeletesTheVolumeAfterTheLastPod) {
   EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
 }
 
+TEST_F(ManagerTest, GiveUpKeepsAVolumePodsMountAndReleasesItOnceTheirBindsAreGone) {
+  mounter_.fs = "xfs";
+  auto o = opts("vol-1");
+  o["retainPolicy"] = "never";
+  ASSERT_EQ(call("mount", pod_, o)["status"], "Success");
+  const size_t array_calls = arrays_.array.calls.size();
+  auto kept = testing::run_async(ioc_, manager_->give_up("vol-1", true));
+  EXPECT_EQ(kept.outcome, GiveUp::Outcome::in_use);
+  EXPECT_EQ(kept.pods, std::vector<std::string>{pod_});
+  EXPECT_NE(kept.message.find(pod_), std::string::npos) << kept.message;
+  EXPECT_NE(kept.message.find("kubectl drain"), std::string::npos) << kept.message;
+  EXPECT_EQ(mounter_.calls.back(), "bind " + pod_) << "nothing unmounted";
+  EXPECT_EQ(arrays_.array.calls.size(), array_calls) << "the array was not touched";
+
+  // The pod's bind was removed behind kubelet's back: nothing uses the volume any more.
+  std::erase_if(mounter_.table, [&](const mount::MountEntry& m) { return m.target == pod_; });
+  auto done = testing::run_async(ioc_, manager_->give_up("vol-1", false));
+  EXPECT_EQ(done.outcome, GiveUp::Outcome::released) << done.message;
+  EXPECT_TRUE(mounter_.table.empty());
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_EQ(arrays_.array.calls.back(), "acl- vol-1");
+  EXPECT_EQ(std::count(arrays_.array.calls.begin(), arrays_.array.calls.end(), "delete vol-1"), 0)
+      << "giving a volume up is not its last pod's unmount: the retain policy does not apply";
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+  EXPECT_TRUE(manager_->volumes().empty());
+
+  EXPECT_EQ(testing::run_async(ioc_, manager_->give_up("vol-1", false)).outcome,
+            GiveUp::Outcome::not_here)
+      << "idempotent";
+  auto bad = testing::run_async(ioc_, manager_->give_up("../etc", false));
+  EXPECT_EQ(bad.outcome, GiveUp::Outcome::not_here);
+  EXPECT_NE(bad.message.find("not a Datera volume name"), std::string::npos);
+}
+
+TEST_F(ManagerTest, DrainReleasesWhatNoPodUsesAndListsWhatItKept) {
+  mounter_.fs = "xfs";
+  const std::string pod2 = "/var/lib/kubelet/pods/u2/volumes/datera~iscsi/pv";
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  ASSERT_EQ(call("mount", pod2, opts("vol-2"))["status"], "Success");
+  std::erase_if(mounter_.table, [&](const mount::MountEntry& m) { return m.target == pod2; });
+  auto results = testing::run_async(ioc_, manager_->drain(false));
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].volume, "vol-1");
+  EXPECT_EQ(results[0].outcome, GiveUp::Outcome::in_use);
+  EXPECT_EQ(results[1].volume, "vol-2");
+  EXPECT_EQ(results[1].outcome, GiveUp::Outcome::released) << results[1].message;
+  EXPECT_EQ(results[1].to_json()["result"], "released");
+  ASSERT_EQ(manager_->volumes().size(), 1u);
+  EXPECT_EQ(manager_->volumes()[0]["volume"], "vol-1");
+  EXPECT_EQ(arrays_.array.calls.back(), "acl- vol-2");
+}
+
 }  // namespace
 }  // namespace datera::volume
 
@@ -554,6 +606,37 @@ TEST_F(ControllerModeTest, ReconcileKeepsKubeletsDeviceMountAndDropsAMereLogin) 
   (void)testing::run_async(ioc_, again.reconcile());
   EXPECT_EQ(again.volumes().size(), 1u) << "staged, no pod yet: kubelet's, kept";
   EXPECT_EQ(mounter_.table.size(), 1u);
+  EXPECT_EQ(array_writes(), 0u);
+}
+
+TEST_F(ControllerModeTest, GiveUpKeepsKubeletsDeviceMountUnlessForcedAndNeverTouchesTheGrant) {
+  grant("node-a", 1);
+  mounter_.fs = "xfs";
+  bring_up();
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  auto kept = testing::run_async(ioc_, manager_->give_up("vol-1", false));
+  EXPECT_EQ(kept.outcome, GiveUp::Outcome::staged);
+  EXPECT_NE(kept.message.find(kDeviceMount), std::string::npos) << kept.message;
+  EXPECT_NE(kept.message.find("--force"), std::string::npos) << kept.message;
+  EXPECT_EQ(mounter_.table.size(), 1u) << "kubelet's device mount is kept";
+
+  auto forced = testing::run_async(ioc_, manager_->give_up("vol-1", true));
+  EXPECT_EQ(forced.outcome, GiveUp::Outcome::released) << forced.message;
+  EXPECT_NE(forced.message.find("stays the controller's"), std::string::npos) << forced.message;
+  EXPECT_TRUE(mounter_.table.empty());
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_EQ(array_writes(), 0u) << "the ACL and the ownership record are the controller's";
+  EXPECT_EQ(node_call("unmountdevice", {kDeviceMount})["status"], "Success")
+      << "kubelet's later unmountdevice finds nothing to do";
+}
+
+TEST_F(ControllerModeTest, GiveUpLogsOutAVolumeOnlyLoggedInForAWaitForAttach) {
+  grant("node-a", 1);
+  ASSERT_EQ(node_call("waitforattach", {""}, opts("vol-1"))["status"], "Success");
+  auto done = testing::run_async(ioc_, manager_->give_up("vol-1", false));
+  EXPECT_EQ(done.outcome, GiveUp::Outcome::released) << done.message;
+  EXPECT_EQ(initiator_.calls.back(), "disconnect uuid-1");
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
   EXPECT_EQ(array_writes(), 0u);
 }
 

@@ -70,6 +70,29 @@ TEST(Views, StatusAndVolumesAsKubectlStyleTables) {
   EXPECT_NE(ss.find("172.28.0.1:3260"), std::string::npos) << ss;
 }
 
+TEST(Views, ReleaseAndDrainResultsSayWhatWasKeptAndWhy) {
+  const auto results = Json::parse(R"([
+    {"volume":"pvc-1","result":"released","message":"volume pvc-1: unmounted","pods":[]},
+    {"volume":"pvc-2","result":"in_use","message":"volume pvc-2: 1 pod mount(s) use it",
+     "pods":["/var/lib/kubelet/pods/uid-9/volumes/datera~iscsi/pv-2"]},
+    {"volume":"pvc-3","result":"not_here","message":"nothing","pods":[]}])");
+  const auto t = results_table(results);
+  EXPECT_NE(t.find("VOLUME   RESULT     PODS"), std::string::npos) << t;
+  EXPECT_NE(t.find("pvc-2    in_use     uid-9"), std::string::npos) << t;
+  EXPECT_NE(t.find("volume pvc-2: 1 pod mount(s) use it"), std::string::npos) << t;
+  EXPECT_EQ(t.find("volume pvc-1: unmounted"), std::string::npos) << "released: no note\n" << t;
+  EXPECT_EQ(results_table(Json::array()), "this node holds no volume\n");
+
+  EXPECT_EQ(release_exit_code(results[0]), 0);
+  EXPECT_EQ(release_exit_code(results[1]), 1);
+  EXPECT_EQ(release_exit_code(results[2]), 0);
+  EXPECT_EQ(release_exit_code(Json::parse(R"({"result":"staged"})")), 1);
+  EXPECT_EQ(drain_exit_code(results), 0) << "volumes pods use are kept, not failures";
+  auto failed = results;
+  failed.push_back(Json::parse(R"({"volume":"pvc-4","result":"failed","message":"m"})"));
+  EXPECT_EQ(drain_exit_code(failed), 1);
+}
+
 TEST(Views, TablesAlignColumnsAndShowDashesForNothing) {
   EXPECT_EQ(table({"A", "LONGER"}, {{"xxxx", "y"}, {"", "z"}}),
             "A      LONGER\nxxxx   y\n       z\n");

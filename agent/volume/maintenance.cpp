@@ -1,0 +1,124 @@
+// The volume manager on an operator's request: give up volumes no pod on this node uses
+// (datera-agentctl release / drain), so a node can be serviced holding no session, ACL entry or
+// lease. The pod-driven paths (unmount, unmountdevice) release the same way; this is for what they
+// left: a pod mount removed behind kubelet's back, a pod dir kubelet deleted while the agent was
+// down, a volume logged in for a waitforattach that never got its mountdevice.
+
+#include "agent/volume/internal.h"
+#include "agent/volume/manager.h"
+#include "plugins/datera/types.h"
+
+namespace datera::volume {
+
+namespace asio = boost::asio;
+
+const char* to_string(GiveUp::Outcome o) {
+  switch (o) {
+    case GiveUp::Outcome::released:
+      return "released";
+    case GiveUp::Outcome::not_here:
+      return "not_here";
+    case GiveUp::Outcome::in_use:
+      return "in_use";
+    case GiveUp::Outcome::staged:
+      return "staged";
+    case GiveUp::Outcome::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+nlohmann::json GiveUp::to_json() const {
+  return {{"volume", volume}, {"result", to_string(outcome)}, {"message", message}, {"pods", pods}};
+}
+
+asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
+  GiveUp out;
+  out.volume = volume;
+  auto done = [&](GiveUp::Outcome o, std::string message) {
+    out.outcome = o;
+    out.message = std::move(message);
+    probe_.given_up(to_string(o));
+    return out;
+  };
+  if (!edf::is_valid_name(volume)) {
+    co_return done(GiveUp::Outcome::not_here,
+                   "'" + volume + "' is not a Datera volume name; this node holds nothing by it");
+  }
+  auto guard = co_await locks_.lock(volume);
+  auto it = records_.find(volume);
+  if (it == records_.end()) {
+    co_return done(GiveUp::Outcome::not_here,
+                   "volume " + volume + ": this node holds nothing of it; nothing to do");
+  }
+  Record& rec = it->second;
+  // Pod mounts whose bind is gone (unmounted by hand, or the pod dir deleted while the agent was
+  // down) are forgotten, as start-up reconcile does; those still mounted keep the volume.
+  std::vector<PodMount> present;
+  for (const auto& p : rec.pods) {
+    if (is_mounted_at(p.dir)) {
+      present.push_back(p);
+      out.pods.push_back(p.dir);
+    } else {
+      log_->warn("volume {}: pod mount {} is gone; forgetting it", volume, p.dir);
+      probe_.reconcile("pod_forgotten");
+    }
+  }
+  if (present.size() != rec.pods.size()) {
+    rec.pods = std::move(present);
+    if (auto st = co_await journal_.save(rec); !st) {
+      co_return done(GiveUp::Outcome::failed,
+                     "volume " + volume + ": writing its journal record failed: " +
+                         st.error().message + "; nothing was released, try again");
+    }
+  }
+  if (!out.pods.empty()) {
+    std::string dirs;
+    for (const auto& d : out.pods) dirs += (dirs.empty() ? "" : ", ") + d;
+    log_->info("volume {}: not released on request: {} pod mount(s) use it", volume,
+               out.pods.size());
+    co_return done(GiveUp::Outcome::in_use,
+                   "volume " + volume + ": " + std::to_string(out.pods.size()) +
+                       " pod mount(s) on this node use it (" + dirs +
+                       "); kept. Move those pods off the node first (kubectl drain), then retry");
+  }
+  const bool staged = !rec.staging.empty() && mount_at(rec.staging).has_value();
+  if (options_.controller_attach && staged && !force) {
+    co_return done(
+        GiveUp::Outcome::staged,
+        "volume " + volume + ": kept, it is kubelet's device mount at " + rec.staging +
+            " (controller mode). kubelet unmounts it (unmountdevice) once no pod here "
+            "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
+            "should it come back, would mount pods on a path that is no longer staged");
+  }
+  Failed failed{"checks", Error{}};
+  if (auto st = co_await release(rec, "release", failed); !st) {
+    log_->error("volume {}: giving it up on request failed at {}: {}", volume, failed.step,
+                st.error().message);
+    co_return done(GiveUp::Outcome::failed,
+                   "volume " + volume + ": giving it up failed at " + failed.step + ": " +
+                       st.error().message +
+                       ". What was done stays done; run release again (the agent also retries "
+                       "at its next start)");
+  }
+  update_gauges();
+  const std::string what = options_.controller_attach
+                               ? "unstaged and logged out; its grant (ACL and ownership record) "
+                                 "stays the controller's until Kubernetes detaches it"
+                               : "unmounted, logged out, out of the ACL and its lease released";
+  log_->info("volume {}: given up on request: {}", volume, what);
+  co_return done(GiveUp::Outcome::released, "volume " + volume + ": " + what);
+}
+
+asio::awaitable<std::vector<GiveUp>> Manager::drain(bool force) {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : records_) names.push_back(name);
+  std::vector<GiveUp> out;
+  for (const auto& name : names) {
+    GiveUp one = co_await give_up(name, force);
+    out.push_back(std::move(one));
+  }
+  co_return out;
+}
+
+}  // namespace datera::volume
