@@ -31,7 +31,7 @@ log() { printf 'e2e-initramfs: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ -d "$STAGE/lib/modules/$KVER" ] || die "no stage for kernel $KVER in $STAGE (run fetch.sh)"
-for b in datera-agent datera-flexvolume datera-sim; do
+for b in datera-agent datera-flexvolume datera-sim datera-agentctl; do
   [ -x "$BUILD_DIR/bin/$b" ] || die "missing $BUILD_DIR/bin/$b (build it first)"
 done
 
@@ -135,7 +135,7 @@ cp "$STAGE/etc/iscsi/iscsid.conf" "$ROOT/etc/iscsi/iscsid.conf"
 
 # The project's binaries, without their debug info (RelWithDebInfo makes them 10x larger, and the
 # guest holds the initramfs in RAM). BUILD_DIR keeps the unstripped files for symbolising.
-for b in datera-agent datera-flexvolume datera-sim; do
+for b in datera-agent datera-flexvolume datera-sim datera-agentctl; do
   copy_bin "$BUILD_DIR/bin/$b" "/usr/local/bin/$b"
   strip --strip-debug "$ROOT/usr/local/bin/$b"
 done

@@ -4,7 +4,7 @@
 #
 #   tests/e2e/run.sh BUILD_DIR
 #
-# BUILD_DIR/bin must hold datera-agent, datera-flexvolume and datera-sim. Artefacts go to
+# BUILD_DIR/bin must hold datera-agent, datera-flexvolume, datera-sim and datera-agentctl. Artefacts go to
 # BUILD_DIR/e2e/ (vmlinuz, initramfs.zst, root/, serial.log).
 #
 # Environment:

@@ -16,6 +16,9 @@
 #            map: zero I/O errors, one session (on the new portal), data intact
 #  kill9     kill -9 of the agent while mounted: session and mounts survive; the restarted agent
 #            reconciles and serves; data intact
+#  release   datera-agentctl release refuses while the pod mounts the volume; once the pod's bind
+#            is gone behind kubelet's back, datera-agentctl drain gives it up: no session, map,
+#            node record or LIO ACL entry left; a shim mount brings it back with the data intact
 #  unmount   shim unmount: no session, node record, device, mount or LIO ACL entry left
 set -eu
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -224,6 +227,31 @@ case $out in *'"Success"'*) ;; *) die "a repeated mount after restart answered: 
 [ "$(ls -d /sys/class/iscsi_session/session* | wc -l)" = "$n_sd" ] || die "the restart added sessions"
 step_end
 check kill9
+
+# --- release -----------------------------------------------------------------------------------
+step_begin release
+if out=$(datera-agentctl release $VOL 2>&1); then die "release of a volume a pod uses succeeded: $out"; fi
+case $out in *in_use*uid-e2e*) ;; *) die "release did not name the pod using the volume: $out" ;; esac
+session_logged_in "$SID" || die "a refused release touched the session"
+umount_ul "$POD" || die "unmount of the pod's bind by hand"
+out=$(datera-agentctl -o json drain 2>&1) || die "drain failed: $out"
+case $out in *'"result": "released"'*) ;; *) die "drain did not release $VOL: $out" ;; esac
+step_end
+log "drain: $(echo "$out" | tr -d '\n')"
+ls -d /sys/class/iscsi_session/session* >/dev/null 2>&1 && die "sessions left after drain: $(ls /sys/class/iscsi_session)"
+case $(dmsetup ls 2>&1) in *datera-*) die "maps left after drain: $(dmsetup ls)" ;; esac
+grep -qs " $W/state/staging/$VOL " /proc/mounts && die "staging left mounted after drain"
+[ -z "$(ls /etc/iscsi/nodes 2>/dev/null)" ] || die "node records left after drain: $(ls /etc/iscsi/nodes)"
+acls=$(ls "$TARGET_CFG"/iscsi/iqn.2013-05.com.daterainc:*/tpgt_1/acls 2>/dev/null | tr '\n' ' ')
+[ -z "$acls" ] || die "the node is still in the LIO ACL after drain: $acls"
+[ "$(metric 'datera_agent_volume_releases_total{result="released"}')" = 1 ] || die "release not counted"
+out=$("$SHIM" mount "$POD" "$OPTS" 2>&1)
+case $out in *'"Success"'*) ;; *) die "mount after drain answered: $out" ;; esac
+SID=$(ls /sys/class/iscsi_session)
+SD=$(blockdev_of_session "$SID") || die "no disk for $SID"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "data changed across release and mount"
+check release
 
 # --- unmount -----------------------------------------------------------------------------------
 step_begin unmount
