@@ -79,7 +79,7 @@ boost::asio::awaitable<Response> Router::maintenance(const http::Request& reques
     auto results = co_await maintenance_.drain(force);
     co_return json_response({{"volumes", std::move(results)}}, "drain");
   }
-  log_->info("release of volume {} requested{}", volume, force ? " (force)" : "");
+  log_->info("volume {}: release requested{}", volume, force ? " (force)" : "");
   auto result = co_await maintenance_.release(volume, force);
   Response r = json_response(result, "release");
   const std::string outcome = result.value("result", "");

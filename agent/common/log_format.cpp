@@ -104,6 +104,12 @@ std::string volume_of_message(std::string_view msg) {
     const std::string name = take(at + 7);
     if (!name.empty() && name != "-") return name;
   }
+  // The initiator names its target "target IQN (volume NAME)".
+  if (const auto at = msg.find("(volume "); at != std::string_view::npos) {
+    const std::string name = take(at + 8);
+    if (!name.empty() && msg.size() > at + 8 + name.size() && msg[at + 8 + name.size()] == ')')
+      return name;
+  }
   return "";
 }
 

@@ -2,8 +2,9 @@
 
 // Log line formats: `text` (timestamp, level, [component], message) or `json` (one object per line:
 // time, level, logger, msg, and `volume` when the line is about one), for log pipelines that index
-// fields. A line is about a volume when its message starts "volume NAME:" or carries
-// "volume=NAME", the two forms the agent's components write.
+// fields. A line is about a volume when its message starts "volume NAME:", or carries
+// "volume=NAME" or "(volume NAME)": the forms the agent's components write
+// (tests/agent/common/log_sites_test.cpp holds every log call naming a volume to them).
 
 #include <memory>
 #include <string>

@@ -60,14 +60,15 @@ Error Client::api_error(const Call& c, unsigned status, const std::string& body)
       static_cast<int>(status));
 }
 
-asio::awaitable<void> Client::backoff(int attempt, const std::string& reason) {
+asio::awaitable<void> Client::backoff(int attempt, const std::string& reason, const Call& c) {
   probe_.retry(reason);
   const auto exp = options_.retry.base * (1LL << std::min(attempt - 1, 16));
   const auto ceiling = std::min<std::chrono::milliseconds>(options_.retry.cap, exp);
   // "Equal jitter": at least half the step, so retries never stampede at zero delay.
   std::uniform_int_distribution<long long> jitter(0, std::max<long long>(0, ceiling.count() / 2));
   const auto delay = std::chrono::milliseconds(ceiling.count() / 2 + jitter(rng_));
-  log_->debug("EDF request retry {} in {} ms ({})", attempt, delay.count(), reason);
+  log_->debug("EDF request retry {} in {} ms ({}; {} volume={})", attempt, delay.count(), reason,
+              c.what, c.volume.empty() ? "-" : c.volume);
   asio::steady_timer timer(executor_, delay);
   boost::system::error_code ec;
   co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -84,7 +85,7 @@ asio::awaitable<Result<HttpResponse>> Client::exchange(const HttpRequest& req, b
     if (res) {
       if (!is_unavailable(res->status, res->body) || attempt >= options_.retry.max_attempts)
         co_return res;
-      co_await backoff(attempt, "unavailable");
+      co_await backoff(attempt, "unavailable", c);
       continue;
     }
     const int code = res.error().code;
@@ -106,7 +107,7 @@ asio::awaitable<Result<HttpResponse>> Client::exchange(const HttpRequest& req, b
     const char* reason = nothing_sent                                       ? "connect"
                          : code == static_cast<int>(TransportErrc::timeout) ? "timeout"
                                                                             : "io";
-    co_await backoff(attempt, reason);
+    co_await backoff(attempt, reason, c);
   }
 }
 
@@ -304,18 +305,20 @@ asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpe
   auto created = co_await call(c);
   if (!created && created.error().code == kLostReply) {
     // The array may have created it. Repeat the POST once: 409 then means it did.
-    log_->warn("reply to creating app instance {} was lost; repeating the request", spec.name);
+    log_->warn("volume {}: the reply to creating its app instance was lost; repeating the request",
+               spec.name);
     probe_.retry("lost_reply");
     created = co_await call(c);
     if (!created && (created.error().code == 409 || created.error().code == kLostReply)) {
-      log_->info("app instance {} exists after a lost reply; reading it back", spec.name);
+      log_->info("volume {}: its app instance exists after a lost reply; reading it back",
+                 spec.name);
       co_return co_await get_app_instance(spec.name);
     }
   }
   if (!created) co_return created.error();
   auto ai = AppInstance::from_json(*created);
   if (!ai) co_return wrap(c, ai.error().message, kBadReply);
-  log_->info("created app instance {} ({} GiB, {} replicas)", spec.name, spec.size_gib,
+  log_->info("volume {}: app instance created ({} GiB, {} replicas)", spec.name, spec.size_gib,
              spec.replica_count);
   co_return ai;
 }
@@ -386,7 +389,7 @@ asio::awaitable<Status> Client::delete_app_instance(const std::string& name) {
                true};
   auto r = co_await call(c);
   if (!r && r.error().code != 404) co_return r.error();
-  log_->info("deleted app instance {}", name);
+  log_->info("volume {}: app instance deleted", name);
   co_return ok_status();
 }
 

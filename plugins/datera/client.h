@@ -120,7 +120,7 @@ class Client {
   boost::asio::awaitable<Result<HttpResponse>> exchange(const HttpRequest& req, bool repeatable,
                                                         const Call& c);
   boost::asio::awaitable<Status> login();
-  boost::asio::awaitable<void> backoff(int attempt, const std::string& reason);
+  boost::asio::awaitable<void> backoff(int attempt, const std::string& reason, const Call& c);
   Error api_error(const Call& c, unsigned status, const std::string& body) const;
   Error wrap(const Call& c, const std::string& msg, int code) const;
   boost::asio::awaitable<Status> acl_change(const std::string& name, const std::string& iqn,

@@ -62,6 +62,8 @@ TEST(Logging, VolumeOfMessage) {
   EXPECT_EQ(volume_of_message("volume a b"), "") << "no colon: prose, not a volume";
   EXPECT_EQ(volume_of_message("unmount volume=- failed"), "");
   EXPECT_EQ(volume_of_message("x volume=v1 y"), "v1");
+  EXPECT_EQ(volume_of_message("logged in to target iqn.x:y (volume v2) (session 3)"), "v2");
+  EXPECT_EQ(volume_of_message("a (volume v3 and more)"), "") << "not the initiator's form";
   EXPECT_FALSE(parse_log_format("yaml").ok());
   EXPECT_EQ(*parse_log_format("json"), LogFormat::json);
 }
