@@ -509,12 +509,18 @@ nlohmann::json Application::status() {
   const auto uptime =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
   const auto& counts = flex_.counts();
+  // What the agent logs in with: initiator.iqn, or the host's initiatorname.iscsi.
+  const Result<std::string> iqn = initiator_
+                                      ? initiator_->initiator_iqn()
+                                      : Result<std::string>(Error{"no data path configured"});
   return {{"version", version::kVersion},
           {"commit", version::kGitCommit},
           {"protocol", version::kProtocol},
           {"node", cfg_.node_name},
           {"attach", cfg_.attach},
           {"initiator", cfg_.initiator.kind},
+          {"initiator_iqn", iqn ? nlohmann::json(*iqn) : nlohmann::json(nullptr)},
+          {"initiator_iqn_error", iqn ? std::string() : iqn.error().message},
           {"kubelet_root", cfg_.kubelet_root},
           {"plugin_dir", cfg_.plugin_dir},
           {"pid", ::getpid()},

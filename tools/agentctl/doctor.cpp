@@ -138,8 +138,18 @@ std::vector<Check> doctor(const nlohmann::json& s, const Host& host) {
       out.push_back(fail("iscsid", "not running",
                          "systemctl enable --now iscsid (one iscsid per host, in the host)"));
     }
+    const auto iqn = s.find("initiator_iqn");
     const auto name = host.read_file("/etc/iscsi/initiatorname.iscsi");
-    if (name && name->find("InitiatorName=iqn.") != std::string::npos) {
+    if (iqn != s.end() && iqn->is_string() && !iqn->get<std::string>().empty()) {
+      // The agent's own answer: initiator.iqn when set, else the host's file.
+      out.push_back(pass("initiator-name", iqn->get<std::string>()));
+    } else if (iqn != s.end()) {
+      out.push_back(fail("initiator-name",
+                         "the agent has no initiator IQN: " +
+                             s.value("initiator_iqn_error", std::string("unknown reason")),
+                         "set initiator.iqn in the config, or: echo InitiatorName=$(iscsi-iname) > "
+                         "/etc/iscsi/initiatorname.iscsi"));
+    } else if (name && name->find("InitiatorName=iqn.") != std::string::npos) {
       const auto at = name->find("InitiatorName=");
       out.push_back(pass("initiator-name", name->substr(at + 14, name->find('\n', at) - at - 14)));
     } else {

@@ -139,6 +139,27 @@ TEST(Doctor, EachProblemFailsItsOwnCheckAndSaysWhatToDo) {
   EXPECT_EQ(to_json(checks)[0]["result"], "pass") << "the agent itself is fine";
 }
 
+TEST(Doctor, TheInitiatorNameIsTheAgentsWhenItSaysOne) {
+  auto host = healthy_host();
+  host.files.erase("/etc/iscsi/initiatorname.iscsi");
+  Json st = kStatus;
+  st["initiator_iqn"] = "iqn.2020-01.com.example:from-config";
+  auto verdict_of = [&](const Json& status) {
+    for (const auto& c : doctor(status, host)) {
+      if (c.name == "initiator-name") return std::pair{c.verdict, c.detail};
+    }
+    return std::pair{Verdict::warn, std::string("no check")};
+  };
+  auto [v, detail] = verdict_of(st);
+  EXPECT_EQ(v, Verdict::pass) << "initiator.iqn overrides the missing host file: " << detail;
+  EXPECT_EQ(detail, "iqn.2020-01.com.example:from-config");
+  st["initiator_iqn"] = nullptr;
+  st["initiator_iqn_error"] = "/etc/iscsi/initiatorname.iscsi: no such file";
+  std::tie(v, detail) = verdict_of(st);
+  EXPECT_EQ(v, Verdict::fail);
+  EXPECT_NE(detail.find("no such file"), std::string::npos) << detail;
+}
+
 TEST(Doctor, TheLoopInitiatorNeedsNoIscsid) {
   auto host = healthy_host();
   host.iscsid = false;

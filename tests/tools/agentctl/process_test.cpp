@@ -39,6 +39,9 @@ TEST(AgentctlProcess, ReadsTheRunningAgentAndSaysWhenItCannot) {
     if (c["check"] == "agent" || c["check"] == "driver") {
       EXPECT_EQ(c["result"], "pass") << c.dump();
     }
+    if (c["check"] == "initiator-name") {
+      EXPECT_EQ(c["detail"], "iqn.1993-08.org.debian:01:ctl") << "the agent's, from initiator.iqn";
+    }
   }
   EXPECT_EQ(r.exit_code, failed ? 1 : 0) << "exit code follows the checks: " << r.output;
 
