@@ -4,6 +4,7 @@
 // restarted; nothing may leak and the data must survive.
 
 #include <cctype>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -226,7 +227,11 @@ TEST_F(VolumeTest, AgentctlReleaseAndDrainGiveUpOnlyWhatNoPodUses) {
   const auto pod2 = pod_dir("uid-rel-2");
   ASSERT_EQ(shim({"mount", pod2, options("vol-rel-b")})["status"], "Success") << agent_.log_text();
 
+  const auto t0 = std::chrono::steady_clock::now();
   r = ctl({"-o", "json", "drain"});
+  std::cout << "[ measure ] datera-agentctl drain (one volume released, one kept): "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+            << " s\n";
   EXPECT_EQ(r.exit_code, 0) << "nothing failed: " << r.output;
   const auto j = json::parse(r.output, nullptr, false);
   ASSERT_TRUE(j.is_array()) << r.output;

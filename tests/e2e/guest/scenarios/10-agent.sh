@@ -234,7 +234,11 @@ if out=$(datera-agentctl release $VOL 2>&1); then die "release of a volume a pod
 case $out in *in_use*uid-e2e*) ;; *) die "release did not name the pod using the volume: $out" ;; esac
 session_logged_in "$SID" || die "a refused release touched the session"
 umount_ul "$POD" || die "unmount of the pod's bind by hand"
+now_cs
+t0=$NOW_CS
 out=$(datera-agentctl -o json drain 2>&1) || die "drain failed: $out"
+now_cs
+fact "release drain_s=$(cs_fmt $((NOW_CS - t0))) (logout, map removal, staging unmount, ACL, lease)"
 case $out in *'"result": "released"'*) ;; *) die "drain did not release $VOL: $out" ;; esac
 step_end
 log "drain: $(echo "$out" | tr -d '\n')"
