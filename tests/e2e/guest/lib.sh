@@ -108,6 +108,63 @@ wait_until() {
   return 0
 }
 
+# --- datera-sim and the agents --------------------------------------------------------------
+# These call the scenario's own die() on failure.
+
+# start_lio_sim DIR PORT IP_POOL: datera-sim on 127.0.0.1:PORT with the lio backend (storage nodes
+# storA and storB), its volume files on a tmpfs at DIR/vols, state in DIR/sim, log DIR/sim.log,
+# user admin with the password in DIR/password; sets SIM_PID once it listens.
+start_lio_sim() {
+  mkdir -p "$1/sim" "$1/vols" /run/lock
+  mount -t tmpfs -o size=1200m vols "$1/vols" || die "tmpfs for the volumes"
+  printf 'e2e-password' >"$1/password"
+  datera-sim --listen "127.0.0.1:$2" --state "$1/sim/state.json" --backend lio --file-dir "$1/vols" \
+    --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
+    --ip-pool "$3" --user admin --password e2e-password >"$1/sim.log" 2>&1 &
+  SIM_PID=$!
+  wait_until 10 grep -q "listening on" "$1/sim.log" || die "datera-sim did not start"
+}
+
+# The two-node scenarios: node-N's agent lives in DIR/N (config, log, state, plugins, kubelet).
+# node_iface IFACE IQN: an open-iscsi iface logging in as IQN, so two "nodes" share one kernel.
+node_iface() {
+  iscsiadm -m iface -I "$1" -o new >/dev/null || die "iface $1"
+  iscsiadm -m iface -I "$1" -o update -n iface.initiatorname -v "$2" >/dev/null ||
+    die "initiator name of iface $1"
+}
+# node_config DIR N SOCKET SIM_PORT IFACE IQN METRICS_PORT TTL [EXTRA_YAML]: writes DIR/N/agent.yaml
+# for node-N: open-iscsi through IFACE as IQN with 15 s replacement and 2 s NOP timers, multipath
+# off (one dm map name per volume per kernel), lease TTL seconds; EXTRA_YAML is appended.
+node_config() {
+  cat >"$1/$2/agent.yaml" <<YAML
+node_name: node-$2
+socket_path: $3
+plugin_dir: $1/$2/plugins
+kubelet_root: $1/$2/kubelet
+state_dir: $1/$2/state
+metrics: {listen: "127.0.0.1:$7"}
+backend: {server: "127.0.0.1:$4", username: admin, password_file: $1/password}
+initiator:
+  kind: open-iscsi
+  iqn: $6
+  iface: $5
+  iscsiadm: /usr/sbin/iscsiadm
+  replacement_timeout: 15
+  noop_out_interval: 2
+  noop_out_timeout: 2
+  session_poll_interval: 250ms
+  multipath: "off"
+handoff: {lease_ttl: ${8}s}
+${9:-}
+YAML
+}
+# start_node_agent DIR N METRICS_PORT: starts node-N's agent, sets PID_N, waits for its /readyz.
+start_node_agent() {
+  datera-agent --config "$1/$2/agent.yaml" >>"$1/$2/agent.log" 2>&1 &
+  eval "PID_$2=\$!"
+  wait_until 30 curl -sf "http://127.0.0.1:$3/readyz" || die "node-$2's agent did not become ready"
+}
+
 # --- iSCSI -----------------------------------------------------------------------------------
 initiator_name() { sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi; }
 

@@ -84,14 +84,7 @@ start_agent() {
 
 # --- setup -------------------------------------------------------------------------------------
 step_begin setup
-mkdir -p $W/sim $W/vols /run/lock
-mount -t tmpfs -o size=1200m vols $W/vols || die "tmpfs for the volumes"
-printf 'e2e-password' >$W/password
-datera-sim --listen 127.0.0.1:7717 --state $W/sim/state.json --backend lio --file-dir $W/vols \
-  --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
-  --ip-pool 10.99.0.64/26 --user admin --password e2e-password >$W/sim.log 2>&1 &
-SIM_PID=$!
-wait_until 10 grep -q "listening on" $W/sim.log || die "datera-sim did not start"
+start_lio_sim $W 7717 10.99.0.64/26
 cat >$W/agent.yaml <<YAML
 node_name: e2e-node
 socket_path: /run/datera-agent/agent.sock

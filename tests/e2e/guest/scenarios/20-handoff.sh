@@ -32,47 +32,15 @@ pod_of() { echo "$W/$1/kubelet/pods/uid-$1/volumes/datera~iscsi/pv-h"; }
 shim_of() { echo "$W/$1/plugins/datera~iscsi/iscsi"; }
 port_of() { case $1 in a) echo 9811 ;; *) echo 9812 ;; esac; }
 metric_of() { metric_on "$(port_of "$1")" "$2"; } # NODE NAME_WITH_LABELS
-start_agent() {
-  datera-agent --config $W/$1/agent.yaml >>$W/$1/agent.log 2>&1 &
-  eval "PID_$1=\$!"
-  wait_until 30 curl -sf "http://127.0.0.1:$(port_of "$1")/readyz" || die "node-$1's agent did not become ready"
-}
+start_agent() { start_node_agent $W "$1" "$(port_of "$1")"; }
 
 # --- setup -------------------------------------------------------------------------------------
 step_begin setup
-mkdir -p $W/sim $W/vols /run/lock
-mount -t tmpfs -o size=1200m vols $W/vols || die "tmpfs for the volumes"
-printf 'e2e-password' >$W/password
-datera-sim --listen 127.0.0.1:7727 --state $W/sim/state.json --backend lio --file-dir $W/vols \
-  --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
-  --ip-pool 10.99.0.128/26 --user admin --password e2e-password >$W/sim.log 2>&1 &
-SIM_PID=$!
-wait_until 10 grep -q "listening on" $W/sim.log || die "datera-sim did not start"
+start_lio_sim $W 7727 10.99.0.128/26
 for n in a b; do
   mkdir -p $W/$n "$(pod_of $n)"
-  iscsiadm -m iface -I node-$n -o new >/dev/null || die "iface node-$n"
-  iscsiadm -m iface -I node-$n -o update -n iface.initiatorname -v "$(iqn_of $n)" >/dev/null ||
-    die "initiator name of iface node-$n"
-  cat >$W/$n/agent.yaml <<YAML
-node_name: node-$n
-socket_path: /run/datera-$n/agent.sock
-plugin_dir: $W/$n/plugins
-kubelet_root: $W/$n/kubelet
-state_dir: $W/$n/state
-metrics: {listen: "127.0.0.1:$(port_of $n)"}
-backend: {server: "127.0.0.1:7727", username: admin, password_file: $W/password}
-initiator:
-  kind: open-iscsi
-  iqn: $(iqn_of $n)
-  iface: node-$n
-  iscsiadm: /usr/sbin/iscsiadm
-  replacement_timeout: 15
-  noop_out_interval: 2
-  noop_out_timeout: 2
-  session_poll_interval: 250ms
-  multipath: "off"
-handoff: {lease_ttl: ${TTL}s}
-YAML
+  node_iface node-$n "$(iqn_of $n)"
+  node_config $W $n /run/datera-$n/agent.sock 7727 node-$n "$(iqn_of $n)" "$(port_of $n)" $TTL
   start_agent $n
   wait_until 10 test -x "$(shim_of $n)" || die "node-$n's driver was not installed"
 done

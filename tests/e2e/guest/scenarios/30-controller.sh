@@ -39,43 +39,13 @@ lio_acls() { ls "$TARGET_CFG"/iscsi/iqn.2013-05.com.daterainc:*/tpgt_1/acls 2>/d
 
 # --- setup -------------------------------------------------------------------------------------
 step_begin setup
-mkdir -p $W/sim $W/vols /run/lock
-mount -t tmpfs -o size=1200m vols $W/vols || die "tmpfs for the volumes"
-printf 'e2e-password' >$W/password
-datera-sim --listen 127.0.0.1:7737 --state $W/sim/state.json --backend lio --file-dir $W/vols \
-  --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
-  --ip-pool 10.99.0.128/26 --user admin --password e2e-password >$W/sim.log 2>&1 &
-SIM_PID=$!
-wait_until 10 grep -q "listening on" $W/sim.log || die "datera-sim did not start"
+start_lio_sim $W 7737 10.99.0.128/26
 for n in a b; do
   mkdir -p $W/$n "$(pod_of $n)" "$(dev_mount_of $n)"
-  iscsiadm -m iface -I ctl-$n -o new >/dev/null || die "iface ctl-$n"
-  iscsiadm -m iface -I ctl-$n -o update -n iface.initiatorname -v "$(iqn_of $n)" >/dev/null ||
-    die "initiator name of iface ctl-$n"
-  cat >$W/$n/agent.yaml <<YAML
-node_name: node-$n
-attach: true
-socket_path: /run/datera-ctl-$n/agent.sock
-plugin_dir: $W/$n/plugins
-kubelet_root: $W/$n/kubelet
-state_dir: $W/$n/state
-metrics: {listen: "127.0.0.1:$(port_of $n)"}
-backend: {server: "127.0.0.1:7737", username: admin, password_file: $W/password}
-initiator:
-  kind: open-iscsi
-  iqn: $(iqn_of $n)
-  iface: ctl-$n
-  iscsiadm: /usr/sbin/iscsiadm
-  replacement_timeout: 15
-  noop_out_interval: 2
-  noop_out_timeout: 2
-  session_poll_interval: 250ms
-  multipath: "off"
-handoff: {lease_ttl: ${TTL}s}
-YAML
-  datera-agent --config $W/$n/agent.yaml >>$W/$n/agent.log 2>&1 &
-  eval "PID_$n=\$!"
-  wait_until 30 curl -sf "http://127.0.0.1:$(port_of $n)/readyz" || die "node-$n's agent did not become ready"
+  node_iface ctl-$n "$(iqn_of $n)"
+  node_config $W $n /run/datera-ctl-$n/agent.sock 7737 ctl-$n "$(iqn_of $n)" "$(port_of $n)" $TTL \
+    "attach: true"
+  start_node_agent $W $n "$(port_of $n)"
   wait_until 10 test -x "$(shim_of $n)" || die "node-$n's driver was not installed"
 done
 case $("$(shim_of a)" init) in *'"attach":true'*) ;; *) die "init does not advertise attach" ;; esac
