@@ -52,26 +52,16 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
                    "volume " + volume + ": this node holds nothing of it; nothing to do");
   }
   Record& rec = it->second;
-  // Pod mounts whose bind is gone (unmounted by hand, or the pod dir deleted while the agent was
-  // down) are forgotten, as start-up reconcile does; those still mounted keep the volume.
-  std::vector<PodMount> present;
-  for (const auto& p : rec.pods) {
-    if (is_mounted_at(p.dir)) {
-      present.push_back(p);
-      out.pods.push_back(p.dir);
-    } else {
-      log_->warn("volume {}: pod mount {} is gone; forgetting it", volume, p.dir);
-      probe_.reconcile("pod_forgotten");
-    }
-  }
-  if (present.size() != rec.pods.size()) {
-    rec.pods = std::move(present);
+  // Pod mounts whose bind is gone are forgotten, as start-up reconcile does; those still mounted
+  // keep the volume.
+  if (forget_gone_pods(rec)) {
     if (auto st = co_await journal_.save(rec); !st) {
       co_return done(GiveUp::Outcome::failed,
                      "volume " + volume + ": writing its journal record failed: " +
                          st.error().message + "; nothing was released, try again");
     }
   }
+  for (const auto& p : rec.pods) out.pods.push_back(p.dir);
   if (!out.pods.empty()) {
     std::string dirs;
     for (const auto& d : out.pods) dirs += (dirs.empty() ? "" : ", ") + d;

@@ -586,15 +586,7 @@ asio::awaitable<std::string> Manager::reconcile() {
     Record& rec = records_[name];
     // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
     // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
-    std::vector<PodMount> present;
-    for (const auto& p : rec.pods) {
-      if (is_mounted_at(p.dir)) {
-        present.push_back(p);
-      } else {
-        log_->warn("volume {}: pod mount {} is gone; forgetting it", name, p.dir);
-        probe_.reconcile("pod_forgotten");
-      }
-    }
+    forget_gone_pods(rec);
     if (!rec.pending_pod.empty() && !rec.has_pod(rec.pending_pod) &&
         is_mounted_at(rec.pending_pod) && rec.phase == Phase::attaching) {
       if (auto m = mount_at(rec.pending_pod); m && mount_at(rec.staging) &&
@@ -602,12 +594,11 @@ asio::awaitable<std::string> Manager::reconcile() {
                                               m->minor == mount_at(rec.staging)->minor) {
         log_->info("volume {}: finishing the mount into {} that a crash interrupted", name,
                    rec.pending_pod);
-        present.push_back(PodMount{rec.pending_pod, m->read_only});
+        rec.pods.push_back(PodMount{rec.pending_pod, m->read_only});
         ++finished;
         probe_.reconcile("mount_finished");
       }
     }
-    rec.pods = std::move(present);
     rec.pending_pod.clear();
     if (!rec.pods.empty()) {
       rec.phase = Phase::attached;
@@ -987,6 +978,17 @@ std::string Manager::find_volume_of_pod(const std::string& pod_dir) const {
     if (rec.has_pod(pod_dir) || rec.pending_pod == pod_dir) return name;
   }
   return "";
+}
+
+bool Manager::forget_gone_pods(Record& rec) {
+  const size_t before = rec.pods.size();
+  std::erase_if(rec.pods, [&](const PodMount& p) {
+    if (is_mounted_at(p.dir)) return false;
+    log_->warn("volume {}: pod mount {} is gone; forgetting it", rec.volume, p.dir);
+    probe_.reconcile("pod_forgotten");
+    return true;
+  });
+  return rec.pods.size() != before;
 }
 
 void Manager::update_gauges() {

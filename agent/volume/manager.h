@@ -202,6 +202,9 @@ class Manager : public flexvolume::VolumeOps {
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
   boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
   Status check_pod_dir(const std::string& pod_dir) const;
+  /// Forgets the pod mounts of `rec` whose bind is gone (unmounted behind kubelet's back, or the
+  /// pod dir removed while the agent was down), each logged and counted; true when any was.
+  bool forget_gone_pods(Record& rec);
   /// Another node holds the lease now: tear down everything of the volume here except the ACL
   /// (the new owner's), and forget it.
   boost::asio::awaitable<Status> self_fence(Record& rec);
