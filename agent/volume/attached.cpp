@@ -53,10 +53,7 @@ asio::awaitable<Result<std::string>> Manager::do_waitforattach(const flex::Reque
   auto mount_options = detail::mount_options_of(request.options, vo.fs_type);
   if (!mount_options) co_return mount_options.error().wrap(op + " of volume " + name);
   auto say = [&](const std::string& step, const Error& e) {
-    failed.step = step;
-    return Error{op + " of volume " + name + (stage ? " at " + path : std::string()) +
-                     " failed at " + step + ": " + e.message,
-                 e.code};
+    return failed.at(op + " of volume " + name + (stage ? " at " + path : std::string()), step, e);
   };
 
   auto guard = co_await locks_.lock(name);
@@ -197,10 +194,7 @@ asio::awaitable<Result<std::string>> Manager::bind_staged(const std::string& pod
   const std::string name = parsed->spec.name;
   const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
   auto say = [&](const std::string& step, const Error& e) {
-    failed.step = step;
-    return Error{
-        "mount of volume " + name + " into " + pod_dir + " failed at " + step + ": " + e.message,
-        e.code};
+    return failed.at("mount of volume " + name + " into " + pod_dir, step, e);
   };
   auto guard = co_await locks_.lock(name);
   auto it = records_.find(name);

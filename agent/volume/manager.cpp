@@ -125,10 +125,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   auto mount_options = detail::mount_options_of(options, vo.fs_type);
   if (!mount_options) co_return mount_options.error().wrap("mount of volume " + name);
   auto say = [&](const std::string& step, const Error& e) {
-    failed.step = step;
-    return Error{
-        "mount of volume " + name + " into " + pod_dir + " failed at " + step + ": " + e.message,
-        e.code};
+    return failed.at("mount of volume " + name + " into " + pod_dir, step, e);
   };
 
   auto guard = co_await locks_.lock(name);
@@ -370,10 +367,7 @@ asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& 
   if (it == records_.end()) co_return ok_status();  // released while we waited
   Record& rec = it->second;
   auto say = [&](const std::string& step, const Error& e) {
-    failed.step = step;
-    return Error{
-        "unmount of volume " + name + " from " + pod_dir + " failed at " + step + ": " + e.message,
-        e.code};
+    return failed.at("unmount of volume " + name + " from " + pod_dir, step, e);
   };
   rec.pending_pod = pod_dir;
   if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
@@ -516,10 +510,7 @@ asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request
   constexpr int64_t kGiB = int64_t{1} << 30;
   const int64_t gib = (bytes + kGiB - 1) / kGiB;  // EDF sizes are whole GiB: round up
   auto say = [&](const std::string& step, const Error& e) {
-    failed.step = step;
-    return Error{op + " of volume " + name + " to " + std::to_string(gib) + " GiB failed at " +
-                     step + ": " + e.message,
-                 e.code};
+    return failed.at(op + " of volume " + name + " to " + std::to_string(gib) + " GiB", step, e);
   };
   if (gib < 1) co_return say("options", Error{"the new size must be at least 1 byte"});
 

@@ -158,6 +158,11 @@ class Manager : public flexvolume::VolumeOps {
   struct Failed {
     std::string step;
     Error error;
+    /// Records `where` as the step that failed and says so: "<what> failed at <where>: <why>".
+    Error at(const std::string& what, const std::string& where, const Error& e) {
+      step = where;
+      return Error{what + " failed at " + where + ": " + e.message, e.code};
+    }
   };
 
   /// Counts one finished operation and turns its outcome into kubelet's reply (Success, or
