@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cerrno>
 
+#include "agent/common/json.h"
+
 namespace datera::api {
 
 using http::error_response;
@@ -68,7 +70,8 @@ boost::asio::awaitable<Response> Router::maintenance(const http::Request& reques
                                                      const std::string& volume) {
   bool force = false;
   if (!request.body.empty()) {
-    const auto body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+    const auto parsed = json::parse_bounded(request.body);
+    const nlohmann::json body = parsed ? *parsed : nlohmann::json();
     if (!body.is_object() || (body.contains("force") && !body["force"].is_boolean())) {
       co_return error_response(400, "bad_json", R"(the body is {"force": true|false} or nothing)");
     }
@@ -89,9 +92,11 @@ boost::asio::awaitable<Response> Router::maintenance(const http::Request& reques
 }
 
 boost::asio::awaitable<Response> Router::flexvolume(const http::Request& request) {
-  const auto body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded())
-    co_return error_response(400, "bad_json", "request body is not valid JSON");
+  auto parsed = json::parse_bounded(request.body);
+  if (!parsed) {
+    co_return error_response(400, "bad_json", "request body: " + parsed.error().message);
+  }
+  const nlohmann::json body = std::move(*parsed);
   auto req = flex::request_from_json(body);
   if (!req) {
     if (req.error().code == ENOTSUP) {

@@ -13,6 +13,7 @@
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
 #include "agent/common/hash.h"
+#include "agent/common/json.h"
 
 namespace datera::installer {
 
@@ -216,7 +217,8 @@ asio::awaitable<Status> Installer::check_shim(const std::string& path, bool roun
     auto ran = co_await runner_.run(std::move(cmd));
     if (!ran) co_return ran.error().wrap(std::string("running ") + path + " " + step.what);
     const auto& out = *ran;
-    const auto reply = flex::Json::parse(out.out, nullptr, /*allow_exceptions=*/false);
+    const auto parsed = json::parse_bounded(out.out);
+    const flex::Json reply = parsed ? *parsed : flex::Json(flex::Json::value_t::discarded);
     const std::string prefix = path + " " + step.what + ": ";
     if (!out.success()) {
       co_return Error{prefix + out.describe() + ", output: " + clip(out.out + out.err)};
@@ -225,7 +227,7 @@ asio::awaitable<Status> Installer::check_shim(const std::string& path, bool roun
       co_return Error{prefix + "did not print exactly one JSON object: " + clip(out.out + out.err)};
     }
     if (reply.value("status", "") != flex::kSuccess) {
-      co_return Error{prefix + "answered " + clip(reply.dump())};
+      co_return Error{prefix + "answered " + clip(json::dump(reply))};
     }
     if (step.args[0] == "init") {
       const auto caps = reply.find("capabilities");

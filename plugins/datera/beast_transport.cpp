@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include "agent/common/json.h"
 #include "plugins/datera/transport.h"
 
 namespace datera::edf {
@@ -150,7 +151,10 @@ class BeastTransport : public Transport {
     }
     beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::string_body> parser;
-    parser.body_limit(64u << 20);
+    // The array is outside the trust boundary: a reply larger than any JSON the agent accepts
+    // (json::kMaxBytes) is refused while it is read, not buffered first.
+    parser.body_limit(json::kMaxBytes);
+    parser.header_limit(64 * 1024);
     co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       stale = !parser.got_some() &&

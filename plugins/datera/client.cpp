@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "agent/common/json.h"
 #include "agent/common/version.h"
 
 namespace datera::edf {
@@ -46,7 +47,8 @@ Error Client::wrap(const Call& c, const std::string& msg, int code) const {
 }
 
 Error Client::api_error(const Call& c, unsigned status, const std::string& body) const {
-  const auto j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const auto parsed = json::parse_bounded(body);
+  const Json j = parsed ? *parsed : Json();
   std::string name = "HTTP " + std::to_string(status);
   std::string message = clip(body);
   if (j.is_object()) {
@@ -130,7 +132,8 @@ asio::awaitable<Result<std::string>> Client::version() {
     co_return version_;
   }
   if (res->status != 200) co_return api_error(c, res->status, res->body);
-  const auto j = Json::parse(res->body, nullptr, false);
+  const auto parsed = json::parse_bounded(res->body);
+  const Json j = parsed ? *parsed : Json();
   const auto list = j.is_object() ? j.value("api_versions", Json::array()) : Json::array();
   for (const char* want : {"v2.2", "v2.1"}) {
     if (std::find(list.begin(), list.end(), want) != list.end()) {
@@ -169,7 +172,8 @@ asio::awaitable<Status> Client::login() {
         e.message + " (user '" + options_.credentials.user + "'; check the credentials)", e.code};
   }
   if (res->status != 200) co_return api_error(c, res->status, res->body);
-  const auto j = Json::parse(res->body, nullptr, false);
+  const auto parsed = json::parse_bounded(res->body);
+  const Json j = parsed ? *parsed : Json();
   if (!j.is_object() || !j.contains("key") || !j["key"].is_string()) {
     co_return wrap(c, "the login reply has no key", kBadReply);
   }
@@ -213,9 +217,11 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
     }
     if (status < 200 || status >= 300) co_return api_error(c, status, res->body);
     if (res->body.empty()) co_return Json::object();
-    auto j = Json::parse(res->body, nullptr, false);
-    if (j.is_discarded())
-      co_return wrap(c, "EDF sent a reply that is not JSON: " + clip(res->body), kBadReply);
+    auto parsed = json::parse_bounded(res->body);
+    if (!parsed) {
+      co_return wrap(c, "EDF sent an unusable reply (" + parsed.error().message + ")", kBadReply);
+    }
+    Json j = std::move(*parsed);
     if (j.is_object() && j.contains("data")) {
       if (metadata_out != nullptr && j.contains("metadata")) *metadata_out = j["metadata"];
       co_return std::move(j["data"]);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "agent/common/json.h"
 #include "agent/common/version.h"
 #include "plugins/flexvolume/shim.h"
 
@@ -49,9 +50,9 @@ datera::Result<datera::flex::DriverInfo> load_info(const char* argv0) {
   while ((got = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < (1u << 20))
     text.append(buf, got);
   std::fclose(f);
-  auto json = datera::flex::Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return Error{path + " is not valid JSON"};
-  auto info = datera::flex::DriverInfo::from_json(json);
+  auto json = datera::json::parse_bounded(text);
+  if (!json) return Error{path + ": " + json.error().message};
+  auto info = datera::flex::DriverInfo::from_json(*json);
   if (!info) return info.error().wrap(path);
   return info;
 }

@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include "agent/common/json.h"
+
 namespace datera::flex {
 
 size_t CommandSpec::positional_count() const {
@@ -88,8 +90,9 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
   for (size_t i = 0; i < spec->slots.size(); ++i) {
     const auto& value = argv[i + 1];
     if (spec->slots[i].is_json()) {
-      Json parsed = Json::parse(value, nullptr, /*allow_exceptions=*/false);
-      if (parsed.is_discarded()) return Error{"'" + argv[0] + "': options are not valid JSON"};
+      auto bounded = json::parse_bounded(value);
+      if (!bounded) return Error{"'" + argv[0] + "': options: " + bounded.error().message};
+      Json parsed = std::move(*bounded);
       if (auto st = check_options(parsed); !st) return st.error().wrap("'" + argv[0] + "'");
       req.options = std::move(parsed);
     } else {

@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include "agent/common/json.h"
+
 namespace datera::flex {
 namespace {
 
@@ -55,7 +57,8 @@ ShimResult run_shim(const std::vector<std::string>& argv, const Result<DriverInf
     return finish(
         failure("talking to datera-agent at " + info.socket + " failed: " + err.message + note));
   }
-  Json reply = Json::parse(http->body, nullptr, /*allow_exceptions=*/false);
+  auto bounded = json::parse_bounded(http->body);
+  Json reply = bounded ? std::move(*bounded) : Json(Json::value_t::discarded);
   if (auto st = validate_reply(reply); !st) {
     return finish(failure("datera-agent sent an unusable reply (HTTP " +
                           std::to_string(http->status) + ", " + st.error().message + ")"));

@@ -17,6 +17,7 @@
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
 #include "agent/common/hash.h"
+#include "agent/common/json.h"
 #include "agent/common/unique_fd.h"
 
 namespace datera::initiator {
@@ -141,8 +142,9 @@ class LoopInitiator : public Initiator {
       co_return Error{"datera-sim answered " + std::to_string(res->status) +
                       " to GET /_sim/exports"};
     }
-    json body = json::parse(res->body, nullptr, false);
-    if (body.is_discarded() || !body.contains("exports")) {
+    auto parsed = datera::json::parse_bounded(res->body);
+    json body = parsed ? std::move(*parsed) : json();
+    if (!body.is_object() || !body.contains("exports")) {
       co_return Error{"datera-sim's /_sim/exports reply is not understood"};
     }
     if (body.value("backend", "") != "file") {

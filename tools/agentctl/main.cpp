@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/common/json.h"
 #include "plugins/flexvolume/unix_http_client.h"
 #include "tools/agentctl/doctor.h"
 #include "tools/agentctl/views.h"
@@ -38,7 +39,8 @@ struct Fetch {
               r->body;
       return std::nullopt;
     }
-    Json j = Json::parse(r->body, nullptr, false);
+    auto parsed = datera::json::parse_bounded(r->body);
+    Json j = parsed ? std::move(*parsed) : Json(Json::value_t::discarded);
     if (j.is_discarded()) {
       error = "datera-agent sent no JSON for " + path;
       return std::nullopt;
@@ -57,7 +59,8 @@ struct Fetch {
                    : " (is it running?)");
       return std::nullopt;
     }
-    Json j = Json::parse(r->body, nullptr, false);
+    auto parsed = datera::json::parse_bounded(r->body);
+    Json j = parsed ? std::move(*parsed) : Json(Json::value_t::discarded);
     if (j.is_discarded() || (r->status != 200 && r->status != 409 && r->status != 500) ||
         (j.contains("status") && j["status"] == "Failure")) {
       error = "datera-agent answered HTTP " + std::to_string(r->status) + " for " + path + ": " +
