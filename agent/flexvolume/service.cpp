@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "agent/common/duration.h"
+#include "agent/common/json.h"
 #include "agent/common/version.h"
 
 namespace datera::flexvolume {
@@ -102,7 +103,30 @@ asio::awaitable<flex::Json> Service::dispatch_owned(flex::Request r) {
   co_return co_await dispatch(r);
 }
 
+namespace {
+
+/// The first argument or option that holds a control character (NUL cuts a path at c_str(), a
+/// newline forges log lines), named by its slot or key but never quoted: it may be a secret.
+std::optional<std::string> hostile_field(const flex::Request& r) {
+  for (size_t i = 0; i < r.args.size(); ++i) {
+    if (json::has_control_char(r.args[i])) return "argument " + std::to_string(i + 1);
+  }
+  for (const auto& [key, value] : r.options.items()) {
+    if (json::has_control_char(key)) return std::string("an option name");
+    if (value.is_string() && json::has_control_char(value.get_ref<const std::string&>())) {
+      return "option '" + key + "'";
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
+  if (auto bad = hostile_field(r)) {
+    co_return flex::failure("'" + r.command + "' refused: " + *bad +
+                            " contains a control character (nothing was changed)");
+  }
   if (r.command == "init") {
     flex::Json reply = flex::success();
     reply["capabilities"] = options_.capabilities;

@@ -165,6 +165,33 @@ const std::vector<std::vector<std::string>> kAttachCalls = {
     {"unmountdevice", "/var/lib/kubelet/plugins/m/pv-1"},
     {"mount", "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv", R"({"volumeID":"v"})"}};
 
+TEST(ServiceModes, ControlCharactersInAnyArgumentOrOptionAreRefusedBeforeTheVolumeCode) {
+  // A NUL cut the path at c_str() (a bind over kubelet_root); a newline forges log lines.
+  prometheus::Registry registry;
+  Probe probe{registry};
+  Service service{
+      ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)}, probe,
+      null_logger()};
+  Recorder ops;
+  service.set_volume_ops(&ops);
+  const std::string pod = "/var/lib/kubelet/pods/u/volumes/datera~iscsi/pv";
+  const std::vector<flex::Request> hostile = {
+      {"mount", {pod + std::string(1, '\0') + "/../../.."}, {{"volumeID", "v"}}},
+      {"unmount", {pod + "\nERROR forged line"}, flex::Json::object()},
+      {"mount", {pod}, {{"volumeID", "v"}, {"serverPasswd", "s3cret\x1b[2J"}}},
+      {"mount", {pod}, {{"volumeID", "v"}, {"bad\tkey", "x"}}}};
+  for (const auto& r : hostile) {
+    auto reply = testing::run_async(service.call(r));
+    EXPECT_EQ(reply["status"], "Failure") << reply.dump();
+    const auto message = reply["message"].get<std::string>();
+    EXPECT_NE(message.find("control character"), std::string::npos) << message;
+    EXPECT_EQ(message.find("s3cret"), std::string::npos) << "never echoes the value";
+  }
+  EXPECT_TRUE(ops.seen.empty()) << "the volume code never saw them";
+  auto fine = testing::run_async(service.call({"mount", {pod}, {{"volumeID", "v"}}}));
+  EXPECT_EQ(fine["status"], "Success") << "the control case";
+}
+
 TEST(ServiceModes, ControllerModeRoutesEachCallToItsHalf) {
   prometheus::Registry registry;
   Probe probe{registry};
