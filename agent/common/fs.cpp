@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -131,6 +132,14 @@ std::string join(const std::string& a, const std::string& b) {
   if (a.empty()) return b;
   if (a.back() == '/') return a + b;
   return a + "/" + b;
+}
+
+Result<std::string> real_path(const std::string& path) {
+  char* p = ::realpath(path.c_str(), nullptr);
+  if (p == nullptr) return Error::from_errno("resolving " + path, errno);
+  std::string out(p);
+  ::free(p);  // NOLINT(cppcoreguidelines-no-malloc)
+  return out;
 }
 
 Result<std::string> self_exe() {

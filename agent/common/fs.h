@@ -32,6 +32,10 @@ std::string dirname(const std::string& path);
 std::string basename(const std::string& path);
 std::string join(const std::string& a, const std::string& b);
 
+/// `path` with every symlink resolved (realpath(3)); for trusted configuration only, never for
+/// paths that untrusted parties can change.
+Result<std::string> real_path(const std::string& path);
+
 /// The absolute path of the running executable (/proc/self/exe).
 Result<std::string> self_exe();
 

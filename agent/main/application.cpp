@@ -155,6 +155,10 @@ asio::awaitable<void> Application::start() {
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
   volumes_served_ = true;
+  // Releases that need the array run while the API serves: only their own volumes wait.
+  asio::co_spawn(ioc_, volumes_->release_leftovers(), [log = log_](const std::exception_ptr& e) {
+    log_exception(log, "releasing leftover volumes", e);
+  });
   if (attacher_) flex_.set_controller_ops(attacher_.get());
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
@@ -329,6 +333,7 @@ Status Application::make_volumes() {
     sim_transport_ = std::move(*t);
     initiator::LoopOptions lo;
     lo.iqn = ic.iqn;
+    lo.request_timeout = cfg_.backend.request_timeout;  // the same server as the EDF client's
     initiator_ = initiator::make_loop_initiator(*sim_transport_, pool_, lo, logs_.get("initiator"));
     log_->warn(
         "initiator.kind is 'loop': volumes are datera-sim files on loop devices. This is for "
@@ -386,6 +391,19 @@ Status Application::make_volumes() {
   volume::ManagerOptions mo;
   mo.node_name = cfg_.node_name;
   mo.kubelet_root = cfg_.kubelet_root;
+  // Resolved once: a kubelet dir moved to a data disk and linked back is common, and mountinfo
+  // shows the resolved paths. Below it, nothing is ever followed (volume::Manager::kubelet_path).
+  if (auto real = fs::real_path(cfg_.kubelet_root)) {
+    mo.kubelet_root_real = *real;
+    if (*real != cfg_.kubelet_root) {
+      log_->info("kubelet_root {} resolves to {}; pod paths are compared in that form",
+                 cfg_.kubelet_root, *real);
+    }
+  } else {
+    log_->warn("kubelet_root {} cannot be resolved ({}); using it as given", cfg_.kubelet_root,
+               real.error().message);
+  }
+  mo.driver_dir = cfg_.driver.driver_dir_name();
   mo.staging_dir = fs::join(cfg_.state_dir, "staging");
   mo.online_timeout = ic.online_timeout;
   mo.connect_timeout = ic.login_timeout;

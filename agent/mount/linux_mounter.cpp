@@ -462,6 +462,41 @@ class LinuxMounter : public Mounter {
     return read_mount_table(opts_.mountinfo_path);
   }
 
+  Result<std::string> resolve_beneath(const std::string& root,
+                                      const std::string& path) const override {
+    if (path == root || !is_under(path, root)) {
+      return Error{path + " is not below " + root, EXDEV};
+    }
+    // An O_NOFOLLOW walk: each component is opened relative to its parent's descriptor, so no
+    // symlink anywhere below `root` is ever followed, even one swapped in during the walk.
+    Fd dir(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0) return Error::from_errno("opening " + root, errno);
+    std::string walked = root;
+    size_t start = root.size() + 1;
+    while (start <= path.size()) {
+      const size_t slash = std::min(path.find('/', start), path.size());
+      const std::string part = path.substr(start, slash - start);
+      start = slash + 1;
+      if (part.empty()) continue;
+      walked += "/" + part;
+      Fd next(::openat(dir.get(), part.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (next.get() < 0) {
+        if (errno == ENOENT) return path;  // the rest does not exist yet
+        return Error::from_errno("resolving " + walked, errno);
+      }
+      struct stat st {};
+      if (::fstat(next.get(), &st) != 0) return Error::from_errno("resolving " + walked, errno);
+      if (S_ISLNK(st.st_mode)) {
+        return Error{walked + " is a symbolic link; refusing to follow it", ELOOP};
+      }
+      if (slash < path.size() && !S_ISDIR(st.st_mode)) {
+        return Error{walked + " is not a directory", ENOTDIR};
+      }
+      dir = std::move(next);
+    }
+    return path;
+  }
+
  private:
   Result<std::string> find_tool(const std::string& name) const {
     for (const auto& dir : opts_.tool_dirs) {

@@ -62,6 +62,13 @@ class Mounter {
                                               const std::string& fstype) = 0;
   /// The current mount table.
   virtual Result<std::vector<MountEntry>> mounts() const = 0;
+  /// Checks `path` (absolute, lexically normal, below the canonical directory `root`) component by
+  /// component from `root` without following any symlink: yields `path` when no existing component
+  /// is a symlink and every existing one but the last is a directory (components that do not exist
+  /// yet are fine: a bind creates them). ELOOP names a symlink found on the way. Pod authors can
+  /// plant symlinks in directories kubelet mounts into; this keeps a bind inside kubelet's tree.
+  virtual Result<std::string> resolve_beneath(const std::string& root,
+                                              const std::string& path) const = 0;
 };
 
 using MounterPtr = std::unique_ptr<Mounter>;

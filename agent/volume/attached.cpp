@@ -30,8 +30,13 @@ asio::awaitable<flex::Json> Manager::mountdevice(const flex::Request& request) {
 
 asio::awaitable<flex::Json> Manager::unmountdevice(const flex::Request& request) {
   Failed failed{"checks", Error{}};
-  auto st =
-      co_await do_unmountdevice(normal_path(request.arg("deviceMountPath").value_or("")), failed);
+  Status st;
+  auto path = kubelet_path(request.arg("deviceMountPath").value_or(""), KubeletPath::device_mount);
+  if (!path) {
+    st = path.error().wrap("unmountdevice");
+  } else {
+    st = co_await do_unmountdevice(*path, failed);
+  }
   co_return answer("unmountdevice", st, failed);
 }
 
@@ -43,8 +48,10 @@ asio::awaitable<Result<std::string>> Manager::do_waitforattach(const flex::Reque
   }
   std::string path;
   if (stage) {
-    path = normal_path(request.arg("deviceMountPath").value_or(""));
-    if (auto st = check_pod_dir(path); !st) co_return st.error().wrap(op);
+    auto resolved =
+        kubelet_path(request.arg("deviceMountPath").value_or(""), KubeletPath::device_mount);
+    if (!resolved) co_return resolved.error().wrap(op);
+    path = *resolved;
   }
   auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
   if (!parsed) co_return parsed.error().wrap(op);
@@ -188,7 +195,6 @@ asio::awaitable<Result<initiator::Device>> Manager::log_in(Record& rec, Failed& 
 asio::awaitable<Result<std::string>> Manager::bind_staged(const std::string& pod_dir,
                                                           const flex::Json& options,
                                                           Failed& failed) {
-  if (auto st = check_pod_dir(pod_dir); !st) co_return st.error().wrap("mount");
   auto parsed = edf::parse_volume_options(options, options_.default_backend);
   if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
   const std::string name = parsed->spec.name;
@@ -226,7 +232,6 @@ asio::awaitable<Result<std::string>> Manager::bind_staged(const std::string& pod
 }
 
 asio::awaitable<Status> Manager::do_unmountdevice(const std::string& path, Failed& failed) {
-  if (auto st = check_pod_dir(path); !st) co_return st.error().wrap("unmountdevice");
   std::string name;
   for (const auto& [n, r] : records_) {
     if (r.staging == path) name = n;

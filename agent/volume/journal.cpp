@@ -4,11 +4,13 @@
 #include <chrono>
 #include <cstdio>
 #include <dirent.h>
+#include <limits>
 #include <unistd.h>
 
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
 #include "agent/common/hash.h"
+#include "agent/common/json.h"
 
 namespace datera::volume {
 
@@ -28,6 +30,21 @@ Result<Phase> phase_from(const std::string& s) {
   if (s == "attached") return Phase::attached;
   if (s == "detaching") return Phase::detaching;
   return Error{"unknown phase '" + s + "'"};
+}
+
+/// An integer field within [lo, hi]; floats, negatives for unsigned fields and out-of-range
+/// values are refused (a float cast out of range is undefined behaviour, a narrowing one wraps).
+Result<int64_t> int_field(const json& j, const char* key, int64_t lo, int64_t hi) {
+  const auto it = j.find(key);
+  if (it == j.end() || !it->is_number_integer()) {
+    return Error{std::string("field '") + key + "' is missing or not an integer"};
+  }
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
+    return Error{std::string("field '") + key + "' is out of range"};
+  }
+  const auto v = it->get<int64_t>();
+  if (v < lo || v > hi) return Error{std::string("field '") + key + "' is out of range"};
+  return v;
 }
 
 json target_json(const initiator::Target& t) {
@@ -85,20 +102,27 @@ std::string Journal::encode(const Record& rec) {
                      {"user", rec.backend.credentials.user},
                      {"password", rec.backend.credentials.password}};
   body["mount_options"] = rec.mount_options;
+  body["acl_added"] = rec.acl_added;
   const std::string text = body.dump();
   return json{{"format", kFormat}, {"checksum", checksum(text)}, {"record", text}}.dump(1) + "\n";
 }
 
 Result<Record> Journal::decode(const std::string& text) {
-  json outer = json::parse(text, nullptr, false);
-  if (outer.is_discarded() || !outer.is_object()) return Error{"not JSON"};
+  // A record is a few KiB; anything far larger or deeper was not written by this agent.
+  constexpr size_t kMaxRecord = 1u << 20;
+  auto parsed = datera::json::parse_bounded(text, 8, kMaxRecord);
+  if (!parsed) return Error{"not a journal record: " + parsed.error().message};
+  json outer = std::move(*parsed);
+  if (!outer.is_object()) return Error{"not a journal record: not a JSON object"};
   if (outer.value("format", 0) != kFormat) return Error{"unknown journal format"};
   const auto body_text = outer.value("record", std::string());
   if (checksum(body_text) != outer.value("checksum", std::string())) {
     return Error{"checksum mismatch (torn write or edited by hand)"};
   }
-  json b = json::parse(body_text, nullptr, false);
-  if (b.is_discarded() || !b.is_object()) return Error{"record is not JSON"};
+  auto body = datera::json::parse_bounded(body_text, 8, kMaxRecord);
+  if (!body) return Error{"record: " + body.error().message};
+  json b = std::move(*body);
+  if (!b.is_object()) return Error{"record is not a JSON object"};
   try {
     Record r;
     r.volume = b.at("volume").get<std::string>();
@@ -107,7 +131,10 @@ Result<Record> Journal::decode(const std::string& text) {
     r.phase = *phase;
     const auto& be = b.at("backend");
     r.backend.host = be.at("host").get<std::string>();
-    r.backend.port = be.at("port").get<uint16_t>();
+    // Checked, not narrowed: get<uint16_t>() would wrap 99999 to 34463.
+    auto port = int_field(be, "port", 1, 65535);
+    if (!port) return port.error().wrap("backend");
+    r.backend.port = static_cast<uint16_t>(*port);
     r.backend.credentials.user = be.at("user").get<std::string>();
     r.backend.credentials.password = be.at("password").get<std::string>();
     r.fs_type = b.at("fs_type").get<std::string>();
@@ -119,7 +146,9 @@ Result<Record> Journal::decode(const std::string& text) {
     r.target.iqn = t.at("iqn").get<std::string>();
     r.target.portals = t.at("portals").get<std::vector<std::string>>();
     r.target.serial = t.at("serial").get<std::string>();
-    r.target.lun = t.at("lun").get<int>();
+    auto lun = int_field(t, "lun", 0, 16383);
+    if (!lun) return lun.error().wrap("target");
+    r.target.lun = static_cast<int>(*lun);
     r.device = b.at("device").get<std::string>();
     r.staging = b.at("staging").get<std::string>();
     r.map = b.value("map", std::string());  // absent in records written before maps existed
@@ -127,8 +156,15 @@ Result<Record> Journal::decode(const std::string& text) {
       r.pods.push_back({p.at("dir").get<std::string>(), p.at("read_only").get<bool>()});
     }
     r.pending_pod = b.at("pending_pod").get<std::string>();
-    r.epoch = b.value("epoch", uint64_t{0});
-    r.generation = b.at("generation").get<uint64_t>();
+    if (b.contains("epoch")) {
+      auto epoch = int_field(b, "epoch", 0, std::numeric_limits<int64_t>::max());
+      if (!epoch) return epoch.error();
+      r.epoch = static_cast<uint64_t>(*epoch);
+    }
+    r.acl_added = b.value("acl_added", !r.initiator_iqn.empty());  // older records: assume so
+    auto generation = int_field(b, "generation", 0, std::numeric_limits<int64_t>::max());
+    if (!generation) return generation.error();
+    r.generation = static_cast<uint64_t>(*generation);
     return r;
   } catch (const json::exception& e) {
     return Error{std::string("record field missing or of the wrong type: ") + e.what()};
@@ -166,6 +202,54 @@ boost::asio::awaitable<Status> Journal::remove(const std::string& volume) {
     return fs::fsync_dir(dir);
   };
   co_return co_await run_blocking(pool_, unlink);
+}
+
+std::string Journal::attempts_path(const std::string& volume) const {
+  // A dot file: load_all() skips it.
+  return fs::join(dir_, "." + volume + ".attempts");
+}
+
+boost::asio::awaitable<Status> Journal::note_attempt(const std::string& volume) {
+  const std::string path = attempts_path(volume);
+  const std::string text = std::to_string(attempts(volume) + 1) + "\n";
+  auto write = [&]() { return fs::atomic_write(path, text, 0600); };
+  co_return co_await run_blocking(pool_, write);
+}
+
+boost::asio::awaitable<Status> Journal::clear_attempt(const std::string& volume) {
+  const std::string path = attempts_path(volume);
+  auto unlink = [&]() -> Status {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Error::from_errno("removing " + path, errno);
+    }
+    return ok_status();
+  };
+  co_return co_await run_blocking(pool_, unlink);
+}
+
+int Journal::attempts(const std::string& volume) const {
+  auto text = fs::read_file(attempts_path(volume), 64);
+  if (!text) return 0;
+  int n = 0;
+  for (const char c : *text) {
+    if (c < '0' || c > '9' || n > 1000) break;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+Result<std::string> Journal::set_aside(const std::string& volume) const {
+  const auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  const std::string path = path_of(volume);
+  const std::string aside = path + ".set-aside-" + std::to_string(stamp);
+  if (::rename(path.c_str(), aside.c_str()) != 0) {
+    return Error::from_errno("moving " + path + " aside", errno);
+  }
+  ::unlink(attempts_path(volume).c_str());
+  (void)fs::fsync_dir(dir_);
+  return aside;
 }
 
 std::vector<Record> Journal::load_all(std::vector<std::string>* problems) const {

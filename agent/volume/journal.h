@@ -55,6 +55,9 @@ struct Record {
   std::vector<PodMount> pods;
   std::string pending_pod;  ///< the pod dir of the mount or unmount in progress
   uint64_t epoch = 0;       ///< the ownership lease this node holds (0 = none, or ownership off)
+  /// Set (and journaled) before this node's IQN is added to the ACL: until then a release has
+  /// nothing on the array to undo. Records of older agents count as true.
+  bool acl_added = false;
   uint64_t generation = 0;  ///< bumped by every save
 
   bool has_pod(const std::string& dir) const;
@@ -72,6 +75,16 @@ class Journal {
   boost::asio::awaitable<Status> save(Record& rec);
   boost::asio::awaitable<Status> remove(const std::string& volume);
 
+  /// The start-up crash guard: note_attempt() counts one more try at handling `volume` (written
+  /// before the handling starts), clear_attempt() forgets the count once it ended, and attempts()
+  /// reads it (start-up only; blocking): a count left over means the agent died in between.
+  boost::asio::awaitable<Status> note_attempt(const std::string& volume);
+  boost::asio::awaitable<Status> clear_attempt(const std::string& volume);
+  int attempts(const std::string& volume) const;
+  /// Moves the record of `volume` aside (`<file>.set-aside-<time>`, never loaded again) and yields
+  /// the new path; the attempt count goes with it (start-up only; blocking).
+  Result<std::string> set_aside(const std::string& volume) const;
+
   /// Reads every record (start-up only; blocking). A record that fails its checksum or does not
   /// parse is moved aside to `<file>.corrupt-<time>` and reported in `problems`, never used.
   std::vector<Record> load_all(std::vector<std::string>* problems) const;
@@ -84,6 +97,7 @@ class Journal {
 
  private:
   std::string path_of(const std::string& volume) const;
+  std::string attempts_path(const std::string& volume) const;
 
   std::string dir_;
   boost::asio::thread_pool& pool_;

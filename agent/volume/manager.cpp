@@ -1,9 +1,17 @@
 #include "agent/volume/manager.h"
 
 #include <algorithm>
+#include <deque>
 #include <set>
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "agent/common/fs.h"
+#include "agent/common/json.h"
 #include "agent/mount/linux_mounter.h"
 #include "agent/volume/internal.h"
 #include "plugins/initiator/names.h"
@@ -85,6 +93,9 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
       multipath_(multipath),
       coordinator_(coordinator) {
   options_.kubelet_root = normal_path(options_.kubelet_root);
+  options_.kubelet_root_real = options_.kubelet_root_real.empty()
+                                   ? options_.kubelet_root
+                                   : normal_path(options_.kubelet_root_real);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,31 +103,92 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
-  const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
   Failed failed{"options", Error{}};
   // Not `?:` around co_await: GCC 12 destroys the result twice.
   Result<std::string> done = Error{""};
-  if (options_.controller_attach) {
-    done = co_await bind_staged(pod_dir, request.options, failed);
+  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
+  if (!pod_dir) {
+    done = pod_dir.error().wrap("mount");
+  } else if (options_.controller_attach) {
+    done = co_await bind_staged(*pod_dir, request.options, failed);
   } else {
-    done = co_await do_mount(pod_dir, request.options, failed);
+    done = co_await do_mount(*pod_dir, request.options, failed);
   }
   co_return answer("mount", done, failed);
 }
 
-Status Manager::check_pod_dir(const std::string& pod_dir) const {
-  if (pod_dir.empty()) return Error{"kubelet's path must be absolute, without '..'"};
-  const std::string root = options_.kubelet_root + "/";
-  if (pod_dir.rfind(root, 0) != 0 || pod_dir.size() == root.size()) {
-    return Error{"refusing path " + pod_dir + ": it is not under kubelet_root " +
+namespace {
+
+/// "a/b/c" -> {"a", "b", "c"} (the path is lexically normal: no empty, "." or ".." parts).
+std::vector<std::string> components(const std::string& relative) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= relative.size()) {
+    const size_t slash = std::min(relative.find('/', start), relative.size());
+    out.push_back(relative.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return out;
+}
+
+/// The part of `path` below `root`, or nullopt when it is not strictly below it.
+std::optional<std::string> below(const std::string& path, const std::string& root) {
+  const std::string prefix = root == "/" ? root : root + "/";
+  if (path.size() <= prefix.size() || path.compare(0, prefix.size(), prefix) != 0) {
+    return std::nullopt;
+  }
+  return path.substr(prefix.size());
+}
+
+}  // namespace
+
+Result<std::string> Manager::kubelet_path(const std::string& raw, KubeletPath kind,
+                                          bool walk) const {
+  if (datera::json::has_control_char(raw)) {
+    return Error{"refusing kubelet's path: it contains a control character"};
+  }
+  const std::string path = normal_path(raw);
+  if (path.empty()) return Error{"refusing path '" + raw + "': it must be absolute, without '..'"};
+  // kubelet may name its root as configured or as resolved; both mean the canonical tree.
+  auto rel = below(path, options_.kubelet_root_real);
+  if (!rel) rel = below(path, options_.kubelet_root);
+  if (!rel) {
+    return Error{"refusing path " + path + ": it is not under kubelet_root " +
                  options_.kubelet_root + " (check the agent's kubelet_root setting)"};
   }
-  return ok_status();
+  const auto parts = components(*rel);
+  std::string vendor_driver = options_.driver_dir;
+  std::replace(vendor_driver.begin(), vendor_driver.end(), '~', '/');
+  const bool layout_ok =
+      kind == KubeletPath::pod_volume
+          ? parts.size() == 5 && parts[0] == "pods" && parts[2] == "volumes" &&
+                parts[3] == options_.driver_dir
+          : parts.size() == 7 &&
+                *rel == "plugins/kubernetes.io/flexvolume/" + vendor_driver + "/mounts/" + parts[6];
+  if (!layout_ok) {
+    return Error{
+        "refusing path " + path + ": kubelet puts this driver's " +
+        (kind == KubeletPath::pod_volume
+             ? "pod volumes at <kubelet_root>/pods/<uid>/volumes/" + options_.driver_dir + "/<name>"
+             : "device mounts at <kubelet_root>/plugins/kubernetes.io/flexvolume/" + vendor_driver +
+                   "/mounts/<name>")};
+  }
+  const std::string canonical = options_.kubelet_root_real + "/" + *rel;
+  if (!walk) return canonical;
+  auto resolved = mounter_.resolve_beneath(options_.kubelet_root_real, canonical);
+  if (!resolved) return Error{"refusing path " + path + ": " + resolved.error().message};
+  return canonical;
+}
+
+std::string Manager::canonical_recorded(const std::string& path, KubeletPath kind) const {
+  // No walk: a recorded path was checked when it was mounted, and a symlink planted since must not
+  // make the agent forget a mount (unmount never follows one: UMOUNT_NOFOLLOW).
+  auto p = kubelet_path(path, kind, /*walk=*/false);
+  return p ? *p : std::string();
 }
 
 asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_dir,
                                                        const flex::Json& options, Failed& failed) {
-  if (auto st = check_pod_dir(pod_dir); !st) co_return st.error().wrap("mount");
   auto parsed = edf::parse_volume_options(options, options_.default_backend);
   if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
   const edf::VolumeOptions vo = std::move(*parsed);
@@ -235,6 +307,12 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
       probe_.fencing("stale_acl_entry");
     }
   }
+  if (!rec.acl_added) {
+    // Before the ACL can hold this node: a release must then remove it (and only then needs the
+    // array at all).
+    rec.acl_added = true;
+    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
+  }
   {
     StepTimer t(probe_, "mount", "array");
     if (auto st = co_await (*array)->acl_add(name, *iqn); !st) {
@@ -291,6 +369,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
   if (!rec.has_pod(pod_dir)) rec.pods.push_back(PodMount{pod_dir, read_only});
   rec.pending_pod.clear();
   rec.phase = Phase::attached;
+  retries_.erase(name);  // a leftover that kept failing to release is in use again
   if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
   log_->info("volume {}: mounted {} into {} ({}{} pod(s) on this node)", name, dev.path, pod_dir,
              read_only ? "read-only, " : "", rec.pods.size());
@@ -344,14 +423,18 @@ asio::awaitable<Status> Manager::stage_filesystem(Record& rec, const initiator::
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<flex::Json> Manager::unmount(const flex::Request& request) {
-  const std::string pod_dir = normal_path(request.arg("podVolumeDir").value_or(""));
   Failed failed{"checks", Error{}};
-  auto st = co_await do_unmount(pod_dir, failed);
+  Status st;
+  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
+  if (!pod_dir) {
+    st = pod_dir.error().wrap("unmount");
+  } else {
+    st = co_await do_unmount(*pod_dir, failed);
+  }
   co_return answer("unmount", st, failed);
 }
 
 asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& failed) {
-  if (auto st = check_pod_dir(pod_dir); !st) co_return st.error().wrap("unmount");
   const std::string name = find_volume_of_pod(pod_dir);
   if (name.empty()) {
     if (!is_mounted_at(pod_dir)) {
@@ -444,8 +527,12 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
     co_return st;
   }
   if (auto st = co_await leave_host(rec, operation, failed); !st) co_return st;
-  // Controller mode: the ACL and the lease are the controller's (detach).
-  if (!options_.controller_attach && !rec.initiator_iqn.empty() && !rec.backend.host.empty()) {
+  // Controller mode: the ACL and the lease are the controller's (detach). A mount that failed
+  // before it joined the ACL or took the lease has nothing there to undo, and must not wait for an
+  // array that may well be why it failed.
+  const bool on_array = rec.acl_added || rec.epoch != 0;
+  if (!options_.controller_attach && on_array && !rec.initiator_iqn.empty() &&
+      !rec.backend.host.empty()) {
     StepTimer t(probe_, operation, "array");
     auto array = arrays_.get(rec.backend);
     if (!array) {
@@ -478,6 +565,7 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
     co_return st;
   }
   records_.erase(name);  // `rec` dangles from here on
+  retries_.erase(name);
   co_return ok_status();
 }
 
@@ -566,38 +654,58 @@ asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request
 asio::awaitable<std::string> Manager::reconcile() {
   std::vector<std::string> problems;
   if (auto st = journal_.prepare(); !st) problems.push_back(st.error().message);
-  for (auto& rec : journal_.load_all(&problems)) records_[rec.volume] = std::move(rec);
+  for (auto& rec : journal_.load_all(&problems)) {
+    // A checksummed record passes the same checks as a new request before anything acts on it: a
+    // record naming a path outside the agent's or kubelet's trees is never unmounted.
+    if (auto st = check_record(rec); !st) {
+      set_aside(rec.volume, "its record fails the checks new requests pass: " + st.error().message,
+                "set_aside_invalid");
+      continue;
+    }
+    // A record whose handling crashed the agent again and again would crash every start: set it
+    // aside, so the agent serves every other volume.
+    if (const int crashes = journal_.attempts(rec.volume); crashes >= kCrashesBeforeSetAside) {
+      set_aside(rec.volume,
+                "the agent died " + std::to_string(crashes) +
+                    " times in a row while releasing it at start-up",
+                "set_aside_crashed");
+      continue;
+    }
+    records_[rec.volume] = std::move(rec);
+  }
   for (size_t i = 0; i < problems.size(); ++i) probe_.reconcile("journal_unusable");
 
-  int kept = 0, released = 0, finished = 0, failed_count = 0, leaked = 0;
+  // Only local work here (the journal, the mount table): it decides what each record is before
+  // the API serves. Releases need the array and run after, in release_leftovers().
+  int kept = 0, finished = 0, dropped = 0, leaked = 0;
+  leftovers_.clear();
   std::vector<std::string> names;
   for (const auto& [name, _] : records_) names.push_back(name);
   for (const auto& name : names) {
     auto guard = co_await locks_.lock(name);
     Record& rec = records_[name];
+    const Phase phase_before = rec.phase;
+    bool changed = canonicalize(rec);
     // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
     // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
-    forget_gone_pods(rec);
-    if (!rec.pending_pod.empty() && !rec.has_pod(rec.pending_pod) &&
-        is_mounted_at(rec.pending_pod) && rec.phase == Phase::attaching) {
-      if (auto m = mount_at(rec.pending_pod); m && mount_at(rec.staging) &&
-                                              m->major == mount_at(rec.staging)->major &&
-                                              m->minor == mount_at(rec.staging)->minor) {
+    changed |= forget_gone_pods(rec);
+    if (!rec.pending_pod.empty()) {
+      if (rec.has_pod(rec.pending_pod) && rec.phase == Phase::attaching) {
         log_->info("volume {}: finishing the mount into {} that a crash interrupted", name,
                    rec.pending_pod);
-        rec.pods.push_back(PodMount{rec.pending_pod, m->read_only});
         ++finished;
         probe_.reconcile("mount_finished");
       }
+      rec.pending_pod.clear();
+      changed = true;
     }
-    rec.pending_pod.clear();
     if (!rec.pods.empty()) {
       rec.phase = Phase::attached;
       if (!mount_at(rec.staging)) {
         log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
         probe_.reconcile("staging_missing");
       }
-      (void)co_await journal_.save(rec);
+      if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
       ++kept;
       probe_.reconcile("kept");
       continue;
@@ -605,23 +713,24 @@ asio::awaitable<std::string> Manager::reconcile() {
     if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
         mount_at(rec.staging)) {
       // Controller mode: kubelet's device mount, kept until its unmountdevice.
-      (void)co_await journal_.save(rec);
+      if (changed) (void)co_await journal_.save(rec);
       ++kept;
       probe_.reconcile("kept");
       continue;
     }
-    // No pod uses it: roll back (or finish) the release. Safe because every step is idempotent.
-    Failed failed;
-    if (auto st = co_await release(rec, "reconcile", failed); !st) {
-      log_->error("volume {}: releasing it at start-up failed at {}: {}", name, failed.step,
-                  st.error().message);
-      probe_.reconcile("release_failed");
-      ++failed_count;
-    } else {
-      log_->info("volume {}: no pod uses it; released what a crash left behind", name);
-      probe_.reconcile("released");
-      ++released;
+    if (nothing_to_undo(rec)) {
+      // A mount that failed before it touched the ACL, the lease or the host: forgetting the
+      // record is its whole release, and needs no array (which may be why it failed).
+      log_->info("volume {}: its mount never reached the array's ACL or this host; forgetting it",
+                 name);
+      if (auto st = co_await journal_.remove(name); st) {
+        records_.erase(name);
+        ++dropped;
+        probe_.reconcile("dropped");
+        continue;
+      }
     }
+    leftovers_.push_back(name);
   }
 
   // Sessions with no journal record: leaked by a crash between login and the first journal write
@@ -674,9 +783,156 @@ asio::awaitable<std::string> Manager::reconcile() {
   }
   update_gauges();
   co_return "reconciled: " + std::to_string(kept) + " volume(s) in use, " +
-      std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(released) +
-      " released, " + std::to_string(failed_count) + " failed, " + std::to_string(leaked) +
-      " leaked session(s) removed, " + std::to_string(problems.size()) + " unusable record(s)";
+      std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(dropped) +
+      " record(s) with nothing to undo dropped, " + std::to_string(leftovers_.size()) +
+      " to release in the background, " + std::to_string(leaked) + " leaked session(s) removed, " +
+      std::to_string(problems.size()) + " unusable and " + std::to_string(set_aside_.size()) +
+      " set-aside record(s)";
+}
+
+asio::awaitable<void> Manager::release_leftovers() {
+  auto queue = std::make_shared<std::deque<std::string>>(leftovers_.begin(), leftovers_.end());
+  leftovers_.clear();
+  if (queue->empty()) co_return;
+  log_->info("releasing {} volume(s) no pod uses, {} at a time, while serving", queue->size(),
+             kReleaseLanes);
+  auto worker = [this, queue]() -> asio::awaitable<void> {
+    while (!queue->empty()) {
+      std::string name = std::move(queue->front());
+      queue->pop_front();
+      co_await release_leftover(std::move(name));
+    }
+  };
+  using namespace asio::experimental::awaitable_operators;
+  static_assert(kReleaseLanes == 4, "one worker per lane below");
+  co_await (worker() && worker() && worker() && worker());
+  update_gauges();
+}
+
+asio::awaitable<void> Manager::release_leftover(std::string name) {
+  auto delay = options_.release_retry_delay;
+  for (int attempt = 1;; ++attempt) {
+    {
+      auto guard = co_await locks_.lock(name);
+      auto it = records_.find(name);
+      if (it == records_.end()) co_return;  // a kubelet call finished it meanwhile
+      Record& rec = it->second;
+      if (!rec.pods.empty() || !rec.pending_pod.empty() || rec.phase == Phase::attached) {
+        retries_.erase(name);  // a new mount took it over meanwhile
+        co_return;
+      }
+      // Counted before, cleared after: a crash in between shows at the next start-up.
+      (void)co_await journal_.note_attempt(name);
+      Failed failed;
+      auto st = co_await release(rec, "reconcile", failed);  // `rec` dangles once released
+      (void)co_await journal_.clear_attempt(name);
+      if (st) {
+        log_->info("volume {}: no pod uses it; released what a crash left behind", name);
+        probe_.reconcile("released");
+        retries_.erase(name);
+        update_gauges();
+        co_return;
+      }
+      probe_.reconcile("release_failed");
+      auto& retry = retries_[name];
+      retry.failures = attempt;
+      retry.last_error = "failed at " + failed.step + ": " + st.error().message;
+      if (attempt >= options_.release_attempts) {
+        retry.set_aside = true;
+        probe_.reconcile("set_aside_failing");
+        log_->error(
+            "volume {}: releasing it failed {} times ({}); set aside. Only its own calls are "
+            "affected: kubelet's next call on it, `datera-agentctl release {}` or the next start "
+            "retries it",
+            name, attempt, retry.last_error, name);
+        update_gauges();
+        co_return;
+      }
+      log_->warn("volume {}: releasing it at start-up {}; retrying in {} ms", name,
+                 retry.last_error, delay.count());
+    }
+    asio::steady_timer timer(co_await asio::this_coro::executor, delay);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    delay = std::min(delay * 2, std::chrono::milliseconds(60'000));
+  }
+}
+
+void Manager::set_aside(const std::string& volume, const std::string& why,
+                        const std::string& action) {
+  auto moved = journal_.set_aside(volume);
+  log_->error(
+      "volume {}: {}; its record is set aside{} and the agent no longer manages the volume on "
+      "this node. Check its mounts and session by hand (docs/troubleshooting.md)",
+      volume, why, moved ? " as " + *moved : " (moving it failed: " + moved.error().message + ")");
+  probe_.reconcile(action);
+  set_aside_.push_back(
+      {{"volume", volume}, {"reason", why}, {"file", moved ? *moved : std::string()}});
+}
+
+bool Manager::canonicalize(Record& rec) const {
+  bool changed = false;
+  if (!rec.pending_pod.empty()) {
+    auto canonical = canonical_recorded(rec.pending_pod, KubeletPath::pod_volume);
+    if (!canonical.empty() && canonical != rec.pending_pod) {
+      rec.pending_pod = canonical;
+      changed = true;
+    }
+  }
+  if (options_.controller_attach && !rec.staging.empty()) {
+    auto canonical = canonical_recorded(rec.staging, KubeletPath::device_mount);
+    if (!canonical.empty() && canonical != rec.staging) {
+      rec.staging = canonical;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+bool Manager::nothing_to_undo(const Record& rec) const {
+  return !rec.acl_added && rec.epoch == 0 && rec.target.serial.empty() && rec.map.empty() &&
+         rec.pods.empty() && (rec.staging.empty() || !mount_at(rec.staging));
+}
+
+Status Manager::check_record(const Record& rec) const {
+  if (!edf::is_valid_name(rec.volume)) return Error{"'" + rec.volume + "' is not a volume name"};
+  const bool agent_staging = rec.staging == fs::join(options_.staging_dir, rec.volume);
+  const bool device_mount = !canonical_recorded(rec.staging, KubeletPath::device_mount).empty();
+  if (!rec.staging.empty() && !agent_staging && !device_mount) {
+    return Error{"staging path " + rec.staging + " is neither " +
+                 fs::join(options_.staging_dir, rec.volume) + " nor kubelet's device mount path"};
+  }
+  for (const auto& p : rec.pods) {
+    if (canonical_recorded(p.dir, KubeletPath::pod_volume).empty()) {
+      return Error{"pod mount " + p.dir + " is not a pod volume dir of this driver"};
+    }
+  }
+  if (!rec.pending_pod.empty() &&
+      canonical_recorded(rec.pending_pod, KubeletPath::pod_volume).empty()) {
+    return Error{"pending pod " + rec.pending_pod + " is not a pod volume dir of this driver"};
+  }
+  if (!rec.device.empty() &&
+      (rec.device.rfind("/dev/", 0) != 0 || normal_path(rec.device) != rec.device ||
+       datera::json::has_control_char(rec.device))) {
+    return Error{"device '" + rec.device + "' is not a path under /dev"};
+  }
+  if (!rec.map.empty() && (rec.map.rfind("datera-", 0) != 0 || !edf::is_valid_name(rec.map))) {
+    return Error{"map '" + rec.map + "' is not one of this agent's maps"};
+  }
+  if (rec.fs_type != "xfs" && rec.fs_type != "ext4") {
+    return Error{"filesystem '" + rec.fs_type + "' is not xfs or ext4"};
+  }
+  if (auto st = mount::validate_mount_options(rec.fs_type, rec.mount_options, false); !st) {
+    return st.error();
+  }
+  for (const std::string* text :
+       {&rec.initiator_iqn, &rec.target.iqn, &rec.target.serial, &rec.backend.host}) {
+    if (datera::json::has_control_char(*text)) return Error{"a field holds a control character"};
+  }
+  for (const auto& p : rec.target.portals) {
+    if (datera::json::has_control_char(p)) return Error{"a portal holds a control character"};
+  }
+  return ok_status();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,17 +1228,64 @@ std::string Manager::find_volume_of_pod(const std::string& pod_dir) const {
 }
 
 bool Manager::forget_gone_pods(Record& rec) {
-  const size_t before = rec.pods.size();
+  auto table = mounter_.mounts();
+  if (!table) {
+    log_->warn("volume {}: cannot read the mount table ({}); keeping its pod mounts", rec.volume,
+               table.error().message);
+    return false;
+  }
+  bool changed = false;
+  // Recorded paths in canonical form (an older agent recorded kubelet_root as configured, which
+  // may be a symlink; mountinfo shows the resolved path).
+  for (auto& p : rec.pods) {
+    if (auto canonical = canonical_recorded(p.dir, KubeletPath::pod_volume);
+        !canonical.empty() && canonical != p.dir) {
+      p.dir = canonical;
+      changed = true;
+    }
+  }
+  // Every mount of the volume's filesystem other than its staging mount is a user of it, whatever
+  // the journal says: a path that does not match is adopted, never a reason to release the volume
+  // under a running pod.
+  std::optional<mount::MountEntry> staged;
+  for (const auto& m : *table) {
+    if (!rec.staging.empty() && m.target == rec.staging) staged = m;
+  }
+  auto same_fs = [&](const mount::MountEntry& m) {
+    if (staged) return m.major == staged->major && m.minor == staged->minor;
+    return !rec.device.empty() && m.source == rec.device;
+  };
+  std::set<std::string> mounted;
+  for (const auto& m : *table) {
+    if (m.target == rec.staging || !same_fs(m)) continue;
+    mounted.insert(m.target);
+    if (rec.has_pod(m.target)) continue;
+    log_->warn(
+        "volume {}: its filesystem is mounted at {}, which the journal does not list; keeping "
+        "it as a user of the volume",
+        rec.volume, m.target);
+    probe_.reconcile("pod_adopted");
+    rec.pods.push_back(PodMount{m.target, m.read_only});
+    changed = true;
+  }
+  std::set<std::string> any_mount;
+  for (const auto& m : *table) any_mount.insert(m.target);
   std::erase_if(rec.pods, [&](const PodMount& p) {
-    if (is_mounted_at(p.dir)) return false;
+    // Mounted with something else (a stale bind from another device) still counts as in use;
+    // only a path where nothing is mounted any more is forgotten.
+    if (mounted.count(p.dir) || any_mount.count(p.dir)) return false;
     log_->warn("volume {}: pod mount {} is gone; forgetting it", rec.volume, p.dir);
     probe_.reconcile("pod_forgotten");
+    changed = true;
     return true;
   });
-  return rec.pods.size() != before;
+  return changed;
 }
 
 void Manager::update_gauges() {
+  double set_aside = static_cast<double>(set_aside_.size());
+  for (const auto& [_, retry] : retries_) set_aside += retry.set_aside ? 1 : 0;
+  probe_.set_aside(set_aside);
   double attaching = 0, attached = 0, detaching = 0, pods = 0;
   for (const auto& [_, rec] : records_) {
     (rec.phase == Phase::attaching  ? attaching
@@ -1004,7 +1307,23 @@ std::vector<std::pair<std::string, initiator::Target>> Manager::attached() const
 
 nlohmann::json Manager::volumes() const {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& [_, rec] : records_) out.push_back(rec.public_json());
+  for (const auto& [name, rec] : records_) {
+    auto v = rec.public_json();
+    if (auto it = retries_.find(name); it != retries_.end()) {
+      v["release_failures"] = it->second.failures;
+      v["last_error"] = it->second.last_error;
+      v["set_aside"] = it->second.set_aside;
+    }
+    out.push_back(std::move(v));
+  }
+  for (const auto& aside : set_aside_) {
+    out.push_back({{"volume", aside["volume"]},
+                   {"phase", "set_aside"},
+                   {"set_aside", true},
+                   {"last_error", aside["reason"]},
+                   {"record", aside["file"]},
+                   {"pods", nlohmann::json::array()}});
+  }
   return out;
 }
 

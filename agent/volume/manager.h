@@ -68,12 +68,23 @@ struct ManagerOptions {
   edf::BackendTarget default_backend;
   std::chrono::milliseconds online_timeout{120'000};  ///< array: op_state available
   std::chrono::milliseconds connect_timeout{60'000};  ///< login and the device showing up
+  /// kubelet_root with its symlinks resolved, as mountinfo shows it (the composition root resolves
+  /// it once at start-up; empty: kubelet_root is taken as canonical). A kubelet dir moved to a data
+  /// disk and linked back is a common layout: paths are compared in this form only.
+  std::string kubelet_root_real;
+  /// kubelet's "<vendor~driver>" directory name for this driver (pod volume dirs and, with '~' as
+  /// '/', the device mount path).
+  std::string driver_dir = "datera~iscsi";
   /// Controller mode (see above); false: this node claims, joins the ACL and releases itself.
   bool controller_attach = false;
   /// Called between steps with the point's name ("mount:after_login"...). Production leaves it
   /// empty; the host tier's crash tests make it kill the process there (see
   /// DATERA_AGENT_TEST_CRASH_AT).
   std::function<void(const std::string&)> crash_point;
+  /// Releases left over at start-up (release_leftovers()): attempts per volume before it is set
+  /// aside, and the first wait between attempts (doubling).
+  int release_attempts = 5;
+  std::chrono::milliseconds release_retry_delay{2'000};
 };
 
 /// What check_access() found and did.
@@ -116,6 +127,11 @@ class Manager : public flexvolume::VolumeOps {
   /// Start-up: loads the journal and brings it in line with the host before anything is served.
   /// Yields a summary for the log; problems are logged and counted, not fatal.
   boost::asio::awaitable<std::string> reconcile();
+  /// After reconcile(), while the API serves: releases the volumes no pod uses that reconcile
+  /// found (crash leftovers, failed rollbacks), kReleaseLanes at a time, each under its own lock
+  /// only, retried with backoff; a volume that fails release_attempts times is set aside (shown in
+  /// volumes() and the set-aside gauge) until its next call, an operator's release, or a restart.
+  boost::asio::awaitable<void> release_leftovers();
 
   boost::asio::awaitable<flex::Json> mount(const flex::Request& request) override;
   boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) override;
@@ -206,10 +222,31 @@ class Manager : public flexvolume::VolumeOps {
   /// After the last pod: leave_host, ACL removal, lease release, retain policy, record removed.
   /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
   boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
-  Status check_pod_dir(const std::string& pod_dir) const;
+  enum class KubeletPath {
+    pod_volume,    ///< <root>/pods/<uid>/volumes/<vendor~driver>/<name>
+    device_mount,  ///< <root>/plugins/kubernetes.io/flexvolume/<vendor>/<driver>/mounts/<name>
+  };
+  /// A path kubelet passed, as the canonical path below kubelet_root_real, or an Error naming why
+  /// it is refused: control characters, not the layout kubelet uses for `kind`, or a symlink
+  /// anywhere below kubelet's root (never followed: a pod author may plant one).
+  Result<std::string> kubelet_path(const std::string& raw, KubeletPath kind,
+                                   bool walk = true) const;
+  /// A path recorded by an earlier agent (kubelet_root as configured then) in canonical form, or
+  /// "" when it is not a path this agent would accept today.
+  std::string canonical_recorded(const std::string& path, KubeletPath kind) const;
   /// Forgets the pod mounts of `rec` whose bind is gone (unmounted behind kubelet's back, or the
   /// pod dir removed while the agent was down), each logged and counted; true when any was.
   bool forget_gone_pods(Record& rec);
+  /// Recorded kubelet paths in canonical form; true when any changed.
+  bool canonicalize(Record& rec) const;
+  /// The same checks a new request passes, for a record read back from the journal.
+  Status check_record(const Record& rec) const;
+  /// A failed mount that never reached the ACL, the lease or the host: nothing to release.
+  bool nothing_to_undo(const Record& rec) const;
+  /// Moves the volume's record out of the journal (never to be loaded again), logged, counted
+  /// under `action`, and listed by volumes().
+  void set_aside(const std::string& volume, const std::string& why, const std::string& action);
+  boost::asio::awaitable<void> release_leftover(std::string name);
   /// Another node holds the lease now: tear down everything of the volume here except the ACL
   /// (the new owner's), and forget it.
   boost::asio::awaitable<Status> self_fence(Record& rec);
@@ -232,6 +269,17 @@ class Manager : public flexvolume::VolumeOps {
   ownership::Coordinator* coordinator_;
   KeyedMutex locks_;
   std::map<std::string, Record> records_;
+
+  static constexpr int kCrashesBeforeSetAside = 3;
+  static constexpr int kReleaseLanes = 4;
+  struct Retry {
+    int failures = 0;
+    std::string last_error;
+    bool set_aside = false;
+  };
+  std::vector<std::string> leftovers_;     ///< found by reconcile(), for release_leftovers()
+  std::map<std::string, Retry> retries_;   ///< leftovers whose release failed
+  std::vector<nlohmann::json> set_aside_;  ///< records moved out of the journal at start-up
 };
 
 }  // namespace datera::volume

@@ -17,6 +17,12 @@ Probe::Probe(prometheus::Registry& registry)
                 .Help("Pod bind mounts of Datera volumes on this node")
                 .Register(registry)
                 .Add({})),
+      set_aside_(prometheus::BuildGauge()
+                     .Name("datera_agent_volumes_set_aside")
+                     .Help("Volume records the agent set aside and no longer manages: invalid, "
+                           "crashed the agent at start-up, or their release kept failing")
+                     .Register(registry)
+                     .Add({})),
       steps_(prometheus::BuildHistogram()
                  .Name("datera_agent_volume_step_duration_seconds")
                  .Help("Duration of each step of a volume operation")
@@ -96,6 +102,10 @@ Probe::Probe(prometheus::Registry& registry)
       operations_.Add({{"operation", op}, {"result", r}});
   }
   phases(0, 0, 0, 0);
+}
+
+void Probe::set_aside(double records) {
+  set_aside_.Set(records);
 }
 
 void Probe::phases(double attaching, double attached, double detaching, double pods) {

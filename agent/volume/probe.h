@@ -3,6 +3,9 @@
 // The volume manager's metrics:
 //   datera_agent_volumes{phase}                                       gauge
 //   datera_agent_volume_pods                                           gauge (bind mounts served)
+//   datera_agent_volumes_set_aside                                     gauge (records set aside:
+//                                                                      invalid, crashed the agent,
+//                                                                      or release kept failing)
 //   datera_agent_volume_step_duration_seconds{operation,step}          histogram
 //   datera_agent_volume_operations_total{operation,result}             counter
 //   datera_agent_volume_failures_total{operation,reason}               counter (reason = step)
@@ -44,6 +47,7 @@ class Probe {
   explicit Probe(prometheus::Registry& registry);
 
   void phases(double attaching, double attached, double detaching, double pods);
+  void set_aside(double records);
   void step(const std::string& operation, const std::string& step, std::chrono::nanoseconds took);
   void operation(const std::string& operation, bool ok);
   void failure(const std::string& operation, const std::string& reason);
@@ -63,6 +67,7 @@ class Probe {
  private:
   prometheus::Family<prometheus::Gauge>& volumes_;
   prometheus::Gauge& pods_;
+  prometheus::Gauge& set_aside_;
   prometheus::Family<prometheus::Histogram>& steps_;
   prometheus::Family<prometheus::Counter>& operations_;
   prometheus::Family<prometheus::Counter>& failures_;

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
 #include <sys/statvfs.h>
+#include <thread>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -422,6 +424,127 @@ TEST_F(VolumeTest, KilledBetweenEveryStepOfUnmountThenRestartedLeaksNothing) {
     agent_.stop(SIGKILL);
     start_agent();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real node layouts and start-up that neither blocks on the array nor crash-loops
+// ---------------------------------------------------------------------------------------------
+
+/// A common layout: the kubelet dir moved to a data disk and linked back. kubelet passes paths
+/// through the link, mountinfo shows the resolved ones. An agent that compared the two as strings
+/// decided at every restart that the pod's mount was gone and released the volume under the pod.
+TEST_F(VolumeTest, ASymlinkedKubeletRootKeepsTheVolumeAcrossAgentRestarts) {
+  agent_.stop(SIGKILL);
+  const std::string data = agent_.root + "/data-disk/kubelet";
+  testing::exec_capture({"/bin/mkdir", "-p", data});
+  testing::exec_capture({"/bin/rm", "-rf", agent_.root + "/kubelet"});
+  ASSERT_EQ(::symlink(data.c_str(), (agent_.root + "/kubelet").c_str()), 0);
+  start_agent();
+
+  const auto pod = pod_dir("uid-1");  // through the link, as kubelet names it
+  ASSERT_EQ(shim({"mount", pod, options("vol-link")})["status"], "Success");
+  const std::string real_pod = data + "/pods/uid-1/volumes/datera~iscsi/pv1";
+  EXPECT_TRUE(mount_at(real_pod)) << "mountinfo shows the resolved path";
+  write_file(pod + "/data.txt", "still here\n");
+
+  for (int restart = 0; restart < 2; ++restart) {
+    agent_.stop(restart == 0 ? SIGKILL : SIGTERM);
+    start_agent();
+    EXPECT_NE(agent_.log_text().find("reconciled: 1 volume(s) in use"), std::string::npos)
+        << agent_.log_text();
+    const auto acl = acl_of("vol-link");
+    EXPECT_EQ(std::count(acl.begin(), acl.end(), kIqn), 1) << "released under the running pod";
+    EXPECT_EQ(owner_of("vol-link"), "it-node") << "the lease was given up";
+    EXPECT_TRUE(mount_at(real_pod));
+    EXPECT_EQ(read_file(pod + "/data.txt"), "still here\n");
+  }
+  // kubelet's unmount names the linked path: the same pod mount, released once.
+  ASSERT_EQ(shim({"unmount", pod})["status"], "Success");
+  expect_released("vol-link");
+}
+
+/// A symlink planted under pods/ (a pod author with a hostPath, or a compromised container)
+/// must not move a bind mount outside kubelet's tree.
+TEST_F(VolumeTest, ASymlinkBelowKubeletRootIsNeverFollowed) {
+  const std::string outside = agent_.root + "/outside";
+  testing::exec_capture(
+      {"/bin/mkdir", "-p", outside + "/volumes/datera~iscsi/pv1", agent_.root + "/kubelet/pods"});
+  ASSERT_EQ(::symlink(outside.c_str(), (agent_.root + "/kubelet/pods/uid-evil").c_str()), 0);
+  const std::string pod = agent_.root + "/kubelet/pods/uid-evil/volumes/datera~iscsi/pv1";
+  auto r = shim({"mount", pod, options("vol-evil")});
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r.value("message", "").find("symbolic link"), std::string::npos) << r.dump();
+  EXPECT_FALSE(mount_at(outside + "/volumes/datera~iscsi/pv1")) << "bound outside kubelet_root";
+  EXPECT_TRUE(loops_under(sim_.dir().path()).empty());
+}
+
+/// A leftover from a crash whose release needs an array that does not answer: the API serves at
+/// once (only that volume waits), and the release goes on in the background.
+TEST_F(VolumeTest, AnUnreachableArrayNeverHoldsUpStartUp) {
+  const auto pod = pod_dir("uid-1");
+  agent_.stop(SIGKILL);
+  start_agent("mount:after_array");  // dies after the node joined the ACL
+  (void)agent_.shim({"mount", pod, options("vol-stuck")});
+  ASSERT_GE(agent_.wait_exit(), 0) << "the crash point was not reached";
+  // The array accepts connections and never answers (stopped, not gone: no quick refusal). One
+  // request is bounded to 1 s here; at the default 30 s an older agent waited minutes.
+  sim_.signal(SIGSTOP);
+  std::ifstream in(agent_.config);
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  config.replace(config.find("backend: {"), 10, "backend: {request_timeout: 1s, ");
+  std::ofstream(agent_.config, std::ios::trunc) << config;
+
+  ASSERT_TRUE(agent_.start());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string volumes;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    volumes = testing::body_of(agent_.api(testing::http_get("/v1/volumes")));
+    if (volumes.find("vol-stuck") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "[ measure ] start to the API serving, array not answering, one leftover: " << took
+            << " s\n";
+  EXPECT_LT(took, 4.0) << "the API waited for the array: " << agent_.log_text();
+  EXPECT_NE(volumes.find("vol-stuck"), std::string::npos) << volumes;
+  // The release is tried, and its failure is shown where an operator looks.
+  bool failure_shown = false;
+  for (int i = 0; i < 600 && !failure_shown; ++i) {
+    auto v =
+        json::parse(testing::body_of(agent_.api(testing::http_get("/v1/volumes"))), nullptr, false);
+    failure_shown =
+        v.is_object() && !v["volumes"].empty() && v["volumes"][0].value("release_failures", 0) >= 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(failure_shown) << agent_.log_text();
+  sim_.signal(SIGCONT);
+}
+
+/// A record whose handling kills the agent at every start (here a crash point inside the release
+/// that reconcile starts) would crash-loop it for ever: after three deaths it is set aside, and
+/// the agent serves.
+TEST_F(VolumeTest, ARecordThatKeepsCrashingTheAgentIsSetAsideAndTheAgentServes) {
+  const auto pod = pod_dir("uid-1");
+  agent_.stop(SIGKILL);
+  start_agent("mount:after_array");
+  (void)agent_.shim({"mount", pod, options("vol-loop")});
+  ASSERT_GE(agent_.wait_exit(), 0);
+  for (int death = 1; death <= 3; ++death) {
+    SCOPED_TRACE(death);
+    agent_.extra_env = {"DATERA_AGENT_TEST_CRASH_AT=reconcile:after_staging_unmount"};
+    ASSERT_TRUE(agent_.start());
+    EXPECT_GE(agent_.wait_exit(std::chrono::seconds(20)), 0) << "it did not die this time";
+  }
+  // The same crash point stays armed: the record is no longer handled, so it is not reached.
+  ASSERT_TRUE(agent_.start());
+  ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
+  auto v = json::parse(testing::body_of(agent_.api(testing::http_get("/v1/volumes"))));
+  ASSERT_EQ(v["volumes"].size(), 1u) << v.dump();
+  EXPECT_EQ(v["volumes"][0]["phase"], "set_aside") << v.dump();
+  EXPECT_EQ(metric("datera_agent_volumes_set_aside"), 1);
+  EXPECT_NE(agent_.log_text().find("set aside"), std::string::npos);
+  agent_.stop(SIGTERM);
+  EXPECT_EQ(agent_.exit_status, 0);
 }
 
 }  // namespace

@@ -71,6 +71,11 @@ class SimProcess {
     return false;
   }
 
+  /// Sends `sig` without waiting (SIGSTOP: an array that accepts connections and never answers).
+  void signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return 0;
     ::kill(pid_, sig);

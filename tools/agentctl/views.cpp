@@ -88,7 +88,10 @@ std::string volumes_table(const Json& status, const Json& v) {
     const Json session = rec.value("session", Json::object());
     const Json portals = target.value("portals", Json::array());
     const auto epoch = rec.value("epoch", uint64_t{0});
-    rows.push_back({str(rec, "volume"), str(rec, "phase"),
+    // A record the agent set aside (release kept failing, or unusable at start-up) says so.
+    std::string phase = str(rec, "phase");
+    if (rec.value("set_aside", false) && phase != "set_aside") phase += " (SET ASIDE)";
+    rows.push_back({str(rec, "volume"), phase,
                     str(rec, "map") != "-" ? str(rec, "map") + " (" + str(rec, "device") + ")"
                                            : str(rec, "device"),
                     str(session, "state"), joined(portals), epoch ? node : "-",

@@ -1,12 +1,14 @@
 #include "agent/volume/journal.h"
 
 #include <fstream>
+#include <functional>
 #include <sys/stat.h>
 
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
 #include "agent/common/fs.h"
+#include "agent/common/hash.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 
@@ -58,6 +60,35 @@ TEST(JournalFormat, RoundTripsEveryField) {
   EXPECT_TRUE(out->pods[1].read_only);
   EXPECT_EQ(out->pending_pod, in.pending_pod);
   EXPECT_EQ(out->generation, 7u);
+}
+
+TEST(JournalFormat, ValuesOutOfRangeOrTooDeepAreRefusedNotWrapped) {
+  // A checksummed record (so only its content is wrong), with one field changed.
+  auto with = [](const std::function<void(nlohmann::json&)>& edit) {
+    auto outer = nlohmann::json::parse(Journal::encode(sample()));
+    auto body = nlohmann::json::parse(outer["record"].get<std::string>());
+    edit(body);
+    const std::string text = body.dump();
+    outer["record"] = text;
+    outer["checksum"] = fnv1a64_hex(text);
+    return outer.dump();
+  };
+  auto port = Journal::decode(with([](nlohmann::json& b) { b["backend"]["port"] = 99999; }));
+  ASSERT_FALSE(port.ok()) << "port " << port->backend.port << ": 99999 wrapped";
+  EXPECT_NE(port.error().message.find("port"), std::string::npos) << port.error().message;
+  EXPECT_FALSE(Journal::decode(with([](nlohmann::json& b) { b["backend"]["port"] = -1; })).ok());
+  EXPECT_FALSE(Journal::decode(with([](nlohmann::json& b) { b["target"]["lun"] = 1e300; })).ok())
+      << "a float out of an int's range is undefined behaviour to convert";
+  EXPECT_FALSE(Journal::decode(with([](nlohmann::json& b) { b["epoch"] = -5; })).ok());
+  EXPECT_FALSE(Journal::decode(with([](nlohmann::json& b) { b["generation"] = 1.5; })).ok());
+  auto deep = Journal::decode(with([](nlohmann::json& b) {
+    nlohmann::json nested = nlohmann::json::array();
+    for (int i = 0; i < 100; ++i) nested = nlohmann::json::array({nested});
+    b["extra"] = nested;
+  }));
+  EXPECT_FALSE(deep.ok());
+  EXPECT_FALSE(Journal::decode(std::string(300'000, '[')).ok()) << "no stack overflow";
+  EXPECT_TRUE(Journal::decode(with([](nlohmann::json&) {})).ok()) << "the control case";
 }
 
 TEST(JournalFormat, AnyEditedByteIsDetected) {

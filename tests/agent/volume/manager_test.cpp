@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
@@ -149,6 +150,13 @@ struct FakeMounter : mount::Mounter {
     co_return ok_status();
   }
   Result<std::vector<mount::MountEntry>> mounts() const override { return table; }
+  std::set<std::string> symlinks;  ///< paths resolve_beneath() finds to be symbolic links
+  Result<std::string> resolve_beneath(const std::string&, const std::string& path) const override {
+    for (const auto& l : symlinks) {
+      if (path == l || path.rfind(l + "/", 0) == 0) return Error{l + " is a symbolic link", ELOOP};
+    }
+    return path;
+  }
 };
 
 class ManagerTest : public ::testing::Test {
@@ -328,6 +336,11 @@ TEST_F(ManagerTest, DrainReleasesWhatNoPodUsesAndListsWhatItKept) {
   ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
   ASSERT_EQ(call("mount", pod2, opts("vol-2"))["status"], "Success");
   std::erase_if(mounter_.table, [&](const mount::MountEntry& m) { return m.target == pod2; });
+  // Two volumes are two devices (the fakes hand both the same one): vol-1's pod mount must not
+  // count as a user of vol-2.
+  for (auto& m : mounter_.table) {
+    if (m.target == "/var/lib/datera-agent/staging/vol-2") m.minor = 48;
+  }
   auto results = testing::run_async(ioc_, manager_->drain(false));
   ASSERT_EQ(results.size(), 2u);
   EXPECT_EQ(results[0].volume, "vol-1");
@@ -461,6 +474,248 @@ TEST_F(MultipathManagerTest, AVolumeNotMountedHereIsNotChecked) {
   EXPECT_EQ(check(), Access::unchanged);
   EXPECT_TRUE(log_.empty());
   EXPECT_TRUE(arrays_.array.calls.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile paths, restarts on real node layouts, and start-up that never blocks or crash-loops
+// ---------------------------------------------------------------------------------------------
+
+/// An array that cannot be reached: every call fails, and each is counted.
+struct DownArray : volume::Array {
+  int calls = 0;
+  Error down() {
+    ++calls;
+    return Error{"connecting to EDF at 10.0.0.1:7717 failed: connection refused", 1};
+  }
+  asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
+      const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Status> ensure_initiator(const std::string&, const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<std::vector<edf::InitiatorInfo>>> initiators() override {
+    co_return down();
+  }
+  asio::awaitable<Result<std::vector<std::string>>> volume_names() override { co_return down(); }
+  asio::awaitable<Status> acl_add(const std::string&, const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Status> acl_remove(const std::string&, const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<std::vector<std::string>>> acl(const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<edf::Metadata>> metadata(const std::string&) override { co_return down(); }
+  asio::awaitable<Status> put_metadata(const std::string&, const edf::Metadata&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<edf::AppInstance>> bring_online(const std::string&,
+                                                         std::chrono::milliseconds) override {
+    co_return down();
+  }
+  asio::awaitable<Status> resize(const std::string&, int64_t) override { co_return down(); }
+  asio::awaitable<Status> delete_volume(const std::string&) override { co_return down(); }
+};
+struct DownArrays : volume::Arrays {
+  DownArray array;
+  Result<volume::Array*> get(const edf::BackendTarget&) override { return &array; }
+};
+
+class StartUpTest : public ManagerTest {
+ protected:
+  ManagerOptions options() const {
+    ManagerOptions o;
+    o.node_name = "node-a";
+    o.kubelet_root = "/var/lib/kubelet";
+    o.staging_dir = "/var/lib/datera-agent/staging";
+    o.default_backend.host = "10.0.0.1";
+    o.default_backend.credentials = {"admin", "password"};
+    o.release_attempts = 3;
+    o.release_retry_delay = std::chrono::milliseconds(1);
+    return o;
+  }
+  /// A restart: a new manager over the same journal and host; yields reconcile's summary.
+  std::string restart(ManagerOptions o, volume::Arrays& arrays) {
+    manager_ = std::make_unique<Manager>(std::move(o), arrays, initiator_, mounter_, journal_,
+                                         probe_, null_logger());
+    return testing::run_async(ioc_, manager_->reconcile());
+  }
+  /// A journal record as an agent left it (checksummed, so only its content can be wrong).
+  Record leftover(const std::string& volume) {
+    Record r;
+    r.volume = volume;
+    r.phase = Phase::detaching;
+    r.backend.host = "10.0.0.1";
+    r.initiator_iqn = "iqn.1993-08.org.debian:01:node-a";
+    r.acl_added = true;
+    r.staging = "/var/lib/datera-agent/staging/" + volume;
+    return r;
+  }
+  void save(Record r) { ASSERT_TRUE(testing::run_async(ioc_, journal_.save(r))); }
+  int acl_removals() const {
+    return static_cast<int>(
+        std::count(arrays_.array.calls.begin(), arrays_.array.calls.end(), "acl- vol-1"));
+  }
+  double metric(const std::string& name) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name == name && !f.metric.empty()) return f.metric[0].gauge.value;
+    }
+    return -1;
+  }
+};
+
+TEST_F(StartUpTest, ASymlinkedKubeletRootNeverReleasesAVolumeUnderItsPodsOnRestart) {
+  // /var/lib/kubelet -> /data/kubelet: mountinfo shows /data/kubelet/..., kubelet passes
+  // /var/lib/kubelet/... An older agent journaled kubelet's form; its restart compared strings,
+  // found "no pod", and released the volume (ACL, lease, session) under the running pod.
+  mounter_.fs = "xfs";
+  auto o = options();
+  o.kubelet_root_real = "/data/kubelet";
+  restart(o, arrays_);
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  const std::string real_pod = "/data/kubelet/pods/u1/volumes/datera~iscsi/pv";
+  EXPECT_EQ(mounter_.calls.back(), "bind " + real_pod) << "bound at the canonical path";
+  EXPECT_EQ(journal_.load_all(nullptr).at(0).pods.at(0).dir, real_pod);
+
+  // The record as the older agent wrote it: kubelet's (symlinked) form.
+  auto old = journal_.load_all(nullptr).at(0);
+  old.pods[0].dir = pod_;
+  save(old);
+  const auto summary = restart(o, arrays_);
+  EXPECT_NE(summary.find("reconciled: 1 volume(s) in use"), std::string::npos) << summary;
+  EXPECT_EQ(acl_removals(), 0) << "the node stays in the ACL";
+  EXPECT_EQ(std::count(mounter_.calls.begin(), mounter_.calls.end(),
+                       "unmount /var/lib/datera-agent/staging/vol-1"),
+            0);
+  EXPECT_EQ(journal_.load_all(nullptr).at(0).pods.at(0).dir, real_pod) << "canonical from now on";
+
+  // kubelet's unmount names the symlinked path: it is the same pod mount.
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  EXPECT_EQ(acl_removals(), 1);
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+}
+
+TEST_F(StartUpTest, AMountOfTheVolumeTheJournalDoesNotNameKeepsTheVolume) {
+  mounter_.fs = "xfs";
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  // The journal names a pod path that is not mounted, while the volume's filesystem is mounted at
+  // another (a lost journal update, a path spelled another way): a string mismatch.
+  const std::string other = "/var/lib/kubelet/pods/u7/volumes/datera~iscsi/pv";
+  for (auto& m : mounter_.table) {
+    if (m.target == pod_) m.target = other;
+  }
+  restart(options(), arrays_);
+  EXPECT_EQ(acl_removals(), 0) << "never released while its filesystem is mounted";
+  const auto rec = journal_.load_all(nullptr).at(0);
+  ASSERT_EQ(rec.pods.size(), 1u);
+  EXPECT_EQ(rec.pods[0].dir, other) << "the mount is adopted as the volume's user";
+}
+
+TEST_F(StartUpTest, PathsWithSymlinksOtherLayoutsOrControlCharactersAreRefusedBeforeAnything) {
+  mounter_.symlinks = {"/var/lib/kubelet/pods/u9/volumes"};
+  auto r = call("mount", "/var/lib/kubelet/pods/u9/volumes/datera~iscsi/pv", opts("vol-1"));
+  ASSERT_EQ(r["status"], "Failure");
+  EXPECT_NE(r["message"].get<std::string>().find("symbolic link"), std::string::npos) << r.dump();
+  for (const std::string& bad :
+       {std::string("/var/lib/kubelet/pods/u1/volumes/other~driver/pv"),
+        std::string("/var/lib/kubelet/pods/u1/pv"),
+        std::string("/var/lib/kubelet/pods/u1/volumes/datera~iscsi/pv/deeper"),
+        std::string("/var/lib/kubelet/pods/u1/volumes/datera~iscsi/pv\nFAKE"),
+        std::string("/var/lib/kubelet/pods/u1/volumes/datera~iscsi/pv") + '\0' + "/../../../etc"}) {
+    auto refused = call("mount", bad, opts("vol-1"));
+    EXPECT_EQ(refused["status"], "Failure") << bad;
+    EXPECT_EQ(call("unmount", bad)["status"], "Failure") << bad;
+  }
+  EXPECT_TRUE(arrays_.array.calls.empty());
+  EXPECT_TRUE(initiator_.calls.empty());
+  EXPECT_TRUE(mounter_.calls.empty());
+}
+
+TEST_F(StartUpTest, AFailedMountThatNeverReachedTheAclNeedsNoArrayToRollBack) {
+  // The array is down from the start: the mount fails at its first array call, and its rollback
+  // used to need that same array to leave an ACL it never joined, leaving a detaching record for
+  // every start-up to retry (minutes each) before serving.
+  DownArrays down;
+  restart(options(), down);
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Failure");
+  EXPECT_EQ(down.array.calls, 1) << "only the call that failed";
+  EXPECT_TRUE(journal_.load_all(nullptr).empty()) << "nothing left to undo";
+  EXPECT_TRUE(manager_->volumes().empty());
+}
+
+TEST_F(StartUpTest, LeftoverReleasesRunAfterReconcileAndAreSetAsideAfterRepeatedFailures) {
+  save(leftover("vol-1"));
+  Record nothing = leftover("vol-2");
+  nothing.acl_added = false;  // failed before the ACL: dropped without the array
+  save(nothing);
+  DownArrays down;
+  const auto summary = restart(options(), down);
+  EXPECT_EQ(down.array.calls, 0) << "reconcile never waits for the array: " << summary;
+  EXPECT_NE(summary.find("1 to release in the background"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("1 record(s) with nothing to undo dropped"), std::string::npos) << summary;
+
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_EQ(down.array.calls, 3) << "release_attempts";
+  const auto v = manager_->volumes();
+  ASSERT_EQ(v.size(), 1u) << v.dump();
+  EXPECT_EQ(v[0]["volume"], "vol-1");
+  EXPECT_EQ(v[0]["set_aside"], true);
+  EXPECT_EQ(v[0]["release_failures"], 3);
+  EXPECT_NE(v[0]["last_error"].get<std::string>().find("connection refused"), std::string::npos);
+  EXPECT_EQ(metric("datera_agent_volumes_set_aside"), 1);
+  EXPECT_EQ(journal_.load_all(nullptr).size(), 1u) << "kept: the node may still be in its ACL";
+
+  // An operator's release once the array is back: released, no longer set aside.
+  restart(options(), arrays_);
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_EQ(acl_removals(), 1);
+  EXPECT_TRUE(manager_->volumes().empty());
+  EXPECT_EQ(metric("datera_agent_volumes_set_aside"), 0);
+}
+
+TEST_F(StartUpTest, ARecordWhoseReleaseKeepsCrashingTheAgentIsSetAside) {
+  save(leftover("vol-1"));
+  // Three starts died while releasing it (the count note_attempt() leaves behind).
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(testing::run_async(ioc_, journal_.note_attempt("vol-1")));
+  EXPECT_EQ(journal_.attempts("vol-1"), 3);
+  restart(options(), arrays_);
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_TRUE(arrays_.array.calls.empty()) << "not handled again";
+  EXPECT_TRUE(journal_.load_all(nullptr).empty()) << "moved out of the journal";
+  const auto v = manager_->volumes();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0]["phase"], "set_aside");
+  EXPECT_NE(v[0]["record"].get<std::string>().find("vol-1.json.set-aside-"), std::string::npos);
+  EXPECT_EQ(metric("datera_agent_volumes_set_aside"), 1);
+
+  // Two deaths are not yet a loop: it is released as usual, and the count cleared.
+  save(leftover("vol-1"));
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(testing::run_async(ioc_, journal_.note_attempt("vol-1")));
+  restart(options(), arrays_);
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_EQ(acl_removals(), 1);
+  EXPECT_EQ(journal_.attempts("vol-1"), 0);
+}
+
+TEST_F(StartUpTest, ARecordFailingTheRequestChecksIsSetAsideNeverActedOn) {
+  Record outside = leftover("vol-1");
+  outside.staging = "/etc";  // checksummed, yet not a path this agent would ever mount at
+  save(outside);
+  Record pod_outside = leftover("vol-2");
+  pod_outside.phase = Phase::attached;
+  pod_outside.pods.push_back({"/var/lib/kubelet/../../etc", false});
+  save(pod_outside);
+  restart(options(), arrays_);
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_TRUE(mounter_.calls.empty()) << "nothing unmounted";
+  EXPECT_TRUE(arrays_.array.calls.empty());
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+  EXPECT_EQ(manager_->volumes().size(), 2u);
 }
 
 // Controller mode (attach: true): the node logs in once the controller granted it the volume, and

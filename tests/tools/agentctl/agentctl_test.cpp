@@ -101,6 +101,17 @@ TEST(Views, TablesAlignColumnsAndShowDashesForNothing) {
   EXPECT_NE(v.find("v        attaching   -"), std::string::npos) << v;
 }
 
+TEST(Views, VolumesTheAgentSetAsideSaySo) {
+  const auto v = volumes_table(kStatus, Json::parse(R"({"volumes":[
+      {"volume":"v1","phase":"detaching","set_aside":true,"release_failures":5},
+      {"volume":"v2","phase":"set_aside","set_aside":true},
+      {"volume":"v3","phase":"attached"}]})"));
+  EXPECT_NE(v.find("v1       detaching (SET ASIDE)"), std::string::npos) << v;
+  EXPECT_NE(v.find("v2       set_aside "), std::string::npos) << v;
+  EXPECT_EQ(v.find("set_aside (SET ASIDE)"), std::string::npos) << v;
+  EXPECT_NE(v.find("v3       attached "), std::string::npos) << v;
+}
+
 TEST(Doctor, AHealthyNodePassesEveryCheck) {
   const auto checks = doctor(kStatus, healthy_host());
   EXPECT_FALSE(any_failed(checks)) << render(checks);
