@@ -174,13 +174,27 @@ TEST_F(AgentTest, MalformedAndOversizeRequestsAreRefusedWhileServing) {
             std::string::npos);
 }
 
+// Bytes that are not UTF-8 in the target used to end as a 500 (the JSON error reply failed to
+// serialise); they are the client's mistake, refused with a 400 that is valid JSON.
+TEST_F(AgentTest, NonUtf8TargetIsA400WithAJsonBody) {
+  for (const std::string& target : {std::string("/v1/\xff\xfe"), std::string("/v1/st\xe9tus")}) {
+    const auto reply =
+        agent_.api("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << reply;
+    const auto j = json::parse(body_of(reply), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << reply;
+    EXPECT_EQ(j["status"], "Failure");
+  }
+  EXPECT_EQ(agent_.status()["node"], "it-node") << "still serving";
+}
+
 TEST_F(AgentTest, MetricsServeProcessBuildInstallerAndHealth) {
   EXPECT_EQ(tcp_get(agent_.port, "/healthz").rfind("HTTP/1.1 200", 0), 0u);
   const auto m = agent_.metrics();
   for (const char* name :
-       {"datera_agent_build_info{", "datera_agent_process_resident_memory_bytes ",
-        "datera_agent_process_cpu_seconds_total ", "datera_agent_process_open_fds ",
-        "datera_agent_process_start_time_seconds ", "datera_agent_driver_ready 1",
+       {"datera_agent_build_info{", "\nprocess_resident_memory_bytes ",
+        "\nprocess_cpu_seconds_total ", "\nprocess_open_fds ", "\nprocess_max_fds ",
+        "\nprocess_start_time_seconds ", "datera_agent_driver_ready 1",
         R"(datera_agent_driver_install_total{result="installed"} 1)",
         R"(datera_agent_driver_self_test_total{result="ok"} 1)",
         "datera_agent_driver_installed_info{", "datera_agent_http_connections{"}) {
