@@ -368,9 +368,10 @@ Status validate(Config& cfg) {
   }
   if (cfg.attach && cfg.socket_path == Config{}.socket_path) {
     // kube-controller-manager runs the driver inside its own container, which mounts the plugin
-    // dir and not /run: the socket goes where both it and kubelet find it. A dot-dir, which
-    // kubelet's plugin prober ignores.
-    cfg.socket_path = cfg.plugin_dir + "/.datera-agent/agent.sock";
+    // dir and not /run: the socket goes where both it and kubelet find it. Directly in the plugin
+    // dir with a dot name: kubelet's prober ignores an event only when the file's own name starts
+    // with '.', so a socket inside a dot-dir would make it probe that dir as a driver.
+    cfg.socket_path = cfg.plugin_dir + "/.datera-agent.sock";
   }
   if (cfg.socket_path.size() > kMaxUnixPath) {
     return key_error("socket_path", "'" + cfg.socket_path + "' is longer than " +

@@ -197,7 +197,7 @@ TEST(Config, AttachSwitchNeedsTheDefaultArray) {
   ASSERT_TRUE(good.ok()) << good.error().message;
   EXPECT_TRUE(good->attach);
   EXPECT_EQ(good->socket_path,
-            "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/.datera-agent/agent.sock")
+            "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/.datera-agent.sock")
       << "where kube-controller-manager's container can reach it";
   auto off = parse(
       yaml, env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "p"}, {"DATERA_AGENT_ATTACH", "false"}}),
