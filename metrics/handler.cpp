@@ -39,7 +39,8 @@ boost::asio::awaitable<http::Response> Handler::handle(http::Request request) {
   } else if (path == kReadyPath) {
     r.route = "readyz";
     r.status = readiness_.ready() ? 200 : 503;
-    r.body = readiness_.to_json().dump();
+    // Details quote error messages, which may quote paths or replies: never let one fail the probe.
+    r.body = readiness_.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     r = http::error_response(404, "not_found", "serves /metrics, /healthz and /readyz");
   }

@@ -86,18 +86,16 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   using prometheus::MetricType;
   const auto s = sample();
   return {
-      single("datera_agent_process_resident_memory_bytes", "Resident memory size in bytes",
-             MetricType::Gauge, s.resident_bytes),
-      single("datera_agent_process_virtual_memory_bytes", "Virtual memory size in bytes",
-             MetricType::Gauge, s.virtual_bytes),
-      single("datera_agent_process_cpu_seconds_total", "User and system CPU time in seconds",
+      single("process_resident_memory_bytes", "Resident memory size in bytes", MetricType::Gauge,
+             s.resident_bytes),
+      single("process_virtual_memory_bytes", "Virtual memory size in bytes", MetricType::Gauge,
+             s.virtual_bytes),
+      single("process_cpu_seconds_total", "User and system CPU time in seconds",
              MetricType::Counter, s.cpu_seconds),
-      single("datera_agent_process_open_fds", "Open file descriptors", MetricType::Gauge,
-             s.open_fds),
-      single("datera_agent_process_max_fds", "Maximum open file descriptors", MetricType::Gauge,
-             s.max_fds),
-      single("datera_agent_process_start_time_seconds",
-             "Start time since the Unix epoch in seconds", MetricType::Gauge, s.start_time_seconds),
+      single("process_open_fds", "Open file descriptors", MetricType::Gauge, s.open_fds),
+      single("process_max_fds", "Maximum open file descriptors", MetricType::Gauge, s.max_fds),
+      single("process_start_time_seconds", "Start time since the Unix epoch in seconds",
+             MetricType::Gauge, s.start_time_seconds),
   };
 }
 

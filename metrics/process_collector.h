@@ -1,9 +1,9 @@
 #pragma once
 
-// The standard process metrics, under the agent's prefix, read from /proc/self at scrape time:
-//   datera_agent_process_resident_memory_bytes, datera_agent_process_virtual_memory_bytes,
-//   datera_agent_process_cpu_seconds_total, datera_agent_process_open_fds,
-//   datera_agent_process_max_fds, datera_agent_process_start_time_seconds
+// The standard process metrics, under the names every Prometheus client library uses (so stock
+// dashboards and alerts apply), read from /proc/self at scrape time:
+//   process_resident_memory_bytes, process_virtual_memory_bytes, process_cpu_seconds_total,
+//   process_open_fds, process_max_fds, process_start_time_seconds
 
 #include <string>
 #include <vector>

@@ -15,7 +15,9 @@ namespace {
 
 Response json_response(const nlohmann::json& body, std::string route) {
   Response r;
-  r.body = body.dump();
+  // Replies may quote request data or names read from the system: invalid UTF-8 becomes U+FFFD
+  // rather than an exception.
+  r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   r.route = std::move(route);
   return r;
 }
@@ -24,6 +26,13 @@ Response json_response(const nlohmann::json& body, std::string route) {
 bool plausible_volume(const std::string& v) {
   return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+/// Paths are ASCII (the transport refuses anything else too; this keeps the router safe alone).
+bool printable_ascii(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return static_cast<unsigned char>(c) >= 0x21 && static_cast<unsigned char>(c) <= 0x7e;
   });
 }
 
@@ -39,6 +48,11 @@ Router::Router(flexvolume::Service& flex, StatusSource& status, Maintenance& mai
 
 boost::asio::awaitable<Response> Router::handle(http::Request request) {
   const auto path = request.path();
+  if (!printable_ascii(request.target)) {
+    co_return error_response(400, "bad_target",
+                             "the request target must be ASCII without control characters "
+                             "(percent-encode anything else)");
+  }
   if (path == "/v1/flexvolume") {
     if (request.method != "POST")
       co_return error_response(405, "method", "use POST on /v1/flexvolume");

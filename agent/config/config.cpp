@@ -31,7 +31,7 @@ const std::map<std::string, std::set<std::string>>& schema() {
        {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
         "log_format", "shutdown_grace", "attach", "metrics", "api", "driver", "backend",
         "initiator", "handoff"}},
-      {"metrics.", {"listen"}},
+      {"metrics.", {"listen", "probe_listen"}},
       {"api.", {"allowed_uids", "max_connections", "read_timeout", "call_timeout"}},
       {"driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"}},
       {"backend.",
@@ -136,6 +136,7 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
   if (const auto m = root["metrics"]; m && !m.IsNull()) {
     if (auto s = check_keys(m, "metrics."); !s) return s;
     DT_SET_STRING(m, "listen", "metrics.listen", cfg.metrics.listen)
+    DT_SET_STRING(m, "probe_listen", "metrics.probe_listen", cfg.metrics.probe_listen)
   }
   if (const auto a = root["api"]; a && !a.IsNull()) {
     if (auto s = check_keys(a, "api."); !s) {
@@ -251,19 +252,50 @@ bool is_name_token(const std::string& s) {
          s.front() != '.';
 }
 
-Status parse_listen(MetricsConfig& m) {
-  const auto pos = m.listen.rfind(':');
+Status parse_host_port(const std::string& key, const std::string& text, const char* example,
+                       std::string& host_out, uint16_t& port_out) {
+  const auto pos = text.rfind(':');
   if (pos == std::string::npos || pos == 0) {
-    return key_error("metrics.listen", "'" + m.listen + "' must be HOST:PORT, e.g. 0.0.0.0:9808");
+    return key_error(key, "'" + text + "' must be HOST:PORT, e.g. " + example);
   }
-  std::string host = m.listen.substr(0, pos);
+  std::string host = text.substr(0, pos);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  auto port = parse_int(m.listen.substr(pos + 1), "metrics.listen", 0, 65535);
+  auto port = parse_int(text.substr(pos + 1), key, 0, 65535);
   if (!port) return port.error();
-  m.host = host;
-  m.port = static_cast<uint16_t>(*port);
+  host_out = host;
+  port_out = static_cast<uint16_t>(*port);
+  return ok_status();
+}
+
+Status parse_listen(MetricsConfig& m) {
+  if (auto s = parse_host_port("metrics.listen", m.listen, "0.0.0.0:9808", m.host, m.port); !s) {
+    return s;
+  }
+  if (m.probe_listen.empty()) return ok_status();
+  if (auto s = parse_host_port("metrics.probe_listen", m.probe_listen, "127.0.0.1:9809",
+                               m.probe_host, m.probe_port);
+      !s) {
+    return s;
+  }
+  // Only a loopback address keeps other pods off it, which is its whole point.
+  const bool loopback =
+      m.probe_host == "::1" || (m.probe_host.rfind("127.", 0) == 0 &&
+                                std::count(m.probe_host.begin(), m.probe_host.end(), '.') == 3);
+  if (!loopback) {
+    return key_error("metrics.probe_listen",
+                     "'" + m.probe_listen +
+                         "' is not a loopback address: use 127.0.0.1:PORT (kubelet probes it "
+                         "with httpGet host 127.0.0.1 on a hostNetwork pod)");
+  }
+  if (m.probe_port == 0) {
+    return key_error("metrics.probe_listen", "needs a fixed port: the probes name it");
+  }
+  if (m.probe_port == m.port) {
+    return key_error("metrics.probe_listen",
+                     "port " + std::to_string(m.probe_port) + " is metrics.listen's port");
+  }
   return ok_status();
 }
 
@@ -368,9 +400,10 @@ Status validate(Config& cfg) {
   }
   if (cfg.attach && cfg.socket_path == Config{}.socket_path) {
     // kube-controller-manager runs the driver inside its own container, which mounts the plugin
-    // dir and not /run: the socket goes where both it and kubelet find it. A dot-dir, which
-    // kubelet's plugin prober ignores.
-    cfg.socket_path = cfg.plugin_dir + "/.datera-agent/agent.sock";
+    // dir and not /run: the socket goes where both it and kubelet find it. Directly in the plugin
+    // dir with a dot name: kubelet's prober ignores an event only when the file's own name starts
+    // with '.', so a socket inside a dot-dir would make it probe that dir as a driver.
+    cfg.socket_path = cfg.plugin_dir + "/.datera-agent.sock";
   }
   if (cfg.socket_path.size() > kMaxUnixPath) {
     return key_error("socket_path", "'" + cfg.socket_path + "' is longer than " +

@@ -22,6 +22,11 @@ struct MetricsConfig {
   std::string listen = "0.0.0.0:9808";
   std::string host = "0.0.0.0";  ///< derived from listen
   uint16_t port = 9808;          ///< derived from listen
+  /// A second, loopback-only listener for kubelet's probes (empty: none). Pods cannot reach it, so
+  /// no client on the network can hold its connections and fail the liveness probe.
+  std::string probe_listen;
+  std::string probe_host;   ///< derived from probe_listen
+  uint16_t probe_port = 0;  ///< derived from probe_listen
 };
 
 struct ApiConfig {

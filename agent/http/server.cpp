@@ -1,6 +1,7 @@
 #include "agent/http/server.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,7 +34,9 @@ Response error_response(unsigned status, const std::string& reason, const std::s
   Response r;
   r.status = status;
   r.route = reason;
-  r.body = nlohmann::json{{"status", "Failure"}, {"message", message}, {"error", reason}}.dump();
+  // Messages may quote request data: invalid UTF-8 becomes U+FFFD instead of a throw.
+  r.body = nlohmann::json{{"status", "Failure"}, {"message", message}, {"error", reason}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   return r;
 }
 
@@ -69,6 +72,42 @@ ReadFailure classify(const error_code& ec, size_t limit) {
   return {400, "malformed", "malformed HTTP request: " + ec.message()};
 }
 
+/// RFC 9112 request targets are visible ASCII; anything else arrives percent-encoded.
+bool printable_ascii(std::string_view s) {
+  for (const char c : s) {
+    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return false;
+  }
+  return true;
+}
+
+/// The socket's directory. A missing one is created 0750 (parents 0755). An existing one may be
+/// shared (/run, kubelet's plugin dir) and is left as it is; but whoever may write into it can
+/// replace the socket under the shim, so it must be owned by root (or the agent's own user) and
+/// not be group- or world-writable.
+Status prepare_socket_dir(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Error::from_errno("stat " + dir, errno);
+    return fs::ensure_dir(dir, 0750);
+  }
+  if (!S_ISDIR(st.st_mode)) return Error{dir + " exists and is not a directory", ENOTDIR};
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return Error{dir + " is owned by uid " + std::to_string(st.st_uid) +
+                     ", not root: whoever owns it could replace the socket. Give socket_path a "
+                     "directory owned by root, or a new one for the agent to create",
+                 EPERM};
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Error{dir + " is writable by group or others (mode " + mode +
+                     "): anyone who can write there could replace the socket. Give socket_path "
+                     "a directory only root can write, or a new one for the agent to create",
+                 EPERM};
+  }
+  return ok_status();
+}
+
 std::optional<PeerCred> peer_of(int fd) {
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -102,8 +141,8 @@ size_t Server::in_flight() const {
 
 Status Server::listen_unix(const std::string& path) {
   using asio::local::stream_protocol;
-  if (auto st = fs::ensure_dir(fs::dirname(path), 0750); !st) {
-    return st.error().wrap("preparing the API socket directory");
+  if (auto st = prepare_socket_dir(fs::dirname(path)); !st) {
+    return st.error().wrap("the API socket's directory");
   }
   struct stat sb {};
   if (::lstat(path.c_str(), &sb) == 0) {
@@ -219,22 +258,31 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, bool tls) {
       continue;
     }
     std::optional<PeerCred> peer;
+    std::string source;
     if constexpr (std::is_same_v<Protocol, asio::local::stream_protocol>) {
       peer = peer_of(socket.native_handle());
+    } else {
+      const auto remote = socket.remote_endpoint(ec);
+      source = ec ? std::string("unknown") : remote.address().to_string();
     }
-    if (conns_.size() >= options_.max_connections && tls) {
-      probe_.rejected("too_many_connections");
-      log_->warn("{}: {} connections open, refusing a new one", options_.name, conns_.size());
+    std::string refusal;
+    if (conns_.size() >= options_.max_connections) {
+      refusal = "too_many_connections";
+      refused(refusal, std::to_string(conns_.size()) + " connections open, refusing a new one");
+    } else if (!source.empty() && options_.max_connections_per_source != 0 &&
+               per_source_[source] >= options_.max_connections_per_source) {
+      refusal = "too_many_from_source";
+      refused(refusal, source + " holds " + std::to_string(per_source_[source]) +
+                           " connections, refusing another from it");
+    }
+    if (!refusal.empty() && tls) {
       socket.close(ec);
       continue;
     }
-    if (conns_.size() >= options_.max_connections) {
-      // Over the bound: answer without spawning anything, non-blocking, and close.
-      probe_.rejected("too_many_connections");
-      log_->warn("{}: {} connections open, refusing a new one", options_.name, conns_.size());
-      const auto res = encode(error_response(503, "too_many_connections",
-                                             "agent busy: too many open connections, retry"),
-                              11, false);
+    if (!refusal.empty()) {
+      // Over a bound: answer without spawning anything, non-blocking, and close.
+      const auto res = encode(
+          error_response(503, refusal, "agent busy: too many open connections, retry"), 11, false);
       std::ostringstream os;
       os << res;
       const auto text = os.str();
@@ -243,26 +291,30 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, bool tls) {
       socket.close(ec);
       continue;
     }
+    // Counted here, not when the session starts: the next accept may run first.
+    if (!source.empty()) ++per_source_[source];
     if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
       if (tls) {
-        asio::co_spawn(executor_, tls_session(std::move(socket)), asio::detached);
+        asio::co_spawn(executor_, tls_session(std::move(socket), std::move(source)),
+                       asio::detached);
         continue;
       }
     }
-    asio::co_spawn(executor_, session<Protocol>(std::move(socket), peer), asio::detached);
+    asio::co_spawn(executor_, session<Protocol>(std::move(socket), peer, std::move(source)),
+                   asio::detached);
   }
 }
 
 template <typename Protocol>
 asio::awaitable<void> Server::session(typename Protocol::socket socket,
-                                      std::optional<PeerCred> peer) {
+                                      std::optional<PeerCred> peer, std::string source) {
   beast::basic_stream<Protocol> stream(std::move(socket));
-  co_await serve(stream, peer);
+  co_await serve(stream, peer, std::move(source));
 }
 
-asio::awaitable<void> Server::tls_session(asio::ip::tcp::socket socket) {
+asio::awaitable<void> Server::tls_session(asio::ip::tcp::socket socket, std::string source) {
   beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls_);
-  co_await serve(stream, std::nullopt);
+  co_await serve(stream, std::nullopt, std::move(source));
 }
 
 namespace {
@@ -271,7 +323,8 @@ constexpr bool is_tls = !std::is_same_v<Stream, beast::lowest_layer_type<Stream>
 }  // namespace
 
 template <typename Stream>
-asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer) {
+asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer,
+                                    std::string source) {
   const auto alive = alive_;
   auto& lowest = beast::get_lowest_layer(stream);
   conns_.push_back(Conn{[&lowest] {
@@ -279,11 +332,12 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
                           lowest.socket().shutdown(asio::socket_base::shutdown_both, ignored);
                           lowest.socket().close(ignored);
                         },
-                        false});
+                        false, std::move(source)});
   const ConnIt self = std::prev(conns_.end());
   probe_.connection_opened();
 
   beast::flat_buffer buffer;
+  size_t requests = 0;  ///< answered on this connection
   try {
     if constexpr (is_tls<Stream>) {
       lowest.expires_after(options_.read_timeout);
@@ -292,8 +346,7 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
                                       asio::redirect_error(use_awaitable, ec));
       if (!*alive) co_return;
       if (ec) {
-        probe_.rejected("tls_handshake");
-        log_->warn("{}: TLS handshake failed: {}", options_.name, ec.message());
+        refused("tls_handshake", "TLS handshake failed: " + ec.message());
         lowest.close();
         conn_done(self);
         co_return;
@@ -305,10 +358,25 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
       // Beast checks a Content-Length against the body limit as the head completes, so the limit
       // is set up front; head + body is checked together right after.
       parser.body_limit(options_.max_request_bytes);
-      lowest.expires_after(options_.read_timeout);
+      // Two deadlines from one start: the first byte soon (an idle client gives its slot back
+      // quickly), the whole request within read_timeout (one byte at a time does not extend it).
+      const auto request_deadline = std::chrono::steady_clock::now() + options_.read_timeout;
       error_code ec;
-      const size_t head = co_await bhttp::async_read_header(
-          stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      bool first_byte_late = false;
+      if (buffer.size() == 0 && options_.first_byte_timeout.count() > 0 &&
+          options_.first_byte_timeout < options_.read_timeout) {
+        lowest.expires_after(options_.first_byte_timeout);
+        const size_t n = co_await stream.async_read_some(buffer.prepare(4096),
+                                                         asio::redirect_error(use_awaitable, ec));
+        buffer.commit(n);
+        first_byte_late = ec == beast::error::timeout;
+      }
+      size_t head = 0;
+      if (!ec) {
+        lowest.expires_at(request_deadline);
+        head = co_await bhttp::async_read_header(stream, buffer, parser,
+                                                 asio::redirect_error(use_awaitable, ec));
+      }
       if (!ec) {
         const auto length = parser.content_length();
         if (length && head + *length > options_.max_request_bytes) {
@@ -324,18 +392,23 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
       if (ec == beast::error::timeout) {
         // basic_stream closed the socket at the deadline, so there is no one to answer. An idle
         // keep-alive connection ending this way is normal; a half-sent request is a rejection.
-        if (parser.got_some()) {
-          probe_.rejected("read_timeout");
-          log_->warn("{}: closed a connection that sent only part of a request within {} ms",
-                     options_.name, options_.read_timeout.count());
+        if (parser.got_some() || buffer.size() != 0) {
+          refused("read_timeout", "closed a connection that sent only part of a request within " +
+                                      std::to_string(options_.read_timeout.count()) + " ms");
+        } else if (requests == 0) {
+          // Connected and never said anything: the slot was held for nothing.
+          refused("idle_timeout", "closed a connection that sent nothing within " +
+                                      std::to_string((first_byte_late ? options_.first_byte_timeout
+                                                                      : options_.read_timeout)
+                                                         .count()) +
+                                      " ms");
         }
         break;
       }
       if (ec) {
         const auto failure = classify(ec, options_.max_request_bytes);
         if (failure.status != 0 && !(stopping_ && ec == asio::error::operation_aborted)) {
-          probe_.rejected(failure.reason);
-          log_->warn("{}: refused a request: {}", options_.name, failure.message);
+          refused(failure.reason, "refused a request: " + failure.message);
           lowest.expires_after(options_.write_timeout);
           auto res =
               encode(error_response(failure.status, failure.reason, failure.message), 11, false);
@@ -344,13 +417,24 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
         break;
       }
 
-      self->busy = true;
       auto msg = parser.release();
+      if (!printable_ascii(msg.target())) {
+        // Not logged as received: it may hold control characters.
+        refused("malformed", "refused a request whose target is not printable ASCII");
+        lowest.expires_after(options_.write_timeout);
+        auto res = encode(error_response(400, "malformed",
+                                         "the request target must be ASCII without control "
+                                         "characters (percent-encode anything else)"),
+                          11, false);
+        co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+        break;
+      }
+      self->busy = true;
       Response response;
-      bool refused = false;
+      bool admission_refused = false;
       if (auto refusal = admission_ ? admission_(peer) : std::nullopt) {
         response = std::move(*refusal);
-        refused = true;
+        admission_refused = true;
         probe_.rejected(response.route);
       } else {
         Request req;
@@ -378,8 +462,9 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
         break;
       }
       probe_.request(response.route, response.status);
+      ++requests;
       // A handler's 4xx leaves the framing intact, so the connection may stay; a refused peer goes.
-      const bool keep = msg.keep_alive() && !stopping_ && !refused;
+      const bool keep = msg.keep_alive() && !stopping_ && !admission_refused;
       auto res = encode(response, msg.version(), keep);
       lowest.expires_after(options_.write_timeout);
       co_await bhttp::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
@@ -398,9 +483,34 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
 }
 
 void Server::conn_done(ConnIt it) {
+  if (!it->source.empty()) {
+    if (auto n = per_source_.find(it->source); n != per_source_.end() && --n->second == 0) {
+      per_source_.erase(n);
+    }
+  }
   conns_.erase(it);
   probe_.connection_closed();
   if (stopping_ && in_flight() == 0) drained_.cancel();
+}
+
+void Server::refused(const std::string& reason, const std::string& message) {
+  probe_.rejected(reason);
+  constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
+  auto& gate = refusal_log_[reason];
+  const auto now = std::chrono::steady_clock::now();
+  if (gate.last != std::chrono::steady_clock::time_point{} &&
+      now - gate.last < kRefusalLogInterval) {
+    ++gate.unlogged;
+    return;
+  }
+  if (gate.unlogged != 0) {
+    log_->warn("{}: {} ({}; {} more like it since the last such line)", options_.name, message,
+               reason, gate.unlogged);
+  } else {
+    log_->warn("{}: {} ({})", options_.name, message, reason);
+  }
+  gate.last = now;
+  gate.unlogged = 0;
 }
 
 void Server::stop_accepting() {

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +38,13 @@ struct ServerOptions {
                                                    ///< at expiry the connection is closed
   std::chrono::milliseconds write_timeout{10'000};
   size_t max_request_bytes = 64 * 1024;  ///< request head + body
+  /// TCP only: open connections one peer address may hold; more are answered 503 and closed at
+  /// once, so one client cannot take every slot. 0 = no per-peer bound.
+  size_t max_connections_per_source = 0;
+  /// The first byte of each request (and so the keep-alive idle time) must arrive within this;
+  /// the whole request still within read_timeout, counted from the same start, which bounds a
+  /// client sending one byte at a time. 0 = read_timeout.
+  std::chrono::milliseconds first_byte_timeout{0};
 };
 
 /// Returns a response to refuse the peer, or nullopt to serve it.
@@ -75,7 +83,8 @@ class Server {
  private:
   struct Conn {
     std::function<void()> close;
-    bool busy = false;  ///< a request is being handled or answered
+    bool busy = false;   ///< a request is being handled or answered
+    std::string source;  ///< the TCP peer's address, counted in per_source_; "" for Unix peers
   };
   using ConnIt = std::list<Conn>::iterator;
 
@@ -83,11 +92,15 @@ class Server {
   boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, bool tls);
   template <typename Protocol>
   boost::asio::awaitable<void> session(typename Protocol::socket socket,
-                                       std::optional<PeerCred> peer);
-  boost::asio::awaitable<void> tls_session(boost::asio::ip::tcp::socket socket);
+                                       std::optional<PeerCred> peer, std::string source);
+  boost::asio::awaitable<void> tls_session(boost::asio::ip::tcp::socket socket, std::string source);
   /// The request loop, for a plain stream or a TLS stream.
   template <typename Stream>
-  boost::asio::awaitable<void> serve(Stream& stream, std::optional<PeerCred> peer);
+  boost::asio::awaitable<void> serve(Stream& stream, std::optional<PeerCred> peer,
+                                     std::string source);
+  /// Counts a refused or timed-out connection and logs it, at most once per reason every
+  /// kRefusalLogInterval with the number left unlogged since: a flood must not flood the log.
+  void refused(const std::string& reason, const std::string& message);
   Result<std::unique_ptr<boost::asio::ip::tcp::acceptor>> bind_tcp(const std::string& host,
                                                                    unsigned short port);
   void conn_done(ConnIt it);
@@ -106,6 +119,12 @@ class Server {
   unsigned long socket_ino_ = 0;
   long long socket_ctime_ns_ = 0;
   std::list<Conn> conns_;
+  std::map<std::string, size_t> per_source_;  ///< open connections by TCP peer address
+  struct LogGate {
+    std::chrono::steady_clock::time_point last{};
+    size_t unlogged = 0;
+  };
+  std::map<std::string, LogGate> refusal_log_;  ///< by reason
   bool stopping_ = false;
   boost::asio::steady_timer drained_;
   std::shared_ptr<bool> alive_;  ///< lets detached coroutines notice the server is gone

@@ -74,6 +74,7 @@ Application::Application(config::Config cfg, std::string config_path, LogFactory
       notifier_(std::move(notifier)),
       api_probe_(*registry_, "api"),
       metrics_http_probe_(*registry_, "metrics"),
+      probes_http_probe_(*registry_, "probes"),
       flex_probe_(*registry_),
       installer_probe_(*registry_),
       runner_(process::make_process_runner(ioc_.get_executor(), logs.get("process"))),
@@ -87,10 +88,18 @@ Application::Application(config::Config cfg, std::string config_path, LogFactory
                   router_, api_probe_, logs.get("api"),
                   api::uid_admission(cfg_.api.allowed_uids, logs.get("api"))),
       metrics_handler_({registry_, std::make_shared<metrics::ProcessCollector>()}, readiness_),
-      metrics_server_(ioc_.get_executor(),
-                      http::ServerOptions{"metrics", 32, std::chrono::seconds(10),
-                                          std::chrono::seconds(10), 16 * 1024},
-                      metrics_handler_, metrics_http_probe_, logs.get("metrics")),
+      // The metrics port is open to every pod (hostNetwork) and carries kubelet's probes: short
+      // deadlines and a per-peer bound keep idle or slow clients from holding every slot.
+      metrics_server_(
+          ioc_.get_executor(),
+          http::ServerOptions{"metrics", 128, std::chrono::seconds(5), std::chrono::seconds(10),
+                              16 * 1024, 8, std::chrono::seconds(2)},
+          metrics_handler_, metrics_http_probe_, logs.get("metrics")),
+      probe_server_(
+          ioc_.get_executor(),
+          http::ServerOptions{"probes", 16, std::chrono::seconds(5), std::chrono::seconds(10),
+                              16 * 1024, 0, std::chrono::seconds(2)},
+          metrics_handler_, probes_http_probe_, logs.get("metrics")),
       installer_(ioc_.get_executor(), pool_, *runner_, installer_options(cfg_), installer_probe_,
                  logs.get("installer")),
       watchdog_timer_(ioc_) {
@@ -132,6 +141,16 @@ asio::awaitable<void> Application::start() {
     exit_code_ = 1;
     ioc_.stop();
     co_return;
+  }
+  if (!cfg_.metrics.probe_listen.empty()) {
+    auto probes = probe_server_.listen_tcp(cfg_.metrics.probe_host, cfg_.metrics.probe_port);
+    if (!probes) {
+      log_->critical("cannot serve the probes: {} (metrics.probe_listen)", probes.error().message);
+      api_server_.remove_socket_file();
+      exit_code_ = 1;
+      ioc_.stop();
+      co_return;
+    }
   }
   if (auto st = make_backend(); !st) {
     log_->critical("{}", st.error().message);
@@ -175,8 +194,12 @@ asio::awaitable<void> Application::start() {
   }
   api_server_.start();
   metrics_server_.start();
-  log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}", cfg_.socket_path,
-             cfg_.api.allowed_uids.size(), bound->address().to_string(), bound->port());
+  probe_server_.start();
+  log_->info("API on unix:{} (uids allowed: {}), metrics on http://{}:{}{}", cfg_.socket_path,
+             cfg_.api.allowed_uids.size(), bound->address().to_string(), bound->port(),
+             cfg_.metrics.probe_listen.empty()
+                 ? std::string()
+                 : ", probes also on http://" + cfg_.metrics.probe_listen);
 
   asio::co_spawn(ioc_, handle_signals(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "signal handling", e);
@@ -270,6 +293,7 @@ asio::awaitable<void> Application::shutdown() {
   const bool clean = co_await api_server_.drain(cfg_.shutdown_grace);
   api_server_.remove_socket_file();
   co_await metrics_server_.drain(std::chrono::seconds(1));
+  co_await probe_server_.drain(std::chrono::seconds(1));
   log_->info("stopped{}; iSCSI sessions, mounts and the installed driver are left as they are",
              clean ? "" : " (some calls were cut off at the grace period)");
   ioc_.stop();

@@ -3,7 +3,8 @@
 // The composition root: builds every service by constructor injection, starts them in order, and
 // stops them in reverse. Nothing else in the agent constructs a service.
 //
-// Start-up: API socket (fatal if taken) -> metrics port (fatal if taken) -> driver install and
+// Start-up: API socket (fatal if taken) -> metrics port and, when configured, the loopback probe
+// port (fatal if taken) -> driver install and
 // self-test through the socket (retried while failing; /readyz waits for it) -> READY=1 to systemd.
 // Shutdown (SIGTERM/SIGINT): stop accepting, drain in-flight calls within shutdown_grace, remove
 // our socket file, exit 0. iSCSI sessions, mounts and the installed driver are left untouched.
@@ -86,6 +87,7 @@ class Application : public api::StatusSource, public api::Maintenance {
 
   http::Probe api_probe_;
   http::Probe metrics_http_probe_;
+  http::Probe probes_http_probe_;
   flexvolume::Probe flex_probe_;
   installer::Probe installer_probe_;
 
@@ -95,6 +97,7 @@ class Application : public api::StatusSource, public api::Maintenance {
   http::Server api_server_;
   metrics::Handler metrics_handler_;
   http::Server metrics_server_;
+  http::Server probe_server_;  ///< metrics.probe_listen (loopback); listens only when configured
   installer::Installer installer_;
   std::unique_ptr<installer::FileWatcher> watcher_;
 

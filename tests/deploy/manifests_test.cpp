@@ -272,7 +272,18 @@ Problems check_daemonset(const YAML::Node& ds, const config::Config& cfg, const 
     }
     const auto port = str(at(get, "port"));
     const auto resolved = resolve_port(c, port);
-    if (!resolved) {
+    if (!cfg.metrics.probe_listen.empty()) {
+      // The loopback probe listener: kubelet (host network) must be told to probe 127.0.0.1,
+      // since the pod IP it would use by default is not where that listener is.
+      if (str(at(get, "host")) != cfg.metrics.probe_host) {
+        fail(name + " host is '" + str(at(get, "host")) + "', but metrics.probe_listen '" +
+             cfg.metrics.probe_listen + "' serves the probes on " + cfg.metrics.probe_host);
+      }
+      if (!resolved || *resolved != cfg.metrics.probe_port) {
+        fail(name + " port '" + port + "' is not metrics.probe_listen's port " +
+             std::to_string(cfg.metrics.probe_port));
+      }
+    } else if (!resolved) {
       fail(name + " port '" + port + "' names no container port");
     } else if (*resolved != cfg.metrics.port) {
       fail(name + " port '" + port + "' is " + std::to_string(*resolved) +
@@ -753,11 +764,26 @@ TEST(CheckerSelfTest, MismatchedPortInManifestTextIsCaught) {
   const auto ds = edited_daemonset("containerPort: 9808", "containerPort: 9100");
   const auto problems = check_daemonset(ds, *d.cfg, d.configmap);
   EXPECT_TRUE(mentions(problems, "containerPort 'metrics' is 9100")) << join(problems);
-  EXPECT_TRUE(mentions(problems, "livenessProbe port 'metrics' is 9100")) << join(problems);
-  EXPECT_TRUE(mentions(problems, "readinessProbe port 'metrics' is 9100")) << join(problems);
   const auto pm_problems = check_podmonitor(d.podmonitor, ds, *d.cfg);
   EXPECT_TRUE(mentions(pm_problems, "PodMonitor port 'metrics' is not the agent's metrics port"))
       << join(pm_problems);
+}
+
+// The probes go to the loopback probe listener (metrics.probe_listen), which no pod can reach:
+// probing the network port instead, or the pod IP, is caught.
+TEST(CheckerSelfTest, ProbesOffTheLoopbackProbeListenerAreCaught) {
+  REQUIRE_DEPLOYMENT(d);
+  ASSERT_FALSE(d.cfg->metrics.probe_listen.empty()) << "the ConfigMap sets metrics.probe_listen";
+  const auto on_metrics = edited_daemonset("port: 9809", "port: metrics");
+  EXPECT_TRUE(mentions(check_daemonset(on_metrics, *d.cfg, d.configmap),
+                       "livenessProbe port 'metrics' is not metrics.probe_listen's port 9809"));
+  const auto pod_ip = edited_daemonset("host: 127.0.0.1", "scheme: HTTP");
+  EXPECT_TRUE(mentions(check_daemonset(pod_ip, *d.cfg, d.configmap),
+                       "livenessProbe host is '', but metrics.probe_listen"));
+  auto without = *d.cfg;
+  without.metrics.probe_listen.clear();
+  EXPECT_TRUE(mentions(check_daemonset(d.daemonset, without, d.configmap),
+                       "livenessProbe port '9809' is 9809, not the metrics port 9808"));
 }
 
 TEST(CheckerSelfTest, ConfigChangedWithoutTheDaemonSetIsCaught) {
@@ -796,7 +822,7 @@ TEST(CheckerSelfTest, BrokenDaemonSetFieldsAreCaught) {
   pod.remove("terminationGracePeriodSeconds");
   const auto problems = check_daemonset(broken, *d.cfg, d.configmap);
   EXPECT_TRUE(mentions(problems, "readinessProbe path is '/ready'")) << join(problems);
-  EXPECT_TRUE(mentions(problems, "livenessProbe port 'http' names no container port"))
+  EXPECT_TRUE(mentions(problems, "livenessProbe port 'http' is not metrics.probe_listen's port"))
       << join(problems);
   EXPECT_TRUE(mentions(problems, "not privileged")) << join(problems);
   EXPECT_TRUE(mentions(problems, "NODE_NAME is not taken from fieldRef spec.nodeName"))

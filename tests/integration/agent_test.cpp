@@ -1,6 +1,7 @@
 // Host tier: the real agent binary, the shim exec'd from where kubelet finds it, real sockets,
 // files and signals. Nothing here is faked.
 
+#include <arpa/inet.h>
 #include <fstream>
 #include <poll.h>
 #include <sstream>
@@ -174,18 +175,191 @@ TEST_F(AgentTest, MalformedAndOversizeRequestsAreRefusedWhileServing) {
             std::string::npos);
 }
 
+// Bytes that are not UTF-8 in the target used to end as a 500 (the JSON error reply failed to
+// serialise); they are the client's mistake, refused with a 400 that is valid JSON.
+TEST_F(AgentTest, NonUtf8TargetIsA400WithAJsonBody) {
+  for (const std::string& target : {std::string("/v1/\xff\xfe"), std::string("/v1/st\xe9tus")}) {
+    const auto reply =
+        agent_.api("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << reply;
+    const auto j = json::parse(body_of(reply), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << reply;
+    EXPECT_EQ(j["status"], "Failure");
+  }
+  EXPECT_EQ(agent_.status()["node"], "it-node") << "still serving";
+}
+
 TEST_F(AgentTest, MetricsServeProcessBuildInstallerAndHealth) {
   EXPECT_EQ(tcp_get(agent_.port, "/healthz").rfind("HTTP/1.1 200", 0), 0u);
   const auto m = agent_.metrics();
   for (const char* name :
-       {"datera_agent_build_info{", "datera_agent_process_resident_memory_bytes ",
-        "datera_agent_process_cpu_seconds_total ", "datera_agent_process_open_fds ",
-        "datera_agent_process_start_time_seconds ", "datera_agent_driver_ready 1",
+       {"datera_agent_build_info{", "\nprocess_resident_memory_bytes ",
+        "\nprocess_cpu_seconds_total ", "\nprocess_open_fds ", "\nprocess_max_fds ",
+        "\nprocess_start_time_seconds ", "datera_agent_driver_ready 1",
         R"(datera_agent_driver_install_total{result="installed"} 1)",
         R"(datera_agent_driver_self_test_total{result="ok"} 1)",
         "datera_agent_driver_installed_info{", "datera_agent_http_connections{"}) {
     EXPECT_NE(m.find(name), std::string::npos) << name;
   }
+}
+
+/// A TCP connection to 127.0.0.1:port from the loopback address `source` (127.0.0.2 ... stand in
+/// for other pods); -1 if it cannot connect.
+int connect_from(const std::string& source, unsigned short port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source.c_str(), &a.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// Sends a GET from `source` and reads the reply until the server closes (bounded at 5 s).
+std::string get_from(const std::string& source, unsigned short port, const std::string& target) {
+  const int fd = connect_from(source, port);
+  if (fd < 0) return "";
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto req = http_get(target);
+  std::string out;
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+    char buf[8192];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+/// Whether the server has closed `fd` (EOF or a reset, after whatever it sent) within `limit`.
+bool closed_within(int fd, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return false;
+    char buf[4096];
+    if (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return true;
+  }
+}
+
+long count_of(const std::string& text, const std::string& what) {
+  long n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// The metrics port is reachable from every pod (hostNetwork, 0.0.0.0) and carries kubelet's
+// liveness probe: a pod holding idle connections must not turn /healthz into 503s (a restart).
+TEST_F(AgentTest, IdleConnectionsFromOnePodCannotLockOutTheProbes) {
+  std::vector<int> idle;
+  for (int i = 0; i < 48; ++i) {
+    const int fd = connect_from("127.0.0.2", agent_.port);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(200ms);  // let the agent accept them all
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto health = get_from("127.0.0.1", agent_.port, "/healthz");
+  const auto health_took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
+  EXPECT_LT(health_took, 1s);
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto scrape = get_from("127.0.0.3", agent_.port, "/metrics");
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 1s);
+  EXPECT_EQ(scrape.rfind("HTTP/1.1 200", 0), 0u) << scrape.substr(0, 300);
+  EXPECT_NE(
+      scrape.find(
+          R"(datera_agent_http_rejections_total{reason="too_many_from_source",server="metrics"})"),
+      std::string::npos)
+      << "the refused connections are counted";
+
+  // The ones it kept are given back soon: nothing was sent on them.
+  size_t closed = 0;
+  for (int fd : idle) closed += closed_within(fd, 5s) ? 1 : 0;
+  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(closed, idle.size());
+  const auto m = agent_.metrics();
+  EXPECT_NE(m.find(R"(datera_agent_http_rejections_total{reason="idle_timeout",server="metrics"})"),
+            std::string::npos)
+      << m;
+  // 40 refusals and 8 timeouts, but the log says so a few times, not 48.
+  const auto log = agent_.log_text();
+  EXPECT_GE(count_of(log, "too_many_from_source"), 1) << log;
+  EXPECT_LE(count_of(log, "too_many_from_source"), 2) << log;
+  EXPECT_LE(count_of(log, "idle_timeout"), 2) << log;
+}
+
+// Many pods together can still hold every slot of the network port for a moment; kubelet's probes
+// go to the loopback-only probe port (metrics.probe_listen), which no pod can reach.
+TEST(AgentProbes, TheLoopbackProbePortAnswersWhileTheNetworkPortIsFull) {
+  AgentProcess agent;
+  const auto probe_port = agent.serve_probes_on_loopback();
+  ASSERT_TRUE(agent.start());
+  ASSERT_TRUE(agent.wait_ready()) << agent.log_text();
+  std::vector<int> held;
+  for (int src = 10; src < 27; ++src) {  // 17 addresses x 8 = 136 > the port's 128 slots
+    for (int i = 0; i < 8; ++i) {
+      const int fd = connect_from("127.0.0." + std::to_string(src), agent.port);
+      ASSERT_GE(fd, 0);
+      held.push_back(fd);
+    }
+  }
+  std::this_thread::sleep_for(200ms);
+  const auto full = get_from("127.0.0.1", agent.port, "/healthz");
+  EXPECT_EQ(full.rfind("HTTP/1.1 503", 0), 0u) << "the network port is really full: " << full;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto health = get_from("127.0.0.1", probe_port, "/healthz");
+  const auto ready = get_from("127.0.0.1", probe_port, "/readyz");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
+  EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
+  for (int fd : held) ::close(fd);
+}
+
+TEST(AgentProbes, AProbeListenerOffLoopbackIsRefusedAtStartUp) {
+  AgentProcess agent;
+  agent.serve_probes_on_loopback();
+  {
+    std::ifstream in(agent.config);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    text.replace(text.find("probe_listen: '127.0.0.1:"), 25, "probe_listen: '0.0.0.0:");
+    std::ofstream(agent.config, std::ios::trunc) << text;
+  }
+  ASSERT_TRUE(agent.start());
+  EXPECT_NE(agent.wait_exit(), 0);
+  EXPECT_NE(agent.log_text().find("metrics.probe_listen"), std::string::npos) << agent.log_text();
+}
+
+// One byte at a time keeps a connection alive only until the whole-request deadline.
+TEST_F(AgentTest, ASlowlorisClientIsCutOffByTheRequestDeadline) {
+  const int fd = connect_from("127.0.0.4", agent_.port);
+  ASSERT_GE(fd, 0);
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(200, 'a');
+  const auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (size_t i = 0; i < req.size() && !closed; ++i) {
+    if (::send(fd, &req[i], 1, MSG_NOSIGNAL) != 1) break;
+    closed = closed_within(fd, 100ms);
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  EXPECT_TRUE(closed) << "still open after " << req.size() << " bytes";
+  EXPECT_LT(took, 8s);
+  EXPECT_EQ(get_from("127.0.0.1", agent_.port, "/healthz").rfind("HTTP/1.1 200", 0), 0u);
 }
 
 TEST_F(AgentTest, SigtermExitsZeroLeavesDriverRemovesSocket) {

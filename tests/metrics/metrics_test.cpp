@@ -82,10 +82,16 @@ TEST_F(HandlerTest, MetricsExposeRegistryBuildInfoAndProcess) {
   EXPECT_NE(r.content_type.find("text/plain; version=0.0.4"), std::string::npos);
   EXPECT_NE(r.body.find("datera_agent_test_total 3"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("datera_agent_build_info{"), std::string::npos);
-  EXPECT_NE(r.body.find("datera_agent_process_resident_memory_bytes "), std::string::npos);
-  EXPECT_NE(r.body.find("datera_agent_process_open_fds "), std::string::npos);
-  EXPECT_NE(r.body.find("# TYPE datera_agent_process_cpu_seconds_total counter"),
-            std::string::npos);
+  // The Prometheus client libraries' standard process metrics, under their standard names, so
+  // stock dashboards and alerts (node, process exporters) work on the agent too.
+  for (const char* line :
+       {"\nprocess_resident_memory_bytes ", "\nprocess_virtual_memory_bytes ",
+        "\nprocess_cpu_seconds_total ", "\nprocess_start_time_seconds ", "\nprocess_open_fds ",
+        "\nprocess_max_fds ", "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge"}) {
+    EXPECT_NE(r.body.find(line), std::string::npos) << line;
+  }
+  EXPECT_EQ(r.body.find("datera_agent_process_"), std::string::npos) << r.body;
 }
 
 TEST_F(HandlerTest, HealthAndReadiness) {

@@ -259,6 +259,23 @@ class AgentProcess {
     host = address;
   }
 
+  /// Adds metrics.probe_listen on a free loopback port (before start()); returns that port.
+  unsigned short serve_probes_on_loopback() {
+    std::ifstream in(config);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    probe_port = free_port();
+    const std::string line = "metrics: {listen: '";
+    if (auto at = text.find(line); at != std::string::npos) {
+      const auto end = text.find("'}", at);
+      text.insert(end + 1, ", probe_listen: '127.0.0.1:" + std::to_string(probe_port) + "'");
+    }
+    std::ofstream(config, std::ios::trunc) << text;
+    return probe_port;
+  }
+  unsigned short probe_port = 0;  ///< metrics.probe_listen's port, when serve_probes_on_loopback()
+
   std::vector<std::string> extra_env;  ///< "K=V" added to the agent's environment at start()
   std::vector<std::string> launcher;   ///< argv before the binary (nsenter into a namespace)
   std::string host = "127.0.0.1";      ///< where the metrics port answers

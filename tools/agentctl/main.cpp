@@ -28,10 +28,9 @@ struct Fetch {
     auto r = datera::flex::http_request(socket, "GET", path, "", "datera-agentctl",
                                         std::chrono::seconds(2), std::chrono::seconds(10));
     if (!r) {
-      error =
-          "datera-agent at " + socket + ": " + r.error().message +
-          " (is it running? systemctl status datera-agent, or kubectl -n datera-system get "
-          "pods -o wide; with attach: true the socket is <plugin_dir>/.datera-agent/agent.sock)";
+      error = "datera-agent at " + socket + ": " + r.error().message +
+              " (is it running? systemctl status datera-agent, or kubectl -n datera-system get "
+              "pods -o wide; with attach: true the socket is <plugin_dir>/.datera-agent.sock)";
       return std::nullopt;
     }
     if (r->status != 200) {

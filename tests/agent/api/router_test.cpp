@@ -87,6 +87,40 @@ TEST_F(RouterTest, StatusVolumesMethodsAndUnknownRoutes) {
   EXPECT_EQ(send("GET", "/v2/nothing").status, 404u);
 }
 
+// A target is echoed in the 404 message: bytes that are not UTF-8 made the JSON dump throw (a 500
+// from the transport). Such a target is the client's mistake, and every reply still serialises.
+TEST_F(RouterTest, NonUtf8OrControlBytesInTheTargetAre400) {
+  for (const std::string& target :
+       {std::string("/v1/\xff\xfe"), std::string("/v1/status\xc3"), std::string("/v1/a\x01z"),
+        std::string("/v1/volumes/\xe9t\xe9/release")}) {
+    http::Response r;
+    ASSERT_NO_THROW(r = send("POST", target)) << target;
+    EXPECT_EQ(r.status, 400u) << target;
+    const auto j = nlohmann::json::parse(r.body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.body;
+    EXPECT_EQ(j["status"], "Failure");
+    EXPECT_EQ(j["error"], "bad_target");
+  }
+}
+
+// A status or maintenance reply holding invalid UTF-8 (e.g. a name read from the system) is sent
+// with U+FFFD in its place rather than failing the call.
+TEST_F(RouterTest, RepliesWithInvalidUtf8StillSerialise) {
+  maintenance_.result = "released";
+  struct BadStatus : StatusSource {
+    nlohmann::json status() override { return {{"node", "n\xff"}}; }
+    nlohmann::json volumes() override { return nlohmann::json::object(); }
+  } bad;
+  Router router{service_, bad, maintenance_, null_logger()};
+  http::Request req;
+  req.method = "GET";
+  req.target = "/v1/status";
+  http::Response r;
+  ASSERT_NO_THROW(r = run_async(router.handle(std::move(req))));
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["node"], "n\xef\xbf\xbd");
+}
+
 TEST_F(RouterTest, ReleaseMapsEachOutcomeToItsStatusAndReadsForce) {
   auto r = send("POST", "/v1/volumes/pvc-1.a_b/release");
   EXPECT_EQ(r.status, 200u);

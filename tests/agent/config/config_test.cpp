@@ -99,6 +99,12 @@ const BadCase kBadCases[] = {
     BadCase{"log_level: loud", "log_level", "unknown log level"},
     BadCase{"metrics: {listen: 9808}", "metrics.listen", "HOST:PORT"},
     BadCase{"metrics: {listen: '0.0.0.0:99999'}", "metrics.listen", "out of range"},
+    BadCase{"metrics: {probe_listen: '0.0.0.0:9809'}", "metrics.probe_listen", "not a loopback"},
+    BadCase{"metrics: {probe_listen: '10.0.0.1:9809'}", "metrics.probe_listen", "not a loopback"},
+    BadCase{"metrics: {probe_listen: '127.0.0.1:0'}", "metrics.probe_listen", "fixed port"},
+    BadCase{"metrics: {probe_listen: '127.0.0.1:9808'}", "metrics.probe_listen",
+            "metrics.listen's port"},
+    BadCase{"metrics: {probe_listen: 9809}", "metrics.probe_listen", "HOST:PORT"},
     BadCase{"api: {max_connections: 0}", "api.max_connections", "out of range"},
     BadCase{"api: {allowed_uids: []}", "api.allowed_uids", "at least one"},
     BadCase{"api: {allowed_uids: root}", "api.allowed_uids", "list"},
@@ -115,6 +121,20 @@ const BadCase kBadCases[] = {
             "socket_path", "longer than 107"}};
 
 INSTANTIATE_TEST_SUITE_P(Table, ConfigRejects, ::testing::ValuesIn(kBadCases));
+
+TEST(Config, ProbeListenerIsOffByDefaultAndLoopbackWhenSet) {
+  auto none = parse("", kNoEnv, "h");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->metrics.probe_listen.empty());
+  auto v4 = parse("metrics: {listen: '0.0.0.0:9808', probe_listen: '127.0.0.1:9809'}", kNoEnv, "h");
+  ASSERT_TRUE(v4.ok()) << v4.error().message;
+  EXPECT_EQ(v4->metrics.probe_host, "127.0.0.1");
+  EXPECT_EQ(v4->metrics.probe_port, 9809);
+  auto v6 = parse("metrics: {probe_listen: '[::1]:9810'}", kNoEnv, "h");
+  ASSERT_TRUE(v6.ok()) << v6.error().message;
+  EXPECT_EQ(v6->metrics.probe_host, "::1");
+  EXPECT_EQ(v6->metrics.probe_port, 9810);
+}
 
 TEST(Config, BackendWithPasswordFromTheEnvironment) {
   auto cfg = parse(
@@ -197,7 +217,7 @@ TEST(Config, AttachSwitchNeedsTheDefaultArray) {
   ASSERT_TRUE(good.ok()) << good.error().message;
   EXPECT_TRUE(good->attach);
   EXPECT_EQ(good->socket_path,
-            "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/.datera-agent/agent.sock")
+            "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/.datera-agent.sock")
       << "where kube-controller-manager's container can reach it";
   auto off = parse(
       yaml, env_of({{"DATERA_AGENT_BACKEND_PASSWORD", "p"}, {"DATERA_AGENT_ATTACH", "false"}}),

@@ -4,6 +4,8 @@
 
 #include "agent/http/server.h"
 
+#include <arpa/inet.h>
+#include <cerrno>
 #include <cstring>
 #include <future>
 #include <sys/socket.h>
@@ -118,6 +120,41 @@ TEST_F(ServerTest, SocketAndDirectoryModes) {
   EXPECT_EQ(st.st_mode & 0777, 0750u);
 }
 
+// socket_path may name a shared directory (/run, kubelet's plugin dir): it is used as it is, never
+// chmod-ed, as long as only root can write into it.
+TEST_F(ServerTest, AnExistingSocketDirectoryIsCheckedNotChanged) {
+  ASSERT_EQ(::mkdir((dir_ + "/run").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((dir_ + "/run").c_str(), 0755), 0);
+  start();
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u) << "the existing directory keeps its mode";
+  EXPECT_TRUE(client_post("/x", "ok").ok());
+}
+
+TEST_F(ServerTest, AWritableOrForeignSocketDirectoryIsRefused) {
+  const std::string run = dir_ + "/run";
+  ASSERT_EQ(::mkdir(run.c_str(), 0700), 0);
+  Server server(ioc_.get_executor(), ServerOptions{}, handler_, probe_, null_logger());
+  for (const mode_t mode : {0777, 0770, 0757, 01777}) {
+    ASSERT_EQ(::chmod(run.c_str(), mode), 0);
+    const auto st = server.listen_unix(path_);
+    ASSERT_FALSE(st.ok()) << std::oct << mode;
+    EXPECT_NE(st.error().message.find("writable by group or others"), std::string::npos)
+        << st.error().message;
+    struct stat sb {};
+    ASSERT_EQ(::stat(run.c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 07777, mode) << "left as it was";
+    EXPECT_NE(::access(path_.c_str(), F_OK), 0) << "no socket created";
+  }
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to give the directory to another uid";
+  ASSERT_EQ(::chmod(run.c_str(), 0755), 0);
+  ASSERT_EQ(::chown(run.c_str(), 4321, 4321), 0);
+  const auto st = server.listen_unix(path_);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("owned by uid 4321"), std::string::npos) << st.error().message;
+}
+
 TEST_F(ServerTest, ServesRequestsWithPeerCredentials) {
   start();
   auto r = client_post("/x", "hi");
@@ -165,6 +202,31 @@ TEST_F(ServerTest, MalformedRequestIs400AndServerKeepsServing) {
   EXPECT_EQ(r->status, 200u);
 }
 
+// HTTP targets are ASCII (anything else is percent-encoded): raw bytes outside it, or control
+// characters, are refused before any handler sees (or logs) them.
+TEST_F(ServerTest, TargetWithNonAsciiOrControlBytesIs400) {
+  start();
+  for (const std::string& target : {std::string("/x\xff\xfe"), std::string("/\xc3\xa9"),
+                                    std::string("/a\x7f"), std::string("/a\x01")}) {
+    const auto reply = raw_exchange(path_, "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << reply;
+    const auto body = reply.substr(reply.find("\r\n\r\n") + 4);
+    const auto j = nlohmann::json::parse(body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << reply;
+    EXPECT_EQ(j["error"], "malformed");
+  }
+  auto r = client_post("/x?q=%C3%A9", "fine");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200u);
+}
+
+// Error replies carry the message as given; one holding invalid UTF-8 still serialises.
+TEST(ErrorResponse, InvalidUtf8InTheMessageIsReplacedNotThrown) {
+  Response r;
+  ASSERT_NO_THROW(r = error_response(404, "not_found", "no route /\xff"));
+  EXPECT_EQ(nlohmann::json::parse(r.body)["message"], "no route /\xef\xbf\xbd");
+}
+
 TEST_F(ServerTest, SlowClientIsCutOffAtReadTimeout) {
   ServerOptions o;
   o.read_timeout = 300ms;
@@ -196,6 +258,144 @@ TEST_F(ServerTest, SlowClientIsCutOffAtReadTimeout) {
     if (!seen) std::this_thread::sleep_for(5ms);
   }
   EXPECT_TRUE(seen);
+}
+
+/// Whether the server closed `fd` (EOF after whatever it sent) within `limit`.
+bool closed_within(int fd, std::chrono::milliseconds limit) {
+  timeval tv{static_cast<time_t>(limit.count() / 1000),
+             static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
+    if (n < 0) return false;
+  }
+}
+
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strcpy(a.sun_path, path.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+double rejections(prometheus::Registry& registry, const std::string& reason) {
+  for (const auto& f : registry.Collect()) {
+    for (const auto& m : f.metric) {
+      for (const auto& l : m.label) {
+        if (l.name == "reason" && l.value == reason) return m.counter.value;
+      }
+    }
+  }
+  return 0;
+}
+
+TEST_F(ServerTest, AnIdleConnectionGivesItsSlotBackAtTheFirstByteTimeout) {
+  ServerOptions o;
+  o.first_byte_timeout = 200ms;
+  o.read_timeout = 5s;
+  start(o);
+  const int fd = connect_unix(path_);
+  ASSERT_GE(fd, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(closed_within(fd, 3s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 2s) << "closed at the first-byte timeout, not the read timeout";
+  EXPECT_EQ(on_loop([this] { return rejections(registry_, "idle_timeout"); }), 1.0);
+  // A client that sends its request at once is served as before.
+  auto r = client_post("/x", "prompt");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, 200u);
+}
+
+// One byte at a time restarts nothing: the whole request must arrive within read_timeout.
+TEST_F(ServerTest, OneByteAtATimeIsCutOffAtTheRequestDeadline) {
+  ServerOptions o;
+  o.first_byte_timeout = 150ms;
+  o.read_timeout = 600ms;
+  start(o);
+  const int fd = connect_unix(path_);
+  ASSERT_GE(fd, 0);
+  const std::string req = "GET /x HTTP/1.1\r\nX-Pad: " + std::string(100, 'a');
+  const auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (size_t i = 0; i < req.size() && !closed; ++i) {
+    if (::send(fd, &req[i], 1, MSG_NOSIGNAL) != 1) break;
+    closed = closed_within(fd, 50ms);
+  }
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_GE(took, 500ms);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(on_loop([this] { return rejections(registry_, "read_timeout"); }), 1.0);
+}
+
+// TCP peers are bounded per address: one client holding idle connections leaves room for others.
+TEST_F(ServerTest, ConnectionsPerSourceAreBoundedOnTcp) {
+  ServerOptions o;
+  o.name = "test";
+  o.max_connections = 100;
+  o.max_connections_per_source = 3;
+  server_ = std::make_unique<Server>(ioc_.get_executor(), o, handler_, probe_, null_logger());
+  auto bound = server_->listen_tcp("127.0.0.1", 0);
+  ASSERT_TRUE(bound.ok()) << bound.error().message;
+  server_->start();
+  work_.emplace(asio::make_work_guard(ioc_));
+  loop_ = std::thread([this] { ioc_.run(); });
+
+  auto connect_from = [&](const char* source) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    ::inet_pton(AF_INET, source, &a.sin_addr);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    a.sin_port = htons(bound->port());
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+  };
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(connect_from("127.0.0.2"));
+  for (int i = 0; i < 200 && on_loop([this] { return server_->connections(); }) < 3; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  // A fourth from the same address is refused at once...
+  const int extra = connect_from("127.0.0.2");
+  EXPECT_TRUE(closed_within(extra, 2s));
+  ::close(extra);
+  EXPECT_EQ(on_loop([this] { return rejections(registry_, "too_many_from_source"); }), 1.0);
+  // ...while another address is served.
+  const int other = connect_from("127.0.0.3");
+  const auto req = post("/x", "other");
+  ASSERT_EQ(::send(other, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::string reply;
+  timeval tv{2, 0};
+  ::setsockopt(other, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(other, buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
+  ::close(other);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
+  // Once the held ones close, the first address may connect again.
+  for (int fd : held) ::close(fd);
+  for (int i = 0; i < 200 && on_loop([this] { return server_->connections(); }) > 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const int again = connect_from("127.0.0.2");
+  ASSERT_EQ(::send(again, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  reply.clear();
+  ::setsockopt(again, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (ssize_t n; (n = ::recv(again, buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
+  ::close(again);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
 }
 
 TEST_F(ServerTest, ConnectionsBeyondTheBoundGet503) {
