@@ -60,7 +60,7 @@ for t in "${TARGETS[@]}"; do
   log="$BUILD/fuzz-logs/$t.log"
   mkdir -p "$BUILD/fuzz-logs" "$BUILD/fuzz-crashes/$t" "$BUILD/fuzz-corpus/$t"
 
-  mapfile -t regressions < <(find "tests/fuzz/regressions/$t" -type f ! -name README.md | sort)
+  mapfile -t regressions < <(find "tests/fuzz/regressions/$t" -type f 2>/dev/null | sort)
   if ((${#regressions[@]})); then
     if "$bin" -runs=1 "${regressions[@]}" >"$log.replay" 2>&1; then
       echo "fuzz $t: ${#regressions[@]} regression input(s) replayed, no crash"
