@@ -43,7 +43,7 @@ echo "== fuzz: configure and build $BUILD (clang++, at most ${BUILD_TIMEOUT}s)"
 t0=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DDATERA_FUZZ=ON -DDATERA_BUILD_TESTS=OFF "${launcher[@]}" >/dev/null
-if ! timeout "$BUILD_TIMEOUT" cmake --build "$BUILD" -j"$JOBS" --target fuzz_targets; then
+if ! timeout "$BUILD_TIMEOUT" cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]/#/fuzz_}"; then
   echo "FAIL fuzz: building the fuzz targets failed or took over ${BUILD_TIMEOUT}s" >&2
   exit 1
 fi

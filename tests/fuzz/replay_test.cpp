@@ -43,7 +43,11 @@ TEST_P(Replay, RunsWithoutCrashing) {
             0);
 }
 
-TEST(ReplayInputs, SeedsExist) {
+// Test names start with the target (DATERA_FUZZ_TARGET_ID), so `ctest -R <target>` picks one.
+#define DT_CAT2(a, b) a##b
+#define DT_CAT(a, b) DT_CAT2(a, b)
+
+TEST(DT_CAT(DATERA_FUZZ_TARGET_ID, _seeds), Exist) {
   EXPECT_FALSE(input_files().empty()) << DATERA_FUZZ_DIRS;
 }
 
@@ -56,6 +60,7 @@ std::string test_name(const ::testing::TestParamInfo<std::string>& info) {
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, Replay, ::testing::ValuesIn(input_files()), test_name);
+INSTANTIATE_TEST_SUITE_P(DATERA_FUZZ_TARGET_ID, Replay, ::testing::ValuesIn(input_files()),
+                         test_name);
 
 }  // namespace
