@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git clang-format
+  # clang 14 with libFuzzer and the sanitizer runtimes: tools/fuzz.sh (tests/fuzz)
+  clang libclang-rt-14-dev
   # libraries (Boost 1.81 headers: Asio + Beast; conflicts with and replaces libboost1.74-dev)
   libboost1.81-dev libudev-dev libmount-dev libblkid-dev libopeniscsiusr-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev

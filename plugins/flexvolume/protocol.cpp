@@ -63,6 +63,44 @@ std::string usage(const CommandSpec& spec) {
   return u;
 }
 
+/// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): what JSON can
+/// carry. nlohmann's dump() throws on anything else.
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 3 && (cp < 0x10000 || cp > 0x10ffff))) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 Status check_options(const Json& options) {
   if (!options.is_object()) return Error{"options must be a JSON object"};
   for (const auto& [key, value] : options.items()) {
@@ -78,6 +116,13 @@ Status check_options(const Json& options) {
 Result<Request> parse_argv(const std::vector<std::string>& argv) {
   if (argv.empty())
     return Error{"no command given (kubelet calls e.g. 'init' or 'mount <dir> <json>')"};
+  // Checked first: every argument ends up in JSON (the request to the agent, or this reply).
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (!valid_utf8(argv[i])) {
+      return Error{"argument " + std::to_string(i + 1) +
+                   " is not valid UTF-8; kubelet passes paths and JSON in UTF-8"};
+    }
+  }
   const auto* spec = find_command(argv[0]);
   if (spec == nullptr) return Error{"unknown command '" + argv[0] + "'", ENOTSUP};
   if (argv.size() - 1 != spec->slots.size()) {

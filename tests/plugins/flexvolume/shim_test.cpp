@@ -40,6 +40,25 @@ TEST(Shim, InitWorksEvenWithoutDriverInfo) {
   EXPECT_EQ(r.reply["capabilities"]["attach"], false);
 }
 
+// Found by tests/fuzz (flexvolume_argv): argv bytes that are not UTF-8 (a pod dir, or an unknown
+// command word) cannot go into JSON; nlohmann's dump() threw, the shim died in std::terminate and
+// kubelet got no reply at all.
+TEST(Shim, ArgvThatIsNotUtf8IsAFailureReplyNotACrash) {
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{"unmount", "/var/lib/kubelet/pods/3f1c/volumes/d\xe1tera"},
+        std::vector<std::string>{"mount\xff", "/p", "{}"}}) {
+    FakeAgent agent;
+    ShimResult r{Json(), -1};
+    ASSERT_NO_THROW(r = run_shim(argv, info_with(Json{{"attach", false}}), agent.transport()));
+    std::string printed;
+    ASSERT_NO_THROW(printed = r.reply.dump()) << "what main() prints";
+    EXPECT_EQ(r.reply["status"], "Failure") << printed;
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(printed.find("UTF-8"), std::string::npos) << printed;
+    EXPECT_TRUE(agent.bodies.empty());
+  }
+}
+
 TEST(Shim, ForwardsCommandsAndPrintsAgentReply) {
   FakeAgent agent;
   auto r = run_shim({"getvolumename", R"({"volumeID":"v"})"},
