@@ -36,7 +36,7 @@ const std::map<std::string, std::set<std::string>>& schema() {
       {"driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"}},
       {"backend.",
        {"server", "username", "password_file", "tenant", "tls", "ca_file", "insecure_skip_verify",
-        "request_timeout", "check_interval"}},
+        "request_timeout", "check_interval", "allowed_servers"}},
       {"initiator.",
        {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval", "noop_out_timeout",
         "login_timeout", "online_timeout", "session_poll_interval", "multipath", "dmsetup",
@@ -55,6 +55,40 @@ Status check_keys(const YAML::Node& map, const std::string& prefix) {
       std::string list;
       for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
       return key_error(prefix + key, "unknown key (known: " + list + ")");
+    }
+  }
+  return ok_status();
+}
+
+/// "host", "host:port" or "[v6]:port", port 1..65535 (the agent's EDF options parse them the
+/// same way; this keeps the config library free of the EDF client).
+Status check_server_name(const std::string& text) {
+  const std::string bad = "'" + text + "' is not host[:port]";
+  std::string host = text, port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos) return Error{bad};
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') return Error{bad};
+      port = text.substr(close + 2);
+      if (port.empty()) return Error{bad};
+    }
+  } else if (const auto colon = text.rfind(':');
+             colon != std::string::npos && text.find(':') == colon) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (port.empty()) return Error{bad};
+  }
+  if (host.empty()) return Error{bad};
+  for (const unsigned char c : host) {
+    if (!(std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_')) return Error{bad};
+  }
+  if (!port.empty()) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+    if (ec != std::errc{} || p != port.data() + port.size() || v < 1 || v > 65535) {
+      return Error{bad};
     }
   }
   return ok_status();
@@ -181,6 +215,19 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_STRING(b, "ca_file", "backend.ca_file", cfg.backend.ca_file)
     DT_SET_DURATION(b, "request_timeout", "backend.request_timeout", cfg.backend.request_timeout)
     DT_SET_DURATION(b, "check_interval", "backend.check_interval", cfg.backend.check_interval)
+    if (const auto list = b["allowed_servers"]; list && !list.IsNull()) {
+      if (!list.IsSequence()) {
+        return key_error("backend.allowed_servers", "must be a list of host[:port]");
+      }
+      for (const auto& item : list) {
+        auto v = get_string(item, "backend.allowed_servers");
+        if (!v) return v.error();
+        if (auto st = check_server_name(*v); !st) {
+          return key_error("backend.allowed_servers", st.error().message);
+        }
+        cfg.backend.allowed_servers.push_back(*v);
+      }
+    }
     for (const auto& [key, out] :
          {std::pair{"tls", &cfg.backend.tls},
           std::pair{"insecure_skip_verify", &cfg.backend.insecure_skip_verify}}) {

@@ -61,6 +61,9 @@ struct BackendConfig {
   bool insecure_skip_verify = false;
   milliseconds request_timeout{30'000};
   milliseconds check_interval{60'000};
+  /// Other arrays a volume may name (backstoreServer, a secret's server), "host[:port]"; the
+  /// default array is always allowed. Volumes on them must bring their own credentials.
+  std::vector<std::string> allowed_servers;
   bool configured() const { return !server.empty(); }
 };
 

@@ -85,7 +85,8 @@ asio::awaitable<Result<std::string>> Attacher::node_iqn(volume::Array& array,
 
 asio::awaitable<Result<std::string>> Attacher::do_attach(const flex::Request& request) {
   const std::string node = request.arg("nodeName").value_or("");
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
+  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
+                                          options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap("attach to node " + node);
   const std::string name = parsed->spec.name;
   auto say = [&](const std::string& step, const Error& e) {
@@ -213,7 +214,8 @@ asio::awaitable<Status> Attacher::do_detach(const flex::Request& request) {
 
 asio::awaitable<Result<bool>> Attacher::do_isattached(const flex::Request& request) {
   const std::string node = request.arg("nodeName").value_or("");
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
+  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
+                                          options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap("isattached on node " + node);
   const std::string name = parsed->spec.name;
   auto array = arrays_.get(parsed->backend);

@@ -20,7 +20,9 @@
 // not attached succeeds (Kubernetes retries everything).
 //
 // Kubernetes passes no secrets to these calls: the array and its credentials are the agent's
-// `backend` (or the volume's backstoreServer with the backend's user). Serialized per volume.
+// `backend`, or a server in backend.allowed_servers named by backstoreServer with the volume's own
+// serverUser/serverPasswd (the same rules as the node side: the agent's credentials only ever go
+// to its own array). Serialized per volume.
 
 #include <string>
 
@@ -39,6 +41,7 @@ inline constexpr const char* kPvKey = "datera-agent.pv";
 
 struct AttacherOptions {
   edf::BackendTarget default_backend;
+  std::vector<std::string> allowed_servers;  ///< backend.allowed_servers
   std::chrono::milliseconds online_timeout{120'000};
 };
 

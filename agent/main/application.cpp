@@ -402,7 +402,20 @@ Status Application::make_volumes() {
   journal_ = std::make_unique<volume::Journal>(fs::join(cfg_.state_dir, "journal"), pool_,
                                                logs_.get("journal"));
   if (!edf_probe_) edf_probe_ = std::make_unique<edf::Probe>(*registry_);
+  // The agent's own array and account. Volumes refer to it (is_default) and EdfArrays supplies
+  // its credentials at each use; other arrays need backend.allowed_servers and their own.
+  edf::BackendTarget default_backend;
+  if (cfg_.backend.configured()) {
+    edf::BackendTarget base;
+    base.port = cfg_.backend.tls ? 7718 : 7717;
+    auto target = edf::parse_server(cfg_.backend.server, base);
+    if (!target) return target.error().wrap("config key 'backend.server'");
+    default_backend = *target;
+    default_backend.credentials = {cfg_.backend.username, cfg_.backend.password};
+    default_backend.is_default = true;
+  }
   volume::EdfArraysOptions ao;
+  ao.default_backend = default_backend;
   ao.tls =
       edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify};
   ao.tenant = cfg_.backend.tenant;
@@ -432,14 +445,8 @@ Status Application::make_volumes() {
   mo.online_timeout = ic.online_timeout;
   mo.connect_timeout = ic.login_timeout;
   mo.controller_attach = cfg_.attach;
-  if (cfg_.backend.configured()) {
-    edf::BackendTarget base;
-    base.port = cfg_.backend.tls ? 7718 : 7717;
-    auto target = edf::parse_server(cfg_.backend.server, base);
-    if (!target) return target.error().wrap("config key 'backend.server'");
-    mo.default_backend = *target;
-    mo.default_backend.credentials = {cfg_.backend.username, cfg_.backend.password};
-  }
+  mo.default_backend = default_backend;
+  mo.allowed_servers = cfg_.backend.allowed_servers;
   if (const char* at = std::getenv("DATERA_AGENT_TEST_CRASH_AT"); at && *at) {
     // The host tier's crash tests: die like kill -9 at one named point between two steps.
     const std::string point = at;
@@ -471,6 +478,7 @@ Status Application::make_volumes() {
   if (cfg_.attach) {
     controller::AttacherOptions co;
     co.default_backend = mo.default_backend;
+    co.allowed_servers = mo.allowed_servers;
     co.online_timeout = ic.online_timeout;
     attacher_ = std::make_unique<controller::Attacher>(co, *arrays_, *controller_probe_,
                                                        logs_.get("controller"));

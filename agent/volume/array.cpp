@@ -95,7 +95,35 @@ Result<Array*> EdfArrays::get_for_leases(const edf::BackendTarget& target) {
   return get(target, options_.lease_request_timeout.count() > 0);
 }
 
-Result<Array*> EdfArrays::get(const edf::BackendTarget& target, bool leases) {
+Result<edf::BackendTarget> EdfArrays::resolve(const edf::BackendTarget& target) const {
+  const auto& current = options_.default_backend;
+  if (target.is_default) {
+    if (current.host.empty()) {
+      return Error{"the volume was attached through the agent's default array " + target.server() +
+                   ", but backend.server is not set any more: set it back (with backend.username "
+                   "and backend.password_file) so the volume can be reached"};
+    }
+    if (!edf::same_server(target, current)) {
+      return Error{"the volume was attached through the agent's default array " + target.server() +
+                   ", but backend.server is now " + current.server() +
+                   ": the volume is still on the old array; set backend.server back until it is "
+                   "released"};
+    }
+    return current;
+  }
+  // The agent's own account on its own array always logs in with the agent's current password:
+  // records written by earlier versions copied it, and must survive a rotation too.
+  if (!current.host.empty() && edf::same_server(target, current) &&
+      target.credentials.user == current.credentials.user) {
+    return current;
+  }
+  return target;
+}
+
+Result<Array*> EdfArrays::get(const edf::BackendTarget& wanted, bool leases) {
+  auto resolved = resolve(wanted);
+  if (!resolved) return resolved.error();
+  const edf::BackendTarget& target = *resolved;
   if (target.host.empty()) {
     return Error{
         "no Datera array for this volume: set backstoreServer in the volume's options, a "
@@ -108,7 +136,7 @@ Result<Array*> EdfArrays::get(const edf::BackendTarget& target, bool leases) {
   }
   // Keyed by what makes a session distinct; the password is part of it so a rotated secret gets
   // a fresh client (the key is never printed).
-  const std::string key = std::string(leases ? "leases\n" : "") + target.server() + "\n" +
+  const std::string key = std::string(leases ? "leases\n" : "") + edf::server_key(target) + "\n" +
                           target.credentials.user + "\n" + target.credentials.password;
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second->array.get();

@@ -58,7 +58,8 @@ class Array {
 class Arrays {
  public:
   virtual ~Arrays() = default;
-  /// The array for `target` (host, port, credentials); the same object for the same target.
+  /// The array for `target` (host, port, credentials; is_default: the agent's current ones); the
+  /// same object for the same target.
   virtual Result<Array*> get(const edf::BackendTarget& target) = 0;
   /// The same array for lease renewals, grant checks and access checks: each call bounded to about
   /// a third of the lease TTL (few retries, short timeouts), so a node cut off from the array
@@ -74,6 +75,9 @@ struct EdfArraysOptions {
   /// get_for_leases(): per-attempt timeout and attempts (0 ms: same client as get()).
   std::chrono::milliseconds lease_request_timeout{0};
   int lease_attempts = 2;
+  /// The agent's array and account (backend.*): what a target with is_default resolves to at
+  /// each get(), so records never hold a copy of its password.
+  edf::BackendTarget default_backend;
 };
 
 class EdfArrays : public Arrays {
@@ -87,6 +91,7 @@ class EdfArrays : public Arrays {
  private:
   struct Entry;
   Result<Array*> get(const edf::BackendTarget& target, bool leases);
+  Result<edf::BackendTarget> resolve(const edf::BackendTarget& target) const;
   boost::asio::any_io_executor executor_;
   EdfArraysOptions options_;
   edf::Probe& probe_;

@@ -53,7 +53,8 @@ asio::awaitable<Result<std::string>> Manager::do_waitforattach(const flex::Reque
     if (!resolved) co_return resolved.error().wrap(op);
     path = *resolved;
   }
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
+  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
+                                          options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap(op);
   const edf::VolumeOptions vo = std::move(*parsed);
   const std::string name = vo.spec.name;
@@ -86,6 +87,8 @@ asio::awaitable<Result<std::string>> Manager::do_waitforattach(const flex::Reque
     rec.fs_type = vo.fs_type;
     rec.mount_options = *mount_options;
     rec.delete_on_release = false;  // controller mode never deletes: detach has no options
+  } else if (edf::same_server(rec.backend, vo.backend)) {
+    rec.backend = vo.backend;  // the volume's current credentials (a rotated secret)
   }
   if (stage) rec.staging = path;
   if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
@@ -195,7 +198,8 @@ asio::awaitable<Result<initiator::Device>> Manager::log_in(Record& rec, Failed& 
 asio::awaitable<Result<std::string>> Manager::bind_staged(const std::string& pod_dir,
                                                           const flex::Json& options,
                                                           Failed& failed) {
-  auto parsed = edf::parse_volume_options(options, options_.default_backend);
+  auto parsed =
+      edf::parse_volume_options(options, options_.default_backend, options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
   const std::string name = parsed->spec.name;
   const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
@@ -283,7 +287,7 @@ asio::awaitable<void> Manager::check_grants() {
         array.ok() ? Result<edf::Metadata>(edf::Metadata{}) : Result<edf::Metadata>(array.error());
     if (array) md = co_await (*array)->metadata(name);
     if (!md) {
-      probe_.lease_renewal_failed();
+      probe_.lease_renewal_failed(Probe::renewal_failure_reason(md.error().code));
       log_->warn("volume {}: cannot check that it is still attached to this node: {}", name,
                  md.error().message);
       continue;

@@ -97,10 +97,16 @@ json Record::public_json() const {
 
 std::string Journal::encode(const Record& rec) {
   json body = rec.public_json();
-  body["backend"] = {{"host", rec.backend.host},
-                     {"port", rec.backend.port},
-                     {"user", rec.backend.credentials.user},
-                     {"password", rec.backend.credentials.password}};
+  if (rec.backend.is_default) {
+    // The agent's own array and account: a reference, resolved to the agent's current
+    // credentials at each use; its password is never copied here (a rotation would break it).
+    body["backend"] = {{"host", rec.backend.host}, {"port", rec.backend.port}, {"default", true}};
+  } else {
+    body["backend"] = {{"host", rec.backend.host},
+                       {"port", rec.backend.port},
+                       {"user", rec.backend.credentials.user},
+                       {"password", rec.backend.credentials.password}};
+  }
   body["mount_options"] = rec.mount_options;
   body["acl_added"] = rec.acl_added;
   const std::string text = body.dump();
@@ -135,8 +141,12 @@ Result<Record> Journal::decode(const std::string& text) {
     auto port = int_field(be, "port", 1, 65535);
     if (!port) return port.error().wrap("backend");
     r.backend.port = static_cast<uint16_t>(*port);
-    r.backend.credentials.user = be.at("user").get<std::string>();
-    r.backend.credentials.password = be.at("password").get<std::string>();
+    // Records of earlier versions have no "default" and always the credentials inline.
+    r.backend.is_default = be.value("default", false);
+    if (!r.backend.is_default) {
+      r.backend.credentials.user = be.at("user").get<std::string>();
+      r.backend.credentials.password = be.at("password").get<std::string>();
+    }
     r.fs_type = b.at("fs_type").get<std::string>();
     r.mount_options = b.at("mount_options").get<std::vector<std::string>>();
     r.delete_on_release = b.at("delete_on_release").get<bool>();

@@ -5,9 +5,12 @@
 // One file per volume, `<dir>/<volume>.json`, replaced atomically (temp file, fsync, rename, fsync
 // of the directory) and checksummed, so a torn or edited record is detected, never half-trusted.
 //
-// The record holds the array credentials the volume was attached with (unmount gets no options from
-// kubelet, yet must reach the array): the directory is 0700 and the files 0600, root only, and no
-// log line, metric or status output ever includes them.
+// A volume on the agent's default array is recorded as such (`"default": true`), without
+// credentials: they are the agent's current ones at each use, so a rotated password_file applies.
+// A volume that brought its own (a secretRef, serverUser/serverPasswd) keeps them in its record
+// (unmount gets no options from kubelet, yet must reach the array), refreshed by the next mount
+// that carries them: the directory is 0700 and the files 0600, root only, and no log line, metric
+// or status output ever includes them.
 
 #include <cstdint>
 #include <optional>
@@ -41,7 +44,9 @@ struct PodMount {
 struct Record {
   std::string volume;  ///< app instance name (also the file name)
   Phase phase = Phase::attaching;
-  edf::BackendTarget backend;  ///< array and credentials the volume was attached with
+  /// The array the volume was attached from: the default array (is_default, no credentials) or
+  /// another one with the volume's own credentials.
+  edf::BackendTarget backend;
   std::string fs_type = "xfs";
   std::vector<std::string> mount_options;
   bool delete_on_release = false;

@@ -189,7 +189,8 @@ std::string Manager::canonical_recorded(const std::string& path, KubeletPath kin
 
 asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_dir,
                                                        const flex::Json& options, Failed& failed) {
-  auto parsed = edf::parse_volume_options(options, options_.default_backend);
+  auto parsed =
+      edf::parse_volume_options(options, options_.default_backend, options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
   const edf::VolumeOptions vo = std::move(*parsed);
   const std::string name = vo.spec.name;
@@ -224,6 +225,10 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     rec.fs_type = vo.fs_type;
     rec.mount_options = *mount_options;
     rec.delete_on_release = vo.delete_on_release;
+  } else if (edf::same_server(rec.backend, vo.backend)) {
+    // The volume's current credentials (a rotated secret) come with each mount: the next
+    // unmount, lease renewal and access check use them.
+    rec.backend = vo.backend;
   }
   rec.pending_pod = pod_dir;
   if (rec.phase == Phase::detaching) rec.phase = Phase::attaching;
@@ -583,7 +588,8 @@ asio::awaitable<flex::Json> Manager::expand(const flex::Request& request) {
 
 asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request, Failed& failed) {
   const std::string& op = request.command;
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend);
+  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
+                                          options_.allowed_servers);
   if (!parsed) co_return parsed.error().wrap(op);
   const std::string name = parsed->spec.name;
   const std::string size_text = request.arg("newSize").value_or("");
@@ -1146,19 +1152,25 @@ asio::awaitable<void> Manager::renew_leases() {
     Record& rec = it->second;
     auto array = arrays_.get_for_leases(rec.backend);
     if (!array) {
-      probe_.lease_renewal_failed();
+      probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error().code));
+      log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
       continue;
     }
     ArrayStore store(**array);
     const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
     auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
     if (!r) {
-      probe_.lease_renewal_failed();
+      const char* reason = Probe::renewal_failure_reason(r.error().code);
+      probe_.lease_renewal_failed(reason);
       log_->warn(
-          "volume {}: lease renewal failed: {} (the owner's lease expires after {} s "
-          "without renewal; another node may then take the volume over)",
-          name, r.error().message,
-          std::chrono::duration_cast<std::chrono::seconds>(coordinator_->options().ttl).count());
+          "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
+          "without renewal; another node may then take the volume over{})",
+          name, reason, r.error().message,
+          std::chrono::duration_cast<std::chrono::seconds>(coordinator_->options().ttl).count(),
+          std::string(reason) == "unauthorized"
+              ? "; the array refused the credentials: fix backend.password_file (and restart the "
+                "agent) or the volume's secret"
+              : "");
       continue;
     }
     if (*r == ownership::Renewal::handoff) {

@@ -65,7 +65,11 @@ struct ManagerOptions {
   std::string node_name;
   std::string kubelet_root = "/var/lib/kubelet";
   std::string staging_dir = "/var/lib/datera-agent/staging";
+  /// The agent's array and account (backend.*), is_default set: volumes that name no other array
+  /// use it, and their records refer to it instead of copying its password.
   edf::BackendTarget default_backend;
+  /// backend.allowed_servers: the other arrays a volume may name (with its own credentials).
+  std::vector<std::string> allowed_servers;
   std::chrono::milliseconds online_timeout{120'000};  ///< array: op_state available
   std::chrono::milliseconds connect_timeout{60'000};  ///< login and the device showing up
   /// kubelet_root with its symlinks resolved, as mountinfo shows it (the composition root resolves

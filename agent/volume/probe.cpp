@@ -1,5 +1,7 @@
 #include "agent/volume/probe.h"
 
+#include "plugins/datera/client.h"
+
 namespace datera::volume {
 
 namespace {
@@ -68,9 +70,8 @@ Probe::Probe(prometheus::Registry& registry)
               .Register(registry)),
       renewal_failures_(prometheus::BuildCounter()
                             .Name("datera_agent_lease_renewal_failures_total")
-                            .Help("Lease renewals that could not reach the array")
-                            .Register(registry)
-                            .Add({})),
+                            .Help("Lease renewals (and grant checks) that failed, by reason")
+                            .Register(registry)),
       releases_(prometheus::BuildCounter()
                     .Name("datera_agent_volume_releases_total")
                     .Help("Volumes an operator asked this node to give up, by what happened")
@@ -90,6 +91,8 @@ Probe::Probe(prometheus::Registry& registry)
     handoffs_.Add({{"result", r}});
   for (const char* k : {"fenced_expired_owner", "stale_acl_entry", "self_fenced"})
     fencing_.Add({{"kind", k}});
+  for (const char* r : {"unauthorized", "unreachable", "error"})
+    renewal_failures_.Add({{"reason", r}});
   for (const char* r : {"unchanged", "moved", "deferred", "failed", "refused", "error"}) {
     access_.Add({{"result", r}});
     if (std::string(r) != "unchanged" && std::string(r) != "error")
@@ -153,8 +156,14 @@ void Probe::fencing(const std::string& kind) {
   fencing_.Add({{"kind", kind}}).Increment();
 }
 
-void Probe::lease_renewal_failed() {
-  renewal_failures_.Increment();
+void Probe::lease_renewal_failed(const std::string& reason) {
+  renewal_failures_.Add({{"reason", reason}}).Increment();
+}
+
+const char* Probe::renewal_failure_reason(int code) {
+  if (code == 401 || code == 403) return "unauthorized";
+  if (code == edf::kTransport || code == edf::kLostReply) return "unreachable";
+  return "error";
 }
 
 void Probe::given_up(const std::string& result) {

@@ -22,8 +22,9 @@
 //   datera_agent_handoff_duration_seconds                              histogram (claim, incl.
 //                                                                      the wait)
 //   datera_agent_fencing_actions_total{kind}                           counter
-//   datera_agent_lease_renewal_failures_total                          counter (also failed grant
-//                                                                      checks, attach: true)
+//   datera_agent_lease_renewal_failures_total{reason}                  counter (unauthorized,
+//                                                                      unreachable, error; also
+//                                                                      failed grant checks)
 //   datera_agent_volume_releases_total{result}                         counter (operator's
 //                                                                      release/drain: released,
 //                                                                      not_here, in_use, staged,
@@ -58,7 +59,10 @@ class Probe {
   void handoff(const std::string& result, double seconds);
   /// kind: fenced_expired_owner, stale_acl_entry, self_fenced.
   void fencing(const std::string& kind);
-  void lease_renewal_failed();
+  /// reason: unauthorized (the array refused the credentials), unreachable, error.
+  void lease_renewal_failed(const std::string& reason);
+  /// The reason label for a failed renewal's Error::code.
+  static const char* renewal_failure_reason(int code);
   /// An operator's release of one volume (release / drain), by GiveUp outcome.
   void given_up(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);
@@ -78,7 +82,7 @@ class Probe {
   prometheus::Family<prometheus::Counter>& handoffs_;
   prometheus::Histogram& handoff_seconds_;
   prometheus::Family<prometheus::Counter>& fencing_;
-  prometheus::Counter& renewal_failures_;
+  prometheus::Family<prometheus::Counter>& renewal_failures_;
   prometheus::Family<prometheus::Counter>& releases_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;

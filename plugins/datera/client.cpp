@@ -16,8 +16,14 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string clip(const std::string& s, size_t n = 300) {
-  return s.size() > n ? s.substr(0, n) + "..." : s;
+/// EDF error names are identifiers ("NotFoundError"); anything else is not echoed.
+bool is_error_name(const Json& j) {
+  const auto& s = j.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_';
+  });
 }
 
 bool is_unavailable(unsigned status, const std::string& body) {
@@ -26,6 +32,48 @@ bool is_unavailable(unsigned status, const std::string& body) {
 }
 
 }  // namespace
+
+std::string safe_excerpt(const std::string& text, size_t max) {
+  // Decoded one UTF-8 sequence at a time: a malformed byte becomes '?', a control character
+  // (C0, DEL, C1, line/paragraph separators, bidi overrides) a space, and the cut falls only
+  // between whole characters, leaving room for the "..." that says something was cut.
+  constexpr std::string_view kCut = "...";
+  std::string out;
+  const size_t limit = max > kCut.size() ? max - kCut.size() : 0;
+  size_t fits = 0;  // the length of `out` at the last character boundary within `limit`
+  for (size_t i = 0; i < text.size() && out.size() <= max;) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
+    bool valid = n != 0 && i + n <= text.size();
+    for (size_t k = 1; valid && k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(text[i + k]);
+      valid = (cc & 0xc0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not characters either.
+    if (valid && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+                  (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)) {
+      valid = false;
+    }
+    std::string piece;
+    if (!valid) {
+      piece = "?";
+      n = 1;
+    } else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 ||
+               cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069)) {
+      piece = " ";
+    } else {
+      piece = text.substr(i, n);
+    }
+    out += piece;
+    if (out.size() <= limit) fits = out.size();
+    i += n;
+  }
+  if (out.size() <= max) return out;
+  out.resize(fits);
+  return out + std::string(kCut);
+}
 
 Client::Client(asio::any_io_executor executor, Transport& transport, ClientOptions options,
                Probe& probe, LoggerPtr log)
@@ -47,15 +95,19 @@ Error Client::wrap(const Call& c, const std::string& msg, int code) const {
 }
 
 Error Client::api_error(const Call& c, unsigned status, const std::string& body) const {
+  // The message goes to kubelet's pod events: only a short, clean excerpt of an EDF error's
+  // `message` is echoed; any other body (an HTML page from whatever answered) is not shown at all.
   const auto parsed = json::parse_bounded(body);
   const Json j = parsed ? *parsed : Json();
   std::string name = "HTTP " + std::to_string(status);
-  std::string message = clip(body);
+  std::string message;
   if (j.is_object()) {
-    if (auto it = j.find("name"); it != j.end() && it->is_string()) name = it->get<std::string>();
+    if (auto it = j.find("name"); it != j.end() && it->is_string() && is_error_name(*it))
+      name = it->get<std::string>();
     if (auto it = j.find("message"); it != j.end() && it->is_string())
-      message = it->get<std::string>();
+      message = safe_excerpt(it->get<std::string>());
   }
+  if (message.empty()) message = "the reply is not an EDF error (its body is not shown)";
   return wrap(
       c,
       name + " (HTTP " + std::to_string(status) + ") from EDF " + options_.server + ": " + message,
@@ -142,7 +194,7 @@ asio::awaitable<Result<std::string>> Client::version() {
     }
   }
   co_return wrap(c,
-                 "EDF at " + options_.server + " offers " + clip(list.dump()) +
+                 "EDF at " + options_.server + " offers " + safe_excerpt(list.dump()) +
                      "; this agent speaks v2.2 and v2.1",
                  kUnsupported);
 }
@@ -219,7 +271,11 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
     if (res->body.empty()) co_return Json::object();
     auto parsed = json::parse_bounded(res->body);
     if (!parsed) {
-      co_return wrap(c, "EDF sent an unusable reply (" + parsed.error().message + ")", kBadReply);
+      co_return wrap(c,
+                     "EDF at " + options_.server + " sent an unusable reply (HTTP " +
+                         std::to_string(status) + ", " + parsed.error().message +
+                         "; its body is not shown)",
+                     kBadReply);
     }
     Json j = std::move(*parsed);
     if (j.is_object() && j.contains("data")) {

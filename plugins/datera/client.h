@@ -44,6 +44,8 @@ enum Errc : int {
   kUnsupported = 6,  ///< no API version both sides speak
 };
 
+std::string safe_excerpt(const std::string& text, size_t max = 200);
+
 struct RetryPolicy {
   int max_attempts = 6;                  ///< including the first
   std::chrono::milliseconds base{250};   ///< first backoff; doubles each retry

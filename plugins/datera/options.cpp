@@ -83,6 +83,7 @@ Result<BackendTarget> parse_server(const std::string& text, BackendTarget base) 
       return Error{"'" + text + "' is not a host name or address"};
     }
   }
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   base.host = host;
   if (!port.empty()) {
     auto p = parse_uint("backstoreServer", port, 1, 65535);
@@ -92,10 +93,34 @@ Result<BackendTarget> parse_server(const std::string& text, BackendTarget base) 
   return base;
 }
 
-Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& defaults) {
+namespace {
+/// `t` is one of `allowed` ("host[:port]", without a port: `default_port`).
+bool server_allowed(const BackendTarget& t, const std::vector<std::string>& allowed,
+                    uint16_t default_port) {
+  for (const auto& entry : allowed) {
+    BackendTarget base;
+    base.port = default_port;
+    if (auto a = parse_server(entry, base); a && same_server(*a, t)) return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::string server_key(const BackendTarget& t) {
+  std::string host = t.host;
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(t.port);
+}
+
+bool same_server(const BackendTarget& a, const BackendTarget& b) {
+  return server_key(a) == server_key(b);
+}
+
+Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& defaults,
+                                           const std::vector<std::string>& allowed_servers) {
   if (!o.is_object()) return Error{"volume options are not a JSON object"};
   VolumeOptions v;
-  v.backend = defaults;
   auto& s = v.spec;
   s.name = opt(o, "volumeID");
   const char* name_key = "volumeID";
@@ -158,37 +183,74 @@ Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& d
       break;
     }
   }
-  if (auto srv = opt(o, "backstoreServer"); !srv.empty()) {
-    auto t = parse_server(srv, v.backend);
-    if (!t) return bad("backstoreServer", t.error().message);
-    v.backend = *t;
-  }
-  if (auto u = opt(o, "serverUser"); !u.empty()) v.backend.credentials.user = u;
-  if (auto p = opt(o, "serverPasswd"); !p.empty()) v.backend.credentials.password = p;
-  // The secret wins: it is where Kubernetes wants credentials to live.
+
+  // Where, and as whom. The secret wins over the options: it is where Kubernetes wants
+  // credentials to live. Values from the secret are never echoed (they may be passwords).
+  std::string server_option;  // the option that named the server, for messages
+  std::string server_text = opt(o, "backstoreServer");
+  if (!server_text.empty()) server_option = "volume option 'backstoreServer'";
+  Credentials own{opt(o, "serverUser"), opt(o, "serverPasswd")};
   for (const auto& [field, key] : {std::pair{"server", "kubernetes.io/secret/server"},
                                    std::pair{"username", "kubernetes.io/secret/username"},
                                    std::pair{"password", "kubernetes.io/secret/password"}}) {
     const auto raw = opt(o, key);
     if (raw.empty()) continue;
     auto decoded = base64_decode(raw);
-    // Never echo the value: it may be a password.
     if (!decoded) return Error{"secret key '" + std::string(field) + "' is not valid base64"};
     if (std::string(field) == "server") {
-      auto t = parse_server(*decoded, v.backend);
-      if (!t) return Error{"secret key 'server': " + t.error().message};
-      v.backend.host = t->host;
-      v.backend.port = t->port;
+      server_text = *decoded;
+      server_option = "secret key 'server'";
     } else if (std::string(field) == "username") {
-      v.backend.credentials.user = *decoded;
+      own.user = *decoded;
     } else {
-      v.backend.credentials.password = *decoded;
+      own.password = *decoded;
     }
   }
-  if (v.backend.host.empty()) {
+  const bool has_default = !defaults.host.empty();
+  BackendTarget target;
+  target.port = defaults.port;  // a server named without a port: the default array's port
+  if (!server_text.empty()) {
+    auto t = parse_server(server_text, target);
+    if (!t) return Error{server_option + ": " + t.error().message};
+    target = *t;
+  } else if (has_default) {
+    target = defaults;
+  } else {
     return Error{"no Datera EDF server for volume " + s.name +
-                 ": set backstoreServer, the secret's 'server' key, or the agent's default"};
+                 ": set backstoreServer, the secret's 'server' key, or the agent's default "
+                 "(backend.server)"};
   }
+  const bool on_default = has_default && same_server(target, defaults);
+  if (!on_default && !server_allowed(target, allowed_servers, defaults.port)) {
+    // Refused before any connection: an allowed list keeps a PV from pointing the node at an
+    // arbitrary host (and reading its replies back through pod events).
+    return Error{server_option + ": server " + target.server() +
+                 " is not allowed on this node (backend.allowed_servers" +
+                 (has_default ? ", besides the default array " + defaults.server() : "") +
+                 "); add it to backend.allowed_servers in the agent's configuration on every "
+                 "node, or leave the option out to use the default array"};
+  }
+  if (!own.user.empty() || !own.password.empty()) {
+    if (own.user.empty() || own.password.empty()) {
+      return Error{std::string("the credentials of volume ") + s.name + " need both " +
+                   (own.user.empty() ? "a username" : "a password") +
+                   ": set the secretRef keys 'username' and 'password', or serverUser and "
+                   "serverPasswd (the agent's own password is never lent to another user)"};
+    }
+    target.credentials = own;
+    target.is_default = false;
+  } else if (on_default) {
+    // The agent's own array with its own account: a reference, resolved at each use, so a
+    // rotated password applies to every volume (nothing copies it).
+    target = defaults;
+    target.is_default = true;
+  } else {
+    return Error{server_option + " names " + target.server() +
+                 ", which is not the agent's default array: give the volume its own credentials "
+                 "(a secretRef with 'username' and 'password', or serverUser and serverPasswd); "
+                 "the agent's own credentials are only ever sent to backend.server"};
+  }
+  v.backend = std::move(target);
   return v;
 }
 

@@ -286,7 +286,8 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
   EXPECT_FALSE(testing::is_mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
   EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1)
       << nodes_["node-a"].agent->log_text();
-  EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total"), 1)
+  EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total{reason=\"unreachable\"}"),
+            1)
       << "its renewals failed while it was cut off: " << nodes_["node-a"].agent->log_text();
   EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u)
       << "node-a's device is detached, node-b's kept";

@@ -547,5 +547,155 @@ TEST_F(VolumeTest, ARecordThatKeepsCrashingTheAgentIsSetAsideAndTheAgentServes) 
   EXPECT_EQ(agent_.exit_status, 0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Issue 14 item 1: the agent's own credentials go only to its own array. A second datera-sim
+// plays "another server" a PV names through backstoreServer.
+// ---------------------------------------------------------------------------------------------
+
+std::string base64(const std::string& in) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  int val = 0, bits = -6;
+  for (const unsigned char c : in) {
+    val = (val << 8) + c;
+    bits += 8;
+    while (bits >= 0) {
+      out.push_back(k[(val >> bits) & 0x3f]);
+      bits -= 6;
+    }
+  }
+  if (bits > -6) out.push_back(k[((val << 8) >> (bits + 8)) & 0x3f]);
+  while (out.size() % 4) out.push_back('=');
+  return out;
+}
+
+class SecondArrayTest : public VolumeTest {
+ protected:
+  void SetUp() override {
+    VolumeTest::SetUp();
+    if (IsSkipped()) return;
+    other_.password = "other_Pass2";
+    ASSERT_TRUE(other_.start()) << other_.log();
+  }
+
+  /// The agent restarted with `extra` inside its backend mapping.
+  void restart_with_backend(const std::string& extra) {
+    agent_.stop();
+    std::string text = read_file(agent_.config);
+    const std::string end = "/password'}";
+    const auto at = text.find(end);
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, end.size(), "/password'" + extra + "}");
+    write_file(agent_.config, text);
+    start_agent();
+  }
+
+  json other_logins() {
+    const auto raw = testing::tcp_get(other_.port, "/_sim/logins");
+    auto j = json::parse(testing::body_of(raw), nullptr, false);
+    EXPECT_TRUE(j.is_object()) << raw;
+    return j;
+  }
+
+  json options_on_other(const std::string& volume, json extra = json::object()) {
+    json o = json::parse(options(volume));
+    o["backstoreServer"] = other_.server();
+    for (const auto& [k, v] : extra.items()) o[k] = v;
+    return o;
+  }
+
+  SimProcess other_{DATERA_SIM_PATH, {"--backend", "memory"}};
+};
+
+TEST_F(SecondArrayTest, AServerNotAllowedOrWithoutItsOwnCredentialsIsRefusedBeforeAnyConnection) {
+  const auto pod = pod_dir("uid-other");
+  // Not in backend.allowed_servers: refused, with or without credentials of its own.
+  for (const json& creds :
+       {json::object(), json{{"serverUser", "admin"}, {"serverPasswd", other_.password}}}) {
+    auto r = shim({"mount", pod, options_on_other("vol-other", creds).dump()});
+    EXPECT_EQ(r["status"], "Failure") << r.dump();
+    const std::string msg = r.value("message", "");
+    EXPECT_NE(msg.find("'backstoreServer'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("backend.allowed_servers"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(sim_.password), std::string::npos) << msg;
+  }
+  // Allowed, but without credentials of its own: the agent's are not lent to it.
+  restart_with_backend(", allowed_servers: ['" + other_.server() + "']");
+  auto r = shim({"mount", pod, options_on_other("vol-other").dump()});
+  EXPECT_EQ(r["status"], "Failure") << r.dump();
+  EXPECT_NE(r.value("message", "").find("own credentials"), std::string::npos) << r.dump();
+  EXPECT_FALSE(mount_at(pod));
+  // The other server never saw a login attempt: the agent's password never left for it.
+  const auto seen = other_logins();
+  EXPECT_EQ(seen["requests"], 0) << seen.dump();
+  EXPECT_EQ(other_.log().find(sim_.password), std::string::npos);
+}
+
+TEST_F(SecondArrayTest, AnAllowedServerIsReachedWithTheVolumesOwnCredentials) {
+  restart_with_backend(", allowed_servers: ['" + other_.server() + "']");
+  const auto pod = pod_dir("uid-other-ok");
+  const json secret{{"kubernetes.io/secret/username", base64("admin")},
+                    {"kubernetes.io/secret/password", base64(other_.password)}};
+  auto r = agent_.shim({"mount", pod, options_on_other("vol-other2", secret).dump()});
+  // The array half runs on the other server with the volume's credentials: the app instance is
+  // created there and this node enters its ACL. The host tier's loop initiator reads exports
+  // only from the agent's default datera-sim, so the login step cannot find this volume, and
+  // the mount is rolled back (the node leaves the other array's ACL with the same credentials).
+  const auto seen = other_logins();
+  EXPECT_GE(seen["users"]["admin"].value("accepted", 0), 1) << seen.dump() << r.output;
+  EXPECT_EQ(seen["users"]["admin"].value("refused", 0), 0) << seen.dump();
+  const auto acl_log =
+      json::parse(testing::body_of(testing::tcp_get(other_.port, "/_sim/acl_log")), nullptr, false);
+  std::vector<std::string> ops;
+  for (const auto& e : acl_log["entries"]) {
+    if (e.value("initiator", "") == "/initiators/" + kIqn) ops.push_back(e["op"]);
+  }
+  EXPECT_EQ(ops, (std::vector<std::string>{"add", "remove"})) << acl_log.dump() << r.output;
+  EXPECT_EQ(r.output.find("allowed_servers"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("own credentials"), std::string::npos) << r.output;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14 item 6: rotating the agent's password must not strand mounted volumes.
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(VolumeTest, APasswordRotationDoesNotStrandAMountedVolume) {
+  agent_.stop();
+  // Renewals every 2 s, so a refused one shows within the test.
+  std::ofstream(agent_.config, std::ios::app) << "handoff: {lease_ttl: 6s}\n";
+  start_agent();
+  const auto pod = pod_dir("uid-rot");
+  ASSERT_EQ(shim({"mount", pod, options("vol-rot")})["status"], "Success") << agent_.log_text();
+  EXPECT_EQ(read_file(agent_.root + "/state/journal/vol-rot.json").find(sim_.password),
+            std::string::npos)
+      << "the journal holds a copy of the agent's password";
+
+  // The array's password changes; until the agent's password_file follows, renewals are refused
+  // and counted as such.
+  const std::string rotated = "rotated_Pass9";
+  const auto changed = testing::tcp_json(sim_.port, "POST", "/_sim/password",
+                                         json{{"name", "admin"}, {"password", rotated}}.dump());
+  ASSERT_EQ(changed.rfind("HTTP/1.1 200", 0), 0u) << changed;
+  const std::string unauthorized =
+      "datera_agent_lease_renewal_failures_total{reason=\"unauthorized\"}";
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (metric(unauthorized) < 1 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_GE(metric(unauthorized), 1) << agent_.metrics();
+
+  // The operator rotates the agent's secret and restarts it; the volume unmounts cleanly.
+  write_file(agent_.root + "/password", rotated);
+  agent_.stop();
+  const size_t log_before = agent_.log_text().size();
+  start_agent();
+  auto r = shim({"unmount", pod});
+  EXPECT_EQ(r["status"], "Success") << r.dump() << agent_.log_text();
+  expect_released("vol-rot");
+  EXPECT_EQ(metric(unauthorized), 0) << agent_.metrics();
+  const std::string after = agent_.log_text().substr(log_before);
+  EXPECT_EQ(after.find("(HTTP 401)"), std::string::npos) << after;
+}
+
 }  // namespace
 }  // namespace datera

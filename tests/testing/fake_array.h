@@ -106,7 +106,11 @@ struct FakeArray : volume::Array {
 
 struct FakeArrays : volume::Arrays {
   FakeArray array;
-  Result<volume::Array*> get(const edf::BackendTarget&) override { return &array; }
+  std::vector<edf::BackendTarget> targets;  ///< every get(), in order
+  Result<volume::Array*> get(const edf::BackendTarget& target) override {
+    targets.push_back(target);
+    return &array;
+  }
 };
 
 }  // namespace datera::testing

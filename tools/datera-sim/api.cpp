@@ -286,6 +286,7 @@ http::Response Api::dispatch(const http::Request& req, const std::string& path) 
 }
 
 http::Response Api::login(Ctx& ctx) {
+  ++login_requests_;
   if (ctx.method != "PUT") return fail(ctx, 405, "log in with PUT /" + ctx.version + "/login");
   std::string name, password;
   const auto& raw = ctx.req.body;
@@ -307,6 +308,8 @@ http::Response Api::login(Ctx& ctx) {
   if (name.empty() || password.empty())
     return fail(ctx, 400, "login: name and password are required");
   auto key = sessions_.login(name, password);
+  auto& counted = logins_[name.substr(0, 64)];
+  ++(key ? counted.first : counted.second);
   if (!key) {
     log_->info("login refused for user '{}'", name);
     return fail(ctx, key.error());
@@ -772,6 +775,28 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
     sessions_.expire_all();
     log_->info("expired {} session key(s) on request", n);
     return json_response(200, {{"expired", n}}, "sim");
+  }
+  if (path == "/_sim/logins") {
+    if (m != "GET") return error(405, "GET");
+    json users = json::object();
+    for (const auto& [name, n] : logins_)
+      users[name] = {{"accepted", n.first}, {"refused", n.second}};
+    return json_response(200, {{"requests", login_requests_}, {"users", users}}, "sim");
+  }
+  if (path == "/_sim/password") {
+    // A password rotation on the array: {name, password}; every session key is revoked.
+    if (m != "POST") return error(405, "POST");
+    if (!in.is_object() || !in.contains("name") || !in["name"].is_string() ||
+        !in.contains("password") || !in["password"].is_string() ||
+        in["password"].get_ref<const std::string&>().empty()) {
+      return error(400, "the body needs \"name\" and \"password\" (strings)");
+    }
+    const std::string name = in["name"].get<std::string>();
+    if (!sessions_.set_password(name, in["password"].get<std::string>())) {
+      return error(404, "no account '" + name.substr(0, 64) + "'");
+    }
+    log_->info("password of user '{}' changed on request; every session key revoked", name);
+    return json_response(200, {{"name", name}, {"revoked", true}}, "sim");
   }
   if (path == "/_sim/failover" || path == "/_sim/rebalance") {
     if (m != "POST") return error(405, "POST");

@@ -91,6 +91,9 @@ class Api : public http::Handler {
   std::map<std::string, std::string> misroute_;
   std::mt19937_64 fault_rng_;
   uint64_t next_req_id_ = 1;
+  /// /_sim/logins: every PUT /login, and per user name how many were accepted or refused.
+  uint64_t login_requests_ = 0;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> logins_;
 };
 
 /// Percent-decodes; '+' becomes a space when `plus_is_space` (query strings, form bodies).

@@ -38,6 +38,14 @@ Result<std::string> Sessions::login(const std::string& name, const std::string& 
   return std::string(buf);
 }
 
+bool Sessions::set_password(const std::string& name, const std::string& password) {
+  auto it = accounts_.find(name);
+  if (it == accounts_.end()) return false;
+  it->second = password;
+  keys_.clear();
+  return true;
+}
+
 bool Sessions::valid(const std::string& key) {
   auto it = keys_.find(key);
   if (it == keys_.end()) return false;

@@ -26,6 +26,9 @@ class Sessions {
   bool valid(const std::string& key);
   void logout(const std::string& key) { keys_.erase(key); }
   void expire_all() { keys_.clear(); }
+  /// A new password for an existing account (a rotation on the array); every key is revoked.
+  /// False when there is no such account.
+  bool set_password(const std::string& name, const std::string& password);
   size_t active();
 
  private:

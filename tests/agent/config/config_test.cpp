@@ -164,6 +164,29 @@ TEST(Config, BackendRules) {
   EXPECT_TRUE(parse("", kNoEnv, "h")->backend.configured() == false);
 }
 
+TEST(Config, BackendAllowedServers) {
+  auto none = parse("backend: {server: edf, username: a, password_file: /p}\n", kNoEnv, "h");
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->backend.allowed_servers.empty()) << "default: only the default array";
+  auto two = parse(
+      "backend: {server: edf, username: a, password_file: /p,\n"
+      "          allowed_servers: ['edf2.example', '10.0.0.9:7718', '[fd00::1]:7717']}\n",
+      kNoEnv, "h");
+  ASSERT_TRUE(two.ok()) << two.error().message;
+  EXPECT_EQ(two->backend.allowed_servers,
+            (std::vector<std::string>{"edf2.example", "10.0.0.9:7718", "[fd00::1]:7717"}));
+  for (const char* bad : {"allowed_servers: edf2", "allowed_servers: [{a: b}]",
+                          "allowed_servers: ['has space:7717']", "allowed_servers: ['']",
+                          "allowed_servers: ['edf:99999']", "allowed_servers: ['http://edf']"}) {
+    auto r =
+        parse(std::string("backend: {server: edf, username: a, password_file: /p, ") + bad + "}\n",
+              kNoEnv, "h");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("backend.allowed_servers"), std::string::npos)
+        << r.error().message;
+  }
+}
+
 TEST(Config, BackendPasswordFileIsRead) {
   char tmpl[] = "/tmp/dt-pw-XXXXXX";
   const int fd = ::mkstemp(tmpl);

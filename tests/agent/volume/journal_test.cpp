@@ -110,6 +110,45 @@ TEST(JournalFormat, PublicJsonHasNoCredentials) {
   EXPECT_NE(j.find("10.0.0.1:7718"), std::string::npos);
 }
 
+// Issue 14 item 6: a volume on the agent's own array is journaled as "the default array", never
+// with a copy of the agent's password, so a rotated password_file applies to it at its next use.
+TEST(JournalFormat, TheDefaultArrayIsAReferenceWithoutCredentials) {
+  Record in = sample();
+  in.backend.is_default = true;
+  const std::string text = Journal::encode(in);
+  EXPECT_EQ(text.find("s3cret-pass"), std::string::npos) << text;
+  auto out = Journal::decode(text);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_TRUE(out->backend.is_default);
+  EXPECT_EQ(out->backend.server(), "10.0.0.1:7718");
+  EXPECT_TRUE(out->backend.credentials.password.empty());
+  // A volume's own credentials (a secretRef) are still kept: unmount needs them.
+  Record own = sample();
+  auto back = Journal::decode(Journal::encode(own));
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->backend.is_default);
+  EXPECT_EQ(back->backend.credentials.password, "s3cret-pass");
+}
+
+TEST(JournalFormat, RecordsOfThePreviousVersionStillLoad) {
+  // Written by the version before the "default" flag: credentials inline, no flag.
+  const std::string body =
+      R"({"volume":"vol-1","phase":"attached","backend":{"host":"10.0.0.1","port":7717,)"
+      R"("user":"admin","password":"old-pass"},"fs_type":"xfs","delete_on_release":false,)"
+      R"("initiator_iqn":"iqn.1993-08.org.debian:01:node-a","target":{"iqn":"iqn.2013-05.com.)"
+      R"(daterainc:tc:01:sn:abc","portals":["172.28.0.1"],"serial":"u-1","lun":0},"device":)"
+      R"("/dev/sdc","map":"","staging":"/s/vol-1","pods":[],"pending_pod":"","epoch":3,)"
+      R"("generation":4,"mount_options":[]})";
+  const std::string text =
+      nlohmann::json{{"format", 1}, {"checksum", fnv1a64_hex(body)}, {"record", body}}.dump(1);
+  auto out = Journal::decode(text);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_FALSE(out->backend.is_default);
+  EXPECT_EQ(out->backend.credentials.user, "admin");
+  EXPECT_EQ(out->backend.credentials.password, "old-pass");
+  EXPECT_EQ(out->epoch, 3u);
+}
+
 TEST(JournalStore, SavesAtomicallyRootOnlyAndLoadsBackMovingBadFilesAside) {
   testing::TempDir dir("dt-journal");
   boost::asio::thread_pool pool(1);

@@ -197,6 +197,42 @@ class ManagerTest : public ::testing::Test {
   std::unique_ptr<Manager> manager_;
 };
 
+// Issue 14 item 6: the default array is recorded as a reference (its password is the agent's
+// current one at each use); a volume's own secret is refreshed by each mount that carries it.
+TEST_F(ManagerTest, TheDefaultArrayIsJournaledAsAReferenceWithoutThePassword) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  const auto records = journal_.load_all(nullptr);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_TRUE(records[0].backend.is_default);
+  EXPECT_TRUE(records[0].backend.credentials.password.empty());
+  ASSERT_FALSE(arrays_.targets.empty());
+  EXPECT_TRUE(arrays_.targets.back().is_default);
+}
+
+TEST_F(ManagerTest, ALaterMountWithNewSecretValuesRefreshesTheRecordsCredentials) {
+  auto with_secret = [](const char* password_b64) {
+    auto o = opts("vol-1");
+    o["kubernetes.io/secret/username"] = "b3Bz";  // ops
+    o["kubernetes.io/secret/password"] = password_b64;
+    return o;
+  };
+  const std::string pod2 = "/var/lib/kubelet/pods/u2/volumes/datera~iscsi/pv";
+  ASSERT_EQ(call("mount", pod_, with_secret("cHctMQ=="))["status"], "Success");  // pw-1
+  ASSERT_EQ(call("mount", pod2, with_secret("cHctMg=="))["status"], "Success");  // pw-2
+  const auto records = journal_.load_all(nullptr);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_FALSE(records[0].backend.is_default);
+  EXPECT_EQ(records[0].backend.credentials.password, "pw-2");
+  arrays_.targets.clear();
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  ASSERT_EQ(call("unmount", pod2)["status"], "Success");
+  ASSERT_FALSE(arrays_.targets.empty()) << "the release reached the array";
+  for (const auto& t : arrays_.targets) {
+    EXPECT_EQ(t.credentials.user, "ops");
+    EXPECT_EQ(t.credentials.password, "pw-2") << "the release used the old secret";
+  }
+}
+
 TEST_F(ManagerTest, RefusesPodDirsOutsideKubeletRootBeforeTouchingAnything) {
   for (const std::string bad : {"/etc", "/var/lib/kubelet", "/var/lib/kubelet/../../etc/x",
                                 "relative/dir", "/var/lib/kubeletX/pods/u/v"}) {

@@ -3,6 +3,7 @@
 
 #include "plugins/datera/client.h"
 
+#include <cctype>
 #include <deque>
 #include <functional>
 #include <sstream>
@@ -416,6 +417,91 @@ TEST_F(ClientTest, MetadataRoundTrip) {
   auto md = run(client().get_metadata("vol-8"));
   ASSERT_TRUE(md.ok());
   EXPECT_EQ(md->at("epoch"), "3");
+}
+
+// Issue 14 item 1: whatever a server answers, a FlexVolume message carries at most a short,
+// clean excerpt of an EDF error's message, and nothing of any other body.
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xe  ? 3
+                     : (c >> 3) == 0x1e ? 4
+                                        : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+TEST(SafeExcerpt, ShortCleanAndNeverCutMidCharacter) {
+  std::string euro;
+  for (int i = 0; i < 150; ++i) euro += "\xe2\x82\xac";  // 450 bytes of a 3-byte character
+  for (size_t shift = 0; shift < 3; ++shift) {
+    const auto e = safe_excerpt(std::string(shift, 'x') + euro);
+    EXPECT_LE(e.size(), 200u);
+    EXPECT_GT(e.size(), 150u);
+    EXPECT_TRUE(valid_utf8(e)) << shift;
+  }
+  const auto c = safe_excerpt(
+      "line1\nline2\r\x1b[31mred\x7f\t\xc2\x85"
+      "end");
+  for (const char ch : c) {
+    EXPECT_FALSE(std::iscntrl(static_cast<unsigned char>(ch))) << c;
+  }
+  EXPECT_EQ(c.find("\xc2\x85"), std::string::npos) << "a C1 control is a control character";
+  EXPECT_NE(c.find("line1"), std::string::npos);
+  EXPECT_NE(c.find("end"), std::string::npos);
+  EXPECT_TRUE(valid_utf8(safe_excerpt("bad \xff\xfe bytes \xe2\x82")));
+  EXPECT_EQ(safe_excerpt("short"), "short");
+}
+
+TEST_F(ClientTest, AnEdfErrorMessageIsEchoedOnlyAsAShortCleanExcerpt) {
+  std::string long_message = "volume is busy\x1b[2J\r\n";
+  for (int i = 0; i < 100; ++i) long_message += "\xc3\xa9t\xc3\xa9 ";
+  transport_.handler = edf([&](const HttpRequest&) -> Result<HttpResponse> {
+    return edf_error(409, "ConflictError", long_message);
+  });
+  auto r = run(client().get_app_instance("vol-1"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, 409);
+  const auto& m = r.error().message;
+  EXPECT_NE(m.find("ConflictError (HTTP 409)"), std::string::npos) << m;
+  EXPECT_NE(m.find("volume is busy"), std::string::npos) << m;
+  EXPECT_LT(m.size(), 200u + 120u) << m;
+  EXPECT_TRUE(valid_utf8(m)) << m;
+  for (const char ch : m) EXPECT_FALSE(std::iscntrl(static_cast<unsigned char>(ch))) << m;
+}
+
+TEST_F(ClientTest, AnyOtherBodyIsNeverEchoedOnlyItsStatus) {
+  const std::string page =
+      "<html><body>internal admin console: token=abc123 db=10.9.8.7</body></html>";
+  transport_.handler = [&](const HttpRequest& r) -> Result<HttpResponse> {
+    if (r.target == "/api_versions") return json(200, Json{{"api_versions", {"v2.2"}}});
+    if (r.target == "/v2.2/login") return json(200, Json{{"key", "k-1"}});
+    if (r.target == "/v2.2/system") return HttpResponse{200, page};
+    return HttpResponse{502, page};
+  };
+  auto r = run(client().get_app_instance("vol-1"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("HTTP 502"), std::string::npos) << r.error().message;
+  EXPECT_EQ(r.error().message.find("token=abc123"), std::string::npos) << r.error().message;
+  EXPECT_EQ(r.error().message.find("<html"), std::string::npos) << r.error().message;
+  // A success that is not JSON: said so, without the body.
+  auto s = run(client().system());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message.find("token=abc123"), std::string::npos) << s.error().message;
+  // A JSON body that is not an EDF error is not echoed either.
+  transport_.handler = edf([](const HttpRequest&) -> Result<HttpResponse> {
+    return json(500, Json{{"debug", "stack trace at /srv/app.py"}});
+  });
+  auto j = run(client().get_app_instance("vol-1"));
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.error().message.find("stack trace"), std::string::npos) << j.error().message;
 }
 
 TEST(EndpointClass, IdsBecomePlaceholders) {

@@ -7,8 +7,14 @@ namespace {
 
 const BackendTarget kDefaults{"edf.example", 7717, {"admin", "default-pw"}};
 
+const std::vector<std::string> kAllowed{"EDF2.example", "[fd00::7]:7718", "10.1.2.3:7718",
+                                        "edf2.example:7718"};
+
 Result<VolumeOptions> parse(Json o) {
   return parse_volume_options(o, kDefaults);
+}
+Result<VolumeOptions> parse_allowed(Json o) {
+  return parse_volume_options(o, kDefaults, kAllowed);
 }
 
 TEST(VolumeOptions, DefaultsFromTheOriginalDriver) {
@@ -26,19 +32,19 @@ TEST(VolumeOptions, DefaultsFromTheOriginalDriver) {
 }
 
 TEST(VolumeOptions, EveryOption) {
-  auto v = parse(Json{{"volumeID", "vol-2"},
-                      {"size", "10Gi"},
-                      {"replica", "2"},
-                      {"template", "basic"},
-                      {"retainPolicy", "never"},
-                      {"maxIops", "1000"},
-                      {"maxBW", "20480"},
-                      {"ipPool", "pool_b"},
-                      {"placementMode", "all_flash"},
-                      {"backstoreServer", "10.1.2.3:7718"},
-                      {"serverUser", "ops"},
-                      {"serverPasswd", "pw2"},
-                      {"kubernetes.io/fsType", "ext4"}});
+  auto v = parse_allowed(Json{{"volumeID", "vol-2"},
+                              {"size", "10Gi"},
+                              {"replica", "2"},
+                              {"template", "basic"},
+                              {"retainPolicy", "never"},
+                              {"maxIops", "1000"},
+                              {"maxBW", "20480"},
+                              {"ipPool", "pool_b"},
+                              {"placementMode", "all_flash"},
+                              {"backstoreServer", "10.1.2.3:7718"},
+                              {"serverUser", "ops"},
+                              {"serverPasswd", "pw2"},
+                              {"kubernetes.io/fsType", "ext4"}});
   ASSERT_TRUE(v.ok()) << v.error().message;
   EXPECT_EQ(v->spec.size_gib, 10);
   EXPECT_EQ(v->spec.replica_count, 2);
@@ -62,11 +68,11 @@ TEST(VolumeOptions, PvNameWhenNoVolumeId) {
 
 TEST(VolumeOptions, SecretWinsAndIsDecoded) {
   // base64("secret-user") / base64("p@ss word") / base64("edf2.example:7718")
-  auto v = parse(Json{{"volumeID", "vol-3"},
-                      {"serverUser", "ignored"},
-                      {"kubernetes.io/secret/username", "c2VjcmV0LXVzZXI="},
-                      {"kubernetes.io/secret/password", "cEBzcyB3b3Jk"},
-                      {"kubernetes.io/secret/server", "ZWRmMi5leGFtcGxlOjc3MTg="}});
+  auto v = parse_allowed(Json{{"volumeID", "vol-3"},
+                              {"serverUser", "ignored"},
+                              {"kubernetes.io/secret/username", "c2VjcmV0LXVzZXI="},
+                              {"kubernetes.io/secret/password", "cEBzcyB3b3Jk"},
+                              {"kubernetes.io/secret/server", "ZWRmMi5leGFtcGxlOjc3MTg="}});
   ASSERT_TRUE(v.ok()) << v.error().message;
   EXPECT_EQ(v->backend.credentials.user, "secret-user");
   EXPECT_EQ(v->backend.credentials.password, "p@ss word");
@@ -99,6 +105,85 @@ TEST(VolumeOptions, ErrorsNameTheOptionAndNeverEchoSecrets) {
   auto none = parse_volume_options(Json{{"volumeID", "vol-4"}}, BackendTarget{});
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.error().message.find("no Datera EDF server for volume vol-4"), std::string::npos);
+}
+
+// Issue 14 item 1: the agent's own credentials go only to its own array; a volume naming another
+// server must be allowed (backend.allowed_servers) and bring its own credentials.
+
+TEST(BackendRules, DefaultCredentialsAreNeverSentToAnotherServer) {
+  // Allowed, but no credentials of its own: refused before any connection.
+  auto v = parse_allowed(Json{{"volumeID", "vol-5"}, {"backstoreServer", "edf2.example"}});
+  ASSERT_FALSE(v.ok()) << "default credentials would go to " << v->backend.server();
+  EXPECT_NE(v.error().message.find("volume option 'backstoreServer'"), std::string::npos)
+      << v.error().message;
+  EXPECT_NE(v.error().message.find("secretRef"), std::string::npos) << v.error().message;
+  EXPECT_EQ(v.error().message.find("default-pw"), std::string::npos);
+  // The secret's server key is the same rule.
+  auto s = parse_allowed(Json{
+      {"volumeID", "vol-5"}, {"kubernetes.io/secret/server", "ZWRmMi5leGFtcGxl"}});  // edf2.example
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("secret key 'server'"), std::string::npos) << s.error().message;
+  // A username alone does not borrow the agent's password.
+  auto u = parse_allowed(
+      Json{{"volumeID", "vol-5"}, {"backstoreServer", "edf2.example"}, {"serverUser", "ops"}});
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.error().message.find("password"), std::string::npos) << u.error().message;
+}
+
+TEST(BackendRules, OnlyAllowedServersAreAccepted) {
+  auto v = parse(Json{{"volumeID", "vol-6"},
+                      {"backstoreServer", "evil.example:80"},
+                      {"serverUser", "u"},
+                      {"serverPasswd", "p"}});
+  ASSERT_FALSE(v.ok()) << "accepted " << v->backend.server();
+  EXPECT_NE(v.error().message.find("volume option 'backstoreServer'"), std::string::npos);
+  EXPECT_NE(v.error().message.find("backend.allowed_servers"), std::string::npos)
+      << v.error().message;
+  auto s = parse(Json{{"volumeID", "vol-6"},
+                      {"kubernetes.io/secret/server", "ZXZpbC5leGFtcGxlOjgw"},  // evil.example:80
+                      {"kubernetes.io/secret/username", "dQ=="},
+                      {"kubernetes.io/secret/password", "cA=="}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("secret key 'server'"), std::string::npos);
+  // Allowed and with its own credentials: fine, and not the default.
+  auto ok = parse_allowed(Json{{"volumeID", "vol-6"},
+                               {"backstoreServer", "edf2.EXAMPLE:7717"},
+                               {"serverUser", "u"},
+                               {"serverPasswd", "p"}});
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->backend.server(), "edf2.example:7717");
+  EXPECT_EQ(ok->backend.credentials.user, "u");
+  EXPECT_FALSE(ok->backend.is_default);
+  auto v6 = parse_allowed(Json{{"volumeID", "vol-6"},
+                               {"backstoreServer", "[FD00::7]:7718"},
+                               {"kubernetes.io/secret/username", "dQ=="},
+                               {"kubernetes.io/secret/password", "cA=="}});
+  ASSERT_TRUE(v6.ok()) << v6.error().message;
+}
+
+TEST(BackendRules, TheDefaultServerSpelledDifferentlyIsTheDefault) {
+  for (const char* spelling : {"edf.example", "EDF.Example", "edf.example:7717"}) {
+    auto v = parse(Json{{"volumeID", "vol-7"}, {"backstoreServer", spelling}});
+    ASSERT_TRUE(v.ok()) << spelling << ": " << v.error().message;
+    EXPECT_TRUE(v->backend.is_default) << spelling;
+    EXPECT_EQ(v->backend.server(), "edf.example:7717");
+  }
+  auto other_port = parse(Json{{"volumeID", "vol-7"}, {"backstoreServer", "edf.example:7000"}});
+  EXPECT_FALSE(other_port.ok()) << "another port is another server";
+  auto plain = parse(Json{{"volumeID", "vol-7"}});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->backend.is_default);
+  // The volume's own credentials on the default array are its own, not the agent's.
+  auto own = parse(Json{{"volumeID", "vol-7"}, {"serverUser", "ops"}, {"serverPasswd", "pw3"}});
+  ASSERT_TRUE(own.ok());
+  EXPECT_FALSE(own->backend.is_default);
+  EXPECT_EQ(own->backend.credentials.password, "pw3");
+}
+
+TEST(BackendRules, SameServerIgnoresCaseAndTheDefaultPort) {
+  EXPECT_TRUE(same_server(*parse_server("EDF:7717", {}), *parse_server("edf", {})));
+  EXPECT_TRUE(same_server(*parse_server("[FD00::1]", {}), *parse_server("[fd00::1]:7717", {})));
+  EXPECT_FALSE(same_server(*parse_server("edf", {}), *parse_server("edf:7718", {})));
 }
 
 TEST(Server, Forms) {

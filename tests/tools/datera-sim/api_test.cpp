@@ -138,6 +138,34 @@ TEST_F(ApiTest, MissingBadAndExpiredKeysAre401) {
   check_401(call("GET", "/v2.2/system"));
 }
 
+TEST_F(ApiTest, LoginsAreCountedAndAPasswordCanBeRotated) {
+  // SetUp logged in once. A refused login is counted too, under the name it tried.
+  EXPECT_EQ(
+      call("PUT", "/v2.2/login", R"({"name":"admin","password":"wrong_pw"})", {}, false).status,
+      401u);
+  auto counts = json::parse(call("GET", "/_sim/logins", "", {}, false).body);
+  EXPECT_EQ(counts["requests"], 2);
+  EXPECT_EQ(counts["users"]["admin"]["accepted"], 1);
+  EXPECT_EQ(counts["users"]["admin"]["refused"], 1);
+
+  auto rotated =
+      call("POST", "/_sim/password", R"({"name":"admin","password":"new_Pass1"})", {}, false);
+  ASSERT_EQ(rotated.status, 200u) << rotated.body;
+  EXPECT_EQ(rotated.body.find("new_Pass1"), std::string::npos) << "never echoed";
+  // Every key is revoked, the old password is refused, the new one works.
+  EXPECT_EQ(call("GET", "/v2.2/app_instances").status, 401u);
+  EXPECT_EQ(
+      call("PUT", "/v2.2/login", R"({"name":"admin","password":"password"})", {}, false).status,
+      401u);
+  EXPECT_EQ(
+      call("PUT", "/v2.2/login", R"({"name":"admin","password":"new_Pass1"})", {}, false).status,
+      200u);
+  EXPECT_EQ(
+      call("POST", "/_sim/password", R"({"name":"nobody","password":"x_y_z"})", {}, false).status,
+      404u);
+  EXPECT_EQ(call("POST", "/_sim/password", R"({"name":"admin"})", {}, false).status, 400u);
+}
+
 TEST_F(ApiTest, CreateAndGetByNameOrIdWithEnvelopes) {
   auto created = call_json("POST", "/v2.2/app_instances", ai_body("env-a"));
   EXPECT_EQ(created["tenant"], "/root");
