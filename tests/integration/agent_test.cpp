@@ -204,6 +204,46 @@ TEST_F(AgentTest, SigtermExitsZeroLeavesDriverRemovesSocket) {
   EXPECT_NE(msg.find("not reachable at " + agent_.socket), std::string::npos) << msg;
 }
 
+// A FIFO at the driver path (and a symlink at the info path) used to block the installer's open()
+// forever: the agent never became ready and SIGTERM never completed (its drain waits for the
+// blocking pool). They are replaced by the agent's own files, never opened or followed.
+TEST(AgentForeignDriverPath, FifoAndSymlinkAreReplacedAndSigtermStaysPrompt) {
+  AgentProcess agent;
+  const std::string driver_dir = agent.plugin_dir + "/datera~iscsi";
+  const std::string info = driver_dir + "/.datera-agent.json";
+  const std::string elsewhere = agent.root + "/elsewhere.json";
+  ASSERT_EQ(::mkdir(agent.plugin_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(driver_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::mkfifo(agent.installed_shim().c_str(), 0644), 0);
+  std::ofstream(elsewhere) << "someone else's file\n";
+  ASSERT_EQ(::symlink(elsewhere.c_str(), info.c_str()), 0);
+
+  ASSERT_TRUE(agent.start());
+  const bool ready = agent.wait_ready(10s);
+  const auto began = std::chrono::steady_clock::now();
+  const int code = agent.stop(SIGTERM, 5s);
+  const auto took = std::chrono::steady_clock::now() - began;
+  if (code < 0) {
+    // Let the blocked open() go so the SIGKILL in the destructor is not the only way out.
+    const int fd = ::open(agent.installed_shim().c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+  }
+  EXPECT_TRUE(ready) << "the agent never became ready: " << agent.log_text();
+  EXPECT_EQ(code, 0) << "SIGTERM did not complete within 5 s: " << agent.log_text();
+  EXPECT_LT(took, 5s);
+  struct stat st {};
+  ASSERT_EQ(::lstat(agent.installed_shim().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the driver path is still not the shim";
+  ASSERT_EQ(::lstat(info.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  std::ifstream in(elsewhere);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "someone else's file\n") << "the symlink's target must not be written";
+  auto init = agent.shim({"init"});
+  EXPECT_EQ(init.exit_code, 0) << init.output;
+}
+
 TEST_F(AgentTest, RestartReusesTheDriverWithoutRewritingIt) {
   struct stat before {};
   ASSERT_EQ(::stat(agent_.installed_shim().c_str(), &before), 0);
