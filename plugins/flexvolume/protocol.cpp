@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include "agent/common/utf8.h"
+
 namespace datera::flex {
 
 size_t CommandSpec::positional_count() const {
@@ -61,6 +63,18 @@ std::string usage(const CommandSpec& spec) {
   return u;
 }
 
+/// kubelet's positional arguments are paths, node names and sizes: never control characters, and
+/// always UTF-8 (JSON cannot carry anything else). The value is echoed escaped, never raw.
+Status check_arg(std::string_view command, std::string_view slot, const std::string& value) {
+  const size_t at = utf8::find_unprintable(value);
+  if (at == std::string::npos) return ok_status();
+  const std::string what = utf8::sequence_length(value, at) == 0 ? " is not valid UTF-8"
+                                                                 : " contains a control character";
+  return Error{"'" + std::string(command) + "': " + std::string(slot) + what + " (at byte " +
+               std::to_string(at) + " of \"" + utf8::escaped(value) +
+               "\"); kubelet never passes such an argument"};
+}
+
 Status check_options(const Json& options) {
   if (!options.is_object()) return Error{"options must be a JSON object"};
   for (const auto& [key, value] : options.items()) {
@@ -77,7 +91,7 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
   if (argv.empty())
     return Error{"no command given (kubelet calls e.g. 'init' or 'mount <dir> <json>')"};
   const auto* spec = find_command(argv[0]);
-  if (spec == nullptr) return Error{"unknown command '" + argv[0] + "'", ENOTSUP};
+  if (spec == nullptr) return Error{"unknown command '" + utf8::escaped(argv[0]) + "'", ENOTSUP};
   if (argv.size() - 1 != spec->slots.size()) {
     return Error{"'" + argv[0] + "' takes " + std::to_string(spec->slots.size()) +
                  " argument(s), got " + std::to_string(argv.size() - 1) +
@@ -89,10 +103,13 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
     const auto& value = argv[i + 1];
     if (spec->slots[i].is_json()) {
       Json parsed = Json::parse(value, nullptr, /*allow_exceptions=*/false);
-      if (parsed.is_discarded()) return Error{"'" + argv[0] + "': options are not valid JSON"};
+      if (parsed.is_discarded()) {
+        return Error{"'" + argv[0] + "': options are not valid JSON (in UTF-8)"};
+      }
       if (auto st = check_options(parsed); !st) return st.error().wrap("'" + argv[0] + "'");
       req.options = std::move(parsed);
     } else {
+      if (auto st = check_arg(spec->name, spec->slots[i].name, value); !st) return st.error();
       req.args.push_back(value);
     }
   }
@@ -104,7 +121,9 @@ Result<Request> request_from_json(const Json& body) {
   const auto cmd = body.find("command");
   if (cmd == body.end() || !cmd->is_string()) return Error{"request needs a string 'command'"};
   const auto* spec = find_command(cmd->get<std::string>());
-  if (spec == nullptr) return Error{"unknown command '" + cmd->get<std::string>() + "'", ENOTSUP};
+  if (spec == nullptr) {
+    return Error{"unknown command '" + utf8::escaped(cmd->get<std::string>()) + "'", ENOTSUP};
+  }
   Request req;
   req.command = std::string(spec->name);
   if (const auto args = body.find("args"); args != body.end()) {
@@ -119,6 +138,11 @@ Result<Request> request_from_json(const Json& body) {
                  " positional argument(s), got " + std::to_string(req.args.size()) +
                  "; usage: " + usage(*spec)};
   }
+  size_t i = 0;
+  for (const auto& slot : spec->slots) {
+    if (slot.is_json()) continue;
+    if (auto st = check_arg(spec->name, slot.name, req.args[i++]); !st) return st.error();
+  }
   if (const auto opts = body.find("options"); opts != body.end() && !opts->is_null()) {
     if (auto st = check_options(*opts); !st) return st.error();
     req.options = *opts;
@@ -126,18 +150,27 @@ Result<Request> request_from_json(const Json& body) {
   return req;
 }
 
+namespace {
+
+/// A reply must always dump: a message that quotes outside bytes which are not UTF-8 is escaped.
+std::string dumpable(std::string message) {
+  return utf8::valid(message) ? message : utf8::escaped(message);
+}
+
+}  // namespace
+
 Json success(std::string message) {
   Json j{{"status", kSuccess}};
-  if (!message.empty()) j["message"] = std::move(message);
+  if (!message.empty()) j["message"] = dumpable(std::move(message));
   return j;
 }
 
 Json failure(const std::string& message) {
-  return Json{{"status", kFailure}, {"message", message}};
+  return Json{{"status", kFailure}, {"message", dumpable(message)}};
 }
 
 Json not_supported(const std::string& message) {
-  return Json{{"status", kNotSupported}, {"message", message}};
+  return Json{{"status", kNotSupported}, {"message", dumpable(message)}};
 }
 
 Result<std::string> validate_reply(const Json& reply) {

@@ -119,6 +119,42 @@ TEST_F(AgentTest, EveryFlexVolumeCommandThroughTheInstalledShim) {
             std::string::npos);
 }
 
+// Whatever kubelet (or anyone) passes, the shim prints exactly one valid-UTF-8 JSON object: bytes
+// that are not UTF-8 used to make the shim abort with nothing on stdout.
+TEST_F(AgentTest, ShimAnswersOneJsonObjectForArgvThatIsNotUtf8OrHasControlCharacters) {
+  const std::string pods = agent_.root + "/kubelet/pods/";
+  const std::vector<std::vector<std::string>> argvs = {
+      {"mount", pods + "\xff\xfe/volumes/datera~iscsi/pv", R"({"volumeID":"v1"})"},
+      {"unmount", pods + "\xc3\x28"},
+      {"getvolumename", "{\"volumeID\":\"v\xff\"}"},
+      {"\xff\xfe"},
+      {"unmount", pods + "uid\nFAKE LINE"},
+      {"unmount", pods + "uid\x1b[2J"},
+      {"mount", pods + "uid\r", "{}"},
+  };
+  for (const auto& argv : argvs) {
+    auto r = agent_.shim(argv);
+    auto reply = single_reply(r);
+    ASSERT_TRUE(reply.is_object()) << argv[0] << ": " << r.output;
+    EXPECT_NE(reply["status"], "Success") << r.output;
+    EXPECT_FALSE(reply["message"].get<std::string>().empty());
+    EXPECT_EQ(r.exit_code, reply["status"] == "Failure" ? 1 : 0) << r.output;
+  }
+  // The agent refuses such a path on its own too (a client without the shim).
+  const std::string body = json{{"command", "unmount"}, {"args", {pods + "uid\nFAKE LINE"}}}.dump();
+  const auto http = agent_.api(
+      "POST /v1/flexvolume HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body);
+  const auto reply = json::parse(body_of(http), nullptr, false);
+  ASSERT_TRUE(reply.is_object()) << http;
+  EXPECT_EQ(reply["status"], "Failure");
+  EXPECT_NE(reply["message"].get<std::string>().find("control character"), std::string::npos)
+      << reply;
+  EXPECT_EQ(agent_.log_text().find("\nFAKE LINE"), std::string::npos)
+      << "outside data started a log line: " << agent_.log_text();
+}
+
 TEST_F(AgentTest, CurlWorksOnTheUnixSocket) {
   auto r = exec_capture(
       {"/usr/bin/curl", "-sS", "--unix-socket", agent_.socket, "http://agent/v1/status"});
@@ -242,6 +278,22 @@ TEST(AgentForeignDriverPath, FifoAndSymlinkAreReplacedAndSigtermStaysPrompt) {
   EXPECT_EQ(ss.str(), "someone else's file\n") << "the symlink's target must not be written";
   auto init = agent.shim({"init"});
   EXPECT_EQ(init.exit_code, 0) << init.output;
+}
+
+// The shim reads its info file next to itself: a FIFO there must not hold kubelet's call until
+// kubelet's own timeout.
+TEST(ShimForeignInfoFile, AFifoAsTheInfoFileIsReportedAtOnce) {
+  TempDir dir("dt-shim");
+  const std::string fifo = dir / "info.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const auto began = std::chrono::steady_clock::now();
+  auto r = exec_capture({"/usr/bin/timeout", "10", DATERA_SHIM_PATH, "unmount", "/x"},
+                        {"PATH=/usr/bin:/bin", "DATERA_FLEXVOLUME_INFO=" + fifo});
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 3s) << r.output;
+  auto reply = single_reply(r);
+  EXPECT_EQ(reply["status"], "Failure");
+  EXPECT_NE(reply["message"].get<std::string>().find("not a regular file"), std::string::npos)
+      << r.output;
 }
 
 TEST_F(AgentTest, RestartReusesTheDriverWithoutRewritingIt) {
