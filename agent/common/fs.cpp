@@ -34,11 +34,7 @@ Status write_all(int fd, const std::string& content, const std::string& path) {
   return ok_status();
 }
 
-}  // namespace
-
-Result<std::string> read_file(const std::string& path, size_t max_bytes) {
-  FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (g.fd < 0) return Error::from_errno("opening " + path, errno);
+Result<std::string> read_fd(const FdGuard& g, const std::string& path, size_t max_bytes) {
   std::string out;
   char buf[65536];
   for (;;) {
@@ -56,6 +52,41 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   return out;
 }
 
+}  // namespace
+
+Result<std::string> read_file(const std::string& path, size_t max_bytes) {
+  FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (g.fd < 0) return Error::from_errno("opening " + path, errno);
+  return read_fd(g, path, max_bytes);
+}
+
+Result<std::string> read_regular_file(const std::string& path, size_t max_bytes, mode_t* mode) {
+  FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
+  if (g.fd < 0) {
+    if (errno == ELOOP) return Error{path + " is a symbolic link, not a regular file", ELOOP};
+    return Error::from_errno("opening " + path, errno);
+  }
+  struct stat found {};
+  if (::fstat(g.fd, &found) != 0) return Error::from_errno("stat " + path, errno);
+  if (!S_ISREG(found.st_mode)) {
+    return Error{path + " is " + describe_file_type(found.st_mode) + ", not a regular file",
+                 EINVAL};
+  }
+  if (mode != nullptr) *mode = found.st_mode;
+  return read_fd(g, path, max_bytes);
+}
+
+std::string describe_file_type(mode_t mode) {
+  if (S_ISREG(mode)) return "a regular file";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "a special file";
+}
+
 Status fsync_dir(const std::string& dir) {
   FdGuard g{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (g.fd < 0) return Error::from_errno("opening directory " + dir, errno);
@@ -64,8 +95,17 @@ Status fsync_dir(const std::string& dir) {
 }
 
 Status write_synced(const std::string& path, const std::string& content, mode_t mode) {
-  FdGuard g{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
+  // O_NONBLOCK: a FIFO there fails at once (ENXIO) instead of waiting for a reader; a device node
+  // or anything else that is not a regular file is refused before a byte is written.
+  FdGuard g{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                   0600)};
   if (g.fd < 0) return Error::from_errno("creating " + path, errno);
+  struct stat found {};
+  if (::fstat(g.fd, &found) != 0) return Error::from_errno("stat " + path, errno);
+  if (!S_ISREG(found.st_mode)) {
+    return Error{path + " is " + describe_file_type(found.st_mode) + ", not a regular file",
+                 EINVAL};
+  }
   if (auto st = write_all(g.fd, content, path); !st) return st;
   if (::fchmod(g.fd, mode) != 0) return Error::from_errno("chmod " + path, errno);
   if (::fsync(g.fd) != 0) return Error::from_errno("fsync " + path, errno);
@@ -77,6 +117,8 @@ Status write_synced(const std::string& path, const std::string& content, mode_t 
 Status atomic_write(const std::string& path, const std::string& content, mode_t mode) {
   const std::string dir = dirname(path);
   const std::string tmp = join(dir, "." + basename(path) + ".tmp-" + std::to_string(::getpid()));
+  // The name is predictable: whatever a crash (or someone) left there is ours to replace.
+  ::unlink(tmp.c_str());
   if (auto st = write_synced(tmp, content, mode); !st) {
     ::unlink(tmp.c_str());
     return st;

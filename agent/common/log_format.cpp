@@ -6,38 +6,43 @@
 #include <ctime>
 
 #include <spdlog/details/log_msg.h>
+#include <spdlog/pattern_formatter.h>
+
+#include "agent/common/utf8.h"
 
 namespace datera {
 
 namespace {
 
+/// JSON string content: quotes, backslashes and controls escaped; malformed UTF-8 (from outside
+/// data: a pod dir, an array's reply) becomes U+FFFD, so every line parses as JSON.
 void append_escaped(spdlog::memory_buf_t& out, std::string_view s) {
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out.append(std::string_view("\\\""));
-        break;
-      case '\\':
-        out.append(std::string_view("\\\\"));
-        break;
-      case '\n':
-        out.append(std::string_view("\\n"));
-        break;
-      case '\r':
-        out.append(std::string_view("\\r"));
-        break;
-      case '\t':
-        out.append(std::string_view("\\t"));
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out.append(std::string_view(buf));
-        } else {
-          out.push_back(c);
-        }
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8::sequence_length(s, i);
+    if (n == 0) {
+      out.append(std::string_view("\xef\xbf\xbd"));  // U+FFFD
+      ++i;
+      continue;
     }
+    const char c = s[i];
+    if (n > 1 || (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\')) {
+      out.append(s.substr(i, n));
+    } else if (c == '"') {
+      out.append(std::string_view("\\\""));
+    } else if (c == '\\') {
+      out.append(std::string_view("\\\\"));
+    } else if (c == '\n') {
+      out.append(std::string_view("\\n"));
+    } else if (c == '\r') {
+      out.append(std::string_view("\\r"));
+    } else if (c == '\t') {
+      out.append(std::string_view("\\t"));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+      out.append(std::string_view(buf));
+    }
+    i += n;
   }
 }
 
@@ -78,6 +83,24 @@ class JsonFormatter final : public spdlog::formatter {
   }
 };
 
+/// %* in the text pattern: the message, escaped so that it stays on its one line (utf8.h).
+class EscapedMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    if (utf8::find_unprintable(text) == std::string_view::npos) {
+      dest.append(text);  // the common case: nothing to escape, no copy
+      return;
+    }
+    const std::string escaped = utf8::escaped(text);
+    dest.append(std::string_view(escaped));
+  }
+  std::unique_ptr<spdlog::custom_flag_formatter> clone() const override {
+    return std::make_unique<EscapedMessage>();
+  }
+};
+
 bool name_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
 }
@@ -115,6 +138,12 @@ std::string volume_of_message(std::string_view msg) {
 
 std::unique_ptr<spdlog::formatter> make_json_formatter() {
   return std::make_unique<JsonFormatter>();
+}
+
+std::unique_ptr<spdlog::formatter> make_text_formatter() {
+  auto f = std::make_unique<spdlog::pattern_formatter>();
+  f->add_flag<EscapedMessage>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ [%n] %*");
+  return f;
 }
 
 }  // namespace datera

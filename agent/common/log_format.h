@@ -22,7 +22,12 @@ Result<LogFormat> parse_log_format(std::string_view text);
 /// The volume a message is about, or "" (see above).
 std::string volume_of_message(std::string_view msg);
 
-/// spdlog formatter writing one JSON object per line.
+/// spdlog formatter writing one JSON object per line; malformed UTF-8 in the message becomes
+/// U+FFFD.
 std::unique_ptr<spdlog::formatter> make_json_formatter();
+
+/// spdlog formatter for `text`: "TIME LEVEL [component] message", with line breaks, other control
+/// characters and malformed UTF-8 in the message escaped (\n, \xNN): one event, one line.
+std::unique_ptr<spdlog::formatter> make_text_formatter();
 
 }  // namespace datera

@@ -23,11 +23,9 @@ LogFactory::LogFactory(spdlog::level::level_enum level, LogFormat format)
 
 LogFactory::LogFactory(spdlog::level::level_enum level, spdlog::sink_ptr sink, LogFormat format)
     : level_(level), sink_(std::move(sink)) {
-  if (format == LogFormat::json) {
-    sink_->set_formatter(make_json_formatter());
-  } else {
-    sink_->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ [%n] %v");
-  }
+  // Both formats escape the message: outside data in it can neither start a line of its own nor
+  // put bytes that are not UTF-8 into the log.
+  sink_->set_formatter(format == LogFormat::json ? make_json_formatter() : make_text_formatter());
 }
 
 LoggerPtr LogFactory::get(const std::string& component) {

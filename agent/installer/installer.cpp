@@ -56,7 +56,54 @@ struct Plan {
   std::string staged_exe;  ///< exec'd once before commit
   std::string staged_dir;  ///< fresh install: the hidden dir renamed into place
   std::string digest;
+  std::vector<std::string> replaced;  ///< "a FIFO at <path>": not ours, replaced unopened
 };
+
+/// What is at one of the driver's paths. Only a regular file is ever opened, and then with
+/// O_NOFOLLOW | O_NONBLOCK: open() of a FIFO waits for a writer (it used to hang the installer's
+/// pool thread, and with it the agent's SIGTERM), a device node may act on open, and following a
+/// symlink would read, and have kubelet exec, a file the agent does not own.
+struct Found {
+  enum Kind { missing, regular, directory, foreign } kind = missing;
+  std::string content;  ///< regular only
+  mode_t mode = 0;
+  std::string what;  ///< foreign: "a FIFO", "a symbolic link", ...
+};
+
+Result<Found> inspect(const std::string& path, size_t max_bytes) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Found{};
+    return Error::from_errno("stat " + path, errno);
+  }
+  Found f;
+  if (S_ISDIR(st.st_mode)) {
+    f.kind = Found::directory;
+    return f;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    f.kind = Found::foreign;
+    f.what = fs::describe_file_type(st.st_mode);
+    return f;
+  }
+  auto content = fs::read_regular_file(path, max_bytes, &f.mode);
+  if (!content) {
+    if (content.error().code != EINVAL && content.error().code != ELOOP) return content.error();
+    f.kind = Found::foreign;  // swapped for something else since lstat()
+    f.what = "not a regular file";
+    return f;
+  }
+  f.kind = Found::regular;
+  f.content = std::move(*content);
+  return f;
+}
+
+Error directory_in_the_way(const std::string& path) {
+  return Error{path +
+                   " is a directory, where the driver needs a file; move it away (the agent "
+                   "never deletes what it did not make)",
+               EISDIR};
+}
 
 /// Leftovers of a crashed earlier install (hidden from kubelet, but litter) are removed.
 void remove_leftovers(const std::string& dir, const std::string& prefix) {
@@ -90,6 +137,13 @@ void remove_leftovers(const std::string& dir, const std::string& prefix) {
 }
 
 Result<Plan> stage(const Options& o, const std::string& info_text) {
+  // The source may be a symlink (to a versioned build), but only to a regular file: a FIFO there
+  // would block this read.
+  struct stat src {};
+  if (::stat(o.shim_source.c_str(), &src) == 0 && !S_ISREG(src.st_mode)) {
+    return Error{"the shim to install, " + o.shim_source + ", is " +
+                 fs::describe_file_type(src.st_mode) + ", not a regular file"};
+  }
   auto shim = fs::read_file(o.shim_source);
   if (!shim) {
     return shim.error().wrap("reading the shim to install (driver.shim_source=" + o.shim_source +
@@ -124,18 +178,30 @@ Result<Plan> stage(const Options& o, const std::string& info_text) {
   if (!S_ISDIR(st.st_mode)) return Error{o.driver_dir() + " exists and is not a directory"};
   remove_leftovers(o.driver_dir(), "." + o.exe_name + ".new-");
 
+  // Anything but a regular file at either path is replaced by rename(), which swaps the directory
+  // entry and never touches what a symlink points to.
+  auto installed = inspect(o.exe_path(), 64 << 20);
+  if (!installed) return installed.error();
+  if (installed->kind == Found::directory) return directory_in_the_way(o.exe_path());
+  auto current_info = inspect(o.info_path(), 1 << 20);
+  if (!current_info) return current_info.error();
+  if (current_info->kind == Found::directory) return directory_in_the_way(o.info_path());
+  for (const auto* f : {&*installed, &*current_info}) {
+    if (f->kind == Found::foreign) {
+      plan.replaced.push_back(f->what + " at " + (f == &*installed ? o.exe_path() : o.info_path()));
+    }
+  }
+
   // The info file is a dot-file, which kubelet's prober ignores: replace it first so that the new
   // shim, once visible, finds the settings it expects.
-  auto current_info = fs::read_file(o.info_path(), 1 << 20);
-  if (!current_info || *current_info != info_text) {
+  if (current_info->kind != Found::regular || current_info->content != info_text) {
     if (auto w = fs::atomic_write(o.info_path(), info_text, 0644); !w) return w.error();
   }
-  auto installed = fs::read_file(o.exe_path());
-  if (installed && *installed == *shim) {
-    struct stat est {};
-    if (::stat(o.exe_path().c_str(), &est) == 0 && (est.st_mode & 0777) == 0755) return plan;
+  if (installed->kind == Found::regular && installed->content == *shim &&
+      (installed->mode & 0777) == 0755) {
+    return plan;
   }
-  plan.change = installed ? Change::updated : Change::installed;
+  plan.change = installed->kind == Found::missing ? Change::installed : Change::updated;
   plan.staged_exe = fs::join(o.driver_dir(), "." + o.exe_name + ".new-" + pid);
   if (auto w = fs::write_synced(plan.staged_exe, *shim, 0755); !w) {
     ::unlink(plan.staged_exe.c_str());
@@ -275,6 +341,10 @@ asio::awaitable<Result<Change>> Installer::ensure() {
     changed_at_ = std::chrono::system_clock::now();
     log_->info("FlexVolume driver {} at {} (digest {})", to_string(plan->change), o.exe_path(),
                plan->digest);
+  }
+  for (const auto& what : plan->replaced) {
+    log_->warn("replaced {} with the agent's own file (it was never opened or followed)", what);
+    probe_.foreign_replaced();
   }
   probe_.install(to_string(plan->change));
   installed_digest_ = plan->digest;

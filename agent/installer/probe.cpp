@@ -19,7 +19,13 @@ Probe::Probe(prometheus::Registry& registry)
                  .Name("datera_agent_driver_ready")
                  .Help("1 when the FlexVolume driver is installed and passed its self-test")
                  .Register(registry)
-                 .Add({})) {}
+                 .Add({})),
+      foreign_replaced_(prometheus::BuildCounter()
+                            .Name("datera_agent_driver_foreign_files_replaced_total")
+                            .Help("Non-regular files (FIFO, symlink, socket, device node) found "
+                                  "at the driver's paths and replaced by the agent's own")
+                            .Register(registry)
+                            .Add({})) {}
 
 void Probe::install(const std::string& result) {
   installs_.Add({{"result", result}}).Increment();

@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "agent/common/json.h"
+#include "agent/common/utf8.h"
 #include "agent/common/version.h"
 
 namespace datera::edf {
@@ -207,6 +208,14 @@ asio::awaitable<Status> Client::login() {
         "no credentials: give the volume a secretRef (username, password) or set them in the agent "
         "configuration",
         kInvalidArg);
+  }
+  // EDF's login is JSON, which carries any printable character (quotes, backslash, non-ASCII)
+  // escaped as needed, but only in UTF-8: other bytes would make dump() throw.
+  if (!utf8::valid(options_.credentials.user) || !utf8::valid(options_.credentials.password)) {
+    co_return wrap(c,
+                   "the user name or password is not valid UTF-8 and cannot be sent to EDF; check "
+                   "the credentials' encoding",
+                   kInvalidArg);
   }
   const std::string body =
       Json{{"name", options_.credentials.user}, {"password", options_.credentials.password}}.dump();

@@ -4,8 +4,10 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <signal.h>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -18,6 +20,10 @@ namespace {
 const char kInterrupted[] =
     "{\"message\":\"datera/iscsi: interrupted by a signal before the agent replied; kubelet will "
     "retry\",\"status\":\"Failure\"}\n";
+
+const char kBug[] =
+    "{\"message\":\"datera/iscsi: the driver failed unexpectedly (a bug; please report it with "
+    "the arguments kubelet passed); kubelet will retry\",\"status\":\"Failure\"}\n";
 
 extern "C" void on_signal(int /*sig*/) {
   // Async-signal-safe: one write of a preformatted reply, then leave.
@@ -42,14 +48,19 @@ datera::Result<datera::flex::DriverInfo> load_info(const char* argv0) {
     const std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : std::string(argv0);
     path = dir_of(self) + "/" + datera::flex::kDriverInfoFile;
   }
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (f == nullptr) return Error{"cannot open " + path + ": " + std::strerror(errno)};
+  // O_NONBLOCK: a FIFO planted there must not hang kubelet's call until its timeout.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return Error{"cannot open " + path + ": " + std::strerror(errno)};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Error{path + " is not a regular file"};
+  }
   std::string text;
   char buf[4096];
-  size_t got = 0;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < (1u << 20))
-    text.append(buf, got);
-  std::fclose(f);
+  for (ssize_t got; text.size() < (1u << 20) && (got = ::read(fd, buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(got));
+  ::close(fd);
   auto json = datera::json::parse_bounded(text);
   if (!json) return Error{path + ": " + json.error().message};
   auto info = datera::flex::DriverInfo::from_json(*json);
@@ -66,12 +77,21 @@ int main(int argc, char** argv) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(sig, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  std::vector<std::string> args(argv + 1, argv + argc);
-  const auto info = load_info(argv[0]);
-  const auto result = datera::flex::run_shim(
-      args, info,
-      datera::flex::unix_transport(std::string("datera-flexvolume/") + datera::version::kVersion));
-  const std::string out = result.reply.dump() + "\n";
+  std::string out = kBug;
+  int exit_code = 1;
+  try {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    const auto info = load_info(argv[0]);
+    const auto result =
+        datera::flex::run_shim(args, info,
+                               datera::flex::unix_transport(std::string("datera-flexvolume/") +
+                                                            datera::version::kVersion));
+    // replace: whatever bytes a message quotes, the output is one valid UTF-8 JSON object.
+    out = result.reply.dump(-1, ' ', false, datera::flex::Json::error_handler_t::replace) + "\n";
+    exit_code = result.exit_code;
+  } catch (...) {
+    // Only a bug (or std::bad_alloc) gets here; kubelet still gets its one object.
+  }
   // From here on a signal must not add a second object to the output.
   sigset_t block;
   sigemptyset(&block);
@@ -80,5 +100,5 @@ int main(int argc, char** argv) {
   // One write so the reply is never interleaved or split.
   ssize_t ignored = ::write(STDOUT_FILENO, out.data(), out.size());
   (void)ignored;
-  return result.exit_code;
+  return exit_code;
 }

@@ -3,6 +3,7 @@
 #include <cerrno>
 
 #include "agent/common/json.h"
+#include "agent/common/utf8.h"
 
 namespace datera::flex {
 
@@ -63,42 +64,16 @@ std::string usage(const CommandSpec& spec) {
   return u;
 }
 
-/// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): what JSON can
-/// carry. nlohmann's dump() throws on anything else.
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = 0;
-    unsigned cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (n == 3 && (cp < 0x10000 || cp > 0x10ffff))) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
+/// kubelet's positional arguments are paths, node names and sizes: never control characters, and
+/// always UTF-8 (JSON cannot carry anything else). The value is echoed escaped, never raw.
+Status check_arg(std::string_view command, std::string_view slot, const std::string& value) {
+  const size_t at = utf8::find_unprintable(value);
+  if (at == std::string::npos) return ok_status();
+  const std::string what = utf8::sequence_length(value, at) == 0 ? " is not valid UTF-8"
+                                                                 : " contains a control character";
+  return Error{"'" + std::string(command) + "': " + std::string(slot) + what + " (at byte " +
+               std::to_string(at) + " of \"" + utf8::escaped(value) +
+               "\"); kubelet never passes such an argument"};
 }
 
 Status check_options(const Json& options) {
@@ -118,13 +93,13 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
     return Error{"no command given (kubelet calls e.g. 'init' or 'mount <dir> <json>')"};
   // Checked first: every argument ends up in JSON (the request to the agent, or this reply).
   for (size_t i = 0; i < argv.size(); ++i) {
-    if (!valid_utf8(argv[i])) {
+    if (!utf8::valid(argv[i])) {
       return Error{"argument " + std::to_string(i + 1) +
                    " is not valid UTF-8; kubelet passes paths and JSON in UTF-8"};
     }
   }
   const auto* spec = find_command(argv[0]);
-  if (spec == nullptr) return Error{"unknown command '" + argv[0] + "'", ENOTSUP};
+  if (spec == nullptr) return Error{"unknown command '" + utf8::escaped(argv[0]) + "'", ENOTSUP};
   if (argv.size() - 1 != spec->slots.size()) {
     return Error{"'" + argv[0] + "' takes " + std::to_string(spec->slots.size()) +
                  " argument(s), got " + std::to_string(argv.size() - 1) +
@@ -141,6 +116,7 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
       if (auto st = check_options(parsed); !st) return st.error().wrap("'" + argv[0] + "'");
       req.options = std::move(parsed);
     } else {
+      if (auto st = check_arg(spec->name, spec->slots[i].name, value); !st) return st.error();
       req.args.push_back(value);
     }
   }
@@ -152,7 +128,9 @@ Result<Request> request_from_json(const Json& body) {
   const auto cmd = body.find("command");
   if (cmd == body.end() || !cmd->is_string()) return Error{"request needs a string 'command'"};
   const auto* spec = find_command(cmd->get<std::string>());
-  if (spec == nullptr) return Error{"unknown command '" + cmd->get<std::string>() + "'", ENOTSUP};
+  if (spec == nullptr) {
+    return Error{"unknown command '" + utf8::escaped(cmd->get<std::string>()) + "'", ENOTSUP};
+  }
   Request req;
   req.command = std::string(spec->name);
   if (const auto args = body.find("args"); args != body.end()) {
@@ -167,6 +145,11 @@ Result<Request> request_from_json(const Json& body) {
                  " positional argument(s), got " + std::to_string(req.args.size()) +
                  "; usage: " + usage(*spec)};
   }
+  size_t i = 0;
+  for (const auto& slot : spec->slots) {
+    if (slot.is_json()) continue;
+    if (auto st = check_arg(spec->name, slot.name, req.args[i++]); !st) return st.error();
+  }
   if (const auto opts = body.find("options"); opts != body.end() && !opts->is_null()) {
     if (auto st = check_options(*opts); !st) return st.error();
     req.options = *opts;
@@ -174,18 +157,27 @@ Result<Request> request_from_json(const Json& body) {
   return req;
 }
 
+namespace {
+
+/// A reply must always dump: a message that quotes outside bytes which are not UTF-8 is escaped.
+std::string dumpable(std::string message) {
+  return utf8::valid(message) ? message : utf8::escaped(message);
+}
+
+}  // namespace
+
 Json success(std::string message) {
   Json j{{"status", kSuccess}};
-  if (!message.empty()) j["message"] = std::move(message);
+  if (!message.empty()) j["message"] = dumpable(std::move(message));
   return j;
 }
 
 Json failure(const std::string& message) {
-  return Json{{"status", kFailure}, {"message", message}};
+  return Json{{"status", kFailure}, {"message", dumpable(message)}};
 }
 
 Json not_supported(const std::string& message) {
-  return Json{{"status", kNotSupported}, {"message", message}};
+  return Json{{"status", kNotSupported}, {"message", dumpable(message)}};
 }
 
 Result<std::string> validate_reply(const Json& reply) {

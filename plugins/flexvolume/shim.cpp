@@ -37,7 +37,8 @@ ShimResult run_shim(const std::vector<std::string>& argv, const Result<DriverInf
     return finish(std::move(reply));
   }
 
-  const std::string body = req->to_json().dump();
+  // parse_argv() admitted only UTF-8; replace is the belt to those braces (a dump never throws).
+  const std::string body = req->to_json().dump(-1, ' ', false, Json::error_handler_t::replace);
   auto http = transport(info, body);
   const std::string note =
       loaded ? "" : " (driver info unreadable: " + loaded.error().message + "; used defaults)";

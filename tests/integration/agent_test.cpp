@@ -120,6 +120,42 @@ TEST_F(AgentTest, EveryFlexVolumeCommandThroughTheInstalledShim) {
             std::string::npos);
 }
 
+// Whatever kubelet (or anyone) passes, the shim prints exactly one valid-UTF-8 JSON object: bytes
+// that are not UTF-8 used to make the shim abort with nothing on stdout.
+TEST_F(AgentTest, ShimAnswersOneJsonObjectForArgvThatIsNotUtf8OrHasControlCharacters) {
+  const std::string pods = agent_.root + "/kubelet/pods/";
+  const std::vector<std::vector<std::string>> argvs = {
+      {"mount", pods + "\xff\xfe/volumes/datera~iscsi/pv", R"({"volumeID":"v1"})"},
+      {"unmount", pods + "\xc3\x28"},
+      {"getvolumename", "{\"volumeID\":\"v\xff\"}"},
+      {"\xff\xfe"},
+      {"unmount", pods + "uid\nFAKE LINE"},
+      {"unmount", pods + "uid\x1b[2J"},
+      {"mount", pods + "uid\r", "{}"},
+  };
+  for (const auto& argv : argvs) {
+    auto r = agent_.shim(argv);
+    auto reply = single_reply(r);
+    ASSERT_TRUE(reply.is_object()) << argv[0] << ": " << r.output;
+    EXPECT_NE(reply["status"], "Success") << r.output;
+    EXPECT_FALSE(reply["message"].get<std::string>().empty());
+    EXPECT_EQ(r.exit_code, reply["status"] == "Failure" ? 1 : 0) << r.output;
+  }
+  // The agent refuses such a path on its own too (a client without the shim).
+  const std::string body = json{{"command", "unmount"}, {"args", {pods + "uid\nFAKE LINE"}}}.dump();
+  const auto http = agent_.api(
+      "POST /v1/flexvolume HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body);
+  const auto reply = json::parse(body_of(http), nullptr, false);
+  ASSERT_TRUE(reply.is_object()) << http;
+  EXPECT_EQ(reply["status"], "Failure");
+  EXPECT_NE(reply["message"].get<std::string>().find("control character"), std::string::npos)
+      << reply;
+  EXPECT_EQ(agent_.log_text().find("\nFAKE LINE"), std::string::npos)
+      << "outside data started a log line: " << agent_.log_text();
+}
+
 TEST_F(AgentTest, CurlWorksOnTheUnixSocket) {
   auto r = exec_capture(
       {"/usr/bin/curl", "-sS", "--unix-socket", agent_.socket, "http://agent/v1/status"});
@@ -376,6 +412,62 @@ TEST_F(AgentTest, SigtermExitsZeroLeavesDriverRemovesSocket) {
   EXPECT_EQ(mount.exit_code, 1);
   const auto msg = single_reply(mount)["message"].get<std::string>();
   EXPECT_NE(msg.find("not reachable at " + agent_.socket), std::string::npos) << msg;
+}
+
+// A FIFO at the driver path (and a symlink at the info path) used to block the installer's open()
+// forever: the agent never became ready and SIGTERM never completed (its drain waits for the
+// blocking pool). They are replaced by the agent's own files, never opened or followed.
+TEST(AgentForeignDriverPath, FifoAndSymlinkAreReplacedAndSigtermStaysPrompt) {
+  AgentProcess agent;
+  const std::string driver_dir = agent.plugin_dir + "/datera~iscsi";
+  const std::string info = driver_dir + "/.datera-agent.json";
+  const std::string elsewhere = agent.root + "/elsewhere.json";
+  ASSERT_EQ(::mkdir(agent.plugin_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(driver_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::mkfifo(agent.installed_shim().c_str(), 0644), 0);
+  std::ofstream(elsewhere) << "someone else's file\n";
+  ASSERT_EQ(::symlink(elsewhere.c_str(), info.c_str()), 0);
+
+  ASSERT_TRUE(agent.start());
+  const bool ready = agent.wait_ready(10s);
+  const auto began = std::chrono::steady_clock::now();
+  const int code = agent.stop(SIGTERM, 5s);
+  const auto took = std::chrono::steady_clock::now() - began;
+  if (code < 0) {
+    // Let the blocked open() go so the SIGKILL in the destructor is not the only way out.
+    const int fd = ::open(agent.installed_shim().c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+  }
+  EXPECT_TRUE(ready) << "the agent never became ready: " << agent.log_text();
+  EXPECT_EQ(code, 0) << "SIGTERM did not complete within 5 s: " << agent.log_text();
+  EXPECT_LT(took, 5s);
+  struct stat st {};
+  ASSERT_EQ(::lstat(agent.installed_shim().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the driver path is still not the shim";
+  ASSERT_EQ(::lstat(info.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  std::ifstream in(elsewhere);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "someone else's file\n") << "the symlink's target must not be written";
+  auto init = agent.shim({"init"});
+  EXPECT_EQ(init.exit_code, 0) << init.output;
+}
+
+// The shim reads its info file next to itself: a FIFO there must not hold kubelet's call until
+// kubelet's own timeout.
+TEST(ShimForeignInfoFile, AFifoAsTheInfoFileIsReportedAtOnce) {
+  TempDir dir("dt-shim");
+  const std::string fifo = dir / "info.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const auto began = std::chrono::steady_clock::now();
+  auto r = exec_capture({"/usr/bin/timeout", "10", DATERA_SHIM_PATH, "unmount", "/x"},
+                        {"PATH=/usr/bin:/bin", "DATERA_FLEXVOLUME_INFO=" + fifo});
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 3s) << r.output;
+  auto reply = single_reply(r);
+  EXPECT_EQ(reply["status"], "Failure");
+  EXPECT_NE(reply["message"].get<std::string>().find("not a regular file"), std::string::npos)
+      << r.output;
 }
 
 TEST_F(AgentTest, RestartReusesTheDriverWithoutRewritingIt) {

@@ -218,6 +218,54 @@ TEST_F(EdfClientTest, TwoHundredConcurrentCreationsNoneLostNoneDuplicated) {
 namespace datera::edf {
 namespace {
 
+/// Real EDF passwords hold any printable character, non-ASCII included. The client must carry
+/// them to the array exactly (quotes, backslash, &, %, +, =, spaces, umlauts) and log in.
+TEST(EdfClientLoginTest, PasswordsWithAnyPrintableCharacterLogInEndToEnd) {
+  const std::string password = "pä ss\"w&o%r+d=\\ü'{}<>";
+  testing::SimProcess sim(DATERA_SIM_PATH);
+  sim.password = password;
+  ASSERT_TRUE(sim.start()) << sim.log();
+  boost::asio::io_context ioc;
+  prometheus::Registry registry;
+  Probe probe{registry};
+  auto t = make_beast_transport(ioc.get_executor(), Endpoint{"127.0.0.1", sim.port}, null_logger());
+  ASSERT_TRUE(t.ok());
+  ClientOptions o;
+  o.server = sim.server();
+  o.credentials = {"admin", password};
+  o.retry = RetryPolicy{2, 5ms, 20ms};
+  o.request_timeout = 5s;
+  Client client(ioc.get_executor(), **t, o, probe, null_logger());
+  auto sys = run_async(ioc, client.system());
+  ASSERT_TRUE(sys.ok()) << sys.error().message << "\n" << sim.log();
+  VolumeSpec spec;
+  spec.name = "vol-pw";
+  spec.size_gib = 1;
+  auto created = run_async(ioc, client.ensure_app_instance(spec));
+  ASSERT_TRUE(created.ok()) << created.error().message;
+
+  // One character off is refused as bad credentials, not as a malformed request.
+  ClientOptions wrong = o;
+  wrong.credentials.password = password.substr(0, password.size() - 1);
+  Client refused(ioc.get_executor(), **t, wrong, probe, null_logger());
+  auto r = run_async(ioc, refused.system());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("check the credentials"), std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(r.error().message.find(password.substr(0, password.size() - 1)), std::string::npos)
+      << "the password is never echoed";
+
+  // Bytes that are not UTF-8 cannot go into EDF's JSON login: a clear error, not a throw.
+  ClientOptions binary = o;
+  binary.credentials.password = "pw\xff\xfe";
+  Client bad(ioc.get_executor(), **t, binary, probe, null_logger());
+  Result<Json> b = Error{""};
+  ASSERT_NO_THROW(b = run_async(ioc, bad.system()));
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("not valid UTF-8"), std::string::npos) << b.error().message;
+  EXPECT_EQ(sim.log().find(password), std::string::npos) << "the simulator never logs it";
+}
+
 /// HTTPS as an array serves it on 7718: the simulator makes a self-signed certificate, and the
 /// client verifies it when given that certificate as its CA file, and refuses it otherwise.
 TEST(EdfClientHttpsTest, VerifiesTheSimulatorsCertificateAndRefusesAnUntrustedOne) {

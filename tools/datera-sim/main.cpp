@@ -123,6 +123,9 @@ int main(int argc, char** argv) {
     const char* env = std::getenv("DATERA_SIM_PASSWORD");
     password = env && *env ? env : "password";
   }
+  if (auto st = sim::check_password(password); !st) {
+    return fail("--password (or $DATERA_SIM_PASSWORD): " + st.error().message);
+  }
 
   sim::ModelOptions model_options;
   model_options.op_state_delay = *delay;

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <regex>
 
+#include "agent/common/utf8.h"
+
 namespace datera::sim {
 
 Sessions::Sessions(Clock clock, std::chrono::milliseconds ttl,
@@ -17,15 +19,23 @@ Sessions::Sessions(Clock clock, std::chrono::milliseconds ttl,
   }
 }
 
+Status check_password(const std::string& password) {
+  // The published schema (^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,127}$) is narrower than what arrays accept
+  // in practice: customers' passwords hold any printable character, non-ASCII included.
+  if (password.empty() || password.size() > kMaxPasswordBytes ||
+      utf8::find_unprintable(password) != std::string::npos) {
+    return edf_error(400, "login: the password must be 1-" + std::to_string(kMaxPasswordBytes) +
+                              " bytes of printable UTF-8 (no control characters)");
+  }
+  return ok_status();
+}
+
 Result<std::string> Sessions::login(const std::string& name, const std::string& password) {
   static const std::regex name_re(R"(^[a-zA-Z0-9_]{3,32}$)");
-  static const std::regex pswd_re(R"(^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,127}$)");
   if (!std::regex_match(name, name_re)) {
     return edf_error(400, "login: name must match ^[a-zA-Z0-9_]{3,32}$");
   }
-  if (!std::regex_match(password, pswd_re)) {
-    return edf_error(400, "login: password must match ^[a-zA-Z_][a-zA-Z0-9_\\-\\.]{2,127}$");
-  }
+  if (auto st = check_password(password); !st) return st.error();
   auto it = accounts_.find(name);
   if (it == accounts_.end() || it->second != password) {
     return edf_error(401, "Authentication failed: invalid user name or password.");

@@ -15,6 +15,11 @@
 
 namespace datera::sim {
 
+inline constexpr size_t kMaxPasswordBytes = 256;
+
+/// OK for any printable UTF-8 password of 1-256 bytes; else a 400 Error that never quotes it.
+Status check_password(const std::string& password);
+
 class Sessions {
  public:
   Sessions(Clock clock, std::chrono::milliseconds ttl, std::map<std::string, std::string> accounts,

@@ -1,5 +1,7 @@
 #include "agent/common/fs.h"
 
+#include <fcntl.h>
+#include <future>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +28,46 @@ TEST_F(FsTest, AtomicWriteReplacesContentAndMode) {
   EXPECT_EQ(st.st_mode & 0777, 0755u);
   // No temp file is left behind.
   EXPECT_FALSE(exists(join(dir_, ".f.tmp-" + std::to_string(::getpid()))));
+}
+
+// A FIFO (or any non-regular file) planted at atomic_write's temp name, which is predictable
+// (the agent is often pid 1 in its container): open() for writing used to wait for a reader
+// forever. It is now removed and the write goes ahead.
+TEST_F(FsTest, AtomicWriteIsNotHeldByAFifoAtItsTempName) {
+  const auto p = join(dir_, "f");
+  const auto tmp = join(dir_, ".f.tmp-" + std::to_string(::getpid()));
+  ASSERT_EQ(::mkfifo(tmp.c_str(), 0644), 0);
+  auto done = std::async(std::launch::async, [&] { return atomic_write(p, "content", 0644); });
+  if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    const int fd = ::open(tmp.c_str(), O_RDONLY | O_NONBLOCK);  // let the blocked open() go
+    done.wait();
+    if (fd >= 0) ::close(fd);
+    FAIL() << "atomic_write blocked on a FIFO at its temp name";
+  }
+  ASSERT_TRUE(done.get().ok());
+  EXPECT_EQ(*read_file(p), "content");
+}
+
+TEST_F(FsTest, WriteSyncedAndReadRegularFileRefuseWhatIsNotARegularFile) {
+  const auto fifo = join(dir_, "fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  auto w = write_synced(fifo, "x", 0644);  // no reader: must not wait for one
+  ASSERT_FALSE(w.ok());
+  auto r = read_regular_file(fifo);  // no writer: must not wait for one
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("is a FIFO, not a regular file"), std::string::npos)
+      << r.error().message;
+  const auto file = join(dir_, "file"), link = join(dir_, "link");
+  ASSERT_TRUE(atomic_write(file, "data", 0640).ok());
+  ASSERT_EQ(::symlink(file.c_str(), link.c_str()), 0);
+  auto l = read_regular_file(link);
+  ASSERT_FALSE(l.ok()) << "a symlink is never followed";
+  EXPECT_EQ(l.error().code, ELOOP);
+  mode_t mode = 0;
+  auto f = read_regular_file(file, 1024, &mode);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(*f, "data");
+  EXPECT_EQ(mode & 0777, 0640u);
 }
 
 TEST_F(FsTest, AtomicWriteIntoMissingDirFailsWithPath) {

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <optional>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -210,6 +211,120 @@ TEST_F(InstallerTest, LeftoversOfACrashedInstallAreRemoved) {
   ASSERT_TRUE(ensure().ok());
   EXPECT_EQ(entries(opts_.plugin_dir), std::vector<std::string>{"datera~iscsi"});
   EXPECT_EQ(entries(opts_.driver_dir()), (std::vector<std::string>{".datera-agent.json", "iscsi"}));
+}
+
+// Something other than a regular file where the driver goes (a FIFO, a symlink, a device node) is
+// never opened or followed: opening a FIFO blocks until a writer appears, which used to hang the
+// installer's pool thread forever and with it the agent's SIGTERM. It is replaced by the shim.
+class ForeignDriverPathTest : public InstallerTest {
+ protected:
+  /// ensure(), bounded: on timeout, a reader blocked in open() of a FIFO is let go by opening
+  /// the other end, so a failing run reports instead of hanging the test binary.
+  std::optional<Result<Change>> ensure_within(std::chrono::milliseconds limit) {
+    std::optional<Result<Change>> out;
+    asio::co_spawn(
+        ioc_, testing::wrap_optional(installer().ensure()),
+        [&](std::exception_ptr, std::optional<Result<Change>> r) { out = std::move(r); });
+    const auto end = std::chrono::steady_clock::now() + limit;
+    ioc_.restart();
+    while (!out && std::chrono::steady_clock::now() < end) ioc_.run_for(20ms);
+    if (!out) {
+      while (!out) {  // each FIFO may be waited on in turn
+        for (const auto& p : fifos_) {
+          const int fd = ::open(p.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+          if (fd >= 0) ::close(fd);
+        }
+        ioc_.run_for(20ms);
+      }
+      return std::nullopt;
+    }
+    return out;
+  }
+  void plant_fifo(const std::string& p) {
+    ASSERT_EQ(::mkfifo(p.c_str(), 0644), 0) << std::strerror(errno);
+    fifos_.push_back(p);
+  }
+  static bool is_regular(const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  }
+  void SetUp() override {
+    InstallerTest::SetUp();
+    ASSERT_TRUE(fs::ensure_dir(opts_.driver_dir(), 0755).ok());
+  }
+  std::vector<std::string> fifos_;
+};
+
+TEST_F(ForeignDriverPathTest, FifosAtTheDriverAndInfoPathsAreReplacedNotOpened) {
+  serve_api();
+  plant_fifo(opts_.exe_path());
+  plant_fifo(opts_.info_path());
+  const auto started = std::chrono::steady_clock::now();
+  auto r = ensure_within(5s);
+  ASSERT_TRUE(r.has_value()) << "install blocked on a FIFO at the driver path";
+  ASSERT_TRUE(r->ok()) << r->error().message;
+  EXPECT_EQ(**r, Change::updated);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  EXPECT_TRUE(is_regular(opts_.exe_path()));
+  EXPECT_TRUE(is_regular(opts_.info_path()));
+  EXPECT_EQ(slurp(opts_.exe_path()), shim_);
+  EXPECT_TRUE(nlohmann::json::parse(slurp(opts_.info_path()), nullptr, false).is_object());
+  EXPECT_TRUE(installer().ready());
+  EXPECT_EQ(entries(opts_.driver_dir()), (std::vector<std::string>{".datera-agent.json", "iscsi"}));
+}
+
+TEST_F(ForeignDriverPathTest, SymlinksAreReplacedAndTheirTargetsLeftUntouched) {
+  serve_api();
+  // A link to a file that even holds the right shim: kubelet would exec whatever it points to
+  // later, so the path itself must become the agent's regular file.
+  const std::string elsewhere = dir_ + "/elsewhere-shim";
+  const std::string elsewhere_info = dir_ + "/elsewhere.json";
+  ASSERT_TRUE(fs::atomic_write(elsewhere, shim_, 0755).ok());
+  ASSERT_TRUE(fs::atomic_write(elsewhere_info, "not ours\n", 0600).ok());
+  const auto ino = inode_of(elsewhere), info_ino = inode_of(elsewhere_info);
+  ASSERT_EQ(::symlink(elsewhere.c_str(), opts_.exe_path().c_str()), 0);
+  ASSERT_EQ(::symlink(elsewhere_info.c_str(), opts_.info_path().c_str()), 0);
+  auto r = ensure_within(5s);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r->ok()) << r->error().message;
+  EXPECT_TRUE(is_regular(opts_.exe_path())) << "the symlink is still there";
+  EXPECT_TRUE(is_regular(opts_.info_path()));
+  EXPECT_EQ(slurp(opts_.exe_path()), shim_);
+  EXPECT_EQ(slurp(elsewhere), shim_);
+  EXPECT_EQ(inode_of(elsewhere), ino);
+  EXPECT_EQ(slurp(elsewhere_info), "not ours\n");
+  EXPECT_EQ(inode_of(elsewhere_info), info_ino);
+  struct stat st {};
+  ASSERT_EQ(::stat(elsewhere_info.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "the target's mode must not change";
+}
+
+TEST_F(ForeignDriverPathTest, SymlinkToAFifoIsNotFollowed) {
+  serve_api();
+  const std::string fifo = dir_ + "/elsewhere-fifo";
+  plant_fifo(fifo);
+  ASSERT_EQ(::symlink(fifo.c_str(), opts_.exe_path().c_str()), 0);
+  ASSERT_EQ(::symlink(fifo.c_str(), opts_.info_path().c_str()), 0);
+  auto r = ensure_within(5s);
+  ASSERT_TRUE(r.has_value()) << "install followed a symlink into a FIFO and blocked";
+  ASSERT_TRUE(r->ok()) << r->error().message;
+  EXPECT_TRUE(is_regular(opts_.exe_path()));
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the link's target is left alone";
+}
+
+TEST_F(ForeignDriverPathTest, ADirectoryAtTheDriverPathIsReportedNotDeleted) {
+  serve_api();
+  ASSERT_TRUE(fs::ensure_dir(opts_.exe_path() + "/somebody", 0755).ok());
+  auto r = ensure_within(5s);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_FALSE(r->ok());
+  EXPECT_NE(r->error().message.find(opts_.exe_path() + " is a directory"), std::string::npos)
+      << r->error().message;
+  EXPECT_TRUE(fs::exists(opts_.exe_path() + "/somebody"));
+  for (const auto& e : entries(opts_.driver_dir()))
+    EXPECT_NE(e.rfind(".iscsi.new-", 0), 0u) << "a staged file was left behind: " << e;
 }
 
 TEST_F(InstallerTest, UninstallRemovesDriverAndIsIdempotent) {

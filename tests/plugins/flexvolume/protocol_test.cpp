@@ -102,6 +102,17 @@ TEST(RequestFromJson, RejectsBadBodies) {
   EXPECT_EQ(request_from_json(Json{{"command", "nope"}}).error().code, ENOTSUP);
 }
 
+// The agent reads argv the same way the shim does: a path with a line break in it is refused, so
+// it never reaches a mount call or a log line (curl on the socket skips the shim).
+TEST(RequestFromJson, RefusesControlCharactersInPositionalArguments) {
+  auto r = request_from_json(Json{{"command", "unmount"}, {"args", {"/pods/a\nFAKE LINE"}}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("podVolumeDir contains a control character"), std::string::npos)
+      << r.error().message;
+  EXPECT_TRUE(request_from_json(Json{{"command", "unmount"}, {"args", {"/pods/ä b"}}}).ok())
+      << "non-ASCII and spaces are fine";
+}
+
 TEST(Reply, StatusesAndExitCodes) {
   EXPECT_EQ(exit_code_for(success()), 0);
   EXPECT_EQ(exit_code_for(not_supported("x")), 0);

@@ -125,6 +125,64 @@ TEST(Shim, UnknownCommandIsNotSupportedAndBadArgvIsFailure) {
   EXPECT_TRUE(agent.bodies.empty());
 }
 
+// kubelet must always get exactly one JSON object. Bytes that are not UTF-8 cannot be carried in
+// JSON: dumping them used to throw and abort the shim with no output at all.
+bool dumps_strictly(const Json& j) {
+  try {
+    (void)j.dump();
+    return true;
+  } catch (const Json::exception&) {
+    return false;
+  }
+}
+
+TEST(Shim, ArgvThatIsNotUtf8IsAClearFailureNeverAnAbort) {
+  FakeAgent agent;
+  auto r = run_shim({"mount", "/var/lib/kubelet/pods/\xff\xfe/v", "{}"}, info_with({}),
+                    agent.transport());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.reply["status"], "Failure");
+  EXPECT_TRUE(dumps_strictly(r.reply)) << "the reply itself must be valid UTF-8";
+  const auto msg = r.reply["message"].get<std::string>();
+  EXPECT_NE(msg.find("podVolumeDir is not valid UTF-8"), std::string::npos) << msg;
+  EXPECT_TRUE(agent.bodies.empty()) << "nothing reaches the agent";
+
+  // Raw bytes inside the options JSON: not a JSON string nlohmann accepts.
+  auto opts =
+      run_shim({"getvolumename", "{\"volumeID\":\"v\xff\"}"}, info_with({}), agent.transport());
+  EXPECT_EQ(opts.reply["status"], "Failure");
+  EXPECT_TRUE(dumps_strictly(opts.reply));
+
+  // An unknown command word made of such bytes is still "Not supported", and printable.
+  auto unknown = run_shim({"\xff\xfe"}, info_with({}), agent.transport());
+  EXPECT_EQ(unknown.reply["status"], "Not supported");
+  EXPECT_TRUE(dumps_strictly(unknown.reply));
+  EXPECT_NE(unknown.reply["message"].get<std::string>().find("\\xff\\xfe"), std::string::npos)
+      << unknown.reply["message"];
+  EXPECT_TRUE(agent.bodies.empty());
+}
+
+TEST(Shim, ControlCharactersInAPathAreAFailureBeforeTheAgent) {
+  FakeAgent agent;
+  for (const std::string bad : {"/pods/a\nFAKE", "/pods/a\rb", "/pods/a\tb", "/pods/\x1b[31m"}) {
+    auto r = run_shim({"unmount", bad}, info_with({}), agent.transport());
+    EXPECT_EQ(r.reply["status"], "Failure") << bad;
+    const auto msg = r.reply["message"].get<std::string>();
+    EXPECT_NE(msg.find("podVolumeDir contains a control character"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find_first_of("\n\r\t\x1b"), std::string::npos) << "not echoed raw: " << msg;
+  }
+  EXPECT_TRUE(agent.bodies.empty());
+}
+
+TEST(Shim, UnreadableInfoPathThatIsNotUtf8StillGivesOneObject) {
+  FakeAgent agent;
+  agent.next = Error{"No such file or directory", static_cast<int>(ClientErrc::connect)};
+  auto r = run_shim({"unmount", "/p"}, Error{"cannot open /opt/\xff\xfe/.datera-agent.json"},
+                    agent.transport());
+  EXPECT_EQ(r.reply["status"], "Failure");
+  EXPECT_TRUE(dumps_strictly(r.reply)) << "the info path is echoed in the message";
+}
+
 TEST(DriverInfo, RoundTripsAndValidates) {
   DriverInfo i;
   i.socket = "/s.sock";

@@ -501,5 +501,25 @@ TEST(SessionsTest, KeysExpireByTheClockAndOnDemand) {
   EXPECT_FALSE(s.valid(""));
 }
 
+// Real arrays take any printable password (the published schema regex is narrower than what
+// customers use); the simulator only bounds the length and refuses controls and broken UTF-8.
+TEST(SessionsTest, PasswordsMayHoldAnyPrintableCharacter) {
+  testing::FakeClock clock;
+  const std::string pw = "pä ss\"w&o%r+d=\\ü'";
+  Sessions s(clock.clock(), 15min, {{"admin", pw}, {"long", std::string(256, 'x')}}, 1);
+  EXPECT_TRUE(s.login("admin", pw).ok());
+  EXPECT_EQ(s.login("admin", pw + "x").error().code, 401);
+  EXPECT_EQ(s.login("admin", "pw").error().code, 401) << "short is wrong, not malformed";
+  EXPECT_TRUE(s.login("long", std::string(256, 'x')).ok());
+  for (const std::string& bad :
+       {std::string("pw\nx"), std::string("pw\tx"), std::string("pw\x7f"), std::string("pw\xff"),
+        std::string(257, 'x'), std::string("pw\0x", 4)}) {
+    auto r = s.login("admin", bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, 400);
+    EXPECT_EQ(r.error().message.find(bad), std::string::npos) << "never echoed";
+  }
+}
+
 }  // namespace
 }  // namespace datera::sim

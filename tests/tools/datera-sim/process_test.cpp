@@ -2,6 +2,7 @@
 // same --state and find the app instance again; start-up refusals exit 2 with a clear message.
 
 #include <arpa/inet.h>
+#include <cctype>
 #include <chrono>
 #include <fcntl.h>
 #include <fstream>
@@ -187,6 +188,48 @@ TEST(SimProcessTest, PasswordFromFlagAndWrongOneRefused) {
             0u);
   EXPECT_EQ(sim.stop(SIGTERM), 0);
   EXPECT_EQ(sim.log().find("s3cret_pw"), std::string::npos);
+}
+
+std::string form_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else if (c == ' ') {
+      out += '+';
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+TEST(SimProcessTest, AnyPrintablePasswordLogsInWithJsonAndFormBodies) {
+  datera::testing::TempDir dir("dsim");
+  SimProcess sim(dir / "sim.log");
+  const std::string pw = "pä ss\"w&o%r+d=\\ü'";
+  ASSERT_TRUE(sim.start({"--listen", "127.0.0.1:0", "--password", pw}));
+  const auto port = sim.wait_listening();
+  ASSERT_NE(port, 0) << sim.log();
+  const auto key = login(port, pw);
+  ASSERT_FALSE(key.empty());
+  EXPECT_EQ(exchange(port, "GET", "/v2.2/system", "", key).rfind("HTTP/1.1 200", 0), 0u);
+  // GOSDK sends the login form-encoded: '+' is a space there and %2B a plus.
+  const auto form = exchange(port, "PUT", "/v2.2/login", "name=admin&password=" + form_encode(pw));
+  ASSERT_EQ(form.rfind("HTTP/1.1 200", 0), 0u) << form;
+  EXPECT_EQ(
+      exchange(port, "PUT", "/v2.2/login", json{{"name", "admin"}, {"password", "pw\nx"}}.dump())
+          .rfind("HTTP/1.1 400", 0),
+      0u);
+  EXPECT_EQ(sim.stop(SIGTERM), 0);
+  EXPECT_EQ(sim.log().find(pw), std::string::npos);
+  // A password no login could match is refused at start-up, not at the first login.
+  ASSERT_TRUE(sim.start({"--listen", "127.0.0.1:0", "--password", "bad\npw"}));
+  EXPECT_EQ(sim.wait_exit(), 2);
+  EXPECT_NE(sim.log().find("--password"), std::string::npos) << sim.log();
 }
 
 TEST(SimProcessTest, StartupRefusalsExit2WithAClearMessage) {
