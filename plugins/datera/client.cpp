@@ -17,6 +17,36 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Replies are read defensively: nlohmann's value() throws on a non-object or a mistyped field, and
+// an exception from a hostile reply would end the loop (renewal, access check) that made the call.
+
+/// `j[key]` when `j` is an object holding a string there, else "".
+std::string string_at(const Json& j, const char* key) {
+  if (!j.is_object()) return {};
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+/// `j[key]` when `j` is an object holding an array there, else an empty array.
+const Json& array_at(const Json& j, const char* key) {
+  static const Json kEmpty = Json::array();
+  if (!j.is_object()) return kEmpty;
+  const auto it = j.find(key);
+  return it != j.end() && it->is_array() ? *it : kEmpty;
+}
+
+/// `j[key]` when `j` is an object holding an integer there, else `fallback`.
+int64_t int_at(const Json& j, const char* key, int64_t fallback) {
+  if (!j.is_object()) return fallback;
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+}
+
+/// An ACL entry: "/initiators/<iqn>" or {"path": "/initiators/<iqn>", ...}.
+std::string entry_path(const Json& e) {
+  return e.is_string() ? e.get<std::string>() : string_at(e, "path");
+}
+
 /// EDF error names are identifiers ("NotFoundError"); anything else is not echoed.
 bool is_error_name(const Json& j) {
   const auto& s = j.get_ref<const std::string&>();
@@ -195,7 +225,7 @@ asio::awaitable<Result<std::string>> Client::version() {
     }
   }
   co_return wrap(c,
-                 "EDF at " + options_.server + " offers " + safe_excerpt(list.dump()) +
+                 "EDF at " + options_.server + " offers " + safe_excerpt(json::dump(list)) +
                      "; this agent speaks v2.2 and v2.1",
                  kUnsupported);
 }
@@ -484,8 +514,7 @@ asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
     }
     offset += static_cast<int>(page->size());
     // v2.2 reports total_count, v2.1 total; without either a short page is the last one.
-    const int64_t total =
-        meta.is_object() ? meta.value("total_count", meta.value("total", int64_t{-1})) : -1;
+    const int64_t total = int_at(meta, "total_count", int_at(meta, "total", -1));
     if (page->empty() || (total >= 0 && offset >= total) || (total < 0 && page->size() < kPage))
       break;
   }
@@ -525,7 +554,7 @@ asio::awaitable<Result<std::vector<InitiatorInfo>>> Client::list_initiators() {
   std::vector<InitiatorInfo> out;
   for (const auto& e : *j) {
     if (!e.is_object()) continue;
-    InitiatorInfo i{e.value("id", std::string()), e.value("name", std::string())};
+    InitiatorInfo i{string_at(e, "id"), string_at(e, "name")};
     if (!i.iqn.empty()) out.push_back(std::move(i));
   }
   co_return out;
@@ -555,8 +584,9 @@ asio::awaitable<Status> Client::acl_change(const std::string& name, const std::s
   Json inits = Json::array();
   bool present = false;
   const std::string path = "/initiators/" + iqn;
-  for (const auto& e : acl->value("initiators", Json::array())) {
-    const std::string p = e.is_string() ? e.get<std::string>() : e.value("path", "");
+  for (const auto& e : array_at(*acl, "initiators")) {
+    const std::string p = entry_path(e);
+    if (p.empty()) continue;
     if (p == path) {
       present = true;
       if (!add) continue;
@@ -566,8 +596,8 @@ asio::awaitable<Status> Client::acl_change(const std::string& name, const std::s
   if (add == present) co_return ok_status();
   if (add) inits.push_back(Json{{"path", path}});
   Json groups = Json::array();
-  for (const auto& g : acl->value("initiator_groups", Json::array())) {
-    groups.push_back(Json{{"path", g.is_string() ? g.get<std::string>() : g.value("path", "")}});
+  for (const auto& g : array_at(*acl, "initiator_groups")) {
+    if (auto p = entry_path(g); !p.empty()) groups.push_back(Json{{"path", p}});
   }
   const Call put{"PUT",
                  si_path(name) + "/acl_policy",
@@ -595,8 +625,9 @@ asio::awaitable<Result<std::vector<std::string>>> Client::get_acl(const std::str
   auto acl = co_await call(c);
   if (!acl) co_return acl.error();
   std::vector<std::string> out;
-  for (const auto& e : acl->value("initiators", Json::array())) {
-    const std::string p = e.is_string() ? e.get<std::string>() : e.value("path", "");
+  for (const auto& e : array_at(*acl, "initiators")) {
+    const std::string p = entry_path(e);
+    if (p.empty()) continue;
     const auto slash = p.rfind('/');
     out.push_back(slash == std::string::npos ? p : p.substr(slash + 1));
   }
@@ -612,7 +643,8 @@ asio::awaitable<Result<Metadata>> Client::get_metadata(const std::string& name) 
   if (!j) co_return j.error();
   if (!j->is_object()) co_return wrap(c, "metadata is not an object", kBadReply);
   Metadata out;
-  for (const auto& [k, v] : j->items()) out[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  for (const auto& [k, v] : j->items())
+    out[k] = v.is_string() ? v.get<std::string>() : json::dump(v);
   co_return out;
 }
 

@@ -363,6 +363,38 @@ TEST_F(ClientTest, AclFallsBackToReadModifyWriteKeepingOnlyPaths) {
   EXPECT_EQ(transport_.log.back().method, "GET");
 }
 
+TEST_F(ClientTest, RepliesOfAnUnexpectedShapeAreErrorsOrSkippedNeverExceptions) {
+  // nlohmann's value() throws on a non-object or a mistyped field; a hostile or broken array must
+  // not turn a lease renewal or an ACL change into an exception that ends its loop.
+  for (const Json& acl : {Json::array({1, 2}), Json{{"initiators", "x"}},
+                          Json{{"initiators", {1, {{"path", 5}}, "/initiators/iqn.x:a"}},
+                               {"initiator_groups", {{{"path", Json::array()}}, 7}}}}) {
+    SCOPED_TRACE(acl.dump());
+    transport_.handler = edf([&](const HttpRequest& r) -> Result<HttpResponse> {
+      if (r.target.ends_with("/acl_policy/initiators")) return edf_error(405, "E", "no op");
+      return envelope(acl);
+    });
+    auto got = run(client().get_acl("vol-7"));
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    auto added = run(client().acl_add("vol-7", "iqn.1993-08.org.debian:01:node-b"));
+    EXPECT_TRUE(added.ok()) << added.error().message;
+  }
+  transport_.handler = edf([](const HttpRequest&) -> Result<HttpResponse> {
+    return envelope(Json::array({Json{{"id", 5}, {"name", Json::array()}}, "x",
+                                 Json{{"id", "iqn.1993-08.org.debian:01:a"}, {"name", "a"}}}));
+  });
+  auto inits = run(client().list_initiators());
+  ASSERT_TRUE(inits.ok()) << inits.error().message;
+  EXPECT_EQ(inits->size(), 1u);
+  transport_.handler = edf([](const HttpRequest&) -> Result<HttpResponse> {
+    return json(200, Json{{"data", Json::array({ai_json("vol-1")})},
+                          {"metadata", {{"total_count", "many"}, {"total", Json::object()}}}});
+  });
+  auto all = run(client().list_app_instances());
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  EXPECT_EQ(all->size(), 1u);
+}
+
 TEST_F(ClientTest, InitiatorRegistrationToleratesConflict) {
   transport_.handler = edf([](const HttpRequest& r) -> Result<HttpResponse> {
     if (r.method == "GET") return edf_error(404, "NotFoundError", "no initiator");
