@@ -81,13 +81,7 @@ bool is_under(const std::string& path, const std::string& dir) {
          path[dir.size()] == '/';
 }
 
-Result<std::string> real_path(const std::string& path) {
-  char* p = ::realpath(path.c_str(), nullptr);
-  if (p == nullptr) return Error::from_errno("resolving " + path, errno);
-  std::string out(p);
-  ::free(p);  // NOLINT(cppcoreguidelines-no-malloc)
-  return out;
-}
+using fs::real_path;
 
 std::string read_link(const std::string& path) {
   char buf[4096];
