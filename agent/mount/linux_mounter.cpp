@@ -464,6 +464,7 @@ class LinuxMounter : public Mounter {
     // An O_NOFOLLOW walk: each component is opened relative to its parent's descriptor, so no
     // symlink anywhere below `root` is ever followed, even one swapped in during the walk.
     Fd dir(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 && errno == ENOENT) return path;  // nothing below it exists either
     if (dir.get() < 0) return Error::from_errno("opening " + root, errno);
     std::string walked = root;
     size_t start = root.size() + 1;

@@ -692,6 +692,9 @@ asio::awaitable<std::string> Manager::reconcile() {
     Record& rec = records_[name];
     const Phase phase_before = rec.phase;
     bool changed = canonicalize(rec);
+    std::vector<std::string> known_pods;
+    for (const auto& p : rec.pods) known_pods.push_back(p.dir);
+    if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
     // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
     // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
     changed |= forget_gone_pods(rec);
@@ -736,7 +739,14 @@ asio::awaitable<std::string> Manager::reconcile() {
         continue;
       }
     }
+    // Its last pod is gone (a crash mid-unmount, or the bind removed behind kubelet's back): it is
+    // released like a last unmount. A crashed mount stays `attaching` (never served: the retain
+    // policy must not delete it). release_leftover() skips it if a mount takes it over meanwhile.
+    if (rec.phase == Phase::attached) rec.phase = Phase::detaching;
     leftovers_.push_back(name);
+    // kubelet's retried unmount of a pod whose bind a crash already removed must wait for the
+    // volume's release, not answer at once that it knows nothing of that pod.
+    for (const auto& dir : known_pods) leftover_pods_[dir] = name;
   }
 
   // Sessions with no journal record: leaked by a crash between login and the first journal write
@@ -816,6 +826,13 @@ asio::awaitable<void> Manager::release_leftovers() {
 }
 
 asio::awaitable<void> Manager::release_leftover(std::string name) {
+  struct ForgetPods {
+    std::map<std::string, std::string>& pods;
+    const std::string& name;
+    ~ForgetPods() {
+      std::erase_if(pods, [&](const auto& entry) { return entry.second == name; });
+    }
+  } forget{leftover_pods_, name};
   auto delay = options_.release_retry_delay;
   for (int attempt = 1;; ++attempt) {
     {
@@ -1236,7 +1253,8 @@ std::string Manager::find_volume_of_pod(const std::string& pod_dir) const {
   for (const auto& [name, rec] : records_) {
     if (rec.has_pod(pod_dir) || rec.pending_pod == pod_dir) return name;
   }
-  return "";
+  const auto it = leftover_pods_.find(pod_dir);
+  return it != leftover_pods_.end() && records_.count(it->second) ? it->second : "";
 }
 
 bool Manager::forget_gone_pods(Record& rec) {

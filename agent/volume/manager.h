@@ -281,7 +281,9 @@ class Manager : public flexvolume::VolumeOps {
     std::string last_error;
     bool set_aside = false;
   };
-  std::vector<std::string> leftovers_;     ///< found by reconcile(), for release_leftovers()
+  std::vector<std::string> leftovers_;  ///< found by reconcile(), for release_leftovers()
+  /// Pod dirs the leftovers' records named, until their release ends (unmount waits for it).
+  std::map<std::string, std::string> leftover_pods_;
   std::map<std::string, Retry> retries_;   ///< leftovers whose release failed
   std::vector<nlohmann::json> set_aside_;  ///< records moved out of the journal at start-up
 };

@@ -714,6 +714,20 @@ TEST_F(StartUpTest, LeftoverReleasesRunAfterReconcileAndAreSetAsideAfterRepeated
   EXPECT_EQ(metric("datera_agent_volumes_set_aside"), 0);
 }
 
+TEST_F(StartUpTest, AVolumeWhosePodMountACrashRemovedIsReleasedAfterStartUp) {
+  // Killed right after the unbind of its last pod: the record still says attached.
+  mounter_.fs = "xfs";
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  std::erase_if(mounter_.table, [&](const mount::MountEntry& m) { return m.target == pod_; });
+  ASSERT_EQ(journal_.load_all(nullptr).at(0).phase, Phase::attached);
+  restart(options(), arrays_);
+  testing::run_async(ioc_, manager_->release_leftovers());
+  EXPECT_EQ(acl_removals(), 1) << "released like a last unmount";
+  EXPECT_TRUE(mounter_.table.empty());
+  EXPECT_TRUE(journal_.load_all(nullptr).empty());
+  EXPECT_EQ(call("unmount", pod_)["status"], "Success") << "kubelet's retry finds it done";
+}
+
 TEST_F(StartUpTest, ARecordWhoseReleaseKeepsCrashingTheAgentIsSetAside) {
   save(leftover("vol-1"));
   // Three starts died while releasing it (the count note_attempt() leaves behind).
