@@ -162,15 +162,19 @@ struct FakeMounter : mount::Mounter {
 class ManagerTest : public ::testing::Test {
  protected:
   ManagerTest() : journal_(dir_ / "journal", pool_, null_logger()) {
+    manager_ = std::make_unique<Manager>(base_options(), arrays_, initiator_, mounter_, journal_,
+                                         probe_, null_logger());
+    (void)testing::run_async(ioc_, manager_->reconcile());
+  }
+  /// Node "node-a", kubelet at /var/lib/kubelet, default array 10.0.0.1.
+  static ManagerOptions base_options() {
     ManagerOptions o;
     o.node_name = "node-a";
     o.kubelet_root = "/var/lib/kubelet";
     o.staging_dir = "/var/lib/datera-agent/staging";
     o.default_backend.host = "10.0.0.1";
     o.default_backend.credentials = {"admin", "password"};
-    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
-                                         null_logger());
-    (void)testing::run_async(ioc_, manager_->reconcile());
+    return o;
   }
   flex::Json call(const std::string& command, const std::string& pod,
                   flex::Json options = flex::Json::object()) {
@@ -565,12 +569,7 @@ struct DownArrays : volume::Arrays {
 class StartUpTest : public ManagerTest {
  protected:
   ManagerOptions options() const {
-    ManagerOptions o;
-    o.node_name = "node-a";
-    o.kubelet_root = "/var/lib/kubelet";
-    o.staging_dir = "/var/lib/datera-agent/staging";
-    o.default_backend.host = "10.0.0.1";
-    o.default_backend.credentials = {"admin", "password"};
+    ManagerOptions o = base_options();
     o.release_attempts = 3;
     o.release_retry_delay = std::chrono::milliseconds(1);
     return o;
