@@ -1285,11 +1285,8 @@ bool Manager::forget_gone_pods(Record& rec) {
     if (staged) return m.major == staged->major && m.minor == staged->minor;
     return !rec.device.empty() && m.source == rec.device;
   };
-  std::set<std::string> mounted;
   for (const auto& m : *table) {
-    if (m.target == rec.staging || !same_fs(m)) continue;
-    mounted.insert(m.target);
-    if (rec.has_pod(m.target)) continue;
+    if (m.target == rec.staging || !same_fs(m) || rec.has_pod(m.target)) continue;
     log_->warn(
         "volume {}: its filesystem is mounted at {}, which the journal does not list; keeping "
         "it as a user of the volume",
@@ -1303,7 +1300,7 @@ bool Manager::forget_gone_pods(Record& rec) {
   std::erase_if(rec.pods, [&](const PodMount& p) {
     // Mounted with something else (a stale bind from another device) still counts as in use;
     // only a path where nothing is mounted any more is forgotten.
-    if (mounted.count(p.dir) || any_mount.count(p.dir)) return false;
+    if (any_mount.count(p.dir)) return false;
     log_->warn("volume {}: pod mount {} is gone; forgetting it", rec.volume, p.dir);
     probe_.reconcile("pod_forgotten");
     changed = true;
