@@ -248,15 +248,26 @@ int Journal::attempts(const std::string& volume) const {
   return n;
 }
 
-Result<std::string> Journal::set_aside(const std::string& volume) const {
+namespace {
+
+/// Renames `path` to `<path><suffix><unix time>`, out of load_all()'s sight, and yields the new
+/// path.
+Result<std::string> move_aside(const std::string& path, const std::string& suffix) {
   const auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
-  const std::string path = path_of(volume);
-  const std::string aside = path + ".set-aside-" + std::to_string(stamp);
+  const std::string aside = path + suffix + std::to_string(stamp);
   if (::rename(path.c_str(), aside.c_str()) != 0) {
     return Error::from_errno("moving " + path + " aside", errno);
   }
+  return aside;
+}
+
+}  // namespace
+
+Result<std::string> Journal::set_aside(const std::string& volume) const {
+  auto aside = move_aside(path_of(volume), ".set-aside-");
+  if (!aside) return aside;
   ::unlink(attempts_path(volume).c_str());
   (void)fs::fsync_dir(dir_);
   return aside;
@@ -280,13 +291,9 @@ std::vector<Record> Journal::load_all(std::vector<std::string>* problems) const 
     Result<Record> rec = text ? decode(*text) : Result<Record>(text.error());
     if (rec && rec->volume + ".json" != name) rec = Error{"record names another volume"};
     if (!rec) {
-      const auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-      const std::string aside = path + ".corrupt-" + std::to_string(stamp);
-      ::rename(path.c_str(), aside.c_str());
-      const std::string problem =
-          "journal " + path + " unusable (" + rec.error().message + "); moved to " + aside;
+      auto aside = move_aside(path, ".corrupt-");
+      const std::string problem = "journal " + path + " unusable (" + rec.error().message + "); " +
+                                  (aside ? "moved to " + *aside : aside.error().message);
       log_->error("{}", problem);
       if (problems) problems->push_back(problem);
       continue;
