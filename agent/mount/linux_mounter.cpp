@@ -15,10 +15,13 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <mutex>
+#include <poll.h>
 #include <set>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <type_traits>
@@ -452,8 +455,31 @@ class LinuxMounter : public Mounter {
     co_return ok_status();
   }
 
-  Result<std::vector<MountEntry>> mounts() const override {
-    return read_mount_table(opts_.mountinfo_path);
+  Result<MountTablePtr> mounts() const override {
+    std::lock_guard lock(table_mu_);
+    // The kernel flags a mountinfo fd with POLLPRI|POLLERR once the namespace's mounts changed
+    // since the fd last looked (proc(5)); polling also clears the flag. So: look first, then read,
+    // and an unchanged table costs one poll(2) instead of a parse of every mount on the node.
+    if (table_ && watch_.get() >= 0) {
+      pollfd p{watch_.get(), POLLPRI, 0};
+      const int n = ::poll(&p, 1, 0);
+      if (n == 0) return table_;
+      if (n < 0) watch_ = Fd();  // cannot watch: read every time from now on
+    } else if (!table_) {
+      watch_ = Fd(::open(opts_.mountinfo_path.c_str(), O_RDONLY | O_CLOEXEC));
+      // Only procfs flags changes; any other file (a test's table) is read every time.
+      struct statfs sfs {};
+      if (watch_.get() >= 0 &&
+          (::fstatfs(watch_.get(), &sfs) != 0 || sfs.f_type != PROC_SUPER_MAGIC))
+        watch_ = Fd();
+    }
+    auto read = read_mount_table(opts_.mountinfo_path);
+    if (!read) {
+      table_.reset();
+      return read.error();
+    }
+    table_ = std::make_shared<const MountTable>(std::move(*read));
+    return table_;
   }
 
   Result<std::string> resolve_beneath(const std::string& root,
@@ -736,6 +762,9 @@ class LinuxMounter : public Mounter {
   MounterOptions opts_;
   LoggerPtr log_;
   std::mutex mu_;  // serialises mount, bind and unmount (check-then-act on the mount table)
+  mutable std::mutex table_mu_;
+  mutable Fd watch_;  ///< mountinfo, polled for changes (see mounts())
+  mutable MountTablePtr table_;
 };
 
 }  // namespace

@@ -5,9 +5,11 @@
 // mount that the kernel would downgrade to read-only is an error, never a silent fallback; a
 // device already mounted somewhere other than the allowed places is refused; unmount never lazy.
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -27,6 +29,28 @@ struct MountEntry {
   unsigned major = 0;
   unsigned minor = 0;
 };
+
+/// One snapshot of the mount table, indexed: lookups by target or by device are O(1) / O(mounts of
+/// that device), so a caller checking every volume does not rescan the table per volume.
+class MountTable {
+ public:
+  MountTable() = default;
+  explicit MountTable(std::vector<MountEntry> entries);
+  const std::vector<MountEntry>& entries() const { return entries_; }
+  /// The visible mount at `target` (the last one mounted there), or nullptr.
+  const MountEntry* at(const std::string& target) const;
+  /// Every mount whose filesystem is on device major:minor, in table order.
+  std::vector<const MountEntry*> of_device(unsigned major, unsigned minor) const;
+  /// Every mount whose source is `source` ("/dev/loop3"), in table order.
+  std::vector<const MountEntry*> of_source(const std::string& source) const;
+
+ private:
+  std::vector<MountEntry> entries_;
+  std::unordered_map<std::string, size_t> by_target_;  ///< the last entry per target
+  std::multimap<std::pair<unsigned, unsigned>, size_t> by_device_;
+  std::unordered_multimap<std::string, size_t> by_source_;
+};
+using MountTablePtr = std::shared_ptr<const MountTable>;
 
 struct MountRequest {
   std::string device;
@@ -60,8 +84,9 @@ class Mounter {
   /// Grows the filesystem mounted at `target` to the device size (xfs_growfs / resize2fs).
   virtual boost::asio::awaitable<Status> grow(const std::string& device, const std::string& target,
                                               const std::string& fstype) = 0;
-  /// The current mount table.
-  virtual Result<std::vector<MountEntry>> mounts() const = 0;
+  /// The current mount table. An unchanged table is the same snapshot (the Linux mounter asks the
+  /// kernel whether mountinfo changed, with poll(2), before reading it again).
+  virtual Result<MountTablePtr> mounts() const = 0;
   /// Checks `path` (absolute, lexically normal, below the canonical directory `root`) component by
   /// component from `root` without following any symlink: yields `path` when no existing component
   /// is a symlink and every existing one but the last is a directory (components that do not exist

@@ -763,11 +763,7 @@ asio::awaitable<std::string> Manager::reconcile() {
     for (const auto& s : *sessions) {
       if (!s.device || known.count(s.device->serial)) continue;
       bool in_use = false;
-      if (table) {
-        for (const auto& m : *table) {
-          in_use |= m.major == s.device->major && m.minor == s.device->minor;
-        }
-      }
+      if (table) in_use = !(*table)->of_device(s.device->major, s.device->minor).empty();
       // A disk under one of our maps is in use whenever the map is (mounted on the map, not on
       // the disk); a lost journal record must never log out the session beneath a mount.
       if (!in_use && multipath_) {
@@ -1238,11 +1234,8 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
 std::optional<mount::MountEntry> Manager::mount_at(const std::string& target) const {
   auto table = mounter_.mounts();
   if (!table) return std::nullopt;
-  std::optional<mount::MountEntry> found;
-  for (const auto& m : *table) {
-    if (m.target == target) found = m;  // the last one is the visible one
-  }
-  return found;
+  const mount::MountEntry* found = (*table)->at(target);
+  return found ? std::optional<mount::MountEntry>(*found) : std::nullopt;
 }
 
 bool Manager::is_mounted_at(const std::string& target) const {
@@ -1277,30 +1270,25 @@ bool Manager::forget_gone_pods(Record& rec) {
   // Every mount of the volume's filesystem other than its staging mount is a user of it, whatever
   // the journal says: a path that does not match is adopted, never a reason to release the volume
   // under a running pod.
-  std::optional<mount::MountEntry> staged;
-  for (const auto& m : *table) {
-    if (!rec.staging.empty() && m.target == rec.staging) staged = m;
-  }
-  auto same_fs = [&](const mount::MountEntry& m) {
-    if (staged) return m.major == staged->major && m.minor == staged->minor;
-    return !rec.device.empty() && m.source == rec.device;
-  };
-  for (const auto& m : *table) {
-    if (m.target == rec.staging || !same_fs(m) || rec.has_pod(m.target)) continue;
+  const mount::MountTable& mounts = **table;
+  const mount::MountEntry* staged = rec.staging.empty() ? nullptr : mounts.at(rec.staging);
+  const auto same_fs = staged               ? mounts.of_device(staged->major, staged->minor)
+                       : rec.device.empty() ? std::vector<const mount::MountEntry*>{}
+                                            : mounts.of_source(rec.device);
+  for (const auto* m : same_fs) {
+    if (m->target == rec.staging || rec.has_pod(m->target)) continue;
     log_->warn(
         "volume {}: its filesystem is mounted at {}, which the journal does not list; keeping "
         "it as a user of the volume",
-        rec.volume, m.target);
+        rec.volume, m->target);
     probe_.reconcile("pod_adopted");
-    rec.pods.push_back(PodMount{m.target, m.read_only});
+    rec.pods.push_back(PodMount{m->target, m->read_only});
     changed = true;
   }
-  std::set<std::string> any_mount;
-  for (const auto& m : *table) any_mount.insert(m.target);
   std::erase_if(rec.pods, [&](const PodMount& p) {
     // Mounted with something else (a stale bind from another device) still counts as in use;
     // only a path where nothing is mounted any more is forgotten.
-    if (any_mount.count(p.dir)) return false;
+    if (mounts.at(p.dir)) return false;
     log_->warn("volume {}: pod mount {} is gone; forgetting it", rec.volume, p.dir);
     probe_.reconcile("pod_forgotten");
     changed = true;

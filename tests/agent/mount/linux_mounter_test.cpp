@@ -87,7 +87,8 @@ class LinuxMounterTest : public ::testing::Test {
         auto table = mounter_->mounts();
         if (!table) break;
         bool any = false;
-        for (auto it = table->rbegin(); it != table->rend(); ++it) {
+        const auto& all = (*table)->entries();
+        for (auto it = all.rbegin(); it != all.rend(); ++it) {
           if (it->target.rfind(dir_.path() + "/", 0) != 0) continue;
           any = true;
           if (::umount2(it->target.c_str(), 0) != 0) {
@@ -155,7 +156,7 @@ class LinuxMounterTest : public ::testing::Test {
     auto table = mounter_->mounts();
     EXPECT_TRUE(table.ok());
     if (!table) return out;
-    for (const auto& e : *table)
+    for (const auto& e : (*table)->entries())
       if (makedev(e.major, e.minor) == st.st_rdev) out.push_back(e);
     return out;
   }
@@ -401,6 +402,30 @@ TEST_F(LinuxMounterTest, BusyUnmountNamesTheHolderAndNeverDetaches) {
   EXPECT_TRUE(mounts_of(dev).empty());
   st = run_async(ioc_, mounter_->unmount(stage));
   EXPECT_TRUE(st.ok()) << "unmounting an unmounted target: " << st.error().message;
+}
+
+// The snapshot is shared while the kernel says nothing changed, and re-read once anything is
+// mounted or unmounted, by the agent or by anyone else on the node (here: mount(2) directly).
+TEST_F(LinuxMounterTest, MountTableIsReusedUntilTheKernelSaysItChanged) {
+  auto first = mounter_->mounts();
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = mounter_->mounts();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(first->get(), second->get()) << "an unchanged table was parsed again";
+
+  const std::string target = dir_ / "tmpfs-here";
+  ASSERT_TRUE(fs::ensure_dir(target, 0755).ok());
+  ASSERT_EQ(::mount("dt-test", target.c_str(), "tmpfs", 0, "size=1m"), 0) << std::strerror(errno);
+  auto after = mounter_->mounts();
+  ASSERT_TRUE(after.ok());
+  EXPECT_NE(after->get(), first->get());
+  ASSERT_NE((*after)->at(target), nullptr) << "a mount made outside the mounter was missed";
+  EXPECT_EQ((*after)->at(target)->fstype, "tmpfs");
+
+  ASSERT_EQ(::umount2(target.c_str(), 0), 0);
+  auto gone = mounter_->mounts();
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ((*gone)->at(target), nullptr) << "an unmount was missed";
 }
 
 TEST_F(LinuxMounterTest, UnmountOfSomethingNotMountedSucceeds) {

@@ -90,8 +90,9 @@ TEST_F(MounterUnit, ParsesMountinfoWithDevnoRootAndReadOnly) {
   auto m = make(opts);
   auto table = m->mounts();
   ASSERT_TRUE(table.ok()) << table.error().message;
-  ASSERT_EQ(table->size(), 3u);
-  const auto& stage = (*table)[1];
+  const auto& entries = (*table)->entries();
+  ASSERT_EQ(entries.size(), 3u);
+  const auto& stage = entries[1];
   EXPECT_EQ(stage.source, "/dev/loop3");
   EXPECT_EQ(stage.target, "/var/lib/kubelet/plugins/stage 1");
   EXPECT_EQ(stage.fstype, "xfs");
@@ -101,9 +102,21 @@ TEST_F(MounterUnit, ParsesMountinfoWithDevnoRootAndReadOnly) {
   EXPECT_FALSE(stage.read_only);
   EXPECT_THAT(stage.options, HasSubstr("noatime"));
   EXPECT_THAT(stage.options, HasSubstr("inode64"));
-  const auto& pod = (*table)[2];
+  const auto& pod = entries[2];
   EXPECT_TRUE(pod.read_only);
   EXPECT_EQ(pod.root, "/sub");
+  // The index: the visible mount per target, and every mount of a device in table order.
+  EXPECT_EQ((*table)->at("/var/lib/kubelet/pods/p1"), &pod);
+  EXPECT_EQ((*table)->at("/nowhere"), nullptr);
+  ASSERT_EQ((*table)->of_device(7, 3).size(), 2u);
+  EXPECT_EQ((*table)->of_device(7, 3)[0], &stage);
+  EXPECT_EQ((*table)->of_source("/dev/loop3").size(), 2u);
+  EXPECT_TRUE((*table)->of_device(7, 4).empty());
+  // A file that is not procfs cannot flag changes: it is read again on every call.
+  std::ofstream(path, std::ios::app) << "94 88 7:4 / /mnt/x rw - xfs /dev/loop4 rw\n";
+  auto again = m->mounts();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->entries().size(), 4u);
 }
 
 TEST_F(MounterUnit, MissingMountinfoIsAnError) {

@@ -149,7 +149,9 @@ struct FakeMounter : mount::Mounter {
                                const std::string&) override {
     co_return ok_status();
   }
-  Result<std::vector<mount::MountEntry>> mounts() const override { return table; }
+  Result<mount::MountTablePtr> mounts() const override {
+    return std::make_shared<const mount::MountTable>(table);
+  }
   std::set<std::string> symlinks;  ///< paths resolve_beneath() finds to be symbolic links
   Result<std::string> resolve_beneath(const std::string&, const std::string& path) const override {
     for (const auto& l : symlinks) {
