@@ -118,7 +118,7 @@ asio::awaitable<Result<std::optional<uint64_t>>> Coordinator::try_claim(const st
 }
 
 asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, Store& store) {
-  const auto deadline = clock_() + options_.ttl + 4 * options_.settle + options_.poll * 5;
+  const auto deadline = clock_() + options_.acquire_limit();
   Held held;
   Lease seen;
   auto seen_at = clock_();
@@ -158,7 +158,9 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
         co_await sleep(options_.poll);
         continue;
       }
-      if (l.handoff == options_.node && !l.refused.empty()) {
+      // Our ask cleared `refused`, and only the owner writes it: a refusal now, even one that
+      // answers another claimant's later ask, says the owner is alive and uses the volume.
+      if (!l.refused.empty()) {
         co_return Error{"volume " + volume + " is in use on node " + l.owner + ": " + l.refused +
                             ". It moves here once that pod is gone (kubelet retries)",
                         EBUSY};
@@ -202,19 +204,39 @@ asio::awaitable<Result<Renewal>> Coordinator::renew(const std::string& volume, S
   auto l = co_await store.read(volume);
   if (!l) co_return l.error().wrap("renewing the lease on volume " + volume);
   if (l->owner != options_.node || l->epoch != epoch) {
+    asks_.erase(volume);
     log_->error("volume {}: this node's lease (epoch {}) was superseded by node {} (epoch {})",
                 volume, epoch, l->owner.empty() ? "(none)" : l->owner, l->epoch);
     co_return Renewal::superseded;
   }
   const bool asked = !l->handoff.empty() && l->handoff != options_.node;
-  if (asked && in_use.empty()) co_return Renewal::handoff;
+  if (asked && in_use.empty()) {
+    asks_.erase(volume);
+    co_return Renewal::handoff;
+  }
+  // An ask clears `refused`, so an unanswered one shows as a refusal that differs from ours. A
+  // handoff key this node has not seen before (also after a restart) counts as a new ask.
+  const bool unanswered = asked && l->refused != in_use;
+  const auto now = clock_();
+  if (asked) {
+    Ask& ask = asks_[volume];  // a new entry has no handoff: it counts as a new ask
+    if (unanswered || ask.handoff != l->handoff) ask = Ask{l->handoff, now};
+  }
+  const auto it = asks_.find(volume);
+  const bool watched = it != asks_.end() && now - it->second.seen < options_.claimant_window();
+  if (!unanswered && !watched) {
+    // Nobody can be watching the sequence number: nothing to write. A stale ask stays known, so
+    // it does not count as new at the next renewal.
+    if (!asked) asks_.erase(volume);
+    co_return Renewal::renewed;
+  }
   edf::Metadata keys;
   keys["datera-agent.seq"] = std::to_string(l->seq + 1);
-  if (asked && l->refused != in_use) keys["datera-agent.refused"] = in_use;
+  if (unanswered) keys["datera-agent.refused"] = in_use;
   if (auto st = co_await store.write(volume, keys); !st) {
     co_return st.error().wrap("renewing the lease on volume " + volume);
   }
-  if (asked && l->refused != in_use) {
+  if (unanswered) {
     log_->warn("volume {}: node {} asks for it, refused: {}", volume, l->handoff, in_use);
   }
   co_return Renewal::renewed;
@@ -224,6 +246,7 @@ asio::awaitable<Status> Coordinator::release(const std::string& volume, Store& s
                                              uint64_t epoch) {
   auto l = co_await store.read(volume);
   if (!l) co_return l.error().wrap("releasing the lease on volume " + volume);
+  asks_.erase(volume);
   if (l->owner != options_.node || l->epoch != epoch) co_return ok_status();  // not ours any more
   Lease cleared;
   cleared.epoch = epoch;  // the epoch stays: the next claim takes epoch + 1

@@ -11,6 +11,13 @@
 // did not change for `ttl` while the reader watched. No wall-clock time crosses nodes, so clock
 // skew cannot expire a live lease.
 //
+// Only a claimant watches, and a claimant always asks first (writes `handoff`, clears `refused`).
+// So the owner reads its lease every ttl/3 (to see asks, and to see that it was superseded) but
+// writes only while someone may be watching: when an ask is unanswered, and then on every renewal
+// for claimant_window() after it last saw an ask (a second claimant's ask may have overwritten
+// the first's; the first still watches the sequence number until its deadline). An idle node
+// holding hundreds of volumes therefore sends reads only, no writes.
+//
 // Claiming without compare-and-swap is Fischer's timed mutual exclusion:
 //   read: free (or expired and fenced)  ->  write the claim, and the write must have completed
 //   within `write_bound` of the read that saw it free (else the attempt does not count)  ->
@@ -23,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -73,6 +81,12 @@ struct Options {
   std::chrono::milliseconds settle{2'000};       ///< Fischer's delay; must exceed write_bound
   std::chrono::milliseconds write_bound{1'000};  ///< read-free .. claim-written, at most
   std::chrono::milliseconds poll{1'000};         ///< while waiting for the owner
+
+  /// How long acquire() waits at most (its deadline) from its first look.
+  std::chrono::milliseconds acquire_limit() const { return ttl + 4 * settle + 5 * poll; }
+  /// How long after an ask the owner keeps its sequence number moving: longer than any claimant
+  /// that asked by then can still be watching, with a renewal period to spare.
+  std::chrono::milliseconds claimant_window() const { return acquire_limit() + ttl / 3; }
 };
 
 /// The lease this node holds, after acquire().
@@ -98,8 +112,8 @@ class Coordinator {
   /// owner to hand over or for its lease to expire, then fences it. Fails saying who holds the
   /// volume and why when it stays theirs.
   boost::asio::awaitable<Result<Held>> acquire(const std::string& volume, Store& store);
-  /// One renewal of a lease this node holds at `epoch`. `in_use` says why it cannot be handed
-  /// over ("" = it can).
+  /// One renewal of a lease this node holds at `epoch`: a read, and a write only while a claimant
+  /// may be watching (see above). `in_use` says why it cannot be handed over ("" = it can).
   boost::asio::awaitable<Result<Renewal>> renew(const std::string& volume, Store& store,
                                                 uint64_t epoch, const std::string& in_use);
   /// Clears the lease if it is still ours at `epoch` (after the ACL no longer holds this node).
@@ -119,6 +133,12 @@ class Coordinator {
   Options options_;
   LoggerPtr log_;
   Clock clock_;
+  /// Per held volume: the last ask seen, and when (renew() keeps the sequence moving after it).
+  struct Ask {
+    std::string handoff;
+    std::chrono::steady_clock::time_point seen;
+  };
+  std::map<std::string, Ask> asks_;
 };
 
 }  // namespace datera::ownership

@@ -155,6 +155,80 @@ TEST_F(LeaseTest, AnOwnerAskedWhileNothingUsesItHandsOver) {
   EXPECT_EQ(decode(array_.md).refused, "pod x");
 }
 
+TEST_F(LeaseTest, AnOwnerNobodyAsksForRenewsWithReadsOnly) {
+  auto a = node("node-a");
+  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(held);
+  const int writes = array_.writes;
+  const uint64_t seq = decode(array_.md).seq;
+  for (int i = 0; i < 5; ++i) {
+    auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+    ASSERT_TRUE(r && *r == Renewal::renewed);
+  }
+  EXPECT_EQ(array_.writes, writes) << "an idle renewal wrote to the array";
+  EXPECT_EQ(decode(array_.md).seq, seq);
+  // An ask: answered at once, and the sequence keeps moving at every renewal while a claimant may
+  // still be watching it.
+  array_.md.merge(edf::Metadata{{"datera-agent.handoff", "node-b"}});
+  for (int i = 0; i < 3; ++i) {
+    auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+    ASSERT_TRUE(r && *r == Renewal::renewed);
+  }
+  EXPECT_EQ(decode(array_.md).refused, "pod x");
+  EXPECT_EQ(decode(array_.md).seq, seq + 3);
+}
+
+// Two claimants ask at once; the second ask overwrites the first. The owner answers the second,
+// and the first claimant, still watching the sequence number, must see it move until it gives up:
+// a live owner is never fenced.
+TEST_F(LeaseTest, TwoClaimantsAtOnceNeverFenceALiveOwner) {
+  auto a = node("node-a");
+  auto b = node("node-b");
+  auto c = node("node-c");
+  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  ASSERT_TRUE(held);
+  array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
+  ioc_.restart();  // run_async() ran it out of work
+  bool stop = false;
+  asio::co_spawn(
+      ioc_,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ioc_);
+        while (!stop) {
+          auto r = co_await a.renew("vol-1", array_, held->epoch, "pod uid-1 uses it");
+          EXPECT_TRUE(r && *r == Renewal::renewed);
+          t.expires_after(100ms);  // ttl/4
+          co_await t.async_wait(asio::use_awaitable);
+        }
+      },
+      asio::detached);
+  Result<Held> got_b = Error{"not run"}, got_c = Error{"not run"};
+  int done = 0;
+  asio::co_spawn(
+      ioc_,
+      [&]() -> asio::awaitable<void> {
+        got_b = co_await b.acquire("vol-1", array_);
+        ++done;
+      },
+      asio::detached);
+  asio::co_spawn(
+      ioc_,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ioc_);
+        t.expires_after(5ms);  // after b's ask, before the owner's next look
+        co_await t.async_wait(asio::use_awaitable);
+        got_c = co_await c.acquire("vol-1", array_);
+        ++done;
+      },
+      asio::detached);
+  while (done < 2) ioc_.run_one();
+  stop = true;
+  EXPECT_FALSE(got_b);
+  EXPECT_FALSE(got_c);
+  EXPECT_TRUE(array_.fenced.empty()) << "a live owner was fenced";
+  EXPECT_EQ(decode(array_.md).owner, "node-a");
+}
+
 TEST_F(LeaseTest, ADeadOwnerIsFencedAfterOneTtlThenTheVolumeIsTakenOver) {
   array_.md = encode(Lease{"node-a", "iqn.1993-08.org.debian:01:node-a", 3, 17, "", ""});
   array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
