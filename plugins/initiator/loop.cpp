@@ -7,6 +7,9 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -202,14 +205,32 @@ class LoopInitiator : public Initiator {
       if (std::strncmp(e->d_name, "loop", 4) == 0) names.emplace_back(e->d_name);
     }
     ::closedir(d);
+    std::lock_guard lock(seen_mu_);
+    std::map<std::string, Seen> seen;
     for (const auto& name : names) {
       auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096);
       if (!backing) continue;  // not attached
       const std::string serial = serial_of_backing(*backing);
       if (serial.empty()) continue;
-      auto dev = device_of(name, serial);
+      // A device seen before with the same backing file and the same disk sequence number (the
+      // kernel bumps it at every attach) is the same attachment: its number and owner are known.
+      // Without diskseq every look is a full one.
+      auto seq = fs::read_file(block + "/" + name + "/diskseq", 64);
+      const std::string diskseq = seq ? *seq : "";
+      std::optional<Device> dev;
+      if (auto it = seen_.find(name); it != seen_.end() && !diskseq.empty() &&
+                                      it->second.diskseq == diskseq &&
+                                      it->second.backing == *backing) {
+        if (it->second.owned) dev = it->second.device;
+        seen.emplace(name, it->second);
+      } else {
+        auto found = device_of(name, serial);
+        if (!found) continue;
+        const bool mine = owned(found->path);
+        if (!diskseq.empty()) seen.emplace(name, Seen{*backing, diskseq, *found, mine});
+        if (mine) dev = *found;
+      }
       if (!dev) continue;
-      if (!owned(dev->path)) continue;
       Session s;
       s.state = "LOGGED_IN";
       s.device_state = "running";
@@ -217,6 +238,7 @@ class LoopInitiator : public Initiator {
       s.device = *dev;
       out.push_back(std::move(s));
     }
+    seen_ = std::move(seen);
     return out;
   }
 
@@ -295,6 +317,15 @@ class LoopInitiator : public Initiator {
   asio::thread_pool& pool_;
   LoopOptions options_;
   LoggerPtr log_;
+  /// Loop devices as the last scan found them (scans run on the pool, possibly two at a time).
+  struct Seen {
+    std::string backing;
+    std::string diskseq;
+    Device device;
+    bool owned = false;
+  };
+  mutable std::mutex seen_mu_;
+  mutable std::map<std::string, Seen> seen_;
 };
 
 }  // namespace
