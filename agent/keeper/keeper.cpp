@@ -1,6 +1,9 @@
 #include "agent/keeper/keeper.h"
 
+#include <algorithm>
 #include <set>
+#include <string_view>
+#include <unordered_map>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -85,18 +88,43 @@ void Keeper::stop() {
 asio::awaitable<void> Keeper::observe() {
   const auto watched = watch_list_();
   if (watched.empty() && tracks_.empty()) co_return;
+  const auto started = steady_clock::now();
   auto sessions = co_await initiator_.sessions();
   const auto now = clock_();
   if (!sessions) {
     log_->warn("session keeper: cannot list sessions: {}", sessions.error().message);
     co_return;
   }
+  // One listing per look, indexed once: matching a volume to its sessions costs the same at 5 or
+  // 500 volumes.
+  std::unordered_map<std::string_view, std::vector<size_t>> by_iqn, by_serial;
+  for (size_t i = 0; i < sessions->size(); ++i) {
+    const auto& s = (*sessions)[i];
+    if (!s.target_iqn.empty()) by_iqn[s.target_iqn].push_back(i);
+    if (s.target_iqn.empty() && s.device && !s.device->serial.empty()) {
+      by_serial[s.device->serial].push_back(i);
+    }
+  }
   std::set<std::string> names;
+  std::vector<const initiator::Session*> mine;
+  std::vector<std::string> due;
   for (const auto& w : watched) {
     names.insert(w.volume);
-    const bool failed = update(w, *sessions, now);
-    maybe_check(w.volume, failed, now);
+    std::vector<size_t> at;
+    if (auto it = by_iqn.find(w.target.iqn); !w.target.iqn.empty() && it != by_iqn.end()) {
+      at = it->second;
+    }
+    if (auto it = by_serial.find(w.target.serial);
+        !w.target.serial.empty() && it != by_serial.end()) {
+      at.insert(at.end(), it->second.begin(), it->second.end());
+      std::sort(at.begin(), at.end());  // in listing order, as the initiator reported them
+    }
+    mine.clear();
+    for (size_t i : at) mine.push_back(&(*sessions)[i]);
+    const bool failed = update(w, mine, now);
+    maybe_check(w.volume, failed, now, due);
   }
+  if (!due.empty()) start_check(std::move(due), "poll");
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     if (names.count(it->first)) {
       ++it;
@@ -108,35 +136,40 @@ asio::awaitable<void> Keeper::observe() {
   double counts[4] = {0, 0, 0, 0};
   for (const auto& [_, t] : tracks_) counts[static_cast<int>(t.health)] += 1;
   probe_.states(counts[0], counts[1], counts[2], counts[3]);
+  probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
-void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::time_point now) {
+void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::time_point now,
+                         std::vector<std::string>& due) {
   if (!check_ || stopping_ || checking_.count(volume)) return;
   Track& t = tracks_[volume];
   const auto since = now - t.last_check;
-  const bool due = !t.checked || (options_.array_poll_interval.count() > 0 &&
-                                  since >= options_.array_poll_interval);
+  const bool periodic = !t.checked || (options_.array_poll_interval.count() > 0 &&
+                                       since >= options_.array_poll_interval);
   const bool urgent = failed && (!t.checked || since >= options_.min_check_gap);
-  if (!due && !urgent) return;
+  if (!periodic && !urgent) return;
   t.last_check = now;
   t.checked = true;
-  checking_.insert(volume);
-  const std::string reason = urgent ? "session " + std::string(to_string(t.health)) : "poll";
-  asio::co_spawn(executor_, check_(volume, reason), [this, volume](const std::exception_ptr& e) {
-    checking_.erase(volume);
-    if (e) log_->error("volume {}: access check threw; this is a bug", volume);
-  });
+  if (urgent) {
+    start_check({volume}, "session " + std::string(to_string(t.health)));
+  } else {
+    due.push_back(volume);
+  }
 }
 
-bool Keeper::update(const Watched& w, const std::vector<initiator::Session>& sessions,
+void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
+  for (const auto& v : volumes) checking_.insert(v);
+  auto names = volumes;  // for the completion handler; the check owns `volumes`
+  asio::co_spawn(executor_, check_(std::move(volumes), std::move(reason)),
+                 [this, names = std::move(names)](const std::exception_ptr& e) {
+                   for (const auto& v : names) checking_.erase(v);
+                   if (e)
+                     log_->error("access check of {} volume(s) threw; this is a bug", names.size());
+                 });
+}
+
+bool Keeper::update(const Watched& w, const std::vector<const initiator::Session*>& mine,
                     steady_clock::time_point now) {
-  std::vector<const initiator::Session*> mine;
-  for (const auto& s : sessions) {
-    const bool same_target = !w.target.iqn.empty() && s.target_iqn == w.target.iqn;
-    const bool same_device =
-        s.device && !w.target.serial.empty() && s.device->serial == w.target.serial;
-    if (same_target || (s.target_iqn.empty() && same_device)) mine.push_back(&s);
-  }
   const Health h = classify(mine);
   Track& t = tracks_[w.volume];
   const bool first = !t.seen;
@@ -156,7 +189,11 @@ bool Keeper::update(const Watched& w, const std::vector<initiator::Session>& ses
   t.sid = best ? best->id : -1;
   t.session_state = best ? best->state : "";
   t.device_state = best ? best->device_state : "";
-  probe_.up(w.volume, h == Health::healthy);
+  // Per-volume series are touched only when they change (a label lookup per volume per poll is
+  // the keeper's largest cost at hundreds of volumes otherwise).
+  if (first || (h == Health::healthy) != (t.health == Health::healthy)) {
+    probe_.up(w.volume, h == Health::healthy);
+  }
   if (first) {
     t.seen = true;
     t.health = h;

@@ -19,6 +19,8 @@
 // manager's check_access: has EDF moved the volume to other IPs?) every `array_poll_interval`, and
 // at once when a session stops being healthy (iscsid never learns of a new IP, iscsi.md §1.6).
 // Checks run detached, at most one per volume at a time, so a slow array never stalls the watch.
+// The periodic checks that fall due in one look go out as one call, so the manager can ask the
+// array once for all of them (one listing, not one request per volume).
 
 #include <chrono>
 #include <deque>
@@ -63,8 +65,10 @@ class Keeper {
  public:
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
   using WallClock = std::function<std::chrono::system_clock::time_point()>;
-  /// check(volume, reason); empty: no access checks.
-  using AccessCheck = std::function<boost::asio::awaitable<void>(std::string, std::string)>;
+  /// check(volumes, reason); empty: no access checks. Periodic checks come together (reason
+  /// "poll"); a volume whose session stopped being healthy comes alone, at once.
+  using AccessCheck =
+      std::function<boost::asio::awaitable<void>(std::vector<std::string>, std::string)>;
 
   Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
          initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
@@ -109,10 +113,13 @@ class Keeper {
   };
 
   /// Returns true when the volume just stopped being healthy.
-  bool update(const Watched& w, const std::vector<initiator::Session>& sessions,
+  /// `mine`: the volume's sessions, in the order the initiator listed them.
+  bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
+  /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due.
   void maybe_check(const std::string& volume, bool failed,
-                   std::chrono::steady_clock::time_point now);
+                   std::chrono::steady_clock::time_point now, std::vector<std::string>& due);
+  void start_check(std::vector<std::string> volumes, std::string reason);
 
   boost::asio::any_io_executor executor_;
   KeeperOptions options_;

@@ -34,7 +34,13 @@ Probe::Probe(prometheus::Registry& registry)
       transitions_(prometheus::BuildCounter()
                        .Name("datera_agent_session_transitions_total")
                        .Help("Session health changes")
-                       .Register(registry)) {
+                       .Register(registry)),
+      poll_(prometheus::BuildHistogram()
+                .Name("datera_agent_session_poll_seconds")
+                .Help("One look at every attached volume's session (listing and matching)")
+                .Register(registry)
+                .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                 0.025, 0.05, 0.1, 0.25, 0.5, 1})) {
   states(0, 0, 0, 0);
 }
 

@@ -8,6 +8,8 @@
 //   datera_agent_session_io_blocked_seconds_total{volume}        counter
 //   datera_agent_session_device_offline_total                    counter (entries into offline)
 //   datera_agent_session_transitions_total{from,to}              counter
+//   datera_agent_session_poll_seconds                            histogram (one look at every
+//                                                                volume: listing + matching)
 
 #include <chrono>
 #include <string>
@@ -30,6 +32,7 @@ class Probe {
   void blocked(const std::string& volume, double seconds);
   void offline();
   void transition(const std::string& from, const std::string& to);
+  void poll(double seconds) { poll_.Observe(seconds); }
 
  private:
   prometheus::Family<prometheus::Gauge>& states_;
@@ -39,6 +42,7 @@ class Probe {
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Counter& offline_;
   prometheus::Family<prometheus::Counter>& transitions_;
+  prometheus::Histogram& poll_;
 };
 
 }  // namespace datera::keeper

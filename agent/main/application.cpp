@@ -537,11 +537,24 @@ asio::awaitable<void> Application::register_initiator() {
 
 asio::awaitable<void> Application::renew_leases_forever() {
   // Every ttl/3: a lease survives two failed renewals before it can expire elsewhere.
+  // Rounds start at a fixed rate (each volume is renewed every ttl/3 however long a round takes),
+  // and a round spreads its renewals over half the period.
   asio::steady_timer timer(ioc_);
   const auto every = cfg_.handoff.lease_ttl / 3;
+  auto next = std::chrono::steady_clock::now();
   while (!stopping_) {
-    co_await volumes_->renew_leases();
-    timer.expires_after(every);
+    co_await volumes_->renew_leases(every / 2);
+    next += every;
+    const auto now = std::chrono::steady_clock::now();
+    if (next < now) {
+      log_->warn(
+          "lease renewal: a round took longer than {} ms (ttl/3), so leases were renewed late; "
+          "the array answers slowly",
+          every.count());
+      volume_probe_->lease_renewal_failed("slow_round");
+      next = now;
+    }
+    timer.expires_at(next);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -550,9 +563,14 @@ asio::awaitable<void> Application::renew_leases_forever() {
 keeper::Keeper::AccessCheck Application::access_check() {
   // The keeper keeps this function for its lifetime, so the closure `mgr` lives in outlives every
   // check it starts.
-  return [mgr = volumes_.get()](std::string v, std::string why) -> asio::awaitable<void> {
-    (void)co_await mgr->check_access(std::move(v), std::move(why));
-  };
+  return
+      [mgr = volumes_.get()](std::vector<std::string> v, std::string why) -> asio::awaitable<void> {
+        if (why == "poll") {
+          co_await mgr->check_access_all(std::move(v));
+        } else {
+          for (auto& one : v) (void)co_await mgr->check_access(std::move(one), why);
+        }
+      };
 }
 
 nlohmann::json Application::status() {

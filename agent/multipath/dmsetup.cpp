@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -149,6 +150,59 @@ asio::awaitable<Result<std::optional<Map>>> Dmsetup::find(const std::string& nam
   // devtmpfs names the node after the kernel's disk name, dm-<minor>.
   m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
   co_return std::optional<Map>{std::move(m)};
+}
+
+asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
+    std::vector<std::string> names) {
+  const std::string what = "listing device-mapper maps";
+  std::set<std::string> wanted(names.begin(), names.end());
+  std::vector<std::string> info_args;
+  info_args = {"info", "-c", "--noheadings", "--separator", " ", "-o", "name,major,minor,uuid"};
+  auto info = co_await dmsetup(std::move(info_args));
+  if (!info) co_return info.error().wrap(what);
+  if (!info->success()) {
+    co_return Error{what + ": dmsetup info failed (" + info->describe() +
+                    "): " + trimmed(info->err)};
+  }
+  std::map<std::string, Map> out;
+  std::istringstream lines(info->out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    Map m;
+    std::string uuid;
+    // "No devices found", or a map that is not ours: skipped (find() names a foreign map with
+    // our name as an error; the full check that follows a mismatch does so).
+    if (!(fields >> m.name >> m.major >> m.minor >> uuid) || !wanted.count(m.name)) continue;
+    if (uuid.rfind("DATERA-", 0) != 0) continue;
+    m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
+    out.emplace(m.name, std::move(m));
+  }
+  std::vector<std::string> table_args;
+  table_args = {"table", "--target", "multipath"};
+  auto table = co_await dmsetup(std::move(table_args));
+  if (!table) co_return table.error().wrap(what);
+  if (!table->success()) {
+    co_return Error{what + ": dmsetup table failed (" + table->describe() +
+                    "): " + trimmed(table->err)};
+  }
+  std::istringstream tables(table->out);
+  std::set<std::string> tabled;
+  for (std::string line; std::getline(tables, line);) {
+    const auto colon = line.find(": ");
+    if (colon == std::string::npos) continue;
+    auto it = out.find(line.substr(0, colon));
+    if (it == out.end()) continue;
+    auto t = decode_table(trimmed(line.substr(colon + 2)));
+    if (!t) co_return t.error().wrap(what + " (map " + it->first + ")");
+    it->second.sectors = t->sectors;
+    it->second.paths = t->paths;
+    it->second.queueing = t->queue;
+    tabled.insert(it->first);
+  }
+  // A map without a multipath table (being created, or not a multipath map): as find() would
+  // fail on it, leave it out so the caller's full check looks at it alone.
+  std::erase_if(out, [&](const auto& entry) { return !tabled.count(entry.first); });
+  co_return out;
 }
 
 asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std::string& uuid,

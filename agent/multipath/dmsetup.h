@@ -61,6 +61,9 @@ class Dmsetup final : public Multipath {
 
   bool available() const override { return available_; }
   boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) override;
+  /// Two commands for any number of maps: `dmsetup info -c` and `dmsetup table --target multipath`.
+  boost::asio::awaitable<Result<std::map<std::string, Map>>> find_all(
+      std::vector<std::string> names) override;
   boost::asio::awaitable<Result<Map>> ensure(const std::string& name, const std::string& uuid,
                                              const std::vector<PathDevice>& paths) override;
   boost::asio::awaitable<Status> set_queueing(const std::string& name, bool queue) override;

@@ -18,6 +18,7 @@
 // absent map succeeds. Maps are never removed while open (a mount): remove() then fails.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,18 @@ class Multipath {
   /// The kernel has dm-multipath (and the round-robin selector), and dmsetup is present.
   virtual bool available() const = 0;
   virtual boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) = 0;
+  /// find() for several maps; absent ones are left out. The default asks one by one; dmsetup
+  /// lists every map with two commands whatever their number.
+  virtual boost::asio::awaitable<Result<std::map<std::string, Map>>> find_all(
+      std::vector<std::string> names) {
+    std::map<std::string, Map> out;
+    for (const auto& name : names) {
+      auto m = co_await find(name);
+      if (!m) co_return m.error();
+      if (*m) out.emplace(name, std::move(**m));
+    }
+    co_return out;
+  }
   /// Creates `name` over `paths`, or swaps the live map to exactly `paths` (and their current
   /// size, after a grow). Every path must have the same size. Ends with queueing off.
   virtual boost::asio::awaitable<Result<Map>> ensure(const std::string& name,

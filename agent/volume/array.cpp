@@ -36,6 +36,9 @@ class EdfArray : public Array {
     for (const auto& ai : *all) out.push_back(ai.name);
     co_return out;
   }
+  asio::awaitable<Result<std::vector<edf::AppInstance>>> list_volumes() override {
+    co_return co_await client_.list_app_instances();
+  }
   asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
     co_return co_await client_.acl_add(name, iqn);
   }

@@ -38,6 +38,8 @@ class Array {
   virtual boost::asio::awaitable<Result<std::vector<edf::InitiatorInfo>>> initiators() = 0;
   /// The names of every app instance (controller mode's detach, which gets only a PV name).
   virtual boost::asio::awaitable<Result<std::vector<std::string>>> volume_names() = 0;
+  /// Every app instance, in pages (the periodic access check of many volumes at once).
+  virtual boost::asio::awaitable<Result<std::vector<edf::AppInstance>>> list_volumes() = 0;
   virtual boost::asio::awaitable<Status> acl_add(const std::string& name,
                                                  const std::string& iqn) = 0;
   virtual boost::asio::awaitable<Status> acl_remove(const std::string& name,

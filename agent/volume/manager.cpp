@@ -1021,6 +1021,41 @@ std::string joined(const std::set<std::string>& ps) {
   return out.empty() ? "(none)" : out;
 }
 
+/// Where the array exports an attached volume, against what the host has.
+struct Exported {
+  std::set<std::string> want;                ///< the array's portals (ip:port)
+  std::set<std::string> had;                 ///< the record's
+  bool stale = false;                        ///< a session on a portal the array no longer lists
+  std::optional<initiator::Device> current;  ///< the disk of a session on a listed portal
+  /// Whether the map needs looking at: on multipath, nothing else changed.
+  bool map_matters(const Record& rec, bool have_multipath) const {
+    return !rec.map.empty() && have_multipath && !stale && want == had;
+  }
+};
+
+/// `sessions`: the initiator's sessions of the volume's target (others are skipped).
+Exported exported(const Record& rec, const edf::AppInstance& ai,
+                  const std::vector<const initiator::Session*>& sessions) {
+  Exported e{portal_set(ai.ips), portal_set(rec.target.portals), false, std::nullopt};
+  for (const auto* s : sessions) {
+    if (s->target_iqn != rec.target.iqn || s->portal.empty()) continue;
+    if (!e.want.count(with_port(s->portal))) {
+      e.stale = true;
+    } else if (s->device) {
+      e.current = s->device;
+    }
+  }
+  return e;
+}
+
+/// A live map that is not exactly the one path `current`, or still queueing: to be fixed.
+bool map_wrong(const Result<std::optional<multipath::Map>>& map,
+               const std::optional<initiator::Device>& current) {
+  return !map || !*map || (*map)->queueing || !current ||
+         (*map)->paths != std::vector<std::string>{
+                              multipath::PathDevice{"", current->major, current->minor}.dev_t()};
+}
+
 }  // namespace
 
 asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
@@ -1064,33 +1099,24 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
         volume, ai.volume_uuid, rec.target.serial);
     co_return done(Access::refused);
   }
-  const auto want = portal_set(ai.ips);
-  const auto had = portal_set(rec.target.portals);
-  if (want.empty()) co_return done(Access::unchanged);  // not exported right now; nothing to do
+  if (ai.ips.empty()) co_return done(Access::unchanged);  // not exported right now; nothing to do
 
   // What the host has: sessions to the target on portals the array no longer lists, and whether
   // the map still runs on a disk of a listed portal.
-  bool stale = false;
-  std::optional<initiator::Device> current;
-  if (auto sessions = co_await initiator_.sessions()) {
-    for (const auto& s : *sessions) {
-      if (s.target_iqn != rec.target.iqn || s.portal.empty()) continue;
-      if (!want.count(with_port(s.portal))) {
-        stale = true;
-      } else if (s.device) {
-        current = s.device;
-      }
-    }
+  std::vector<const initiator::Session*> mine;
+  auto sessions = co_await initiator_.sessions();
+  if (sessions) {
+    for (const auto& s : *sessions) mine.push_back(&s);
   }
-  bool map_wrong = false;
-  if (!rec.map.empty() && multipath_ && !stale && want == had) {
+  const Exported ex = exported(rec, ai, mine);
+  const auto& want = ex.want;
+  const auto& had = ex.had;
+  bool wrong = false;
+  if (ex.map_matters(rec, multipath_ != nullptr)) {
     auto map = co_await multipath_->find(rec.map);
-    map_wrong =
-        !map || !*map || (*map)->queueing || !current ||
-        (*map)->paths != std::vector<std::string>{
-                             multipath::PathDevice{"", current->major, current->minor}.dev_t()};
+    wrong = map_wrong(map, ex.current);
   }
-  if (want == had && !stale && !map_wrong) co_return done(Access::unchanged);
+  if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
 
   if (rec.map.empty() || !multipath_) {
     log_->warn(
@@ -1142,11 +1168,98 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   co_return done(Access::moved);
 }
 
+asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes) {
+  auto attached_record = [&](const std::string& name) -> const Record* {
+    auto it = records_.find(name);
+    return it == records_.end() || it->second.phase != Phase::attached ||
+                   it->second.target.serial.empty()
+               ? nullptr
+               : &it->second;
+  };
+  // By array: one listing each (or one GET per volume, when that is fewer requests).
+  std::map<std::string, std::pair<edf::BackendTarget, std::vector<std::string>>> by_array;
+  std::vector<std::string> maps;
+  for (const auto& v : volumes) {
+    const Record* rec = attached_record(v);
+    if (!rec) continue;
+    auto& entry = by_array[rec->backend.server()];
+    entry.first = rec->backend;
+    entry.second.push_back(v);
+    if (!rec->map.empty()) maps.push_back(rec->map);
+  }
+  if (by_array.empty()) co_return;
+  // One look at the host for all of them: sessions (indexed by target) and maps.
+  auto sessions = co_await initiator_.sessions();
+  std::unordered_map<std::string, std::vector<const initiator::Session*>> by_target;
+  if (sessions) {
+    for (const auto& s : *sessions) by_target[s.target_iqn].push_back(&s);
+  }
+  Result<std::map<std::string, multipath::Map>> live_maps = std::map<std::string, multipath::Map>{};
+  if (multipath_ && !maps.empty()) live_maps = co_await multipath_->find_all(maps);
+
+  for (auto& [server, entry] : by_array) {
+    const auto& names = entry.second;
+    auto array = arrays_.get_for_leases(entry.first);
+    std::unordered_map<std::string, edf::AppInstance> found;
+    std::string failure;
+    if (!array) {
+      failure = array.error().message;
+    } else if (size_t& pages = listing_pages_[server]; names.size() > std::max<size_t>(pages, 1)) {
+      auto all = co_await (*array)->list_volumes();
+      if (all) {
+        pages = (all->size() + edf::Client::kListPage - 1) / edf::Client::kListPage;
+        for (auto& ai : *all) found.emplace(ai.name, std::move(ai));
+      } else {
+        failure = all.error().message;
+      }
+    } else {
+      for (const auto& name : names) {
+        auto one = co_await (*array)->find_volume(name);
+        if (one && *one) found.emplace(name, std::move(**one));
+      }
+    }
+    if (!failure.empty()) {
+      log_->warn("cannot check the access IPs of {} volume(s) on {} (poll): {}", names.size(),
+                 server, failure);
+      for (size_t i = 0; i < names.size(); ++i) probe_.access_check(to_string(Access::error));
+      continue;
+    }
+    for (const auto& name : names) {
+      const Record* rec = attached_record(name);  // looked up again: the awaits above yielded
+      if (!rec) continue;
+      auto ai = found.find(name);
+      bool unchanged = false;
+      if (ai != found.end() && ai->second.volume_uuid == rec->target.serial) {
+        const auto& mine = by_target[rec->target.iqn];
+        const Exported e = exported(*rec, ai->second, mine);
+        bool wrong = false;
+        if (e.map_matters(*rec, multipath_ != nullptr)) {
+          Result<std::optional<multipath::Map>> map = std::optional<multipath::Map>();
+          if (!live_maps) {
+            map = live_maps.error();
+          } else if (auto m = live_maps->find(rec->map); m != live_maps->end()) {
+            map = std::optional<multipath::Map>(m->second);
+          }
+          wrong = map_wrong(map, e.current);
+        }
+        unchanged = ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
+      }
+      if (unchanged) {
+        probe_.access_check(to_string(Access::unchanged));
+        continue;
+      }
+      // Something differs (or the listing lacks it): the full check, under the volume's lock,
+      // asks again and decides.
+      (void)co_await check_access(name, "poll");
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // ownership leases
 // ---------------------------------------------------------------------------------------------
 
-asio::awaitable<void> Manager::renew_leases() {
+asio::awaitable<void> Manager::renew_leases(std::chrono::milliseconds spread) {
   if (options_.controller_attach) {
     co_await check_grants();
     co_return;
@@ -1156,54 +1269,76 @@ asio::awaitable<void> Manager::renew_leases() {
   for (const auto& [name, rec] : records_) {
     if (rec.epoch != 0 && rec.phase == Phase::attached) names.push_back(name);
   }
-  for (const auto& name : names) {
-    auto guard = co_await locks_.lock(name);
-    auto it = records_.find(name);
-    if (it == records_.end() || it->second.epoch == 0 || it->second.phase != Phase::attached) {
-      continue;
-    }
-    Record& rec = it->second;
-    auto array = arrays_.get_for_leases(rec.backend);
-    if (!array) {
-      probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error().code));
-      log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
-      continue;
-    }
-    ArrayStore store(**array);
-    const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
-    auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
-    if (!r) {
-      const char* reason = Probe::renewal_failure_reason(r.error().code);
-      probe_.lease_renewal_failed(reason);
-      log_->warn(
-          "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
-          "without renewal; another node may then take the volume over{})",
-          name, reason, r.error().message,
-          std::chrono::duration_cast<std::chrono::seconds>(coordinator_->options().ttl).count(),
-          std::string(reason) == "unauthorized"
-              ? "; the array refused the credentials: fix backend.password_file (and restart the "
-                "agent) or the volume's secret"
-              : "");
-      continue;
-    }
-    if (*r == ownership::Renewal::handoff) {
-      Failed failed;
-      if (auto st = co_await release(rec, "handoff", failed); !st) {
-        log_->error("volume {}: handing it over failed at {}: {}", name, failed.step,
-                    st.error().message);
-        probe_.handoff("release_failed", -1);
-      } else {
-        log_->info("volume {}: handed over on request (no pod used it here)", name);
-        probe_.handoff("released", -1);
+  if (names.empty()) co_return;
+  // Spread over `spread` rather than all at once (an array serving hundreds of nodes sees an even
+  // trickle), with a few in flight so a round at hundreds of volumes still ends in time: the
+  // i-th renewal starts no earlier than start + spread * i / n.
+  const auto start = Clock::now();
+  size_t next = 0;
+  auto lane = [&]() -> asio::awaitable<void> {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (size_t i; (i = next++) < names.size();) {
+      const auto at = start + spread * static_cast<int64_t>(i) / static_cast<int64_t>(names.size());
+      if (at > Clock::now()) {
+        timer.expires_at(at);
+        boost::system::error_code ec;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       }
-    } else if (*r == ownership::Renewal::superseded) {
-      if (auto st = co_await self_fence(rec); !st) {
-        log_->error("volume {}: self-fencing incomplete: {}; retried at the next renewal", name,
-                    st.error().message);
-      }
+      co_await renew_lease(names[i]);
+    }
+  };
+  using namespace asio::experimental::awaitable_operators;
+  static_assert(kRenewLanes == 4, "one lane per kRenewLanes below");
+  co_await (lane() && lane() && lane() && lane());
+  update_gauges();
+}
+
+asio::awaitable<void> Manager::renew_lease(const std::string& name) {
+  auto guard = co_await locks_.lock(name);
+  auto it = records_.find(name);
+  if (it == records_.end() || it->second.epoch == 0 || it->second.phase != Phase::attached) {
+    co_return;
+  }
+  Record& rec = it->second;
+  auto array = arrays_.get_for_leases(rec.backend);
+  if (!array) {
+    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error().code));
+    log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
+    co_return;
+  }
+  ArrayStore store(**array);
+  const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
+  auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
+  if (!r) {
+    const char* reason = Probe::renewal_failure_reason(r.error().code);
+    probe_.lease_renewal_failed(reason);
+    log_->warn(
+        "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
+        "without renewal; another node may then take the volume over{})",
+        name, reason, r.error().message,
+        std::chrono::duration_cast<std::chrono::seconds>(coordinator_->options().ttl).count(),
+        std::string(reason) == "unauthorized"
+            ? "; the array refused the credentials: fix backend.password_file (and restart the "
+              "agent) or the volume's secret"
+            : "");
+    co_return;
+  }
+  if (*r == ownership::Renewal::handoff) {
+    Failed failed;
+    if (auto st = co_await release(rec, "handoff", failed); !st) {
+      log_->error("volume {}: handing it over failed at {}: {}", name, failed.step,
+                  st.error().message);
+      probe_.handoff("release_failed", -1);
+    } else {
+      log_->info("volume {}: handed over on request (no pod used it here)", name);
+      probe_.handoff("released", -1);
+    }
+  } else if (*r == ownership::Renewal::superseded) {
+    if (auto st = co_await self_fence(rec); !st) {
+      log_->error("volume {}: self-fencing incomplete: {}; retried at the next renewal", name,
+                  st.error().message);
     }
   }
-  update_gauges();
 }
 
 asio::awaitable<Status> Manager::self_fence(Record& rec) {

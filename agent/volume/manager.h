@@ -153,10 +153,16 @@ class Manager : public flexvolume::VolumeOps {
   /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
   /// log ("poll", "session recovering"...). By value: the keeper runs it detached.
   boost::asio::awaitable<Access> check_access(std::string volume, std::string reason);
+  /// The periodic check of many attached volumes at once: one listing of the array's app
+  /// instances per array (or one GET per volume, when that is fewer requests), one of the
+  /// sessions and one of the maps; only a volume whose state differs gets check_access().
+  boost::asio::awaitable<void> check_access_all(std::vector<std::string> volumes);
 
-  /// One renewal round over every lease this node holds (the application runs it every ttl/3).
+  /// One renewal round over every lease this node holds (the application starts one every
+  /// ttl/3), the renewals' starts spread evenly over `spread`, kRenewLanes in flight at most.
   /// In controller mode: one check that every volume here is still granted to this node.
-  boost::asio::awaitable<void> renew_leases();
+  boost::asio::awaitable<void> renew_leases(
+      std::chrono::milliseconds spread = std::chrono::milliseconds(0));
 
   /// An operator's request to give `volume` up on this node (maintenance): only when no pod here
   /// mounts it. Pod mounts whose bind is gone are forgotten first. Agent mode: staging, map and
@@ -219,6 +225,7 @@ class Manager : public flexvolume::VolumeOps {
                                                           const flex::Json& options,
                                                           Failed& failed);
   boost::asio::awaitable<void> check_grants();
+  boost::asio::awaitable<void> renew_lease(const std::string& name);
   boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
   /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
   boost::asio::awaitable<Status> leave_host(Record& rec, const std::string& operation,
@@ -276,6 +283,10 @@ class Manager : public flexvolume::VolumeOps {
 
   static constexpr int kCrashesBeforeSetAside = 3;
   static constexpr int kReleaseLanes = 4;
+  static constexpr int kRenewLanes = 4;
+  /// Per array (server): pages its last app instance listing took (listing is chosen only when it
+  /// costs fewer requests than one GET per volume).
+  std::map<std::string, size_t> listing_pages_;
   struct Retry {
     int failures = 0;
     std::string last_error;

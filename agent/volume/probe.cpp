@@ -91,7 +91,7 @@ Probe::Probe(prometheus::Registry& registry)
     handoffs_.Add({{"result", r}});
   for (const char* k : {"fenced_expired_owner", "stale_acl_entry", "self_fenced"})
     fencing_.Add({{"kind", k}});
-  for (const char* r : {"unauthorized", "unreachable", "error"})
+  for (const char* r : {"unauthorized", "unreachable", "error", "slow_round"})
     renewal_failures_.Add({{"reason", r}});
   for (const char* r : {"unchanged", "moved", "deferred", "failed", "refused", "error"}) {
     access_.Add({{"result", r}});

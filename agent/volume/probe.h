@@ -24,7 +24,9 @@
 //   datera_agent_fencing_actions_total{kind}                           counter
 //   datera_agent_lease_renewal_failures_total{reason}                  counter (unauthorized,
 //                                                                      unreachable, error; also
-//                                                                      failed grant checks)
+//                                                                      failed grant checks;
+//                                                                      slow_round: a round took
+//                                                                      longer than ttl/3)
 //   datera_agent_volume_releases_total{result}                         counter (operator's
 //                                                                      release/drain: released,
 //                                                                      not_here, in_use, staged,
@@ -59,7 +61,7 @@ class Probe {
   void handoff(const std::string& result, double seconds);
   /// kind: fenced_expired_owner, stale_acl_entry, self_fenced.
   void fencing(const std::string& kind);
-  /// reason: unauthorized (the array refused the credentials), unreachable, error.
+  /// reason: unauthorized (the array refused the credentials), unreachable, error, slow_round.
   void lease_renewal_failed(const std::string& reason);
   /// The reason label for a failed renewal's Error::code.
   static const char* renewal_failure_reason(int code);

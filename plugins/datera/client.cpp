@@ -496,7 +496,7 @@ asio::awaitable<Status> Client::delete_app_instance(const std::string& name) {
 
 asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
   std::vector<AppInstance> out;
-  constexpr int kPage = 100;
+  constexpr int kPage = static_cast<int>(kListPage);
   for (int offset = 0;;) {
     const Call c{
         "GET",

@@ -87,7 +87,9 @@ class Client {
   boost::asio::awaitable<Status> resize(const std::string& name, int64_t size_gib);
   /// Offline with force, then DELETE; an app instance that is already gone counts as deleted.
   boost::asio::awaitable<Status> delete_app_instance(const std::string& name);
+  /// Every app instance, kListPage per request.
   boost::asio::awaitable<Result<std::vector<AppInstance>>> list_app_instances();
+  static constexpr size_t kListPage = 100;
 
   // Initiators and ACL.
   boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn, const std::string& label);

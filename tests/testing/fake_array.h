@@ -50,6 +50,12 @@ struct FakeArray : volume::Array {
   boost::asio::awaitable<Result<std::vector<std::string>>> volume_names() override {
     co_return std::vector<std::string>(names.begin(), names.end());
   }
+  boost::asio::awaitable<Result<std::vector<edf::AppInstance>>> list_volumes() override {
+    calls.push_back("list");
+    std::vector<edf::AppInstance> out;
+    for (const auto& n : names) out.push_back(ai(n));
+    co_return out;
+  }
   boost::asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
     calls.push_back("acl+ " + name);
     if (std::find(acl_iqns.begin(), acl_iqns.end(), iqn) == acl_iqns.end()) acl_iqns.push_back(iqn);

@@ -159,8 +159,9 @@ class KeeperCheckTest : public ::testing::Test {
     keeper_ = std::make_unique<Keeper>(
         ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, probe_,
         null_logger(), [this] { return now_; }, Keeper::WallClock{},
-        [this](std::string v, std::string why) -> asio::awaitable<void> {
-          checks_.push_back(v + " " + why);
+        [this](std::vector<std::string> vs, std::string why) -> asio::awaitable<void> {
+          ++calls_;
+          for (const auto& v : vs) checks_.push_back(v + " " + why);
           co_return;
         });
   }
@@ -178,6 +179,7 @@ class KeeperCheckTest : public ::testing::Test {
   std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}}};
   std::chrono::steady_clock::time_point now_;
   std::vector<std::string> checks_;
+  int calls_ = 0;
   std::unique_ptr<Keeper> keeper_;
 };
 
@@ -198,6 +200,25 @@ TEST_F(KeeperCheckTest, ChecksAtFirstSightOnFailureAndOnThePollInterval) {
   EXPECT_EQ(checks_.size(), 2u) << "failure checks are at least min_check_gap apart";
   look_at(std::chrono::milliseconds(67'001));
   EXPECT_EQ(checks_.size(), 3u) << "the poll interval";
+}
+
+// The periodic checks due in one look are one call (the manager lists the array once for them);
+// a failing session still gets its own, at once.
+TEST_F(KeeperCheckTest, PeriodicChecksOfManyVolumesComeAsOneCall) {
+  watched_.clear();
+  for (int i = 0; i < 50; ++i) {
+    const std::string v = "vol-" + std::to_string(i);
+    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}});
+    auto s = session("LOGGED_IN", "running", i + 1);
+    s.target_iqn = kTarget + std::to_string(i);
+    initiator_.now.push_back(s);
+  }
+  look_at(std::chrono::milliseconds(1'000));
+  EXPECT_EQ(calls_, 1);
+  EXPECT_EQ(checks_.size(), 50u);
+  look_at(std::chrono::milliseconds(61'000));
+  EXPECT_EQ(calls_, 2);
+  EXPECT_EQ(checks_.size(), 100u);
 }
 
 }  // namespace

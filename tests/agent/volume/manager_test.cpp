@@ -395,6 +395,47 @@ TEST_F(ManagerTest, DrainReleasesWhatNoPodUsesAndListsWhatItKept) {
   EXPECT_EQ(arrays_.array.calls.back(), "acl- vol-2");
 }
 
+// The keeper's periodic check of many volumes: one listing of the array (not a GET per volume),
+// and only a volume whose export changed gets the full check.
+TEST_F(ManagerTest, ThePeriodicAccessCheckOfManyVolumesListsTheArrayOnce) {
+  mounter_.fs = "xfs";
+  std::vector<std::string> names;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string v = "vol-" + std::to_string(i);
+    const std::string pod =
+        "/var/lib/kubelet/pods/u" + std::to_string(i) + "/volumes/datera~iscsi/pv";
+    ASSERT_EQ(call("mount", pod, opts(v))["status"], "Success");
+    names.push_back(v);
+  }
+  auto access = [&](const std::string& result) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != "datera_agent_volume_access_checks_total") continue;
+      for (const auto& m : f.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "result" && l.value == result) return m.counter.value;
+        }
+      }
+    }
+    return -1.0;
+  };
+  const auto lists = [&] {
+    return std::count(arrays_.array.calls.begin(), arrays_.array.calls.end(), "list");
+  };
+  const double unchanged = access("unchanged");
+  testing::run_async(ioc_, manager_->check_access_all(names));
+  EXPECT_EQ(lists(), 1);
+  EXPECT_EQ(access("unchanged"), unchanged + 3);
+  // The array moved them: each gets the full check (on the raw disk: deferred, not moved).
+  arrays_.array.ips = {"172.28.0.9"};
+  const double deferred = access("deferred");
+  testing::run_async(ioc_, manager_->check_access_all(names));
+  EXPECT_EQ(lists(), 2);
+  EXPECT_EQ(access("deferred"), deferred + 3);
+  // One volume: one GET is fewer requests than a listing.
+  testing::run_async(ioc_, manager_->check_access_all({"vol-1"}));
+  EXPECT_EQ(lists(), 2);
+}
+
 }  // namespace
 }  // namespace datera::volume
 
@@ -543,6 +584,9 @@ struct DownArray : volume::Array {
     co_return down();
   }
   asio::awaitable<Result<std::vector<std::string>>> volume_names() override { co_return down(); }
+  asio::awaitable<Result<std::vector<edf::AppInstance>>> list_volumes() override {
+    co_return down();
+  }
   asio::awaitable<Status> acl_add(const std::string&, const std::string&) override {
     co_return down();
   }
