@@ -14,6 +14,9 @@
 #  unmount   every volume unmounted by 8 concurrent callers: every call answers Success; no session,
 #            node record, dm map, mount or LIO ACL entry left
 # CPU numbers are facts, not checks: the guest is emulated (TCG) and shares the host.
+# N defaults to 16: under TCG on 2 cores a mount costs ~6 s (mkfs.xfs likely most of it) and 8
+# callers barely overlap, so 64 volumes took 419 s for the mount storm alone (docs/benchmarks.md);
+# 16 keeps the scenario near 160 s. E2E_APPEND="e2e.scale=64" runs 64 (raise e2e-timeout first).
 #
 # Memory: each volume is 1 GiB (the smallest EDF size), and mkfs writes tens of MB of zeros into it
 # (mkfs.xfs 6.1 zeroes its 64 MB log: ~65 MB per volume). On the tmpfs the other scenarios use that
