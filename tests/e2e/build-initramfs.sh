@@ -143,10 +143,11 @@ done
 # --- kernel modules --------------------------------------------------------------------------
 # Wanted modules; the closure (symbol deps and softdeps) comes from modprobe --show-depends.
 # crc32c_generic comes first: libcrc32c (xfs) asks the crypto API for "crc32c", and without
-# /sbin/modprobe in the guest the kernel cannot load it on demand.
+# /sbin/modprobe in the guest the kernel cannot load it on demand. zram holds 40-scale's LIO backing
+# files: the zeros mkfs writes cost it no RAM, where tmpfs would need ~65 MB per volume.
 WANT="crc32c_generic crct10dif_generic configfs bridge veth loop sd_mod sg scsi_transport_iscsi
       libiscsi libiscsi_tcp iscsi_tcp target_core_mod target_core_file target_core_iblock
-      iscsi_target_mod xfs dm_mod dm_multipath dm_round_robin ext4"
+      iscsi_target_mod xfs dm_mod dm_multipath dm_round_robin ext4 zram"
 MODDIR=$STAGE/lib/modules/$KVER
 if [ ! -f "$MODDIR/modules.dep" ] || [ "$MODDIR/modules.order" -nt "$MODDIR/modules.dep" ]; then
   log "depmod -b $STAGE $KVER"
