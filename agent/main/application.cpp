@@ -1,6 +1,7 @@
 #include "agent/main/application.h"
 
 #include <csignal>
+#include <malloc.h>
 #include <cstdlib>
 #include <unistd.h>
 
@@ -26,6 +27,14 @@ namespace asio = boost::asio;
 using asio::use_awaitable;
 
 namespace {
+
+/// Start-up (reconcile, the first look at every session, the first listing of the array) parses
+/// large transient documents, on the loop and on pool threads; glibc keeps what was freed in each
+/// thread's arena (measured: 8 MiB free in one pool arena after a restart with 500 volumes), so
+/// RSS would stay at that peak. Handing free pages back keeps RSS flat across restarts.
+void release_free_memory() {
+  ::malloc_trim(0);
+}
 
 flex::DriverInfo driver_info(const config::Config& cfg) {
   flex::DriverInfo info;
@@ -171,6 +180,7 @@ asio::awaitable<void> Application::start() {
   readiness_.add("volumes", "reconciling the journal with sessions and mounts");
   const auto summary = co_await volumes_->reconcile();
   log_->info("{}", summary);
+  release_free_memory();
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
   volumes_served_ = true;
@@ -192,6 +202,7 @@ asio::awaitable<void> Application::start() {
       log_exception(log, "lease renewal", e);
     });
   }
+  asio::co_spawn(ioc_, trim_memory_forever(), asio::detached);
   api_server_.start();
   metrics_server_.start();
   probe_server_.start();
@@ -532,6 +543,21 @@ asio::awaitable<void> Application::register_initiator() {
     timer.expires_after(std::chrono::seconds(5));
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> Application::trim_memory_forever() {
+  // Soon after start-up (its transients are over), then once a minute: one malloc_trim costs
+  // about a millisecond at this heap size.
+  asio::steady_timer timer(ioc_);
+  auto wait = std::chrono::seconds(5);
+  while (!stopping_) {
+    timer.expires_after(wait);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (stopping_) break;
+    release_free_memory();
+    wait = std::chrono::seconds(60);
   }
 }
 

@@ -117,6 +117,7 @@ class Application : public api::StatusSource, public api::Maintenance {
   std::unique_ptr<multipath::Dmsetup> multipath_;
   std::unique_ptr<ownership::Coordinator> coordinator_;
   boost::asio::awaitable<void> renew_leases_forever();
+  boost::asio::awaitable<void> trim_memory_forever();
   /// Controller mode: registers this node's IQN under its node's name (retried until it works).
   boost::asio::awaitable<void> register_initiator();
   std::unique_ptr<controller::Probe> controller_probe_;

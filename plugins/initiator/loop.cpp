@@ -208,46 +208,44 @@ class LoopInitiator : public Initiator {
     std::lock_guard lock(seen_mu_);
     std::map<std::string, Seen> seen;
     for (const auto& name : names) {
-      auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096);
-      if (!backing) continue;  // not attached
-      const std::string serial = serial_of_backing(*backing);
-      if (serial.empty()) continue;
-      // A device seen before with the same backing file and the same disk sequence number (the
-      // kernel bumps it at every attach) is the same attachment: its number and owner are known.
-      // Without diskseq every look is a full one.
+      // The disk sequence number changes at every attach and detach: a device whose number did
+      // not change since the last look is as it was then, and costs one read. Without diskseq
+      // (older kernels) every look is a full one.
       auto seq = fs::read_file(block + "/" + name + "/diskseq", 64);
       const std::string diskseq = seq ? *seq : "";
-      std::optional<Device> dev;
-      if (auto it = seen_.find(name); it != seen_.end() && !diskseq.empty() &&
-                                      it->second.diskseq == diskseq &&
-                                      it->second.backing == *backing) {
-        if (it->second.owned) dev = it->second.device;
-        seen.emplace(name, it->second);
-      } else {
-        auto found = device_of(name, serial);
-        if (!found) continue;
-        const bool mine = owned(found->path);
-        if (!diskseq.empty()) seen.emplace(name, Seen{*backing, diskseq, *found, mine});
-        if (mine) dev = *found;
-      }
-      if (!dev) continue;
+      Seen entry{diskseq, std::nullopt};
+      if (auto it = seen_.find(name); !diskseq.empty() && it != seen_.end() &&
+                                      it->second.diskseq == diskseq) {
+        entry = it->second;
+      } else if (auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096)) {
+        const std::string serial = serial_of_backing(*backing);
+        if (!serial.empty()) {
+          auto found = device_of(name, serial);
+          auto mine = found ? owned(found->path) : std::nullopt;
+          if (!mine) continue;  // could not tell: not remembered, looked at again next time
+          if (*mine) entry.device = *found;
+        }
+      }  // else not attached
+      if (!diskseq.empty()) seen.emplace(name, entry);
+      if (!entry.device) continue;
       Session s;
       s.state = "LOGGED_IN";
       s.device_state = "running";
       s.id = std::atoi(name.c_str() + 4);
-      s.device = *dev;
+      s.device = *entry.device;
       out.push_back(std::move(s));
     }
     seen_ = std::move(seen);
     return out;
   }
 
-  /// True when `path` was attached by this initiator (its lo_file_name carries our tag).
-  bool owned(const std::string& path) const {
+  /// True when `path` was attached by this initiator (its lo_file_name carries our tag); nullopt
+  /// when it cannot be told (detached meanwhile, or not readable).
+  std::optional<bool> owned(const std::string& path) const {
     Fd loop(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (loop.get() < 0) return false;
+    if (loop.get() < 0) return std::nullopt;
     loop_info64 info{};
-    if (::ioctl(loop.get(), LOOP_GET_STATUS64, &info) != 0) return false;
+    if (::ioctl(loop.get(), LOOP_GET_STATUS64, &info) != 0) return std::nullopt;
     return std::string(reinterpret_cast<const char*>(info.lo_file_name)) == owner_tag(options_.iqn);
   }
 
@@ -319,10 +317,8 @@ class LoopInitiator : public Initiator {
   LoggerPtr log_;
   /// Loop devices as the last scan found them (scans run on the pool, possibly two at a time).
   struct Seen {
-    std::string backing;
     std::string diskseq;
-    Device device;
-    bool owned = false;
+    std::optional<Device> device;  ///< attached by this initiator to a volume's file
   };
   mutable std::mutex seen_mu_;
   mutable std::map<std::string, Seen> seen_;

@@ -58,11 +58,11 @@ double cpu_seconds(pid_t pid) {
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-/// VmRSS of `pid`, in MiB.
-double rss_mib(pid_t pid) {
+/// A "Name:   123 kB" line of /proc/<pid>/status, in MiB (VmRSS, RssAnon, RssFile).
+double status_mib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
   }
   return 0;
 }
@@ -89,6 +89,7 @@ std::map<std::string, double> edf_requests(const AgentProcess& agent) {
 struct Idle {
   double cpu_percent = 0;
   double rss = 0;
+  double anon = 0;  ///< the heap and stacks; the rest is the binary's and libraries' pages
   double edf_per_minute = 0;
   std::map<std::string, double> by_endpoint;  ///< requests per minute
 };
@@ -101,7 +102,8 @@ Idle measure_idle(const AgentProcess& agent, int seconds) {
   const double wall = ms_since(t0) / 1000.0;
   Idle r;
   r.cpu_percent = 100.0 * (cpu_seconds(agent.pid) - cpu0) / wall;
-  r.rss = rss_mib(agent.pid);
+  r.rss = status_mib(agent.pid, "VmRSS");
+  r.anon = status_mib(agent.pid, "RssAnon");
   for (const auto& [k, v] : edf_requests(agent)) {
     const double n = v - (before.count(k) ? before.at(k) : 0.0);
     if (n <= 0) continue;
@@ -313,7 +315,8 @@ int main(int argc, char** argv) {
               percentile(up.each_ms, 0.5), percentile(up.each_ms, 0.99),
               percentile(up.each_ms, 1.0));
   std::printf("| agent idle CPU (%d s) | %.2f %% of one core |\n", idle, before.cpu_percent);
-  std::printf("| agent RSS before restart | %.1f MiB |\n", before.rss);
+  std::printf("| agent RSS before restart (anonymous) | %.1f MiB (%.1f) |\n", before.rss,
+              before.anon);
   std::printf("| EDF requests at idle | %.0f /min |\n", before.edf_per_minute);
   for (const auto& [k, v] : before.by_endpoint) std::printf("| … %s | %.0f /min |\n", k.c_str(), v);
   std::printf("| kill -9 → restart → /readyz 200 | %.2f s |\n", restart_ms / 1000);
@@ -321,7 +324,8 @@ int main(int argc, char** argv) {
               attached_after);
   std::printf("| agent idle CPU after restart (%d s) | %.2f %% of one core |\n", idle,
               after.cpu_percent);
-  std::printf("| agent RSS after restart | %.1f MiB |\n", after.rss);
+  std::printf("| agent RSS after restart (anonymous) | %.1f MiB (%.1f) |\n", after.rss,
+              after.anon);
   std::printf("| EDF requests at idle after restart | %.0f /min |\n", after.edf_per_minute);
   std::printf("| unmount storm wall | %.1f s |\n", down.wall_ms / 1000);
   std::printf("| per-unmount p50 / p99 | %.0f / %.0f ms |\n", percentile(down.each_ms, 0.5),
