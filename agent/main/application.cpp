@@ -1,8 +1,8 @@
 #include "agent/main/application.h"
 
 #include <csignal>
-#include <malloc.h>
 #include <cstdlib>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>

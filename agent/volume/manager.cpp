@@ -1182,7 +1182,9 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
   for (const auto& v : volumes) {
     const Record* rec = attached_record(v);
     if (!rec) continue;
-    auto& entry = by_array[rec->backend.server()];
+    // Per array and account: another account on the same array may not see these volumes.
+    auto& entry = by_array[rec->backend.server() + " " + rec->backend.credentials.user +
+                           (rec->backend.is_default ? " (agent)" : "")];
     entry.first = rec->backend;
     entry.second.push_back(v);
     if (!rec->map.empty()) maps.push_back(rec->map);
@@ -1220,7 +1222,7 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
     }
     if (!failure.empty()) {
       log_->warn("cannot check the access IPs of {} volume(s) on {} (poll): {}", names.size(),
-                 server, failure);
+                 entry.first.server(), failure);
       for (size_t i = 0; i < names.size(); ++i) probe_.access_check(to_string(Access::error));
       continue;
     }

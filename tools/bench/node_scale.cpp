@@ -324,8 +324,7 @@ int main(int argc, char** argv) {
               attached_after);
   std::printf("| agent idle CPU after restart (%d s) | %.2f %% of one core |\n", idle,
               after.cpu_percent);
-  std::printf("| agent RSS after restart (anonymous) | %.1f MiB (%.1f) |\n", after.rss,
-              after.anon);
+  std::printf("| agent RSS after restart (anonymous) | %.1f MiB (%.1f) |\n", after.rss, after.anon);
   std::printf("| EDF requests at idle after restart | %.0f /min |\n", after.edf_per_minute);
   std::printf("| unmount storm wall | %.1f s |\n", down.wall_ms / 1000);
   std::printf("| per-unmount p50 / p99 | %.0f / %.0f ms |\n", percentile(down.each_ms, 0.5),
