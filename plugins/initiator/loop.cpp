@@ -214,8 +214,8 @@ class LoopInitiator : public Initiator {
       auto seq = fs::read_file(block + "/" + name + "/diskseq", 64);
       const std::string diskseq = seq ? *seq : "";
       Seen entry{diskseq, std::nullopt};
-      if (auto it = seen_.find(name); !diskseq.empty() && it != seen_.end() &&
-                                      it->second.diskseq == diskseq) {
+      if (auto it = seen_.find(name);
+          !diskseq.empty() && it != seen_.end() && it->second.diskseq == diskseq) {
         entry = it->second;
       } else if (auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096)) {
         const std::string serial = serial_of_backing(*backing);
