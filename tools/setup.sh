@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git clang-format
+  # the compiler cache: the normal, sanitizer and fuzz builds reuse what an earlier run compiled
+  ccache
   # clang 14 with libFuzzer and the sanitizer runtimes: tools/fuzz.sh (tests/fuzz)
   clang libclang-rt-14-dev
   # libraries (Boost 1.81 headers: Asio + Beast; conflicts with and replaces libboost1.74-dev)
