@@ -1,5 +1,6 @@
 #include "plugins/initiator/loop.h"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -79,6 +80,7 @@ class LoopInitiator : public Initiator {
     const std::string file = *path;
     auto attach = [&]() { return attach_file(file); };
     auto dev = co_await run_blocking(pool_, attach);
+    full_scan_ = true;  // a device became ours: the next look reads every device
     if (!dev) co_return dev.error().wrap("attaching volume " + target.volume);
     auto verified = verify(target, *dev);
     if (!verified) {
@@ -100,6 +102,7 @@ class LoopInitiator : public Initiator {
       const std::string p = s.device->path;
       auto detach = [&]() { return detach_device(p); };
       auto st = co_await run_blocking(pool_, detach);
+      full_scan_ = true;
       if (!st) co_return st.error().wrap("detaching volume " + target.volume);
       log_->info("volume {}: detached {}", target.volume, p);
     }
@@ -207,7 +210,15 @@ class LoopInitiator : public Initiator {
     ::closedir(d);
     std::lock_guard lock(seen_mu_);
     std::map<std::string, Seen> seen;
+    // Between the agent's own attaches and detaches, only its own devices can change as far as it
+    // is concerned (another user's loop device never becomes ours): a look reads one number per
+    // device of ours, however many loop devices the node has.
+    const bool full = full_scan_.exchange(false);
     for (const auto& name : names) {
+      if (auto it = seen_.find(name); !full && (it == seen_.end() || !it->second.device)) {
+        if (it != seen_.end()) seen.emplace(name, it->second);
+        continue;
+      }
       // The disk sequence number changes at every attach and detach: a device whose number did
       // not change since the last look is as it was then, and costs one read. Without diskseq
       // (older kernels) every look is a full one.
@@ -222,7 +233,10 @@ class LoopInitiator : public Initiator {
         if (!serial.empty()) {
           auto found = device_of(name, serial);
           auto mine = found ? owned(found->path) : std::nullopt;
-          if (!mine) continue;  // could not tell: not remembered, looked at again next time
+          if (!mine) {  // could not tell: not remembered, and the next look is a full one
+            full_scan_ = true;
+            continue;
+          }
           if (*mine) entry.device = *found;
         }
       }  // else not attached
@@ -322,6 +336,7 @@ class LoopInitiator : public Initiator {
   };
   mutable std::mutex seen_mu_;
   mutable std::map<std::string, Seen> seen_;
+  mutable std::atomic<bool> full_scan_{true};
 };
 
 }  // namespace
