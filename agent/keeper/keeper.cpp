@@ -107,7 +107,7 @@ asio::awaitable<void> Keeper::observe() {
   }
   std::set<std::string> names;
   std::vector<const initiator::Session*> mine;
-  std::vector<std::string> due;
+  std::vector<std::string> due, early;
   for (const auto& w : watched) {
     names.insert(w.volume);
     std::vector<size_t> at;
@@ -122,9 +122,17 @@ asio::awaitable<void> Keeper::observe() {
     mine.clear();
     for (size_t i : at) mine.push_back(&(*sessions)[i]);
     const bool failed = update(w, mine, now);
-    maybe_check(w.volume, failed, now, due);
+    maybe_check(w.volume, failed, now, due, early);
   }
-  if (!due.empty()) start_check(std::move(due), "poll");
+  if (!due.empty()) {
+    // Volumes first seen at different times fall due at different times; those due within half
+    // an interval go along, so the checks converge on one listing of the array per interval.
+    for (const auto& v : early) {
+      tracks_[v].last_check = now;
+      due.push_back(v);
+    }
+    start_check(std::move(due), "poll");
+  }
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     if (names.count(it->first)) {
       ++it;
@@ -140,14 +148,20 @@ asio::awaitable<void> Keeper::observe() {
 }
 
 void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::time_point now,
-                         std::vector<std::string>& due) {
+                         std::vector<std::string>& due, std::vector<std::string>& early) {
   if (!check_ || stopping_ || checking_.count(volume)) return;
   Track& t = tracks_[volume];
   const auto since = now - t.last_check;
   const bool periodic = !t.checked || (options_.array_poll_interval.count() > 0 &&
                                        since >= options_.array_poll_interval);
   const bool urgent = failed && (!t.checked || since >= options_.min_check_gap);
-  if (!periodic && !urgent) return;
+  if (!periodic && !urgent) {
+    if (t.checked && options_.array_poll_interval.count() > 0 &&
+        since >= options_.array_poll_interval / 2) {
+      early.push_back(volume);
+    }
+    return;
+  }
   t.last_check = now;
   t.checked = true;
   if (urgent) {

@@ -116,9 +116,11 @@ class Keeper {
   /// `mine`: the volume's sessions, in the order the initiator listed them.
   bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
-  /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due.
+  /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due,
+  /// or to `early` when it falls due within half an interval (checked with `due`, if any).
   void maybe_check(const std::string& volume, bool failed,
-                   std::chrono::steady_clock::time_point now, std::vector<std::string>& due);
+                   std::chrono::steady_clock::time_point now, std::vector<std::string>& due,
+                   std::vector<std::string>& early);
   void start_check(std::vector<std::string> volumes, std::string reason);
 
   boost::asio::any_io_executor executor_;

@@ -221,5 +221,27 @@ TEST_F(KeeperCheckTest, PeriodicChecksOfManyVolumesComeAsOneCall) {
   EXPECT_EQ(checks_.size(), 100u);
 }
 
+// Volumes first seen at different times (a mount storm) fall due at different times; the periodic
+// checks still converge on one call per interval, not one per look.
+TEST_F(KeeperCheckTest, StaggeredVolumesConvergeOnOneCheckPerInterval) {
+  watched_.clear();
+  initiator_.now.clear();
+  for (int i = 0; i < 40; ++i) {
+    const std::string v = "vol-" + std::to_string(i);
+    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}});
+    auto s = session("LOGGED_IN", "running", i + 1);
+    s.target_iqn = kTarget + std::to_string(i);
+    initiator_.now.push_back(s);
+    look_at(std::chrono::milliseconds(1'000 * (i + 1)));  // one more volume every second
+  }
+  const int during = calls_;
+  EXPECT_EQ(during, 40) << "each new volume is checked at first sight";
+  // Five minutes of looks every 2 s: without alignment 40 staggered volumes make a call on almost
+  // every look (about 40 a minute); aligned, about one a minute.
+  for (int t = 42; t <= 340; t += 2) look_at(std::chrono::milliseconds(1'000 * t));
+  EXPECT_LE(calls_ - during, 10);
+  EXPECT_GE(calls_ - during, 4);
+}
+
 }  // namespace
 }  // namespace datera::keeper
