@@ -375,16 +375,47 @@ asio::awaitable<Result<std::vector<SysfsSession>>> OpenIscsi::read_sessions() {
 
 asio::awaitable<Result<std::vector<Session>>> OpenIscsi::sessions() {
   auto fn = [this]() -> Result<std::vector<Session>> {
+    std::lock_guard lock(known_mu_);
+    const std::string class_dir = sysfs_.path("/sys/class/iscsi_session");
+    // The quick look: the same sessions as last time, each disk where it was: two states each.
+    if (!known_ids_.empty() && sysfs_.session_ids() == known_ids_) {
+      std::vector<Session> out;
+      bool same = true;
+      for (auto& [sid, k] : known_) {
+        auto state = sysfs_.attr(class_dir + "/session" + std::to_string(sid) + "/state");
+        if (!state || k.lun_dir.empty()) {
+          same = false;
+          break;
+        }
+        auto disk = sysfs_.attr(k.lun_dir + "/state");
+        auto devno = sysfs_.attr(k.lun_dir + "/block/" + k.block + "/dev");
+        if (!disk || devno != k.devno) {
+          same = false;
+          break;
+        }
+        Session session = k.session;
+        session.state = *state;
+        session.device_state = *disk;
+        out.push_back(std::move(session));
+      }
+      if (same) return out;
+    }
+    // The full look: every session's tree, remembered for the next looks.
     auto found = sysfs_.sessions();
     if (!found) return found.error().wrap("listing iSCSI sessions");
     std::vector<Session> out;
+    std::map<int, Known> known;
+    std::vector<int> ids;
+    bool complete = true;
     for (const SysfsSession& s : *found) {
+      ids.push_back(s.sid);
       if (s.target_iqn.rfind(options_.session_prefix, 0) != 0 || !mine(s)) continue;
       Session session;
       session.target_iqn = s.target_iqn;
       session.portal = portal_of(s);
       session.state = s.state;
       session.id = s.sid;
+      Known k;
       for (const SysfsLun& lun : sysfs_.luns(s.sid)) {
         if (lun.block.empty()) continue;
         Device d;
@@ -394,10 +425,21 @@ asio::awaitable<Result<std::vector<Session>>> OpenIscsi::sessions() {
         d.minor = lun.minor;
         session.device = std::move(d);
         session.device_state = lun.scsi_state;
+        k.lun_dir = lun.dir;
+        k.block = lun.block;
+        k.devno = std::to_string(lun.major) + ":" + std::to_string(lun.minor);
         break;  // Datera exports one LUN per target; the lowest one stands for the session
       }
+      // A session without its disk (yet), or whose serial could not be read, is not remembered:
+      // the next look is a full one again.
+      if (k.lun_dir.empty() || session.device->serial.empty()) complete = false;
+      k.session = session;
+      known.emplace(s.sid, std::move(k));
       out.push_back(std::move(session));
     }
+    std::sort(ids.begin(), ids.end());
+    known_ = std::move(known);
+    known_ids_ = complete ? std::move(ids) : std::vector<int>{};
     return out;
   };
   co_return co_await run_blocking(pool_, std::move(fn));

@@ -32,7 +32,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -133,6 +135,19 @@ class OpenIscsi final : public Initiator {
   OpenIscsiOptions options_;
   LoggerPtr log_;
   SysfsReader sysfs_;
+  /// What sessions() learnt of each session that does not change while it lives (target, portal,
+  /// its LUN's directory, disk and serial), so a look reads two states per session instead of
+  /// walking its whole sysfs tree. A new or vanished session, or a LUN whose disk changed, makes
+  /// the next look a full one.
+  struct Known {
+    Session session;      ///< state and device_state are read at every look
+    std::string lun_dir;  ///< "" when the session had no disk yet (never cached)
+    std::string block;    ///< "sdc"
+    std::string devno;    ///< "8:16", the disk's dev attribute when learnt
+  };
+  std::mutex known_mu_;
+  std::map<int, Known> known_;  ///< by sid; only this iface's Datera sessions
+  std::vector<int> known_ids_;  ///< every sid seen at the last full look (ours or not)
 };
 
 InitiatorPtr make_open_iscsi(process::ProcessRunner& runner, boost::asio::thread_pool& pool,

@@ -154,6 +154,19 @@ Result<std::vector<SysfsSession>> SysfsReader::sessions() const {
   return out;
 }
 
+std::vector<int> SysfsReader::session_ids() const {
+  std::vector<int> out;
+  for (const auto& name : list_dir(path("/sys/class/iscsi_session"))) {
+    if (auto sid = numbered(name, "session")) out.push_back(*sid);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::string> SysfsReader::attr(const std::string& file) const {
+  return read_attr(file);
+}
+
 std::vector<SysfsLun> SysfsReader::luns(int sid) const {
   std::vector<SysfsLun> out;
   const std::string dev =

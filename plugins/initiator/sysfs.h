@@ -77,6 +77,10 @@ class SysfsReader {
   std::optional<std::string> serial(const SysfsLun& lun) const;
   /// The raw wwid attribute (for messages), "" if unreadable.
   std::string wwid(const SysfsLun& lun) const;
+  /// The session ids present now (sorted); none without the iscsi_session class dir.
+  std::vector<int> session_ids() const;
+  /// One attribute file, trimmed; nullopt when it cannot be read (gone).
+  std::optional<std::string> attr(const std::string& file) const;
 
  private:
   std::string root_;

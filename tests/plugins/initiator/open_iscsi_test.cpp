@@ -1,6 +1,7 @@
 #include "plugins/initiator/open_iscsi.h"
 
 #include <fcntl.h>
+#include <fstream>
 #include <functional>
 #include <sys/file.h>
 #include <unistd.h>
@@ -638,6 +639,46 @@ TEST_F(OpenIscsiTest, SessionsListsDateraSessionsFromSysfsIncludingFailedOnes) {
   auto all = run_async(ioc, initiator->sessions());
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 4u);
+}
+
+// The keeper looks every 2 s: between full looks a session costs two state reads, yet every
+// change that matters still shows at the next look.
+TEST_F(OpenIscsiTest, RepeatedLooksSeeStateChangesNewSessionsAndANewDisk) {
+  tree.add_session(3, 5, kIqn, "10.0.0.5");
+  tree.add_lun(3, 5, 0, "sdc", 8, 32, kSerial);
+  make();
+  auto first = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(first.ok() && first->size() == 1u);
+  // A session that fails, and its disk blocked: states are read at every look.
+  tree.set_state(3, "FAILED");
+  const std::string lun_dir =
+      tree.root() + "/sys/class/iscsi_session/session3/device/target5:0:0/5:0:0:0";
+  std::ofstream(lun_dir + "/state") << "blocked\n";
+  auto second = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(second.ok() && second->size() == 1u);
+  EXPECT_EQ((*second)[0].state, "FAILED");
+  EXPECT_EQ((*second)[0].device_state, "blocked");
+  EXPECT_EQ((*second)[0].device->serial, kSerial);
+  // A new session: seen at the next look.
+  tree.add_session(7, 9, "iqn.2013-05.com.daterainc:tc:01:sn:beef", "10.0.0.6");
+  tree.add_lun(7, 9, 0, "sdd", 8, 48, "beef-serial");
+  auto third = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(third.ok());
+  ASSERT_EQ(third->size(), 2u);
+  EXPECT_EQ((*third)[1].device->serial, "beef-serial");
+  // The disk under session 3 replaced by another (a rescan gave it a new number): re-read.
+  std::filesystem::remove_all(lun_dir + "/block/sdc");
+  std::filesystem::create_directories(lun_dir + "/block/sde");
+  std::ofstream(lun_dir + "/block/sde/dev") << "8:64\n";
+  auto fourth = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(fourth.ok() && fourth->size() == 2u);
+  EXPECT_EQ((*fourth)[0].device->path, tree.root() + "/dev/sde");
+  EXPECT_EQ((*fourth)[0].device->minor, 64u);
+  // A session gone.
+  tree.remove_session(7);
+  auto fifth = run_async(ioc, initiator->sessions());
+  ASSERT_TRUE(fifth.ok());
+  EXPECT_EQ(fifth->size(), 1u);
 }
 
 TEST_F(OpenIscsiTest, InitiatorIqnComesFromTheFileUnlessConfigured) {
