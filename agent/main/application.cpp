@@ -29,9 +29,8 @@ using asio::use_awaitable;
 namespace {
 
 /// Start-up (reconcile, the first look at every session, the first listing of the array) parses
-/// large transient documents, on the loop and on pool threads; glibc keeps what was freed in each
-/// thread's arena (measured: 8 MiB free in one pool arena after a restart with 500 volumes), so
-/// RSS would stay at that peak. Handing free pages back keeps RSS flat across restarts.
+/// large transient documents; what glibc keeps free between live chunks stays resident until it
+/// is handed back (run() also fixes glibc's thresholds, which was the larger part).
 void release_free_memory() {
   ::malloc_trim(0);
 }
@@ -121,6 +120,12 @@ Application::~Application() {
 }
 
 int Application::run() {
+  // Fixed thresholds instead of glibc's adaptive ones: once a large buffer was freed, glibc raises
+  // both (up to 32/64 MiB), after which a pool thread's arena kept 8 MiB of free memory resident
+  // after every restart. Buffers from 256 KiB up are mapped and unmapped on their own, and an
+  // arena's free top beyond 1 MiB goes back to the system.
+  ::mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 20);
   asio::co_spawn(ioc_, start(), [this](const std::exception_ptr& e) {
     if (e) {
       log_exception(log_, "start-up", e);
