@@ -28,13 +28,6 @@ using asio::use_awaitable;
 
 namespace {
 
-/// Start-up (reconcile, the first look at every session, the first listing of the array) parses
-/// large transient documents; what glibc keeps free between live chunks stays resident until it
-/// is handed back (run() also fixes glibc's thresholds, which was the larger part).
-void release_free_memory() {
-  ::malloc_trim(0);
-}
-
 flex::DriverInfo driver_info(const config::Config& cfg) {
   flex::DriverInfo info;
   info.driver = cfg.driver.driver_name();
@@ -185,7 +178,6 @@ asio::awaitable<void> Application::start() {
   readiness_.add("volumes", "reconciling the journal with sessions and mounts");
   const auto summary = co_await volumes_->reconcile();
   log_->info("{}", summary);
-  release_free_memory();
   readiness_.set("volumes", true, summary);
   flex_.set_volume_ops(volumes_.get());
   volumes_served_ = true;
@@ -552,8 +544,10 @@ asio::awaitable<void> Application::register_initiator() {
 }
 
 asio::awaitable<void> Application::trim_memory_forever() {
-  // Soon after start-up (its transients are over), then once a minute: one malloc_trim costs
-  // about a millisecond at this heap size.
+  // Start-up (reconcile, the first look at every session, the first listing of the array) parses
+  // large transient documents; what glibc keeps free between live chunks stays resident until it
+  // is handed back (run() also fixes glibc's thresholds, which was the larger part). So: soon
+  // after start-up, once its transients are over, then once a minute (about a millisecond each).
   asio::steady_timer timer(ioc_);
   auto wait = std::chrono::seconds(5);
   while (!stopping_) {
@@ -561,7 +555,7 @@ asio::awaitable<void> Application::trim_memory_forever() {
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) break;
-    release_free_memory();
+    ::malloc_trim(0);
     wait = std::chrono::seconds(60);
   }
 }

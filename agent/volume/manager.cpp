@@ -1065,15 +1065,7 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   };
   // The array is asked before the volume's lock is taken, through the bounded client: an array
   // that does not answer must not hold up the volume's lease renewal, mounts or unmounts.
-  auto attached_record = [&]() -> Record* {
-    auto it = records_.find(volume);
-    if (it == records_.end() || it->second.phase != Phase::attached ||
-        it->second.target.serial.empty()) {
-      return nullptr;  // released or still mounting: nothing of ours to move
-    }
-    return &it->second;
-  };
-  const Record* before = attached_record();
+  const Record* before = attached_record(volume);
   if (!before) co_return Access::unchanged;
   auto array = arrays_.get_for_leases(before->backend);
   if (!array) {
@@ -1088,7 +1080,7 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     co_return done(Access::error);
   }
   auto guard = co_await locks_.lock(volume);
-  Record* current_rec = attached_record();
+  Record* current_rec = attached_record(volume);
   if (!current_rec) co_return Access::unchanged;
   Record& rec = *current_rec;
   const edf::AppInstance& ai = **found;
@@ -1169,13 +1161,6 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
 }
 
 asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes) {
-  auto attached_record = [&](const std::string& name) -> const Record* {
-    auto it = records_.find(name);
-    return it == records_.end() || it->second.phase != Phase::attached ||
-                   it->second.target.serial.empty()
-               ? nullptr
-               : &it->second;
-  };
   // By array: one listing each (or one GET per volume, when that is fewer requests).
   std::map<std::string, std::pair<edf::BackendTarget, std::vector<std::string>>> by_array;
   std::vector<std::string> maps;
@@ -1367,6 +1352,15 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
+
+Record* Manager::attached_record(const std::string& volume) {
+  auto it = records_.find(volume);
+  if (it == records_.end() || it->second.phase != Phase::attached ||
+      it->second.target.serial.empty()) {
+    return nullptr;  // released or still mounting: nothing of ours to move
+  }
+  return &it->second;
+}
 
 std::optional<mount::MountEntry> Manager::mount_at(const std::string& target) const {
   auto table = mounter_.mounts();

@@ -261,6 +261,8 @@ class Manager : public flexvolume::VolumeOps {
   /// Another node holds the lease now: tear down everything of the volume here except the ACL
   /// (the new owner's), and forget it.
   boost::asio::awaitable<Status> self_fence(Record& rec);
+  /// The volume's record when it is attached with a known target (what access checks look at).
+  Record* attached_record(const std::string& volume);
   bool is_mounted_at(const std::string& target) const;
   std::optional<mount::MountEntry> mount_at(const std::string& target) const;
   std::string find_volume_of_pod(const std::string& pod_dir) const;
