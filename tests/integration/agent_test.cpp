@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/agent_process.h"
+#include "tests/testing/slow_client.h"
 
 namespace datera::testing {
 namespace {
@@ -276,19 +277,6 @@ std::string get_from(const std::string& source, unsigned short port, const std::
   return out;
 }
 
-/// Whether the server has closed `fd` (EOF or a reset, after whatever it sent) within `limit`.
-bool closed_within(int fd, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        end - std::chrono::steady_clock::now());
-    pollfd p{fd, POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return false;
-    char buf[4096];
-    if (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return true;
-  }
-}
-
 long count_of(const std::string& text, const std::string& what) {
   long n = 0;
   for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -323,7 +311,7 @@ TEST_F(AgentTest, IdleConnectionsFromOnePodCannotLockOutTheProbes) {
 
   // The ones it kept are given back soon: nothing was sent on them.
   size_t closed = 0;
-  for (int fd : idle) closed += closed_within(fd, 5s) ? 1 : 0;
+  for (int fd : idle) closed += testing::closed_within(fd, 5s) ? 1 : 0;
   for (int fd : idle) ::close(fd);
   EXPECT_EQ(closed, idle.size());
   const auto m = agent_.metrics();
@@ -386,11 +374,7 @@ TEST_F(AgentTest, ASlowlorisClientIsCutOffByTheRequestDeadline) {
   ASSERT_GE(fd, 0);
   const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(200, 'a');
   const auto t0 = std::chrono::steady_clock::now();
-  bool closed = false;
-  for (size_t i = 0; i < req.size() && !closed; ++i) {
-    if (::send(fd, &req[i], 1, MSG_NOSIGNAL) != 1) break;
-    closed = closed_within(fd, 100ms);
-  }
+  const bool closed = testing::closed_while_trickling(fd, req, 100ms);
   const auto took = std::chrono::steady_clock::now() - t0;
   ::close(fd);
   EXPECT_TRUE(closed) << "still open after " << req.size() << " bytes";

@@ -84,9 +84,7 @@ class HandoffTest : public ::testing::Test {
     for (auto& [_, n] : nodes_) {
       if (n.agent) testing::unmount_under(n.agent->root);
     }
-    for (const auto& dev : loops_under(sim_.dir().path())) {
-      testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-    }
+    testing::detach_loops_under(sim_.dir().path());
   }
 
   static std::string test_tag() {
@@ -221,9 +219,7 @@ TEST_F(HandoffTest, ADeadOwnerIsFencedOutOfTheAclAndTakenOverAfterItsLease) {
   // The node dies: its agent, and with its kernel its mounts and devices.
   nodes_["node-a"].agent->stop(SIGKILL);
   testing::unmount_under(nodes_["node-a"].agent->root);
-  for (const auto& dev : loops_under(sim_.dir().path())) {
-    testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-  }
+  testing::detach_loops_under(sim_.dir().path());
 
   const auto pod_b = pod_dir("node-b", "uid-b");
   const auto t0 = Clock::now();

@@ -59,9 +59,7 @@ class VolumeTest : public ::testing::Test {
     agent_.stop(SIGKILL);
     // Never leave mounts or loop devices behind, whatever the test did.
     testing::unmount_under(agent_.root);
-    for (const auto& dev : loops_under(sim_.dir().path())) {
-      testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-    }
+    testing::detach_loops_under(sim_.dir().path());
   }
 
   void start_agent(const std::string& crash_at = "") {

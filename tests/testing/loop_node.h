@@ -7,6 +7,7 @@
 #include <string>
 
 #include "tests/testing/agent_process.h"
+#include "tests/testing/host_mounts.h"
 #include "tests/testing/sim_process.h"
 
 namespace datera::testing {
@@ -21,6 +22,12 @@ inline void make_loop_node(AgentProcess& agent, const SimProcess& sim, const std
       << "backend: {server: '" << (server.empty() ? sim.server() : server)
       << "', username: admin, password_file: '" << agent.root << "/password'}\n"
       << "initiator: {kind: loop, iqn: '" << iqn << "'}\n";
+}
+
+/// Detaches every loop device whose backing file lives under `dir` (a simulator's volume files):
+/// what a test or a benchmark leaves behind, whatever happened.
+inline void detach_loops_under(const std::string& dir) {
+  for (const auto& dev : loops_under(dir)) exec_capture({"/usr/sbin/losetup", "-d", dev});
 }
 
 }  // namespace datera::testing

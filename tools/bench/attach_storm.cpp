@@ -18,6 +18,7 @@
 
 #include "tests/testing/agent_process.h"
 #include "tests/testing/host_mounts.h"
+#include "tests/testing/loop_node.h"
 #include "tests/testing/sim_process.h"
 
 namespace {
@@ -80,13 +81,11 @@ std::pair<double, int> storm(const std::vector<std::vector<std::string>>& calls,
   return {ms, ok};
 }
 
-/// Whatever a failed storm left behind: mounts under the agent's tree, then loop devices on the
+/// Whatever a failed run left behind: mounts under the agent's tree, then loop devices on the
 /// simulator's files (the temp dirs are removed when the harness exits).
 void cleanup(const std::string& agent_root, const std::string& sim_dir) {
   datera::testing::unmount_under(agent_root);
-  for (const auto& dev : datera::testing::loops_under(sim_dir)) {
-    datera::testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-  }
+  datera::testing::detach_loops_under(sim_dir);
 }
 
 }  // namespace
@@ -121,12 +120,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   AgentProcess agent(agent_bin, "");
-  std::ofstream(agent.root + "/password") << sim.password;
-  std::ofstream(agent.config, std::ios::app)
-      << "backend: {server: '" << sim.server() << "', username: admin, password_file: '"
-      << agent.root << "/password'}\n"
-      << "initiator: {kind: loop, iqn: 'iqn.1993-08.org.debian:01:bench-node'}\n"
-      << "log_level: warn\n";
+  datera::testing::make_loop_node(agent, sim, "iqn.1993-08.org.debian:01:bench-node");
+  std::ofstream(agent.config, std::ios::app) << "log_level: warn\n";
   if (!agent.start() || !agent.wait_ready()) {
     std::fprintf(stderr, "datera-agent did not become ready:\n%s\n", agent.log_text().c_str());
     return 1;

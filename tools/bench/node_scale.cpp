@@ -29,6 +29,7 @@
 
 #include "tests/testing/agent_process.h"
 #include "tests/testing/host_mounts.h"
+#include "tests/testing/loop_node.h"
 #include "tests/testing/sim_process.h"
 
 namespace {
@@ -162,9 +163,7 @@ double percentile(std::vector<double> v, double p) {
 /// simulator's files (the temp dirs are removed when the harness exits).
 void cleanup(const std::string& agent_root, const std::string& sim_dir) {
   datera::testing::unmount_under(agent_root);
-  for (const auto& dev : datera::testing::loops_under(sim_dir)) {
-    datera::testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-  }
+  datera::testing::detach_loops_under(sim_dir);
 }
 
 int count_mounted(const std::vector<std::string>& dirs) {
@@ -228,13 +227,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   AgentProcess agent(agent_bin, "");
-  std::ofstream(agent.root + "/password") << sim.password;
-  std::ofstream(agent.config, std::ios::app)
-      << "backend: {server: '" << sim.server() << "', username: admin, password_file: '"
-      << agent.root << "/password'}\n"
-      << "initiator: {kind: loop, iqn: 'iqn.1993-08.org.debian:01:scale-node'}\n"
-      << "log_level: warn\n"
-      << extra << "\n";
+  datera::testing::make_loop_node(agent, sim, "iqn.1993-08.org.debian:01:scale-node");
+  std::ofstream(agent.config, std::ios::app) << "log_level: warn\n" << extra << "\n";
   if (!agent.start() || !agent.wait_ready()) {
     std::fprintf(stderr, "datera-agent did not become ready:\n%s\n", agent.log_text().c_str());
     return 1;

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plugins/flexvolume/unix_http_client.h"
+#include "tests/testing/slow_client.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/unix_client.h"
 
@@ -260,19 +261,6 @@ TEST_F(ServerTest, SlowClientIsCutOffAtReadTimeout) {
   EXPECT_TRUE(seen);
 }
 
-/// Whether the server closed `fd` (EOF after whatever it sent) within `limit`.
-bool closed_within(int fd, std::chrono::milliseconds limit) {
-  timeval tv{static_cast<time_t>(limit.count() / 1000),
-             static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
-    if (n < 0) return false;
-  }
-}
-
 int connect_unix(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un a{};
@@ -304,7 +292,7 @@ TEST_F(ServerTest, AnIdleConnectionGivesItsSlotBackAtTheFirstByteTimeout) {
   const int fd = connect_unix(path_);
   ASSERT_GE(fd, 0);
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_TRUE(closed_within(fd, 3s));
+  EXPECT_TRUE(testing::closed_within(fd, 3s));
   const auto took = std::chrono::steady_clock::now() - t0;
   ::close(fd);
   EXPECT_GE(took, 150ms);
@@ -326,11 +314,7 @@ TEST_F(ServerTest, OneByteAtATimeIsCutOffAtTheRequestDeadline) {
   ASSERT_GE(fd, 0);
   const std::string req = "GET /x HTTP/1.1\r\nX-Pad: " + std::string(100, 'a');
   const auto t0 = std::chrono::steady_clock::now();
-  bool closed = false;
-  for (size_t i = 0; i < req.size() && !closed; ++i) {
-    if (::send(fd, &req[i], 1, MSG_NOSIGNAL) != 1) break;
-    closed = closed_within(fd, 50ms);
-  }
+  const bool closed = testing::closed_while_trickling(fd, req, 50ms);
   const auto took = std::chrono::steady_clock::now() - t0;
   ::close(fd);
   EXPECT_TRUE(closed);
@@ -370,7 +354,7 @@ TEST_F(ServerTest, ConnectionsPerSourceAreBoundedOnTcp) {
   }
   // A fourth from the same address is refused at once...
   const int extra = connect_from("127.0.0.2");
-  EXPECT_TRUE(closed_within(extra, 2s));
+  EXPECT_TRUE(testing::closed_within(extra, 2s));
   ::close(extra);
   EXPECT_EQ(on_loop([this] { return rejections(registry_, "too_many_from_source"); }), 1.0);
   // ...while another address is served.

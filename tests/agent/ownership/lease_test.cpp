@@ -81,6 +81,21 @@ class LeaseTest : public ::testing::Test {
   Coordinator node(const std::string& name) {
     return Coordinator(ioc_.get_executor(), opts(name), null_logger());
   }
+  /// `owner` renews every ttl/4 saying a pod uses the volume (it refuses asks), until `stop`.
+  void renew_while_in_use(Coordinator& owner, uint64_t epoch, const bool& stop) {
+    asio::co_spawn(
+        ioc_,
+        [&, epoch]() -> asio::awaitable<void> {
+          asio::steady_timer t(ioc_);
+          while (!stop) {
+            auto r = co_await owner.renew("vol-1", array_, epoch, "pod uid-1 uses it");
+            EXPECT_TRUE(r && *r == Renewal::renewed);
+            t.expires_after(100ms);
+            co_await t.async_wait(asio::use_awaitable);
+          }
+        },
+        asio::detached);
+  }
   asio::io_context ioc_;
   FakeArray array_{ioc_.get_executor()};
 };
@@ -118,18 +133,7 @@ TEST_F(LeaseTest, ALiveOwnerThatStillUsesTheVolumeRefusesAndTheClaimantIsToldWhy
   ASSERT_TRUE(held);
   // A renews every ttl/4 and says a pod uses the volume.
   bool stop = false;
-  asio::co_spawn(
-      ioc_,
-      [&]() -> asio::awaitable<void> {
-        asio::steady_timer t(ioc_);
-        while (!stop) {
-          auto r = co_await a.renew("vol-1", array_, held->epoch, "pod uid-1 uses it");
-          EXPECT_TRUE(r && *r == Renewal::renewed);
-          t.expires_after(100ms);
-          co_await t.async_wait(asio::use_awaitable);
-        }
-      },
-      asio::detached);
+  renew_while_in_use(a, held->epoch, stop);
   auto got = testing::run_async(ioc_, b.acquire("vol-1", array_));
   stop = true;
   ASSERT_FALSE(got);
@@ -190,18 +194,7 @@ TEST_F(LeaseTest, TwoClaimantsAtOnceNeverFenceALiveOwner) {
   array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
   ioc_.restart();  // run_async() ran it out of work
   bool stop = false;
-  asio::co_spawn(
-      ioc_,
-      [&]() -> asio::awaitable<void> {
-        asio::steady_timer t(ioc_);
-        while (!stop) {
-          auto r = co_await a.renew("vol-1", array_, held->epoch, "pod uid-1 uses it");
-          EXPECT_TRUE(r && *r == Renewal::renewed);
-          t.expires_after(100ms);  // ttl/4
-          co_await t.async_wait(asio::use_awaitable);
-        }
-      },
-      asio::detached);
+  renew_while_in_use(a, held->epoch, stop);
   Result<Held> got_b = Error{"not run"}, got_c = Error{"not run"};
   int done = 0;
   asio::co_spawn(
