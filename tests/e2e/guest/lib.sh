@@ -112,11 +112,13 @@ wait_until() {
 # These call the scenario's own die() on failure.
 
 # start_lio_sim DIR PORT IP_POOL: datera-sim on 127.0.0.1:PORT with the lio backend (storage nodes
-# storA and storB), its volume files on a tmpfs at DIR/vols, state in DIR/sim, log DIR/sim.log,
-# user admin with the password in DIR/password; sets SIM_PID once it listens.
+# storA and storB), its volume files on a tmpfs at DIR/vols (unless the scenario mounted something
+# there already), state in DIR/sim, log DIR/sim.log, user admin with the password in
+# DIR/password; sets SIM_PID once it listens.
 start_lio_sim() {
   mkdir -p "$1/sim" "$1/vols" /run/lock
-  mount -t tmpfs -o size=1200m vols "$1/vols" || die "tmpfs for the volumes"
+  grep -q " $1/vols " /proc/mounts || mount -t tmpfs -o size=1200m vols "$1/vols" ||
+    die "tmpfs for the volumes"
   printf 'e2e-password' >"$1/password"
   datera-sim --listen "127.0.0.1:$2" --state "$1/sim/state.json" --backend lio --file-dir "$1/vols" \
     --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \

@@ -229,12 +229,7 @@ echo "$((N * 80 + 256))M" >/sys/block/zram0/disksize || die "zram0 disksize"
 out=$(/usr/sbin/mke2fs -q -t ext4 -O ^has_journal -E nodiscard,lazy_itable_init=1 /dev/zram0 2>&1) || die "mkfs on zram0: $out"
 mount -t ext4 -o noinit_itable /dev/zram0 $W/vols || die "mount zram0"
 ip addr add "$POOL_GW" dev br0 || die "br0 address in $POOL"
-printf 'e2e-password' >$W/password
-datera-sim --listen 127.0.0.1:7717 --state $W/sim/state.json --backend lio --file-dir $W/vols \
-  --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
-  --ip-pool "$POOL" --user admin --password e2e-password >$W/sim.log 2>&1 &
-SIM_PID=$!
-wait_until 10 grep -q "listening on" $W/sim.log || die "datera-sim did not start"
+start_lio_sim $W 7717 "$POOL"  # its volume files on the zram disk mounted above
 # Product defaults for the keeper (2 s poll), the array poll (1 m), NOP timers (5/5) and leases
 # (30 s TTL, renewed every 10 s): the idle cost is the one a node would see.
 cat >$W/agent.yaml <<YAML
