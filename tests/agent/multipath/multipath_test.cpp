@@ -84,7 +84,13 @@ class FakeDmsetup : public process::ProcessRunner {
     o.exit_code = 0;
     const std::string& op = a.at(0);
     const std::string& name = a.back();
-    if (op == "info") {
+    if (op == "info" && name == "name,major,minor,uuid") {  // every map, as find_all() asks
+      for (const auto& [n, m] : maps) {
+        o.out += n + " 254 " + std::to_string(m.minor) + " " + m.uuid + "\n";
+      }
+    } else if (op == "table" && name == "multipath") {  // table --target multipath
+      for (const auto& [n, m] : maps) o.out += n + ": " + m.table + "\n";
+    } else if (op == "info") {
       auto it = maps.find(name);
       if (it == maps.end()) {
         o.exit_code = 1;
@@ -167,6 +173,34 @@ TEST_F(DmsetupTest, CreatesOnceThenDoesNothing) {
   for (const auto& l : runner_.log) {
     EXPECT_TRUE(l.rfind("info", 0) == 0 || l.rfind("table", 0) == 0) << "changed something: " << l;
   }
+}
+
+// The access poll's view of every map: two commands whatever their number, and each map exactly
+// as find() reads it; absent and foreign maps are left out.
+TEST_F(DmsetupTest, FindAllListsOurMapsWithTwoCommandsAsFindReadsThem) {
+  ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
+  const std::string other = "7f5c3a5e-89ab-4cde-8f01-000000000002";
+  ASSERT_TRUE(
+      run_async(ioc_, dm_->ensure("datera-" + other, "DATERA-" + other, {{"/dev/sdc", 8, 32}})));
+  ASSERT_TRUE(run_async(ioc_, dm_->set_queueing("datera-" + other, true)));
+  runner_.maps["foreign"] = FakeDmsetup::Live{"LVM-xyz", "0 8 linear 8:64 0", 9};
+  runner_.log.clear();
+  auto all = run_async(
+      ioc_, dm_->find_all({"datera-" + kUuid, "datera-" + other, "foreign", "datera-absent"}));
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_EQ(runner_.log.size(), 2u);
+  ASSERT_EQ(all->size(), 2u);
+  for (const auto& name : {"datera-" + kUuid, "datera-" + other}) {
+    auto one = run_async(ioc_, dm_->find(name));
+    ASSERT_TRUE(one && *one) << name;
+    const Map& listed = all->at(name);
+    EXPECT_EQ(listed.paths, (*one)->paths) << name;
+    EXPECT_EQ(listed.sectors, (*one)->sectors) << name;
+    EXPECT_EQ(listed.queueing, (*one)->queueing) << name;
+    EXPECT_EQ(listed.device, (*one)->device) << name;
+    EXPECT_EQ(listed.minor, (*one)->minor) << name;
+  }
+  EXPECT_TRUE(all->at("datera-" + other).queueing);
 }
 
 TEST_F(DmsetupTest, SwapsPathsWithNoflushResumeAndEndsWithoutQueueing) {
