@@ -91,9 +91,7 @@ class MetricsAssetsTest : public ::testing::Test {
   void TearDown() override {
     agent_.stop(SIGKILL);
     testing::unmount_under(agent_.root);
-    for (const auto& dev : testing::loops_under(sim_.dir().path())) {
-      testing::exec_capture({"/usr/sbin/losetup", "-d", dev});
-    }
+    testing::detach_loops_under(sim_.dir().path());
   }
   testing::SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
   testing::AgentProcess agent_;

@@ -140,6 +140,13 @@ class LinuxMounterTest : public ::testing::Test {
     while (!dev.empty() && dev.back() == '\n') dev.pop_back();
     if (!dev.empty()) loops_.push_back(dev);
     files_[dev] = file;
+    // A block device's read-only flag (BLKROSET) outlives a loop attachment, and ctest runs the
+    // handoff tests, which write-protect a node's loop device, beside these: clear what a previous
+    // user of this loop number may have left.
+    if (!dev.empty() && !read_only) {
+      auto rw = run("/sbin/blockdev", {"--setrw", dev});
+      EXPECT_TRUE(rw.success()) << "blockdev --setrw " << dev << ": " << rw.err;
+    }
     return dev;
   }
 
