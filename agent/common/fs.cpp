@@ -60,6 +60,45 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   return read_fd(g, path, max_bytes);
 }
 
+Result<std::string> HeldAttributes::read(const std::string& path, size_t max_bytes) {
+  auto it = held_.find(path);
+  UniqueFd once;
+  int fd = -1;
+  if (it != held_.end()) {
+    fd = it->second.fd.get();
+    it->second.read = true;
+  } else {
+    UniqueFd opened(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!opened) return Error::from_errno("opening " + path, errno);
+    fd = opened.get();
+    if (held_.size() < max_open_) {
+      it = held_.emplace(path, Held{std::move(opened), true}).first;
+    } else {
+      once = std::move(opened);
+    }
+  }
+  std::string out(max_bytes + 1, '\0');
+  ssize_t n = -1;
+  do {
+    n = ::pread(fd, out.data(), out.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    const int err = errno;
+    if (it != held_.end()) held_.erase(it);
+    return Error::from_errno("reading " + path, err);
+  }
+  if (static_cast<size_t>(n) > max_bytes) {
+    return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes", EFBIG};
+  }
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+void HeldAttributes::drop_unread() {
+  std::erase_if(held_, [](const auto& kv) { return !kv.second.read; });
+  for (auto& [_, h] : held_) h.read = false;
+}
+
 Result<std::string> read_regular_file(const std::string& path, size_t max_bytes, mode_t* mode) {
   FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
   if (g.fd < 0) {

@@ -5,8 +5,10 @@
 
 #include <string>
 #include <sys/types.h>
+#include <unordered_map>
 
 #include "agent/common/result.h"
+#include "agent/common/unique_fd.h"
 
 namespace datera::fs {
 
@@ -23,6 +25,32 @@ Result<std::string> read_regular_file(const std::string& path, size_t max_bytes 
 /// "a FIFO", "a symbolic link", "a socket", "a character device", "a block device",
 /// "a directory" or "a regular file": for messages about what was found at a path.
 std::string describe_file_type(mode_t mode);
+
+/// Small sysfs attributes re-read through descriptors kept open: a pread() at offset 0 makes sysfs
+/// show the current value, so a periodic look over hundreds of devices costs one syscall per
+/// attribute instead of a path walk, an open and a close each (3 times the time, measured). Not
+/// thread-safe. At most `max_open` descriptors are kept; reads beyond that open and close.
+class HeldAttributes {
+ public:
+  explicit HeldAttributes(size_t max_open) : max_open_(max_open) {}
+
+  /// The attribute's current value, at most `max_bytes` (more is EFBIG). A failed read closes its
+  /// descriptor (the device went away), so a later read opens the path afresh.
+  Result<std::string> read(const std::string& path, size_t max_bytes = 4096);
+
+  /// Closes every descriptor not read since the previous call: devices gone or no longer watched.
+  void drop_unread();
+
+  size_t open_count() const { return held_.size(); }
+
+ private:
+  struct Held {
+    UniqueFd fd;
+    bool read = false;
+  };
+  std::unordered_map<std::string, Held> held_;
+  size_t max_open_;
+};
 
 /// Crash-safe replace: write `<dir>/.<name>.tmp-<pid>`, fsync, chmod, rename over `path`, fsync the
 /// directory. Readers (and exec) see either the old or the new content, never a mix.

@@ -1,6 +1,7 @@
 #include "plugins/datera/types.h"
 
 #include <cctype>
+#include <algorithm>
 #include <regex>
 
 namespace datera::edf {
@@ -88,11 +89,26 @@ std::string initiator_name_for_node(const std::string& node) {
   return out;
 }
 
+// Checked by hand, not with std::regex: every EDF call validates its name, and at 500 volumes the
+// lease reads alone make 50 calls a second (the regex was 5 % of the idle agent's profile).
 bool is_valid_name(const std::string& name) {
-  static const std::regex kName(R"(^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,63}$)");
-  static const std::regex kUuid(
-      R"(^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)");
-  return std::regex_match(name, kName) || std::regex_match(name, kUuid);
+  const auto ascii_alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  const auto hex = [&](char c) { return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+  // ^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,63}$
+  if (name.size() >= 3 && name.size() <= 64 && (ascii_alpha(name[0]) || name[0] == '_') &&
+      std::all_of(name.begin() + 1, name.end(), [&](char c) {
+        return ascii_alpha(c) || digit(c) || c == '_' || c == '-' || c == '.';
+      })) {
+    return true;
+  }
+  // A UUID: 8-4-4-4-12 hex digits.
+  if (name.size() != 36) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? name[i] != '-' : !hex(name[i])) return false;
+  }
+  return true;
 }
 
 bool is_valid_iqn(const std::string& iqn) {

@@ -201,32 +201,39 @@ class LoopInitiator : public Initiator {
   Result<std::vector<Session>> scan_loops() const {
     std::vector<Session> out;
     const std::string block = options_.sysfs_root + "/block";
-    DIR* d = ::opendir(block.c_str());
-    if (!d) return Error::from_errno("listing " + block, errno);
-    std::vector<std::string> names;
-    while (auto* e = ::readdir(d)) {
-      if (std::strncmp(e->d_name, "loop", 4) == 0) names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
     std::lock_guard lock(seen_mu_);
-    std::map<std::string, Seen> seen;
     // Between the agent's own attaches and detaches, only its own devices can change as far as it
     // is concerned (another user's loop device never becomes ours): a look reads one number per
-    // device of ours, however many loop devices the node has.
+    // device of ours, through a descriptor kept open, however many loop devices the node has.
     const bool full = full_scan_.exchange(false);
+    std::vector<std::string> names;
+    if (full) {
+      DIR* d = ::opendir(block.c_str());
+      if (!d) return Error::from_errno("listing " + block, errno);
+      while (auto* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, "loop", 4) == 0) names.emplace_back(e->d_name);
+      }
+      ::closedir(d);
+    } else {
+      for (const auto& [name, _] : seen_) names.push_back(name);
+    }
+    std::map<std::string, Seen> seen;
     for (const auto& name : names) {
-      if (auto it = seen_.find(name); !full && (it == seen_.end() || !it->second.device)) {
-        if (it != seen_.end()) seen.emplace(name, it->second);
+      const auto it = seen_.find(name);
+      const bool ours = it != seen_.end() && it->second.device.has_value();
+      if (!full && !ours) {
+        seen.emplace(name, it->second);
         continue;
       }
       // The disk sequence number changes at every attach and detach: a device whose number did
       // not change since the last look is as it was then, and costs one read. Without diskseq
-      // (older kernels) every look is a full one.
-      auto seq = fs::read_file(block + "/" + name + "/diskseq", 64);
+      // (older kernels) every look is a full one. Only our own devices keep a descriptor open.
+      const std::string seq_path = block + "/" + name + "/diskseq";
+      auto seq = ours ? held_.read(seq_path, 64) : fs::read_file(seq_path, 64);
+      if (!seq && ours) full_scan_ = true;  // gone: the next look lists /sys/block again
       const std::string diskseq = seq ? *seq : "";
       Seen entry{diskseq, std::nullopt};
-      if (auto it = seen_.find(name);
-          !diskseq.empty() && it != seen_.end() && it->second.diskseq == diskseq) {
+      if (!diskseq.empty() && it != seen_.end() && it->second.diskseq == diskseq) {
         entry = it->second;
       } else if (auto backing = fs::read_file(block + "/" + name + "/loop/backing_file", 4096)) {
         const std::string serial = serial_of_backing(*backing);
@@ -250,6 +257,7 @@ class LoopInitiator : public Initiator {
       out.push_back(std::move(s));
     }
     seen_ = std::move(seen);
+    if (!full) held_.drop_unread();  // descriptors of devices no longer ours
     return out;
   }
 
@@ -337,6 +345,7 @@ class LoopInitiator : public Initiator {
   mutable std::mutex seen_mu_;
   mutable std::map<std::string, Seen> seen_;
   mutable std::atomic<bool> full_scan_{true};
+  mutable fs::HeldAttributes held_{4096};  ///< diskseq of our own devices; under seen_mu_
 };
 
 }  // namespace

@@ -77,6 +77,35 @@ TEST_F(FsTest, AtomicWriteIntoMissingDirFailsWithPath) {
   EXPECT_EQ(st.error().code, ENOENT);
 }
 
+TEST_F(FsTest, HeldAttributesRereadThroughTheirDescriptorAndAreBounded) {
+  HeldAttributes held(2);
+  const auto a = join(dir_, "a");
+  const auto b = join(dir_, "b");
+  const auto c = join(dir_, "c");
+  for (const auto& p : {a, b, c}) ASSERT_TRUE(write_synced(p, "1\n", 0644).ok());
+  EXPECT_EQ(*held.read(a), "1\n");
+  EXPECT_EQ(*held.read(b), "1\n");
+  EXPECT_EQ(*held.read(c), "1\n");
+  EXPECT_EQ(held.open_count(), 2u) << "at most max_open descriptors are kept";
+  held.drop_unread();
+  EXPECT_EQ(held.open_count(), 2u) << "both were read";
+  // Rewritten in place, as sysfs shows a new value: the kept descriptor reads it.
+  ASSERT_TRUE(write_synced(a, "22\n", 0644).ok());
+  EXPECT_EQ(*held.read(a), "22\n");
+  // Replaced by rename: the kept descriptor still reads the old file (sysfs never does this),
+  // which is why only attributes are held this way.
+  ASSERT_TRUE(atomic_write(a, "333\n", 0644).ok());
+  EXPECT_EQ(*held.read(a), "22\n");
+  EXPECT_EQ(held.read(a, 2).error().code, EFBIG);
+  EXPECT_FALSE(held.read(join(dir_, "missing")).ok());
+  // Only `a` was read since: `b`'s descriptor is dropped, `a`'s kept.
+  held.drop_unread();
+  EXPECT_EQ(held.open_count(), 1u);
+  held.drop_unread();
+  EXPECT_EQ(held.open_count(), 0u);
+  EXPECT_EQ(*held.read(a), "333\n") << "opened afresh";
+}
+
 TEST_F(FsTest, ReadFileIsBounded) {
   const auto p = join(dir_, "big");
   ASSERT_TRUE(atomic_write(p, std::string(100, 'x'), 0644).ok());

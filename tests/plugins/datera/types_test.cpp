@@ -45,6 +45,17 @@ TEST(Names, EdfRules) {
   EXPECT_FALSE(is_valid_name("1abc"));
   EXPECT_FALSE(is_valid_name("a/b/c"));
   EXPECT_FALSE(is_valid_name(std::string(65, 'a')));
+  EXPECT_TRUE(is_valid_name("a" + std::string(63, '.')));
+  EXPECT_FALSE(is_valid_name("-abc"));
+  EXPECT_FALSE(is_valid_name(".abc"));
+  EXPECT_FALSE(is_valid_name("vol-1\n"));
+  EXPECT_FALSE(is_valid_name("vol 1"));
+  EXPECT_FALSE(is_valid_name(std::string("vol\0x", 5)));
+  EXPECT_FALSE(is_valid_name("vol-\xc3\xa9"));
+  EXPECT_TRUE(is_valid_name("0C6E2B1C-6F0A-4EF5-8A8A-1C2D3E4F5A6B"));
+  EXPECT_FALSE(is_valid_name("0c6e2b1c-6f0a-4ef5-8a8a-1c2d3e4f5a6g"));
+  EXPECT_FALSE(is_valid_name("0c6e2b1c-6f0a-4ef5-8a8a1-c2d3e4f5a6b"));
+  EXPECT_FALSE(is_valid_name("0c6e2b1c-6f0a-4ef5-8a8a-1c2d3e4f5a6"));
   EXPECT_TRUE(is_valid_iqn("iqn.1993-08.org.debian:01:abcdef"));
   EXPECT_TRUE(is_valid_iqn("eui.0123456789abcdef"));
   EXPECT_FALSE(is_valid_iqn("iqn.1993-08.org/debian:01:abcdef"));
