@@ -1,7 +1,8 @@
 #include "plugins/datera/probe.h"
 
+#include <cctype>
 #include <set>
-#include <sstream>
+#include <string_view>
 
 namespace datera::edf {
 
@@ -33,22 +34,34 @@ void Probe::request(const std::string& method, const std::string& endpoint,
                     const std::string& status, std::chrono::nanoseconds took) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  requests_.Add({{"method", method}, {"endpoint", endpoint}, {"status", status}}).Increment();
-  duration_.Add({{"method", method}, {"endpoint", endpoint}}, kBuckets)
-      .Observe(std::chrono::duration<double>(took).count());
+  std::string key;
+  key.reserve(method.size() + endpoint.size() + status.size() + 2);
+  key.append(method).append(1, ' ').append(endpoint).append(1, ' ').append(status);
+  std::lock_guard lock(mu_);
+  auto [it, fresh] = series_.try_emplace(std::move(key));
+  if (fresh) {
+    it->second.requests =
+        &requests_.Add({{"method", method}, {"endpoint", endpoint}, {"status", status}});
+    it->second.duration = &duration_.Add({{"method", method}, {"endpoint", endpoint}}, kBuckets);
+  }
+  it->second.requests->Increment();
+  it->second.duration->Observe(std::chrono::duration<double>(took).count());
 }
 
 std::string endpoint_class(const std::string& target) {
-  static const std::set<std::string> kCollections = {
+  static const std::set<std::string, std::less<>> kCollections = {
       "app_instances",    "storage_instances", "volumes",       "initiators",
       "initiator_groups", "snapshots",         "app_templates", "access_network_ip_pools",
       "tenants",          "storage_nodes"};
-  const std::string path = target.substr(0, target.find('?'));
-  std::istringstream in(path);
-  std::string seg, out;
+  std::string_view path(target);
+  path = path.substr(0, path.find('?'));
+  std::string out;
   bool after_collection = false;
   bool first = true;
-  while (std::getline(in, seg, '/')) {
+  while (!path.empty()) {
+    const size_t slash = path.find('/');
+    const std::string_view seg = path.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
     if (seg.empty()) continue;
     if (first && seg.size() > 1 && seg[0] == 'v' &&
         std::isdigit(static_cast<unsigned char>(seg[1]))) {
@@ -56,7 +69,12 @@ std::string endpoint_class(const std::string& target) {
       continue;  // the version prefix
     }
     first = false;
-    out += "/" + (after_collection ? std::string(":id") : seg);
+    out += '/';
+    if (after_collection) {
+      out += ":id";
+    } else {
+      out += seg;
+    }
     after_collection = !after_collection && kCollections.contains(seg);
   }
   return out.empty() ? "/" : out;

@@ -536,6 +536,32 @@ TEST_F(ClientTest, AnyOtherBodyIsNeverEchoedOnlyItsStatus) {
   EXPECT_EQ(j.error().message.find("stack trace"), std::string::npos) << j.error().message;
 }
 
+TEST(ProbeTest, RequestsAreCountedPerMethodEndpointAndStatus) {
+  prometheus::Registry registry;
+  Probe probe(registry);
+  probe.request("GET", "/app_instances/:id/metadata", "200", std::chrono::milliseconds(2));
+  probe.request("GET", "/app_instances/:id/metadata", "200", std::chrono::milliseconds(3));
+  probe.request("GET", "/app_instances/:id/metadata", "503", std::chrono::milliseconds(4));
+  probe.request("PUT", "/app_instances/:id/metadata", "200", std::chrono::milliseconds(5));
+  std::map<std::string, double> counts;
+  std::map<std::string, uint64_t> observed;
+  for (const auto& f : registry.Collect()) {
+    for (const auto& m : f.metric) {
+      std::string key;
+      for (const auto& l : m.label) key += l.value + " ";
+      if (f.name == "datera_agent_backend_requests_total") counts[key] = m.counter.value;
+      if (f.name == "datera_agent_backend_request_duration_seconds") {
+        observed[key] = m.histogram.sample_count;
+      }
+    }
+  }
+  EXPECT_EQ(counts, (std::map<std::string, double>{{"/app_instances/:id/metadata GET 200 ", 2},
+                                                   {"/app_instances/:id/metadata GET 503 ", 1},
+                                                   {"/app_instances/:id/metadata PUT 200 ", 1}}));
+  EXPECT_EQ(observed, (std::map<std::string, uint64_t>{{"/app_instances/:id/metadata GET ", 3},
+                                                       {"/app_instances/:id/metadata PUT ", 1}}));
+}
+
 TEST(EndpointClass, IdsBecomePlaceholders) {
   EXPECT_EQ(
       endpoint_class("/v2.2/app_instances/vol-1/storage_instances/storage-1/acl_policy/initiators"),
@@ -543,6 +569,10 @@ TEST(EndpointClass, IdsBecomePlaceholders) {
   EXPECT_EQ(endpoint_class("/v2.1/app_instances?limit=100&offset=0"), "/app_instances");
   EXPECT_EQ(endpoint_class("/api_versions"), "/api_versions");
   EXPECT_EQ(endpoint_class("/v2.2/initiators/iqn.1993-08.org.debian:01:a"), "/initiators/:id");
+  EXPECT_EQ(endpoint_class("//v2.2//app_instances//x/"), "/app_instances/:id");
+  EXPECT_EQ(endpoint_class("/app_instances/x/snapshots/1.2/y"), "/app_instances/:id/snapshots/:id/y");
+  EXPECT_EQ(endpoint_class(""), "/");
+  EXPECT_EQ(endpoint_class("?x=1"), "/");
 }
 
 }  // namespace
