@@ -121,8 +121,8 @@ asio::awaitable<void> Keeper::observe() {
     }
     mine.clear();
     for (size_t i : at) mine.push_back(&(*sessions)[i]);
-    const bool failed = update(w, mine, now);
-    maybe_check(w.volume, failed, now, due, early);
+    const bool changed = update(w, mine, now);
+    maybe_check(w.volume, changed, now, due, early);
   }
   if (!due.empty()) {
     // Volumes first seen at different times fall due at different times; those due within half
@@ -147,14 +147,14 @@ asio::awaitable<void> Keeper::observe() {
   probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
-void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::time_point now,
+void Keeper::maybe_check(const std::string& volume, bool changed, steady_clock::time_point now,
                          std::vector<std::string>& due, std::vector<std::string>& early) {
   if (!check_ || stopping_ || checking_.count(volume)) return;
   Track& t = tracks_[volume];
   const auto since = now - t.last_check;
   const bool periodic = !t.checked || (options_.array_poll_interval.count() > 0 &&
                                        since >= options_.array_poll_interval);
-  const bool urgent = failed && (!t.checked || since >= options_.min_check_gap);
+  const bool urgent = changed && (!t.checked || since >= options_.min_check_gap);
   if (!periodic && !urgent) {
     if (t.checked && options_.array_poll_interval.count() > 0 &&
         since >= options_.array_poll_interval / 2) {
@@ -165,7 +165,9 @@ void Keeper::maybe_check(const std::string& volume, bool failed, steady_clock::t
   t.last_check = now;
   t.checked = true;
   if (urgent) {
-    start_check({volume}, "session " + std::string(to_string(t.health)));
+    start_check({volume}, t.health == Health::healthy
+                              ? std::string("session recovered")
+                              : "session " + std::string(to_string(t.health)));
   } else {
     due.push_back(volume);
   }
@@ -244,7 +246,9 @@ bool Keeper::update(const Watched& w, const std::vector<const initiator::Session
       if (old_portal != t.portal && !old_portal.empty()) {
         log_->warn("volume {}: portal changed {} -> {}", w.volume, old_portal, t.portal);
       }
-      break;
+      // Checked at once: a session that was down long enough may have had its map path failed
+      // by the kernel, and the path stays failed until the check reinstates it.
+      return true;
     }
     case Health::recovering:
       log_->warn("volume {}: session stalled, iscsid is recovering it; I/O waits ({})", w.volume,

@@ -112,13 +112,14 @@ class Keeper {
     bool checked = false;
   };
 
-  /// Returns true when the volume just stopped being healthy.
+  /// Returns true when the volume just stopped being healthy, or just became healthy again after
+  /// a stall (its map path may need reinstating): either wants an access check at once.
   /// `mine`: the volume's sessions, in the order the initiator listed them.
   bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
   /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due,
   /// or to `early` when it falls due within half an interval (checked with `due`, if any).
-  void maybe_check(const std::string& volume, bool failed,
+  void maybe_check(const std::string& volume, bool changed,
                    std::chrono::steady_clock::time_point now, std::vector<std::string>& due,
                    std::vector<std::string>& early);
   void start_check(std::vector<std::string> volumes, std::string reason);

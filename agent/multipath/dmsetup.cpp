@@ -147,6 +147,17 @@ asio::awaitable<Result<std::optional<Map>>> Dmsetup::find(const std::string& nam
   m.sectors = t->sectors;
   m.paths = t->paths;
   m.queueing = t->queue;
+  std::vector<std::string> status_args;
+  status_args = {"status", name};
+  auto status = co_await dmsetup(std::move(status_args));
+  if (!status) co_return status.error().wrap(what);
+  if (!status->success()) {
+    co_return Error{what + ": dmsetup status failed (" + status->describe() +
+                    "): " + trimmed(status->err)};
+  }
+  auto failed = decode_failed_paths(trimmed(status->out));
+  if (!failed) co_return failed.error().wrap(what);
+  m.failed = std::move(*failed);
   // devtmpfs names the node after the kernel's disk name, dm-<minor>.
   m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
   co_return std::optional<Map>{std::move(m)};
@@ -199,9 +210,31 @@ asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
     it->second.queueing = t->queue;
     tabled.insert(it->first);
   }
-  // A map without a multipath table (being created, or not a multipath map): as find() would
-  // fail on it, leave it out so the caller's full check looks at it alone.
-  std::erase_if(out, [&](const auto& entry) { return !tabled.count(entry.first); });
+  std::vector<std::string> status_args;
+  status_args = {"status", "--target", "multipath"};
+  auto status = co_await dmsetup(std::move(status_args));
+  if (!status) co_return status.error().wrap(what);
+  if (!status->success()) {
+    co_return Error{what + ": dmsetup status failed (" + status->describe() +
+                    "): " + trimmed(status->err)};
+  }
+  std::istringstream statuses(status->out);
+  std::set<std::string> stated;
+  for (std::string line; std::getline(statuses, line);) {
+    const auto colon = line.find(": ");
+    if (colon == std::string::npos) continue;
+    auto it = out.find(line.substr(0, colon));
+    if (it == out.end()) continue;
+    auto failed = decode_failed_paths(trimmed(line.substr(colon + 2)));
+    if (!failed) co_return failed.error().wrap(what + " (map " + it->first + ")");
+    it->second.failed = std::move(*failed);
+    stated.insert(it->first);
+  }
+  // A map without a multipath table or status (being created, or not a multipath map): as find()
+  // would fail on it, leave it out so the caller's full check looks at it alone.
+  std::erase_if(out, [&](const auto& entry) {
+    return !tabled.count(entry.first) || !stated.count(entry.first);
+  });
   co_return out;
 }
 
@@ -252,9 +285,29 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     }
     if (auto st = co_await set_queueing(name, false); !st) co_return st.error();
   }
+  // The same table with a path the kernel failed (I/O errors while its session was down): it
+  // stays failed, and the map fails all I/O, until reinstated, even with the session back.
+  // multipathd's path checker would reinstate it; the agent does instead. A swapped table's
+  // paths start active.
+  std::vector<std::string> reinstate;
+  if (*current && (*current)->paths == want.paths) reinstate = (*current)->failed;
+  for (const auto& dev : reinstate) {
+    std::vector<std::string> args;
+    args = {"message", name, "0", "reinstate_path", dev};
+    auto st = co_await must(args, "reinstating path " + dev + " of map " + name);
+    probe_.operation("reinstate", st.ok());
+    if (!st) co_return st.error();
+    log_->warn("map {}: path {} was failed; reinstated", name, dev);
+  }
   auto now = co_await find(name);
   if (!now) co_return now.error();
   if (!*now) co_return Error{what + ": the map vanished right after it was set up"};
+  if (!(*now)->failed.empty()) {
+    std::string failed;
+    for (const auto& p : (*now)->failed) failed += (failed.empty() ? "" : ",") + p;
+    co_return Error{what + ": path " + failed + " is still failed after reinstate_path; its " +
+                    "disk refuses I/O (check the session with `iscsiadm -m session -P 3`)"};
+  }
   // The node must be the map's, by number, before anything is mounted from it.
   if (!options_.require_block_device) co_return std::move(**now);
   struct stat sb {};

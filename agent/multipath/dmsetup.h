@@ -61,7 +61,8 @@ class Dmsetup final : public Multipath {
 
   bool available() const override { return available_; }
   boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) override;
-  /// Two commands for any number of maps: `dmsetup info -c` and `dmsetup table --target multipath`.
+  /// Three commands for any number of maps: `dmsetup info -c`, and `dmsetup table` and
+  /// `dmsetup status` with `--target multipath`.
   boost::asio::awaitable<Result<std::map<std::string, Map>>> find_all(
       std::vector<std::string> names) override;
   boost::asio::awaitable<Result<Map>> ensure(const std::string& name, const std::string& uuid,

@@ -46,6 +46,10 @@ struct Map {
   uint64_t sectors = 0;
   std::vector<std::string> paths;  ///< "8:16", in table order
   bool queueing = false;           ///< queue_if_no_path in the live table
+  /// Paths the kernel marked failed (an I/O error on them). They stay failed until reinstated,
+  /// even after their session is back: multipathd's path checker would reinstate them; here
+  /// ensure() does.
+  std::vector<std::string> failed;
 };
 
 class Multipath {
@@ -67,7 +71,9 @@ class Multipath {
     co_return out;
   }
   /// Creates `name` over `paths`, or swaps the live map to exactly `paths` (and their current
-  /// size, after a grow). Every path must have the same size. Ends with queueing off.
+  /// size, after a grow). Every path must have the same size. Ends with queueing off and every
+  /// path active: a failed path of an unchanged table is reinstated (the caller knows its
+  /// session is up), and one that stays failed is an Error.
   virtual boost::asio::awaitable<Result<Map>> ensure(const std::string& name,
                                                      const std::string& uuid,
                                                      const std::vector<PathDevice>& paths) = 0;
@@ -90,5 +96,9 @@ struct Table {
 std::string encode_table(const Table& t);
 /// Parses one line of `dmsetup table` for a multipath target (any selector, any path groups).
 Result<Table> decode_table(const std::string& line);
+/// The failed paths ("8:16") in one line of `dmsetup status` for a multipath target:
+/// "0 <sectors> multipath <#feat> <feat>... <#hw> <hw>... <#groups> <next> then per group
+/// <state> <#sel> <sel>... <#paths> <#info>, and per path <dev> <A|F> <fail count> <info>...".
+Result<std::vector<std::string>> decode_failed_paths(const std::string& line);
 
 }  // namespace datera::multipath

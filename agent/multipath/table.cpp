@@ -96,4 +96,40 @@ Result<Table> decode_table(const std::string& line) {
   return t;
 }
 
+Result<std::vector<std::string>> decode_failed_paths(const std::string& line) {
+  const Error bad{"not a multipath status: '" + line + "'"};
+  Tokens tk(line);
+  uint64_t start = 0, sectors = 0, n = 0;
+  std::string target;
+  if (!tk.number(start) || start != 0 || !tk.number(sectors) || !tk.next(target) ||
+      target != "multipath") {
+    return bad;
+  }
+  if (!tk.number(n) || n > 64 || !tk.skip(n)) return bad;  // features (queueing, pg_init count)
+  if (!tk.number(n) || n > 64 || !tk.skip(n)) return bad;  // hardware handler status
+  uint64_t groups = 0, next_group = 0;
+  if (!tk.number(groups) || groups > 64 || !tk.number(next_group)) return bad;
+  std::vector<std::string> failed;
+  for (uint64_t g = 0; g < groups; ++g) {
+    std::string state;
+    uint64_t sel = 0, paths = 0, info = 0;
+    if (!tk.next(state) || !tk.number(sel) || sel > 64 || !tk.skip(sel) || !tk.number(paths) ||
+        paths > 1024 || !tk.number(info) || info > 64) {
+      return bad;
+    }
+    for (uint64_t p = 0; p < paths; ++p) {
+      std::string dev, active;
+      uint64_t fail_count = 0;
+      if (!tk.next(dev) || !tk.next(active) || (active != "A" && active != "F") ||
+          !tk.number(fail_count) || !tk.skip(info)) {
+        return bad;
+      }
+      if (active == "F") failed.push_back(dev);
+    }
+  }
+  std::string extra;
+  if (tk.next(extra)) return bad;
+  return failed;
+}
+
 }  // namespace datera::multipath

@@ -972,6 +972,8 @@ const char* to_string(Access a) {
       return "refused";
     case Access::error:
       return "error";
+    case Access::reinstated:
+      return "reinstated";
   }
   return "unknown";
 }
@@ -1048,12 +1050,35 @@ Exported exported(const Record& rec, const edf::AppInstance& ai,
   return e;
 }
 
-/// A live map that is not exactly the one path `current`, or still queueing: to be fixed.
+/// A live map that is not exactly the one path `current`, still queueing, or with its path
+/// failed: to be fixed.
 bool map_wrong(const Result<std::optional<multipath::Map>>& map,
                const std::optional<initiator::Device>& current) {
-  return !map || !*map || (*map)->queueing || !current ||
+  return !map || !*map || (*map)->queueing || !(*map)->failed.empty() || !current ||
          (*map)->paths != std::vector<std::string>{
                               multipath::PathDevice{"", current->major, current->minor}.dev_t()};
+}
+
+/// The map is exactly the one path `current` and only that path is failed: nothing moved, the
+/// path only needs reinstating (once its session is back).
+bool only_path_failed(const Result<std::optional<multipath::Map>>& map,
+                      const std::optional<initiator::Device>& current) {
+  if (!map || !*map || !current || (*map)->queueing) return false;
+  const std::string dev = multipath::PathDevice{"", current->major, current->minor}.dev_t();
+  return (*map)->paths == std::vector<std::string>{dev} &&
+         (*map)->failed == std::vector<std::string>{dev};
+}
+
+/// The session whose disk is `dev` is logged in and its disk running.
+bool session_up(const std::vector<const initiator::Session*>& sessions,
+                const initiator::Device& dev) {
+  for (const auto* s : sessions) {
+    if (s->device && s->device->major == dev.major && s->device->minor == dev.minor &&
+        s->state == "LOGGED_IN" && (s->device_state.empty() || s->device_state == "running")) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -1104,11 +1129,30 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   const auto& want = ex.want;
   const auto& had = ex.had;
   bool wrong = false;
+  bool reinstate = false;
   if (ex.map_matters(rec, multipath_ != nullptr)) {
     auto map = co_await multipath_->find(rec.map);
     wrong = map_wrong(map, ex.current);
+    reinstate = only_path_failed(map, ex.current);
   }
   if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
+  if (reinstate) {
+    // The session was down long enough for the kernel to fail the map's path (I/O errors reached
+    // the filesystem), and the path stays failed after the session is back: the job of
+    // multipathd's path checker, done once the session is logged in and its disk running.
+    if (!session_up(mine, *ex.current)) co_return done(Access::unchanged);
+    auto on = co_await map_device(rec, *ex.current);
+    if (!on) {
+      log_->error("volume {}: its session is back but the map's path stays failed: {}", volume,
+                  on.error().message);
+      co_return done(Access::failed);
+    }
+    log_->warn(
+        "volume {}: reinstated the failed path {} of map {} ({}); I/O errors may have reached "
+        "the filesystem while it was failed",
+        volume, ex.current->path, rec.map, reason);
+    co_return done(Access::reinstated);
+  }
 
   if (rec.map.empty() || !multipath_) {
     log_->warn(

@@ -99,6 +99,7 @@ enum class Access {
   failed,     ///< the move was tried and failed; the old path is left as it was
   refused,    ///< the array's volume is not the one mounted (uuid changed)
   error,      ///< the array could not be asked
+  reinstated,  ///< nothing moved; the map's failed path was reinstated (its session is back)
 };
 const char* to_string(Access a);
 

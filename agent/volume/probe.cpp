@@ -5,6 +5,13 @@
 namespace datera::volume {
 
 namespace {
+/// Access check results that are about a portal change (a reinstated path moved nothing).
+bool is_portal_change(const std::string& result) {
+  return result != "unchanged" && result != "error" && result != "reinstated";
+}
+}  // namespace
+
+namespace {
 const prometheus::Histogram::BucketBoundaries kStepBuckets{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
                                                            1,     2.5,   5,    10,   30,  120};
 }
@@ -93,10 +100,10 @@ Probe::Probe(prometheus::Registry& registry)
     fencing_.Add({{"kind", k}});
   for (const char* r : {"unauthorized", "unreachable", "error", "slow_round"})
     renewal_failures_.Add({{"reason", r}});
-  for (const char* r : {"unchanged", "moved", "deferred", "failed", "refused", "error"}) {
+  for (const char* r :
+       {"unchanged", "moved", "deferred", "failed", "refused", "error", "reinstated"}) {
     access_.Add({{"result", r}});
-    if (std::string(r) != "unchanged" && std::string(r) != "error")
-      portal_changes_.Add({{"result", r}});
+    if (is_portal_change(r)) portal_changes_.Add({{"result", r}});
   }
   for (const char* r : {"released", "not_here", "in_use", "staged", "failed"})
     releases_.Add({{"result", r}});
@@ -138,9 +145,7 @@ void Probe::reconcile(const std::string& action) {
 
 void Probe::access_check(const std::string& result) {
   access_.Add({{"result", result}}).Increment();
-  if (result != "unchanged" && result != "error") {
-    portal_changes_.Add({{"result", result}}).Increment();
-  }
+  if (is_portal_change(result)) portal_changes_.Add({{"result", result}}).Increment();
 }
 
 void Probe::portal_changed(double seconds) {

@@ -12,9 +12,11 @@
 //   datera_agent_volume_reconcile_actions_total{action}                counter
 //   datera_agent_volume_access_checks_total{result}                    counter (unchanged, moved,
 //                                                                      deferred, failed, refused,
-//                                                                      error)
+//                                                                      error, reinstated: the
+//                                                                      map's failed path)
 //   datera_agent_portal_changes_total{result}                          counter (the same but
-//                                                                      unchanged and error)
+//                                                                      unchanged, error and
+//                                                                      reinstated)
 //   datera_agent_portal_change_duration_seconds                        histogram (login to swap)
 //   datera_agent_handoffs_total{result}                                counter (claimed,
 //                                                                      taken_over, refused,

@@ -202,6 +202,22 @@ TEST_F(KeeperCheckTest, ChecksAtFirstSightOnFailureAndOnThePollInterval) {
   EXPECT_EQ(checks_.size(), 3u) << "the poll interval";
 }
 
+// A session back after a stall is checked at once: the kernel may have failed the volume's map
+// path during the stall, and only the check reinstates it (not the next periodic one, a minute on).
+TEST_F(KeeperCheckTest, ARecoveredSessionIsCheckedAtOnce) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FAILED", "transport-offline")};
+  look_at(std::chrono::milliseconds(7'000));
+  ASSERT_EQ(checks_.size(), 2u);
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(30'000));
+  ASSERT_EQ(checks_.size(), 3u);
+  EXPECT_EQ(checks_[2], "vol-1 session recovered");
+  look_at(std::chrono::milliseconds(32'000));
+  EXPECT_EQ(checks_.size(), 3u) << "once";
+}
+
 // The periodic checks due in one look are one call (the manager lists the array once for them);
 // a failing session still gets its own, at once.
 TEST_F(KeeperCheckTest, PeriodicChecksOfManyVolumesComeAsOneCall) {

@@ -1,5 +1,6 @@
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <boost/asio/io_context.hpp>
@@ -67,7 +68,19 @@ class FakeDmsetup : public process::ProcessRunner {
     std::string uuid;
     std::string table;
     unsigned minor = 0;
+    std::set<std::string> failed;  ///< paths the "kernel" failed
   };
+  bool stuck = false;  ///< reinstate_path is accepted but the path fails again at once
+
+  /// `dmsetup status` of a map: round-robin, one group, each path A or F.
+  static std::string status_of(const Live& m) {
+    auto t = *decode_table(m.table);
+    std::string out = "0 " + std::to_string(t.sectors) + " multipath 2 " +
+                      (t.queue ? "1" : "0") + " 0 0 1 1 A 0 " + std::to_string(t.paths.size()) +
+                      " 0";
+    for (const auto& p : t.paths) out += " " + p + (m.failed.count(p) ? " F 1" : " A 0");
+    return out;
+  }
   std::map<std::string, Live> maps;
   std::vector<std::string> log;  ///< every command line, without --noudevsync
   std::string pending;           ///< a reloaded, not yet resumed table
@@ -90,6 +103,12 @@ class FakeDmsetup : public process::ProcessRunner {
       }
     } else if (op == "table" && name == "multipath") {  // table --target multipath
       for (const auto& [n, m] : maps) o.out += n + ": " + m.table + "\n";
+    } else if (op == "status" && name == "multipath") {  // status --target multipath
+      for (const auto& [n, m] : maps) {
+        if (decode_table(m.table)) o.out += n + ": " + status_of(m) + "\n";
+      }
+    } else if (op == "status") {
+      o.out = status_of(maps.at(name)) + "\n";
     } else if (op == "info") {
       auto it = maps.find(name);
       if (it == maps.end()) {
@@ -101,11 +120,13 @@ class FakeDmsetup : public process::ProcessRunner {
     } else if (op == "table") {
       o.out = maps.at(name).table + "\n";
     } else if (op == "create") {
-      maps[a.at(1)] = Live{a.at(3), a.at(5), static_cast<unsigned>(maps.size())};
+      maps[a.at(1)] = Live{a.at(3), a.at(5), static_cast<unsigned>(maps.size()), {}};
     } else if (op == "reload") {
       pending = a.at(3);
     } else if (op == "resume") {
       maps.at(name).table = pending;
+    } else if (op == "message" && a.at(3) == "reinstate_path") {
+      if (!stuck) maps.at(a.at(1)).failed.erase(a.at(4));
     } else if (op == "message") {
       auto& t = maps.at(a.at(1)).table;
       auto parsed = *decode_table(t);
@@ -171,8 +192,54 @@ TEST_F(DmsetupTest, CreatesOnceThenDoesNothing) {
   runner_.log.clear();
   ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
   for (const auto& l : runner_.log) {
-    EXPECT_TRUE(l.rfind("info", 0) == 0 || l.rfind("table", 0) == 0) << "changed something: " << l;
+    EXPECT_TRUE(l.rfind("info", 0) == 0 || l.rfind("table", 0) == 0 || l.rfind("status", 0) == 0)
+        << "changed something: " << l;
   }
+}
+
+// After an outage longer than the session's replacement timeout the kernel fails the map's path,
+// and it stays failed with the session back: ensure() (attach, reconcile, the access check after
+// a session recovers) reinstates it, and says so when the disk still refuses.
+TEST_F(DmsetupTest, ReinstatesAFailedPathOfAnUnchangedMapAndSaysWhenItStaysFailed) {
+  ASSERT_TRUE(ensure({{"/dev/sdb", 8, 16}}));
+  const std::string name = "datera-" + kUuid;
+  runner_.maps.at(name).failed = {"8:16"};
+  auto seen = run_async(ioc_, dm_->find(name));
+  ASSERT_TRUE(seen && *seen);
+  EXPECT_EQ((*seen)->failed, std::vector<std::string>{"8:16"});
+  runner_.log.clear();
+  auto m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_TRUE(m->failed.empty());
+  std::vector<std::string> changes;
+  for (const auto& l : runner_.log) {
+    if (l.rfind("info", 0) != 0 && l.rfind("table", 0) != 0 && l.rfind("status", 0) != 0) {
+      changes.push_back(l);
+    }
+  }
+  EXPECT_EQ(changes, std::vector<std::string>{"message " + name + " 0 reinstate_path 8:16"});
+
+  runner_.maps.at(name).failed = {"8:16"};
+  runner_.stuck = true;
+  m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("8:16 is still failed"), std::string::npos)
+      << m.error().message;
+}
+
+TEST(MultipathStatus, FailedPathsOfAnyLayout) {
+  EXPECT_EQ(*decode_failed_paths("0 2097152 multipath 2 0 0 0 1 1 A 0 1 0 8:16 A 0"),
+            std::vector<std::string>{});
+  EXPECT_EQ(*decode_failed_paths("0 2097152 multipath 2 1 0 0 1 1 E 0 1 0 8:16 F 3"),
+            std::vector<std::string>{"8:16"});
+  // Two groups, a selector with status and per-path info (service-time: 2 info args).
+  EXPECT_EQ(*decode_failed_paths("0 8 multipath 2 0 0 1 alua 2 1 A 1 7 2 2 8:16 A 0 0 1 8:32 F "
+                                 "2 0 1 E 0 1 2 8:48 F 1 0 1"),
+            (std::vector<std::string>{"8:32", "8:48"}));
+  EXPECT_FALSE(decode_failed_paths("0 8 linear 8:16 0"));
+  EXPECT_FALSE(decode_failed_paths("0 2097152 multipath 2 0 0 0 1 1 A 0 1 0 8:16 X 0"));
+  EXPECT_FALSE(decode_failed_paths("0 2097152 multipath 2 0 0 0 1 1 A 0 1 0 8:16 A"));
+  EXPECT_FALSE(decode_failed_paths("0 2097152 multipath 2 0 0 0 1 1 A 0 1 0 8:16 A 0 extra"));
 }
 
 // The access poll's view of every map: two commands whatever their number, and each map exactly
@@ -183,12 +250,13 @@ TEST_F(DmsetupTest, FindAllListsOurMapsWithTwoCommandsAsFindReadsThem) {
   ASSERT_TRUE(
       run_async(ioc_, dm_->ensure("datera-" + other, "DATERA-" + other, {{"/dev/sdc", 8, 32}})));
   ASSERT_TRUE(run_async(ioc_, dm_->set_queueing("datera-" + other, true)));
-  runner_.maps["foreign"] = FakeDmsetup::Live{"LVM-xyz", "0 8 linear 8:64 0", 9};
+  runner_.maps.at("datera-" + other).failed = {"8:32"};
+  runner_.maps["foreign"] = FakeDmsetup::Live{"LVM-xyz", "0 8 linear 8:64 0", 9, {}};
   runner_.log.clear();
   auto all = run_async(
       ioc_, dm_->find_all({"datera-" + kUuid, "datera-" + other, "foreign", "datera-absent"}));
   ASSERT_TRUE(all) << all.error().message;
-  EXPECT_EQ(runner_.log.size(), 2u);
+  EXPECT_EQ(runner_.log.size(), 3u);
   ASSERT_EQ(all->size(), 2u);
   for (const auto& name : {"datera-" + kUuid, "datera-" + other}) {
     auto one = run_async(ioc_, dm_->find(name));
@@ -199,8 +267,10 @@ TEST_F(DmsetupTest, FindAllListsOurMapsWithTwoCommandsAsFindReadsThem) {
     EXPECT_EQ(listed.queueing, (*one)->queueing) << name;
     EXPECT_EQ(listed.device, (*one)->device) << name;
     EXPECT_EQ(listed.minor, (*one)->minor) << name;
+    EXPECT_EQ(listed.failed, (*one)->failed) << name;
   }
   EXPECT_TRUE(all->at("datera-" + other).queueing);
+  EXPECT_EQ(all->at("datera-" + other).failed, std::vector<std::string>{"8:32"});
 }
 
 TEST_F(DmsetupTest, SwapsPathsWithNoflushResumeAndEndsWithoutQueueing) {
@@ -212,7 +282,9 @@ TEST_F(DmsetupTest, SwapsPathsWithNoflushResumeAndEndsWithoutQueueing) {
   EXPECT_FALSE(m->queueing);
   std::vector<std::string> changes;
   for (const auto& l : runner_.log) {
-    if (l.rfind("info", 0) != 0 && l.rfind("table", 0) != 0) changes.push_back(l);
+    if (l.rfind("info", 0) != 0 && l.rfind("table", 0) != 0 && l.rfind("status", 0) != 0) {
+      changes.push_back(l);
+    }
   }
   const std::string name = "datera-" + kUuid;
   ASSERT_EQ(changes.size(), 3u);
@@ -229,7 +301,7 @@ TEST_F(DmsetupTest, RefusesPathsOfDifferentSizesAndForeignMaps) {
   ASSERT_FALSE(m);
   EXPECT_NE(m.error().message.find("differ in size"), std::string::npos) << m.error().message;
   EXPECT_TRUE(runner_.maps.empty());
-  runner_.maps["datera-" + kUuid] = {"mpath-3600a", "0 8 linear 8:16 0", 0};
+  runner_.maps["datera-" + kUuid] = {"mpath-3600a", "0 8 linear 8:16 0", 0, {}};
   m = ensure({{"/dev/sdb", 8, 16}});
   ASSERT_FALSE(m);
   EXPECT_NE(m.error().message.find("not the agent's"), std::string::npos) << m.error().message;

@@ -90,8 +90,15 @@ struct FakeMultipath : multipath::Multipath {
     m.name = name;
     m.device = "/dev/dm-0";
     m.major = 254;
-    m.paths.clear();
-    for (const auto& p : paths) m.paths.push_back(p.dev_t());
+    std::vector<std::string> want;
+    for (const auto& p : paths) want.push_back(p.dev_t());
+    if (m.paths == want) {  // as Dmsetup: a failed path of an unchanged table is reinstated
+      for (const auto& f : m.failed) {
+        if (shared) shared->push_back("reinstate " + f);
+      }
+    }
+    m.failed.clear();
+    m.paths = want;
     m.queueing = false;
     if (shared) shared->push_back("map over " + m.paths.front());
     co_return m;
@@ -497,6 +504,30 @@ TEST_F(MultipathManagerTest, AnAccessIpChangeMovesTheSessionInTheSafeOrder) {
   const auto rec = journal_.load_all(nullptr).at(0);
   EXPECT_EQ(rec.target.portals, std::vector<std::string>{"172.28.0.9"});
   EXPECT_EQ(mounter_.table.front().source, "/dev/dm-0") << "the mount never moved";
+  log_.clear();
+  EXPECT_EQ(check(), Access::unchanged) << "idempotent";
+  EXPECT_TRUE(log_.empty());
+}
+
+// An outage longer than the replacement timeout fails the map's only path; the session comes
+// back but the path stays failed (every I/O fails) until reinstated. Nothing moved, so no login,
+// queueing or logout: the path is reinstated, once the session is logged in and its disk running.
+TEST_F(MultipathManagerTest, AFailedPathIsReinstatedOnceItsSessionIsBackAndNothingMoves) {
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  multipath_.maps[kMap].failed = {"8:16"};
+  initiator_.live.at(0).state = "FAILED";
+  initiator_.live.at(0).device_state = "transport-offline";
+  log_.clear();
+  EXPECT_EQ(check(), Access::unchanged) << "its session is still down";
+  EXPECT_TRUE(log_.empty());
+  EXPECT_EQ(multipath_.maps[kMap].failed, std::vector<std::string>{"8:16"});
+
+  initiator_.live.at(0).state = "LOGGED_IN";
+  initiator_.live.at(0).device_state = "running";
+  EXPECT_EQ(check(), Access::reinstated);
+  EXPECT_EQ(log_, (CallLog{"reinstate 8:16", "map over 8:16"})) << "no login, queueing or logout";
+  EXPECT_TRUE(multipath_.maps[kMap].failed.empty());
+  EXPECT_EQ(mounter_.table.front().source, "/dev/dm-0");
   log_.clear();
   EXPECT_EQ(check(), Access::unchanged) << "idempotent";
   EXPECT_TRUE(log_.empty());
