@@ -24,6 +24,8 @@ const char* to_string(Health h) {
       return "device_offline";
     case Health::missing:
       return "missing";
+    case Health::fs_failed:
+      return "fs_failed";
   }
   return "unknown";
 }
@@ -51,7 +53,7 @@ Health classify(const std::vector<const initiator::Session*>& sessions) {
 Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
                initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
                udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock, WallClock wall,
-               AccessCheck check)
+               AccessCheck check, FsCheck fs_check)
     : executor_(executor),
       options_(options),
       initiator_(initiator),
@@ -62,6 +64,7 @@ Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
       clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
       wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
       check_(std::move(check)),
+      fs_check_(std::move(fs_check)),
       timer_(executor) {}
 
 asio::awaitable<void> Keeper::run() {
@@ -141,9 +144,9 @@ asio::awaitable<void> Keeper::observe() {
     probe_.forget(it->first);  // detached: no longer ours to watch
     it = tracks_.erase(it);
   }
-  double counts[4] = {0, 0, 0, 0};
+  double counts[5] = {0, 0, 0, 0, 0};
   for (const auto& [_, t] : tracks_) counts[static_cast<int>(t.health)] += 1;
-  probe_.states(counts[0], counts[1], counts[2], counts[3]);
+  probe_.states(counts[0], counts[1], counts[2], counts[3], counts[4]);
   probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
@@ -186,10 +189,15 @@ void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
 
 bool Keeper::update(const Watched& w, const std::vector<const initiator::Session*>& mine,
                     steady_clock::time_point now) {
-  const Health h = classify(mine);
+  Health h = classify(mine);
   Track& t = tracks_[w.volume];
+  std::optional<std::string> fs_failure;
+  if (fs_check_ && !w.device.empty()) fs_failure = fs_check_(w.device);
+  if (fs_failure) h = Health::fs_failed;
+  t.fs_failure = fs_failure.value_or("");
   const bool first = !t.seen;
-  if (!first && t.health != Health::healthy) {
+  // A failed filesystem is not I/O waiting on a session: its stall, if any, ended in the failure.
+  if (!first && t.health != Health::healthy && t.health != Health::fs_failed) {
     const double dt = std::chrono::duration<double>(now - t.last_look).count();
     t.blocked_seconds += dt;
     probe_.blocked(w.volume, dt);
@@ -215,7 +223,14 @@ bool Keeper::update(const Watched& w, const std::vector<const initiator::Session
     t.health = h;
     t.since = now;
     if (h != Health::healthy) t.stall_start = now;
-    log_->info("volume {}: session {} via {} is {}", w.volume, t.sid, t.portal, to_string(h));
+    if (h == Health::fs_failed) {
+      log_->error(
+          "volume {}: DEGRADED: its filesystem on {} failed: \"{}\". Every access of its pods "
+          "fails; restart them, and the next mount stages the volume afresh",
+          w.volume, w.device, t.fs_failure);
+    } else {
+      log_->info("volume {}: session {} via {} is {}", w.volume, t.sid, t.portal, to_string(h));
+    }
     return h != Health::healthy;
   }
   if (h == t.health) return false;
@@ -233,6 +248,12 @@ bool Keeper::update(const Watched& w, const std::vector<const initiator::Session
 
   switch (h) {
     case Health::healthy: {
+      if (from == Health::fs_failed) {
+        // The pod restarted and the volume was mounted afresh: an outage that ended in a failed
+        // filesystem is not a recovery.
+        log_->info("volume {}: its filesystem was mounted afresh; healthy ({})", w.volume, detail);
+        return false;
+      }
       const double stall = std::chrono::duration<double>(now - t.stall_start).count();
       ++t.recoveries;
       t.last_recovery_seconds = stall;
@@ -266,6 +287,13 @@ bool Keeper::update(const Watched& w, const std::vector<const initiator::Session
       log_->error("volume {}: no session for target {} although the volume is attached", w.volume,
                   w.target.iqn);
       break;
+    case Health::fs_failed:
+      log_->error(
+          "volume {}: DEGRADED: its filesystem on {} failed: \"{}\" ({}). Every access of its "
+          "pods fails, whatever the session does now; restart them, and the next mount stages "
+          "the volume afresh",
+          w.volume, w.device, t.fs_failure, detail);
+      break;
   }
   return from == Health::healthy;
 }
@@ -298,6 +326,7 @@ nlohmann::json Keeper::state(const std::string& volume) const {
           {"recoveries", t.recoveries},
           {"last_recovery_seconds", t.last_recovery_seconds},
           {"io_blocked_seconds", t.blocked_seconds},
+          {"fs_failure", t.fs_failure},
           {"transitions", history}};
 }
 

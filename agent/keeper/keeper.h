@@ -13,6 +13,10 @@
 //   device_offline  the replacement timeout expired ("transport-offline"/"offline", or FREE): I/O
 //                   errors reached the filesystem. Alerted, and the volume shows degraded
 //   missing         no session at all for an attached volume
+//   fs_failed       the kernel shut the volume's filesystem down (xfs) or found errors in it
+//                   (ext4), whatever the session does now: every access of the pod fails until
+//                   the pod restarts and the volume is mounted afresh. Never counted as a
+//                   recovery, and reported until that fresh mount
 //
 // It never logs out a session, and never touches a session that has a mount: recovery is iscsid's
 // job, and a logout under a mount loses data. What it does ask for is an access check (the volume
@@ -42,13 +46,14 @@
 
 namespace datera::keeper {
 
-enum class Health { healthy, recovering, device_offline, missing };
+enum class Health { healthy, recovering, device_offline, missing, fs_failed };
 const char* to_string(Health h);
 
 /// An attached volume, as the volume manager knows it.
 struct Watched {
   std::string volume;
   initiator::Target target;
+  std::string device;  ///< the staging mount's disk, by its kernel name ("dm-3"); "" unknown
 };
 
 struct KeeperOptions {
@@ -69,11 +74,14 @@ class Keeper {
   /// "poll"); a volume whose session stopped being healthy comes alone, at once.
   using AccessCheck =
       std::function<boost::asio::awaitable<void>(std::vector<std::string>, std::string)>;
+  /// The kernel's line about the failure of the filesystem on `device` ("dm-3") since its last
+  /// mount, if it failed (agent/kmsg); empty: filesystems are not watched.
+  using FsCheck = std::function<std::optional<std::string>(const std::string& device)>;
 
   Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
          initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
          udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock = {}, WallClock wall = {},
-         AccessCheck check = {});
+         AccessCheck check = {}, FsCheck fs_check = {});
 
   /// Looks, then waits for an event or the poll interval, until stop().
   boost::asio::awaitable<void> run();
@@ -102,6 +110,7 @@ class Keeper {
     std::chrono::steady_clock::time_point last_look;
     std::string portal;
     int sid = -1;
+    std::string fs_failure;  ///< the kernel's line, while fs_failed
     std::string session_state;
     std::string device_state;
     uint64_t recoveries = 0;
@@ -134,6 +143,7 @@ class Keeper {
   Clock clock_;
   WallClock wall_;
   AccessCheck check_;
+  FsCheck fs_check_;
   std::map<std::string, Track> tracks_;
   std::set<std::string> checking_;
   boost::asio::steady_timer timer_;

@@ -41,14 +41,16 @@ Probe::Probe(prometheus::Registry& registry)
                 .Register(registry)
                 .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                  0.025, 0.05, 0.1, 0.25, 0.5, 1})) {
-  states(0, 0, 0, 0);
+  states(0, 0, 0, 0, 0);
 }
 
-void Probe::states(double healthy, double recovering, double device_offline, double missing) {
+void Probe::states(double healthy, double recovering, double device_offline, double missing,
+                   double fs_failed) {
   states_.Add({{"state", "healthy"}}).Set(healthy);
   states_.Add({{"state", "recovering"}}).Set(recovering);
   states_.Add({{"state", "device_offline"}}).Set(device_offline);
   states_.Add({{"state", "missing"}}).Set(missing);
+  states_.Add({{"state", "fs_failed"}}).Set(fs_failed);
 }
 
 void Probe::up(const std::string& volume, bool is_up) {

@@ -25,7 +25,8 @@ namespace datera::keeper {
 class Probe {
  public:
   explicit Probe(prometheus::Registry& registry);
-  void states(double healthy, double recovering, double device_offline, double missing);
+  void states(double healthy, double recovering, double device_offline, double missing,
+              double fs_failed);
   void up(const std::string& volume, bool up);
   void forget(const std::string& volume);
   void recovered(double seconds);

@@ -186,6 +186,12 @@ asio::awaitable<void> Application::start() {
     log_exception(log, "releasing leftover volumes", e);
   });
   if (attacher_) flex_.set_controller_ops(attacher_.get());
+  // Spawned before the keeper: the kernel log's backlog is read before the keeper's first look,
+  // so a filesystem that failed while the agent was down is reported at once.
+  asio::co_spawn(
+      ioc_,
+      kernel_log_->run([this](const kmsg::FsEvent& e) { fs_failures_.feed(e); }),
+      [log = log_](const std::exception_ptr& e) { log_exception(log, "kernel log", e); });
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
   });
@@ -297,6 +303,7 @@ asio::awaitable<void> Application::shutdown() {
   installer_.stop();
   if (backend_monitor_) backend_monitor_->stop();
   if (keeper_) keeper_->stop();
+  if (kernel_log_) kernel_log_->stop();
   watchdog_timer_.cancel();
   const bool clean = co_await api_server_.drain(cfg_.shutdown_grace);
   api_server_.remove_socket_file();
@@ -497,12 +504,19 @@ Status Application::make_volumes() {
   ko.array_poll_interval = ic.array_poll_interval;
   auto watch = [this] {
     std::vector<keeper::Watched> out;
-    for (auto& [name, target] : volumes_->attached()) out.push_back({name, target});
+    for (auto& a : volumes_->attached()) {
+      // The kernel names a filesystem's device by its disk name: "dm-3" for /dev/dm-3.
+      out.push_back({std::move(a.volume), std::move(a.target), fs::basename(a.device)});
+    }
     return out;
   };
+  kmsg_probe_ = std::make_unique<kmsg::Probe>(*registry_);
+  kernel_log_ = std::make_unique<kmsg::KernelLog>(ioc_.get_executor(), "/dev/kmsg", *kmsg_probe_,
+                                                  logs_.get("keeper"));
+  auto fs_check = [this](const std::string& device) { return fs_failures_.failure(device); };
   keeper_ = std::make_unique<keeper::Keeper>(
       ioc_.get_executor(), ko, *initiator_, watch, udev_.get(), *keeper_probe_, logs_.get("keeper"),
-      keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check());
+      keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check(), fs_check);
   return ok_status();
 }
 

@@ -32,6 +32,7 @@
 #include "agent/multipath/dmsetup.h"
 #include "agent/ownership/lease.h"
 #include "agent/process/process_runner.h"
+#include "agent/kmsg/kmsg.h"
 #include "agent/udev/udev_monitor.h"
 #include "agent/volume/manager.h"
 #include "metrics/handler.h"
@@ -126,6 +127,9 @@ class Application : public api::StatusSource, public api::Maintenance {
   std::unique_ptr<volume::EdfArrays> arrays_;
   std::unique_ptr<volume::Manager> volumes_;
   std::unique_ptr<keeper::Probe> keeper_probe_;
+  std::unique_ptr<kmsg::Probe> kmsg_probe_;
+  std::unique_ptr<kmsg::KernelLog> kernel_log_;
+  kmsg::FsFailures fs_failures_;  ///< from the kernel log, for the keeper
   keeper::Keeper::AccessCheck access_check();
   std::unique_ptr<keeper::Keeper> keeper_;
   boost::asio::steady_timer watchdog_timer_;

@@ -506,7 +506,15 @@ class LinuxMounter : public Mounter {
         return Error::from_errno("resolving " + walked, errno);
       }
       struct stat st {};
-      if (::fstat(next.get(), &st) != 0) return Error::from_errno("resolving " + walked, errno);
+      if (::fstat(next.get(), &st) != 0) {
+        const int err = errno;
+        // A filesystem the kernel shut down (xfs after a failed log write) answers EIO to stat
+        // of its root; the pod's or staging mount point is exactly that, and unmounting it is
+        // how the volume comes back. The O_NOFOLLOW open above crossed into the mount, so it
+        // is the mount's root, never a symlink.
+        if (err == EIO && slash >= path.size() && is_mount_point(walked)) return path;
+        return Error::from_errno("resolving " + walked, err);
+      }
       if (S_ISLNK(st.st_mode)) {
         return Error{walked + " is a symbolic link; refusing to follow it", ELOOP};
       }
@@ -519,6 +527,11 @@ class LinuxMounter : public Mounter {
   }
 
  private:
+  bool is_mount_point(const std::string& path) const {
+    auto table = mounts();
+    return table && (*table)->at(path) != nullptr;
+  }
+
   Result<std::string> find_tool(const std::string& name) const {
     for (const auto& dir : opts_.tool_dirs) {
       const std::string path = dir + "/" + name;

@@ -1486,11 +1486,11 @@ void Manager::update_gauges() {
   probe_.phases(attaching, attached, detaching, pods);
 }
 
-std::vector<std::pair<std::string, initiator::Target>> Manager::attached() const {
-  std::vector<std::pair<std::string, initiator::Target>> out;
+std::vector<Manager::Attached> Manager::attached() const {
+  std::vector<Attached> out;
   for (const auto& [name, rec] : records_) {
     if (rec.phase == Phase::attached && !rec.target.serial.empty())
-      out.emplace_back(name, rec.target);
+      out.push_back({name, rec.target, rec.device});
   }
   return out;
 }

@@ -178,8 +178,13 @@ class Manager : public flexvolume::VolumeOps {
 
   /// For /v1/volumes: every volume this node serves, without credentials.
   nlohmann::json volumes() const;
-  /// Volumes whose staging mount is up, with their targets (what the session keeper watches).
-  std::vector<std::pair<std::string, initiator::Target>> attached() const;
+  /// A volume whose staging mount is up: what the session keeper watches.
+  struct Attached {
+    std::string volume;
+    initiator::Target target;
+    std::string device;  ///< what the staging mount is on ("/dev/dm-3", "/dev/sdb")
+  };
+  std::vector<Attached> attached() const;
 
  private:
   struct Failed {

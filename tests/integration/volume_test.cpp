@@ -365,6 +365,76 @@ TEST_F(VolumeTest, AgentKilledWhileMountedLeavesTheMountAndTheRestartedAgentServ
   expect_released("vol-restart");
 }
 
+/// The volume's session state as /v1/volumes reports it (the keeper's view).
+static json session_of(const AgentProcess& agent, const std::string& volume) {
+  auto vols =
+      json::parse(testing::body_of(agent.api(testing::http_get("/v1/volumes"))), nullptr, false);
+  if (!vols.is_object()) return json();
+  for (const auto& v : vols["volumes"]) {
+    if (v.value("volume", "") == volume) return v.value("session", json());
+  }
+  return json();
+}
+
+// The end of an outage longer than the replacement timeout, on a real kernel: the filesystem is
+// shut down under the pod while the session (here a loop device) is fine. The agent must say
+// fs_failed, with the kernel's line, after a restart too, and never "healthy" or "recovered"; the
+// pod's restart (unmount, mount) brings the volume back with what was synced before.
+TEST_F(VolumeTest, AShutDownFilesystemIsReportedFailedUntilThePodMountsItAfresh) {
+  if (::access("/dev/kmsg", R_OK) != 0) GTEST_SKIP() << "SKIPPED: /dev/kmsg is not readable";
+  const std::string xfs_io = "/usr/sbin/xfs_io";
+  if (::access(xfs_io.c_str(), X_OK) != 0) GTEST_SKIP() << "SKIPPED: no xfs_io (xfsprogs)";
+  const auto pod = pod_dir("uid-1");
+  ASSERT_EQ(shim({"mount", pod, options("vol-fsfail")})["status"], "Success");
+  write_file(pod + "/synced.txt", "synced before the failure\n");
+  testing::exec_capture({"/bin/sync"});
+  auto wait_state = [&](const std::string& want) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    json s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      s = session_of(agent_, "vol-fsfail");
+      if (s.value("state", "") == want) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return s;
+  };
+  EXPECT_EQ(wait_state("healthy").value("state", ""), "healthy");
+
+  // What a failed log write does to xfs, done on purpose (the same shutdown path).
+  const std::string staging = agent_.root + "/state/staging/vol-fsfail";
+  auto down = testing::exec_capture({xfs_io, "-x", "-c", "shutdown", staging});
+  ASSERT_EQ(down.exit_code, 0) << down.output;
+  EXPECT_NE(testing::exec_capture({"/bin/cat", pod + "/synced.txt"}).exit_code, 0)
+      << "the pod's reads fail now";
+  auto s = wait_state("fs_failed");
+  EXPECT_EQ(s.value("state", ""), "fs_failed") << s.dump() << agent_.log_text();
+  EXPECT_NE(s.value("fs_failure", "").find("Shutting down filesystem"), std::string::npos)
+      << s.dump();
+  EXPECT_EQ(s.value("degraded", false), true);
+  EXPECT_EQ(metric("datera_agent_sessions{state=\"fs_failed\"}"), 1);
+  EXPECT_NE(agent_.log_text().find("DEGRADED: its filesystem on loop"), std::string::npos)
+      << agent_.log_text();
+
+  // An agent restart still knows: the kernel log is read from its start.
+  agent_.stop(SIGKILL);
+  start_agent();
+  s = wait_state("fs_failed");
+  EXPECT_EQ(s.value("state", ""), "fs_failed") << "after a restart: " << s.dump();
+
+  // The pod restarts: unmount (of a dead filesystem) and mount again.
+  ASSERT_EQ(shim({"unmount", pod})["status"], "Success") << agent_.log_text();
+  const auto pod2 = pod_dir("uid-2");
+  ASSERT_EQ(shim({"mount", pod2, options("vol-fsfail")})["status"], "Success")
+      << agent_.log_text();
+  EXPECT_EQ(read_file(pod2 + "/synced.txt"), "synced before the failure\n");
+  write_file(pod2 + "/after.txt", "writable again\n");
+  s = wait_state("healthy");
+  EXPECT_EQ(s.value("state", ""), "healthy") << s.dump();
+  EXPECT_EQ(s.value("recoveries", -1), 0) << "a failed filesystem is never a recovery";
+  EXPECT_EQ(metric("datera_agent_session_recoveries_total"), 0);
+  ASSERT_EQ(shim({"unmount", pod2})["status"], "Success");
+}
+
 /// SIGKILL between every two steps of mount: after a restart, either the pod is served (the
 /// crash came after the bind) or nothing at all is left; kubelet's retry then works, data intact.
 TEST_F(VolumeTest, KilledBetweenEveryStepOfMountThenRestartedLeaksNothing) {

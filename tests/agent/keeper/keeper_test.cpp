@@ -1,6 +1,8 @@
 #include "agent/keeper/keeper.h"
 
 #include <boost/asio/io_context.hpp>
+#include <map>
+
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
@@ -49,7 +51,12 @@ class KeeperTest : public ::testing::Test {
   KeeperTest()
       : keeper_(
             ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
-            probe_, null_logger(), [this] { return now_; }) {}
+            probe_, null_logger(), [this] { return now_; }, Keeper::WallClock{},
+            Keeper::AccessCheck{}, [this](const std::string& device) -> std::optional<std::string> {
+              auto it = fs_failed_.find(device);
+              if (it == fs_failed_.end()) return std::nullopt;
+              return it->second;
+            }) {}
 
   void look_at(std::chrono::milliseconds t) {
     now_ = std::chrono::steady_clock::time_point(t);
@@ -69,7 +76,9 @@ class KeeperTest : public ::testing::Test {
   prometheus::Registry registry_;
   Probe probe_{registry_};
   ScriptedInitiator initiator_;
-  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}}};
+  std::vector<Watched> watched_{
+      {"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
+  std::map<std::string, std::string> fs_failed_;  ///< device -> the kernel's line
   std::chrono::steady_clock::time_point now_;
   Keeper keeper_;
 };
@@ -87,6 +96,45 @@ TEST(Classify, TheBestSessionWins) {
   EXPECT_EQ(classify({&blocked}), Health::recovering);
   auto offline_logged = session("LOGGED_IN", "offline");
   EXPECT_EQ(classify({&offline_logged}), Health::device_offline);
+}
+
+// An outage longer than the replacement timeout ends in a failed filesystem: the session comes
+// back, the disk runs, and the pod still gets EIO on every access. The keeper says fs_failed from
+// the kernel's line until the volume is mounted afresh, and never counts it as a recovery.
+TEST_F(KeeperTest, AFailedFilesystemIsReportedWhateverTheSessionSaysAndIsNoRecovery) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(1000ms);
+  initiator_.now = {session("FAILED", "transport-offline")};
+  look_at(2000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::device_offline);
+  const std::string line =
+      "XFS (dm-0): Log I/O error (0x2) detected at xlog_ioend_work+0x6e/0x70 [xfs] "
+      "(fs/xfs/xfs_log.c:1400).  Shutting down filesystem.";
+  fs_failed_["dm-0"] = line;
+  look_at(3000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::fs_failed);
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(10000ms);
+  look_at(12000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::fs_failed) << "the session is back; the fs is not";
+  auto st = keeper_.state("vol-1");
+  EXPECT_EQ(st["state"], "fs_failed");
+  EXPECT_EQ(st["degraded"], true);
+  EXPECT_EQ(st["fs_failure"], line);
+  EXPECT_EQ(st["recoveries"], 0);
+  EXPECT_DOUBLE_EQ(st["io_blocked_seconds"].get<double>(), 1.0) << "only while it was offline";
+  EXPECT_EQ(value("datera_agent_session_recoveries_total"), 0);
+
+  fs_failed_.erase("dm-0");  // the pod restarted: unmounted, and mounted afresh
+  look_at(20000ms);
+  EXPECT_EQ(keeper_.health("vol-1"), Health::healthy);
+  st = keeper_.state("vol-1");
+  EXPECT_EQ(st["recoveries"], 0) << "a failed filesystem is never a recovery";
+  EXPECT_EQ(st["fs_failure"], "");
+  EXPECT_EQ(value("datera_agent_session_recoveries_total"), 0);
+  ASSERT_EQ(st["transitions"].size(), 3u);
+  EXPECT_EQ(st["transitions"][1]["to"], "fs_failed");
+  EXPECT_EQ(st["transitions"][2]["to"], "healthy");
 }
 
 TEST_F(KeeperTest, AStallThatRecoversIsMeasuredCountedAndNeverLoggedOut) {
@@ -176,7 +224,7 @@ class KeeperCheckTest : public ::testing::Test {
   prometheus::Registry registry_;
   Probe probe_{registry_};
   ScriptedInitiator initiator_;
-  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}}};
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, ""}};
   std::chrono::steady_clock::time_point now_;
   std::vector<std::string> checks_;
   int calls_ = 0;
@@ -224,7 +272,7 @@ TEST_F(KeeperCheckTest, PeriodicChecksOfManyVolumesComeAsOneCall) {
   watched_.clear();
   for (int i = 0; i < 50; ++i) {
     const std::string v = "vol-" + std::to_string(i);
-    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}});
+    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}, ""});
     auto s = session("LOGGED_IN", "running", i + 1);
     s.target_iqn = kTarget + std::to_string(i);
     initiator_.now.push_back(s);
@@ -244,7 +292,7 @@ TEST_F(KeeperCheckTest, StaggeredVolumesConvergeOnOneCheckPerInterval) {
   initiator_.now.clear();
   for (int i = 0; i < 40; ++i) {
     const std::string v = "vol-" + std::to_string(i);
-    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}});
+    watched_.push_back({v, {v, kTarget + std::to_string(i), {"10.99.0.10"}, "uuid-" + v, 0}, ""});
     auto s = session("LOGGED_IN", "running", i + 1);
     s.target_iqn = kTarget + std::to_string(i);
     initiator_.now.push_back(s);

@@ -1,0 +1,97 @@
+#pragma once
+
+// Filesystem failures as the kernel reports them in its log (/dev/kmsg): an xfs shutdown, an
+// ext4 error or its read-only remount. A storage outage longer than the session's replacement
+// timeout ends there, and nothing else on the node says so: the session comes back, the disk is
+// "running", and every access of the pod still fails.
+//
+// The kernel log is read from its start at start-up, so a failure that happened while the agent
+// was down is still known; a failure counts until a later mount of the same device (the next
+// kubelet mount of the volume stages it afresh). Only records of the kernel's own facility are
+// believed: userspace may write to /dev/kmsg, but never as the kernel.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "agent/common/logging.h"
+
+namespace datera::kmsg {
+
+/// One kernel record about a filesystem on a block device.
+struct FsEvent {
+  enum class Kind { mounted, failed };
+  Kind kind = Kind::mounted;
+  std::string device;  ///< kernel name: "dm-3", "sdb"
+  std::string fs;      ///< "xfs", "ext4"
+  std::string text;    ///< the kernel's line (failed only), for the operator
+};
+
+/// Parses one /dev/kmsg record ("<pri>,<seq>,<usec>,<flags>;<text>\n[ KEY=value\n]...") and
+/// returns what it says about a filesystem, if anything. Records not from the kernel facility,
+/// malformed ones and everything else: nullopt.
+std::optional<FsEvent> fs_event_of(std::string_view record);
+
+/// Per device, whether its filesystem failed since it was last mounted. Bounded: at most
+/// `max_devices` devices are remembered (the oldest entries go first).
+class FsFailures {
+ public:
+  explicit FsFailures(size_t max_devices = 4096) : max_devices_(max_devices) {}
+  void feed(const FsEvent& e);
+  /// The kernel's line about the failure of `device`'s filesystem since its last mount.
+  std::optional<std::string> failure(const std::string& device) const;
+
+ private:
+  struct Entry {
+    uint64_t order = 0;
+    std::optional<std::string> failed;
+  };
+  std::map<std::string, Entry> devices_;
+  uint64_t next_ = 0;
+  size_t max_devices_;
+};
+
+/// Metrics:
+///   datera_agent_kernel_log_readable              gauge (0: filesystem failures go unseen)
+///   datera_agent_filesystem_failures_total{fs}    counter (failure records logged while the
+///                                                 agent runs; the backlog read at start-up is
+///                                                 not counted again)
+class Probe {
+ public:
+  explicit Probe(prometheus::Registry& registry);
+  void readable(bool yes) { readable_.Set(yes ? 1 : 0); }
+  void failure(const std::string& fs) { failures_.Add({{"fs", fs}}).Increment(); }
+
+ private:
+  prometheus::Gauge& readable_;
+  prometheus::Family<prometheus::Counter>& failures_;
+};
+
+/// Reads the kernel log (/dev/kmsg) on the event loop, from its start, and feeds every
+/// filesystem record to the sink until stop(). Without the file (or the right to read it) run()
+/// logs why, sets the gauge to 0 and returns: filesystem failures then go unseen.
+class KernelLog {
+ public:
+  KernelLog(boost::asio::any_io_executor executor, std::string path, Probe& probe, LoggerPtr log);
+  ~KernelLog();
+  boost::asio::awaitable<void> run(std::function<void(const FsEvent&)> sink);
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace datera::kmsg
