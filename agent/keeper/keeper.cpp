@@ -168,9 +168,8 @@ void Keeper::maybe_check(const std::string& volume, bool changed, steady_clock::
   t.last_check = now;
   t.checked = true;
   if (urgent) {
-    start_check({volume}, t.health == Health::healthy
-                              ? std::string("session recovered")
-                              : "session " + std::string(to_string(t.health)));
+    start_check({volume}, t.session_back ? std::string("session recovered")
+                                         : "session " + std::string(to_string(t.health)));
   } else {
     due.push_back(volume);
   }
@@ -189,7 +188,19 @@ void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
 
 bool Keeper::update(const Watched& w, const std::vector<const initiator::Session*>& mine,
                     steady_clock::time_point now) {
-  Health h = classify(mine);
+  const Health session = classify(mine);
+  Track& t = tracks_[w.volume];
+  // The session back after a stall wants a check even when the volume's health does not change
+  // (its filesystem failed meanwhile): the kernel failed the map's path, and the check
+  // reinstates it.
+  const bool back = t.seen && !t.session_healthy && session == Health::healthy;
+  t.session_healthy = session == Health::healthy;
+  t.session_back = back;
+  return update_health(w, mine, session, now) || back;
+}
+
+bool Keeper::update_health(const Watched& w, const std::vector<const initiator::Session*>& mine,
+                           Health h, steady_clock::time_point now) {
   Track& t = tracks_[w.volume];
   std::optional<std::string> fs_failure;
   if (fs_check_ && !w.device.empty()) fs_failure = fs_check_(w.device);

@@ -111,6 +111,8 @@ class Keeper {
     std::string portal;
     int sid = -1;
     std::string fs_failure;  ///< the kernel's line, while fs_failed
+    bool session_healthy = false;  ///< the sessions alone, at the last look
+    bool session_back = false;     ///< they became healthy at the last look
     std::string session_state;
     std::string device_state;
     uint64_t recoveries = 0;
@@ -126,6 +128,9 @@ class Keeper {
   /// `mine`: the volume's sessions, in the order the initiator listed them.
   bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
+  /// The volume's health from its sessions' (`h`) and its filesystem; true as update().
+  bool update_health(const Watched& w, const std::vector<const initiator::Session*>& mine,
+                     Health h, std::chrono::steady_clock::time_point now);
   /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due,
   /// or to `early` when it falls due within half an interval (checked with `due`, if any).
   void maybe_check(const std::string& volume, bool changed,

@@ -211,6 +211,10 @@ class KeeperCheckTest : public ::testing::Test {
           ++calls_;
           for (const auto& v : vs) checks_.push_back(v + " " + why);
           co_return;
+        },
+        [this](const std::string& device) -> std::optional<std::string> {
+          if (!fs_failed_.count(device)) return std::nullopt;
+          return fs_failed_.at(device);
         });
   }
   void look_at(std::chrono::milliseconds t) {
@@ -224,7 +228,9 @@ class KeeperCheckTest : public ::testing::Test {
   prometheus::Registry registry_;
   Probe probe_{registry_};
   ScriptedInitiator initiator_;
-  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, ""}};
+  std::vector<Watched> watched_{
+      {"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
+  std::map<std::string, std::string> fs_failed_;
   std::chrono::steady_clock::time_point now_;
   std::vector<std::string> checks_;
   int calls_ = 0;
@@ -264,6 +270,24 @@ TEST_F(KeeperCheckTest, ARecoveredSessionIsCheckedAtOnce) {
   EXPECT_EQ(checks_[2], "vol-1 session recovered");
   look_at(std::chrono::milliseconds(32'000));
   EXPECT_EQ(checks_.size(), 3u) << "once";
+}
+
+// The same when the filesystem failed during the stall: the volume stays fs_failed, but its
+// session is back and the map's path needs reinstating all the same.
+TEST_F(KeeperCheckTest, ASessionBackUnderAFailedFilesystemIsCheckedAtOnceToo) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FAILED", "transport-offline")};
+  look_at(std::chrono::milliseconds(7'000));
+  fs_failed_["dm-0"] = "XFS (dm-0): Log I/O Error. Shutting down filesystem.";
+  look_at(std::chrono::milliseconds(9'000));
+  ASSERT_EQ(keeper_->health("vol-1"), Health::fs_failed);
+  const size_t before = checks_.size();
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(30'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::fs_failed);
+  ASSERT_EQ(checks_.size(), before + 1);
+  EXPECT_EQ(checks_.back(), "vol-1 session recovered");
 }
 
 // The periodic checks due in one look are one call (the manager lists the array once for them);
