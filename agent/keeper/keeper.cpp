@@ -152,12 +152,21 @@ asio::awaitable<void> Keeper::observe() {
 
 void Keeper::maybe_check(const std::string& volume, bool changed, steady_clock::time_point now,
                          std::vector<std::string>& due, std::vector<std::string>& early) {
-  if (!check_ || stopping_ || checking_.count(volume)) return;
+  if (!check_ || stopping_) return;
   Track& t = tracks_[volume];
+  // A change wants a check at once; one held back (a check still running, or the last one less
+  // than min_check_gap ago) is kept pending, not dropped: the check after a session comes back is
+  // the one that reinstates its map path.
+  if (changed) {
+    t.pending_check = true;
+    t.pending_reason = t.session_back ? std::string("session recovered")
+                                      : "session " + std::string(to_string(t.health));
+  }
+  if (checking_.count(volume)) return;
   const auto since = now - t.last_check;
   const bool periodic = !t.checked || (options_.array_poll_interval.count() > 0 &&
                                        since >= options_.array_poll_interval);
-  const bool urgent = changed && (!t.checked || since >= options_.min_check_gap);
+  const bool urgent = t.pending_check && (!t.checked || since >= options_.min_check_gap);
   if (!periodic && !urgent) {
     if (t.checked && options_.array_poll_interval.count() > 0 &&
         since >= options_.array_poll_interval / 2) {
@@ -168,9 +177,10 @@ void Keeper::maybe_check(const std::string& volume, bool changed, steady_clock::
   t.last_check = now;
   t.checked = true;
   if (urgent) {
-    start_check({volume}, t.session_back ? std::string("session recovered")
-                                         : "session " + std::string(to_string(t.health)));
+    t.pending_check = false;
+    start_check({volume}, t.pending_reason);
   } else {
+    t.pending_check = false;  // the periodic check looks at it too
     due.push_back(volume);
   }
 }

@@ -113,6 +113,8 @@ class Keeper {
     std::string fs_failure;  ///< the kernel's line, while fs_failed
     bool session_healthy = false;  ///< the sessions alone, at the last look
     bool session_back = false;     ///< they became healthy at the last look
+    bool pending_check = false;    ///< an urgent check held back by min_check_gap or a running one
+    std::string pending_reason;
     std::string session_state;
     std::string device_state;
     uint64_t recoveries = 0;

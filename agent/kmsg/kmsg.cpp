@@ -52,8 +52,10 @@ std::optional<FsEvent> fs_event_of(std::string_view record) {
     e.fs = "xfs";
     if (contains(text, "): Mounting V")) {
       e.kind = FsEvent::Kind::mounted;
-    } else if (contains(text, "Shutting down filesystem") ||
-               contains(text, "shutting down filesystem")) {
+    } else if (contains(text, "Shutting down filesystem") ||  // 6.x
+               contains(text, "shutting down filesystem") ||
+               contains(text, "Filesystem has been shut down") ||  // 6.1 after a log error
+               contains(text, "Please unmount the filesystem and rectify")) {
       e.kind = FsEvent::Kind::failed;
     } else {
       return std::nullopt;

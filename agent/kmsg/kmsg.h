@@ -39,6 +39,9 @@ struct FsEvent {
   std::string text;    ///< the kernel's line (failed only), for the operator
 };
 
+/// xfs's words changed between kernels ("... Shutting down filesystem." on 6.18, "Filesystem has
+/// been shut down due to log error (0x2)." on Debian 12's 6.1); both end with "Please unmount the
+/// filesystem and rectify the problem(s)", which is matched as well.
 /// Parses one /dev/kmsg record ("<pri>,<seq>,<usec>,<flags>;<text>\n[ KEY=value\n]...") and
 /// returns what it says about a filesystem, if anything. Records not from the kernel facility,
 /// malformed ones and everything else: nullopt.

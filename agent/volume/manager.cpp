@@ -1104,7 +1104,9 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
                found ? "the array has no such app instance" : found.error().message);
     co_return done(Access::error);
   }
+  log_->debug("volume {}: access check ({}): waiting for the volume's lock", volume, reason);
   auto guard = co_await locks_.lock(volume);
+  log_->debug("volume {}: access check ({}): looking at the host", volume, reason);
   Record* current_rec = attached_record(volume);
   if (!current_rec) co_return Access::unchanged;
   Record& rec = *current_rec;
@@ -1135,6 +1137,8 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     wrong = map_wrong(map, ex.current);
     reinstate = only_path_failed(map, ex.current);
   }
+  log_->debug("volume {}: access check ({}): wrong={} reinstate={} session_up={}", volume, reason,
+              wrong, reinstate, ex.current ? session_up(mine, *ex.current) : false);
   if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
   if (reinstate) {
     // The session was down long enough for the kernel to fail the map's path (I/O errors reached

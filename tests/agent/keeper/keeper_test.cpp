@@ -272,6 +272,29 @@ TEST_F(KeeperCheckTest, ARecoveredSessionIsCheckedAtOnce) {
   EXPECT_EQ(checks_.size(), 3u) << "once";
 }
 
+// A session back less than min_check_gap after another check (here the periodic one) still gets
+// its check, once the gap has passed: held back, never dropped (the kernel tier lost the path
+// reinstatement that way).
+TEST_F(KeeperCheckTest, ACheckHeldBackByTheGapIsMadeOnceTheGapHasPassed) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FAILED", "transport-offline")};
+  look_at(std::chrono::milliseconds(20'000));  // checked at once
+  look_at(std::chrono::milliseconds(81'000));  // the periodic check
+  ASSERT_EQ(checks_.size(), 3u);
+  EXPECT_EQ(checks_[2], "vol-1 poll");
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(83'000));
+  EXPECT_EQ(checks_.size(), 3u) << "within the gap";
+  look_at(std::chrono::milliseconds(85'000));
+  EXPECT_EQ(checks_.size(), 3u);
+  look_at(std::chrono::milliseconds(87'000));
+  ASSERT_EQ(checks_.size(), 4u);
+  EXPECT_EQ(checks_.back(), "vol-1 session recovered");
+  look_at(std::chrono::milliseconds(89'000));
+  EXPECT_EQ(checks_.size(), 4u) << "once";
+}
+
 // The same when the filesystem failed during the stall: the volume stays fs_failed, but its
 // session is back and the map's path needs reinstating all the same.
 TEST_F(KeeperCheckTest, ASessionBackUnderAFailedFilesystemIsCheckedAtOnceToo) {

@@ -27,6 +27,21 @@ TEST(KmsgRecords, FilesystemMountsAndFailuresAreRecognised) {
   EXPECT_EQ(d->text.find("XFS (loop0): Log I/O Error"), 0u);
   EXPECT_EQ(d->text.find('\n'), std::string::npos) << "the dictionary lines are not the text";
 
+  // Debian 12's 6.1, after a failed log write (seen on the kernel tier).
+  EXPECT_FALSE(fs_event_of("3,900,38359731,-;XFS (dm-0): log I/O error -5\n"));
+  d = fs_event_of("1,901,38359979,-;XFS (dm-0): Filesystem has been shut down due to log error "
+                  "(0x2).\n");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->kind, FsEvent::Kind::failed);
+  EXPECT_EQ(d->device, "dm-0");
+  d = fs_event_of("1,902,38360009,-;XFS (dm-0): Please unmount the filesystem and rectify the "
+                  "problem(s).\n");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->kind, FsEvent::Kind::failed);
+  m = fs_event_of("5,880,12463849,-;XFS (dm-0): Mounting V5 Filesystem\n");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->kind, FsEvent::Kind::mounted);
+
   auto e = fs_event_of("6,10,5,-;EXT4-fs (dm-3): mounted filesystem with ordered data mode.\n");
   ASSERT_TRUE(e);
   EXPECT_EQ(e->kind, FsEvent::Kind::mounted);

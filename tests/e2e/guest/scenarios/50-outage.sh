@@ -31,7 +31,7 @@ CUT=
 
 dump_logs() {
   log "---- agent log (tail) ----"
-  tail -n 40 $W/agent.log 2>/dev/null | sed 's/^/  agent| /'
+  grep -v "lease\|renew" $W/agent.log 2>/dev/null | tail -n 60 | sed 's/^/  agent| /'
   log "---- kernel (tail) ----"
   dmesg | tail -n 25 | sed 's/^/  kernel| /'
 }
@@ -57,6 +57,7 @@ mkdir -p $W
 start_lio_sim $W 7719 10.99.0.64/26
 cat >$W/agent.yaml <<YAML
 node_name: e2e-node
+log_level: debug
 socket_path: $W/agent.sock
 plugin_dir: $W/plugins
 kubelet_root: $W/kubelet
@@ -89,6 +90,10 @@ done
 [ -n "$CUT" ] || die "no storage node holds the portal $portal"
 MAP=$(dmsetup ls | awk '/^datera-/ {print $1}')
 [ -n "$MAP" ] || die "no map"
+# The map's one path ("8:0"): in `dmsetup status` it is followed by A (active) or F (failed).
+PATH_DEV=$(dmsetup table "$MAP" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+:[0-9]+$/) p = $i } END { print p }')
+[ -n "$PATH_DEV" ] || die "no path in the map's table: $(dmsetup table "$MAP")"
+path_is() { dmsetup status "$MAP" | grep -q " $PATH_DEV $1 "; }
 wait_until 10 state_is healthy || die "the volume is not healthy before the outage: $(volume_json)"
 step_end
 check setup
@@ -130,8 +135,8 @@ step_end
 errors=$(grep -c err $W/writes.log || true)
 fact "outage seconds=$OUTAGE replacement_timeout=$REPLACEMENT write_errors=$errors"
 [ "$errors" -gt 0 ] || die "no write failed during an outage longer than replacement_timeout"
-case $table in *" F "*) ;; *) die "the kernel did not fail the map's path: $table" ;; esac
-dmesg | grep -q "XFS (dm-[0-9]*).*Shutting down filesystem" || die "xfs did not shut down"
+case $table in *" $PATH_DEV F "*) ;; *) die "the kernel did not fail the map's path: $table" ;; esac
+dmesg | grep -q "XFS (dm-[0-9]*): Please unmount the filesystem" || die "xfs did not shut down"
 check outage
 
 # --- return ------------------------------------------------------------------------------------
@@ -141,18 +146,18 @@ t_up=$NOW_CS
 wait_until 60 session_logged_in "$SID" || die "$SID did not log in again: $(session_state "$SID")"
 now_cs
 t_login=$NOW_CS
-wait_until 15 sh -c "dmsetup status $MAP | grep -q ' A '" || die "the map's path was not reinstated: $(dmsetup status "$MAP")"
+wait_until 15 path_is A || die "the map's path was not reinstated: $(dmsetup status "$MAP")"
 now_cs
 fact "return login_s=$(cs_fmt $((t_login - t_up))) reinstated_after_login_s=$(cs_fmt $((NOW_CS - t_login)))"
-grep -q "reinstated the failed path" $W/agent.log || die "the agent did not log the reinstatement"
+wait_until 5 grep -q "reinstated the failed path" $W/agent.log || die "the agent did not log the reinstatement"
 [ "$(metric 'datera_agent_multipath_operations_total{op="reinstate",result="ok"}')" -ge 1 ] ||
   die "the reinstatement is not counted"
 sleep 2
 state_is fs_failed || die "the volume is reported $(volume_state) with its filesystem shut down: $(volume_json)"
-volume_json | grep -q 'Shutting down filesystem' || die "/v1/volumes lacks the kernel's line: $(volume_json)"
+volume_json | grep -q '"fs_failure":"XFS (dm-' || die "/v1/volumes lacks the kernel's line: $(volume_json)"
 [ "$(metric 'datera_agent_sessions{state="fs_failed"}')" = 1 ] || die "datera_agent_sessions{state=fs_failed} is not 1"
 grep -q "DEGRADED: its filesystem on dm-" $W/agent.log || die "no DEGRADED log line"
-grep -q "session recovered" $W/agent.log && die "the agent logged a recovery of a volume whose filesystem failed"
+grep -q "session recovered after" $W/agent.log && die "the agent logged a recovery of a volume whose filesystem failed"
 [ "$(metric datera_agent_session_recoveries_total)" = 0 ] || die "a recovery was counted"
 kill -9 "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null || true
