@@ -18,7 +18,7 @@ shift || true
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 BUILD_TIMEOUT=${FUZZ_BUILD_TIMEOUT:-1800}
 JOBS=${FUZZ_JOBS:-$(nproc)}
-ALL_TARGETS=(http_request flexvolume_argv volume_options edf_reply journal_record config_yaml)
+ALL_TARGETS=(http_request flexvolume_argv volume_options edf_reply journal_record config_yaml kmsg_record)
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL_TARGETS[@]}")
 
