@@ -110,7 +110,7 @@ class Keeper {
     std::chrono::steady_clock::time_point last_look;
     std::string portal;
     int sid = -1;
-    std::string fs_failure;  ///< the kernel's line, while fs_failed
+    std::string fs_failure;        ///< the kernel's line, while fs_failed
     bool session_healthy = false;  ///< the sessions alone, at the last look
     bool session_back = false;     ///< they became healthy at the last look
     bool pending_check = false;    ///< an urgent check held back by min_check_gap or a running one
@@ -131,8 +131,8 @@ class Keeper {
   bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
   /// The volume's health from its sessions' (`h`) and its filesystem; true as update().
-  bool update_health(const Watched& w, const std::vector<const initiator::Session*>& mine,
-                     Health h, std::chrono::steady_clock::time_point now);
+  bool update_health(const Watched& w, const std::vector<const initiator::Session*>& mine, Health h,
+                     std::chrono::steady_clock::time_point now);
   /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due,
   /// or to `early` when it falls due within half an interval (checked with `due`, if any).
   void maybe_check(const std::string& volume, bool changed,

@@ -26,8 +26,7 @@ struct KernelLog::Impl {
   bool stopping = false;
 };
 
-KernelLog::KernelLog(asio::any_io_executor executor, std::string path, Probe& probe,
-                     LoggerPtr log)
+KernelLog::KernelLog(asio::any_io_executor executor, std::string path, Probe& probe, LoggerPtr log)
     : impl_(std::make_unique<Impl>(std::move(executor), std::move(path), probe, std::move(log))) {}
 
 KernelLog::~KernelLog() = default;

@@ -189,8 +189,7 @@ asio::awaitable<void> Application::start() {
   // Spawned before the keeper: the kernel log's backlog is read before the keeper's first look,
   // so a filesystem that failed while the agent was down is reported at once.
   asio::co_spawn(
-      ioc_,
-      kernel_log_->run([this](const kmsg::FsEvent& e) { fs_failures_.feed(e); }),
+      ioc_, kernel_log_->run([this](const kmsg::FsEvent& e) { fs_failures_.feed(e); }),
       [log = log_](const std::exception_ptr& e) { log_exception(log, "kernel log", e); });
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);

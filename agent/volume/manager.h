@@ -93,12 +93,12 @@ struct ManagerOptions {
 
 /// What check_access() found and did.
 enum class Access {
-  unchanged,  ///< the sessions are on the portals the array lists (or the volume is not attached)
-  moved,      ///< the volume now runs on the new portal; old sessions logged out
-  deferred,   ///< the portals changed, but the volume is on the raw disk: nothing safe to do live
-  failed,     ///< the move was tried and failed; the old path is left as it was
-  refused,    ///< the array's volume is not the one mounted (uuid changed)
-  error,      ///< the array could not be asked
+  unchanged,   ///< the sessions are on the portals the array lists (or the volume is not attached)
+  moved,       ///< the volume now runs on the new portal; old sessions logged out
+  deferred,    ///< the portals changed, but the volume is on the raw disk: nothing safe to do live
+  failed,      ///< the move was tried and failed; the old path is left as it was
+  refused,     ///< the array's volume is not the one mounted (uuid changed)
+  error,       ///< the array could not be asked
   reinstated,  ///< nothing moved; the map's failed path was reinstated (its session is back)
 };
 const char* to_string(Access a);

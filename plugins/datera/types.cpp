@@ -1,7 +1,7 @@
 #include "plugins/datera/types.h"
 
-#include <cctype>
 #include <algorithm>
+#include <cctype>
 #include <regex>
 
 namespace datera::edf {
@@ -94,7 +94,9 @@ std::string initiator_name_for_node(const std::string& node) {
 bool is_valid_name(const std::string& name) {
   const auto ascii_alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   const auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  const auto hex = [&](char c) { return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+  const auto hex = [&](char c) {
+    return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  };
   // ^[a-zA-Z_][a-zA-Z0-9_\-\.]{2,63}$
   if (name.size() >= 3 && name.size() <= 64 && (ascii_alpha(name[0]) || name[0] == '_') &&
       std::all_of(name.begin() + 1, name.end(), [&](char c) {

@@ -424,8 +424,7 @@ TEST_F(VolumeTest, AShutDownFilesystemIsReportedFailedUntilThePodMountsItAfresh)
   // The pod restarts: unmount (of a dead filesystem) and mount again.
   ASSERT_EQ(shim({"unmount", pod})["status"], "Success") << agent_.log_text();
   const auto pod2 = pod_dir("uid-2");
-  ASSERT_EQ(shim({"mount", pod2, options("vol-fsfail")})["status"], "Success")
-      << agent_.log_text();
+  ASSERT_EQ(shim({"mount", pod2, options("vol-fsfail")})["status"], "Success") << agent_.log_text();
   EXPECT_EQ(read_file(pod2 + "/synced.txt"), "synced before the failure\n");
   write_file(pod2 + "/after.txt", "writable again\n");
   s = wait_state("healthy");

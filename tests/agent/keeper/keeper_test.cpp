@@ -1,8 +1,8 @@
 #include "agent/keeper/keeper.h"
 
-#include <boost/asio/io_context.hpp>
 #include <map>
 
+#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
@@ -52,7 +52,8 @@ class KeeperTest : public ::testing::Test {
       : keeper_(
             ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
             probe_, null_logger(), [this] { return now_; }, Keeper::WallClock{},
-            Keeper::AccessCheck{}, [this](const std::string& device) -> std::optional<std::string> {
+            Keeper::AccessCheck{},
+            [this](const std::string& device) -> std::optional<std::string> {
               auto it = fs_failed_.find(device);
               if (it == fs_failed_.end()) return std::nullopt;
               return it->second;
@@ -76,8 +77,7 @@ class KeeperTest : public ::testing::Test {
   prometheus::Registry registry_;
   Probe probe_{registry_};
   ScriptedInitiator initiator_;
-  std::vector<Watched> watched_{
-      {"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;  ///< device -> the kernel's line
   std::chrono::steady_clock::time_point now_;
   Keeper keeper_;
@@ -228,8 +228,7 @@ class KeeperCheckTest : public ::testing::Test {
   prometheus::Registry registry_;
   Probe probe_{registry_};
   ScriptedInitiator initiator_;
-  std::vector<Watched> watched_{
-      {"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;
   std::chrono::steady_clock::time_point now_;
   std::vector<std::string> checks_;

@@ -29,13 +29,15 @@ TEST(KmsgRecords, FilesystemMountsAndFailuresAreRecognised) {
 
   // Debian 12's 6.1, after a failed log write (seen on the kernel tier).
   EXPECT_FALSE(fs_event_of("3,900,38359731,-;XFS (dm-0): log I/O error -5\n"));
-  d = fs_event_of("1,901,38359979,-;XFS (dm-0): Filesystem has been shut down due to log error "
-                  "(0x2).\n");
+  d = fs_event_of(
+      "1,901,38359979,-;XFS (dm-0): Filesystem has been shut down due to log error "
+      "(0x2).\n");
   ASSERT_TRUE(d);
   EXPECT_EQ(d->kind, FsEvent::Kind::failed);
   EXPECT_EQ(d->device, "dm-0");
-  d = fs_event_of("1,902,38360009,-;XFS (dm-0): Please unmount the filesystem and rectify the "
-                  "problem(s).\n");
+  d = fs_event_of(
+      "1,902,38360009,-;XFS (dm-0): Please unmount the filesystem and rectify the "
+      "problem(s).\n");
   ASSERT_TRUE(d);
   EXPECT_EQ(d->kind, FsEvent::Kind::failed);
   m = fs_event_of("5,880,12463849,-;XFS (dm-0): Mounting V5 Filesystem\n");
@@ -80,7 +82,8 @@ TEST(FsFailures, AFailureCountsUntilTheNextMountAndKeepsItsFirstLine) {
   f.feed(*fs_event_of(kXfsDown));
   f.feed(*fs_event_of("1,2305,1,-;XFS (loop0): Metadata I/O error: Shutting down filesystem\n"));
   ASSERT_TRUE(f.failure("loop0"));
-  EXPECT_EQ(f.failure("loop0")->find("XFS (loop0): Log I/O Error"), 0u) << "the first line says why";
+  EXPECT_EQ(f.failure("loop0")->find("XFS (loop0): Log I/O Error"), 0u)
+      << "the first line says why";
   EXPECT_FALSE(f.failure("loop1"));
   f.feed(*fs_event_of(kXfsMount));
   EXPECT_FALSE(f.failure("loop0")) << "mounted afresh";

@@ -75,9 +75,8 @@ class FakeDmsetup : public process::ProcessRunner {
   /// `dmsetup status` of a map: round-robin, one group, each path A or F.
   static std::string status_of(const Live& m) {
     auto t = *decode_table(m.table);
-    std::string out = "0 " + std::to_string(t.sectors) + " multipath 2 " +
-                      (t.queue ? "1" : "0") + " 0 0 1 1 A 0 " + std::to_string(t.paths.size()) +
-                      " 0";
+    std::string out = "0 " + std::to_string(t.sectors) + " multipath 2 " + (t.queue ? "1" : "0") +
+                      " 0 0 1 1 A 0 " + std::to_string(t.paths.size()) + " 0";
     for (const auto& p : t.paths) out += " " + p + (m.failed.count(p) ? " F 1" : " A 0");
     return out;
   }
@@ -223,8 +222,7 @@ TEST_F(DmsetupTest, ReinstatesAFailedPathOfAnUnchangedMapAndSaysWhenItStaysFaile
   runner_.stuck = true;
   m = ensure({{"/dev/sdb", 8, 16}});
   ASSERT_FALSE(m);
-  EXPECT_NE(m.error().message.find("8:16 is still failed"), std::string::npos)
-      << m.error().message;
+  EXPECT_NE(m.error().message.find("8:16 is still failed"), std::string::npos) << m.error().message;
 }
 
 TEST(MultipathStatus, FailedPathsOfAnyLayout) {

@@ -570,7 +570,8 @@ TEST(EndpointClass, IdsBecomePlaceholders) {
   EXPECT_EQ(endpoint_class("/api_versions"), "/api_versions");
   EXPECT_EQ(endpoint_class("/v2.2/initiators/iqn.1993-08.org.debian:01:a"), "/initiators/:id");
   EXPECT_EQ(endpoint_class("//v2.2//app_instances//x/"), "/app_instances/:id");
-  EXPECT_EQ(endpoint_class("/app_instances/x/snapshots/1.2/y"), "/app_instances/:id/snapshots/:id/y");
+  EXPECT_EQ(endpoint_class("/app_instances/x/snapshots/1.2/y"),
+            "/app_instances/:id/snapshots/:id/y");
   EXPECT_EQ(endpoint_class(""), "/");
   EXPECT_EQ(endpoint_class("?x=1"), "/");
 }

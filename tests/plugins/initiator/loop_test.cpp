@@ -3,6 +3,8 @@
 // own devices' diskseq, through descriptors kept open, so these are the cases that memo must not
 // hide.
 
+#include "plugins/initiator/loop.h"
+
 #include <algorithm>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +15,6 @@
 
 #include "plugins/datera/client.h"
 #include "plugins/datera/transport.h"
-#include "plugins/initiator/loop.h"
 #include "tests/testing/agent_process.h"
 #include "tests/testing/loop_node.h"
 #include "tests/testing/run_async.h"
@@ -43,8 +44,8 @@ class LoopInitiatorTest : public ::testing::Test {
     o.server = sim_.server();
     o.credentials = {"admin", sim_.password};
     o.request_timeout = 5s;
-    client_ = std::make_unique<edf::Client>(ioc_.get_executor(), *transport_, o, probe_,
-                                            null_logger());
+    client_ =
+        std::make_unique<edf::Client>(ioc_.get_executor(), *transport_, o, probe_, null_logger());
     LoopOptions lo;
     lo.iqn = kIqn;
     initiator_ = make_loop_initiator(*transport_, pool_, lo, null_logger());
