@@ -188,53 +188,48 @@ asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
     m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
     out.emplace(m.name, std::move(m));
   }
-  std::vector<std::string> table_args;
-  table_args = {"table", "--target", "multipath"};
-  auto table = co_await dmsetup(std::move(table_args));
-  if (!table) co_return table.error().wrap(what);
-  if (!table->success()) {
-    co_return Error{what + ": dmsetup table failed (" + table->describe() +
-                    "): " + trimmed(table->err)};
-  }
-  std::istringstream tables(table->out);
-  std::set<std::string> tabled;
-  for (std::string line; std::getline(tables, line);) {
-    const auto colon = line.find(": ");
-    if (colon == std::string::npos) continue;
-    auto it = out.find(line.substr(0, colon));
-    if (it == out.end()) continue;
-    auto t = decode_table(trimmed(line.substr(colon + 2)));
+  auto tables = co_await multipath_lines("table");
+  if (!tables) co_return tables.error().wrap(what);
+  auto statuses = co_await multipath_lines("status");
+  if (!statuses) co_return statuses.error().wrap(what);
+  for (auto it = out.begin(); it != out.end();) {
+    auto table = tables->find(it->first);
+    auto status = statuses->find(it->first);
+    // A map without a multipath table or status (being created, or not a multipath map): as
+    // find() would fail on it, leave it out so the caller's full check looks at it alone.
+    if (table == tables->end() || status == statuses->end()) {
+      it = out.erase(it);
+      continue;
+    }
+    auto t = decode_table(table->second);
     if (!t) co_return t.error().wrap(what + " (map " + it->first + ")");
+    auto failed = decode_failed_paths(status->second);
+    if (!failed) co_return failed.error().wrap(what + " (map " + it->first + ")");
     it->second.sectors = t->sectors;
     it->second.paths = t->paths;
     it->second.queueing = t->queue;
-    tabled.insert(it->first);
-  }
-  std::vector<std::string> status_args;
-  status_args = {"status", "--target", "multipath"};
-  auto status = co_await dmsetup(std::move(status_args));
-  if (!status) co_return status.error().wrap(what);
-  if (!status->success()) {
-    co_return Error{what + ": dmsetup status failed (" + status->describe() +
-                    "): " + trimmed(status->err)};
-  }
-  std::istringstream statuses(status->out);
-  std::set<std::string> stated;
-  for (std::string line; std::getline(statuses, line);) {
-    const auto colon = line.find(": ");
-    if (colon == std::string::npos) continue;
-    auto it = out.find(line.substr(0, colon));
-    if (it == out.end()) continue;
-    auto failed = decode_failed_paths(trimmed(line.substr(colon + 2)));
-    if (!failed) co_return failed.error().wrap(what + " (map " + it->first + ")");
     it->second.failed = std::move(*failed);
-    stated.insert(it->first);
+    ++it;
   }
-  // A map without a multipath table or status (being created, or not a multipath map): as find()
-  // would fail on it, leave it out so the caller's full check looks at it alone.
-  std::erase_if(out, [&](const auto& entry) {
-    return !tabled.count(entry.first) || !stated.count(entry.first);
-  });
+  co_return out;
+}
+
+asio::awaitable<Result<std::map<std::string, std::string>>> Dmsetup::multipath_lines(
+    std::string verb) {
+  std::vector<std::string> args;
+  args = {verb, "--target", "multipath"};
+  auto listed = co_await dmsetup(std::move(args));
+  if (!listed) co_return listed.error();
+  if (!listed->success()) {
+    co_return Error{"dmsetup " + verb + " failed (" + listed->describe() +
+                    "): " + trimmed(listed->err)};
+  }
+  std::map<std::string, std::string> out;
+  std::istringstream lines(listed->out);
+  for (std::string line; std::getline(lines, line);) {
+    const auto colon = line.find(": ");
+    if (colon != std::string::npos) out[line.substr(0, colon)] = trimmed(line.substr(colon + 2));
+  }
   co_return out;
 }
 
