@@ -102,6 +102,18 @@ asio::awaitable<Status> Dmsetup::must(std::vector<std::string> args, const std::
   co_return ok_status();
 }
 
+asio::awaitable<Result<std::string>> Dmsetup::output(std::vector<std::string> args,
+                                                    const std::string& what) {
+  const std::string verb = args.front();
+  auto out = co_await dmsetup(std::move(args));
+  if (!out) co_return out.error().wrap(what);
+  if (!out->success()) {
+    co_return Error{what + ": dmsetup " + verb + " failed (" + out->describe() +
+                    "): " + trimmed(out->err)};
+  }
+  co_return std::move(out->out);
+}
+
 Result<uint64_t> Dmsetup::sectors_of(const PathDevice& p) const {
   const std::string file = options_.root + "sys/dev/block/" + p.dev_t() + "/size";
   std::ifstream in(file);
@@ -136,26 +148,18 @@ asio::awaitable<Result<std::optional<Map>>> Dmsetup::find(const std::string& nam
   }
   std::vector<std::string> table_args;
   table_args = {"table", name};
-  auto table = co_await dmsetup(std::move(table_args));
-  if (!table) co_return table.error().wrap(what);
-  if (!table->success()) {
-    co_return Error{what + ": dmsetup table failed (" + table->describe() +
-                    "): " + trimmed(table->err)};
-  }
-  auto t = decode_table(trimmed(table->out));
+  auto table = co_await output(std::move(table_args), what);
+  if (!table) co_return table.error();
+  auto t = decode_table(trimmed(*table));
   if (!t) co_return t.error().wrap(what);
   m.sectors = t->sectors;
   m.paths = t->paths;
   m.queueing = t->queue;
   std::vector<std::string> status_args;
   status_args = {"status", name};
-  auto status = co_await dmsetup(std::move(status_args));
-  if (!status) co_return status.error().wrap(what);
-  if (!status->success()) {
-    co_return Error{what + ": dmsetup status failed (" + status->describe() +
-                    "): " + trimmed(status->err)};
-  }
-  auto failed = decode_failed_paths(trimmed(status->out));
+  auto status = co_await output(std::move(status_args), what);
+  if (!status) co_return status.error();
+  auto failed = decode_failed_paths(trimmed(*status));
   if (!failed) co_return failed.error().wrap(what);
   m.failed = std::move(*failed);
   // devtmpfs names the node after the kernel's disk name, dm-<minor>.
@@ -169,14 +173,10 @@ asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
   std::set<std::string> wanted(names.begin(), names.end());
   std::vector<std::string> info_args;
   info_args = {"info", "-c", "--noheadings", "--separator", " ", "-o", "name,major,minor,uuid"};
-  auto info = co_await dmsetup(std::move(info_args));
-  if (!info) co_return info.error().wrap(what);
-  if (!info->success()) {
-    co_return Error{what + ": dmsetup info failed (" + info->describe() +
-                    "): " + trimmed(info->err)};
-  }
+  auto info = co_await output(std::move(info_args), what);
+  if (!info) co_return info.error();
   std::map<std::string, Map> out;
-  std::istringstream lines(info->out);
+  std::istringstream lines(*info);
   for (std::string line; std::getline(lines, line);) {
     std::istringstream fields(line);
     Map m;
@@ -188,10 +188,10 @@ asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
     m.device = options_.root + "dev/dm-" + std::to_string(m.minor);
     out.emplace(m.name, std::move(m));
   }
-  auto tables = co_await multipath_lines("table");
-  if (!tables) co_return tables.error().wrap(what);
-  auto statuses = co_await multipath_lines("status");
-  if (!statuses) co_return statuses.error().wrap(what);
+  auto tables = co_await multipath_lines("table", what);
+  if (!tables) co_return tables.error();
+  auto statuses = co_await multipath_lines("status", what);
+  if (!statuses) co_return statuses.error();
   for (auto it = out.begin(); it != out.end();) {
     auto table = tables->find(it->first);
     auto status = statuses->find(it->first);
@@ -215,17 +215,13 @@ asio::awaitable<Result<std::map<std::string, Map>>> Dmsetup::find_all(
 }
 
 asio::awaitable<Result<std::map<std::string, std::string>>> Dmsetup::multipath_lines(
-    std::string verb) {
+    std::string verb, const std::string& what) {
   std::vector<std::string> args;
   args = {verb, "--target", "multipath"};
-  auto listed = co_await dmsetup(std::move(args));
+  auto listed = co_await output(std::move(args), what);
   if (!listed) co_return listed.error();
-  if (!listed->success()) {
-    co_return Error{"dmsetup " + verb + " failed (" + listed->describe() +
-                    "): " + trimmed(listed->err)};
-  }
   std::map<std::string, std::string> out;
-  std::istringstream lines(listed->out);
+  std::istringstream lines(*listed);
   for (std::string line; std::getline(lines, line);) {
     const auto colon = line.find(": ");
     if (colon != std::string::npos) out[line.substr(0, colon)] = trimmed(line.substr(colon + 2));

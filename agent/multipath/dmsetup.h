@@ -73,9 +73,12 @@ class Dmsetup final : public Multipath {
  private:
   boost::asio::awaitable<Result<process::Outcome>> dmsetup(std::vector<std::string> args);
   boost::asio::awaitable<Status> must(std::vector<std::string> args, const std::string& what);
+  /// dmsetup's standard output; a failure is an Error "<what>: dmsetup <verb> failed (...)".
+  boost::asio::awaitable<Result<std::string>> output(std::vector<std::string> args,
+                                                     const std::string& what);
   /// `dmsetup <verb> --target multipath` ("table", "status"): map name -> the rest of its line.
   boost::asio::awaitable<Result<std::map<std::string, std::string>>> multipath_lines(
-      std::string verb);
+      std::string verb, const std::string& what);
   Result<uint64_t> sectors_of(const PathDevice& p) const;
 
   process::ProcessRunner& runner_;
