@@ -103,7 +103,7 @@ asio::awaitable<Status> Dmsetup::must(std::vector<std::string> args, const std::
 }
 
 asio::awaitable<Result<std::string>> Dmsetup::output(std::vector<std::string> args,
-                                                    const std::string& what) {
+                                                     const std::string& what) {
   const std::string verb = args.front();
   auto out = co_await dmsetup(std::move(args));
   if (!out) co_return out.error().wrap(what);
