@@ -1137,14 +1137,17 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     wrong = map_wrong(map, ex.current);
     reinstate = only_path_failed(map, ex.current);
   }
-  log_->debug("volume {}: access check ({}): wrong={} reinstate={} session_up={}", volume, reason,
-              wrong, reinstate, ex.current ? session_up(mine, *ex.current) : false);
+  log_->debug("volume {}: access check ({}): map to fix={}, only its path failed={}", volume,
+              reason, wrong, reinstate);
   if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
   if (reinstate) {
     // The session was down long enough for the kernel to fail the map's path (I/O errors reached
     // the filesystem), and the path stays failed after the session is back: the job of
     // multipathd's path checker, done once the session is logged in and its disk running.
-    if (!session_up(mine, *ex.current)) co_return done(Access::unchanged);
+    if (!session_up(mine, *ex.current)) {
+      log_->debug("volume {}: its map's path is failed; its session is not back yet", volume);
+      co_return done(Access::unchanged);
+    }
     auto on = co_await map_device(rec, *ex.current);
     if (!on) {
       log_->error("volume {}: its session is back but the map's path stays failed: {}", volume,
@@ -1401,13 +1404,17 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
 // helpers
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+/// Staged, with a known target: what access checks and the session keeper look at (a volume
+/// released or still mounting is nothing of ours to move or watch).
+bool is_attached(const Record& rec) {
+  return rec.phase == Phase::attached && !rec.target.serial.empty();
+}
+}  // namespace
+
 Record* Manager::attached_record(const std::string& volume) {
   auto it = records_.find(volume);
-  if (it == records_.end() || it->second.phase != Phase::attached ||
-      it->second.target.serial.empty()) {
-    return nullptr;  // released or still mounting: nothing of ours to move
-  }
-  return &it->second;
+  return it != records_.end() && is_attached(it->second) ? &it->second : nullptr;
 }
 
 std::optional<mount::MountEntry> Manager::mount_at(const std::string& target) const {
@@ -1493,8 +1500,7 @@ void Manager::update_gauges() {
 std::vector<Manager::Attached> Manager::attached() const {
   std::vector<Attached> out;
   for (const auto& [name, rec] : records_) {
-    if (rec.phase == Phase::attached && !rec.target.serial.empty())
-      out.push_back({name, rec.target, rec.device});
+    if (is_attached(rec)) out.push_back({name, rec.target, rec.device});
   }
   return out;
 }
