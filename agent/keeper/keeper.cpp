@@ -124,8 +124,9 @@ asio::awaitable<void> Keeper::observe() {
     }
     mine.clear();
     for (size_t i : at) mine.push_back(&(*sessions)[i]);
-    const bool changed = update(w, mine, now);
-    maybe_check(w.volume, changed, now, due, early);
+    Track& t = tracks_[w.volume];
+    const bool changed = update(w, t, mine, now);
+    maybe_check(w.volume, t, changed, now, due, early);
   }
   if (!due.empty()) {
     // Volumes first seen at different times fall due at different times; those due within half
@@ -150,10 +151,10 @@ asio::awaitable<void> Keeper::observe() {
   probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
-void Keeper::maybe_check(const std::string& volume, bool changed, steady_clock::time_point now,
-                         std::vector<std::string>& due, std::vector<std::string>& early) {
+void Keeper::maybe_check(const std::string& volume, Track& t, bool changed,
+                         steady_clock::time_point now, std::vector<std::string>& due,
+                         std::vector<std::string>& early) {
   if (!check_ || stopping_) return;
-  Track& t = tracks_[volume];
   // A change wants a check at once; one held back (a check still running, or the last one less
   // than min_check_gap ago) is kept pending, not dropped: the check after a session comes back is
   // the one that reinstates its map path.
@@ -196,22 +197,21 @@ void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
                  });
 }
 
-bool Keeper::update(const Watched& w, const std::vector<const initiator::Session*>& mine,
+bool Keeper::update(const Watched& w, Track& t, const std::vector<const initiator::Session*>& mine,
                     steady_clock::time_point now) {
   const Health session = classify(mine);
-  Track& t = tracks_[w.volume];
   // The session back after a stall wants a check even when the volume's health does not change
   // (its filesystem failed meanwhile): the kernel failed the map's path, and the check
   // reinstates it.
   const bool back = t.seen && !t.session_healthy && session == Health::healthy;
   t.session_healthy = session == Health::healthy;
   t.session_back = back;
-  return update_health(w, mine, session, now) || back;
+  return update_health(w, t, mine, session, now) || back;
 }
 
-bool Keeper::update_health(const Watched& w, const std::vector<const initiator::Session*>& mine,
-                           Health h, steady_clock::time_point now) {
-  Track& t = tracks_[w.volume];
+bool Keeper::update_health(const Watched& w, Track& t,
+                           const std::vector<const initiator::Session*>& mine, Health h,
+                           steady_clock::time_point now) {
   std::optional<std::string> fs_failure;
   if (fs_check_ && !w.device.empty()) fs_failure = fs_check_(w.device);
   if (fs_failure) h = Health::fs_failed;

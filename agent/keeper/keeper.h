@@ -128,14 +128,15 @@ class Keeper {
   /// Returns true when the volume just stopped being healthy, or just became healthy again after
   /// a stall (its map path may need reinstating): either wants an access check at once.
   /// `mine`: the volume's sessions, in the order the initiator listed them.
-  bool update(const Watched& w, const std::vector<const initiator::Session*>& mine,
+  /// `t` is the volume's track (looked up once per look).
+  bool update(const Watched& w, Track& t, const std::vector<const initiator::Session*>& mine,
               std::chrono::steady_clock::time_point now);
   /// The volume's health from its sessions' (`h`) and its filesystem; true as update().
-  bool update_health(const Watched& w, const std::vector<const initiator::Session*>& mine, Health h,
-                     std::chrono::steady_clock::time_point now);
+  bool update_health(const Watched& w, Track& t, const std::vector<const initiator::Session*>& mine,
+                     Health h, std::chrono::steady_clock::time_point now);
   /// Starts an urgent check of `volume` at once, or adds it to `due` when its periodic one is due,
   /// or to `early` when it falls due within half an interval (checked with `due`, if any).
-  void maybe_check(const std::string& volume, bool changed,
+  void maybe_check(const std::string& volume, Track& t, bool changed,
                    std::chrono::steady_clock::time_point now, std::vector<std::string>& due,
                    std::vector<std::string>& early);
   void start_check(std::vector<std::string> volumes, std::string reason);
