@@ -167,6 +167,40 @@ start_node_agent() {
   wait_until 30 curl -sf "http://127.0.0.1:$3/readyz" || die "node-$2's agent did not become ready"
 }
 
+# The one-node scenarios (50-outage, 60-reboot): the agent lives in DIR (config, log, state,
+# plugins, kubelet, socket DIR/agent.sock), open-iscsi with a dm-multipath map per volume.
+# single_config DIR SIM_PORT METRICS_PORT [EXTRA_INITIATOR_YAML [EXTRA_TOP_YAML]]: writes
+# DIR/agent.yaml; the extras are lines added under `initiator:` (indented) and at the top level.
+single_config() {
+  cat >"$1/agent.yaml" <<YAML
+node_name: e2e-node
+socket_path: $1/agent.sock
+plugin_dir: $1/plugins
+kubelet_root: $1/kubelet
+state_dir: $1/state
+metrics: {listen: "127.0.0.1:$3"}
+backend: {server: "127.0.0.1:$2", username: admin, password_file: $1/password}
+${5:-}
+initiator:
+  kind: open-iscsi
+  iscsiadm: /usr/sbin/iscsiadm
+  session_poll_interval: 250ms
+  multipath: "on"
+${4:-}
+YAML
+}
+# start_single_agent DIR METRICS_PORT: starts the agent of DIR, sets AGENT_PID, waits for /readyz.
+start_single_agent() {
+  datera-agent --config "$1/agent.yaml" >>"$1/agent.log" 2>&1 &
+  AGENT_PID=$!
+  wait_until 30 curl -sf "http://127.0.0.1:$2/readyz" || die "the agent did not become ready"
+}
+# single_volume_state DIR: the session state /v1/volumes reports for DIR's agent's (one) volume.
+single_volume_state() {
+  curl -s --unix-socket "$1/agent.sock" http://agent/v1/volumes |
+    sed -n 's/.*"session":{[^}]*"state":"\([a-z_]*\)".*/\1/p' | head -n 1
+}
+
 # --- iSCSI -----------------------------------------------------------------------------------
 initiator_name() { sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi; }
 

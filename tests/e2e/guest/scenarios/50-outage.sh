@@ -17,11 +17,9 @@ set -eu
 . /e2e/lib.sh
 
 W=/tmp/e2e-outage
-VOL=vol-outage
 POD=$W/kubelet/pods/uid-1/volumes/datera~iscsi/pv-outage
 POD2=$W/kubelet/pods/uid-2/volumes/datera~iscsi/pv-outage
 SHIM=$W/plugins/datera~iscsi/iscsi
-SIM=http://127.0.0.1:7719
 OPTS='{"volumeID":"vol-outage","size":"1","kubernetes.io/fsType":"xfs","kubernetes.io/readwrite":"rw","kubernetes.io/pvOrVolumeName":"pv-outage"}'
 REPLACEMENT=15
 OUTAGE=${E2E_OUTAGE:-35}
@@ -42,38 +40,18 @@ die() {
 }
 metric() { metric_on 9810 "$1"; }
 volume_json() { curl -s --unix-socket $W/agent.sock http://agent/v1/volumes; }
-volume_state() { volume_json | sed -n 's/.*"session":{[^}]*"state":"\([a-z_]*\)".*/\1/p' | head -n 1; }
+volume_state() { single_volume_state $W; }
 state_is() { [ "$(volume_state)" = "$1" ]; }
-
-start_agent() {
-  datera-agent --config $W/agent.yaml >>$W/agent.log 2>&1 &
-  AGENT_PID=$!
-  wait_until 30 curl -sf http://127.0.0.1:9810/readyz || die "the agent did not become ready"
-}
+start_agent() { start_single_agent $W 9810; }
 
 # --- setup -------------------------------------------------------------------------------------
 step_begin setup
 mkdir -p $W
 start_lio_sim $W 7719 10.99.0.64/26
-cat >$W/agent.yaml <<YAML
-node_name: e2e-node
-log_level: debug
-socket_path: $W/agent.sock
-plugin_dir: $W/plugins
-kubelet_root: $W/kubelet
-state_dir: $W/state
-metrics: {listen: "127.0.0.1:9810"}
-backend: {server: "127.0.0.1:7719", username: admin, password_file: $W/password}
-initiator:
-  kind: open-iscsi
-  iscsiadm: /usr/sbin/iscsiadm
-  replacement_timeout: $REPLACEMENT
+single_config $W 7719 9810 "  replacement_timeout: $REPLACEMENT
   noop_out_interval: 5
   noop_out_timeout: 5
-  session_poll_interval: 250ms
-  multipath: "on"
-  array_poll_interval: 30s
-YAML
+  array_poll_interval: 30s" "log_level: debug"
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
 mkdir -p "$POD"

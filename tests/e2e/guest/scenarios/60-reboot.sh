@@ -25,14 +25,9 @@ die() {
   tail -n 40 $W/agent.log 2>/dev/null | sed 's/^/  agent| /'
   fail "$*"
 }
-volume_json() { curl -s --unix-socket $W/agent.sock http://agent/v1/volumes; }
-volume_state() { volume_json | sed -n 's/.*"session":{[^}]*"state":"\([a-z_]*\)".*/\1/p' | head -n 1; }
+volume_state() { single_volume_state $W; }
 state_is() { [ "$(volume_state)" = "$1" ]; }
-start_agent() {
-  datera-agent --config $W/agent.yaml >>$W/agent.log 2>&1 &
-  AGENT_PID=$!
-  wait_until 30 curl -sf http://127.0.0.1:9811/readyz || die "the agent did not become ready"
-}
+start_agent() { start_single_agent $W 9811; }
 session_count() { ls -d /sys/class/iscsi_session/session* 2>/dev/null | wc -l; }
 map_count() { dmsetup ls | grep -c '^datera-' || true; }
 
@@ -40,20 +35,7 @@ map_count() { dmsetup ls | grep -c '^datera-' || true; }
 step_begin setup
 mkdir -p $W
 start_lio_sim $W 7720 10.99.0.64/26
-cat >$W/agent.yaml <<YAML
-node_name: e2e-node
-socket_path: $W/agent.sock
-plugin_dir: $W/plugins
-kubelet_root: $W/kubelet
-state_dir: $W/state
-metrics: {listen: "127.0.0.1:9811"}
-backend: {server: "127.0.0.1:7720", username: admin, password_file: $W/password}
-initiator:
-  kind: open-iscsi
-  iscsiadm: /usr/sbin/iscsiadm
-  session_poll_interval: 250ms
-  multipath: "on"
-YAML
+single_config $W 7720 9811
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
 mkdir -p "$POD"
