@@ -40,7 +40,7 @@ const std::map<std::string, std::set<std::string>>& schema() {
       {"initiator.",
        {"kind", "iqn", "iscsiadm", "replacement_timeout", "noop_out_interval", "noop_out_timeout",
         "login_timeout", "online_timeout", "session_poll_interval", "multipath", "dmsetup",
-        "array_poll_interval", "iface"}},
+        "array_poll_interval", "iface", "stall_poll_interval", "io_hold"}},
       {"handoff.", {"mode", "lease_ttl", "claim_settle", "claim_write_bound"}},
   };
   return kSchema;
@@ -263,6 +263,9 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     DT_SET_DURATION(n, "online_timeout", "initiator.online_timeout", cfg.initiator.online_timeout)
     DT_SET_DURATION(n, "session_poll_interval", "initiator.session_poll_interval",
                     cfg.initiator.session_poll_interval)
+    DT_SET_DURATION(n, "stall_poll_interval", "initiator.stall_poll_interval",
+                    cfg.initiator.stall_poll_interval)
+    DT_SET_DURATION(n, "io_hold", "initiator.io_hold", cfg.initiator.io_hold)
     for (const auto& [key, out, lo, hi] :
          {std::tuple{"replacement_timeout", &cfg.initiator.replacement_timeout, 0, 86400},
           std::tuple{"noop_out_interval", &cfg.initiator.noop_out_interval, 0, 3600},
@@ -535,6 +538,15 @@ Status validate(Config& cfg) {
   }
   if (cfg.initiator.session_poll_interval.count() < 100) {
     return key_error("initiator.session_poll_interval", "must be at least 100ms");
+  }
+  if (cfg.initiator.stall_poll_interval.count() < 100) {
+    return key_error("initiator.stall_poll_interval", "must be at least 100ms");
+  }
+  if (cfg.initiator.io_hold.count() != 0 &&
+      (cfg.initiator.io_hold.count() < 1000 || cfg.initiator.io_hold > std::chrono::hours(1))) {
+    return key_error("initiator.io_hold",
+                     "must be 0 (no hold) or between 1s and 1h: a longer hold blocks unmount and "
+                     "pod deletion for as long in an outage");
   }
   if (cfg.backend.configured()) {
     if (cfg.backend.username.empty()) {

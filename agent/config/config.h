@@ -82,6 +82,11 @@ struct InitiatorConfig {
   milliseconds login_timeout{120'000};
   milliseconds online_timeout{120'000};       ///< array: the volume becomes available
   milliseconds session_poll_interval{2'000};  ///< the session keeper's safety-net poll
+  /// The keeper's poll while a volume stalls (how soon it sees the stall end).
+  milliseconds stall_poll_interval{500};
+  /// How long a volume's map holds I/O with no usable path (after replacement_timeout took the
+  /// disk offline) before failing it; 0: no hold (docs/benchmarks.md has the outage table).
+  milliseconds io_hold{30'000};
   /// Mount volumes on per-volume dm-multipath maps so access IP changes move them live:
   /// "auto" (when the kernel has dm_multipath and dm_round_robin), "on" (required: start-up
   /// fails without), "off" (the raw session disk; portal changes wait for the pods to leave).

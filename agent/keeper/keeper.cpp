@@ -52,8 +52,8 @@ Health classify(const std::vector<const initiator::Session*>& sessions) {
 
 Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
                initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
-               udev::Monitor* monitor, Probe& probe, LoggerPtr log, Clock clock, WallClock wall,
-               AccessCheck check, FsCheck fs_check)
+               udev::Monitor* monitor, Probe& probe, LoggerPtr log, KeeperHooks hooks, Clock clock,
+               WallClock wall)
     : executor_(executor),
       options_(options),
       initiator_(initiator),
@@ -63,20 +63,27 @@ Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
       log_(std::move(log)),
       clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
       wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
-      check_(std::move(check)),
-      fs_check_(std::move(fs_check)),
+      hooks_(std::move(hooks)),
       timer_(executor) {}
 
 asio::awaitable<void> Keeper::run() {
-  log_->info("session keeper: watching attached volumes (poll every {} ms{})",
-             options_.poll_interval.count(), monitor_ ? ", and on udev events" : "");
+  log_->info(
+      "session keeper: watching attached volumes (poll every {} ms, {} ms while one stalls{}); "
+      "maps hold I/O {}",
+      options_.poll_interval.count(), options_.stall_poll_interval.count(),
+      monitor_ ? ", and on udev events" : "",
+      options_.io_hold.count() > 0
+          ? "for " + std::to_string(options_.io_hold.count()) + " ms without a path"
+          : std::string("never (io_hold 0)"));
   while (!stopping_) {
     co_await observe();
     if (stopping_) break;
+    const auto wait = stalled_ ? std::min(options_.stall_poll_interval, options_.poll_interval)
+                               : options_.poll_interval;
     if (monitor_) {
-      co_await monitor_->wait(options_.poll_interval);
+      co_await monitor_->wait(wait);
     } else {
-      timer_.expires_after(options_.poll_interval);
+      timer_.expires_after(wait);
       boost::system::error_code ec;
       co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
@@ -125,7 +132,21 @@ asio::awaitable<void> Keeper::observe() {
     mine.clear();
     for (size_t i : at) mine.push_back(&(*sessions)[i]);
     Track& t = tracks_[w.volume];
-    const bool changed = update(w, t, mine, now);
+    Health session = classify(mine);
+    t.paths_failed = false;
+    if (session == Health::healthy && t.paths_suspect && w.map && hooks_.paths_active) {
+      // The disk was gone in this stall, so I/O may have failed the map's path, which stays
+      // failed with the session back: healthy only once the path is active again.
+      auto active = co_await hooks_.paths_active(w.volume);
+      if (active && !*active) {
+        session = Health::recovering;
+        t.paths_failed = true;
+      } else {
+        t.paths_suspect = false;
+      }
+    }
+    const bool changed = update(w, t, mine, session, now);
+    hold(w, t, session, now);
     maybe_check(w.volume, t, changed, now, due, early);
   }
   if (!due.empty()) {
@@ -147,6 +168,10 @@ asio::awaitable<void> Keeper::observe() {
   }
   double counts[5] = {0, 0, 0, 0, 0};
   for (const auto& [_, t] : tracks_) counts[static_cast<int>(t.health)] += 1;
+  stalled_ = counts[static_cast<int>(Health::recovering)] +
+                 counts[static_cast<int>(Health::device_offline)] +
+                 counts[static_cast<int>(Health::missing)] >
+             0;
   probe_.states(counts[0], counts[1], counts[2], counts[3], counts[4]);
   probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
@@ -154,7 +179,7 @@ asio::awaitable<void> Keeper::observe() {
 void Keeper::maybe_check(const std::string& volume, Track& t, bool changed,
                          steady_clock::time_point now, std::vector<std::string>& due,
                          std::vector<std::string>& early) {
-  if (!check_ || stopping_) return;
+  if (!hooks_.check || stopping_) return;
   // A change wants a check at once; one held back (a check still running, or the last one less
   // than min_check_gap ago) is kept pending, not dropped: the check after a session comes back is
   // the one that reinstates its map path.
@@ -189,7 +214,7 @@ void Keeper::maybe_check(const std::string& volume, Track& t, bool changed,
 void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
   for (const auto& v : volumes) checking_.insert(v);
   auto names = volumes;  // for the completion handler; the check owns `volumes`
-  asio::co_spawn(executor_, check_(std::move(volumes), std::move(reason)),
+  asio::co_spawn(executor_, hooks_.check(std::move(volumes), std::move(reason)),
                  [this, names = std::move(names)](const std::exception_ptr& e) {
                    for (const auto& v : names) checking_.erase(v);
                    if (e)
@@ -198,22 +223,60 @@ void Keeper::start_check(std::vector<std::string> volumes, std::string reason) {
 }
 
 bool Keeper::update(const Watched& w, Track& t, const std::vector<const initiator::Session*>& mine,
-                    steady_clock::time_point now) {
-  const Health session = classify(mine);
+                    Health session, steady_clock::time_point now) {
   // The session back after a stall wants a check even when the volume's health does not change
   // (its filesystem failed meanwhile): the kernel failed the map's path, and the check
-  // reinstates it.
-  const bool back = t.seen && !t.session_healthy && session == Health::healthy;
-  t.session_healthy = session == Health::healthy;
+  // reinstates it. So does a path still failed with the session back (the last reinstatement
+  // failed); min_check_gap spaces those checks.
+  const bool up = session == Health::healthy || t.paths_failed;
+  const bool back = t.seen && !t.session_healthy && up;
+  t.session_healthy = up;
   t.session_back = back;
-  return update_health(w, t, mine, session, now) || back;
+  if (session == Health::device_offline || session == Health::missing) t.paths_suspect = true;
+  return update_health(w, t, mine, session, now) || back || t.paths_failed;
+}
+
+void Keeper::hold(const Watched& w, Track& t, Health session, steady_clock::time_point now) {
+  if (!w.map || options_.io_hold.count() <= 0) return;
+  if (session != Health::device_offline && session != Health::missing) {
+    if (session == Health::healthy) {
+      t.holding = false;  // the path is active again, and ensure() restored the queue mode
+      t.hold_released = false;
+    }
+    return;
+  }
+  if (!t.holding) {
+    t.holding = true;
+    t.hold_since = now;
+    log_->warn("volume {}: no usable path; its map holds I/O for up to {} s", w.volume,
+               std::chrono::duration<double>(options_.io_hold).count());
+    return;
+  }
+  if (t.hold_released || now - t.hold_since < options_.io_hold || !hooks_.release_held) return;
+  t.hold_released = true;
+  const double held = std::chrono::duration<double>(now - t.hold_since).count();
+  probe_.hold_expired();
+  log_->error(
+      "volume {}: DEGRADED: no usable path for {:.1f} s (initiator.io_hold); failing the I/O its "
+      "map holds: the filesystem sees errors now, and its pods need a restart once the array is "
+      "back",
+      w.volume, held);
+  asio::co_spawn(executor_, hooks_.release_held(w.volume),
+                 [this, volume = w.volume](const std::exception_ptr& e, bool done) {
+                   if (e) {
+                     log_->error("volume {}: releasing its held I/O threw; this is a bug", volume);
+                   } else if (!done) {
+                     auto it = tracks_.find(volume);
+                     if (it != tracks_.end()) it->second.hold_released = false;  // next look
+                   }
+                 });
 }
 
 bool Keeper::update_health(const Watched& w, Track& t,
                            const std::vector<const initiator::Session*>& mine, Health h,
                            steady_clock::time_point now) {
   std::optional<std::string> fs_failure;
-  if (fs_check_ && !w.device.empty()) fs_failure = fs_check_(w.device);
+  if (hooks_.fs_failure && !w.device.empty()) fs_failure = hooks_.fs_failure(w.device);
   if (fs_failure) h = Health::fs_failed;
   t.fs_failure = fs_failure.value_or("");
   const bool first = !t.seen;
@@ -223,6 +286,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
     t.blocked_seconds += dt;
     probe_.blocked(w.volume, dt);
   }
+  const auto previous_look = t.last_look;
   t.last_look = now;
   const initiator::Session* best = mine.empty() ? nullptr : mine.front();
   for (const auto* s : mine) {
@@ -259,13 +323,31 @@ bool Keeper::update_health(const Watched& w, Track& t,
   const Health from = t.health;
   const std::string detail = "session " + std::to_string(t.sid) + " " + t.session_state +
                              ", disk " + (t.device_state.empty() ? "-" : t.device_state) +
-                             (t.portal.empty() ? "" : ", portal " + t.portal);
+                             (t.portal.empty() ? "" : ", portal " + t.portal) +
+                             (t.paths_failed ? ", map path failed" : "");
   t.history.push_back(Transition{wall_(), from, h, detail});
   while (t.history.size() > options_.history) t.history.pop_front();
   probe_.transition(to_string(from), to_string(h));
   t.health = h;
   t.since = now;
-  if (from == Health::healthy) t.stall_start = now;
+  if (from == Health::healthy) {
+    t.stall_start = now;
+    // The pod's I/O stalled when the session last heard from the target, noop_out_interval +
+    // noop_out_timeout before the kernel said so. That wait is part of the stall and of the
+    // time I/O was blocked. (A second of slack: the last healthy look may have read the session
+    // just after the kernel's verdict, before iscsid marked it failed.)
+    if (hooks_.silent_since && old_sid >= 0) {
+      const auto silent = hooks_.silent_since(old_sid, previous_look - std::chrono::seconds(1));
+      if (silent && *silent < now && now - *silent < std::chrono::hours(1)) {
+        t.stall_start = *silent;
+        if (h != Health::fs_failed) {
+          const double dt = std::chrono::duration<double>(now - *silent).count();
+          t.blocked_seconds += dt;
+          probe_.blocked(w.volume, dt);
+        }
+      }
+    }
+  }
 
   switch (h) {
     case Health::healthy: {
@@ -293,16 +375,31 @@ bool Keeper::update_health(const Watched& w, Track& t,
       return true;
     }
     case Health::recovering:
-      log_->warn("volume {}: session stalled, iscsid is recovering it; I/O waits ({})", w.volume,
-                 detail);
+      if (t.paths_failed) {
+        log_->warn(
+            "volume {}: session back, its map's failed path not yet reinstated; I/O waits "
+            "({})",
+            w.volume, detail);
+      } else {
+        log_->warn("volume {}: session stalled, iscsid is recovering it; I/O waits ({})", w.volume,
+                   detail);
+      }
       break;
     case Health::device_offline:
       probe_.offline();
-      log_->error(
-          "volume {}: DEGRADED: the disk is offline, I/O errors reach the filesystem ({}). The "
-          "session is left alone while mounted; check the array and the network, then remount "
-          "the pods",
-          w.volume, detail);
+      if (w.map && options_.io_hold.count() > 0) {
+        log_->error(
+            "volume {}: DEGRADED: the disk is offline ({}); its map holds I/O for up to {:.0f} s, "
+            "then fails it. The session is left alone while mounted; check the array and the "
+            "network",
+            w.volume, detail, std::chrono::duration<double>(options_.io_hold).count());
+      } else {
+        log_->error(
+            "volume {}: DEGRADED: the disk is offline, I/O errors reach the filesystem ({}). The "
+            "session is left alone while mounted; check the array and the network, then remount "
+            "the pods",
+            w.volume, detail);
+      }
       break;
     case Health::missing:
       log_->error("volume {}: no session for target {} although the volume is attached", w.volume,
@@ -348,6 +445,9 @@ nlohmann::json Keeper::state(const std::string& volume) const {
           {"last_recovery_seconds", t.last_recovery_seconds},
           {"io_blocked_seconds", t.blocked_seconds},
           {"fs_failure", t.fs_failure},
+          {"map_path_failed", t.paths_failed},
+          {"io_held", t.holding && !t.hold_released},
+          {"io_hold_expired", t.hold_released},
           {"transitions", history}};
 }
 

@@ -31,6 +31,12 @@ Probe::Probe(prometheus::Registry& registry)
                    .Help("Times a volume's disk went offline (I/O errors reach the filesystem)")
                    .Register(registry)
                    .Add({})),
+      hold_expired_(prometheus::BuildCounter()
+                        .Name("datera_agent_io_hold_expired_total")
+                        .Help("Times a map held I/O for initiator.io_hold without a usable path "
+                              "and its I/O was failed")
+                        .Register(registry)
+                        .Add({})),
       transitions_(prometheus::BuildCounter()
                        .Name("datera_agent_session_transitions_total")
                        .Help("Session health changes")

@@ -7,6 +7,8 @@
 //   datera_agent_session_recovery_duration_seconds               histogram (stall length)
 //   datera_agent_session_io_blocked_seconds_total{volume}        counter
 //   datera_agent_session_device_offline_total                    counter (entries into offline)
+//   datera_agent_io_hold_expired_total                           counter (maps whose held I/O
+//                                                                was failed after io_hold)
 //   datera_agent_session_transitions_total{from,to}              counter
 //   datera_agent_session_poll_seconds                            histogram (one look at every
 //                                                                volume: listing + matching)
@@ -32,6 +34,7 @@ class Probe {
   void recovered(double seconds);
   void blocked(const std::string& volume, double seconds);
   void offline();
+  void hold_expired() { hold_expired_.Increment(); }
   void transition(const std::string& from, const std::string& to);
   void poll(double seconds) { poll_.Observe(seconds); }
 
@@ -42,6 +45,7 @@ class Probe {
   prometheus::Histogram& recovery_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Counter& offline_;
+  prometheus::Counter& hold_expired_;
   prometheus::Family<prometheus::Counter>& transitions_;
   prometheus::Histogram& poll_;
 };

@@ -28,13 +28,12 @@ bool contains(std::string_view text, std::string_view what) {
   return text.find(what) != std::string_view::npos;
 }
 
-}  // namespace
-
-std::optional<FsEvent> fs_event_of(std::string_view record) {
+/// The text of a record of the kernel's own facility, or nullopt. "<pri>,<seq>,...;<text>":
+/// pri = facility * 8 + level; facility 0 is the kernel's, which userspace writing to /dev/kmsg
+/// cannot claim.
+std::optional<std::string_view> kernel_text(std::string_view record) {
   const size_t semi = record.find(';');
   if (semi == std::string_view::npos) return std::nullopt;
-  // "<pri>,<seq>,...": pri = facility * 8 + level. Facility 0 is the kernel's, which userspace
-  // writing to /dev/kmsg cannot claim.
   const std::string_view head = record.substr(0, semi);
   unsigned pri = 0;
   const auto [end, ec] = std::from_chars(head.data(), head.data() + head.size(), pri);
@@ -45,6 +44,92 @@ std::optional<FsEvent> fs_event_of(std::string_view record) {
   std::string_view text = record.substr(semi + 1);
   text = text.substr(0, text.find('\n'));
   if (text.size() > 1024) return std::nullopt;
+  return text;
+}
+
+/// The unsigned number right after `key` in `text`, at or after `from`; advances `from`.
+std::optional<uint64_t> number_after(std::string_view text, std::string_view key, size_t& from) {
+  const size_t at = text.find(key, from);
+  if (at == std::string_view::npos) return std::nullopt;
+  const char* begin = text.data() + at + key.size();
+  const char* end = text.data() + text.size();
+  uint64_t v = 0;
+  const auto [p, ec] = std::from_chars(begin, end, v);
+  if (ec != std::errc() || p == begin) return std::nullopt;
+  from = static_cast<size_t>(p - text.data());
+  return v;
+}
+
+}  // namespace
+
+std::optional<PingTimeout> ping_timeout_of(std::string_view record) {
+  const auto text = kernel_text(record);
+  if (!text) return std::nullopt;
+  constexpr std::string_view kWhat = ": ping timeout of ";
+  const size_t what = text->find(kWhat);
+  if (what == std::string_view::npos) return std::nullopt;
+  // "...connection<sid>:<cid>" right before it (dev_printk may put a driver name in front).
+  const std::string_view head = text->substr(0, what);
+  const size_t conn = head.rfind("connection");
+  if (conn == std::string_view::npos) return std::nullopt;
+  size_t at = conn;
+  const auto sid = number_after(head, "connection", at);
+  if (!sid || at >= head.size() || head[at] != ':' || *sid > 1'000'000) return std::nullopt;
+  ++at;
+  const char* cid_end = head.data() + head.size();
+  uint64_t cid = 0;
+  const auto [p, ec] = std::from_chars(head.data() + at, cid_end, cid);
+  if (ec != std::errc() || p != cid_end) return std::nullopt;
+
+  size_t from = what;
+  const auto ping = number_after(*text, kWhat, from);
+  const auto recv = number_after(*text, "recv timeout ", from);
+  const auto rx = number_after(*text, "last rx ", from);
+  const auto last_ping = number_after(*text, "last ping ", from);
+  const auto now = number_after(*text, "now ", from);
+  if (!ping || !recv || !rx || !last_ping || !now || *ping + *recv == 0 || *ping > 3600 ||
+      *recv > 3600) {
+    return std::nullopt;
+  }
+  // The kernel fires when now >= last rx + (R + P) * HZ, a tick or a timer late at most: the
+  // quotient is HZ or a little over, so the nearest configurable HZ below it is the kernel's.
+  const uint64_t silent = *now - *rx;  // jiffies wrap as unsigned long
+  const double hz_seen = static_cast<double>(silent) / static_cast<double>(*ping + *recv);
+  double hz = 0;
+  for (const double candidate : {100.0, 250.0, 300.0, 1000.0}) {
+    if (hz_seen >= candidate * 0.98) hz = candidate;
+  }
+  if (hz == 0) return std::nullopt;
+  PingTimeout out;
+  out.sid = static_cast<int>(*sid);
+  out.silent_seconds = static_cast<double>(silent) / hz;
+  if (out.silent_seconds > 2.0 * 3600) return std::nullopt;  // not one stall
+  return out;
+}
+
+void Silences::feed(const PingTimeout& p, TimePoint read_at) {
+  const auto silent = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(p.silent_seconds));
+  sessions_[p.sid] = Entry{read_at, read_at - silent};
+  while (sessions_.size() > max_sessions_) {
+    auto oldest = sessions_.begin();
+    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+      if (it->second.declared < oldest->second.declared) oldest = it;
+    }
+    sessions_.erase(oldest);
+  }
+}
+
+std::optional<Silences::TimePoint> Silences::since(int sid, TimePoint after) const {
+  auto it = sessions_.find(sid);
+  if (it == sessions_.end() || it->second.declared < after) return std::nullopt;
+  return it->second.silent_since;
+}
+
+std::optional<FsEvent> fs_event_of(std::string_view record) {
+  const auto kernel = kernel_text(record);
+  if (!kernel) return std::nullopt;
+  const std::string_view text = *kernel;
 
   FsEvent e;
   std::string_view dev;

@@ -10,6 +10,7 @@
 // kubelet mount of the volume stages it afresh). Only records of the kernel's own facility are
 // believed: userspace may write to /dev/kmsg, but never as the kernel.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -46,6 +47,40 @@ struct FsEvent {
 /// malformed ones and everything else: nullopt.
 std::optional<FsEvent> fs_event_of(std::string_view record);
 
+/// libiscsi's verdict that a session's connection went silent (Debian 12's 6.1):
+///   "connection<sid>:<cid>: ping timeout of <P> secs expired, recv timeout <R>, last rx <X>,
+///    last ping <Y>, now <Z>"   (X, Y, Z in jiffies)
+/// The kernel declares the connection dead only R + P seconds after it last heard from the target,
+/// and iscsid's recovery starts there; a writer in the pod stalled since the last rx.
+struct PingTimeout {
+  int sid = -1;               ///< the iSCSI session ("session<sid>")
+  double silent_seconds = 0;  ///< now - last rx, in seconds
+};
+/// Parses one /dev/kmsg record (kernel facility only). HZ is not known to userspace; it is the
+/// kernel's own: (now - last rx) / (R + P), snapped to a configurable HZ (100, 250, 300, 1000).
+std::optional<PingTimeout> ping_timeout_of(std::string_view record);
+
+/// Per session, when its connection went silent, from the latest ping timeout read live.
+/// Bounded: at most `max_sessions` sessions are remembered (the oldest entries go first).
+class Silences {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  explicit Silences(size_t max_sessions = 4096) : max_sessions_(max_sessions) {}
+  /// `read_at`: when the record was read (live records are read as the kernel writes them).
+  void feed(const PingTimeout& p, TimePoint read_at);
+  /// When session `sid`'s connection went silent, if the kernel declared that at or after
+  /// `after` (an older ping timeout belongs to an earlier stall).
+  std::optional<TimePoint> since(int sid, TimePoint after) const;
+
+ private:
+  struct Entry {
+    TimePoint declared;
+    TimePoint silent_since;
+  };
+  std::map<int, Entry> sessions_;
+  size_t max_sessions_;
+};
+
 /// Per device, whether its filesystem failed since it was last mounted. Bounded: at most
 /// `max_devices` devices are remembered (the oldest entries go first).
 class FsFailures {
@@ -81,14 +116,22 @@ class Probe {
   prometheus::Family<prometheus::Counter>& failures_;
 };
 
-/// Reads the kernel log (/dev/kmsg) on the event loop, from its start, and feeds every
-/// filesystem record to the sink until stop(). Without the file (or the right to read it) run()
-/// logs why, sets the gauge to 0 and returns: filesystem failures then go unseen.
+/// Where the kernel log's records go.
+struct Sinks {
+  std::function<void(const FsEvent&)> fs;  ///< every filesystem record, the backlog included
+  /// Ping timeouts read live only: a backlog record's read time says nothing of when it happened.
+  std::function<void(const PingTimeout&)> ping_timeout;
+};
+
+/// Reads the kernel log (/dev/kmsg) on the event loop, from its start, and feeds its filesystem
+/// and ping-timeout records to the sinks until stop(). Without the file (or the right to read it)
+/// run() logs why, sets the gauge to 0 and returns: filesystem failures then go unseen, and
+/// stalls are counted from when the keeper saw them.
 class KernelLog {
  public:
   KernelLog(boost::asio::any_io_executor executor, std::string path, Probe& probe, LoggerPtr log);
   ~KernelLog();
-  boost::asio::awaitable<void> run(std::function<void(const FsEvent&)> sink);
+  boost::asio::awaitable<void> run(Sinks sinks);
   void stop();
 
  private:

@@ -37,7 +37,7 @@ void KernelLog::stop() {
   impl_->fd.cancel(ec);
 }
 
-asio::awaitable<void> KernelLog::run(std::function<void(const FsEvent&)> sink) {
+asio::awaitable<void> KernelLog::run(Sinks sinks) {
   Impl& s = *impl_;
   const int raw = ::open(s.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (raw < 0) {
@@ -58,12 +58,19 @@ asio::awaitable<void> KernelLog::run(std::function<void(const FsEvent&)> sink) {
   while (!s.stopping) {
     const ssize_t n = ::read(s.fd.native_handle(), buf.data(), buf.size());
     if (n > 0) {
-      if (auto e = fs_event_of(std::string_view(buf.data(), static_cast<size_t>(n)))) {
+      const std::string_view record(buf.data(), static_cast<size_t>(n));
+      if (auto e = fs_event_of(record)) {
         if (e->kind == FsEvent::Kind::failed && live) {
           s.probe.failure(e->fs);
           s.log->warn("kernel: the {} filesystem on {} failed: {}", e->fs, e->device, e->text);
         }
-        sink(*e);
+        if (sinks.fs) sinks.fs(*e);
+      } else if (live && sinks.ping_timeout) {
+        if (auto p = ping_timeout_of(record)) {
+          s.log->debug("kernel: session {} silent for {:.2f} s (ping timeout)", p->sid,
+                       p->silent_seconds);
+          sinks.ping_timeout(*p);
+        }
       }
       continue;
     }

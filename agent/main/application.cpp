@@ -188,8 +188,13 @@ asio::awaitable<void> Application::start() {
   if (attacher_) flex_.set_controller_ops(attacher_.get());
   // Spawned before the keeper: the kernel log's backlog is read before the keeper's first look,
   // so a filesystem that failed while the agent was down is reported at once.
+  kmsg::Sinks sinks;
+  sinks.fs = [this](const kmsg::FsEvent& e) { fs_failures_.feed(e); };
+  sinks.ping_timeout = [this](const kmsg::PingTimeout& p) {
+    silences_.feed(p, std::chrono::steady_clock::now());
+  };
   asio::co_spawn(
-      ioc_, kernel_log_->run([this](const kmsg::FsEvent& e) { fs_failures_.feed(e); }),
+      ioc_, kernel_log_->run(std::move(sinks)),
       [log = log_](const std::exception_ptr& e) { log_exception(log, "kernel log", e); });
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
@@ -391,6 +396,7 @@ Status Application::make_volumes() {
       multipath_probe_ = std::make_unique<multipath::Probe>(*registry_);
       multipath::DmsetupOptions dm;
       dm.dmsetup = ic.dmsetup;
+      dm.hold_io = ic.io_hold.count() > 0;
       multipath_ = std::make_unique<multipath::Dmsetup>(*runner_, pool_, dm, *multipath_probe_,
                                                         logs_.get("multipath"));
       std::string why;
@@ -500,22 +506,36 @@ Status Application::make_volumes() {
   keeper_probe_ = std::make_unique<keeper::Probe>(*registry_);
   keeper::KeeperOptions ko;
   ko.poll_interval = ic.session_poll_interval;
+  ko.stall_poll_interval = ic.stall_poll_interval;
   ko.array_poll_interval = ic.array_poll_interval;
+  ko.io_hold = ic.io_hold;
   auto watch = [this] {
     std::vector<keeper::Watched> out;
     for (auto& a : volumes_->attached()) {
       // The kernel names a filesystem's device by its disk name: "dm-3" for /dev/dm-3.
-      out.push_back({std::move(a.volume), std::move(a.target), fs::basename(a.device)});
+      out.push_back({std::move(a.volume), std::move(a.target), fs::basename(a.device), a.map});
     }
     return out;
   };
   kmsg_probe_ = std::make_unique<kmsg::Probe>(*registry_);
   kernel_log_ = std::make_unique<kmsg::KernelLog>(ioc_.get_executor(), "/dev/kmsg", *kmsg_probe_,
                                                   logs_.get("keeper"));
-  auto fs_check = [this](const std::string& device) { return fs_failures_.failure(device); };
-  keeper_ = std::make_unique<keeper::Keeper>(
-      ioc_.get_executor(), ko, *initiator_, watch, udev_.get(), *keeper_probe_, logs_.get("keeper"),
-      keeper::Keeper::Clock{}, keeper::Keeper::WallClock{}, access_check(), fs_check);
+  keeper::KeeperHooks hooks;
+  hooks.check = access_check();
+  hooks.fs_failure = [this](const std::string& device) { return fs_failures_.failure(device); };
+  hooks.silent_since = [this](int sid, std::chrono::steady_clock::time_point after) {
+    return silences_.since(sid, after);
+  };
+  // The manager outlives the keeper (both are the application's; the keeper stops first).
+  hooks.paths_active = [mgr = volumes_.get()](std::string v) {
+    return mgr->map_paths_active(std::move(v));
+  };
+  hooks.release_held = [mgr = volumes_.get()](std::string v) {
+    return mgr->release_held_io(std::move(v));
+  };
+  keeper_ =
+      std::make_unique<keeper::Keeper>(ioc_.get_executor(), ko, *initiator_, watch, udev_.get(),
+                                       *keeper_probe_, logs_.get("keeper"), std::move(hooks));
   return ok_status();
 }
 
@@ -598,7 +618,7 @@ asio::awaitable<void> Application::renew_leases_forever() {
   }
 }
 
-keeper::Keeper::AccessCheck Application::access_check() {
+decltype(keeper::KeeperHooks::check) Application::access_check() {
   // The keeper keeps this function for its lifetime, so the closure `mgr` lives in outlives every
   // check it starts.
   return

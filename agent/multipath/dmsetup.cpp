@@ -234,6 +234,7 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
   const std::string what = "setting up device-mapper map " + name;
   if (paths.empty()) co_return Error{what + ": no path"};
   Table want;
+  want.queue = options_.hold_io;
   for (const auto& p : paths) {
     auto read = [&]() { return sectors_of(p); };
     auto n = co_await run_blocking(pool_, read);
@@ -255,7 +256,7 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     if (!st) co_return st.error();
     log_->info("map {}: created over {} ({} sectors)", name, paths.front().path, want.sectors);
   } else if ((*current)->paths != want.paths || (*current)->sectors != want.sectors ||
-             (*current)->queueing) {
+             (*current)->queueing != want.queue) {
     const bool only_queueing =
         (*current)->paths == want.paths && (*current)->sectors == want.sectors;
     if (!only_queueing) {
@@ -274,7 +275,10 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
       log_->info("map {}: now over {} ({} sectors; was {}, {} sectors)", name, want.paths.front(),
                  want.sectors, was, (*current)->sectors);
     }
-    if (auto st = co_await set_queueing(name, false); !st) co_return st.error();
+    // Back to the map's standing mode: the swap queued; an expired hold (the keeper's) failed it.
+    if (!want.queue) {
+      if (auto st = co_await set_queueing(name, false); !st) co_return st.error();
+    }
   }
   // The same table with a path the kernel failed (I/O errors while its session was down): it
   // stays failed, and the map fails all I/O, until reinstated, even with the session back.
@@ -289,6 +293,11 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     probe_.operation("reinstate", st.ok());
     if (!st) co_return st.error();
     log_->warn("map {}: path {} was failed; reinstated", name, dev);
+  }
+  if (want.queue && *current && !(*current)->queueing) {
+    // After the paths are back: an expired hold failed the queue, and the next outage is held
+    // again.
+    if (auto st = co_await set_queueing(name, true); !st) co_return st.error();
   }
   auto now = co_await find(name);
   if (!now) co_return now.error();

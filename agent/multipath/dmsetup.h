@@ -8,7 +8,8 @@
 //            dmsetup table NAME
 //   create:  dmsetup create NAME -u UUID --table TABLE
 //   swap:    dmsetup reload NAME --table TABLE(queueing); dmsetup resume --noflush --nolockfs NAME;
-//            dmsetup message NAME 0 fail_if_no_path
+//            dmsetup message NAME 0 fail_if_no_path (unless maps hold I/O)
+//   hold:    dmsetup message NAME 0 queue_if_no_path / fail_if_no_path (the keeper's io_hold)
 //   remove:  dmsetup remove --retry NAME
 //
 // The device used is /dev/dm-N (devtmpfs makes it at once; /dev/mapper/NAME needs udev).
@@ -48,6 +49,9 @@ struct DmsetupOptions {
   std::chrono::milliseconds timeout{30'000};
   /// /dev/dm-N must be a block device with the map's number. Off only for fake trees in tests.
   bool require_block_device = true;
+  /// Maps queue I/O when no path is usable (queue_if_no_path), for the keeper's bounded hold
+  /// (initiator.io_hold); off: a dead array surfaces as on the raw disk.
+  bool hold_io = false;
 };
 
 class Dmsetup final : public Multipath {
@@ -60,6 +64,7 @@ class Dmsetup final : public Multipath {
   bool detect(std::string* why_not);
 
   bool available() const override { return available_; }
+  bool holds_io() const override { return options_.hold_io; }
   boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) override;
   /// Three commands for any number of maps: `dmsetup info -c`, and `dmsetup table` and
   /// `dmsetup status` with `--target multipath`.

@@ -5,14 +5,16 @@
 // filesystem seeing an I/O error, and without multipathd.
 //
 // The map is "datera-<volume uuid>" (dm uuid "DATERA-<volume uuid>") over the verified session
-// disk(s). In normal operation it does not queue when no path is left, so a dead array surfaces
-// exactly as on the raw disk, after the session's replacement_timeout. A path swap queues for its
-// few seconds (iscsi.md §1.6, and measured in the kernel tier):
+// disk(s). Its standing mode (holds_io()) is to queue when no path is left (queue_if_no_path),
+// bounded by the keeper, which fails the queue after initiator.io_hold; with io_hold 0 it does not
+// queue, and a dead array surfaces exactly as on the raw disk, after the session's
+// replacement_timeout. A path swap queues for its few seconds (iscsi.md §1.6, and measured in the
+// kernel tier):
 //   set_queueing(true)            I/O that fails on the old path waits inside dm, never reaches xfs
 //   (caller logs out the old session: its in-flight I/O fails back into dm)
 //   ensure(new paths)             reload + resume --noflush --nolockfs (flush would drop the queue,
 //                                 lockfs would freeze xfs waiting on the queue)
-//   ensure() ends with queueing off again
+//   ensure() ends in the standing mode again
 //
 // Everything is idempotent: ensure() with the map already right does nothing, remove() of an
 // absent map succeeds. Maps are never removed while open (a mount): remove() then fails.
@@ -57,6 +59,8 @@ class Multipath {
   virtual ~Multipath() = default;
   /// The kernel has dm-multipath (and the round-robin selector), and dmsetup is present.
   virtual bool available() const = 0;
+  /// The maps' standing mode: queue I/O when no path is usable (the keeper bounds the hold).
+  virtual bool holds_io() const { return false; }
   virtual boost::asio::awaitable<Result<std::optional<Map>>> find(const std::string& name) = 0;
   /// find() for several maps; absent ones are left out. The default asks one by one; dmsetup
   /// lists every map with two commands whatever their number.
@@ -71,9 +75,9 @@ class Multipath {
     co_return out;
   }
   /// Creates `name` over `paths`, or swaps the live map to exactly `paths` (and their current
-  /// size, after a grow). Every path must have the same size. Ends with queueing off and every
-  /// path active: a failed path of an unchanged table is reinstated (the caller knows its
-  /// session is up), and one that stays failed is an Error.
+  /// size, after a grow). Every path must have the same size. Ends in the standing queue mode
+  /// (holds_io()) with every path active: a failed path of an unchanged table is reinstated (the
+  /// caller knows its session is up), and one that stays failed is an Error.
   virtual boost::asio::awaitable<Result<Map>> ensure(const std::string& name,
                                                      const std::string& uuid,
                                                      const std::vector<PathDevice>& paths) = 0;

@@ -1192,11 +1192,11 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   if (!dev) co_return fail("login", dev.error());
   crash_point("move:after_login");
   // 2. Hold I/O inside the map, 3. log out of the old portal (its stuck I/O fails back into the
-  // map's queue), 4. swap the map onto the new disk (ensure() ends with queueing off).
+  // map's queue), 4. swap the map onto the new disk (ensure() ends in the standing queue mode).
   if (auto st = co_await multipath_->set_queueing(rec.map, true); !st)
     co_return fail("queue", st.error());
   if (auto st = co_await initiator_.prune(rec.target); !st) {
-    (void)co_await multipath_->set_queueing(rec.map, false);
+    (void)co_await multipath_->set_queueing(rec.map, multipath_->holds_io());
     co_return fail("logout", st.error());
   }
   crash_point("move:after_prune");
@@ -1500,9 +1500,37 @@ void Manager::update_gauges() {
 std::vector<Manager::Attached> Manager::attached() const {
   std::vector<Attached> out;
   for (const auto& [name, rec] : records_) {
-    if (is_attached(rec)) out.push_back({name, rec.target, rec.device});
+    if (is_attached(rec)) {
+      out.push_back({name, rec.target, rec.device, !rec.map.empty() && multipath_ != nullptr});
+    }
   }
   return out;
+}
+
+asio::awaitable<std::optional<bool>> Manager::map_paths_active(std::string volume) {
+  const Record* rec = attached_record(volume);
+  if (!rec || rec->map.empty() || !multipath_) co_return std::nullopt;
+  const std::string map = rec->map;  // the record may change while dmsetup runs
+  auto found = co_await multipath_->find(map);
+  if (!found || !*found) co_return std::nullopt;
+  co_return (*found)->failed.empty();
+}
+
+asio::awaitable<bool> Manager::release_held_io(std::string volume) {
+  const Record* rec = attached_record(volume);
+  if (!rec || rec->map.empty() || !multipath_) co_return false;
+  const std::string map = rec->map;
+  auto st = co_await multipath_->set_queueing(map, false);
+  if (!st) {
+    log_->error("volume {}: cannot fail the I/O its map {} holds: {}", volume, map,
+                st.error().message);
+    co_return false;
+  }
+  log_->warn(
+      "volume {}: map {} no longer holds I/O; queued and new I/O fail until its path is "
+      "back",
+      volume, map);
+  co_return true;
 }
 
 nlohmann::json Manager::volumes() const {

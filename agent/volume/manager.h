@@ -183,8 +183,16 @@ class Manager : public flexvolume::VolumeOps {
     std::string volume;
     initiator::Target target;
     std::string device;  ///< what the staging mount is on ("/dev/dm-3", "/dev/sdb")
+    bool map = false;    ///< on a dm-multipath map
   };
   std::vector<Attached> attached() const;
+
+  /// Whether every path of the attached volume's map is active (one `dmsetup` look); nullopt:
+  /// no map, or it cannot be read. For the keeper, while a session comes back.
+  boost::asio::awaitable<std::optional<bool>> map_paths_active(std::string volume);
+  /// Fails the I/O the volume's map holds (fail_if_no_path): the keeper's io_hold expired.
+  /// Deliberately without the volume's lock: an unmount waiting on that very I/O holds it.
+  boost::asio::awaitable<bool> release_held_io(std::string volume);
 
  private:
   struct Failed {

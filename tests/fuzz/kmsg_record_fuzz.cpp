@@ -1,8 +1,10 @@
 // Fuzz target kmsg_record: one /dev/kmsg record as the agent's kernel-log reader parses it
-// (kmsg::fs_event_of), then fed to the per-device failure memory.
+// (kmsg::fs_event_of, kmsg::ping_timeout_of), then fed to the per-device failure memory and the
+// per-session silences.
 // Invariants: an event names a device of at most 64 safe characters, a failure carries the
 // record's text without its dictionary lines, and the memory stays within its bound.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +17,15 @@ using namespace datera;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
   static kmsg::FsFailures memory(8);
+  static kmsg::Silences silences(8);
+  if (auto p = kmsg::ping_timeout_of(input)) {
+    // A silence is one stall: never negative, never beyond two hours, of a real session number.
+    if (p->sid < 0 || !(p->silent_seconds >= 0) || p->silent_seconds > 7200) std::abort();
+    const auto at = std::chrono::steady_clock::time_point(std::chrono::hours(3));
+    silences.feed(*p, at);
+    const auto since = silences.since(p->sid, at);
+    if (!since || *since > at) std::abort();
+  }
   auto e = kmsg::fs_event_of(input);
   if (!e) return 0;
   if (e->device.empty() || e->device.size() > 64) std::abort();

@@ -51,13 +51,17 @@ class KeeperTest : public ::testing::Test {
   KeeperTest()
       : keeper_(
             ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
-            probe_, null_logger(), [this] { return now_; }, Keeper::WallClock{},
-            Keeper::AccessCheck{},
-            [this](const std::string& device) -> std::optional<std::string> {
-              auto it = fs_failed_.find(device);
-              if (it == fs_failed_.end()) return std::nullopt;
-              return it->second;
-            }) {}
+            probe_, null_logger(), hooks(), [this] { return now_; }) {}
+
+  KeeperHooks hooks() {
+    KeeperHooks h;
+    h.fs_failure = [this](const std::string& device) -> std::optional<std::string> {
+      auto it = fs_failed_.find(device);
+      if (it == fs_failed_.end()) return std::nullopt;
+      return it->second;
+    };
+    return h;
+  }
 
   void look_at(std::chrono::milliseconds t) {
     now_ = std::chrono::steady_clock::time_point(t);
@@ -204,18 +208,45 @@ class KeeperCheckTest : public ::testing::Test {
     KeeperOptions o;
     o.array_poll_interval = std::chrono::milliseconds(60'000);
     o.min_check_gap = std::chrono::milliseconds(5'000);
+    o.io_hold = std::chrono::milliseconds(10'000);
+    KeeperHooks h;
+    h.check = [this](std::vector<std::string> vs, std::string why) -> asio::awaitable<void> {
+      ++calls_;
+      for (const auto& v : vs) checks_.push_back(v + " " + why);
+      co_return;
+    };
+    h.fs_failure = [this](const std::string& device) -> std::optional<std::string> {
+      if (!fs_failed_.count(device)) return std::nullopt;
+      return fs_failed_.at(device);
+    };
+    h.silent_since = [this](int sid, std::chrono::steady_clock::time_point after)
+        -> std::optional<std::chrono::steady_clock::time_point> {
+      // As kmsg::Silences: a verdict older than `after` belongs to an earlier stall.
+      auto it = silences_.find(sid);
+      if (it == silences_.end() || it->second.first < after) return std::nullopt;
+      return it->second.second;
+    };
+    h.paths_active = [this](std::string) -> asio::awaitable<std::optional<bool>> {
+      co_return paths_active_;
+    };
+    h.release_held = [this](std::string v) -> asio::awaitable<bool> {
+      released_.push_back(v);
+      co_return true;
+    };
     keeper_ = std::make_unique<Keeper>(
         ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, probe_,
-        null_logger(), [this] { return now_; }, Keeper::WallClock{},
-        [this](std::vector<std::string> vs, std::string why) -> asio::awaitable<void> {
-          ++calls_;
-          for (const auto& v : vs) checks_.push_back(v + " " + why);
-          co_return;
-        },
-        [this](const std::string& device) -> std::optional<std::string> {
-          if (!fs_failed_.count(device)) return std::nullopt;
-          return fs_failed_.at(device);
-        });
+        null_logger(), std::move(h), [this] { return now_; });
+  }
+  static std::chrono::steady_clock::time_point at(int ms) {
+    return std::chrono::steady_clock::time_point(std::chrono::milliseconds(ms));
+  }
+  double value(const std::string& name) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != name || f.metric.empty()) continue;
+      const auto& m = f.metric.front();
+      return f.type == prometheus::MetricType::Histogram ? m.histogram.sample_sum : m.counter.value;
+    }
+    return -1;
   }
   void look_at(std::chrono::milliseconds t) {
     now_ = std::chrono::steady_clock::time_point(t);
@@ -233,8 +264,123 @@ class KeeperCheckTest : public ::testing::Test {
   std::chrono::steady_clock::time_point now_;
   std::vector<std::string> checks_;
   int calls_ = 0;
+  /// sid -> (when the kernel declared it silent, since when it was silent)
+  std::map<int,
+           std::pair<std::chrono::steady_clock::time_point, std::chrono::steady_clock::time_point>>
+      silences_;
+  std::optional<bool> paths_active_ = true;
+  std::vector<std::string> released_;
   std::unique_ptr<Keeper> keeper_;
 };
+
+// A portal that goes dark under writes: the kernel declares the session dead 10 s (noop 5/5) after
+// it last heard from the target. The pod stalled from then, so the keeper's stall, its recovery
+// duration and io_blocked_seconds count from then too, not from when it saw the session fail.
+TEST_F(KeeperCheckTest, AStallIsTimedFromWhenTheSessionLastHeardFromTheTarget) {
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  look_at(std::chrono::milliseconds(3'000));
+  silences_[1] = {at(12'800), at(2'800)};  // declared at 12.8 s: silent since 2.8 s
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(std::chrono::milliseconds(13'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::recovering);
+  EXPECT_NEAR(keeper_->state("vol-1")["io_blocked_seconds"].get<double>(), 10.2, 1e-6)
+      << "the detection time is blocked time";
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(20'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+  EXPECT_NEAR(keeper_->state("vol-1")["last_recovery_seconds"].get<double>(), 17.2, 1e-6);
+  EXPECT_NEAR(keeper_->state("vol-1")["io_blocked_seconds"].get<double>(), 17.2, 1e-6);
+  EXPECT_NEAR(value("datera_agent_session_recovery_duration_seconds"), 17.2, 1e-6);
+
+  // The next stall, without a new verdict (a TCP reset fails the session at once): the old
+  // silence belongs to the first stall and is not used again.
+  look_at(std::chrono::milliseconds(30'000));
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(std::chrono::milliseconds(31'000));
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(33'000));
+  EXPECT_NEAR(keeper_->state("vol-1")["last_recovery_seconds"].get<double>(), 2.0, 1e-6);
+}
+
+// The session is back after its disk went offline, but I/O failed the map's only path, which
+// stays failed until reinstated: the pod's I/O still waits (or fails). Not healthy, and not a
+// recovery, until the path is active; meanwhile the volume is checked (the check reinstates).
+TEST_F(KeeperCheckTest, AVolumeIsHealthyOnlyOnceItsMapPathIsActiveAgain) {
+  watched_.front().map = true;
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FREE", "transport-offline")};
+  look_at(std::chrono::milliseconds(2'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::device_offline);
+  paths_active_ = false;
+  initiator_.now = {session("LOGGED_IN", "running")};
+  checks_.clear();
+  look_at(std::chrono::milliseconds(8'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::recovering);
+  EXPECT_TRUE(keeper_->state("vol-1")["map_path_failed"].get<bool>());
+  EXPECT_EQ(checks_, (std::vector<std::string>{"vol-1 session recovered"}));
+  EXPECT_EQ(value("datera_agent_session_recoveries_total"), 0);
+  look_at(std::chrono::milliseconds(9'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::recovering) << "still failed: still waiting";
+  look_at(std::chrono::milliseconds(14'000));
+  EXPECT_EQ(checks_.size(), 2u) << "a path that stays failed is checked again, min_check_gap apart";
+  paths_active_ = true;
+  look_at(std::chrono::milliseconds(14'500));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+  EXPECT_FALSE(keeper_->state("vol-1")["map_path_failed"].get<bool>());
+  EXPECT_NEAR(keeper_->state("vol-1")["last_recovery_seconds"].get<double>(), 12.5, 1e-6);
+  // Once active, the map is not asked again on every look.
+  paths_active_ = false;
+  look_at(std::chrono::milliseconds(15'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+}
+
+// multipathd's no_path_retry, done by the keeper: a map without a usable path holds I/O for
+// io_hold (10 s here), then its I/O is failed, once; the next outage is held again.
+TEST_F(KeeperCheckTest, AMapHoldsIOForIoHoldThenFailsItOnce) {
+  watched_.front().map = true;
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FAILED", "blocked")};
+  look_at(std::chrono::milliseconds(2'000));
+  look_at(std::chrono::milliseconds(20'000));
+  EXPECT_TRUE(released_.empty()) << "recovering: iscsid's replacement_timeout still holds I/O";
+  initiator_.now = {session("FREE", "transport-offline")};
+  look_at(std::chrono::milliseconds(21'000));
+  EXPECT_TRUE(keeper_->state("vol-1")["io_held"].get<bool>());
+  look_at(std::chrono::milliseconds(30'900));
+  EXPECT_TRUE(released_.empty()) << "9.9 s of hold";
+  look_at(std::chrono::milliseconds(31'000));
+  EXPECT_EQ(released_, (std::vector<std::string>{"vol-1"}));
+  EXPECT_EQ(value("datera_agent_io_hold_expired_total"), 1);
+  EXPECT_TRUE(keeper_->state("vol-1")["io_hold_expired"].get<bool>());
+  look_at(std::chrono::milliseconds(45'000));
+  EXPECT_EQ(released_.size(), 1u) << "failed once";
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(50'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+  EXPECT_FALSE(keeper_->state("vol-1")["io_hold_expired"].get<bool>());
+  initiator_.now = {session("FREE", "transport-offline")};
+  look_at(std::chrono::milliseconds(60'000));
+  look_at(std::chrono::milliseconds(70'000));
+  EXPECT_EQ(released_.size(), 2u) << "the next outage is held, and failed, again";
+}
+
+TEST_F(KeeperCheckTest, AVolumeOnTheRawDiskHoldsNothingAndHasNoMapToAsk) {
+  watched_.front().map = false;
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(1'000));
+  initiator_.now = {session("FREE", "transport-offline")};
+  look_at(std::chrono::milliseconds(2'000));
+  look_at(std::chrono::milliseconds(60'000));
+  EXPECT_TRUE(released_.empty());
+  EXPECT_FALSE(keeper_->state("vol-1")["io_held"].get<bool>());
+  paths_active_ = false;
+  initiator_.now = {session("LOGGED_IN", "running")};
+  look_at(std::chrono::milliseconds(61'000));
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+}
 
 TEST_F(KeeperCheckTest, ChecksAtFirstSightOnFailureAndOnThePollInterval) {
   initiator_.now = {session("LOGGED_IN", "running")};

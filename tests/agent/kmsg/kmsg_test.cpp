@@ -75,6 +75,81 @@ TEST(KmsgRecords, OnlyTheKernelIsBelievedAndOddRecordsAreIgnored) {
   EXPECT_FALSE(fs_event_of(""));
 }
 
+// Debian 12's 6.1 (HZ=250), as the kernel tier's guest logs it when a portal goes dark under
+// writes with noop_out_interval/timeout 5/5: the last rx 10.0 s before the verdict.
+constexpr const char* kPing61 =
+    "3,2001,95000000,-;connection7:0: ping timeout of 5 secs expired, recv timeout 5, last rx "
+    "4294958226, last ping 4294959477, now 4294960728\n SUBSYSTEM=iscsi_connection\n";
+
+TEST(KmsgRecords, APingTimeoutSaysHowLongTheSessionWasSilent) {
+  auto p = ping_timeout_of(kPing61);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->sid, 7);
+  EXPECT_NEAR(p->silent_seconds, 10.008, 0.001) << "2502 jiffies at HZ 250";
+  // HZ 1000 and HZ 100 kernels, timers a little late.
+  p = ping_timeout_of(
+      "3,1,1,-; connection2:0: ping timeout of 2 secs expired, recv timeout 3, last rx 1000, "
+      "last ping 4000, now 6040\n");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->sid, 2);
+  EXPECT_NEAR(p->silent_seconds, 5.04, 0.001);
+  p = ping_timeout_of(
+      "3,1,1,-;iscsi connection3:1: ping timeout of 5 secs expired, recv timeout 10, last rx "
+      "100, last ping 1100, now 1610\n");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->sid, 3);
+  EXPECT_NEAR(p->silent_seconds, 15.1, 0.001);
+  // Jiffies wrap as an unsigned long.
+  p = ping_timeout_of(
+      "3,1,1,-;connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx "
+      "18446744073709551000, last ping 634, now 1884\n");
+  ASSERT_TRUE(p);
+  EXPECT_NEAR(p->silent_seconds, 10.0, 0.001);
+}
+
+TEST(KmsgRecords, OnlyTheKernelsWellFormedPingTimeoutsCount) {
+  const std::string text =
+      "connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx 4294958226, last "
+      "ping 4294959477, now 4294960728\n";
+  EXPECT_TRUE(ping_timeout_of("3,1,1,-;" + text));
+  EXPECT_FALSE(ping_timeout_of("11,1,1,-;" + text)) << "user.err: written by a process";
+  EXPECT_FALSE(
+      ping_timeout_of("3,1,1,-;connectionX:0: ping timeout of 5 secs expired, recv "
+                      "timeout 5, last rx 1, last ping 2, now 2600\n"));
+  EXPECT_FALSE(
+      ping_timeout_of("3,1,1,-;connection1:0: ping timeout of 5 secs expired, last rx "
+                      "1, last ping 2, now 2600\n"))
+      << "a format without the recv timeout: HZ cannot be told";
+  EXPECT_FALSE(
+      ping_timeout_of("3,1,1,-;connection1:0: ping timeout of 5 secs expired, recv "
+                      "timeout 5, last rx 1000, last ping 2000, now 1500\n"))
+      << "less than a second per jiffy-second: not one kernel's clock";
+  EXPECT_FALSE(
+      ping_timeout_of("3,1,1,-;connection1:0: ping timeout of 0 secs expired, recv "
+                      "timeout 0, last rx 1, last ping 2, now 3\n"));
+  EXPECT_FALSE(
+      ping_timeout_of("3,1,1,-;connection1:0: ping timeout of 5 secs expired, recv "
+                      "timeout 5, last rx 1, last ping 2, now 99999999\n"))
+      << "days of silence are not one stall";
+  EXPECT_FALSE(ping_timeout_of("3,1,1,-;XFS (dm-3): Mounting V5 Filesystem\n"));
+}
+
+TEST(Silences, AStallStartsWhenTheSessionLastHeardFromTheTarget) {
+  Silences s(2);
+  const auto t = [](int ms) {
+    return std::chrono::steady_clock::time_point(std::chrono::milliseconds(ms));
+  };
+  s.feed(PingTimeout{7, 10.0}, t(100'000));
+  ASSERT_TRUE(s.since(7, t(95'000)));
+  EXPECT_EQ(*s.since(7, t(95'000)), t(90'000));
+  EXPECT_FALSE(s.since(7, t(100'001))) << "declared before the stall began: an older one";
+  EXPECT_FALSE(s.since(8, t(0)));
+  s.feed(PingTimeout{8, 1.0}, t(101'000));
+  s.feed(PingTimeout{9, 1.0}, t(102'000));
+  EXPECT_FALSE(s.since(7, t(0))) << "bounded: the oldest went";
+  EXPECT_TRUE(s.since(9, t(0)));
+}
+
 TEST(FsFailures, AFailureCountsUntilTheNextMountAndKeepsItsFirstLine) {
   FsFailures f;
   f.feed(*fs_event_of(kXfsMount));

@@ -294,6 +294,50 @@ TEST_F(DmsetupTest, SwapsPathsWithNoflushResumeAndEndsWithoutQueueing) {
   EXPECT_EQ(changes[2], "message " + name + " 0 fail_if_no_path");
 }
 
+// initiator.io_hold: maps queue when no path is usable; the keeper failed the queue when the hold
+// expired, and once the path is reinstated the map holds the next outage again. A swap keeps the
+// queueing of its table.
+TEST_F(DmsetupTest, MapsThatHoldIOQueueAndGetTheirQueueBackWithTheirPath) {
+  DmsetupOptions o;
+  o.root = tmp_.path();
+  o.dmsetup = "/sbin/dmsetup";
+  o.require_block_device = false;
+  o.hold_io = true;
+  dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, probe_, null_logger());
+  EXPECT_TRUE(dm_->holds_io());
+  const std::string name = "datera-" + kUuid;
+  auto m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_TRUE(m->queueing);
+  EXPECT_NE(runner_.maps.at(name).table.find(" 1 queue_if_no_path "), std::string::npos);
+
+  ASSERT_TRUE(run_async(ioc_, dm_->set_queueing(name, false)));  // the hold expired
+  runner_.maps.at(name).failed = {"8:16"};
+  runner_.log.clear();
+  m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_TRUE(m->queueing);
+  EXPECT_TRUE(m->failed.empty());
+  std::vector<std::string> changes;
+  for (const auto& l : runner_.log) {
+    if (l.rfind("info", 0) != 0 && l.rfind("table", 0) != 0 && l.rfind("status", 0) != 0) {
+      changes.push_back(l);
+    }
+  }
+  EXPECT_EQ(changes, (std::vector<std::string>{"message " + name + " 0 reinstate_path 8:16",
+                                               "message " + name + " 0 queue_if_no_path"}))
+      << "the path first: queueing again on a failed path would hold the pod's I/O for nothing";
+
+  runner_.log.clear();
+  m = ensure({{"/dev/sdc", 8, 32}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_TRUE(m->queueing);
+  EXPECT_EQ(runner_.log.back().rfind("message", 0), std::string::npos) << runner_.log.back();
+  runner_.log.clear();
+  ASSERT_TRUE(ensure({{"/dev/sdc", 8, 32}}));
+  for (const auto& l : runner_.log) EXPECT_EQ(l.rfind("message", 0), std::string::npos) << l;
+}
+
 TEST_F(DmsetupTest, RefusesPathsOfDifferentSizesAndForeignMaps) {
   auto m = ensure({{"/dev/sdb", 8, 16}, {"/dev/sdd", 8, 48}});
   ASSERT_FALSE(m);

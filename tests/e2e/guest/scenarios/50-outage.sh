@@ -1,14 +1,17 @@
 #!/bin/sh
-# e2e-timeout: 300
+# e2e-timeout: 480
 #
-# An array outage longer than the session's replacement timeout, on a real kernel (open-iscsi,
-# LIO, the agent's dm-multipath map, xfs), as issue #16 describes it:
-#  outage    the storage node's link goes down for longer than replacement_timeout while the pod
-#            writes: its writes fail (expected), the disk goes offline, the kernel fails the map's
-#            path, and xfs shuts down on its failed log write
+# Array outages on a real kernel (open-iscsi, LIO, the agent's dm-multipath map, xfs), as issue
+# #16 describes them; replacement_timeout 15 s, noop 5/5, initiator.io_hold $E2E_HOLD (20 s):
+#  short     a 25 s outage (E2E_SHORT) under continuous O_DIRECT writes: 0 errors (the disk may go
+#            offline at ~25 s; then the map holds the I/O until its path is reinstated), the same
+#            session, and the keeper's recovery duration within 1 s of the pod's longest write
+#  outage    a 55 s outage (E2E_OUTAGE), longer than detection + replacement_timeout + io_hold,
+#            while the pod writes: the map holds I/O for io_hold, then the keeper fails it, once:
+#            the writes fail only from then (never a hang), and xfs shuts down
 #  return    the link comes back: the session logs in again, the agent reinstates the map's path
-#            within seconds (dmsetup status shows it active), and reports the volume fs_failed
-#            with the kernel's line, never healthy or recovered, across an agent restart too
+#            within seconds and the map queues again; the volume is reported fs_failed with the
+#            kernel's line, never healthy or recovered, across an agent restart too
 #  remount   the pod restarts (shim unmount, shim mount): the volume comes back clean and
 #            writable, with the data synced before the outage, and is healthy again; no recovery
 #            is counted for the episode
@@ -22,7 +25,9 @@ POD2=$W/kubelet/pods/uid-2/volumes/datera~iscsi/pv-outage
 SHIM=$W/plugins/datera~iscsi/iscsi
 OPTS='{"volumeID":"vol-outage","size":"1","kubernetes.io/fsType":"xfs","kubernetes.io/readwrite":"rw","kubernetes.io/pvOrVolumeName":"pv-outage"}'
 REPLACEMENT=15
-OUTAGE=${E2E_OUTAGE:-35}
+SHORT=${E2E_SHORT:-25}
+OUTAGE=${E2E_OUTAGE:-55}
+HOLD=${E2E_HOLD:-20}
 AGENT_PID=
 SIM_PID=
 CUT=
@@ -43,6 +48,31 @@ volume_json() { curl -s --unix-socket $W/agent.sock http://agent/v1/volumes; }
 volume_state() { single_volume_state $W; }
 state_is() { [ "$(volume_state)" = "$1" ]; }
 start_agent() { start_single_agent $W 9810; }
+volume_field() { volume_json | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" | head -n 1; }
+
+# Continuous 64 KiB O_DIRECT writes into the pod dir, and a metadata change each (so xfs writes
+# its log); each line of $1: "<start cs> <end cs> <rc>". A failed write waits 0.2 s.
+start_writer() {
+  rm -f $W/stop
+  (
+    i=0
+    while [ ! -e $W/stop ]; do
+      now_cs
+      t0=$NOW_CS
+      if dd if=/dev/zero of="$POD/stream.bin" bs=64k count=1 seek=$((i % 64)) oflag=direct conv=notrunc 2>/dev/null; then rc=0; else rc=1; fi
+      touch "$POD/meta-$((i % 64))" 2>/dev/null || true
+      now_cs
+      echo "$t0 $NOW_CS $rc" >>"$1"
+      [ $rc = 0 ] || sleep 0.2
+      i=$((i + 1))
+    done
+  ) &
+  WRITER=$!
+}
+stop_writer() {
+  touch $W/stop
+  wait $WRITER || true
+}
 
 # --- setup -------------------------------------------------------------------------------------
 step_begin setup
@@ -51,6 +81,7 @@ start_lio_sim $W 7719 10.99.0.64/26
 single_config $W 7719 9810 "  replacement_timeout: $REPLACEMENT
   noop_out_interval: 5
   noop_out_timeout: 5
+  io_hold: ${HOLD}s
   array_poll_interval: 30s" "log_level: debug"
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
@@ -76,23 +107,46 @@ wait_until 10 state_is healthy || die "the volume is not healthy before the outa
 step_end
 check setup
 
-# --- outage ------------------------------------------------------------------------------------
-step_begin outage
+# --- short -------------------------------------------------------------------------------------
+step_begin short
+start_writer $W/short.log
+sleep 2
 ip -n "$CUT" link set eth0 down || die "cutting $CUT"
 now_cs
 t_cut=$NOW_CS
-# The pod goes on writing data, and changes metadata (so xfs must write its log).
-(
-  i=0
-  while [ ! -e $W/stop ]; do
-    dd if=/dev/zero of="$POD/stream.bin" bs=64k count=1 seek=$((i % 64)) oflag=direct conv=notrunc 2>/dev/null &&
-      echo ok >>$W/writes.log || echo err >>$W/writes.log
-    touch "$POD/meta-$i" 2>/dev/null || true
-    i=$((i + 1))
-    sleep 0.5
-  done
-) &
-WRITER=$!
+sleep "$SHORT"
+ip -n "$CUT" link set eth0 up || die "restoring $CUT"
+now_cs
+t_up=$NOW_CS
+wait_until 60 state_is healthy || die "the volume is not healthy again after a ${SHORT} s outage: $(volume_json)"
+sleep 2
+stop_writer
+step_end
+errors=$(awk '$3 != 0' $W/short.log | wc -l)
+total=$(wc -l <$W/short.log)
+pod_cs=$(awk '{ d = $2 - $1; if (d > m) m = d } END { printf "%d", m }' $W/short.log)
+keeper_s=$(volume_field last_recovery_seconds)
+keeper_cs=$(awk -v s="$keeper_s" 'BEGIN { printf "%d", s * 100 + 0.5 }')
+offline=no
+volume_json | grep -q '"to":"device_offline"' && offline=yes
+fact "short outage_s=$SHORT hold_s=$HOLD writes=$total errors=$errors pod_stall_s=$(cs_fmt "$pod_cs") keeper_stall_s=$(cs_fmt "$keeper_cs") disk_went_offline=$offline back_after_link_s=$(cs_fmt $((NOW_CS - t_up)))"
+[ "$errors" -eq 0 ] || die "$errors of $total writes failed in a ${SHORT} s outage"
+[ "$(metric datera_agent_session_recoveries_total)" = 1 ] || die "the keeper did not count one recovery"
+diff=$((keeper_cs - pod_cs))
+[ ${diff#-} -le 100 ] || die "the keeper's stall ($(cs_fmt "$keeper_cs") s) is not within 1 s of the pod's ($(cs_fmt "$pod_cs") s)"
+[ $((pod_cs * 100)) -ge $((SHORT * 100 * 90)) ] || die "the pod's longest write ($(cs_fmt "$pod_cs") s) is shorter than the outage: was it cut?"
+session_logged_in "$SID" || die "$SID is $(session_state "$SID") after the short outage"
+path_is A || die "the map's path is not active after the short outage: $(dmsetup status "$MAP")"
+check short
+
+# --- outage ------------------------------------------------------------------------------------
+step_begin outage
+recovered_before=$(grep -c "session recovered after" $W/agent.log || true)
+start_writer $W/writes.log
+sleep 1
+ip -n "$CUT" link set eth0 down || die "cutting $CUT"
+now_cs
+t_cut=$NOW_CS
 # xfs writes its log on its own within 30 s of a change; sync asks now, in the background (it
 # blocks until the I/O fails).
 (sleep 2 && sync) &
@@ -107,12 +161,20 @@ table=$(dmsetup status "$MAP")
 log "map during the outage: $table"
 ip -n "$CUT" link set eth0 up || die "restoring $CUT"
 CUT=
-touch $W/stop
-wait $WRITER || true
+stop_writer
 step_end
-errors=$(grep -c err $W/writes.log || true)
-fact "outage seconds=$OUTAGE replacement_timeout=$REPLACEMENT write_errors=$errors"
-[ "$errors" -gt 0 ] || die "no write failed during an outage longer than replacement_timeout"
+errors=$(awk '$3 != 0' $W/writes.log | wc -l)
+first_err=$(awk -v c="$t_cut" '$3 != 0 { printf "%d", $2 - c; exit }' $W/writes.log)
+expired=$(metric datera_agent_io_hold_expired_total)
+fact "outage seconds=$OUTAGE replacement_timeout=$REPLACEMENT hold_s=$HOLD write_errors=$errors first_error_after_s=$(cs_fmt "${first_err:-0}") hold_expired=$expired"
+[ "$errors" -gt 0 ] || die "no write failed during an outage longer than the hold"
+if [ "$HOLD" -gt 0 ]; then
+  [ "$expired" = 1 ] || die "datera_agent_io_hold_expired_total is '$expired', not 1"
+  # detection (10 s) + replacement_timeout + io_hold, less the timers' slack
+  [ "$first_err" -ge $(((10 + REPLACEMENT + HOLD - 3) * 100)) ] ||
+    die "the first write failed $(cs_fmt "$first_err") s after the cut: before the hold expired"
+  grep -q "failing the I/O its map holds" $W/agent.log || die "no log line for the expired hold"
+fi
 case $table in *" $PATH_DEV F "*) ;; *) die "the kernel did not fail the map's path: $table" ;; esac
 dmesg | grep -q "XFS (dm-[0-9]*): Please unmount the filesystem" || die "xfs did not shut down"
 check outage
@@ -135,8 +197,13 @@ state_is fs_failed || die "the volume is reported $(volume_state) with its files
 volume_json | grep -q '"fs_failure":"XFS (dm-' || die "/v1/volumes lacks the kernel's line: $(volume_json)"
 [ "$(metric 'datera_agent_sessions{state="fs_failed"}')" = 1 ] || die "datera_agent_sessions{state=fs_failed} is not 1"
 grep -q "DEGRADED: its filesystem on dm-" $W/agent.log || die "no DEGRADED log line"
-grep -q "session recovered after" $W/agent.log && die "the agent logged a recovery of a volume whose filesystem failed"
-[ "$(metric datera_agent_session_recoveries_total)" = 0 ] || die "a recovery was counted"
+[ "$(grep -c "session recovered after" $W/agent.log || true)" = "$recovered_before" ] ||
+  die "the agent logged a recovery of a volume whose filesystem failed"
+[ "$(metric datera_agent_session_recoveries_total)" = 1 ] || die "a recovery was counted for it"
+if [ "$HOLD" -gt 0 ]; then
+  wait_until 5 sh -c "dmsetup table $MAP | grep -q queue_if_no_path" ||
+    die "the map does not hold I/O again after its path came back: $(dmsetup table "$MAP")"
+fi
 kill -9 "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null || true
 start_agent
@@ -156,7 +223,7 @@ echo 3 >/proc/sys/vm/drop_caches
 [ "$(sha256sum "$POD2/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "the data synced before the outage changed"
 echo after >"$POD2/after.txt" && sync || die "the volume is not writable after the remount"
 wait_until 10 state_is healthy || die "the volume is $(volume_state) after a fresh mount"
-[ "$(metric datera_agent_session_recoveries_total)" = 0 ] || die "the episode was counted as a recovery"
+[ "$(metric datera_agent_session_recoveries_total)" = 0 ] || die "the episode was counted as a recovery (after a restart the count starts at 0)"
 out=$("$SHIM" unmount "$POD2" 2>&1)
 case $out in *'"Success"'*) ;; *) die "final unmount answered: $out" ;; esac
 check remount
