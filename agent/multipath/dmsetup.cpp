@@ -1,6 +1,7 @@
 #include "agent/multipath/dmsetup.h"
 
 #include <algorithm>
+#include <dirent.h>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -112,6 +113,45 @@ asio::awaitable<Result<std::string>> Dmsetup::output(std::vector<std::string> ar
                     "): " + trimmed(out->err)};
   }
   co_return std::move(out->out);
+}
+
+std::optional<std::string> Dmsetup::foreign_holder(const PathDevice& p,
+                                                   const std::string& uuid) const {
+  const std::string dir = options_.root + "sys/dev/block/" + p.dev_t() + "/holders";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return std::nullopt;
+  std::optional<std::string> out;
+  int seen = 0;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string holder = e->d_name;
+    if (holder == "." || holder == ".." || holder.size() > 32 || ++seen > 64) continue;
+    auto read = [&](const char* what) {
+      std::ifstream in(options_.root + "sys/block/" + holder + "/dm/" + what);
+      std::string v;
+      std::getline(in, v);
+      return v.substr(0, 256);
+    };
+    const std::string their_uuid = read("uuid");
+    if (their_uuid == uuid) continue;  // ours
+    const std::string name = read("name");
+    // multipathd's maps are "mpath-<wwid>"; anything else (LVM, another tool) is named as it is.
+    const bool multipathd = their_uuid.rfind("mpath-", 0) == 0;
+    out =
+        p.path + " (" + p.dev_t() + ") is held by " +
+        (multipathd ? "multipathd's map " : "device-mapper map ") +
+        (name.empty() ? holder : name + " (" + holder + ")") +
+        (multipathd ? ": multipathd claims Datera disks on this node. Keep it off them with the "
+                      "blacklist drop-in (deploy/multipath/datera-agent.conf into "
+                      "/etc/multipath/conf.d/, then `multipathd reconfigure` and `multipath -f " +
+                          (name.empty() ? holder : name) +
+                          "`), or set initiator.multipath: off; `datera-agentctl doctor` checks it"
+                    : ": something else on this node uses the volume's disk; find what with "
+                      "`dmsetup info " +
+                          (name.empty() ? holder : name) + "`");
+    break;
+  }
+  ::closedir(d);
+  return out;
 }
 
 Result<uint64_t> Dmsetup::sectors_of(const PathDevice& p) const {
@@ -236,7 +276,12 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
   Table want;
   want.queue = options_.hold_io;
   for (const auto& p : paths) {
-    auto read = [&]() { return sectors_of(p); };
+    // A disk another map holds cannot join ours (dmsetup would only say "Device or resource
+    // busy"): most often multipathd, which claims every disk it is not told to leave alone.
+    auto read = [&]() -> Result<uint64_t> {
+      if (auto held = foreign_holder(p, uuid)) return Error{*held};
+      return sectors_of(p);
+    };
     auto n = co_await run_blocking(pool_, read);
     if (!n) co_return n.error().wrap(what);
     if (want.sectors != 0 && *n != want.sectors) {

@@ -85,6 +85,9 @@ class Dmsetup final : public Multipath {
   boost::asio::awaitable<Result<std::map<std::string, std::string>>> multipath_lines(
       std::string verb, const std::string& what);
   Result<uint64_t> sectors_of(const PathDevice& p) const;
+  /// What holds `p` other than the map with dm uuid `uuid` (sysfs holders), said for the
+  /// operator; nullopt when nothing else does.
+  std::optional<std::string> foreign_holder(const PathDevice& p, const std::string& uuid) const;
 
   process::ProcessRunner& runner_;
   boost::asio::thread_pool& pool_;

@@ -338,6 +338,29 @@ TEST_F(DmsetupTest, MapsThatHoldIOQueueAndGetTheirQueueBackWithTheirPath) {
   for (const auto& l : runner_.log) EXPECT_EQ(l.rfind("message", 0), std::string::npos) << l;
 }
 
+// A node where multipathd claimed the session disk first: dmsetup create would only say "Device or
+// resource busy". The agent says who holds it and what to do, and runs no dmsetup command; a disk
+// held by the volume's own map is fine.
+TEST_F(DmsetupTest, ADiskHeldByMultipathdIsRefusedWithWhatToDo) {
+  const std::string holders = tmp_.path() + "/sys/dev/block/8:16/holders/dm-2";
+  ASSERT_TRUE(fs::ensure_dir(holders, 0755));
+  ASSERT_TRUE(fs::ensure_dir(tmp_.path() + "/sys/block/dm-2/dm", 0755));
+  std::ofstream(tmp_.path() + "/sys/block/dm-2/dm/uuid") << "mpath-36001405abcdef\n";
+  std::ofstream(tmp_.path() + "/sys/block/dm-2/dm/name") << "mpatha\n";
+  auto m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("/dev/sdb (8:16) is held by multipathd's map mpatha (dm-2)"),
+            std::string::npos)
+      << m.error().message;
+  EXPECT_NE(m.error().message.find("deploy/multipath/datera-agent.conf"), std::string::npos);
+  EXPECT_NE(m.error().message.find("multipath -f mpatha"), std::string::npos);
+  for (const auto& l : runner_.log) EXPECT_EQ(l.rfind("create", 0), std::string::npos) << l;
+
+  std::ofstream(tmp_.path() + "/sys/block/dm-2/dm/uuid") << "DATERA-" << kUuid << "\n";
+  m = ensure({{"/dev/sdb", 8, 16}});
+  EXPECT_TRUE(m) << "held by the volume's own map: " << m.error().message;
+}
+
 TEST_F(DmsetupTest, RefusesPathsOfDifferentSizesAndForeignMaps) {
   auto m = ensure({{"/dev/sdb", 8, 16}, {"/dev/sdd", 8, 48}});
   ASSERT_FALSE(m);
