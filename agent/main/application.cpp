@@ -362,8 +362,9 @@ Status Application::make_volumes() {
     volume_probe_->udev_event(e.subsystem, e.action);
     volume_probe_->udev_degraded(udev_->degraded());
   });
-  mounter_ =
-      mount::make_linux_mounter(ioc_.get_executor(), pool_, *runner_, {}, logs_.get("mount"));
+  mount_probe_ = std::make_unique<mount::Probe>(*registry_);
+  mounter_ = mount::make_linux_mounter(ioc_.get_executor(), pool_, *runner_, {}, *mount_probe_,
+                                       logs_.get("mount"));
   const auto& ic = cfg_.initiator;
   if (ic.kind == "loop") {
     edf::BackendTarget base;

@@ -30,6 +30,7 @@
 #include "agent/keeper/keeper.h"
 #include "agent/kmsg/kmsg.h"
 #include "agent/lifecycle/notifier.h"
+#include "agent/mount/probe.h"
 #include "agent/multipath/dmsetup.h"
 #include "agent/ownership/lease.h"
 #include "agent/process/process_runner.h"
@@ -111,6 +112,7 @@ class Application : public api::StatusSource, public api::Maintenance {
   // The data path.
   std::unique_ptr<volume::Probe> volume_probe_;
   udev::MonitorPtr udev_;
+  std::unique_ptr<mount::Probe> mount_probe_;  // before mounter_, which uses it
   mount::MounterPtr mounter_;
   std::unique_ptr<edf::Transport> sim_transport_;  ///< loop initiator only
   initiator::InitiatorPtr initiator_;

@@ -4,7 +4,9 @@
 //  - a read-write mount that the kernel downgrades to read-only is unmounted and reported
 //    (libmount's rwonly mode, then forced_rdonly and mountinfo are both checked);
 //  - a device mounted at another target is refused, and so is a target holding another device;
-//  - unmount is umount2(target, 0): never MNT_DETACH, and EBUSY names the processes holding it.
+//  - unmount is umount2(target, 0): never MNT_DETACH, and EBUSY names the processes holding it;
+//  - a filesystem is repaired, never reformatted: fsck.ext4 -p before a read-write ext4 mount of a
+//    device mounted nowhere, xfs_repair (never -L) only when the xfs mount fails with EUCLEAN.
 
 #include "agent/mount/linux_mounter.h"
 
@@ -33,6 +35,7 @@
 #include "agent/common/blocking.h"
 #include "agent/common/fs.h"
 #include "agent/common/unique_fd.h"
+#include "agent/common/utf8.h"
 
 namespace datera::mount {
 namespace {
@@ -97,6 +100,12 @@ std::string join_dirs(const std::vector<std::string>& dirs) {
   std::string out;
   for (const auto& d : dirs) out += (out.empty() ? "" : ":") + d;
   return out;
+}
+
+/// `text` ending in a full stop, for a message that goes on after it.
+std::string sentence(std::string text) {
+  if (text.empty() || text.back() != '.') text += '.';
+  return text;
 }
 
 /// The last lines of a tool's stderr (or stdout), for error messages.
@@ -317,11 +326,12 @@ std::vector<Holder> find_holders(const std::string& proc_root, const std::string
 class LinuxMounter : public Mounter {
  public:
   LinuxMounter(asio::any_io_executor executor, asio::thread_pool& pool,
-               process::ProcessRunner& runner, MounterOptions options, LoggerPtr log)
+               process::ProcessRunner& runner, MounterOptions options, Probe& probe, LoggerPtr log)
       : executor_(std::move(executor)),
         pool_(pool),
         runner_(runner),
         opts_(std::move(options)),
+        probe_(probe),
         log_(log ? std::move(log) : null_logger()) {}
 
   asio::awaitable<Result<std::optional<std::string>>> probe(const std::string& device) override {
@@ -390,11 +400,39 @@ class LinuxMounter : public Mounter {
       co_return Error{what + ": device and target must be absolute paths", EINVAL};
     if (auto valid = validate_mount_options(req.fstype, req.options, req.read_only); !valid)
       co_return valid.error().wrap(what);
+    // Look first: already mounted there is done, and mounted anywhere else is refused, so a check
+    // or repair below only ever meets a device that nothing has mounted. mount_blocking() looks
+    // again under the lock; the tools open the device exclusively, so a mount racing in meets
+    // EBUSY rather than a filesystem being repaired.
+    auto look = [&] {
+      std::lock_guard lock(mu_);
+      return plan_mount(req, what);
+    };
+    auto plan = co_await run_blocking(pool_, look);
+    if (!plan) co_return plan.error();
+    if (plan->done) co_return ok_status();
+    if (req.fstype == "ext4" && !req.read_only) {
+      // ext4 mounts a filesystem with errors recorded and carries them on: check it first.
+      if (auto checked = co_await check_ext4(req.device, what); !checked) co_return checked;
+    }
     auto fn = [&] {
       std::lock_guard lock(mu_);
       return mount_blocking(req, what);
     };
-    co_return co_await run_blocking(pool_, fn);
+    auto mounted = co_await run_blocking(pool_, fn);
+    // xfs replays its log at mount, which is all an xfs shutdown needs; only a mount the kernel
+    // refused as corrupt (EFSCORRUPTED is EUCLEAN) calls for xfs_repair.
+    if (mounted || req.fstype != "xfs" || req.read_only || mounted.error().code != EUCLEAN)
+      co_return mounted;
+    if (auto repaired = co_await repair_xfs(req.device, what); !repaired) co_return repaired;
+    auto again = co_await run_blocking(pool_, fn);
+    if (!again)
+      co_return Error{again.error().message +
+                          " (after xfs_repair repaired it; nothing more is tried: see dmesg, and "
+                          "run `xfs_repair -n " +
+                          req.device + "` on the node, which changes nothing)",
+                      again.error().code};
+    co_return ok_status();
   }
 
   asio::awaitable<Status> bind(const std::string& source, const std::string& target,
@@ -532,6 +570,107 @@ class LinuxMounter : public Mounter {
     return table && (*table)->at(path) != nullptr;
   }
 
+  /// Counts a failed check or repair and hands its error on.
+  Error repair_failed(const std::string& fs, Error err) {
+    probe_.repair(fs, "failed");
+    return err;
+  }
+
+  /// fsck.ext4 -p on an unmounted device: clean and repaired mount; anything else is an Error that
+  /// tells the operator what to run. Never mkfs.
+  asio::awaitable<Status> check_ext4(const std::string& device, const std::string& what) {
+    auto program = find_tool("fsck.ext4");
+    if (!program) co_return repair_failed("ext4", program.error().wrap(what));
+    process::Command cmd;
+    cmd.program = *program;
+    cmd.args = {"-p", device};
+    cmd.timeout = opts_.repair_timeout;
+    log_->debug("running {} -p {}", *program, device);
+    auto outcome = co_await runner_.run(std::move(cmd));
+    if (!outcome)
+      co_return repair_failed("ext4", outcome.error().wrap(what + ": running fsck.ext4 -p"));
+    constexpr size_t kLogSummary = 400;
+    constexpr size_t kErrorSummary = 600;
+    switch (fsck_ext4_verdict(*outcome)) {
+      case RepairVerdict::clean:
+        probe_.repair("ext4", "clean");
+        co_return ok_status();
+      case RepairVerdict::repaired:
+        probe_.repair("ext4", "repaired");
+        log_->warn("{}: fsck.ext4 -p repaired the filesystem before mounting: {}", device,
+                   repair_summary(*outcome, kLogSummary));
+        co_return ok_status();
+      case RepairVerdict::dirty_log:
+      case RepairVerdict::failed:
+        break;
+    }
+    co_return repair_failed(
+        "ext4",
+        Error{what + ": fsck.ext4 -p could not repair the filesystem on " + device + " (" +
+                  outcome->describe() + "): " + sentence(repair_summary(*outcome, kErrorSummary)) +
+                  " It was not mounted. On the node, run `fsck.ext4 -f " + device +
+                  "` by hand (it asks before each fix), then restart the pod; the agent never "
+                  "reformats a volume",
+              EUCLEAN});
+  }
+
+  /// xfs_repair after the kernel refused the mount with EUCLEAN. Never -L: zeroing the log throws
+  /// away its last updates, and that is the operator's call, not the agent's.
+  asio::awaitable<Status> repair_xfs(const std::string& device, const std::string& what) {
+    const std::string refused = what +
+                                ": the mount failed with \"Structure needs cleaning\" (the kernel "
+                                "found the filesystem corrupt)";
+    auto program = find_tool("xfs_repair");
+    if (!program) co_return repair_failed("xfs", program.error().wrap(refused));
+    process::Command cmd;
+    cmd.program = *program;
+    cmd.args = {device};
+    cmd.timeout = opts_.repair_timeout;
+    log_->warn("{}: the xfs mount failed with \"Structure needs cleaning\"; running {}", device,
+               *program);
+    auto outcome = co_await runner_.run(std::move(cmd));
+    if (!outcome)
+      co_return repair_failed("xfs", outcome.error().wrap(refused + "; running xfs_repair"));
+    constexpr size_t kLogSummary = 400;
+    constexpr size_t kErrorSummary = 600;
+    const std::string summary = repair_summary(*outcome, kErrorSummary);
+    const std::string never = " The agent never runs xfs_repair -L and never reformats a volume";
+    switch (xfs_repair_verdict(*outcome)) {
+      case RepairVerdict::repaired:
+        probe_.repair("xfs", "repaired");
+        log_->warn("{}: xfs_repair repaired the filesystem after the mount failed: {}", device,
+                   repair_summary(*outcome, kLogSummary));
+        co_return ok_status();
+      case RepairVerdict::dirty_log:
+        co_return repair_failed(
+            "xfs",
+            Error{refused + ", and xfs_repair could not repair " + device +
+                      " (exit code 2: its log holds metadata changes that only a mount "
+                      "replays): " +
+                      sentence(summary) + " On the node: try `mount " + device +
+                      " /mnt && umount /mnt` to "
+                      "replay the log, then `xfs_repair " +
+                      device + "`, then restart the pod. If it will not mount, `xfs_repair -L " +
+                      device +
+                      "` zeroes the log and so loses its last updates: decide, run it, "
+                      "and the next pod start mounts the volume." +
+                      never,
+                  EUCLEAN});
+      case RepairVerdict::clean:
+      case RepairVerdict::failed:
+        break;
+    }
+    co_return repair_failed(
+        "xfs",
+        Error{refused + ", and xfs_repair could not repair " + device + " (" + outcome->describe() +
+                  "): " + sentence(summary) + " On the node: `xfs_repair -n " + device +
+                  "` shows what is wrong without changing anything; repair it by hand "
+                  "(`xfs_repair -L` zeroes the log and loses its last updates: your "
+                  "decision), then restart the pod." +
+                  never,
+              EUCLEAN});
+  }
+
   Result<std::string> find_tool(const std::string& name) const {
     for (const auto& dir : opts_.tool_dirs) {
       const std::string path = dir + "/" + name;
@@ -553,7 +692,16 @@ class LinuxMounter : public Mounter {
     return err;
   }
 
-  Status mount_blocking(const MountRequest& req, const std::string& what) {
+  /// What mounting `req` needs: nothing (`done`: already mounted there), or a mount of `dev` at
+  /// `target`. Refusals (the target holds something else, the device is mounted elsewhere) are
+  /// Errors.
+  struct MountPlan {
+    bool done = false;
+    dev_t dev = 0;
+    std::string target;  ///< canonical
+  };
+
+  Result<MountPlan> plan_mount(const MountRequest& req, const std::string& what) {
     struct stat st {};
     if (::stat(req.device.c_str(), &st) != 0)
       return Error::from_errno(what + ": the device cannot be found", errno);
@@ -589,7 +737,7 @@ class LinuxMounter : public Mounter {
                          "; unmount it first",
                      top->read_only ? EROFS : EBUSY};
       log_->debug("{} is already mounted at {}", req.device, *canon);
-      return ok_status();
+      return MountPlan{true, dev, *canon};
     }
     for (const auto& e : *table)
       if (entry_devno(e) == dev)
@@ -598,6 +746,15 @@ class LinuxMounter : public Mounter {
                          "; a second mount of the same filesystem would corrupt it when it is "
                          "also used elsewhere (use bind() for another path on this node)",
                      EBUSY};
+    return MountPlan{false, dev, *canon};
+  }
+
+  Status mount_blocking(const MountRequest& req, const std::string& what) {
+    auto plan = plan_mount(req, what);
+    if (!plan) return plan.error();
+    if (plan->done) return ok_status();
+    const dev_t dev = plan->dev;
+    const std::string& target = plan->target;
 
     ContextPtr cx(mnt_new_context());
     if (!cx) return Error{what + ": mnt_new_context failed", ENOMEM};
@@ -606,7 +763,7 @@ class LinuxMounter : public Mounter {
     mnt_context_disable_mtab(cx.get(), 1);
     mnt_context_set_optsmode(cx.get(), MNT_OMODE_IGNORE | MNT_OMODE_NOTAB);
     if (mnt_context_set_source(cx.get(), req.device.c_str()) != 0 ||
-        mnt_context_set_target(cx.get(), canon->c_str()) != 0 ||
+        mnt_context_set_target(cx.get(), target.c_str()) != 0 ||
         mnt_context_set_fstype(cx.get(), req.fstype.c_str()) != 0 ||
         mnt_context_set_options(cx.get(), opts.c_str()) != 0)
       return Error{what + ": setting up the libmount context failed", EINVAL};
@@ -622,23 +779,23 @@ class LinuxMounter : public Mounter {
       return Error{what + ": " + msg, err};
     }
     if (!req.read_only && mnt_context_forced_rdonly(cx.get()) == 1)
-      return undo_mount(*canon, Error{what + ": the kernel mounted it read-only (write-protected "
+      return undo_mount(target, Error{what + ": the kernel mounted it read-only (write-protected "
                                              "device?); unmounted again",
                                       EROFS});
 
     auto after = read_mount_table(opts_.mountinfo_path);
-    if (!after) return undo_mount(*canon, after.error().wrap(what + ": verifying"));
-    const MountEntry* top = top_mount(*after, *canon);
+    if (!after) return undo_mount(target, after.error().wrap(what + ": verifying"));
+    const MountEntry* top = top_mount(*after, target);
     if (top == nullptr || entry_devno(*top) != dev)
-      return undo_mount(*canon, Error{what + ": mount succeeded but mountinfo does not show the "
+      return undo_mount(target, Error{what + ": mount succeeded but mountinfo does not show the "
                                              "device at the target",
                                       EIO});
     if (top->read_only != req.read_only)
-      return undo_mount(*canon, Error{what + ": mountinfo shows it " +
+      return undo_mount(target, Error{what + ": mountinfo shows it " +
                                           (top->read_only ? "read-only" : "read-write") +
                                           ", not as asked; unmounted again",
                                       EROFS});
-    log_->debug("mounted {} at {} ({}, {})", req.device, *canon, req.fstype, opts);
+    log_->debug("mounted {} at {} ({}, {})", req.device, target, req.fstype, opts);
     return ok_status();
   }
 
@@ -773,6 +930,7 @@ class LinuxMounter : public Mounter {
   asio::thread_pool& pool_;
   process::ProcessRunner& runner_;
   MounterOptions opts_;
+  Probe& probe_;
   LoggerPtr log_;
   std::mutex mu_;  // serialises mount, bind and unmount (check-then-act on the mount table)
   mutable std::mutex table_mu_;
@@ -812,11 +970,77 @@ Status validate_mount_options(const std::string& fstype, const std::vector<std::
   return ok_status();
 }
 
+RepairVerdict fsck_ext4_verdict(const process::Outcome& outcome) {
+  if (outcome.timed_out || outcome.signal != 0 || outcome.exit_code < 0)
+    return RepairVerdict::failed;
+  if (outcome.exit_code == 0) return RepairVerdict::clean;
+  // Bit 4 (uncorrected), 8 (operational error), 16 (usage), 32 (cancelled), 128 (library error).
+  if ((outcome.exit_code & ~3) == 0) return RepairVerdict::repaired;
+  return RepairVerdict::failed;
+}
+
+RepairVerdict xfs_repair_verdict(const process::Outcome& outcome) {
+  if (outcome.timed_out || outcome.signal != 0) return RepairVerdict::failed;
+  if (outcome.exit_code == 0) return RepairVerdict::repaired;
+  if (outcome.exit_code == 2) return RepairVerdict::dirty_log;
+  return RepairVerdict::failed;
+}
+
+std::string repair_summary(const process::Outcome& outcome, size_t max_bytes) {
+  std::string joined;
+  auto add = [&](std::string_view text) {
+    size_t start = 0;
+    while (start < text.size()) {
+      const size_t end = std::min(text.find('\n', start), text.size());
+      const std::string_view line = text.substr(start, end - start);
+      start = end + 1;
+      // Printable UTF-8 only, runs of blanks as one space: tool output is not trusted text.
+      std::string clean;
+      for (size_t i = 0; i < line.size();) {
+        const size_t n = utf8::sequence_length(line, i);
+        if (n == 0) {
+          ++i;
+          continue;
+        }
+        const bool blank = line[i] == ' ' || line[i] == '\t';
+        if (blank) {
+          if (!clean.empty() && clean.back() != ' ') clean += ' ';
+        } else if (!utf8::is_control_at(line, i, n)) {
+          clean.append(line.substr(i, n));
+        }
+        i += n;
+      }
+      while (!clean.empty() && clean.back() == ' ') clean.pop_back();
+      // xfs_repair's progress ("Phase 3 - ...", "        - agno = 0", "done") says nothing.
+      if (clean.empty() || clean == "done" || clean.rfind("Phase ", 0) == 0 ||
+          clean.rfind("- ", 0) == 0)
+        continue;
+      if (!joined.empty()) joined += " | ";
+      joined += clean;
+    }
+  };
+  add(outcome.out);
+  add(outcome.err);
+  if (outcome.truncated) joined += " (output truncated)";
+  if (joined.empty()) return "(no output)";
+  if (joined.size() > max_bytes) {
+    // Both ends: xfs_repair says what it found first, fsck.ext4 its verdict last. Never cut
+    // inside a character.
+    auto inside = [&](size_t i) { return (static_cast<unsigned char>(joined[i]) & 0xC0) == 0x80; };
+    size_t head = max_bytes / 2;
+    while (head > 0 && inside(head)) --head;
+    size_t from = joined.size() - (max_bytes - max_bytes / 2);
+    while (from < joined.size() && inside(from)) ++from;
+    joined = joined.substr(0, head) + " ... " + joined.substr(from);
+  }
+  return joined;
+}
+
 MounterPtr make_linux_mounter(asio::any_io_executor executor, asio::thread_pool& pool,
-                              process::ProcessRunner& runner, MounterOptions options,
+                              process::ProcessRunner& runner, MounterOptions options, Probe& probe,
                               LoggerPtr log) {
   return std::make_unique<LinuxMounter>(std::move(executor), pool, runner, std::move(options),
-                                        std::move(log));
+                                        probe, std::move(log));
 }
 
 }  // namespace datera::mount

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <signal.h>
+#include <sstream>
 #include <string>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -24,6 +25,8 @@
 #include <boost/asio/thread_pool.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include "agent/common/fs.h"
 #include "tests/testing/run_async.h"
@@ -54,6 +57,30 @@ bool has_cap_sys_resource() {
   return false;
 }
 
+/// The real runner, recording every program it is asked to run: which repair tool ran, with which
+/// arguments, or that none did.
+class RecordingRunner : public process::ProcessRunner {
+ public:
+  explicit RecordingRunner(process::ProcessRunner& inner) : inner_(inner) {}
+  boost::asio::awaitable<Result<process::Outcome>> run(process::Command cmd) override {
+    std::string line = cmd.program.substr(cmd.program.rfind('/') + 1);
+    for (const auto& a : cmd.args) line += " " + a;
+    commands.push_back(line);
+    co_return co_await inner_.run(std::move(cmd));
+  }
+  /// The recorded commands of `tool` ("fsck.ext4"), arguments included.
+  std::vector<std::string> of(const std::string& tool) const {
+    std::vector<std::string> out;
+    for (const auto& c : commands)
+      if (c.rfind(tool + " ", 0) == 0) out.push_back(c);
+    return out;
+  }
+  std::vector<std::string> commands;
+
+ private:
+  process::ProcessRunner& inner_;
+};
+
 uint64_t fs_size(const std::string& path) {
   struct statvfs sv {};
   if (::statvfs(path.c_str(), &sv) != 0) return 0;
@@ -72,8 +99,9 @@ class LinuxMounterTest : public ::testing::Test {
     if (find_program("mkfs.xfs").empty() || find_program("mkfs.ext4").empty())
       GTEST_SKIP() << "******** SKIPPED: xfsprogs / e2fsprogs not installed ********";
     runner_ = process::make_process_runner(ioc_.get_executor(), null_logger());
+    recorder_ = std::make_unique<RecordingRunner>(*runner_);
     mounter_ =
-        make_linux_mounter(ioc_.get_executor(), pool_, *runner_, MounterOptions{}, null_logger());
+        make_linux_mounter(ioc_.get_executor(), pool_, *recorder_, MounterOptions{}, probe_, log_);
   }
 
   void TearDown() override {
@@ -150,6 +178,43 @@ class LinuxMounterTest : public ::testing::Test {
     return dev;
   }
 
+  /// Runs a tool that changes an unmounted image (debugfs, xfs_db) and asserts it worked.
+  void offline(const std::string& tool, std::vector<std::string> args) {
+    const std::string program = find_program(tool);
+    ASSERT_FALSE(program.empty()) << tool << " not installed";
+    auto out = run(program, std::move(args));
+    ASSERT_TRUE(out.success()) << tool << ": " << out.describe() << " " << out.out << out.err;
+  }
+
+  /// datera_agent_filesystem_repairs_total{fs,result}; -1 when the series is missing.
+  double repairs(const std::string& fs, const std::string& result) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != "datera_agent_filesystem_repairs_total") continue;
+      for (const auto& m : f.metric) {
+        std::map<std::string, std::string> labels;
+        for (const auto& l : m.label) labels[l.name] = l.value;
+        if (labels["fs"] == fs && labels["result"] == result) return m.counter.value;
+      }
+    }
+    return -1;
+  }
+
+  /// Mounts `dev` at `stage`, writes `name` with `content` (fsync'd) and unmounts it again.
+  void write_file(const std::string& dev, const std::string& fstype, const std::string& stage,
+                  const std::string& name, const std::string& content) {
+    MountRequest req{dev, stage, fstype, {}, false};
+    auto st = run_async(ioc_, mounter_->mount(req));
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    ASSERT_TRUE(fs::write_synced(stage + "/" + name, content, 0644).ok());
+    st = run_async(ioc_, mounter_->unmount(stage));
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+
+  std::string read(const std::string& path) {
+    auto text = fs::read_file(path, 4096);
+    return text ? *text : "<" + text.error().message + ">";
+  }
+
   void format(const std::string& dev, const std::string& fstype) {
     auto st = run_async(ioc_, mounter_->format(dev, fstype));
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -205,7 +270,13 @@ class LinuxMounterTest : public ::testing::Test {
   testing::TempDir dir_{"dt-lm"};
   asio::io_context ioc_;
   asio::thread_pool pool_{2};
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
+  std::ostringstream log_text_;
+  LoggerPtr log_ = std::make_shared<spdlog::logger>(
+      "mount", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text_));
   process::ProcessRunnerPtr runner_;
+  std::unique_ptr<RecordingRunner> recorder_;
   MounterPtr mounter_;
   std::string losetup_;
   std::vector<std::string> loops_;
@@ -479,6 +550,172 @@ TEST_F(LinuxMounterTest, GrowsExt4AfterTheDeviceGrows) {
   // Not mounted there: refused before running anything.
   st = run_async(ioc_, mounter_->grow(dev, dir_.path(), "ext4"));
   EXPECT_FALSE(st.ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repairs: a failed filesystem comes back at the next staging mount, or is refused with what to
+// do; never reformatted.
+
+// An ext4 error (the kernel records it in the superblock, as after a storage outage with
+// errors=remount-ro) plus a real inconsistency: fsck.ext4 -p fixes both before the mount.
+TEST_F(LinuxMounterTest, Ext4WithErrorsRecordedIsCheckedAndRepairedBeforeTheMount) {
+  const std::string dev = attach("fsck.img", off_t{64} << 20);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "ext4");
+  const std::string stage = dir_ / "stage";
+  write_file(dev, "ext4", stage, "hello", "payload");
+  EXPECT_EQ(repairs("ext4", "clean"), 1) << "every read-write ext4 mount is checked first";
+  EXPECT_EQ(repairs("ext4", "repaired"), 0);
+
+  offline("debugfs", {"-w", "-R", "set_inode_field /hello links_count 5", dev});
+  offline("debugfs", {"-w", "-R", "ssv state 2", dev});  // EXT2_ERROR_FS: "errors recorded"
+  recorder_->commands.clear();
+  MountRequest req{dev, stage, "ext4", {}, false};
+  auto st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_THAT(recorder_->of("fsck.ext4"), ::testing::ElementsAre("fsck.ext4 -p " + dev));
+  EXPECT_EQ(repairs("ext4", "repaired"), 1);
+  EXPECT_EQ(repairs("ext4", "failed"), 0);
+  const std::string log = log_text_.str();
+  EXPECT_THAT(log, HasSubstr(dev + ": fsck.ext4 -p repaired the filesystem before mounting: "));
+  EXPECT_THAT(log, HasSubstr("ref count is 5, should be 1. FIXED."));
+  EXPECT_EQ(read(stage + "/hello"), "payload");
+
+  // Mounted there already: nothing is checked again (fsck never meets a mounted device).
+  recorder_->commands.clear();
+  st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  MountRequest elsewhere{dev, dir_ / "other", "ext4", {}, false};
+  st = run_async(ioc_, mounter_->mount(elsewhere));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_TRUE(recorder_->commands.empty()) << recorder_->commands.front();
+
+  // The error state is gone for good: the superblock says clean once unmounted.
+  ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  auto sb = run(find_program("dumpe2fs"), {"-h", dev});
+  ASSERT_TRUE(sb.success()) << sb.err;
+  EXPECT_THAT(sb.out, ::testing::ContainsRegex("Filesystem state: +clean\n"));
+}
+
+// The kernel refuses the mount with EUCLEAN ("Offline file system operation in progress!", a
+// superblock flag); xfs_repair rewrites the superblock from a secondary copy and the retry mounts.
+TEST_F(LinuxMounterTest, XfsMountRefusedAsCorruptIsRepairedByXfsRepairAndMounted) {
+  const std::string dev = attach("xr.img", kXfsSize);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "xfs");
+  const std::string stage = dir_ / "stage";
+  write_file(dev, "xfs", stage, "hello", "payload");
+  offline("xfs_db", {"-x", "-c", "sb 0", "-c", "write inprogress 1", dev});
+
+  recorder_->commands.clear();
+  MountRequest req{dev, stage, "xfs", {}, false};
+  auto st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_THAT(recorder_->of("xfs_repair"), ::testing::ElementsAre("xfs_repair " + dev))
+      << "exactly once, and never with -L";
+  EXPECT_EQ(repairs("xfs", "repaired"), 1);
+  EXPECT_EQ(repairs("xfs", "failed"), 0);
+  const std::string log = log_text_.str();
+  EXPECT_THAT(log,
+              HasSubstr(dev + ": xfs_repair repaired the filesystem after the mount failed: "));
+  EXPECT_THAT(log, HasSubstr("mkfs-in-progress bit set"));
+  ASSERT_EQ(mounts_of(dev).size(), 1u);
+  EXPECT_EQ(read(stage + "/hello"), "payload");
+}
+
+// The normal case after an outage: xfs shut down with changes in its log. The next mount replays
+// the log itself; xfs_repair must not run (it would refuse the dirty log, exit 2).
+TEST_F(LinuxMounterTest, XfsAfterAShutdownIsMountedByLogReplayWithoutXfsRepair) {
+  const std::string dev = attach("xs.img", kXfsSize);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "xfs");
+  const std::string stage = dir_ / "stage";
+  MountRequest req{dev, stage, "xfs", {}, false};
+  ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
+  ASSERT_TRUE(fs::write_synced(stage + "/hello", "payload", 0644).ok());
+  auto down = run(find_program("xfs_io"), {"-x", "-c", "shutdown", stage});
+  ASSERT_TRUE(down.success()) << down.err;
+  ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  auto logprint = run(find_program("xfs_logprint"), {"-t", dev});
+  ASSERT_THAT(logprint.out, HasSubstr("<DIRTY>")) << "the shutdown left no changes in the log";
+
+  recorder_->commands.clear();
+  auto st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_TRUE(recorder_->of("xfs_repair").empty());
+  EXPECT_EQ(repairs("xfs", "repaired"), 0);
+  EXPECT_EQ(repairs("xfs", "failed"), 0);
+  EXPECT_THAT(log_text_.str(), ::testing::Not(HasSubstr("xfs_repair")));
+  EXPECT_EQ(read(stage + "/hello"), "payload");
+}
+
+// A cleared root inode: fsck.ext4 -p stops ("UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY", exit
+// 4). Not mounted, an Error that says what to run, and the filesystem is still there.
+TEST_F(LinuxMounterTest, Ext4ThatFsckCannotRepairIsRefusedWithWhatToDoAndNeverReformatted) {
+  const std::string dev = attach("fbad.img", off_t{64} << 20);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "ext4");
+  offline("debugfs", {"-w", "-R", "clri <2>", dev});
+  offline("debugfs", {"-w", "-R", "ssv state 2", dev});
+
+  recorder_->commands.clear();
+  MountRequest req{dev, dir_ / "stage", "ext4", {}, false};
+  auto st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_FALSE(st.ok()) << "mounted a filesystem fsck.ext4 -p could not repair";
+  EXPECT_EQ(st.error().code, EUCLEAN);
+  const std::string& msg = st.error().message;
+  EXPECT_THAT(
+      msg, HasSubstr("fsck.ext4 -p could not repair the filesystem on " + dev + " (exit code 4)"));
+  EXPECT_THAT(msg, HasSubstr("UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY"));
+  EXPECT_THAT(msg, HasSubstr("run `fsck.ext4 -f " + dev + "` by hand"));
+  EXPECT_THAT(msg, HasSubstr("never reformats"));
+  EXPECT_LT(msg.size(), 1500u);
+  EXPECT_EQ(msg.find('\n'), std::string::npos);
+  EXPECT_EQ(repairs("ext4", "failed"), 1);
+  EXPECT_TRUE(mounts_of(dev).empty());
+  EXPECT_THAT(recorder_->commands, ::testing::ElementsAre("fsck.ext4 -p " + dev));
+  auto found = run_async(ioc_, mounter_->probe(dev));
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ(**found, "ext4");
+}
+
+// Refused as corrupt, and the log is dirty too (a shutdown): xfs_repair stops at exit 2 because
+// only a mount, or -L, settles the log. -L is the operator's decision: an Error that says so.
+TEST_F(LinuxMounterTest, XfsThatXfsRepairCannotRepairIsRefusedWithWhatToDoAndNeverReformatted) {
+  const std::string dev = attach("xbad.img", kXfsSize);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "xfs");
+  const std::string stage = dir_ / "stage";
+  MountRequest req{dev, stage, "xfs", {}, false};
+  ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
+  ASSERT_TRUE(fs::write_synced(stage + "/hello", "payload", 0644).ok());
+  auto down = run(find_program("xfs_io"), {"-x", "-c", "shutdown", stage});
+  ASSERT_TRUE(down.success()) << down.err;
+  ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  offline("xfs_db", {"-x", "-c", "sb 0", "-c", "write inprogress 1", dev});
+
+  recorder_->commands.clear();
+  auto st = run_async(ioc_, mounter_->mount(req));
+  ASSERT_FALSE(st.ok()) << "mounted a filesystem xfs_repair did not repair";
+  EXPECT_EQ(st.error().code, EUCLEAN);
+  const std::string& msg = st.error().message;
+  EXPECT_THAT(msg, HasSubstr("the mount failed with \"Structure needs cleaning\""));
+  EXPECT_THAT(msg, HasSubstr("xfs_repair could not repair " + dev + " (exit code 2"));
+  EXPECT_THAT(msg, HasSubstr("the -L option to destroy the log"));  // xfs_repair's own words
+  EXPECT_THAT(msg, HasSubstr("`xfs_repair -L " + dev + "` zeroes the log and so loses"));
+  EXPECT_THAT(msg, HasSubstr("never runs xfs_repair -L and never reformats"));
+  EXPECT_LT(msg.size(), 2000u);
+  EXPECT_EQ(msg.find('\n'), std::string::npos);
+  EXPECT_EQ(repairs("xfs", "failed"), 1);
+  EXPECT_EQ(repairs("xfs", "repaired"), 0);
+  EXPECT_TRUE(mounts_of(dev).empty());
+  EXPECT_THAT(recorder_->commands, ::testing::ElementsAre("xfs_repair " + dev));
+  auto found = run_async(ioc_, mounter_->probe(dev));
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ(**found, "xfs");
 }
 
 }  // namespace

@@ -3,11 +3,13 @@
 
 #include <cerrno>
 #include <fstream>
+#include <string>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
 
 #include "agent/mount/linux_mounter.h"
 #include "tests/testing/fake_process_runner.h"
@@ -67,11 +69,80 @@ TEST(MountOptions, RejectsInjectionUnknownAndDangerousOptions) {
   EXPECT_FALSE(validate_mount_options("xfs", {"rw"}, true).ok());
 }
 
+process::Outcome exited(int code, std::string out = "", std::string err = "") {
+  return testing::FakeProcessRunner::exited(code, std::move(out), std::move(err));
+}
+
+TEST(RepairVerdicts, FsckExt4ExitStatusIsABitSet) {
+  EXPECT_EQ(fsck_ext4_verdict(exited(0)), RepairVerdict::clean);
+  EXPECT_EQ(fsck_ext4_verdict(exited(1)), RepairVerdict::repaired);
+  // "Corrected, reboot" only matters for a mounted root; this filesystem is not mounted.
+  EXPECT_EQ(fsck_ext4_verdict(exited(2)), RepairVerdict::repaired);
+  EXPECT_EQ(fsck_ext4_verdict(exited(3)), RepairVerdict::repaired);
+  for (int code : {4, 5, 6, 8, 12, 16, 32, 128, 255})
+    EXPECT_EQ(fsck_ext4_verdict(exited(code)), RepairVerdict::failed) << code;
+  process::Outcome killed;
+  killed.signal = 9;
+  EXPECT_EQ(fsck_ext4_verdict(killed), RepairVerdict::failed);
+  process::Outcome late = exited(0);
+  late.timed_out = true;
+  EXPECT_EQ(fsck_ext4_verdict(late), RepairVerdict::failed) << "a timeout is never clean";
+  EXPECT_EQ(fsck_ext4_verdict(process::Outcome{}), RepairVerdict::failed) << "no exit code";
+}
+
+TEST(RepairVerdicts, XfsRepairZeroRepairedTwoDirtyLogElseFailed) {
+  EXPECT_EQ(xfs_repair_verdict(exited(0)), RepairVerdict::repaired);
+  EXPECT_EQ(xfs_repair_verdict(exited(2)), RepairVerdict::dirty_log);
+  for (int code : {1, 3, 4, 127, 255})
+    EXPECT_EQ(xfs_repair_verdict(exited(code)), RepairVerdict::failed) << code;
+  process::Outcome late = exited(0);
+  late.timed_out = true;
+  EXPECT_EQ(xfs_repair_verdict(late), RepairVerdict::failed);
+  process::Outcome killed;
+  killed.signal = 15;
+  EXPECT_EQ(xfs_repair_verdict(killed), RepairVerdict::failed);
+}
+
+TEST(RepairSummary, OneBoundedPrintableLineWithoutProgress) {
+  const auto fsck = exited(4,
+                           "loop3 contains a file system with errors, check forced.\n"
+                           "loop3: Root inode is not a directory.  ",
+                           "\n\nloop3: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.\n"
+                           "\t(i.e., without -a or -p options)\n");
+  EXPECT_EQ(repair_summary(fsck, 1000),
+            "loop3 contains a file system with errors, check forced. | loop3: Root inode is not a "
+            "directory. | loop3: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY. | (i.e., without -a "
+            "or -p options)");
+  const auto xfs = exited(0, "",
+                          "Phase 1 - find and verify superblock...\n"
+                          "bad primary superblock - filesystem mkfs-in-progress bit set !!!\n"
+                          "        - agno = 0\n"
+                          "writing modified primary superblock\n"
+                          "done\n");
+  EXPECT_EQ(repair_summary(xfs, 1000),
+            "bad primary superblock - filesystem mkfs-in-progress bit set !!! | writing modified "
+            "primary superblock");
+  // Hostile output: escapes, other controls and malformed UTF-8 are dropped, and the end is kept.
+  const auto evil = exited(1, "\x1b[31mred\x1b[0m\r\x07 caf\xc3\xa9 \xff\xfe ok\n");
+  const std::string clean = repair_summary(evil, 1000);
+  EXPECT_EQ(clean, "[31mred[0m caf\xc3\xa9 ok");
+  // Too long: both ends are kept (xfs_repair's findings come first, fsck's verdict last), and no
+  // cut falls inside a character.
+  const auto huge = exited(1, std::string(100000, 'x') + "\n\xc3\xa9 the end");
+  EXPECT_EQ(repair_summary(huge, 20), "xxxxxxxxxx ... \xc3\xa9 the end");
+  EXPECT_EQ(repair_summary(huge, 18), "xxxxxxxxx ...  the end");
+  EXPECT_EQ(repair_summary(exited(1, "a\xc3\xa9" + std::string(50, 'y') + "end"), 4), "a ... nd");
+  EXPECT_EQ(repair_summary(exited(8), 100), "(no output)");
+}
+
 class MounterUnit : public ::testing::Test {
  protected:
   MounterPtr make(MounterOptions opts = {}) {
-    return make_linux_mounter(ioc_.get_executor(), pool_, runner_, std::move(opts), nullptr);
+    return make_linux_mounter(ioc_.get_executor(), pool_, runner_, std::move(opts), probe_,
+                              nullptr);
   }
+  prometheus::Registry registry_;
+  Probe probe_{registry_};
   asio::io_context ioc_;
   asio::thread_pool pool_{1};
   testing::FakeProcessRunner runner_;
