@@ -166,6 +166,10 @@ asio::awaitable<void> Application::start() {
     ioc_.stop();
     co_return;
   }
+  if (cfg_.initiator.kind == "open-iscsi" && cfg_.initiator.multipath != "off") {
+    // Before make_volumes() looks for them: a node without multipathd may never have loaded them.
+    co_await multipath::load_modules(*runner_, "/", "/sbin/modprobe", logs_.get("multipath"));
+  }
   if (auto st = make_volumes(); !st) {
     log_->critical("{}", st.error().message);
     api_server_.remove_socket_file();
@@ -403,6 +407,15 @@ Status Application::make_volumes() {
       std::string why;
       if (multipath_->detect(&why)) {
         log_->info("volumes mount on per-volume dm-multipath maps (access IP changes move live)");
+        multipathd_ = multipath::multipathd_present("/");
+        if (multipathd_) {
+          log_->warn(
+              "multipathd runs on this node: unless it is kept off Datera disks (the blacklist "
+              "drop-in systemd/datera-agent-multipath.conf as "
+              "/etc/multipath/conf.d/datera-agent.conf), it may "
+              "claim a volume's disk before the agent's map does, and that volume's mount then "
+              "fails saying so; `datera-agentctl doctor` checks the drop-in");
+        }
       } else if (ic.multipath == "on") {
         return Error{"initiator.multipath is 'on' but dm-multipath is unusable: " + why +
                      " (modprobe dm_multipath dm_round_robin, install dmsetup)"};
@@ -646,6 +659,10 @@ nlohmann::json Application::status() {
           {"node", cfg_.node_name},
           {"attach", cfg_.attach},
           {"initiator", cfg_.initiator.kind},
+          {"multipath",
+           {{"maps", multipath_ && multipath_->available()},
+            {"multipathd", multipathd_},
+            {"io_hold_seconds", std::chrono::duration<double>(cfg_.initiator.io_hold).count()}}},
           {"initiator_iqn", iqn ? nlohmann::json(*iqn) : nlohmann::json(nullptr)},
           {"initiator_iqn_error", iqn ? std::string() : iqn.error().message},
           {"kubelet_root", cfg_.kubelet_root},

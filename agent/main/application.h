@@ -132,6 +132,7 @@ class Application : public api::StatusSource, public api::Maintenance {
   std::unique_ptr<kmsg::Probe> kmsg_probe_;
   std::unique_ptr<kmsg::KernelLog> kernel_log_;
   kmsg::FsFailures fs_failures_;  ///< from the kernel log, for the keeper
+  bool multipathd_ = false;       ///< multipathd runs on this node (seen at start-up)
   kmsg::Silences silences_;       ///< sessions' ping timeouts, from the kernel log, for the keeper
   decltype(keeper::KeeperHooks::check) access_check();
   std::unique_ptr<keeper::Keeper> keeper_;

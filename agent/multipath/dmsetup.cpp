@@ -141,8 +141,9 @@ std::optional<std::string> Dmsetup::foreign_holder(const PathDevice& p,
         (multipathd ? "multipathd's map " : "device-mapper map ") +
         (name.empty() ? holder : name + " (" + holder + ")") +
         (multipathd ? ": multipathd claims Datera disks on this node. Keep it off them with the "
-                      "blacklist drop-in (deploy/multipath/datera-agent.conf into "
-                      "/etc/multipath/conf.d/, then `multipathd reconfigure` and `multipath -f " +
+                      "blacklist drop-in (systemd/datera-agent-multipath.conf as "
+                      "/etc/multipath/conf.d/datera-agent.conf, then `multipathd reconfigure` and "
+                      "`multipath -f " +
                           (name.empty() ? holder : name) +
                           "`), or set initiator.multipath: off; `datera-agentctl doctor` checks it"
                     : ": something else on this node uses the volume's disk; find what with "
@@ -390,6 +391,47 @@ asio::awaitable<Status> Dmsetup::remove(const std::string& name) {
                ? " (something still has it open: check `findmnt` and `dmsetup info " + name + "`)"
                : ""),
       EBUSY};
+}
+
+asio::awaitable<void> load_modules(process::ProcessRunner& runner, const std::string& root,
+                                   const std::string& modprobe, LoggerPtr log) {
+  for (const char* m : {"dm_multipath", "dm_round_robin"}) {
+    struct stat st {};
+    if (::stat((root + "sys/module/" + m).c_str(), &st) == 0) continue;
+    process::Command cmd;
+    cmd.program = modprobe;
+    cmd.args = {m};
+    cmd.timeout = std::chrono::seconds(10);
+    auto out = co_await runner.run(std::move(cmd));
+    if (out && out->success()) {
+      log->info("loaded kernel module {} (modprobe)", m);
+    } else {
+      log->warn("cannot load kernel module {} with {}: {}", m, modprobe,
+                out ? out->describe() + ": " + trimmed(out->err) : out.error().message);
+    }
+  }
+}
+
+bool multipathd_present(const std::string& root) {
+  std::ifstream unix_sockets(root + "proc/net/unix");
+  std::string line;
+  while (std::getline(unix_sockets, line)) {
+    if (line.find("@/org/kernel/linux/storage/multipathd") != std::string::npos) return true;
+  }
+  DIR* d = ::opendir((root + "proc").c_str());
+  if (!d) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream comm(root + "proc/" + e->d_name + "/comm");
+    std::string name;
+    if (std::getline(comm, name) && name == "multipathd") {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
 }
 
 }  // namespace datera::multipath

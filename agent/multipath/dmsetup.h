@@ -54,6 +54,16 @@ struct DmsetupOptions {
   bool hold_io = false;
 };
 
+/// initiator.multipath auto/on: loads dm_multipath and dm_round_robin with `modprobe` (argv, a
+/// bounded wait) when /sys/module lacks them, as multipathd's unit would have; failures are
+/// logged, and detect() then says what is missing. `root` as DmsetupOptions::root.
+boost::asio::awaitable<void> load_modules(process::ProcessRunner& runner, const std::string& root,
+                                          const std::string& modprobe, LoggerPtr log);
+
+/// Whether multipathd runs on this node: its abstract socket in `<root>proc/net/unix` (also
+/// there when systemd holds it for socket activation), or a process named multipathd.
+bool multipathd_present(const std::string& root = "/");
+
 class Dmsetup final : public Multipath {
  public:
   Dmsetup(process::ProcessRunner& runner, boost::asio::thread_pool& pool, DmsetupOptions options,

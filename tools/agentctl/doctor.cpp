@@ -1,7 +1,9 @@
 #include "tools/agentctl/doctor.h"
 
+#include <algorithm>
 #include <dirent.h>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/timex.h>
@@ -38,6 +40,18 @@ class LinuxHost final : public Host {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0;
   }
+  std::vector<std::string> list_dir(const std::string& path) const override {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return out;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != ".." && out.size() < 1024) out.push_back(name);
+    }
+    ::closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
   std::optional<bool> clock_synced() const override {
     timex tx{};
     const int state = ::adjtimex(&tx);
@@ -61,6 +75,110 @@ Check fail(std::string name, std::string detail, std::string fix) {
 const Host& linux_host() {
   static const LinuxHost host;
   return host;
+}
+
+namespace {
+
+/// multipath.conf: `name value` lines and `name {` ... `}` sections; "#" and "!" start comments;
+/// values may be quoted.
+struct ConfNode {
+  std::string key;
+  std::string value;
+  std::vector<ConfNode> children;
+};
+
+std::vector<std::vector<std::string>> conf_lines(const std::string& text) {
+  std::vector<std::vector<std::string>> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line) && lines.size() < 100'000) {
+    std::vector<std::string> words;
+    for (size_t i = 0; i < line.size();) {
+      const char c = line[i];
+      if (c == '#' || c == '!') break;
+      if (c == ' ' || c == '\t' || c == '\r') {
+        ++i;
+      } else if (c == '"') {
+        const size_t close = line.find('"', i + 1);
+        const size_t end = close == std::string::npos ? line.size() : close;
+        words.push_back(line.substr(i + 1, end - i - 1));
+        i = end + 1;
+      } else if (c == '{' || c == '}') {
+        words.emplace_back(1, c);
+        ++i;
+      } else {
+        size_t j = i;
+        while (j < line.size() && line[j] != ' ' && line[j] != '\t' && line[j] != '{' &&
+               line[j] != '}' && line[j] != '"' && line[j] != '#' && line[j] != '!') {
+          ++j;
+        }
+        words.push_back(line.substr(i, j - i));
+        i = j;
+      }
+    }
+    if (!words.empty()) lines.push_back(std::move(words));
+  }
+  return lines;
+}
+
+std::vector<ConfNode> conf_parse(const std::string& text) {
+  std::vector<ConfNode> top;
+  std::vector<std::vector<ConfNode>*> stack{&top};
+  for (const auto& words : conf_lines(text)) {
+    for (size_t i = 0; i < words.size(); ++i) {
+      const std::string& w = words[i];
+      if (w == "}") {
+        if (stack.size() > 1) stack.pop_back();
+        continue;
+      }
+      if (w == "{") continue;  // a stray brace
+      ConfNode node;
+      node.key = w;
+      if (i + 1 < words.size() && words[i + 1] == "{") {
+        stack.back()->push_back(std::move(node));
+        if (stack.size() < 8) stack.push_back(&stack.back()->back().children);
+        ++i;
+        continue;
+      }
+      if (i + 1 < words.size() && words[i + 1] != "}") node.value = words[++i];
+      stack.back()->push_back(std::move(node));
+    }
+  }
+  return top;
+}
+
+/// A `device` block matches when its vendor regex (and product regex, when present) finds the
+/// disk's, as multipathd's regexec does.
+bool device_matches(const ConfNode& device, const std::string& vendor, const std::string& product) {
+  std::optional<std::string> v, p;
+  for (const auto& c : device.children) {
+    if (c.key == "vendor") v = c.value;
+    if (c.key == "product") p = c.value;
+  }
+  if (!v || v->size() > 256 || (p && p->size() > 256)) return false;
+  try {
+    if (!std::regex_search(vendor, std::regex(*v, std::regex::extended))) return false;
+    return !p || std::regex_search(product, std::regex(*p, std::regex::extended));
+  } catch (const std::regex_error&) {
+    return false;  // multipathd would reject it too
+  }
+}
+
+}  // namespace
+
+std::optional<bool> multipath_blacklists(const std::string& conf, const std::string& vendor,
+                                         const std::string& product) {
+  if (conf.size() > (1 << 20)) return std::nullopt;
+  std::optional<bool> out;
+  for (const auto& section : conf_parse(conf)) {
+    if (section.key != "blacklist" && section.key != "blacklist_exceptions") continue;
+    for (const auto& d : section.children) {
+      if (d.key != "device" || !device_matches(d, vendor, product)) continue;
+      if (section.key == "blacklist_exceptions") return false;  // exceptions win
+      out = true;
+    }
+  }
+  return out;
 }
 
 std::optional<bool> shared_mount(const std::string& mountinfo, const std::string& path) {
@@ -168,6 +286,51 @@ std::vector<Check> doctor(const nlohmann::json& s, const Host& host) {
                        kubelet + (shared ? " is on a private mount" : ": no mount found"),
                        "mounts the agent makes must reach kubelet: mount the kubelet dir "
                        "Bidirectional in the DaemonSet (mount --make-rshared on the host)"));
+  }
+
+  // The agent makes its own map over each volume's disk; a multipathd map over it would hold the
+  // disk first and the volume's mount would fail. Keep multipathd off Datera disks.
+  const auto mp = s.value("multipath", nlohmann::json::object());
+  if (host.process_running("multipathd") || mp.value("multipathd", false)) {
+    std::optional<bool> kept_off;
+    std::string where;
+    std::vector<std::string> files{"/etc/multipath.conf"};
+    for (const auto& f : host.list_dir("/etc/multipath/conf.d")) {
+      if (f.size() > 5 && f.substr(f.size() - 5) == ".conf") {
+        files.push_back("/etc/multipath/conf.d/" + f);
+      }
+    }
+    for (const auto& f : files) {
+      const auto text = host.read_file(f);
+      if (!text) continue;
+      const auto says = multipath_blacklists(*text, "DATERA", "IBLOCK");
+      if (says == false) {
+        kept_off = false;
+        where = f;
+        break;
+      }
+      if (says == true && !kept_off) {
+        kept_off = true;
+        where = f;
+      }
+    }
+    if (kept_off == true) {
+      out.push_back(
+          pass("multipathd", "running; Datera disks (DATERA/IBLOCK) blacklisted in " + where));
+    } else {
+      out.push_back(fail(
+          "multipathd",
+          kept_off == false
+              ? "running, and " + where + " excepts Datera disks from its blacklist"
+              : "running, and its configuration does not blacklist Datera disks (vendor DATERA, "
+                "product IBLOCK): it may claim a volume's disk before the agent's map, and the "
+                "volume's mount then fails",
+          "install -D -m 0644 systemd/datera-agent-multipath.conf "
+          "/etc/multipath/conf.d/datera-agent.conf && multipathd reconfigure (or "
+          "initiator.multipath: off)"));
+    }
+  } else {
+    out.push_back(pass("multipathd", "not running: the agent's maps are the node's only ones"));
   }
 
   if (host.exists("/run/udev/control")) {

@@ -352,13 +352,66 @@ TEST_F(DmsetupTest, ADiskHeldByMultipathdIsRefusedWithWhatToDo) {
   EXPECT_NE(m.error().message.find("/dev/sdb (8:16) is held by multipathd's map mpatha (dm-2)"),
             std::string::npos)
       << m.error().message;
-  EXPECT_NE(m.error().message.find("deploy/multipath/datera-agent.conf"), std::string::npos);
+  EXPECT_NE(m.error().message.find("systemd/datera-agent-multipath.conf"), std::string::npos);
   EXPECT_NE(m.error().message.find("multipath -f mpatha"), std::string::npos);
   for (const auto& l : runner_.log) EXPECT_EQ(l.rfind("create", 0), std::string::npos) << l;
 
   std::ofstream(tmp_.path() + "/sys/block/dm-2/dm/uuid") << "DATERA-" << kUuid << "\n";
   m = ensure({{"/dev/sdb", 8, 16}});
   EXPECT_TRUE(m) << "held by the volume's own map: " << m.error().message;
+}
+
+struct RecordingRunner : process::ProcessRunner {
+  std::vector<std::string> ran;
+  int exit_code = 0;
+  asio::awaitable<Result<process::Outcome>> run(process::Command cmd) override {
+    std::string line = cmd.program;
+    for (const auto& a : cmd.args) line += " " + a;
+    ran.push_back(line);
+    process::Outcome o;
+    o.exit_code = exit_code;
+    if (exit_code != 0) o.err = "modprobe: FATAL: Module dm_round_robin not found.\n";
+    co_return o;
+  }
+};
+
+// initiator.multipath auto/on on a node that never loaded the modules (no multipathd there):
+// modprobe what /sys/module lacks, nothing else; a failure is logged, not fatal.
+TEST(MultipathModules, LoadsOnlyWhatIsMissing) {
+  TempDir root;
+  ASSERT_TRUE(fs::ensure_dir(root.path() + "/sys/module/dm_multipath", 0755));
+  asio::io_context ioc;
+  RecordingRunner runner;
+  run_async(ioc, load_modules(runner, root.path() + "/", "/sbin/modprobe", null_logger()));
+  EXPECT_EQ(runner.ran, std::vector<std::string>{"/sbin/modprobe dm_round_robin"});
+  runner.ran.clear();
+  runner.exit_code = 1;
+  run_async(ioc, load_modules(runner, root.path() + "/", "/sbin/modprobe", null_logger()));
+  EXPECT_EQ(runner.ran.size(), 1u) << "a failure is retried at the next start only";
+  runner.ran.clear();
+  ASSERT_TRUE(fs::ensure_dir(root.path() + "/sys/module/dm_round_robin", 0755));
+  run_async(ioc, load_modules(runner, root.path() + "/", "/sbin/modprobe", null_logger()));
+  EXPECT_TRUE(runner.ran.empty());
+}
+
+TEST(MultipathModules, MultipathdIsSeenByItsSocketOrItsProcess) {
+  TempDir root;
+  const std::string r = root.path() + "/";
+  ASSERT_TRUE(fs::ensure_dir(r + "proc/net", 0755));
+  std::ofstream(r + "proc/net/unix")
+      << "Num       RefCount Protocol Flags    Type St Inode Path\n"
+         "0000000000000000: 00000002 00000000 00010000 0001 01 20917 /run/udev/control\n";
+  ASSERT_TRUE(fs::ensure_dir(r + "proc/42", 0755));
+  std::ofstream(r + "proc/42/comm") << "iscsid\n";
+  EXPECT_FALSE(multipathd_present(r));
+  std::ofstream(r + "proc/net/unix", std::ios::app)
+      << "0000000000000000: 00000002 00000000 00010000 0001 01 21000 "
+         "@/org/kernel/linux/storage/multipathd\n";
+  EXPECT_TRUE(multipathd_present(r)) << "its socket (systemd may hold it for activation)";
+  std::ofstream(r + "proc/net/unix") << "";
+  ASSERT_TRUE(fs::ensure_dir(r + "proc/77", 0755));
+  std::ofstream(r + "proc/77/comm") << "multipathd\n";
+  EXPECT_TRUE(multipathd_present(r)) << "its process";
 }
 
 TEST_F(DmsetupTest, RefusesPathsOfDifferentSizesAndForeignMaps) {

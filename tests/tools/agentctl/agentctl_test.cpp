@@ -37,11 +37,19 @@ struct FakeHost : Host {
     if (it == files.end()) return std::nullopt;
     return it->second;
   }
+  bool multipathd = false;
   bool process_running(const std::string& comm) const override {
-    return comm == "iscsid" && iscsid;
+    return (comm == "iscsid" && iscsid) || (comm == "multipathd" && multipathd);
   }
   bool exists(const std::string& p) const override { return p == "/run/udev/control" && udev; }
   std::optional<bool> clock_synced() const override { return synced; }
+  std::vector<std::string> list_dir(const std::string& dir) const override {
+    std::vector<std::string> out;
+    for (const auto& [p, _] : files) {
+      if (p.rfind(dir + "/", 0) == 0) out.push_back(p.substr(dir.size() + 1));
+    }
+    return out;
+  }
 };
 
 FakeHost healthy_host() {
@@ -115,7 +123,7 @@ TEST(Views, VolumesTheAgentSetAsideSaySo) {
 TEST(Doctor, AHealthyNodePassesEveryCheck) {
   const auto checks = doctor(kStatus, healthy_host());
   EXPECT_FALSE(any_failed(checks)) << render(checks);
-  EXPECT_EQ(checks.size(), 8u) << render(checks);
+  EXPECT_EQ(checks.size(), 9u) << render(checks);
   for (const auto& c : checks) EXPECT_EQ(c.verdict, Verdict::pass) << render(checks);
 }
 
@@ -177,6 +185,68 @@ TEST(Doctor, TheLoopInitiatorNeedsNoIscsid) {
   Json st = kStatus;
   st["initiator"] = "loop";
   for (const auto& c : doctor(st, host)) EXPECT_NE(c.name, "iscsid");
+}
+
+// multipathd would claim a volume's disk before the agent's map: doctor says whether its
+// configuration keeps it off Datera disks, and how to make it so.
+TEST(Doctor, MultipathdMustBeKeptOffDateraDisks) {
+  nlohmann::json status = kStatus;
+  FakeHost h = healthy_host();
+  auto find = [](const std::vector<Check>& checks) {
+    for (const auto& c : checks) {
+      if (c.name == "multipathd") return c;
+    }
+    return Check{"none", Verdict::fail, "", ""};
+  };
+  EXPECT_EQ(find(doctor(status, h)).verdict, Verdict::pass) << "not running";
+  h.multipathd = true;
+  h.files["/etc/multipath.conf"] = "defaults {\n  user_friendly_names yes\n}\n";
+  auto c = find(doctor(status, h));
+  EXPECT_EQ(c.verdict, Verdict::fail);
+  EXPECT_NE(c.fix.find("/etc/multipath/conf.d/datera-agent.conf"), std::string::npos) << c.fix;
+  h.files["/etc/multipath/conf.d/datera-agent.conf"] =
+      "blacklist {\n\tdevice {\n\t\tvendor \"DATERA\"\n\t\tproduct \"IBLOCK\"\n\t}\n}\n";
+  c = find(doctor(status, h));
+  EXPECT_EQ(c.verdict, Verdict::pass) << c.detail;
+  EXPECT_NE(c.detail.find("conf.d/datera-agent.conf"), std::string::npos);
+  h.files["/etc/multipath/conf.d/zz-local.conf"] =
+      "blacklist_exceptions { device { vendor \"DAT.*\" } }\n";
+  c = find(doctor(status, h));
+  EXPECT_EQ(c.verdict, Verdict::fail) << "an exception lets multipathd have them again";
+  // The agent saw multipathd's socket where doctor sees no process (another PID namespace).
+  h.files.erase("/etc/multipath/conf.d/zz-local.conf");
+  h.files.erase("/etc/multipath/conf.d/datera-agent.conf");
+  h.multipathd = false;
+  status["multipath"] = {{"maps", true}, {"multipathd", true}};
+  EXPECT_EQ(find(doctor(status, h)).verdict, Verdict::fail);
+}
+
+TEST(MultipathConf, BlacklistsAreReadAsMultipathdReadsThem) {
+  EXPECT_EQ(
+      multipath_blacklists("blacklist {\n device {\n vendor DATERA\n }\n}\n", "DATERA", "IBLOCK"),
+      true)
+      << "any product";
+  EXPECT_EQ(multipath_blacklists("# blacklist { device { vendor DATERA } }\n", "DATERA", "IBLOCK"),
+            std::nullopt)
+      << "a comment";
+  EXPECT_EQ(multipath_blacklists("blacklist { device { vendor \"DATERA\" product \"^OTHER\" } }",
+                                 "DATERA", "IBLOCK"),
+            std::nullopt)
+      << "another product";
+  EXPECT_EQ(
+      multipath_blacklists("blacklist {\n  devnode \"^sd\"\n  device {\n    vendor \"^(DATERA|"
+                           "LIO-ORG)\"\n    product \".*\" ! all of them\n  }\n}\n",
+                           "DATERA", "IBLOCK"),
+      true);
+  EXPECT_EQ(multipath_blacklists("devices { device { vendor DATERA } }", "DATERA", "IBLOCK"),
+            std::nullopt)
+      << "a hardware entry is no blacklist";
+  EXPECT_EQ(multipath_blacklists("blacklist { device { vendor \"(\" } }", "DATERA", "IBLOCK"),
+            std::nullopt)
+      << "a broken regex matches nothing";
+  EXPECT_EQ(multipath_blacklists(std::string(2 << 20, '{'), "DATERA", "IBLOCK"), std::nullopt);
+  EXPECT_EQ(multipath_blacklists(std::string(5000, '{') + "blacklist", "DATERA", "IBLOCK"),
+            std::nullopt);
 }
 
 TEST(SharedMount, TheLongestMountPointHoldingThePathDecides) {
