@@ -294,7 +294,8 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
   }
   auto current = co_await find(name);
   if (!current) co_return current.error();
-  if (!*current) {
+  const bool creating = !*current;
+  if (creating) {
     std::vector<std::string> args;
     args = {"create", name, "-u", uuid, "--table", encode_table(want)};
     auto st = co_await must(args, what);
@@ -344,6 +345,23 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     // After the paths are back: an expired hold failed the queue, and the next outage is held
     // again.
     if (auto st = co_await set_queueing(name, true); !st) co_return st.error();
+  }
+  // Again after the change: the kernel lets two maps share a disk (dm claims disks for all maps
+  // alike), so a multipathd that claimed the disk meanwhile leaves two maps over one LUN, and
+  // nothing fails. A map made just now is taken back; the volume is not used through a disk
+  // another map holds.
+  for (const auto& p : paths) {
+    auto look = [&]() { return foreign_holder(p, uuid); };
+    auto held = co_await run_blocking(pool_, look);
+    if (!held) continue;
+    if (creating) {
+      std::vector<std::string> args;
+      args = {"remove", name};
+      if (auto st = co_await must(args, "removing map " + name); !st) {
+        log_->error("map {}: cannot take it back: {}", name, st.error().message);
+      }
+    }
+    co_return Error{what + ": " + *held};
   }
   auto now = co_await find(name);
   if (!now) co_return now.error();

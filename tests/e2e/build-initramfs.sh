@@ -60,7 +60,7 @@ cp /bin/busybox "$ROOT/usr/bin/busybox"
 done
 
 # --- binaries and their libraries ------------------------------------------------------------
-LIBPATH=$STAGE/lib/$TRIPLET:$STAGE/usr/lib/$TRIPLET
+LIBPATH=$STAGE/lib/$TRIPLET:$STAGE/usr/lib/$TRIPLET:$STAGE/lib
 declare -A seen_lib=()
 
 # Copies one shared object (host or stage path) to its place in the guest, following symlinks.
@@ -129,6 +129,30 @@ for t in xfs_growfs xfs_io xfs_db; do
   copy_bin "$STAGE/usr/sbin/$t" "/usr/sbin/$t"
 done
 ln -sf mke2fs "$ROOT/usr/sbin/mkfs.ext4"
+copy_bin /sbin/e2fsck /usr/sbin/e2fsck # the agent runs fsck.ext4 -p before an ext4 mount
+ln -sf e2fsck "$ROOT/usr/sbin/fsck.ext4"
+# multipath-tools from the stage, for the multipathd-on scenario: multipathd, multipath and the
+# checker/prioritizer plugins it dlopens from /lib/multipath.
+for t in multipathd multipath; do
+  copy_bin "$STAGE/sbin/$t" "/usr/sbin/$t"
+done
+mkdir -p "$ROOT/usr/lib/multipath"
+for so in "$STAGE"/lib/multipath/*.so; do
+  cp -L "$so" "$ROOT/usr/lib/multipath/"
+  copy_libs_of "$so"
+done
+# udevd for the same scenario only: multipath-tools see only disks udev initialized (ID_SERIAL from
+# scsi_id), and libdevmapper then waits for udev's completion of every dm change (55-dm and
+# 95-dm-notify do it). Other scenarios run without it, as before.
+copy_bin /bin/udevadm /usr/bin/udevadm
+mkdir -p "$ROOT/usr/lib/systemd" "$ROOT/usr/lib/udev/rules.d"
+ln -sf ../../bin/udevadm "$ROOT/usr/lib/systemd/systemd-udevd"
+copy_bin /lib/udev/scsi_id /usr/lib/udev/scsi_id
+for r in 50-udev-default 55-dm 60-persistent-storage 95-dm-notify; do
+  cp "/lib/udev/rules.d/$r.rules" "$ROOT/usr/lib/udev/rules.d/"
+done
+cp "$STAGE"/lib/udev/rules.d/56-dm-mpath.rules "$STAGE"/lib/udev/rules.d/60-multipath.rules \
+  "$ROOT/usr/lib/udev/rules.d/"
 cp /etc/mke2fs.conf "$ROOT/etc/mke2fs.conf"
 mkdir -p "$ROOT/etc/iscsi/nodes" "$ROOT/etc/iscsi/send_targets" "$ROOT/etc/iscsi/ifaces"
 cp "$STAGE/etc/iscsi/iscsid.conf" "$ROOT/etc/iscsi/iscsid.conf"
@@ -156,7 +180,12 @@ fi
 : >"$ROOT/e2e/modules.load"
 declare -A seen_mod=()
 nmods=0
-for m in $WANT; do
+# Shipped but not loaded at boot: what multipathd's maps use (70-multipathd), loaded on demand by
+# the kernel or modprobe through the guest's modules.dep, so no other scenario's disks change.
+ON_DEMAND="scsi_dh_alua dm_service_time"
+for m in $WANT $ON_DEMAND; do
+  load=yes
+  case " $ON_DEMAND " in *" $m "*) load=no ;; esac
   deps=$(modprobe -d "$STAGE" -S "$KVER" --show-depends "$m") || die "modprobe --show-depends $m"
   while read -r kind path _; do
     [ "$kind" = insmod ] || continue # "builtin X" needs nothing
@@ -169,11 +198,16 @@ for m in $WANT; do
       *.ko) out=$rel; mkdir -p "$ROOT$(dirname "$out")"; cp "$path" "$ROOT$out" ;;
       *) die "unexpected module path $path" ;;
     esac
-    printf '%s\n' "$out" >>"$ROOT/e2e/modules.load"
+    [ $load = yes ] && printf '%s\n' "$out" >>"$ROOT/e2e/modules.load"
     nmods=$((nmods + 1))
   done <<<"$deps"
 done
 log "$nmods modules"
+# modules.dep for the guest's own subset: the agent's `modprobe` (busybox's) reads it.
+for f in modules.order modules.builtin modules.builtin.modinfo; do
+  [ -f "$MODDIR/$f" ] && cp "$MODDIR/$f" "$ROOT/usr/lib/modules/$KVER/"
+done
+depmod -b "$ROOT" "$KVER"
 
 # --- configuration files ---------------------------------------------------------------------
 cat >"$ROOT/etc/passwd" <<'PASSWD'
@@ -196,6 +230,7 @@ cp "$HERE/guest/init" "$ROOT/init"
 cp "$HERE/guest/lib.sh" "$ROOT/e2e/lib.sh"
 mkdir -p "$ROOT/e2e/scenarios"
 cp "$HERE"/guest/scenarios/*.sh "$ROOT/e2e/scenarios/"
+cp "$HERE/../../systemd/datera-agent-multipath.conf" "$ROOT/e2e/" # 70-multipathd installs it
 chmod 755 "$ROOT/init" "$ROOT"/e2e/scenarios/*.sh
 printf '%s\n' "$KVER" >"$ROOT/e2e/kernel-version"
 

@@ -77,10 +77,10 @@ if [ -z "$KPKG" ] && [ -s "$CACHE/kernel-version" ]; then
 fi
 [ -n "$KPKG" ] || { log "cannot resolve the kernel package from linux-image-amd64"; exit 1; }
 
-pkgs=("$KPKG" open-iscsi libopeniscsiusr libisns0 xfsprogs libinih1 liburcu8)
-# Shared-library dependencies of open-iscsi and xfsprogs that the host does not have (the rest of
+pkgs=("$KPKG" open-iscsi libopeniscsiusr libisns0 xfsprogs libinih1 liburcu8 multipath-tools)
+# Shared-library dependencies of open-iscsi, xfsprogs and multipath-tools that the host does not have (the rest of
 # the guest's libraries are copied from the host, which is the same Debian release).
-for dep in $(apt-cache depends --no-recommends --no-suggests open-iscsi xfsprogs 2>/dev/null |
+for dep in $(apt-cache depends --no-recommends --no-suggests open-iscsi xfsprogs multipath-tools 2>/dev/null |
                awk '$1 == "Depends:" && $2 ~ /^lib/ { print $2 }' | sort -u); do
   case " ${pkgs[*]} " in *" $dep "*) continue ;; esac
   if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'install ok installed'; then

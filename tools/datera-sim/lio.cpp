@@ -170,6 +170,13 @@ Status LioBackend::ensure_volume(const ExportView& e) {
   if (auto st = write_attr(dev + "/control", control); !st) return st;
   // The unit serial (VPD page 0x80) the initiator reads: the volume uuid, as on a Datera array.
   if (auto st = write_attr(dev + "/wwn/vpd_unit_serial", e.uuid); !st) return st;
+  // The inquiry strings of an EDF LUN (multipathd's hwtable and blacklists match on them). Kernels
+  // before 5.x lack the attributes: their LUNs say LIO-ORG, which nothing but multipath cares of.
+  for (const auto& [attr, value] : {std::pair{"vendor_id", "DATERA"}, {"product_id", "IBLOCK"}}) {
+    if (auto st = write_attr(dev + "/wwn/" + attr, value); !st) {
+      log_->warn("volume {}: {} stays LIO's: {}", e.app_instance, attr, st.error().message);
+    }
+  }
   if (auto st = write_attr(dev + "/enable", "1"); !st) return st;
   log_->info("volume {}: LIO fileio backstore {} (serial {})", e.app_instance, e.uuid, e.uuid);
   return ok_status();

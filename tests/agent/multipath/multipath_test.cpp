@@ -1,4 +1,5 @@
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -70,7 +71,8 @@ class FakeDmsetup : public process::ProcessRunner {
     unsigned minor = 0;
     std::set<std::string> failed;  ///< paths the "kernel" failed
   };
-  bool stuck = false;  ///< reinstate_path is accepted but the path fails again at once
+  bool stuck = false;               ///< reinstate_path is accepted but the path fails again at once
+  std::function<void()> on_create;  ///< e.g. multipathd claiming the disk meanwhile
 
   /// `dmsetup status` of a map: round-robin, one group, each path A or F.
   static std::string status_of(const Live& m) {
@@ -120,6 +122,7 @@ class FakeDmsetup : public process::ProcessRunner {
       o.out = maps.at(name).table + "\n";
     } else if (op == "create") {
       maps[a.at(1)] = Live{a.at(3), a.at(5), static_cast<unsigned>(maps.size()), {}};
+      if (on_create) on_create();
     } else if (op == "reload") {
       pending = a.at(3);
     } else if (op == "resume") {
@@ -359,6 +362,23 @@ TEST_F(DmsetupTest, ADiskHeldByMultipathdIsRefusedWithWhatToDo) {
   std::ofstream(tmp_.path() + "/sys/block/dm-2/dm/uuid") << "DATERA-" << kUuid << "\n";
   m = ensure({{"/dev/sdb", 8, 16}});
   EXPECT_TRUE(m) << "held by the volume's own map: " << m.error().message;
+}
+
+// The kernel lets two maps share a disk (dm claims every disk for all maps alike), so multipathd
+// claiming the disk while the agent makes its map gives two maps over one LUN, silently (seen on
+// the kernel tier). ensure() looks again after the create, and takes its new map back.
+TEST_F(DmsetupTest, ADiskMultipathdClaimedDuringTheCreateIsGivenUp) {
+  runner_.on_create = [this] {
+    ASSERT_TRUE(fs::ensure_dir(tmp_.path() + "/sys/dev/block/8:16/holders/dm-5", 0755));
+    ASSERT_TRUE(fs::ensure_dir(tmp_.path() + "/sys/block/dm-5/dm", 0755));
+    std::ofstream(tmp_.path() + "/sys/block/dm-5/dm/uuid") << "mpath-36001405abcdef\n";
+    std::ofstream(tmp_.path() + "/sys/block/dm-5/dm/name") << "mpathb\n";
+  };
+  auto m = ensure({{"/dev/sdb", 8, 16}});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("held by multipathd's map mpathb (dm-5)"), std::string::npos)
+      << m.error().message;
+  EXPECT_EQ(runner_.maps.count("datera-" + kUuid), 0u) << "the map just made is removed again";
 }
 
 struct RecordingRunner : process::ProcessRunner {
