@@ -1052,18 +1052,22 @@ Exported exported(const Record& rec, const edf::AppInstance& ai,
 
 /// A live map that is not exactly the one path `current`, still queueing, or with its path
 /// failed: to be fixed.
+/// `hold`: the maps' standing mode queues (initiator.io_hold); queueing is wrong only when it
+/// differs (a crash mid-move left it on, or an expired hold turned it off).
 bool map_wrong(const Result<std::optional<multipath::Map>>& map,
-               const std::optional<initiator::Device>& current) {
-  return !map || !*map || (*map)->queueing || !(*map)->failed.empty() || !current ||
+               const std::optional<initiator::Device>& current, bool hold) {
+  return !map || !*map || (*map)->queueing != hold || !(*map)->failed.empty() || !current ||
          (*map)->paths != std::vector<std::string>{
                               multipath::PathDevice{"", current->major, current->minor}.dev_t()};
 }
 
 /// The map is exactly the one path `current` and only that path is failed: nothing moved, the
 /// path only needs reinstating (once its session is back).
+/// Queueing either way: the map holds I/O while its path is failed (a hold not yet expired), or
+/// an expired hold failed it; reinstating the path is all it needs in both cases.
 bool only_path_failed(const Result<std::optional<multipath::Map>>& map,
                       const std::optional<initiator::Device>& current) {
-  if (!map || !*map || !current || (*map)->queueing) return false;
+  if (!map || !*map || !current) return false;
   const std::string dev = multipath::PathDevice{"", current->major, current->minor}.dev_t();
   return (*map)->paths == std::vector<std::string>{dev} &&
          (*map)->failed == std::vector<std::string>{dev};
@@ -1134,7 +1138,7 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   bool reinstate = false;
   if (ex.map_matters(rec, multipath_ != nullptr)) {
     auto map = co_await multipath_->find(rec.map);
-    wrong = map_wrong(map, ex.current);
+    wrong = map_wrong(map, ex.current, multipath_->holds_io());
     reinstate = only_path_failed(map, ex.current);
   }
   log_->debug("volume {}: access check ({}): map to fix={}, only its path failed={}", volume,
@@ -1278,7 +1282,7 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
           } else if (auto m = live_maps->find(rec->map); m != live_maps->end()) {
             map = std::optional<multipath::Map>(m->second);
           }
-          wrong = map_wrong(map, e.current);
+          wrong = map_wrong(map, e.current, multipath_->holds_io());
         }
         unchanged = ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
       }

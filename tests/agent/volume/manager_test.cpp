@@ -75,6 +75,8 @@ struct FakeInitiator : initiator::Initiator {
 
 struct FakeMultipath : multipath::Multipath {
   bool usable = true;
+  bool hold = false;  ///< initiator.io_hold > 0: the maps' standing mode queues
+  bool holds_io() const override { return hold; }
   CallLog* shared = nullptr;
   std::map<std::string, multipath::Map> maps;
   bool available() const override { return usable; }
@@ -99,7 +101,7 @@ struct FakeMultipath : multipath::Multipath {
     }
     m.failed.clear();
     m.paths = want;
-    m.queueing = false;
+    m.queueing = hold;
     if (shared) shared->push_back("map over " + m.paths.front());
     co_return m;
   }
@@ -531,6 +533,32 @@ TEST_F(MultipathManagerTest, AFailedPathIsReinstatedOnceItsSessionIsBackAndNothi
   log_.clear();
   EXPECT_EQ(check(), Access::unchanged) << "idempotent";
   EXPECT_TRUE(log_.empty());
+}
+
+// initiator.io_hold: a map that queues is in its standing mode, not left over from a move; and a
+// failed path under a queue that still holds (or one an expired hold turned off) is reinstated in
+// place. (The kernel tier's 10-agent looped "moving" a volume to the portals it was on.)
+TEST_F(MultipathManagerTest, AQueueingMapIsRightWhenMapsHoldIOAndItsFailedPathIsReinstated) {
+  multipath_.hold = true;
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  ASSERT_TRUE(multipath_.maps[kMap].queueing);
+  log_.clear();
+  EXPECT_EQ(check(), Access::unchanged);
+  EXPECT_TRUE(log_.empty()) << "nothing to move";
+  testing::run_async(ioc_, manager_->check_access_all({"vol-1"}));
+  EXPECT_TRUE(log_.empty()) << "the periodic check agrees";
+
+  multipath_.maps[kMap].failed = {"8:16"};  // the disk went offline; the map holds the I/O
+  EXPECT_EQ(check(), Access::reinstated);
+  EXPECT_EQ(log_, (CallLog{"reinstate 8:16", "map over 8:16"})) << "no login, queueing or logout";
+  log_.clear();
+  multipath_.maps[kMap].failed = {"8:16"};
+  multipath_.maps[kMap].queueing = false;  // the hold expired
+  EXPECT_EQ(check(), Access::reinstated);
+  EXPECT_TRUE(multipath_.maps[kMap].queueing) << "the standing mode is back";
+  log_.clear();
+  multipath_.hold = false;
+  EXPECT_EQ(check(), Access::moved) << "without a hold, a queueing map is a move left half done";
 }
 
 TEST_F(MultipathManagerTest, AFailedLoginOnTheNewPortalLeavesTheOldPathAlone) {
