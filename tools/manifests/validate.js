@@ -277,7 +277,11 @@ function runBreakages(objects, cases) {
     const copy = JSON.parse(JSON.stringify(objects));
     const target = copy.find((o) => o.kind === c.kind && (!c.name || o.metadata.name === c.name));
     if (!target) throw new Error(`case "${c.case}": no ${c.kind} in the rendered output`);
-    applyPatch(target, c.patch);
+    try {
+      applyPatch(target, c.patch);
+    } catch (e) {
+      throw new Error(`case "${c.case}": ${e.message}; update ${breakagesFile} to the manifests`);
+    }
     const report = checkAll(copy, { verbose: false });
     const named = report.filter((line) => line.includes(c.expect));
     if (named.length) {
