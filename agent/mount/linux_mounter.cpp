@@ -227,7 +227,16 @@ const MountEntry* top_mount(const std::vector<MountEntry>& entries, const std::s
 
 Result<std::optional<std::string>> probe_blocking(const std::string& device) {
   const std::string what = "probing " + device + " for filesystem signatures";
-  Fd fd(::open(device.c_str(), O_RDONLY | O_CLOEXEC));
+  // A disk the initiator has just found may not open yet: the kernel shows it in sysfs before it
+  // registers the block device, and open() says ENXIO in between (the kernel tier's handoff hit
+  // it under load). Retried for up to 3 s; a disk that is gone stays ENXIO and fails after that.
+  int raw = -1;
+  for (int attempt = 0;; ++attempt) {
+    raw = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+    if (raw >= 0 || errno != ENXIO || attempt >= 30) break;
+    ::usleep(100'000);
+  }
+  Fd fd(raw);
   if (fd.get() < 0) return Error::from_errno(what + ": cannot open it", errno);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Error::from_errno(what + ": fstat", errno);

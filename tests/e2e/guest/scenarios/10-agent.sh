@@ -197,7 +197,9 @@ serial=$(dd if=/sys/block/$SD/device/vpd_pg80 bs=1 skip=4 2>/dev/null | tr -d '\
 [ "$serial" = "$uuid" ] || die "the new disk's serial '$serial' is not the volume uuid '$uuid'"
 table=$(dmsetup table "datera-$uuid")
 case $table in *" $(cat /sys/block/$SD/dev) "*) ;; *) die "the map is not over the new disk /dev/$SD: $table" ;; esac
-case $table in *queue_if_no_path*) die "the map still queues: $table" ;; esac
+# Back in the maps' standing mode after the swap: queue_if_no_path (initiator.io_hold, 30 s by
+# default), which the keeper bounds.
+case $table in *queue_if_no_path*) ;; *) die "the map does not hold I/O after the swap: $table" ;; esac
 [ "$(awk -v t="$W/state/staging/$VOL" '$2 == t { print $1 }' /proc/mounts)" = "$DM" ] || die "the staging mount changed device"
 echo 3 >/proc/sys/vm/drop_caches
 [ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "data changed across the portal change"
