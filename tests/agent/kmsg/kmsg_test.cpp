@@ -82,29 +82,30 @@ constexpr const char* kPing61 =
     "4294958226, last ping 4294959477, now 4294960728\n SUBSYSTEM=iscsi_connection\n";
 
 TEST(KmsgRecords, APingTimeoutSaysHowLongTheSessionWasSilent) {
-  auto p = ping_timeout_of(kPing61);
-  ASSERT_TRUE(p);
-  EXPECT_EQ(p->sid, 7);
-  EXPECT_NEAR(p->silent_seconds, 10.008, 0.001) << "2502 jiffies at HZ 250";
-  // HZ 1000 and HZ 100 kernels, timers a little late.
-  p = ping_timeout_of(
-      "3,1,1,-; connection2:0: ping timeout of 2 secs expired, recv timeout 3, last rx 1000, "
-      "last ping 4000, now 6040\n");
-  ASSERT_TRUE(p);
-  EXPECT_EQ(p->sid, 2);
-  EXPECT_NEAR(p->silent_seconds, 5.04, 0.001);
-  p = ping_timeout_of(
-      "3,1,1,-;iscsi connection3:1: ping timeout of 5 secs expired, recv timeout 10, last rx "
-      "100, last ping 1100, now 1610\n");
-  ASSERT_TRUE(p);
-  EXPECT_EQ(p->sid, 3);
-  EXPECT_NEAR(p->silent_seconds, 15.1, 0.001);
-  // Jiffies wrap as an unsigned long.
-  p = ping_timeout_of(
-      "3,1,1,-;connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx "
-      "18446744073709551000, last ping 634, now 1884\n");
-  ASSERT_TRUE(p);
-  EXPECT_NEAR(p->silent_seconds, 10.0, 0.001);
+  struct Case {
+    std::string record;
+    int sid;
+    double seconds;
+    const char* why;
+  };
+  const Case cases[] = {
+      {kPing61, 7, 10.008, "2502 jiffies at HZ 250"},
+      {"3,1,1,-; connection2:0: ping timeout of 2 secs expired, recv timeout 3, last rx 1000, "
+       "last ping 4000, now 6040\n",
+       2, 5.04, "HZ 1000, the timer a little late"},
+      {"3,1,1,-;iscsi connection3:1: ping timeout of 5 secs expired, recv timeout 10, last rx "
+       "100, last ping 1100, now 1610\n",
+       3, 15.1, "HZ 100, a driver name in front"},
+      {"3,1,1,-;connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx "
+       "18446744073709551000, last ping 634, now 1884\n",
+       1, 10.0, "jiffies wrap as an unsigned long"},
+  };
+  for (const auto& c : cases) {
+    auto p = ping_timeout_of(c.record);
+    ASSERT_TRUE(p) << c.why;
+    EXPECT_EQ(p->sid, c.sid) << c.why;
+    EXPECT_NEAR(p->silent_seconds, c.seconds, 0.001) << c.why;
+  }
 }
 
 TEST(KmsgRecords, OnlyTheKernelsWellFormedPingTimeoutsCount) {

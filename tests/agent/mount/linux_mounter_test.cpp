@@ -178,6 +178,18 @@ class LinuxMounterTest : public ::testing::Test {
     return dev;
   }
 
+  /// A fresh xfs on `dev`, mounted at `stage`, "payload" written to hello, then shut down as an
+  /// outage does it (its log left dirty) and unmounted.
+  void shut_down_xfs(const std::string& dev, const std::string& stage) {
+    format(dev, "xfs");
+    MountRequest req{dev, stage, "xfs", {}, false};
+    ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
+    ASSERT_TRUE(fs::write_synced(stage + "/hello", "payload", 0644).ok());
+    auto down = run(find_program("xfs_io"), {"-x", "-c", "shutdown", stage});
+    ASSERT_TRUE(down.success()) << down.err;
+    ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  }
+
   /// Runs a tool that changes an unmounted image (debugfs, xfs_db) and asserts it worked.
   void offline(const std::string& tool, std::vector<std::string> args) {
     const std::string program = find_program(tool);
@@ -629,14 +641,9 @@ TEST_F(LinuxMounterTest, XfsMountRefusedAsCorruptIsRepairedByXfsRepairAndMounted
 TEST_F(LinuxMounterTest, XfsAfterAShutdownIsMountedByLogReplayWithoutXfsRepair) {
   const std::string dev = attach("xs.img", kXfsSize);
   ASSERT_FALSE(dev.empty());
-  format(dev, "xfs");
   const std::string stage = dir_ / "stage";
   MountRequest req{dev, stage, "xfs", {}, false};
-  ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
-  ASSERT_TRUE(fs::write_synced(stage + "/hello", "payload", 0644).ok());
-  auto down = run(find_program("xfs_io"), {"-x", "-c", "shutdown", stage});
-  ASSERT_TRUE(down.success()) << down.err;
-  ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  ASSERT_NO_FATAL_FAILURE(shut_down_xfs(dev, stage));
   auto logprint = run(find_program("xfs_logprint"), {"-t", dev});
   ASSERT_THAT(logprint.out, HasSubstr("<DIRTY>")) << "the shutdown left no changes in the log";
 
@@ -686,14 +693,9 @@ TEST_F(LinuxMounterTest, Ext4ThatFsckCannotRepairIsRefusedWithWhatToDoAndNeverRe
 TEST_F(LinuxMounterTest, XfsThatXfsRepairCannotRepairIsRefusedWithWhatToDoAndNeverReformatted) {
   const std::string dev = attach("xbad.img", kXfsSize);
   ASSERT_FALSE(dev.empty());
-  format(dev, "xfs");
   const std::string stage = dir_ / "stage";
   MountRequest req{dev, stage, "xfs", {}, false};
-  ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
-  ASSERT_TRUE(fs::write_synced(stage + "/hello", "payload", 0644).ok());
-  auto down = run(find_program("xfs_io"), {"-x", "-c", "shutdown", stage});
-  ASSERT_TRUE(down.success()) << down.err;
-  ASSERT_TRUE(run_async(ioc_, mounter_->unmount(stage)).ok());
+  ASSERT_NO_FATAL_FAILURE(shut_down_xfs(dev, stage));
   offline("xfs_db", {"-x", "-c", "sb 0", "-c", "write inprogress 1", dev});
 
   recorder_->commands.clear();
