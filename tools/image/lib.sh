@@ -9,6 +9,7 @@
 # - explicit default_ulimits at or below this shell's hard limits: podman as root asks for
 #   nofile=1048576, which fails without CAP_SYS_RESOURCE ("setrlimit RLIMIT_NOFILE");
 # - events to a file: there is no systemd journal on every machine.
+# `podman build` does not take the runtime from there: its callers pass --runtime runc.
 # (shared/reference/containers.md has the measurements behind each line.)
 
 IMAGE_CACHE=${DATERA_IMAGE_CACHE:-/var/cache/datera-image}
