@@ -45,14 +45,23 @@ trap 'rm -rf "$ctx"' EXIT
 for b in datera-agent datera-flexvolume datera-agentctl; do
   strip --strip-unneeded -o "$ctx/$b" "$BIN/$b" || img_die "strip $BIN/$b failed"
 done
+# created: when the binaries were built, so the same binaries give the same image (all layers
+# cached, no new image ID).
+created=$(date -u -r "$BIN/datera-agent" +%Y-%m-%dT%H:%M:%SZ)
+old_id=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 t=$(ms)
 if ! nice -n 10 podman build --runtime runc --pull=never --layers -f "$REPO/daemonset/Containerfile.runtime" \
   --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --build-arg CREATED="$created" \
   --build-arg SOURCE="$source_url" --build-arg LICENSES="${IMAGE_LICENSES:-NOASSERTION}" \
   -t "$tag" "$ctx" >"$IMAGE_CACHE/build-runtime.log" 2>&1; then
   tail -n 30 "$IMAGE_CACHE/build-runtime.log" >&2
   img_die "podman build of $tag failed (log: $IMAGE_CACHE/build-runtime.log)"
+fi
+# The image this tag named before, once nothing names it (another build's layers stay).
+if [ -n "$old_id" ] && [ "$old_id" != "$(podman image inspect --format '{{.Id}}' "$tag")" ] &&
+  [ -z "$(podman image inspect --format '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]; then
+  podman rmi "$old_id" >/dev/null 2>&1 || img_log "kept the previous $tag ($old_id): in use"
 fi
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 img_log "built $tag ($vline) in $(secs $(($(ms) - t)))s, $((size / 1000 / 1000)) MB"
