@@ -296,6 +296,15 @@ grep -q '^datera_agent_build_info' <<<"$metrics" || fail "no datera_agent_build_
 ok "metrics port $METRICS_PORT (container port 'metrics') serves /metrics"
 [ "$(status_field 's["node"]')" = "$NODE" ] || fail "the agent's node is not NODE_NAME=$NODE ($(status_field 's["node"]'))"
 ok "NODE_NAME from the pod's env: node $NODE"
+# hostNetwork, hostPID, privileged: the container's namespaces and capabilities.
+ns_same() { [ "$(podman exec "$A" readlink "/proc/self/ns/$1")" = "$(readlink "/proc/self/ns/$1")" ]; }
+if [ "$HOST_NETWORK" = 1 ]; then ns_same net || fail "hostNetwork: the container is not in the host's network namespace"; fi
+if [ "$HOST_PID" = 1 ]; then ns_same pid || fail "hostPID: the container is not in the host's PID namespace"; fi
+if [ "$PRIVILEGED" = 1 ]; then
+  [ "$(podman exec "$A" awk '/^CapEff/ {print $2}' /proc/self/status)" = "$(awk '/^CapEff/ {print $2}' /proc/self/status)" ] ||
+    fail "privileged: the container's effective capabilities are not the host root's"
+fi
+ok "host network $HOST_NETWORK, host PID $HOST_PID, privileged $PRIVILEGED (namespaces and CapEff as the host's)"
 
 # Every volume of the manifest, as mounted in the running container.
 for row in "${MOUNT_ROWS[@]}"; do
