@@ -15,6 +15,7 @@ IMG_TAG=image-full
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$HERE/lib.sh"
 
+img_podman_conf
 t0=$(ms)
 "$HERE/base.sh" full >/dev/null
 "$HERE/base.sh" slim >/dev/null
@@ -51,6 +52,12 @@ case "$got" in
   *) img_die "$tag says '$got'; expected version $version, commit ${revision:0:12}" ;;
 esac
 [ "$label" = "$version" ] || img_die "$tag: label version '$label', binary '$got'"
+# The build stage (3.4 GB: the whole dev package set and the build tree) stays as a dangling
+# image; it is only reused for an identical source tree. Its base's label names it.
+key=$(podman image inspect --format '{{index .Config.Labels "org.datera.base-key"}}' localhost/debian:12)
+for id in $(podman images --quiet --filter dangling=true --filter "label=org.datera.base-key=$key"); do
+  podman rmi "$id" >/dev/null 2>&1 || img_log "kept dangling build stage $id (in use)"
+done
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 img_log "$tag: $got"
 img_log "times: bases $(secs "$t_base")s, podman build $(secs "$t_build")s; size $((size / 1000 / 1000)) MB ($size bytes)"

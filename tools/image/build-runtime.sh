@@ -27,6 +27,7 @@ for b in datera-agent datera-flexvolume datera-agentctl; do
   [ -x "$BIN/$b" ] || img_die "$BIN/$b is missing or not executable"
 done
 img_need /usr/bin/strip:binutils || img_die "cannot install binutils (strip)"
+img_podman_conf
 "$HERE/base.sh" slim >/dev/null
 
 # "datera-agent 0.1.0 (cede9fad16b3, protocol 1)"
