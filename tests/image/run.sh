@@ -87,6 +87,16 @@ if ! out=$(podman run --rm --network none "$BASE" true 2>&1); then
   skip "podman cannot run a container ($info) with runc: $out"
 fi
 
+# A run killed before its trap (ctest's timeout) leaves its pod running on the manifest's ports.
+for c in $(podman ps -a --format '{{.Names}}' --filter name='^datera-image-test-'); do
+  pid=${c#datera-image-test-}
+  pid=${pid%%-*}
+  if ! kill -0 "$pid" 2>/dev/null; then
+    say "removing $c, left by run $pid"
+    podman rm -f -t 0 "$c" >/dev/null || fail "cannot remove the stale container $c"
+  fi
+done
+
 # --- scratch root, and cleanup of everything this run makes -----------------------------------
 ROOT=$(mktemp -d /tmp/datera-image-test.XXXXXX)
 W=$ROOT/work
