@@ -31,6 +31,7 @@ source_url=${IMAGE_SOURCE:-$(git -C "$REPO" config --get remote.origin.url 2>/de
 # Its own name: the image tier's localhost/datera-agent:<version> (from build/bin) stays.
 tag=${1:-localhost/datera-agent-full:$version}
 
+old_id=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 t=$(ms)
 log=$IMAGE_CACHE/build-full.log
 # FROM debian:12 / debian:12-slim resolve to the local docker.io/library/debian tags base.sh
@@ -58,6 +59,11 @@ key=$(podman image inspect --format '{{index .Config.Labels "org.datera.base-key
 for id in $(podman images --quiet --filter dangling=true --filter "label=org.datera.base-key=$key"); do
   podman rmi "$id" >/dev/null 2>&1 || img_log "kept dangling build stage $id (in use)"
 done
+# The image this tag named before, once nothing names it.
+if [ -n "$old_id" ] && [ "$old_id" != "$(podman image inspect --format '{{.Id}}' "$tag")" ] &&
+  [ -z "$(podman image inspect --format '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]; then
+  podman rmi "$old_id" >/dev/null 2>&1 || img_log "kept the previous $tag ($old_id): in use"
+fi
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 img_log "$tag: $got"
 img_log "times: bases $(secs "$t_base")s, podman build $(secs "$t_build")s; size $((size / 1000 / 1000)) MB ($size bytes)"
