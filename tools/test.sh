@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier on a fresh Debian 12 machine: installs dependencies, builds, checks format,
-# then runs the unit and host-integration tiers through CTest, the kernel e2e tier, and after them
-# the sanitizer tier (tools/sanitize.sh) and a short fuzz run (tools/fuzz.sh).
+# then runs the unit and host-integration tiers through CTest, the kernel e2e tier, the image tier
+# (tests/image), and after them the sanitizer tier (tools/sanitize.sh) and a short fuzz run (tools/fuzz.sh).
 # Those last two run whatever the other's result, and fail the run at the end.
 # Needs root (mounts, other uids).
 set -euo pipefail
@@ -19,12 +19,18 @@ echo "== format (clang-format --dry-run --Werror)"
 tools/format.sh --check
 
 echo "== unit and host tiers (ctest)"
-ctest --test-dir "$BUILD" --output-on-failure -j2 --timeout 300 -LE e2e
+ctest --test-dir "$BUILD" --output-on-failure -j2 --timeout 300 -LE 'e2e|image'
 
 echo "== kernel e2e tier"
 # A QEMU guest with Debian's kernel, real open-iscsi and LIO (tests/e2e/README.md). It reports a
 # loud SKIP (exit 77) only when QEMU cannot run at all.
 ctest --test-dir "$BUILD" -L e2e --output-on-failure
+
+echo "== image tier"
+# The runtime image from this build's binaries on a cached mmdebstrap base, and the DaemonSet's pod
+# under podman with the driver driven from the host (tests/image/README.md). A loud SKIP (exit 77)
+# only when podman cannot run a container here.
+ctest --test-dir "$BUILD" -L image --output-on-failure
 
 # Run both even when one fails; report at the end (the tiers above have passed by now).
 late_failures=()
