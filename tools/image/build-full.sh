@@ -36,14 +36,8 @@ t=$(ms)
 log=$IMAGE_CACHE/build-full.log
 # FROM debian:12 / debian:12-slim resolve to the local docker.io/library/debian tags base.sh
 # made; nothing is pulled.
-if ! nice -n 10 podman build --runtime runc --pull=never --layers -f "$REPO/daemonset/Dockerfile" \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  --build-arg SOURCE="$source_url" --build-arg LICENSES="${IMAGE_LICENSES:-NOASSERTION}" \
-  -t "$tag" "$REPO" >"$log" 2>&1; then
-  tail -n 40 "$log" >&2
-  img_die "podman build -f daemonset/Dockerfile failed (log: $log)"
-fi
+img_build "$REPO/daemonset/Dockerfile" "$REPO" "$tag" "$log" "$version" "$revision" \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$source_url"
 t_build=$(($(ms) - t))
 
 got=$(podman run --rm --network none "$tag" --version) || img_die "$tag --version failed"

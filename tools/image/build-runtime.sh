@@ -51,14 +51,8 @@ done
 created=$(date -u -r "$BIN/datera-agent" +%Y-%m-%dT%H:%M:%SZ)
 old_id=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 t=$(ms)
-if ! nice -n 10 podman build --runtime runc --pull=never --layers -f "$REPO/daemonset/Containerfile.runtime" \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  --build-arg CREATED="$created" \
-  --build-arg SOURCE="$source_url" --build-arg LICENSES="${IMAGE_LICENSES:-NOASSERTION}" \
-  -t "$tag" "$ctx" >"$IMAGE_CACHE/build-runtime.log" 2>&1; then
-  tail -n 30 "$IMAGE_CACHE/build-runtime.log" >&2
-  img_die "podman build of $tag failed (log: $IMAGE_CACHE/build-runtime.log)"
-fi
+img_build "$REPO/daemonset/Containerfile.runtime" "$ctx" "$tag" "$IMAGE_CACHE/build-runtime.log" \
+  "$version" "$revision" "$created" "$source_url"
 # The image this tag named before, once nothing names it (another build's layers stay).
 if [ -n "$old_id" ] && [ "$old_id" != "$(podman image inspect --format '{{.Id}}' "$tag")" ] &&
   [ -z "$(podman image inspect --format '{{join .RepoTags " "}}' "$old_id" 2>/dev/null)" ]; then

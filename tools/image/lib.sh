@@ -95,3 +95,16 @@ img_mirrors() {
 
 ms() { date +%s%3N; }
 secs() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+# img_build CONTAINERFILE CONTEXT TAG LOG VERSION REVISION CREATED SOURCE: podman build with the
+# image's OCI labels (licenses from IMAGE_LICENSES), nothing pulled (the bases are local), output
+# to LOG; dies with its tail on failure.
+img_build() {
+  if ! nice -n 10 podman build --runtime runc --pull=never --layers -f "$1" \
+    --build-arg VERSION="$5" --build-arg REVISION="$6" --build-arg CREATED="$7" \
+    --build-arg SOURCE="$8" --build-arg LICENSES="${IMAGE_LICENSES:-NOASSERTION}" \
+    -t "$3" "$2" >"$4" 2>&1; then
+    tail -n 40 "$4" >&2
+    img_die "podman build -f $1 failed (log: $4)"
+  fi
+}
