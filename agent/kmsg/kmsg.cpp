@@ -110,11 +110,13 @@ std::optional<PingTimeout> ping_timeout_of(std::string_view record) {
 void Silences::feed(const PingTimeout& p, TimePoint read_at) {
   const auto silent = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(p.silent_seconds));
-  sessions_[p.sid] = Entry{read_at, read_at - silent};
+  // By feeding order, not by time: records read in one burst share a time, and the one just fed
+  // must never be the one evicted.
+  sessions_[p.sid] = Entry{read_at, read_at - silent, next_++};
   while (sessions_.size() > max_sessions_) {
     auto oldest = sessions_.begin();
     for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-      if (it->second.declared < oldest->second.declared) oldest = it;
+      if (it->second.order < oldest->second.order) oldest = it;
     }
     sessions_.erase(oldest);
   }

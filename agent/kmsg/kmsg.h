@@ -76,8 +76,10 @@ class Silences {
   struct Entry {
     TimePoint declared;
     TimePoint silent_since;
+    uint64_t order = 0;  ///< feeding order: the least recently fed goes first
   };
   std::map<int, Entry> sessions_;
+  uint64_t next_ = 0;
   size_t max_sessions_;
 };
 

@@ -120,9 +120,18 @@ Result<Record> Journal::decode(const std::string& text) {
   if (!parsed) return Error{"not a journal record: " + parsed.error().message};
   json outer = std::move(*parsed);
   if (!outer.is_object()) return Error{"not a journal record: not a JSON object"};
-  if (outer.value("format", 0) != kFormat) return Error{"unknown journal format"};
-  const auto body_text = outer.value("record", std::string());
-  if (checksum(body_text) != outer.value("checksum", std::string())) {
+  // Typed lookups: value() throws when a key holds another type (a duplicated key, last one wins).
+  const auto format = outer.find("format");
+  if (format == outer.end() || !format->is_number_integer() || format->get<int64_t>() != kFormat) {
+    return Error{"unknown journal format"};
+  }
+  const auto record = outer.find("record");
+  const auto sum = outer.find("checksum");
+  if (record == outer.end() || !record->is_string() || sum == outer.end() || !sum->is_string()) {
+    return Error{"not a journal record: no record text or checksum"};
+  }
+  const auto& body_text = record->get_ref<const std::string&>();
+  if (checksum(body_text) != sum->get_ref<const std::string&>()) {
     return Error{"checksum mismatch (torn write or edited by hand)"};
   }
   auto body = datera::json::parse_bounded(body_text, 8, kMaxRecord);

@@ -285,6 +285,11 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
   EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total{reason=\"unreachable\"}"),
             1)
       << "its renewals failed while it was cut off: " << nodes_["node-a"].agent->log_text();
+  // The self-fence detaches node-a's device after its unmounts: waited for, not raced (the
+  // check right after the unmount failed about once in six runs).
+  while (loops_under(sim_.dir().path()).size() > 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   EXPECT_EQ(loops_under(sim_.dir().path()).size(), 1u)
       << "node-a's device is detached, node-b's kept";
   write_file(pod_b + "/after.txt", "node-b owns it\n");

@@ -149,6 +149,16 @@ TEST(Silences, AStallStartsWhenTheSessionLastHeardFromTheTarget) {
   s.feed(PingTimeout{9, 1.0}, t(102'000));
   EXPECT_FALSE(s.since(7, t(0))) << "bounded: the oldest went";
   EXPECT_TRUE(s.since(9, t(0)));
+
+  // Records read in one burst share a read time: the one fed last stays, whatever its number
+  // (the fuzzer found the newest evicted at once when its session number was the lowest).
+  Silences burst(2);
+  burst.feed(PingTimeout{5, 1.0}, t(1'000));
+  burst.feed(PingTimeout{6, 1.0}, t(1'000));
+  burst.feed(PingTimeout{1, 1.0}, t(1'000));
+  EXPECT_TRUE(burst.since(1, t(0)));
+  EXPECT_TRUE(burst.since(6, t(0)));
+  EXPECT_FALSE(burst.since(5, t(0)));
 }
 
 TEST(FsFailures, AFailureCountsUntilTheNextMountAndKeepsItsFirstLine) {
