@@ -46,11 +46,19 @@ Dmsetup::Dmsetup(process::ProcessRunner& runner, asio::thread_pool& pool, Dmsetu
   if (options_.root.empty() || options_.root.back() != '/') options_.root += '/';
 }
 
-bool Dmsetup::detect(std::string* why_not) {
+namespace {
+/// The kernel modules the maps need, and whether one is loaded (or built in).
+constexpr const char* kModules[] = {"dm_multipath", "dm_round_robin"};
+bool module_loaded(const std::string& root, const char* module) {
   struct stat st {};
+  return ::stat((root + "sys/module/" + module).c_str(), &st) == 0;
+}
+}  // namespace
+
+bool Dmsetup::detect(std::string* why_not) {
   std::string missing;
-  for (const char* m : {"dm_multipath", "dm_round_robin"}) {
-    if (::stat((options_.root + "sys/module/" + m).c_str(), &st) != 0) {
+  for (const char* m : kModules) {
+    if (!module_loaded(options_.root, m)) {
       missing += std::string(missing.empty() ? "" : ", ") + "kernel module " + m;
     }
   }
@@ -134,21 +142,22 @@ std::optional<std::string> Dmsetup::foreign_holder(const PathDevice& p,
     const std::string their_uuid = read("uuid");
     if (their_uuid == uuid) continue;  // ours
     const std::string name = read("name");
+    const std::string map = name.empty() ? holder : name;
     // multipathd's maps are "mpath-<wwid>"; anything else (LVM, another tool) is named as it is.
     const bool multipathd = their_uuid.rfind("mpath-", 0) == 0;
-    out =
-        p.path + " (" + p.dev_t() + ") is held by " +
-        (multipathd ? "multipathd's map " : "device-mapper map ") +
-        (name.empty() ? holder : name + " (" + holder + ")") +
-        (multipathd ? ": multipathd claims Datera disks on this node. Keep it off them with the "
-                      "blacklist drop-in (systemd/datera-agent-multipath.conf as "
-                      "/etc/multipath/conf.d/datera-agent.conf, then `multipathd reconfigure` and "
-                      "`multipath -f " +
-                          (name.empty() ? holder : name) +
-                          "`), or set initiator.multipath: off; `datera-agentctl doctor` checks it"
-                    : ": something else on this node uses the volume's disk; find what with "
-                      "`dmsetup info " +
-                          (name.empty() ? holder : name) + "`");
+    out = p.path + " (" + p.dev_t() + ") is held by " +
+          (multipathd ? "multipathd's map " : "device-mapper map ") +
+          (name.empty() ? holder : name + " (" + holder + ")") +
+          (multipathd ? ": multipathd claims Datera disks on this node. Keep it off them with the "
+                        "blacklist drop-in (systemd/datera-agent-multipath.conf as "
+                        "/etc/multipath/conf.d/datera-agent.conf, then `multipathd reconfigure` "
+                        "and `multipath -f " +
+                            map +
+                            "`), or set initiator.multipath: off; `datera-agentctl doctor` checks "
+                            "it"
+                      : ": something else on this node uses the volume's disk; find what with "
+                        "`dmsetup info " +
+                            map + "`");
     break;
   }
   ::closedir(d);
@@ -277,8 +286,9 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
   Table want;
   want.queue = options_.hold_io;
   for (const auto& p : paths) {
-    // A disk another map holds cannot join ours (dmsetup would only say "Device or resource
-    // busy"): most often multipathd, which claims every disk it is not told to leave alone.
+    // A disk another map holds must not join ours: the kernel would let it (below), leaving two
+    // maps over one LUN; most often multipathd, which claims every disk it is not told to leave
+    // alone.
     auto read = [&]() -> Result<uint64_t> {
       if (auto held = foreign_holder(p, uuid)) return Error{*held};
       return sectors_of(p);
@@ -295,6 +305,8 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
   auto current = co_await find(name);
   if (!current) co_return current.error();
   const bool creating = !*current;
+  const bool swapping =
+      !creating && ((*current)->paths != want.paths || (*current)->sectors != want.sectors);
   if (creating) {
     std::vector<std::string> args;
     args = {"create", name, "-u", uuid, "--table", encode_table(want)};
@@ -302,30 +314,21 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     probe_.operation("create", st.ok());
     if (!st) co_return st.error();
     log_->info("map {}: created over {} ({} sectors)", name, paths.front().path, want.sectors);
-  } else if ((*current)->paths != want.paths || (*current)->sectors != want.sectors ||
-             (*current)->queueing != want.queue) {
-    const bool only_queueing =
-        (*current)->paths == want.paths && (*current)->sectors == want.sectors;
-    if (!only_queueing) {
-      Table swap = want;
-      swap.queue = true;  // a path that fails during the swap must not fail the I/O
-      std::vector<std::string> reload;
-      reload = {"reload", name, "--table", encode_table(swap)};
-      std::vector<std::string> resume;
-      resume = {"resume", "--noflush", "--nolockfs", name};
-      auto st = co_await must(reload, what);
-      if (st) st = co_await must(resume, what);
-      probe_.operation("swap", st.ok());
-      if (!st) co_return st.error();
-      std::string was;
-      for (const auto& p : (*current)->paths) was += (was.empty() ? "" : ",") + p;
-      log_->info("map {}: now over {} ({} sectors; was {}, {} sectors)", name, want.paths.front(),
-                 want.sectors, was, (*current)->sectors);
-    }
-    // Back to the map's standing mode: the swap queued; an expired hold (the keeper's) failed it.
-    if (!want.queue) {
-      if (auto st = co_await set_queueing(name, false); !st) co_return st.error();
-    }
+  } else if (swapping) {
+    Table swap = want;
+    swap.queue = true;  // a path that fails during the swap must not fail the I/O
+    std::vector<std::string> reload;
+    reload = {"reload", name, "--table", encode_table(swap)};
+    std::vector<std::string> resume;
+    resume = {"resume", "--noflush", "--nolockfs", name};
+    auto st = co_await must(reload, what);
+    if (st) st = co_await must(resume, what);
+    probe_.operation("swap", st.ok());
+    if (!st) co_return st.error();
+    std::string was;
+    for (const auto& p : (*current)->paths) was += (was.empty() ? "" : ",") + p;
+    log_->info("map {}: now over {} ({} sectors; was {}, {} sectors)", name, want.paths.front(),
+               want.sectors, was, (*current)->sectors);
   }
   // The same table with a path the kernel failed (I/O errors while its session was down): it
   // stays failed, and the map fails all I/O, until reinstated, even with the session back.
@@ -341,10 +344,11 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     if (!st) co_return st.error();
     log_->warn("map {}: path {} was failed; reinstated", name, dev);
   }
-  if (want.queue && *current && !(*current)->queueing) {
-    // After the paths are back: an expired hold failed the queue, and the next outage is held
-    // again.
-    if (auto st = co_await set_queueing(name, true); !st) co_return st.error();
+  // Back to the standing queue mode, after the paths: a swap's table queues, a crash mid-move may
+  // have left queueing on, an expired hold (the keeper's) turned it off.
+  const bool queueing = swapping || (creating ? want.queue : (*current)->queueing);
+  if (queueing != want.queue) {
+    if (auto st = co_await set_queueing(name, want.queue); !st) co_return st.error();
   }
   // Again after the change: the kernel lets two maps share a disk (dm claims disks for all maps
   // alike), so a multipathd that claimed the disk meanwhile leaves two maps over one LUN, and
@@ -413,9 +417,8 @@ asio::awaitable<Status> Dmsetup::remove(const std::string& name) {
 
 asio::awaitable<void> load_modules(process::ProcessRunner& runner, const std::string& root,
                                    const std::string& modprobe, LoggerPtr log) {
-  for (const char* m : {"dm_multipath", "dm_round_robin"}) {
-    struct stat st {};
-    if (::stat((root + "sys/module/" + m).c_str(), &st) == 0) continue;
+  for (const char* m : kModules) {
+    if (module_loaded(root, m)) continue;
     process::Command cmd;
     cmd.program = modprobe;
     cmd.args = {m};
