@@ -24,6 +24,20 @@ bool device_name_ok(std::string_view d) {
   return true;
 }
 
+/// Drops the entries fed longest ago (smallest `order`) until `entries` holds at most `max`. A
+/// linear scan per eviction: only a node with more failing devices or sessions than the bound
+/// ever evicts.
+template <class Map>
+void evict_oldest(Map& entries, size_t max) {
+  while (entries.size() > max) {
+    auto oldest = entries.begin();
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->second.order < oldest->second.order) oldest = it;
+    }
+    entries.erase(oldest);
+  }
+}
+
 bool contains(std::string_view text, std::string_view what) {
   return text.find(what) != std::string_view::npos;
 }
@@ -113,13 +127,7 @@ void Silences::feed(const PingTimeout& p, TimePoint read_at) {
   // By feeding order, not by time: records read in one burst share a time, and the one just fed
   // must never be the one evicted.
   sessions_[p.sid] = Entry{read_at, read_at - silent, next_++};
-  while (sessions_.size() > max_sessions_) {
-    auto oldest = sessions_.begin();
-    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-      if (it->second.order < oldest->second.order) oldest = it;
-    }
-    sessions_.erase(oldest);
-  }
+  evict_oldest(sessions_, max_sessions_);
 }
 
 std::optional<Silences::TimePoint> Silences::since(int sid, TimePoint after) const {
@@ -176,13 +184,7 @@ void FsFailures::feed(const FsEvent& e) {
   } else if (!entry.failed) {
     entry.failed = e.text;  // the first line of an episode says why; the rest follow from it
   }
-  while (devices_.size() > max_devices_) {
-    auto oldest = devices_.begin();
-    for (auto it = devices_.begin(); it != devices_.end(); ++it) {
-      if (it->second.order < oldest->second.order) oldest = it;
-    }
-    devices_.erase(oldest);
-  }
+  evict_oldest(devices_, max_devices_);
 }
 
 std::optional<std::string> FsFailures::failure(const std::string& device) const {
