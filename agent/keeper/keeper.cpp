@@ -30,6 +30,14 @@ const char* to_string(Health h) {
   return "unknown";
 }
 
+namespace {
+/// The session's disk is gone (the replacement timeout expired, or no session at all): I/O on it
+/// fails, so the map's path may be failed, and a map holds the I/O.
+bool disk_gone(Health h) {
+  return h == Health::device_offline || h == Health::missing;
+}
+}  // namespace
+
 Health classify(const std::vector<const initiator::Session*>& sessions) {
   if (sessions.empty()) return Health::missing;
   bool recovering = false;
@@ -232,13 +240,13 @@ bool Keeper::update(const Watched& w, Track& t, const std::vector<const initiato
   const bool back = t.seen && !t.session_healthy && up;
   t.session_healthy = up;
   t.session_back = back;
-  if (session == Health::device_offline || session == Health::missing) t.paths_suspect = true;
+  if (disk_gone(session)) t.paths_suspect = true;
   return update_health(w, t, mine, session, now) || back || t.paths_failed;
 }
 
 void Keeper::hold(const Watched& w, Track& t, Health session, steady_clock::time_point now) {
   if (!w.map || options_.io_hold.count() <= 0) return;
-  if (session != Health::device_offline && session != Health::missing) {
+  if (!disk_gone(session)) {
     if (session == Health::healthy) {
       t.holding = false;  // the path is active again, and ensure() restored the queue mode
       t.hold_released = false;

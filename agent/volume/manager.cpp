@@ -1050,10 +1050,9 @@ Exported exported(const Record& rec, const edf::AppInstance& ai,
   return e;
 }
 
-/// A live map that is not exactly the one path `current`, still queueing, or with its path
-/// failed: to be fixed.
-/// `hold`: the maps' standing mode queues (initiator.io_hold); queueing is wrong only when it
-/// differs (a crash mid-move left it on, or an expired hold turned it off).
+/// A live map that is not exactly the one path `current`, not in the standing queue mode `hold`
+/// (initiator.io_hold: a crash mid-move left queueing on, or an expired hold turned it off), or
+/// with its path failed: to be fixed.
 bool map_wrong(const Result<std::optional<multipath::Map>>& map,
                const std::optional<initiator::Device>& current, bool hold) {
   return !map || !*map || (*map)->queueing != hold || !(*map)->failed.empty() || !current ||
@@ -1511,19 +1510,24 @@ std::vector<Manager::Attached> Manager::attached() const {
   return out;
 }
 
-asio::awaitable<std::optional<bool>> Manager::map_paths_active(std::string volume) {
+std::optional<std::string> Manager::attached_map(const std::string& volume) {
   const Record* rec = attached_record(volume);
-  if (!rec || rec->map.empty() || !multipath_) co_return std::nullopt;
-  const std::string map = rec->map;  // the record may change while dmsetup runs
-  auto found = co_await multipath_->find(map);
+  if (!rec || rec->map.empty() || !multipath_) return std::nullopt;
+  return rec->map;  // a copy: the record may change while dmsetup runs
+}
+
+asio::awaitable<std::optional<bool>> Manager::map_paths_active(std::string volume) {
+  const auto map = attached_map(volume);
+  if (!map) co_return std::nullopt;
+  auto found = co_await multipath_->find(*map);
   if (!found || !*found) co_return std::nullopt;
   co_return (*found)->failed.empty();
 }
 
 asio::awaitable<bool> Manager::release_held_io(std::string volume) {
-  const Record* rec = attached_record(volume);
-  if (!rec || rec->map.empty() || !multipath_) co_return false;
-  const std::string map = rec->map;
+  const auto found = attached_map(volume);
+  if (!found) co_return false;
+  const std::string& map = *found;
   auto st = co_await multipath_->set_queueing(map, false);
   if (!st) {
     log_->error("volume {}: cannot fail the I/O its map {} holds: {}", volume, map,

@@ -277,6 +277,8 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<Status> self_fence(Record& rec);
   /// The volume's record when it is attached with a known target (what access checks look at).
   Record* attached_record(const std::string& volume);
+  /// The attached volume's map name, when it has one and maps are in use.
+  std::optional<std::string> attached_map(const std::string& volume);
   bool is_mounted_at(const std::string& target) const;
   std::optional<mount::MountEntry> mount_at(const std::string& target) const;
   std::string find_volume_of_pod(const std::string& pod_dir) const;
