@@ -102,6 +102,10 @@ std::string join_dirs(const std::vector<std::string>& dirs) {
   return out;
 }
 
+/// How much of a repair tool's output goes into a log line, and into an error message.
+constexpr size_t kLogSummary = 400;
+constexpr size_t kErrorSummary = 600;
+
 /// `text` ending in a full stop, for a message that goes on after it.
 std::string sentence(std::string text) {
   if (text.empty() || text.back() != '.') text += '.';
@@ -585,21 +589,31 @@ class LinuxMounter : public Mounter {
     return err;
   }
 
+  /// A repair tool found and run (bounded by repair_timeout); one that cannot be found or run
+  /// counts as a failed repair of `fs`.
+  asio::awaitable<Result<process::Outcome>> run_repair_tool(const std::string& tool,
+                                                            std::vector<std::string> args,
+                                                            const std::string& fs,
+                                                            const std::string& what) {
+    auto program = find_tool(tool);
+    if (!program) co_return repair_failed(fs, program.error().wrap(what));
+    process::Command cmd;
+    cmd.program = *program;
+    cmd.args = std::move(args);
+    cmd.timeout = opts_.repair_timeout;
+    log_->debug("running {} on {}", *program, cmd.args.back());
+    auto outcome = co_await runner_.run(std::move(cmd));
+    if (!outcome) co_return repair_failed(fs, outcome.error().wrap(what + ": running " + tool));
+    co_return std::move(*outcome);
+  }
+
   /// fsck.ext4 -p on an unmounted device: clean and repaired mount; anything else is an Error that
   /// tells the operator what to run. Never mkfs.
   asio::awaitable<Status> check_ext4(const std::string& device, const std::string& what) {
-    auto program = find_tool("fsck.ext4");
-    if (!program) co_return repair_failed("ext4", program.error().wrap(what));
-    process::Command cmd;
-    cmd.program = *program;
-    cmd.args = {"-p", device};
-    cmd.timeout = opts_.repair_timeout;
-    log_->debug("running {} -p {}", *program, device);
-    auto outcome = co_await runner_.run(std::move(cmd));
-    if (!outcome)
-      co_return repair_failed("ext4", outcome.error().wrap(what + ": running fsck.ext4 -p"));
-    constexpr size_t kLogSummary = 400;
-    constexpr size_t kErrorSummary = 600;
+    std::vector<std::string> args;
+    args = {"-p", device};
+    auto outcome = co_await run_repair_tool("fsck.ext4", std::move(args), "ext4", what);
+    if (!outcome) co_return outcome.error();
     switch (fsck_ext4_verdict(*outcome)) {
       case RepairVerdict::clean:
         probe_.repair("ext4", "clean");
@@ -629,19 +643,12 @@ class LinuxMounter : public Mounter {
     const std::string refused = what +
                                 ": the mount failed with \"Structure needs cleaning\" (the kernel "
                                 "found the filesystem corrupt)";
-    auto program = find_tool("xfs_repair");
-    if (!program) co_return repair_failed("xfs", program.error().wrap(refused));
-    process::Command cmd;
-    cmd.program = *program;
-    cmd.args = {device};
-    cmd.timeout = opts_.repair_timeout;
-    log_->warn("{}: the xfs mount failed with \"Structure needs cleaning\"; running {}", device,
-               *program);
-    auto outcome = co_await runner_.run(std::move(cmd));
-    if (!outcome)
-      co_return repair_failed("xfs", outcome.error().wrap(refused + "; running xfs_repair"));
-    constexpr size_t kLogSummary = 400;
-    constexpr size_t kErrorSummary = 600;
+    log_->warn("{}: the xfs mount failed with \"Structure needs cleaning\"; running xfs_repair",
+               device);
+    std::vector<std::string> args;
+    args = {device};
+    auto outcome = co_await run_repair_tool("xfs_repair", std::move(args), "xfs", refused);
+    if (!outcome) co_return outcome.error();
     const std::string summary = repair_summary(*outcome, kErrorSummary);
     const std::string never = " The agent never runs xfs_repair -L and never reformats a volume";
     switch (xfs_repair_verdict(*outcome)) {
