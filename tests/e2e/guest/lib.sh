@@ -195,6 +195,14 @@ start_single_agent() {
   AGENT_PID=$!
   wait_until 30 curl -sf "http://127.0.0.1:$2/readyz" || die "the agent did not become ready"
 }
+# shim_ok WHAT OP ARGS...: runs the installed driver ($SHIM) as kubelet would and dies, naming
+# WHAT, unless it answers Success. The reply is left in $out.
+shim_ok() {
+  _what=$1
+  shift
+  out=$("$SHIM" "$@" 2>&1) || die "$_what failed: $out"
+  case $out in *'"Success"'*) ;; *) die "$_what answered: $out" ;; esac
+}
 # single_volume_state DIR: the session state /v1/volumes reports for DIR's agent's (one) volume.
 single_volume_state() {
   curl -s --unix-socket "$1/agent.sock" http://agent/v1/volumes |

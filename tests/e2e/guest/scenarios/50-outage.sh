@@ -86,8 +86,7 @@ single_config $W 7719 9810 "  replacement_timeout: $REPLACEMENT
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
 mkdir -p "$POD"
-out=$("$SHIM" mount "$POD" "$OPTS" 2>&1) || die "shim mount failed: $out"
-case $out in *'"Success"'*) ;; *) die "shim mount answered: $out" ;; esac
+shim_ok "shim mount" mount "$POD" "$OPTS"
 dd if=/dev/urandom of="$POD/data.bin" bs=1M count=8 2>/dev/null || die "writing data.bin"
 sync
 sum=$(sha256sum "$POD/data.bin" | cut -d' ' -f1)
@@ -216,19 +215,16 @@ check return
 
 # --- remount -----------------------------------------------------------------------------------
 step_begin remount
-out=$("$SHIM" unmount "$POD" 2>&1) || die "shim unmount of the failed filesystem: $out"
-case $out in *'"Success"'*) ;; *) die "shim unmount answered: $out" ;; esac
+shim_ok "shim unmount of the failed filesystem" unmount "$POD"
 mkdir -p "$POD2"
-out=$("$SHIM" mount "$POD2" "$OPTS" 2>&1) || die "shim mount after the outage: $out"
-case $out in *'"Success"'*) ;; *) die "shim mount answered: $out" ;; esac
+shim_ok "shim mount after the outage" mount "$POD2" "$OPTS"
 step_end
 echo 3 >/proc/sys/vm/drop_caches
 [ "$(sha256sum "$POD2/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "the data synced before the outage changed"
 echo after >"$POD2/after.txt" && sync || die "the volume is not writable after the remount"
 wait_until 10 state_is healthy || die "the volume is $(volume_state) after a fresh mount"
 [ "$(metric datera_agent_session_recoveries_total)" = 0 ] || die "the episode was counted as a recovery (after a restart the count starts at 0)"
-out=$("$SHIM" unmount "$POD2" 2>&1)
-case $out in *'"Success"'*) ;; *) die "final unmount answered: $out" ;; esac
+shim_ok "final unmount" unmount "$POD2"
 check remount
 
 kill "$AGENT_PID" 2>/dev/null || true

@@ -39,8 +39,7 @@ single_config $W 7720 9811
 start_agent
 wait_until 10 test -x "$SHIM" || die "the driver was not installed at $SHIM"
 mkdir -p "$POD"
-out=$("$SHIM" mount "$POD" "$OPTS" 2>&1) || die "shim mount failed: $out"
-case $out in *'"Success"'*) ;; *) die "shim mount answered: $out" ;; esac
+shim_ok "shim mount" mount "$POD" "$OPTS"
 dd if=/dev/urandom of="$POD/data.bin" bs=1M count=4 2>/dev/null || die "writing data.bin"
 sync
 sum=$(sha256sum "$POD/data.bin" | cut -d' ' -f1)
@@ -67,16 +66,14 @@ check reboot
 
 # --- remount -----------------------------------------------------------------------------------
 step_begin remount
-out=$("$SHIM" mount "$POD" "$OPTS" 2>&1) || die "kubelet's first mount after the reboot failed: $out"
-case $out in *'"Success"'*) ;; *) die "kubelet's first mount after the reboot answered: $out" ;; esac
+shim_ok "kubelet's first mount after the reboot" mount "$POD" "$OPTS"
 step_end
 grep -qs " $POD " /proc/mounts || die "the pod dir is not a mount point"
 [ "$(sha256sum "$POD/data.bin" | cut -d' ' -f1)" = "$sum" ] || die "the data changed across the reboot"
 [ "$(session_count)" = 1 ] || die "$(session_count) sessions, not 1"
 [ "$(map_count)" = 1 ] || die "$(map_count) maps, not 1: $(dmsetup ls)"
 wait_until 10 state_is healthy || die "the volume is $(volume_state) after the remount"
-out=$("$SHIM" unmount "$POD" 2>&1)
-case $out in *'"Success"'*) ;; *) die "unmount answered: $out" ;; esac
+shim_ok "unmount" unmount "$POD"
 [ "$(session_count)" = 0 ] || die "sessions left after the unmount"
 [ "$(map_count)" = 0 ] || die "maps left after the unmount: $(dmsetup ls)"
 [ -z "$(ls /etc/iscsi/nodes 2>/dev/null)" ] || die "node records left: $(ls /etc/iscsi/nodes)"

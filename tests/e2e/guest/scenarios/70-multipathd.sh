@@ -112,8 +112,7 @@ multipathd reconfigure >/dev/null || die "multipathd reconfigure"
 for m in $(mpath_maps); do multipath -f "$m" >/dev/null 2>&1 || true; done
 wait_until 10 sh -c "[ -z \"\$(dmsetup ls --target multipath | awk '\$1 ~ /^mpath/')\" ]" ||
   die "multipathd's map stays: $(dmsetup ls)"
-out=$("$SHIM" mount "$POD" "$OPTS" 2>&1) || die "the mount after the drop-in failed: $out"
-case $out in *'"Success"'*) ;; *) die "shim mount answered: $out" ;; esac
+shim_ok "the mount after the drop-in" mount "$POD" "$OPTS"
 step_end
 grep -qs " $POD " /proc/mounts || die "the pod dir is not a mount point"
 staged=$(awk -v t="$W/state/staging/vol-mpd" '$2 == t { print $1 }' /proc/mounts)
@@ -134,8 +133,7 @@ check drop-in
 
 # --- unmount -----------------------------------------------------------------------------------
 step_begin unmount
-out=$("$SHIM" unmount "$POD" 2>&1) || die "shim unmount: $out"
-case $out in *'"Success"'*) ;; *) die "shim unmount answered: $out" ;; esac
+shim_ok "shim unmount" unmount "$POD"
 step_end
 dmsetup ls | grep -q '^datera-' && die "the map stays after unmount: $(dmsetup ls)"
 [ -z "$(ls /sys/class/iscsi_session 2>/dev/null)" ] || die "a session stays after unmount"
