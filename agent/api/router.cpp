@@ -113,7 +113,7 @@ boost::asio::awaitable<Response> Router::flexvolume(const http::Request& request
   const nlohmann::json body = std::move(*parsed);
   auto req = flex::request_from_json(body);
   if (!req) {
-    if (req.error().code == ENOTSUP) {
+    if (req.error().code == errno_code(ENOTSUP)) {
       // A newer kubelet command: "Not supported" lets kubelet use its own fallback.
       co_return json_response(flex::not_supported(req.error().message), "flexvolume");
     }

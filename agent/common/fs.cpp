@@ -46,7 +46,8 @@ Result<std::string> read_fd(const FdGuard& g, const std::string& path, size_t ma
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > max_bytes) {
-      return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes", EFBIG};
+      return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes",
+                   errno_code(EFBIG)};
     }
   }
   return out;
@@ -88,7 +89,8 @@ Result<std::string> HeldAttributes::read(const std::string& path, size_t max_byt
     return Error::from_errno("reading " + path, err);
   }
   if (static_cast<size_t>(n) > max_bytes) {
-    return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes", EFBIG};
+    return Error{path + " is larger than " + std::to_string(max_bytes) + " bytes",
+                 errno_code(EFBIG)};
   }
   out.resize(static_cast<size_t>(n));
   return out;
@@ -102,14 +104,15 @@ void HeldAttributes::drop_unread() {
 Result<std::string> read_regular_file(const std::string& path, size_t max_bytes, mode_t* mode) {
   FdGuard g{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
   if (g.fd < 0) {
-    if (errno == ELOOP) return Error{path + " is a symbolic link, not a regular file", ELOOP};
+    if (errno == ELOOP)
+      return Error{path + " is a symbolic link, not a regular file", errno_code(ELOOP)};
     return Error::from_errno("opening " + path, errno);
   }
   struct stat found {};
   if (::fstat(g.fd, &found) != 0) return Error::from_errno("stat " + path, errno);
   if (!S_ISREG(found.st_mode)) {
     return Error{path + " is " + describe_file_type(found.st_mode) + ", not a regular file",
-                 EINVAL};
+                 errno_code(EINVAL)};
   }
   if (mode != nullptr) *mode = found.st_mode;
   return read_fd(g, path, max_bytes);
@@ -143,7 +146,7 @@ Status write_synced(const std::string& path, const std::string& content, mode_t 
   if (::fstat(g.fd, &found) != 0) return Error::from_errno("stat " + path, errno);
   if (!S_ISREG(found.st_mode)) {
     return Error{path + " is " + describe_file_type(found.st_mode) + ", not a regular file",
-                 EINVAL};
+                 errno_code(EINVAL)};
   }
   if (auto st = write_all(g.fd, content, path); !st) return st;
   if (::fchmod(g.fd, mode) != 0) return Error::from_errno("chmod " + path, errno);
@@ -171,10 +174,11 @@ Status atomic_write(const std::string& path, const std::string& content, mode_t 
 }
 
 Status ensure_dir(const std::string& path, mode_t mode) {
-  if (path.empty()) return Error{"empty directory path", EINVAL};
+  if (path.empty()) return Error{"empty directory path", errno_code(EINVAL)};
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) return Error{path + " exists and is not a directory", ENOTDIR};
+    if (!S_ISDIR(st.st_mode))
+      return Error{path + " exists and is not a directory", errno_code(ENOTDIR)};
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) {
       return Error::from_errno("chmod " + path, errno);
     }

@@ -135,7 +135,8 @@ asio::awaitable<Result<std::string>> Attacher::do_attach(const flex::Request& re
     if (other == *iqn) continue;
     log_->warn("volume {}: removing {} from its ACL: only node {} may reach it now", name, other,
                node);
-    if (auto st = co_await (*array)->acl_remove(name, other); !st && st.error().code != 404) {
+    if (auto st = co_await (*array)->acl_remove(name, other);
+        !st && !edf::is_not_found(st.error())) {
       co_return say("acl", st.error());
     }
   }
@@ -154,7 +155,7 @@ asio::awaitable<Result<std::string>> Attacher::volume_of_pv(volume::Array& array
     if (md) {
       const auto it = md->find(kPvKey);
       if (it == md->end() || it->second.empty() || it->second == pv) co_return pv;
-    } else if (md.error().code != 404) {
+    } else if (!edf::is_not_found(md.error())) {
       co_return md.error();
     }
   }
@@ -197,7 +198,7 @@ asio::awaitable<Status> Attacher::do_detach(const flex::Request& request) {
     if (!found) co_return say("initiator", found.error());
     iqn = *found;
   }
-  if (auto st = co_await (*array)->acl_remove(*name, iqn); !st && st.error().code != 404) {
+  if (auto st = co_await (*array)->acl_remove(*name, iqn); !st && !edf::is_not_found(st.error())) {
     co_return say("acl", st.error());
   }
   if (held.owner == node) {
@@ -222,7 +223,7 @@ asio::awaitable<Result<bool>> Attacher::do_isattached(const flex::Request& reque
   if (!array) co_return array.error().wrap("isattached of volume " + name);
   auto md = co_await (*array)->metadata(name);
   if (!md) {
-    if (md.error().code == 404) co_return false;
+    if (edf::is_not_found(md.error())) co_return false;
     co_return md.error().wrap("isattached of volume " + name);
   }
   const ownership::Lease held = ownership::decode(*md);

@@ -90,12 +90,13 @@ Status prepare_socket_dir(const std::string& dir) {
     if (errno != ENOENT) return Error::from_errno("stat " + dir, errno);
     return fs::ensure_dir(dir, 0750);
   }
-  if (!S_ISDIR(st.st_mode)) return Error{dir + " exists and is not a directory", ENOTDIR};
+  if (!S_ISDIR(st.st_mode))
+    return Error{dir + " exists and is not a directory", errno_code(ENOTDIR)};
   if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
     return Error{dir + " is owned by uid " + std::to_string(st.st_uid) +
                      ", not root: whoever owns it could replace the socket. Give socket_path a "
                      "directory owned by root, or a new one for the agent to create",
-                 EPERM};
+                 errno_code(EPERM)};
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
     char mode[8];
@@ -103,7 +104,7 @@ Status prepare_socket_dir(const std::string& dir) {
     return Error{dir + " is writable by group or others (mode " + mode +
                      "): anyone who can write there could replace the socket. Give socket_path "
                      "a directory only root can write, or a new one for the agent to create",
-                 EPERM};
+                 errno_code(EPERM)};
   }
   return ok_status();
 }
@@ -169,11 +170,11 @@ Status Server::listen_unix(const std::string& path) {
   error_code ec;
   acceptor->open(stream_protocol(), ec);
   if (!ec) acceptor->bind(stream_protocol::endpoint(path), ec);
-  if (ec) return Error{"binding " + path + ": " + ec.message(), ec.value()};
+  if (ec) return Error{"binding " + path + ": " + ec.message(), errno_code(ec.value())};
   // Tighten before listen(): nobody can connect between bind and chmod.
   if (::chmod(path.c_str(), 0600) != 0) return Error::from_errno("chmod 0600 " + path, errno);
   acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Error{"listening on " + path + ": " + ec.message(), ec.value()};
+  if (ec) return Error{"listening on " + path + ": " + ec.message(), errno_code(ec.value())};
   if (::stat(path.c_str(), &sb) == 0) {
     socket_ino_ = sb.st_ino;
     socket_ctime_ns_ = sb.st_ctim.tv_sec * 1'000'000'000LL + sb.st_ctim.tv_nsec;
@@ -196,7 +197,7 @@ Result<std::unique_ptr<asio::ip::tcp::acceptor>> Server::bind_tcp(const std::str
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     return Error{"listening on " + host + ":" + std::to_string(port) + ": " + ec.message(),
-                 ec.value()};
+                 errno_code(ec.value())};
   }
   return acceptor;
 }

@@ -88,7 +88,8 @@ Result<Found> inspect(const std::string& path, size_t max_bytes) {
   }
   auto content = fs::read_regular_file(path, max_bytes, &f.mode);
   if (!content) {
-    if (content.error().code != EINVAL && content.error().code != ELOOP) return content.error();
+    if (content.error().code != errno_code(EINVAL) && content.error().code != errno_code(ELOOP))
+      return content.error();
     f.kind = Found::foreign;  // swapped for something else since lstat()
     f.what = "not a regular file";
     return f;
@@ -102,7 +103,7 @@ Error directory_in_the_way(const std::string& path) {
   return Error{path +
                    " is a directory, where the driver needs a file; move it away (the agent "
                    "never deletes what it did not make)",
-               EISDIR};
+               errno_code(EISDIR)};
 }
 
 /// Leftovers of a crashed earlier install (hidden from kubelet, but litter) are removed.

@@ -245,7 +245,7 @@ Result<std::optional<std::string>> probe_blocking(const std::string& device) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Error::from_errno(what + ": fstat", errno);
   if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
-    return Error{what + ": not a block device or an image file", ENOTBLK};
+    return Error{what + ": not a block device or an image file", errno_code(ENOTBLK)};
   // An unreadable device must never look empty: read the first block ourselves so an I/O error
   // (a dead iSCSI path) is reported as such, whatever libblkid makes of it.
   char block[4096];
@@ -259,7 +259,7 @@ Result<std::optional<std::string>> probe_blocking(const std::string& device) {
     return Error{what +
                      ": the device has size 0 (a detached loop device, or a disk that went "
                      "away?); check that it is attached",
-                 EIO};
+                 errno_code(EIO)};
   blkid_probe_enable_superblocks(pr.get(), 1);
   blkid_probe_set_superblocks_flags(pr.get(), BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
   blkid_probe_enable_partitions(pr.get(), 1);
@@ -271,7 +271,7 @@ Result<std::optional<std::string>> probe_blocking(const std::string& device) {
                      ": more than one signature found (ambivalent result); refusing to guess. "
                      "Inspect it with `wipefs -n " +
                      device + "`",
-                 EEXIST};
+                 errno_code(EEXIST)};
   if (rc < 0)
     return Error::from_errno(what + ": libblkid could not read it", errno != 0 ? errno : EIO);
   if (rc == 1) return std::optional<std::string>{};
@@ -355,16 +355,16 @@ class LinuxMounter : public Mounter {
   asio::awaitable<Status> format(const std::string& device, const std::string& fstype) override {
     const std::string what = "formatting " + device + " as " + fstype;
     if (kFsTypes.count(fstype) == 0)
-      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+      co_return Error{what + ": only xfs and ext4 are supported", errno_code(EINVAL)};
     auto checks = [&]() -> Status {
       struct stat st {};
       if (::stat(device.c_str(), &st) != 0) return Error::from_errno(what + ": stat", errno);
-      if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", ENOTBLK};
+      if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", errno_code(ENOTBLK)};
       auto table = read_mount_table(opts_.mountinfo_path);
       if (!table) return table.error().wrap(what);
       for (const auto& e : *table)
         if (entry_devno(e) == st.st_rdev)
-          return Error{what + ": refused, the device is mounted at " + e.target, EBUSY};
+          return Error{what + ": refused, the device is mounted at " + e.target, errno_code(EBUSY)};
       return ok_status();
     };
     if (auto st = co_await run_blocking(pool_, checks); !st) co_return st;
@@ -374,7 +374,7 @@ class LinuxMounter : public Mounter {
       co_return Error{what + ": refused, blkid found an existing " + **found +
                           " signature on it (a device is never reformatted; wipe it by hand "
                           "only if its data is known to be unwanted)",
-                      EEXIST};
+                      errno_code(EEXIST)};
     const std::string tool = "mkfs." + fstype;
     auto program = find_tool(tool);
     if (!program) co_return program.error().wrap(what);
@@ -392,13 +392,14 @@ class LinuxMounter : public Mounter {
     if (!outcome) co_return outcome.error().wrap(what);
     if (!outcome->success())
       co_return Error{
-          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome), EIO};
+          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome),
+          errno_code(EIO)};
     auto after = co_await probe(device);
     if (!after) co_return after.error().wrap(what + ": checking the result");
     if (!after->has_value() || **after != fstype)
       co_return Error{what + ": " + tool + " succeeded but blkid then finds " +
                           (after->has_value() ? **after : std::string("no signature")),
-                      EIO};
+                      errno_code(EIO)};
     log_->debug("formatted {} as {}", device, fstype);
     co_return ok_status();
   }
@@ -407,10 +408,10 @@ class LinuxMounter : public Mounter {
     const std::string what = "mounting " + req.device + " at " + req.target + " (" + req.fstype +
                              (req.read_only ? ", read-only)" : ", read-write)");
     if (kFsTypes.count(req.fstype) == 0)
-      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+      co_return Error{what + ": only xfs and ext4 are supported", errno_code(EINVAL)};
     if (req.device.empty() || req.device.front() != '/' || req.target.empty() ||
         req.target.front() != '/')
-      co_return Error{what + ": device and target must be absolute paths", EINVAL};
+      co_return Error{what + ": device and target must be absolute paths", errno_code(EINVAL)};
     if (auto valid = validate_mount_options(req.fstype, req.options, req.read_only); !valid)
       co_return valid.error().wrap(what);
     // Look first: already mounted there is done, and mounted anywhere else is refused, so a check
@@ -435,7 +436,8 @@ class LinuxMounter : public Mounter {
     auto mounted = co_await run_blocking(pool_, fn);
     // xfs replays its log at mount, which is all an xfs shutdown needs; only a mount the kernel
     // refused as corrupt (EFSCORRUPTED is EUCLEAN) calls for xfs_repair.
-    if (mounted || req.fstype != "xfs" || req.read_only || mounted.error().code != EUCLEAN)
+    if (mounted || req.fstype != "xfs" || req.read_only ||
+        mounted.error().code != errno_code(EUCLEAN))
       co_return mounted;
     if (auto repaired = co_await repair_xfs(req.device, what); !repaired) co_return repaired;
     auto again = co_await run_blocking(pool_, fn);
@@ -453,7 +455,7 @@ class LinuxMounter : public Mounter {
     const std::string what = "bind-mounting " + source + " at " + target +
                              (read_only ? " (read-only)" : " (read-write)");
     if (source.empty() || source.front() != '/' || target.empty() || target.front() != '/')
-      co_return Error{what + ": source and target must be absolute paths", EINVAL};
+      co_return Error{what + ": source and target must be absolute paths", errno_code(EINVAL)};
     auto fn = [&] {
       std::lock_guard lock(mu_);
       return bind_blocking(source, target, read_only, what);
@@ -463,7 +465,8 @@ class LinuxMounter : public Mounter {
 
   asio::awaitable<Status> unmount(const std::string& target) override {
     if (target.empty() || target.front() != '/')
-      co_return Error{"unmounting " + target + ": the target must be an absolute path", EINVAL};
+      co_return Error{"unmounting " + target + ": the target must be an absolute path",
+                      errno_code(EINVAL)};
     auto fn = [&] {
       std::lock_guard lock(mu_);
       return unmount_blocking(target);
@@ -475,7 +478,7 @@ class LinuxMounter : public Mounter {
                                const std::string& fstype) override {
     const std::string what = "growing the " + fstype + " filesystem of " + device + " at " + target;
     if (kFsTypes.count(fstype) == 0)
-      co_return Error{what + ": only xfs and ext4 are supported", EINVAL};
+      co_return Error{what + ": only xfs and ext4 are supported", errno_code(EINVAL)};
     auto check = [&]() -> Status {
       struct stat st {};
       if (::stat(device.c_str(), &st) != 0) return Error::from_errno(what + ": stat", errno);
@@ -485,8 +488,8 @@ class LinuxMounter : public Mounter {
       if (!table) return table.error().wrap(what);
       const MountEntry* top = top_mount(*table, *canon);
       if (top == nullptr || entry_devno(*top) != st.st_rdev)
-        return Error{what + ": the device is not mounted there", EINVAL};
-      if (top->read_only) return Error{what + ": it is mounted read-only", EROFS};
+        return Error{what + ": the device is not mounted there", errno_code(EINVAL)};
+      if (top->read_only) return Error{what + ": it is mounted read-only", errno_code(EROFS)};
       return ok_status();
     };
     if (auto st = co_await run_blocking(pool_, check); !st) co_return st;
@@ -501,7 +504,8 @@ class LinuxMounter : public Mounter {
     if (!outcome) co_return outcome.error().wrap(what);
     if (!outcome->success())
       co_return Error{
-          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome), EIO};
+          what + ": " + tool + " failed (" + outcome->describe() + "): " + tail(*outcome),
+          errno_code(EIO)};
     log_->debug("grew {} at {}", device, target);
     co_return ok_status();
   }
@@ -536,7 +540,7 @@ class LinuxMounter : public Mounter {
   Result<std::string> resolve_beneath(const std::string& root,
                                       const std::string& path) const override {
     if (path == root || !is_under(path, root)) {
-      return Error{path + " is not below " + root, EXDEV};
+      return Error{path + " is not below " + root, errno_code(EXDEV)};
     }
     // An O_NOFOLLOW walk: each component is opened relative to its parent's descriptor, so no
     // symlink anywhere below `root` is ever followed, even one swapped in during the walk.
@@ -567,10 +571,10 @@ class LinuxMounter : public Mounter {
         return Error::from_errno("resolving " + walked, err);
       }
       if (S_ISLNK(st.st_mode)) {
-        return Error{walked + " is a symbolic link; refusing to follow it", ELOOP};
+        return Error{walked + " is a symbolic link; refusing to follow it", errno_code(ELOOP)};
       }
       if (slash < path.size() && !S_ISDIR(st.st_mode)) {
-        return Error{walked + " is not a directory", ENOTDIR};
+        return Error{walked + " is not a directory", errno_code(ENOTDIR)};
       }
       dir = std::move(next);
     }
@@ -634,7 +638,7 @@ class LinuxMounter : public Mounter {
                   " It was not mounted. On the node, run `fsck.ext4 -f " + device +
                   "` by hand (it asks before each fix), then restart the pod; the agent never "
                   "reformats a volume",
-              EUCLEAN});
+              errno_code(EUCLEAN)});
   }
 
   /// xfs_repair after the kernel refused the mount with EUCLEAN. Never -L: zeroing the log throws
@@ -671,7 +675,7 @@ class LinuxMounter : public Mounter {
                       "` zeroes the log and so loses its last updates: decide, run it, "
                       "and the next pod start mounts the volume." +
                       never,
-                  EUCLEAN});
+                  errno_code(EUCLEAN)});
       case RepairVerdict::clean:
       case RepairVerdict::failed:
         break;
@@ -684,7 +688,7 @@ class LinuxMounter : public Mounter {
                   "(`xfs_repair -L` zeroes the log and loses its last updates: your "
                   "decision), then restart the pod." +
                   never,
-              EUCLEAN});
+              errno_code(EUCLEAN)});
   }
 
   Result<std::string> find_tool(const std::string& name) const {
@@ -694,7 +698,7 @@ class LinuxMounter : public Mounter {
     }
     return Error{name + " not found in " + join_dirs(opts_.tool_dirs) +
                      " (install xfsprogs / e2fsprogs on the node)",
-                 ENOENT};
+                 errno_code(ENOENT)};
   }
 
   /// Mounts and reports; on a failed verification after a successful mount, unmounts again.
@@ -721,7 +725,7 @@ class LinuxMounter : public Mounter {
     struct stat st {};
     if (::stat(req.device.c_str(), &st) != 0)
       return Error::from_errno(what + ": the device cannot be found", errno);
-    if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", ENOTBLK};
+    if (!S_ISBLK(st.st_mode)) return Error{what + ": not a block device", errno_code(ENOTBLK)};
     const dev_t dev = st.st_rdev;
     if (!fs::exists(req.target)) {
       if (auto made = fs::ensure_dir(req.target, 0750); !made) return made.error().wrap(what);
@@ -730,7 +734,7 @@ class LinuxMounter : public Mounter {
     if (!canon) return canon.error().wrap(what);
     struct stat tst {};
     if (::stat(canon->c_str(), &tst) != 0 || !S_ISDIR(tst.st_mode))
-      return Error{what + ": the target is not a directory", ENOTDIR};
+      return Error{what + ": the target is not a directory", errno_code(ENOTDIR)};
 
     auto table = read_mount_table(opts_.mountinfo_path);
     if (!table) return table.error().wrap(what);
@@ -738,20 +742,20 @@ class LinuxMounter : public Mounter {
       if (entry_devno(*top) != dev)
         return Error{what + ": the target already holds " + top->source + " (" +
                          devno_text(entry_devno(*top)) + "); unmount it first",
-                     EBUSY};
+                     errno_code(EBUSY)};
       if (top->root != "/")
         return Error{what + ": the target holds a bind mount of " + top->root +
                          " from this device, not the whole filesystem; unmount it first",
-                     EBUSY};
+                     errno_code(EBUSY)};
       if (top->fstype != req.fstype)
-        return Error{what + ": already mounted there as " + top->fstype, EINVAL};
+        return Error{what + ": already mounted there as " + top->fstype, errno_code(EINVAL)};
       if (top->read_only != req.read_only)
         return Error{what + ": already mounted there " +
                          (top->read_only ? std::string("read-only (the filesystem may have hit "
                                                        "errors; see dmesg)")
                                          : std::string("read-write")) +
                          "; unmount it first",
-                     top->read_only ? EROFS : EBUSY};
+                     errno_code(top->read_only ? EROFS : EBUSY)};
       log_->debug("{} is already mounted at {}", req.device, *canon);
       return MountPlan{true, dev, *canon};
     }
@@ -761,7 +765,7 @@ class LinuxMounter : public Mounter {
                          ") is already mounted at " + e.target +
                          "; a second mount of the same filesystem would corrupt it when it is "
                          "also used elsewhere (use bind() for another path on this node)",
-                     EBUSY};
+                     errno_code(EBUSY)};
     return MountPlan{false, dev, *canon};
   }
 
@@ -773,7 +777,7 @@ class LinuxMounter : public Mounter {
     const std::string& target = plan->target;
 
     ContextPtr cx(mnt_new_context());
-    if (!cx) return Error{what + ": mnt_new_context failed", ENOMEM};
+    if (!cx) return Error{what + ": mnt_new_context failed", errno_code(ENOMEM)};
     const std::string opts = option_string(req.options, req.read_only);
     mnt_context_disable_helpers(cx.get(), 1);
     mnt_context_disable_mtab(cx.get(), 1);
@@ -782,7 +786,7 @@ class LinuxMounter : public Mounter {
         mnt_context_set_target(cx.get(), target.c_str()) != 0 ||
         mnt_context_set_fstype(cx.get(), req.fstype.c_str()) != 0 ||
         mnt_context_set_options(cx.get(), opts.c_str()) != 0)
-      return Error{what + ": setting up the libmount context failed", EINVAL};
+      return Error{what + ": setting up the libmount context failed", errno_code(EINVAL)};
     // Without this, libmount silently retries read-only on EROFS/EACCES (write-protected source).
     if (!req.read_only) mnt_context_enable_rwonly_mount(cx.get(), 1);
     const int rc = mnt_context_mount(cx.get());
@@ -792,12 +796,12 @@ class LinuxMounter : public Mounter {
       int err = mnt_context_get_syscall_errno(cx.get());
       if (err == 0) err = rc > 0 ? rc : (rc < 0 && -rc < 4096 ? -rc : EIO);
       std::string msg = buf[0] != '\0' ? std::string(buf) : std::strerror(err);
-      return Error{what + ": " + msg, err};
+      return Error{what + ": " + msg, errno_code(err)};
     }
     if (!req.read_only && mnt_context_forced_rdonly(cx.get()) == 1)
       return undo_mount(target, Error{what + ": the kernel mounted it read-only (write-protected "
                                              "device?); unmounted again",
-                                      EROFS});
+                                      errno_code(EROFS)});
 
     auto after = read_mount_table(opts_.mountinfo_path);
     if (!after) return undo_mount(target, after.error().wrap(what + ": verifying"));
@@ -805,12 +809,12 @@ class LinuxMounter : public Mounter {
     if (top == nullptr || entry_devno(*top) != dev)
       return undo_mount(target, Error{what + ": mount succeeded but mountinfo does not show the "
                                              "device at the target",
-                                      EIO});
+                                      errno_code(EIO)});
     if (top->read_only != req.read_only)
       return undo_mount(target, Error{what + ": mountinfo shows it " +
                                           (top->read_only ? "read-only" : "read-write") +
                                           ", not as asked; unmounted again",
-                                      EROFS});
+                                      errno_code(EROFS)});
     log_->debug("mounted {} at {} ({}, {})", req.device, target, req.fstype, opts);
     return ok_status();
   }
@@ -835,7 +839,8 @@ class LinuxMounter : public Mounter {
     }
     auto dst = real_path(target);
     if (!dst) return dst.error().wrap(what);
-    if (*dst == *src) return Error{what + ": source and target are the same path", EINVAL};
+    if (*dst == *src)
+      return Error{what + ": source and target are the same path", errno_code(EINVAL)};
     const dev_t fsdev = st.st_dev;
 
     auto table = read_mount_table(opts_.mountinfo_path);
@@ -846,13 +851,13 @@ class LinuxMounter : public Mounter {
         return Error{what + ": the target already holds " + top->source + " (" +
                          devno_text(entry_devno(*top)) + "), not the source's filesystem (" +
                          devno_text(fsdev) + "); unmount it first",
-                     EBUSY};
+                     errno_code(EBUSY)};
       if (top->read_only == read_only) {
         log_->debug("{} is already bound at {}", *src, *dst);
         return ok_status();
       }
       if (!read_only)
-        return Error{what + ": already bound there read-only; unmount it first", EROFS};
+        return Error{what + ": already bound there read-only; unmount it first", errno_code(EROFS)};
       // Bound read-write but read-only asked: a bind whose remount did not happen. Finish it.
     } else {
       if (::mount(src->c_str(), dst->c_str(), nullptr, MS_BIND, nullptr) != 0)
@@ -882,7 +887,8 @@ class LinuxMounter : public Mounter {
     if (!after) return fail(after.error().wrap(what + ": verifying"));
     const MountEntry* top = top_mount(*after, *dst);
     if (top == nullptr || entry_devno(*top) != fsdev || top->read_only != read_only)
-      return fail(Error{what + ": mountinfo does not show the expected bind at the target", EIO});
+      return fail(Error{what + ": mountinfo does not show the expected bind at the target",
+                        errno_code(EIO)});
     log_->debug("bound {} at {}{}", *src, *dst, read_only ? " read-only" : "");
     return ok_status();
   }
@@ -892,7 +898,7 @@ class LinuxMounter : public Mounter {
     std::string canon = target;
     if (auto real = real_path(target)) {
       canon = *real;
-    } else if (real.error().code == ENOENT) {
+    } else if (real.error().code == errno_code(ENOENT)) {
       return ok_status();  // nothing there, so nothing mounted there
     }                      // other errors (EIO on a dead filesystem): go on with the path as given
     constexpr int kMaxStacked = 8;
@@ -915,7 +921,7 @@ class LinuxMounter : public Mounter {
     }
     return Error{what + ": still mounted after " + std::to_string(kMaxStacked) +
                      " unmounts (mounts stacked on it?)",
-                 EBUSY};
+                 errno_code(EBUSY)};
   }
 
   Error busy_error(const std::string& target, const std::vector<MountEntry>& table) const {
@@ -939,7 +945,7 @@ class LinuxMounter : public Mounter {
       msg += "; no process found holding it (kernel users such as swap, loop or nfsd exports?)";
     }
     msg += ". Stop the users and retry; lazy unmount is never used";
-    return Error{msg, EBUSY};
+    return Error{msg, errno_code(EBUSY)};
   }
 
   asio::any_io_executor executor_;
@@ -959,16 +965,16 @@ class LinuxMounter : public Mounter {
 Status validate_mount_options(const std::string& fstype, const std::vector<std::string>& options,
                               bool read_only) {
   for (const auto& o : options) {
-    if (o.empty()) return Error{"empty mount option", EINVAL};
+    if (o.empty()) return Error{"empty mount option", errno_code(EINVAL)};
     if (!all_of_chars(o, "_=-"))
       return Error{"mount option \"" + o +
                        "\" has characters outside [a-z0-9_=-] (one option per entry, no commas)",
-                   EINVAL};
+                   errno_code(EINVAL)};
     if (o == "ro" || o == "rw") {
       if ((o == "ro") != read_only)
         return Error{"mount option \"" + o + "\" contradicts the requested " +
                          (read_only ? "read-only" : "read-write") + " mode",
-                     EINVAL};
+                     errno_code(EINVAL)};
       continue;
     }
     const auto eq = o.find('=');
@@ -976,12 +982,12 @@ Status validate_mount_options(const std::string& fstype, const std::vector<std::
       if (kCommonFlags.count(o) != 0) continue;
       if (fstype == "xfs" && kXfsFlags.count(o) != 0) continue;
       if (fstype == "ext4" && kExt4Flags.count(o) != 0) continue;
-      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, EINVAL};
+      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, errno_code(EINVAL)};
     }
     const std::string key = o.substr(0, eq);
     const std::string value = o.substr(eq + 1);
     if (!value_allowed(fstype, key, value))
-      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, EINVAL};
+      return Error{"mount option \"" + o + "\" is not allowed for " + fstype, errno_code(EINVAL)};
   }
   return ok_status();
 }

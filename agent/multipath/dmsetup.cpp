@@ -412,7 +412,7 @@ asio::awaitable<Status> Dmsetup::remove(const std::string& name) {
           (out->err.find("in use") != std::string::npos
                ? " (something still has it open: check `findmnt` and `dmsetup info " + name + "`)"
                : ""),
-      EBUSY};
+      errno_code(EBUSY)};
 }
 
 asio::awaitable<void> load_modules(process::ProcessRunner& runner, const std::string& root,

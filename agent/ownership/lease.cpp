@@ -140,7 +140,7 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
       if (after && !after->free() && after->owner != options_.node) {
         co_return Error{"volume " + volume + " was claimed by node " + after->owner +
                             " at the same moment; it is theirs now (kubelet retries)",
-                        EBUSY};
+                        errno_code(EBUSY)};
       }
     } else {
       // Someone else's. Ask for a handoff, clearing any earlier answer: only a refusal written
@@ -163,7 +163,7 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
       if (!l.refused.empty()) {
         co_return Error{"volume " + volume + " is in use on node " + l.owner + ": " + l.refused +
                             ". It moves here once that pod is gone (kubelet retries)",
-                        EBUSY};
+                        errno_code(EBUSY)};
       }
       if (!watching || !l.same_holder(seen)) {
         seen = l;
@@ -193,7 +193,7 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
       co_return Error{"volume " + volume + " is still held by node " + l.owner +
                           ", which neither handed it over nor let its lease expire; check "
                           "that node's agent (kubelet retries)",
-                      ETIMEDOUT};
+                      errno_code(ETIMEDOUT)};
     }
     co_await sleep(options_.poll);
   }

@@ -143,7 +143,7 @@ asio::awaitable<Result<initiator::Device>> Manager::log_in(Record& rec, Failed& 
     }
     auto md = co_await (*array)->metadata(name);
     // No such app instance yet: the controller's attach creates it.
-    if (!md && md.error().code != 404) co_return fail("grant", md.error());
+    if (!md && !edf::is_not_found(md.error())) co_return fail("grant", md.error());
     const ownership::Lease lease = md ? ownership::decode(*md) : ownership::Lease{};
     if (lease.owner != options_.node_name || lease.owner_iqn != *iqn) {
       const std::string holder = !md            ? "nothing (the array has no such volume)"
@@ -155,7 +155,7 @@ asio::awaitable<Result<initiator::Device>> Manager::log_in(Record& rec, Failed& 
                                ". The attach-detach controller attaches it through datera-agent "
                                "on the control plane; see that agent's log and the pod's events. "
                                "kubelet retries",
-                           EAGAIN});
+                           errno_code(EAGAIN)});
     }
     rec.epoch = lease.epoch;
   }

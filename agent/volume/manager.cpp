@@ -58,7 +58,7 @@ class ArrayStore final : public ownership::Store {
   }
   asio::awaitable<Status> fence(const std::string& volume, const std::string& iqn) override {
     auto st = co_await array_.acl_remove(volume, iqn);
-    if (!st && st.error().code == 404) co_return ok_status();
+    if (!st && edf::is_not_found(st.error())) co_return ok_status();
     co_return st;
   }
 
@@ -285,7 +285,7 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
     ArrayStore store(**array);
     auto held = co_await coordinator_->acquire(name, store);
     if (!held) {
-      probe_.handoff(held.error().code == EBUSY ? "refused" : "failed", -1);
+      probe_.handoff(held.error().code == errno_code(EBUSY) ? "refused" : "failed", -1);
       co_return co_await fail_and_roll_back("claim", held.error());
     }
     const bool fresh_claim = rec.epoch != held->epoch;
@@ -306,7 +306,8 @@ asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_di
       if (other == *iqn) continue;
       log_->warn("volume {}: removing {} from its ACL: only the lease holder may reach it", name,
                  other);
-      if (auto st = co_await (*array)->acl_remove(name, other); !st && st.error().code != 404) {
+      if (auto st = co_await (*array)->acl_remove(name, other);
+          !st && !edf::is_not_found(st.error())) {
         co_return co_await fail_and_roll_back("claim", st.error());
       }
       probe_.fencing("stale_acl_entry");
@@ -545,7 +546,7 @@ asio::awaitable<Status> Manager::release(Record& rec, const std::string& operati
       co_return array.error();
     }
     if (auto st = co_await (*array)->acl_remove(name, rec.initiator_iqn);
-        !st && st.error().code != 404) {
+        !st && !edf::is_not_found(st.error())) {
       failed.step = "array";
       co_return st;
     }

@@ -165,9 +165,9 @@ void Probe::lease_renewal_failed(const std::string& reason) {
   renewal_failures_.Add({{"reason", reason}}).Increment();
 }
 
-const char* Probe::renewal_failure_reason(int code) {
-  if (code == 401 || code == 403) return "unauthorized";
-  if (code == edf::kTransport || code == edf::kLostReply) return "unreachable";
+const char* Probe::renewal_failure_reason(const std::error_code& code) {
+  if (code == HttpStatus::unauthorized || code == HttpStatus::forbidden) return "unauthorized";
+  if (code == edf::Errc::transport || code == edf::Errc::lost_reply) return "unreachable";
   return "error";
 }
 

@@ -66,7 +66,7 @@ class Probe {
   /// reason: unauthorized (the array refused the credentials), unreachable, error, slow_round.
   void lease_renewal_failed(const std::string& reason);
   /// The reason label for a failed renewal's Error::code.
-  static const char* renewal_failure_reason(int code);
+  static const char* renewal_failure_reason(const std::error_code& code);
   /// An operator's release of one volume (release / drain), by GiveUp outcome.
   void given_up(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);

@@ -23,14 +23,10 @@ namespace bhttp = boost::beast::http;
 using asio::use_awaitable;
 using boost::system::error_code;
 
-bool sent_nothing(const Error& e) {
-  return e.code == static_cast<int>(TransportErrc::connect);
-}
-
 namespace {
 
 Error transport_error(TransportErrc c, std::string msg) {
-  return Error{std::move(msg), static_cast<int>(c)};
+  return Error{std::move(msg), c};
 }
 
 using PlainStream = beast::tcp_stream;

@@ -115,11 +115,36 @@ Client::Client(asio::any_io_executor executor, Transport& transport, ClientOptio
       log_(std::move(log)),
       rng_(options_.seed) {}
 
+const std::error_category& edf_category() {
+  struct Category : std::error_category {
+    const char* name() const noexcept override { return "edf"; }
+    std::string message(int c) const override {
+      switch (static_cast<Errc>(c)) {
+        case Errc::transport:
+          return "no reply from the array";
+        case Errc::lost_reply:
+          return "the reply was lost";
+        case Errc::bad_reply:
+          return "unparseable reply";
+        case Errc::not_ready:
+          return "not ready in time";
+        case Errc::invalid_arg:
+          return "invalid argument";
+        case Errc::unsupported:
+          return "no common API version";
+      }
+      return "edf error " + std::to_string(c);
+    }
+  };
+  static const Category category;
+  return category;
+}
+
 std::string Client::si_path(const std::string& name) {
   return "/app_instances/" + name + "/storage_instances/" + kStorageInstance;
 }
 
-Error Client::wrap(const Call& c, const std::string& msg, int code) const {
+Error Client::wrap(const Call& c, const std::string& msg, std::error_code code) const {
   std::string head = c.what;
   if (!c.volume.empty()) head += " for volume " + c.volume;
   return Error{head + " failed: " + msg, code};
@@ -142,7 +167,7 @@ Error Client::api_error(const Call& c, unsigned status, const std::string& body)
   return wrap(
       c,
       name + " (HTTP " + std::to_string(status) + ") from EDF " + options_.server + ": " + message,
-      static_cast<int>(status));
+      http_status(status));
 }
 
 asio::awaitable<void> Client::backoff(int attempt, const std::string& reason, const Call& c) {
@@ -173,25 +198,25 @@ asio::awaitable<Result<HttpResponse>> Client::exchange(const HttpRequest& req, b
       co_await backoff(attempt, "unavailable", c);
       continue;
     }
-    const int code = res.error().code;
-    if (code == static_cast<int>(TransportErrc::tls)) {
-      co_return wrap(c, res.error().message, kTransport);  // a certificate does not fix itself
+    const std::error_code code = res.error().code;
+    if (code == TransportErrc::tls) {
+      co_return wrap(c, res.error().message, Errc::transport);  // a certificate does not fix itself
     }
     const bool nothing_sent = sent_nothing(res.error());
     if (!nothing_sent && !repeatable) {
       co_return wrap(
           c, "the reply was lost (" + res.error().message + "); the request may have taken effect",
-          kLostReply);
+          Errc::lost_reply);
     }
     if (attempt >= options_.retry.max_attempts) {
       co_return wrap(c,
                      "no reply from EDF at " + options_.server + " after " +
                          std::to_string(attempt) + " attempts: " + res.error().message,
-                     kTransport);
+                     Errc::transport);
     }
-    const char* reason = nothing_sent                                       ? "connect"
-                         : code == static_cast<int>(TransportErrc::timeout) ? "timeout"
-                                                                            : "io";
+    const char* reason = nothing_sent                     ? "connect"
+                         : code == TransportErrc::timeout ? "timeout"
+                                                          : "io";
     co_await backoff(attempt, reason, c);
   }
 }
@@ -227,7 +252,7 @@ asio::awaitable<Result<std::string>> Client::version() {
   co_return wrap(c,
                  "EDF at " + options_.server + " offers " + safe_excerpt(json::dump(list)) +
                      "; this agent speaks v2.2 and v2.1",
-                 kUnsupported);
+                 Errc::unsupported);
 }
 
 asio::awaitable<Status> Client::login() {
@@ -237,7 +262,7 @@ asio::awaitable<Status> Client::login() {
         c,
         "no credentials: give the volume a secretRef (username, password) or set them in the agent "
         "configuration",
-        kInvalidArg);
+        Errc::invalid_arg);
   }
   // EDF's login is JSON, which carries any printable character (quotes, backslash, non-ASCII)
   // escaped as needed, but only in UTF-8: other bytes would make dump() throw.
@@ -245,7 +270,7 @@ asio::awaitable<Status> Client::login() {
     co_return wrap(c,
                    "the user name or password is not valid UTF-8 and cannot be sent to EDF; check "
                    "the credentials' encoding",
-                   kInvalidArg);
+                   Errc::invalid_arg);
   }
   const std::string body =
       Json{{"name", options_.credentials.user}, {"password", options_.credentials.password}}.dump();
@@ -266,7 +291,7 @@ asio::awaitable<Status> Client::login() {
   const auto parsed = json::parse_bounded(res->body);
   const Json j = parsed ? *parsed : Json();
   if (!j.is_object() || !j.contains("key") || !j["key"].is_string()) {
-    co_return wrap(c, "the login reply has no key", kBadReply);
+    co_return wrap(c, "the login reply has no key", Errc::bad_reply);
   }
   key_ = j["key"].get<std::string>();
   log_->debug("logged in to EDF at {} ({})", options_.server, version_);
@@ -314,7 +339,7 @@ asio::awaitable<Result<Json>> Client::call_full(Call c, Json* metadata_out) {
                      "EDF at " + options_.server + " sent an unusable reply (HTTP " +
                          std::to_string(status) + ", " + parsed.error().message +
                          "; its body is not shown)",
-                     kBadReply);
+                     Errc::bad_reply);
     }
     Json j = std::move(*parsed);
     if (j.is_object() && j.contains("data")) {
@@ -334,11 +359,11 @@ asio::awaitable<Result<Json>> Client::system() {
 asio::awaitable<Result<AppInstance>> Client::get_app_instance(const std::string& name) {
   const Call c{"GET", "/app_instances/" + name, std::nullopt, "getting app instance", name, true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   auto j = co_await call(c);
   if (!j) co_return j.error();
   auto ai = AppInstance::from_json(*j);
-  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  if (!ai) co_return wrap(c, ai.error().message, Errc::bad_reply);
   co_return ai;
 }
 
@@ -375,24 +400,26 @@ Json create_body(const VolumeSpec& s) {
 }
 
 Status validate_spec(const VolumeSpec& s) {
-  if (!is_valid_name(s.name)) return Error{"'" + s.name + "' is not a valid EDF name", kInvalidArg};
+  if (!is_valid_name(s.name))
+    return Error{"'" + s.name + "' is not a valid EDF name", Errc::invalid_arg};
   if (s.size_gib < 1 || s.size_gib > 32768) {
-    return Error{"size " + std::to_string(s.size_gib) + " GiB is outside 1..32768", kInvalidArg};
+    return Error{"size " + std::to_string(s.size_gib) + " GiB is outside 1..32768",
+                 Errc::invalid_arg};
   }
   if (s.replica_count < 1 || s.replica_count > 5) {
     return Error{"replica count " + std::to_string(s.replica_count) + " is outside 1..5",
-                 kInvalidArg};
+                 Errc::invalid_arg};
   }
   if (s.placement_mode != "hybrid" && s.placement_mode != "single_flash" &&
       s.placement_mode != "all_flash") {
     return Error{
         "placement mode '" + s.placement_mode + "' is not hybrid, single_flash or all_flash",
-        kInvalidArg};
+        Errc::invalid_arg};
   }
   if (!is_valid_name(s.ip_pool))
-    return Error{"ip pool '" + s.ip_pool + "' is not a valid EDF name", kInvalidArg};
+    return Error{"ip pool '" + s.ip_pool + "' is not a valid EDF name", Errc::invalid_arg};
   if (!s.template_name.empty() && !is_valid_name(s.template_name)) {
-    return Error{"template '" + s.template_name + "' is not a valid EDF name", kInvalidArg};
+    return Error{"template '" + s.template_name + "' is not a valid EDF name", Errc::invalid_arg};
   }
   return ok_status();
 }
@@ -404,13 +431,14 @@ asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpe
                false};
   if (auto st = validate_spec(spec); !st) co_return wrap(c, st.error().message, st.error().code);
   auto created = co_await call(c);
-  if (!created && created.error().code == kLostReply) {
+  if (!created && created.error().code == Errc::lost_reply) {
     // The array may have created it. Repeat the POST once: 409 then means it did.
     log_->warn("volume {}: the reply to creating its app instance was lost; repeating the request",
                spec.name);
     probe_.retry("lost_reply");
     created = co_await call(c);
-    if (!created && (created.error().code == 409 || created.error().code == kLostReply)) {
+    if (!created && (created.error().code == HttpStatus::conflict ||
+                     created.error().code == Errc::lost_reply)) {
       log_->info("volume {}: its app instance exists after a lost reply; reading it back",
                  spec.name);
       co_return co_await get_app_instance(spec.name);
@@ -418,7 +446,7 @@ asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpe
   }
   if (!created) co_return created.error();
   auto ai = AppInstance::from_json(*created);
-  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  if (!ai) co_return wrap(c, ai.error().message, Errc::bad_reply);
   log_->info("volume {}: app instance created ({} GiB, {} replicas)", spec.name, spec.size_gib,
              spec.replica_count);
   co_return ai;
@@ -426,9 +454,10 @@ asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpe
 
 asio::awaitable<Result<AppInstance>> Client::ensure_app_instance(const VolumeSpec& spec) {
   auto found = co_await get_app_instance(spec.name);
-  if (found || found.error().code != 404) co_return found;
+  if (found || found.error().code != HttpStatus::not_found) co_return found;
   auto created = co_await create_app_instance(spec);
-  if (!created && created.error().code == 409) co_return co_await get_app_instance(spec.name);
+  if (!created && created.error().code == HttpStatus::conflict)
+    co_return co_await get_app_instance(spec.name);
   co_return created;
 }
 
@@ -439,11 +468,11 @@ asio::awaitable<Result<AppInstance>> Client::set_online(const std::string& name,
                body,  online ? "onlining app instance" : "offlining app instance",
                name,  true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   auto j = co_await call(c);
   if (!j) co_return j.error();
   auto ai = AppInstance::from_json(*j);
-  if (!ai) co_return wrap(c, ai.error().message, kBadReply);
+  if (!ai) co_return wrap(c, ai.error().message, Errc::bad_reply);
   co_return ai;
 }
 
@@ -458,7 +487,7 @@ asio::awaitable<Result<AppInstance>> Client::wait_available(const std::string& n
       co_return Error{"waiting for volume " + name + " failed: storage-1 is still '" +
                           ai->op_state + "' after " + std::to_string(timeout.count()) +
                           " ms; check the app instance on the array",
-                      kNotReady};
+                      Errc::not_ready};
     }
     asio::steady_timer timer(executor_, interval);
     boost::system::error_code ec;
@@ -471,9 +500,10 @@ asio::awaitable<Status> Client::resize(const std::string& name, int64_t size_gib
       "PUT", si_path(name) + "/volumes/" + kVolume, Json{{"size", size_gib}}, "resizing", name,
       true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   if (size_gib < 1 || size_gib > 32768) {
-    co_return wrap(c, "size " + std::to_string(size_gib) + " GiB is outside 1..32768", kInvalidArg);
+    co_return wrap(c, "size " + std::to_string(size_gib) + " GiB is outside 1..32768",
+                   Errc::invalid_arg);
   }
   auto r = co_await call(c);
   if (!r) co_return r.error();
@@ -483,13 +513,13 @@ asio::awaitable<Status> Client::resize(const std::string& name, int64_t size_gib
 asio::awaitable<Status> Client::delete_app_instance(const std::string& name) {
   auto off = co_await set_online(name, false);
   if (!off) {
-    if (off.error().code == 404) co_return ok_status();  // already gone
+    if (off.error().code == HttpStatus::not_found) co_return ok_status();  // already gone
     co_return off.error();
   }
   const Call c{"DELETE", "/app_instances/" + name, std::nullopt, "deleting app instance", name,
                true};
   auto r = co_await call(c);
-  if (!r && r.error().code != 404) co_return r.error();
+  if (!r && r.error().code != HttpStatus::not_found) co_return r.error();
   log_->info("volume {}: app instance deleted", name);
   co_return ok_status();
 }
@@ -508,7 +538,7 @@ asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
     Json meta;
     auto page = co_await call_full(c, &meta);
     if (!page) co_return page.error();
-    if (!page->is_array()) co_return wrap(c, "the list is not an array", kBadReply);
+    if (!page->is_array()) co_return wrap(c, "the list is not an array", Errc::bad_reply);
     for (const auto& e : *page) {
       if (auto ai = AppInstance::from_json(e)) out.push_back(std::move(*ai));
     }
@@ -524,10 +554,11 @@ asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
 asio::awaitable<Status> Client::ensure_initiator(const std::string& iqn, const std::string& label) {
   const Call get{"GET", "/initiators/" + iqn, std::nullopt, "looking up initiator " + iqn, "",
                  true};
-  if (!is_valid_iqn(iqn)) co_return wrap(get, "'" + iqn + "' is not a valid IQN", kInvalidArg);
+  if (!is_valid_iqn(iqn))
+    co_return wrap(get, "'" + iqn + "' is not a valid IQN", Errc::invalid_arg);
   auto found = co_await call(get);
   if (found) co_return ok_status();
-  if (found.error().code != 404) co_return found.error();
+  if (found.error().code != HttpStatus::not_found) co_return found.error();
   // force works around DAT-15931 (as Cinder and CSI do); 409 means another node's agent won.
   const Call post{"POST",
                   "/initiators",
@@ -536,8 +567,8 @@ asio::awaitable<Status> Client::ensure_initiator(const std::string& iqn, const s
                   "",
                   false};
   auto created = co_await call(post);
-  if (created || created.error().code == 409) co_return ok_status();
-  if (created.error().code == kLostReply) {
+  if (created || created.error().code == HttpStatus::conflict) co_return ok_status();
+  if (created.error().code == Errc::lost_reply) {
     auto again = co_await call(get);
     if (again) co_return ok_status();
   }
@@ -549,7 +580,7 @@ asio::awaitable<Result<std::vector<InitiatorInfo>>> Client::list_initiators() {
   auto j = co_await call(c);
   if (!j) co_return j.error();
   if (!j->is_array() && !j->is_object()) {
-    co_return wrap(c, "the list is neither an array nor an object", kBadReply);
+    co_return wrap(c, "the list is neither an array nor an object", Errc::bad_reply);
   }
   std::vector<InitiatorInfo> out;
   for (const auto& e : *j) {
@@ -571,12 +602,14 @@ asio::awaitable<Status> Client::acl_change(const std::string& name, const std::s
                 name,
                 true};
   if (!is_valid_name(name))
-    co_return wrap(op, "'" + name + "' is not a valid EDF name", kInvalidArg);
-  if (!is_valid_iqn(iqn)) co_return wrap(op, "'" + iqn + "' is not a valid IQN", kInvalidArg);
+    co_return wrap(op, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  if (!is_valid_iqn(iqn)) co_return wrap(op, "'" + iqn + "' is not a valid IQN", Errc::invalid_arg);
   auto r = co_await call(op);
   if (r) co_return ok_status();
-  const int code = r.error().code;
-  if (code != 404 && code != 405 && code != 400) co_return r.error();
+  const std::error_code code = r.error().code;
+  if (code != HttpStatus::not_found && code != HttpStatus::method_not_allowed &&
+      code != HttpStatus::bad_request)
+    co_return r.error();
   // Arrays without the atomic op endpoint: read, modify, write the whole ACL (last writer wins).
   const Call get{"GET", si_path(name) + "/acl_policy", std::nullopt, what, name, true};
   auto acl = co_await call(get);
@@ -621,7 +654,7 @@ asio::awaitable<Status> Client::acl_remove(const std::string& name, const std::s
 asio::awaitable<Result<std::vector<std::string>>> Client::get_acl(const std::string& name) {
   const Call c{"GET", si_path(name) + "/acl_policy", std::nullopt, "reading the ACL", name, true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   auto acl = co_await call(c);
   if (!acl) co_return acl.error();
   std::vector<std::string> out;
@@ -638,10 +671,10 @@ asio::awaitable<Result<Metadata>> Client::get_metadata(const std::string& name) 
   const Call c{
       "GET", "/app_instances/" + name + "/metadata", std::nullopt, "reading metadata", name, true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   auto j = co_await call(c);
   if (!j) co_return j.error();
-  if (!j->is_object()) co_return wrap(c, "metadata is not an object", kBadReply);
+  if (!j->is_object()) co_return wrap(c, "metadata is not an object", Errc::bad_reply);
   Metadata out;
   for (const auto& [k, v] : j->items())
     out[k] = v.is_string() ? v.get<std::string>() : json::dump(v);
@@ -652,13 +685,13 @@ asio::awaitable<Status> Client::put_metadata(const std::string& name, const Meta
   const Json body(changes);
   const Call c{"PUT", "/app_instances/" + name + "/metadata", body, "writing metadata", name, true};
   if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", kInvalidArg);
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
   const auto size = body.dump().size();
   if (size > kMetadataLimit) {
     co_return wrap(c,
                    "the change is " + std::to_string(size) + " bytes, above EDF's " +
                        std::to_string(kMetadataLimit) + "-byte metadata limit",
-                   kInvalidArg);
+                   Errc::invalid_arg);
   }
   auto r = co_await call(c);
   if (!r) co_return r.error();

@@ -11,7 +11,7 @@
 //   the array answered 503. A POST whose reply was lost is resolved by the caller (create: a GET by
 //   name, also when the retried POST meets 409).
 // - Errors say what failed, on which volume, with the EDF error name, HTTP status and message, and
-//   carry the HTTP status as Error::code (see Errc for the others).
+//   carry the HTTP status as Error::code (HttpStatus; Errc for the client's own).
 // - Credentials never reach logs, metrics or error messages.
 //
 // Not thread-safe: one Client per array endpoint, used from its executor.
@@ -34,15 +34,24 @@
 
 namespace datera::edf {
 
-/// Error::code values besides HTTP statuses (>= 400).
-enum Errc : int {
-  kTransport = 1,    ///< no reply after every retry
-  kLostReply = 2,    ///< a non-repeatable request was sent and its reply lost
-  kBadReply = 3,     ///< the array answered something unparseable
-  kNotReady = 4,     ///< a wait for op_state ran out
-  kInvalidArg = 5,   ///< refused before any request (bad name, metadata too large)
-  kUnsupported = 6,  ///< no API version both sides speak
+/// The client's own Error::code values (category "edf"); the array's refusals carry their HTTP
+/// status (HttpStatus), and a TLS failure its TransportErrc.
+enum class Errc {
+  transport = 1,    ///< no reply after every retry
+  lost_reply = 2,   ///< a non-repeatable request was sent and its reply lost
+  bad_reply = 3,    ///< the array answered something unparseable
+  not_ready = 4,    ///< a wait for op_state ran out
+  invalid_arg = 5,  ///< refused before any request (bad name, metadata too large)
+  unsupported = 6,  ///< no API version both sides speak
 };
+const std::error_category& edf_category();
+inline std::error_code make_error_code(Errc e) {
+  return {static_cast<int>(e), edf_category()};
+}
+/// The array answered 404: the object is not there (deletes take that as done).
+inline bool is_not_found(const Error& e) {
+  return e.code == HttpStatus::not_found;
+}
 
 std::string safe_excerpt(const std::string& text, size_t max = 200);
 
@@ -120,13 +129,13 @@ class Client {
   boost::asio::awaitable<Result<Json>> call_full(Call c, Json* metadata_out);
   /// Sends one request, repeating it with backoff on 503 and on transport failures (for
   /// non-repeatable requests only when nothing was sent). Yields the last response, or an Error
-  /// with code kTransport, kLostReply (request maybe applied) or TLS failure.
+  /// with code Errc::transport, Errc::lost_reply (request maybe applied) or TLS failure.
   boost::asio::awaitable<Result<HttpResponse>> exchange(const HttpRequest& req, bool repeatable,
                                                         const Call& c);
   boost::asio::awaitable<Status> login();
   boost::asio::awaitable<void> backoff(int attempt, const std::string& reason, const Call& c);
   Error api_error(const Call& c, unsigned status, const std::string& body) const;
-  Error wrap(const Call& c, const std::string& msg, int code) const;
+  Error wrap(const Call& c, const std::string& msg, std::error_code code) const;
   boost::asio::awaitable<Status> acl_change(const std::string& name, const std::string& iqn,
                                             bool add);
   static std::string si_path(const std::string& name);
@@ -142,3 +151,6 @@ class Client {
 };
 
 }  // namespace datera::edf
+
+template <>
+struct std::is_error_code_enum<datera::edf::Errc> : std::true_type {};

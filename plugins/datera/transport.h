@@ -30,13 +30,17 @@ struct HttpResponse {
   std::string body;
 };
 
-/// Transport failures, as Error::code values.
+/// Transport failures, as Error::code values (category "edf transport").
 enum class TransportErrc {
   connect = 1,  ///< nothing was sent: always safe to retry
   timeout = 2,  ///< sent, no (complete) reply: the request may or may not have taken effect
   io = 3,       ///< connection broke after sending: same uncertainty as timeout
   tls = 4,      ///< TLS handshake or certificate verification failed: retrying will not help
 };
+const std::error_category& transport_category();
+inline std::error_code make_error_code(TransportErrc e) {
+  return {static_cast<int>(e), transport_category()};
+}
 bool sent_nothing(const Error& e);
 
 class Transport {
@@ -66,3 +70,6 @@ Result<std::unique_ptr<Transport>> make_beast_transport(boost::asio::any_io_exec
                                                         TlsOptions tls = {}, size_t max_idle = 4);
 
 }  // namespace datera::edf
+
+template <>
+struct std::is_error_code_enum<datera::edf::TransportErrc> : std::true_type {};

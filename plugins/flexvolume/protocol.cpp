@@ -92,7 +92,8 @@ Result<Request> parse_argv(const std::vector<std::string>& argv) {
   if (argv.empty())
     return Error{"no command given (kubelet calls e.g. 'init' or 'mount <dir> <json>')"};
   const auto* spec = find_command(argv[0]);
-  if (spec == nullptr) return Error{"unknown command '" + utf8::escaped(argv[0]) + "'", ENOTSUP};
+  if (spec == nullptr)
+    return Error{"unknown command '" + utf8::escaped(argv[0]) + "'", errno_code(ENOTSUP)};
   if (argv.size() - 1 != spec->slots.size()) {
     return Error{"'" + argv[0] + "' takes " + std::to_string(spec->slots.size()) +
                  " argument(s), got " + std::to_string(argv.size() - 1) +
@@ -122,7 +123,8 @@ Result<Request> request_from_json(const Json& body) {
   if (cmd == body.end() || !cmd->is_string()) return Error{"request needs a string 'command'"};
   const auto* spec = find_command(cmd->get<std::string>());
   if (spec == nullptr) {
-    return Error{"unknown command '" + utf8::escaped(cmd->get<std::string>()) + "'", ENOTSUP};
+    return Error{"unknown command '" + utf8::escaped(cmd->get<std::string>()) + "'",
+                 errno_code(ENOTSUP)};
   }
   Request req;
   req.command = std::string(spec->name);

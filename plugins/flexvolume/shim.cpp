@@ -22,7 +22,7 @@ ShimResult run_shim(const std::vector<std::string>& argv, const Result<DriverInf
                     const Transport& transport) {
   auto req = parse_argv(argv);
   if (!req) {
-    if (req.error().code == ENOTSUP) {
+    if (req.error().code == errno_code(ENOTSUP)) {
       // Unknown to this driver version: kubelet treats "Not supported" as "use your fallback".
       return finish(not_supported("datera/iscsi does not implement " + req.error().message));
     }
@@ -44,13 +44,13 @@ ShimResult run_shim(const std::vector<std::string>& argv, const Result<DriverInf
       loaded ? "" : " (driver info unreadable: " + loaded.error().message + "; used defaults)";
   if (!http) {
     const auto& err = http.error();
-    if (err.code == static_cast<int>(ClientErrc::connect)) {
+    if (err.code == ClientErrc::connect) {
       return finish(failure("datera-agent is not reachable at " + info.socket + ": " + err.message +
                             note +
                             ". Check the agent on this node (kubectl -n datera-system get pods "
                             "-o wide, or systemctl status datera-agent); kubelet will retry."));
     }
-    if (err.code == static_cast<int>(ClientErrc::timeout)) {
+    if (err.code == ClientErrc::timeout) {
       return finish(failure("datera-agent at " + info.socket + " did not answer '" + req->command +
                             "' within " + seconds(info.call_timeout) +
                             "; the agent's log has the operation's progress. kubelet will retry."));

@@ -13,12 +13,34 @@
 #include <unistd.h>
 
 namespace datera::flex {
+
+const std::error_category& client_category() {
+  struct Category : std::error_category {
+    const char* name() const noexcept override { return "agent client"; }
+    std::string message(int c) const override {
+      switch (static_cast<ClientErrc>(c)) {
+        case ClientErrc::connect:
+          return "cannot connect to the agent";
+        case ClientErrc::timeout:
+          return "timed out";
+        case ClientErrc::io:
+          return "connection broke";
+        case ClientErrc::protocol:
+          return "bad reply";
+      }
+      return "client error " + std::to_string(c);
+    }
+  };
+  static const Category category;
+  return category;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 Error client_error(ClientErrc c, std::string msg) {
-  return Error{std::move(msg), static_cast<int>(c)};
+  return Error{std::move(msg), c};
 }
 
 int remaining_ms(Clock::time_point deadline) {

@@ -20,6 +20,10 @@ struct HttpReply {
 Result<HttpReply> parse_http_reply(std::string_view raw);
 
 enum class ClientErrc { connect = 1, timeout = 2, io = 3, protocol = 4 };
+const std::error_category& client_category();
+inline std::error_code make_error_code(ClientErrc e) {
+  return {static_cast<int>(e), client_category()};
+}
 
 /// One request (GET sends no body) to the server at `socket_path`. Error codes: ClientErrc values.
 Result<HttpReply> http_request(const std::string& socket_path, const std::string& method,
@@ -35,3 +39,6 @@ Result<HttpReply> post_json(const std::string& socket_path, const std::string& p
                             std::chrono::milliseconds total_timeout);
 
 }  // namespace datera::flex
+
+template <>
+struct std::is_error_code_enum<datera::flex::ClientErrc> : std::true_type {};

@@ -33,7 +33,7 @@ std::string quoted(std::string_view s) {
 }
 
 Status bad_iqn(std::string_view iqn, const std::string& why) {
-  return Error{"invalid iSCSI name " + quoted(iqn) + ": " + why, EINVAL};
+  return Error{"invalid iSCSI name " + quoted(iqn) + ": " + why, errno_code(EINVAL)};
 }
 
 /// "com.daterainc": dot-separated labels of [a-z0-9-], not starting or ending with '-'.
@@ -113,7 +113,7 @@ std::string Portal::str() const {
 
 Result<Portal> parse_portal(std::string_view text) {
   const auto bad = [&](const std::string& why) {
-    return Error{"invalid iSCSI portal " + quoted(text) + ": " + why, EINVAL};
+    return Error{"invalid iSCSI portal " + quoted(text) + ": " + why, errno_code(EINVAL)};
   };
   if (text.empty()) return bad("it is empty");
   if (text.size() > 64) return bad("too long");
@@ -159,21 +159,22 @@ Result<Portal> parse_portal(std::string_view text) {
 
 Status validate_lun(int lun) {
   if (lun < 0 || lun > 16383) {
-    return Error{"invalid LUN " + std::to_string(lun) + ": expected 0..16383", EINVAL};
+    return Error{"invalid LUN " + std::to_string(lun) + ": expected 0..16383", errno_code(EINVAL)};
   }
   return ok_status();
 }
 
 Status validate_serial(std::string_view serial) {
   if (serial.empty()) {
-    return Error{"the volume has no serial (EDF volume uuid) to verify its device against", EINVAL};
+    return Error{"the volume has no serial (EDF volume uuid) to verify its device against",
+                 errno_code(EINVAL)};
   }
   if (serial.size() > 64)
-    return Error{"invalid volume serial " + quoted(serial) + ": too long", EINVAL};
+    return Error{"invalid volume serial " + quoted(serial) + ": too long", errno_code(EINVAL)};
   for (const char c : serial) {
     if (!std::isgraph(static_cast<unsigned char>(c))) {
       return Error{"invalid volume serial " + quoted(serial) + ": only printable characters",
-                   EINVAL};
+                   errno_code(EINVAL)};
     }
   }
   return ok_status();
@@ -192,7 +193,7 @@ Result<std::string> parse_initiator_name(std::string_view text) {
     found = trim(line.substr(key.size()));
     have = true;
   }
-  if (!have) return Error{"no InitiatorName= line", ENOENT};
+  if (!have) return Error{"no InitiatorName= line", errno_code(ENOENT)};
   if (auto st = validate_iqn(found); !st) return st.error();
   return std::string(found);
 }

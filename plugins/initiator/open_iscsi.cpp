@@ -280,7 +280,7 @@ asio::awaitable<Result<OpenIscsi::Lock>> OpenIscsi::lock(const std::string& what
                           " (another login may be hanging; see which process holds it with "
                           "`fuser " +
                           file + "`)",
-                      ETIMEDOUT};
+                      errno_code(ETIMEDOUT)};
     }
     co_await pause(options_.lock_poll, false);
   }
@@ -306,10 +306,10 @@ asio::awaitable<Result<int>> OpenIscsi::iscsiadm(const Step& step) {
       co_return Error{step.what + ": iscsiadm did not finish within " + seconds(step.timeout) +
                           " and was killed; check that iscsid is running and the portal is "
                           "reachable",
-                      ETIMEDOUT};
+                      errno_code(ETIMEDOUT)};
     }
     if (o.signal != 0) {
-      co_return Error{step.what + ": iscsiadm was " + o.describe(), EINTR};
+      co_return Error{step.what + ": iscsiadm was " + o.describe(), errno_code(EINTR)};
     }
     const int rc = o.exit_code;
     if (rc == 0 || std::find(step.accept.begin(), step.accept.end(), rc) != step.accept.end()) {
@@ -327,9 +327,9 @@ asio::awaitable<Result<int>> OpenIscsi::iscsiadm(const Step& step) {
     if (const auto line = last_line(o); !line.empty()) msg += ": " + line;
     if (const std::string advice = iscsiadm_rc_advice(rc); !advice.empty()) msg += "; " + advice;
     if (attempt > 1) msg += " (gave up after " + std::to_string(attempt) + " attempts)";
-    int code = 0;
-    if (rc == 8 || rc == 11 || rc == 33) code = ETIMEDOUT;
-    if (rc == 24 || rc == 13) code = EACCES;
+    std::error_code code;
+    if (rc == 8 || rc == 11 || rc == 33) code = errno_code(ETIMEDOUT);
+    if (rc == 24 || rc == 13) code = errno_code(EACCES);
     co_return Error{std::move(msg), code};
   }
 }
@@ -518,12 +518,12 @@ asio::awaitable<Result<int>> OpenIscsi::login(const Target& target, const Portal
                         ": iscsiadm says a session already exists (15, SESS_EXISTS), but sysfs "
                         "shows no session to this target from this portal; refusing to use a "
                         "session that is not ours",
-                    EEXIST};
+                    errno_code(EEXIST)};
   }
   co_return Error{"logging in to " + where +
                       ": iscsiadm reported success, but sysfs shows no session to this target "
                       "from this portal",
-                  ENOENT};
+                  errno_code(ENOENT)};
 }
 
 namespace {
@@ -607,7 +607,7 @@ asio::awaitable<Result<Device>> OpenIscsi::wait_device(const Target& target,
                         "', but the volume's serial is '" + target.serial +
                         "'; refusing that device, nothing was mounted (the portal may "
                         "export another volume at this LUN)",
-                    EIO};
+                    errno_code(EIO)};
           return look;
         }
         Device d;
@@ -630,7 +630,7 @@ asio::awaitable<Result<Device>> OpenIscsi::wait_device(const Target& target,
                           std::to_string(target.lun) + " after " +
                           seconds(std::chrono::duration_cast<milliseconds>(now - started)) +
                           " (last: " + look.waiting_for + ")",
-                      ETIMEDOUT};
+                      errno_code(ETIMEDOUT)};
     }
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - now);
     co_await pause(std::max(milliseconds(1), std::min(left, options_.device_poll)), true);
@@ -643,7 +643,8 @@ asio::awaitable<Result<Device>> OpenIscsi::connect(const Target& target, millise
   if (auto st = validate_iqn(target.iqn); !st) co_return st.error().wrap(what);
   if (auto st = validate_lun(target.lun); !st) co_return st.error().wrap(what);
   if (auto st = validate_serial(target.serial); !st) co_return st.error().wrap(what);
-  if (target.portals.empty()) co_return Error{what + ": the target has no portal", EINVAL};
+  if (target.portals.empty())
+    co_return Error{what + ": the target has no portal", errno_code(EINVAL)};
   auto parsed = portals_of(target);
   if (!parsed) co_return parsed.error().wrap(what);
   std::vector<Portal> portals = std::move(*parsed);
@@ -675,10 +676,10 @@ asio::awaitable<Result<Device>> OpenIscsi::connect(const Target& target, millise
   if (sids.empty()) {
     if (failures.size() == 1) co_return failures.front();
     // The code of the first failure is kept when every portal failed the same way.
-    int code = failures.front().code;
+    std::error_code code = failures.front().code;
     std::string msg = what + ": login failed on every portal: ";
     for (size_t i = 0; i < failures.size(); ++i) {
-      if (failures[i].code != code) code = 0;
+      if (failures[i].code != code) code = {};
       msg += (i ? "; " : "") + failures[i].message;
     }
     co_return Error{std::move(msg), code};
@@ -810,7 +811,7 @@ asio::awaitable<Status> OpenIscsi::disconnect(const Target& target) {
       for (const auto& s : left) {
         msg += " session" + std::to_string(s.sid) + " at " + portal_of(s) + " (" + s.state + ")";
       }
-      co_return Error{std::move(msg), EBUSY};
+      co_return Error{std::move(msg), errno_code(EBUSY)};
     }
     co_await pause(options_.device_poll, true);
   }

@@ -123,7 +123,7 @@ Result<std::vector<SysfsSession>> SysfsReader::sessions() const {
   stdfs::directory_iterator it(class_dir, ec);
   if (ec) {
     if (ec == std::errc::no_such_file_or_directory) return out;  // iscsi module not loaded
-    return Error{"listing " + class_dir + ": " + ec.message(), ec.value()};
+    return Error{"listing " + class_dir + ": " + ec.message(), errno_code(ec.value())};
   }
   for (const auto& name : list_dir(class_dir)) {
     const auto sid = numbered(name, "session");

@@ -25,14 +25,6 @@
 using namespace datera;
 using namespace std::chrono_literals;
 
-namespace datera::edf {
-// The client's one call into its Beast transport (beast_transport.cpp, which this target does not
-// build; see CMakeLists.txt). The scripted transport never fails, so this never runs.
-bool sent_nothing(const Error& e) {
-  return e.code == static_cast<int>(TransportErrc::connect);
-}
-}  // namespace datera::edf
-
 namespace {
 
 struct Input {

@@ -124,7 +124,7 @@ TEST_F(EdfClientTest, EveryOperationEndToEnd) {
   ASSERT_TRUE(run(client_->delete_app_instance("vol-e2e")).ok());
   auto gone = run(client_->get_app_instance("vol-e2e"));
   ASSERT_FALSE(gone.ok());
-  EXPECT_EQ(gone.error().code, 404);
+  EXPECT_EQ(gone.error().code, http_status(404));
   EXPECT_NE(gone.error().message.find("NotFoundError"), std::string::npos) << gone.error().message;
   ASSERT_TRUE(run(client_->delete_app_instance("vol-e2e")).ok()) << "deleting twice is done";
 }
@@ -132,7 +132,7 @@ TEST_F(EdfClientTest, EveryOperationEndToEnd) {
 TEST_F(EdfClientTest, ValidationErrorsCarryTheArraysVerdict) {
   auto big = run(client_->put_metadata("no-such-vol", {{"k", "v"}}));
   ASSERT_FALSE(big.ok());
-  EXPECT_EQ(big.error().code, 404);
+  EXPECT_EQ(big.error().code, http_status(404));
   EXPECT_NE(big.error().message.find("for volume no-such-vol"), std::string::npos);
 }
 
@@ -151,7 +151,7 @@ TEST_F(EdfClientTest, OverloadedArrayIsRetriedThenReported) {
   ASSERT_EQ(control("POST", "/_sim/faults", Json{{"error_rate", 1.0}}), 200u);
   auto r = run(client_->get_app_instance("vol-503"));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, 503);
+  EXPECT_EQ(r.error().code, http_status(503));
   EXPECT_EQ(counter("datera_agent_backend_retries_total", "reason", "unavailable"), 7);
   ASSERT_EQ(control("POST", "/_sim/faults", Json{{"error_rate", 0.5}, {"seed", 7}}), 200u);
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(run(client_->get_app_instance("vol-503")).ok()) << i;

@@ -76,7 +76,7 @@ struct FakeArray : volume::Array {
     co_return acl_iqns;
   }
   boost::asio::awaitable<Result<edf::Metadata>> metadata(const std::string& name) override {
-    if (!names.count(name)) co_return Error{"no such app instance " + name, 404};
+    if (!names.count(name)) co_return Error{"no such app instance " + name, http_status(404)};
     co_return md[name];
   }
   boost::asio::awaitable<Status> put_metadata(const std::string& name,

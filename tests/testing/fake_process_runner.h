@@ -6,7 +6,8 @@
 //   FakeProcessRunner fake;
 //   fake.on("/sbin/iscsiadm", "--mode", FakeProcessRunner::exited(0, "iqn.2013-05.com.daterainc"));
 //   fake.on("/sbin/blkid", FakeProcessRunner::exited(2));          // any args
-//   fake.on("/sbin/mkfs.ext4", Error{"cannot start /sbin/mkfs.ext4: No such file", ENOENT});
+//   fake.on("/sbin/mkfs.ext4", Error{"cannot start /sbin/mkfs.ext4: No such file",
+//   errno_code(ENOENT)});
 //   ... run the component ...
 //   EXPECT_EQ(fake.commands().size(), 2u);
 //

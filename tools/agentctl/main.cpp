@@ -53,7 +53,7 @@ struct Fetch {
                                         std::chrono::seconds(2), timeout);
     if (!r) {
       error = "datera-agent at " + socket + ": " + r.error().message +
-              (r.error().code == static_cast<int>(datera::flex::ClientErrc::timeout)
+              (r.error().code == datera::flex::ClientErrc::timeout
                    ? " (the agent goes on; see datera-agentctl volumes)"
                    : " (is it running?)");
       return std::nullopt;

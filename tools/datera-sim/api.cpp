@@ -706,8 +706,8 @@ http::Response Api::list(const Ctx& ctx, std::vector<json> items) const {
 }
 
 http::Response Api::fail(const Ctx& ctx, const Error& error) const {
-  return fail(ctx, error.code >= 400 && error.code < 600 ? static_cast<unsigned>(error.code) : 500,
-              error.message);
+  const unsigned status = http_status_of(error.code);
+  return fail(ctx, status >= 400 && status < 600 ? status : 500, error.message);
 }
 
 http::Response Api::fail(const Ctx& ctx, unsigned status, const std::string& message) const {
@@ -801,13 +801,13 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
   if (path == "/_sim/failover" || path == "/_sim/rebalance") {
     if (m != "POST") return error(405, "POST");
     auto t = target(in);
-    if (!t) return error(static_cast<unsigned>(t.error().code), t.error().message);
+    if (!t) return error(http_status_of(t.error().code), t.error().message);
     const std::string si = in.value("storage_instance", "storage-1");
     if (path == "/_sim/failover") {
       if (in.contains("to_node") && !in["to_node"].is_string())
         return error(400, "to_node must be a string");
       auto ev = model_.failover(t->first, t->second, si, in.value("to_node", ""));
-      if (!ev) return error(static_cast<unsigned>(ev.error().code), ev.error().message);
+      if (!ev) return error(http_status_of(ev.error().code), ev.error().message);
       log_->info("failover: {} {} VIPs moved {} -> {}", ev->tenant, ev->app_instance, ev->from_node,
                  ev->to_node);
       return json_response(200, to_json_value(*ev), "sim");
@@ -819,7 +819,7 @@ http::Response Api::control(const http::Request& req, const std::string& path) {
       ips.push_back(ip.get<std::string>());
     }
     auto ev = model_.rebalance(t->first, t->second, si, ips);
-    if (!ev) return error(static_cast<unsigned>(ev.error().code), ev.error().message);
+    if (!ev) return error(http_status_of(ev.error().code), ev.error().message);
     log_->info("rebalance: {} {} access IPs now {}", ev->tenant, ev->app_instance,
                json(ips).dump());
     return json_response(200, to_json_value(*ev), "sim");

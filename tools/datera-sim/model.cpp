@@ -41,7 +41,7 @@ std::string edf_error_name(unsigned http_status) {
 }
 
 Error edf_error(unsigned http_status, std::string message) {
-  return Error{std::move(message), static_cast<int>(http_status)};
+  return Error{std::move(message), datera::http_status(http_status)};
 }
 
 namespace {

@@ -33,7 +33,7 @@ class InotifyWatcher : public FileWatcher {
       boost::system::error_code ec;
       co_await fd_.async_wait(asio::posix::descriptor_base::wait_read,
                               asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return Error{"inotify wait: " + ec.message(), ec.value()};
+      if (ec) co_return Error{"inotify wait: " + ec.message(), errno_code(ec.value())};
       alignas(inotify_event) char buf[8192];
       const ssize_t n = ::read(fd_.native_handle(), buf, sizeof buf);
       if (n < 0) {

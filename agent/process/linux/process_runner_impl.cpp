@@ -240,7 +240,9 @@ Status adopt(stream_descriptor& sd, UniqueFd& fd) {
   if (!fd) return ok_status();
   boost::system::error_code ec;
   sd.assign(fd.get(), ec);
-  if (ec) return Error{"registering a descriptor with the event loop: " + ec.message(), ec.value()};
+  if (ec)
+    return Error{"registering a descriptor with the event loop: " + ec.message(),
+                 errno_code(ec.value())};
   fd.release();
   return ok_status();
 }
@@ -391,7 +393,7 @@ class LinuxProcessRunner final : public ProcessRunner {
     if (cmd.program.empty() || cmd.program.front() != '/') {
       log_->debug("refusing to run '{}': not an absolute path", cmd.program);
       co_return Error{"cannot run '" + cmd.program + "': the program must be an absolute path",
-                      EINVAL};
+                      errno_code(EINVAL)};
     }
     Result<Child> spawned = spawn_child(cmd);
     if (!spawned) {

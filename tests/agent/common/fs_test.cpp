@@ -62,7 +62,7 @@ TEST_F(FsTest, WriteSyncedAndReadRegularFileRefuseWhatIsNotARegularFile) {
   ASSERT_EQ(::symlink(file.c_str(), link.c_str()), 0);
   auto l = read_regular_file(link);
   ASSERT_FALSE(l.ok()) << "a symlink is never followed";
-  EXPECT_EQ(l.error().code, ELOOP);
+  EXPECT_EQ(l.error().code, errno_code(ELOOP));
   mode_t mode = 0;
   auto f = read_regular_file(file, 1024, &mode);
   ASSERT_TRUE(f.ok());
@@ -74,7 +74,7 @@ TEST_F(FsTest, AtomicWriteIntoMissingDirFailsWithPath) {
   auto st = atomic_write(join(dir_, "nope/f"), "x", 0644);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("nope"), std::string::npos);
-  EXPECT_EQ(st.error().code, ENOENT);
+  EXPECT_EQ(st.error().code, errno_code(ENOENT));
 }
 
 TEST_F(FsTest, HeldAttributesRereadThroughTheirDescriptorAndAreBounded) {
@@ -96,7 +96,7 @@ TEST_F(FsTest, HeldAttributesRereadThroughTheirDescriptorAndAreBounded) {
   // which is why only attributes are held this way.
   ASSERT_TRUE(atomic_write(a, "333\n", 0644).ok());
   EXPECT_EQ(*held.read(a), "22\n");
-  EXPECT_EQ(held.read(a, 2).error().code, EFBIG);
+  EXPECT_EQ(held.read(a, 2).error().code, errno_code(EFBIG));
   EXPECT_FALSE(held.read(join(dir_, "missing")).ok());
   // Only `a` was read since: `b`'s descriptor is dropped, `a`'s kept.
   held.drop_unread();

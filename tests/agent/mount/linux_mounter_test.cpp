@@ -313,7 +313,7 @@ TEST_F(LinuxMounterTest, ProbeFormatAndRefuseToFormatAgain) {
 
   auto again = run_async(ioc_, mounter_->format(dev, "ext4"));
   ASSERT_FALSE(again.ok());
-  EXPECT_EQ(again.error().code, EEXIST);
+  EXPECT_EQ(again.error().code, errno_code(EEXIST));
   EXPECT_THAT(again.error().message, HasSubstr("existing xfs signature"));
   EXPECT_THAT(again.error().message, HasSubstr(dev));
 }
@@ -372,7 +372,7 @@ TEST_F(LinuxMounterTest, MountIsIdempotentAndRefusesASecondPlaceOrAnOccupiedTarg
   MountRequest elsewhere{dev, dir_ / "other", "xfs", {}, false};
   st = run_async(ioc_, mounter_->mount(elsewhere));
   ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(st.error().code, errno_code(EBUSY));
   EXPECT_THAT(st.error().message, HasSubstr("already mounted at " + stage));
   EXPECT_EQ(mounts_of(dev).size(), 1u);
 
@@ -409,7 +409,8 @@ TEST_F(LinuxMounterTest, ReadWriteMountOfAReadOnlyDeviceFailsInsteadOfFallingBac
   req.options.clear();
   st = run_async(ioc_, mounter_->mount(req));
   ASSERT_FALSE(st.ok()) << "a read-write mount of a write-protected device must fail";
-  EXPECT_TRUE(st.error().code == EACCES || st.error().code == EROFS) << st.error().message;
+  EXPECT_TRUE(st.error().code == errno_code(EACCES) || st.error().code == errno_code(EROFS))
+      << st.error().message;
   EXPECT_TRUE(mounts_of(dev).empty()) << "left mounted after a refused read-write mount";
 
   req.read_only = true;
@@ -474,7 +475,7 @@ TEST_F(LinuxMounterTest, BusyUnmountNamesTheHolderAndNeverDetaches) {
   const pid_t by_cwd = hold(stage + "/sub");
   auto st = run_async(ioc_, mounter_->unmount(stage));
   ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(st.error().code, errno_code(EBUSY));
   EXPECT_THAT(st.error().message, HasSubstr("pid " + std::to_string(by_cwd) + " (sleep, cwd "));
   EXPECT_THAT(st.error().message, HasSubstr(stage));
   EXPECT_EQ(mounts_of(dev).size(), 1u) << "still mounted: no lazy unmount";
@@ -600,7 +601,7 @@ TEST_F(LinuxMounterTest, Ext4WithErrorsRecordedIsCheckedAndRepairedBeforeTheMoun
   MountRequest elsewhere{dev, dir_ / "other", "ext4", {}, false};
   st = run_async(ioc_, mounter_->mount(elsewhere));
   ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(st.error().code, errno_code(EBUSY));
   EXPECT_TRUE(recorder_->commands.empty()) << recorder_->commands.front();
 
   // The error state is gone for good: the superblock says clean once unmounted.
@@ -670,7 +671,7 @@ TEST_F(LinuxMounterTest, Ext4ThatFsckCannotRepairIsRefusedWithWhatToDoAndNeverRe
   MountRequest req{dev, dir_ / "stage", "ext4", {}, false};
   auto st = run_async(ioc_, mounter_->mount(req));
   ASSERT_FALSE(st.ok()) << "mounted a filesystem fsck.ext4 -p could not repair";
-  EXPECT_EQ(st.error().code, EUCLEAN);
+  EXPECT_EQ(st.error().code, errno_code(EUCLEAN));
   const std::string& msg = st.error().message;
   EXPECT_THAT(
       msg, HasSubstr("fsck.ext4 -p could not repair the filesystem on " + dev + " (exit code 4)"));
@@ -701,7 +702,7 @@ TEST_F(LinuxMounterTest, XfsThatXfsRepairCannotRepairIsRefusedWithWhatToDoAndNev
   recorder_->commands.clear();
   auto st = run_async(ioc_, mounter_->mount(req));
   ASSERT_FALSE(st.ok()) << "mounted a filesystem xfs_repair did not repair";
-  EXPECT_EQ(st.error().code, EUCLEAN);
+  EXPECT_EQ(st.error().code, errno_code(EUCLEAN));
   const std::string& msg = st.error().message;
   EXPECT_THAT(msg, HasSubstr("the mount failed with \"Structure needs cleaning\""));
   EXPECT_THAT(msg, HasSubstr("xfs_repair could not repair " + dev + " (exit code 2"));

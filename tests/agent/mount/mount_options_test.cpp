@@ -58,7 +58,7 @@ TEST(MountOptions, RejectsInjectionUnknownAndDangerousOptions) {
     const auto st = validate_mount_options("ext4", opts, false);
     EXPECT_FALSE(st.ok()) << opts[0];
     if (!st.ok()) {
-      EXPECT_EQ(st.error().code, EINVAL) << opts[0];
+      EXPECT_EQ(st.error().code, errno_code(EINVAL)) << opts[0];
     }
   }
   EXPECT_FALSE(validate_mount_options("xfs", {"data=ordered"}, false).ok());
@@ -223,7 +223,7 @@ TEST_F(MounterUnit, ProbeOfAMissingDeviceIsAnErrorNotEmpty) {
   auto m = make();
   auto r = run_async(ioc_, m->probe(dir_ / "no-such-device"));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ENOENT);
+  EXPECT_EQ(r.error().code, errno_code(ENOENT));
 }
 
 TEST_F(MounterUnit, ProbeOfAnEmptyImageFileIsAnErrorNotEmpty) {

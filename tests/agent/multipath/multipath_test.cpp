@@ -450,7 +450,7 @@ TEST_F(DmsetupTest, RemoveIsIdempotentButNeverForcesAnOpenMap) {
   runner_.open = true;
   auto st = run_async(ioc_, dm_->remove("datera-" + kUuid));
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(st.error().code, errno_code(EBUSY));
   EXPECT_EQ(runner_.maps.size(), 1u);
   runner_.open = false;
   EXPECT_TRUE(run_async(ioc_, dm_->remove("datera-" + kUuid)));

@@ -137,7 +137,7 @@ TEST_F(LeaseTest, ALiveOwnerThatStillUsesTheVolumeRefusesAndTheClaimantIsToldWhy
   auto got = testing::run_async(ioc_, b.acquire("vol-1", array_));
   stop = true;
   ASSERT_FALSE(got);
-  EXPECT_EQ(got.error().code, EBUSY);
+  EXPECT_EQ(got.error().code, errno_code(EBUSY));
   EXPECT_NE(got.error().message.find("in use on node node-a: pod uid-1 uses it"), std::string::npos)
       << got.error().message;
   EXPECT_EQ(decode(array_.md).owner, "node-a");
@@ -291,7 +291,7 @@ TEST_F(LeaseTest, ExactlyOneOfThreeSimultaneousClaimantsWins) {
       if (r) {
         ++winners;
       } else {
-        EXPECT_EQ(r.error().code, EBUSY) << r.error().message;
+        EXPECT_EQ(r.error().code, errno_code(EBUSY)) << r.error().message;
       }
     }
     EXPECT_EQ(winners, 1) << "round " << round;

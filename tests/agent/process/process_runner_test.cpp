@@ -289,7 +289,7 @@ TEST_F(ProcessRunnerTest, ChildHasItsOwnProcessGroupAndCleanSignalState) {
 TEST_F(ProcessRunnerTest, MissingProgramIsAnError) {
   auto r = run(command("/nonexistent/datera-no-such-program", {"x"}));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ENOENT);
+  EXPECT_EQ(r.error().code, errno_code(ENOENT));
   EXPECT_THAT(r.error().message, HasSubstr("/nonexistent/datera-no-such-program"));
   EXPECT_THAT(r.error().message, HasSubstr("No such file or directory"));
 }
@@ -298,7 +298,7 @@ TEST_F(ProcessRunnerTest, RelativeProgramIsAnError) {
   for (const char* program : {"echo", "bin/echo", ""}) {
     auto r = run(command(program, {"x"}));
     ASSERT_FALSE(r.ok()) << program;
-    EXPECT_EQ(r.error().code, EINVAL);
+    EXPECT_EQ(r.error().code, errno_code(EINVAL));
     EXPECT_THAT(r.error().message, HasSubstr("absolute path")) << program;
     EXPECT_THAT(r.error().message, HasSubstr("'" + std::string(program) + "'"));
   }
@@ -308,13 +308,13 @@ TEST_F(ProcessRunnerTest, UnexecutableFilesAreErrors) {
   TempDir dir;
   auto denied = run(command(dir.write("plain", "#!/bin/sh\necho hi\n", 0644)));
   ASSERT_FALSE(denied.ok());
-  EXPECT_EQ(denied.error().code, EACCES);
+  EXPECT_EQ(denied.error().code, errno_code(EACCES));
   EXPECT_THAT(denied.error().message, HasSubstr("plain: Permission denied"));
 
   auto garbage =
       run(command(dir.write("garbage", std::string("\x01\x02\x03 not a program\n"), 0755)));
   ASSERT_FALSE(garbage.ok());
-  EXPECT_EQ(garbage.error().code, ENOEXEC);
+  EXPECT_EQ(garbage.error().code, errno_code(ENOEXEC));
   EXPECT_THAT(garbage.error().message, HasSubstr("garbage: Exec format error"));
 }
 
@@ -527,7 +527,8 @@ TEST(FakeProcessRunnerTest, RepliesFromItsScriptAndRecordsCommands) {
   FakeProcessRunner fake;
   fake.on("/sbin/iscsiadm", FakeProcessRunner::exited(0, "any"))
       .on("/sbin/iscsiadm", "--mode", FakeProcessRunner::exited(21, "", "no records"))
-      .on("/sbin/mkfs.ext4", Error{"cannot start /sbin/mkfs.ext4: No such file", ENOENT});
+      .on("/sbin/mkfs.ext4",
+          Error{"cannot start /sbin/mkfs.ext4: No such file", errno_code(ENOENT)});
   asio::io_context ioc;
 
   auto specific = run_one(ioc, fake, command("/sbin/iscsiadm", {"--mode", "session"}));
@@ -541,7 +542,7 @@ TEST(FakeProcessRunnerTest, RepliesFromItsScriptAndRecordsCommands) {
 
   auto failed = run_one(ioc, fake, command("/sbin/mkfs.ext4", {"/dev/sdb"}));
   ASSERT_FALSE(failed.ok());
-  EXPECT_EQ(failed.error().code, ENOENT);
+  EXPECT_EQ(failed.error().code, errno_code(ENOENT));
 
   auto unknown = run_one(ioc, fake, command("/bin/true"));
   ASSERT_TRUE(unknown.ok());
@@ -563,10 +564,10 @@ TEST(FakeProcessRunnerTest, DefaultReplyAndSpawnErrorCanBeChanged) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_code, 1);
 
-  fake.set_spawn_error(Error{"cannot start /bin/anything: Permission denied", EACCES});
+  fake.set_spawn_error(Error{"cannot start /bin/anything: Permission denied", errno_code(EACCES)});
   auto denied = run_one(ioc, fake, command("/bin/anything"));
   ASSERT_FALSE(denied.ok());
-  EXPECT_EQ(denied.error().code, EACCES);
+  EXPECT_EQ(denied.error().code, errno_code(EACCES));
 
   fake.set_spawn_error(std::nullopt);
   fake.clear_commands();

@@ -164,7 +164,8 @@ struct FakeMounter : mount::Mounter {
   std::set<std::string> symlinks;  ///< paths resolve_beneath() finds to be symbolic links
   Result<std::string> resolve_beneath(const std::string&, const std::string& path) const override {
     for (const auto& l : symlinks) {
-      if (path == l || path.rfind(l + "/", 0) == 0) return Error{l + " is a symbolic link", ELOOP};
+      if (path == l || path.rfind(l + "/", 0) == 0)
+        return Error{l + " is a symbolic link", errno_code(ELOOP)};
     }
     return path;
   }
@@ -627,7 +628,8 @@ struct DownArray : volume::Array {
   int calls = 0;
   Error down() {
     ++calls;
-    return Error{"connecting to EDF at 10.0.0.1:7717 failed: connection refused", 1};
+    return Error{"connecting to EDF at 10.0.0.1:7717 failed: connection refused",
+                 edf::Errc::transport};
   }
   asio::awaitable<Result<edf::AppInstance>> ensure_volume(const edf::VolumeSpec&) override {
     co_return down();

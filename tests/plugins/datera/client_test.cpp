@@ -31,7 +31,7 @@ HttpResponse edf_error(unsigned status, const std::string& name, const std::stri
   return json(status, Json{{"name", name}, {"http", status}, {"message", msg}});
 }
 Error transport_error(TransportErrc c) {
-  return Error{"scripted failure", static_cast<int>(c)};
+  return Error{"scripted failure", c};
 }
 
 Json ai_json(const std::string& name, const std::string& op_state = "available") {
@@ -153,7 +153,7 @@ TEST_F(ClientTest, VersionFallbacks) {
   };
   auto v = run(client().version());
   ASSERT_FALSE(v.ok());
-  EXPECT_EQ(v.error().code, kUnsupported);
+  EXPECT_EQ(v.error().code, Errc::unsupported);
 }
 
 TEST_F(ClientTest, ExpiredKeyMeansOneReloginAndRetry) {
@@ -178,7 +178,7 @@ TEST_F(ClientTest, PersistentAuthFailureIsReportedOnceWithoutLooping) {
       edf([](const HttpRequest&) { return edf_error(401, "AuthFailedError", "nope"); });
   auto r = run(client().get_app_instance("vol-1"));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, 401);
+  EXPECT_EQ(r.error().code, http_status(401));
   EXPECT_LE(transport_.log.size(), 6u);
 }
 
@@ -213,7 +213,7 @@ TEST_F(ClientTest, RetriesAreBoundedAndTheErrorSaysWhat) {
   });
   auto r = run(client().get_app_instance("vol-1"));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, 503);
+  EXPECT_EQ(r.error().code, http_status(503));
   EXPECT_EQ(transport_.log.size(), 2u + 6u);
   const auto& m = r.error().message;
   EXPECT_NE(m.find("getting app instance for volume vol-1 failed"), std::string::npos) << m;
@@ -299,18 +299,18 @@ TEST_F(ClientTest, EnsureCreatesWhenMissingAndToleratesARace) {
 
 TEST_F(ClientTest, InvalidInputIsRefusedBeforeAnyRequest) {
   transport_.handler = edf([](const HttpRequest&) { return envelope(Json::object()); });
-  EXPECT_EQ(run(client().get_app_instance("../etc")).error().code, kInvalidArg);
+  EXPECT_EQ(run(client().get_app_instance("../etc")).error().code, Errc::invalid_arg);
   VolumeSpec spec;
   spec.name = "ok-name";
   spec.size_gib = 0;
-  EXPECT_EQ(run(client().create_app_instance(spec)).error().code, kInvalidArg);
+  EXPECT_EQ(run(client().create_app_instance(spec)).error().code, Errc::invalid_arg);
   spec.size_gib = 1;
   spec.placement_mode = "tape";
-  EXPECT_EQ(run(client().create_app_instance(spec)).error().code, kInvalidArg);
-  EXPECT_EQ(run(client().acl_add("vol-1", "not-an-iqn")).error().code, kInvalidArg);
-  EXPECT_EQ(run(client().resize("vol-1", 40000)).error().code, kInvalidArg);
+  EXPECT_EQ(run(client().create_app_instance(spec)).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client().acl_add("vol-1", "not-an-iqn")).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client().resize("vol-1", 40000)).error().code, Errc::invalid_arg);
   Metadata big{{"k", std::string(3000, 'x')}};
-  EXPECT_EQ(run(client().put_metadata("vol-1", big)).error().code, kInvalidArg);
+  EXPECT_EQ(run(client().put_metadata("vol-1", big)).error().code, Errc::invalid_arg);
   EXPECT_TRUE(transport_.log.empty());
 }
 
@@ -433,7 +433,7 @@ TEST_F(ClientTest, WaitAvailablePollsBoundedly) {
       edf([](const HttpRequest&) { return envelope(ai_json("vol-7", "unavailable")); });
   auto r = run(client().wait_available("vol-7", 20ms, 5ms));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, kNotReady);
+  EXPECT_EQ(r.error().code, Errc::not_ready);
   EXPECT_NE(r.error().message.find("still 'unavailable'"), std::string::npos);
 }
 
@@ -500,7 +500,7 @@ TEST_F(ClientTest, AnEdfErrorMessageIsEchoedOnlyAsAShortCleanExcerpt) {
   });
   auto r = run(client().get_app_instance("vol-1"));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, 409);
+  EXPECT_EQ(r.error().code, http_status(409));
   const auto& m = r.error().message;
   EXPECT_NE(m.find("ConflictError (HTTP 409)"), std::string::npos) << m;
   EXPECT_NE(m.find("volume is busy"), std::string::npos) << m;

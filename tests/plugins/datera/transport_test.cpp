@@ -97,7 +97,7 @@ TEST_F(TransportTest, ServerClosedIdleConnectionIsReplacedTransparently) {
 TEST_F(TransportTest, TimeoutAndRefusedConnectionAreTyped) {
   auto slow = send("GET", "/slow", "", 100ms);
   ASSERT_FALSE(slow.ok());
-  EXPECT_EQ(slow.error().code, static_cast<int>(TransportErrc::timeout));
+  EXPECT_EQ(slow.error().code, TransportErrc::timeout);
   EXPECT_FALSE(sent_nothing(slow.error()));
 
   auto closed = make_beast_transport(ioc_.get_executor(), Endpoint{"127.0.0.1", 1}, null_logger());
@@ -193,7 +193,7 @@ TEST_F(TlsTest, VerificationIsOnByDefault) {
   const auto port = serve("good");
   auto r = get("127.0.0.1", port, TlsOptions{true, "", false});  // system store: does not know it
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, static_cast<int>(TransportErrc::tls));
+  EXPECT_EQ(r.error().code, TransportErrc::tls);
   EXPECT_NE(r.error().message.find("certificate verify failed"), std::string::npos)
       << r.error().message;
   EXPECT_EQ(served_, 0);
@@ -203,7 +203,7 @@ TEST_F(TlsTest, CertificateForAnotherHostIsRefused) {
   const auto port = serve("noip");
   auto r = get("127.0.0.1", port, TlsOptions{true, dir_ / "noip.pem", false});
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, static_cast<int>(TransportErrc::tls));
+  EXPECT_EQ(r.error().code, TransportErrc::tls);
   EXPECT_EQ(served_, 0);
 }
 

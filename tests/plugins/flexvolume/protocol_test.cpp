@@ -67,7 +67,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ParseArgvErrors, UnknownCommandIsNotSupportedCode) {
   auto r = parse_argv({"frobnicate"});
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ENOTSUP);
+  EXPECT_EQ(r.error().code, errno_code(ENOTSUP));
 }
 
 TEST(ParseArgvErrors, WrongArityShowsUsage) {
@@ -99,7 +99,7 @@ TEST(RequestFromJson, RejectsBadBodies) {
   EXPECT_FALSE(request_from_json(Json{{"args", Json::array()}}).ok());
   EXPECT_FALSE(request_from_json(Json{{"command", "mount"}, {"args", {1}}}).ok());
   EXPECT_FALSE(request_from_json(Json{{"command", "mount"}, {"args", Json::array()}}).ok());
-  EXPECT_EQ(request_from_json(Json{{"command", "nope"}}).error().code, ENOTSUP);
+  EXPECT_EQ(request_from_json(Json{{"command", "nope"}}).error().code, errno_code(ENOTSUP));
 }
 
 // The agent reads argv the same way the shim does: a path with a line break in it is refused, so

@@ -85,7 +85,7 @@ TEST(Shim, AgentFailureExitsOne) {
 
 TEST(Shim, UnreachableAgentIsFailureNamingSocketNeverNotSupported) {
   FakeAgent agent;
-  agent.next = Error{"No such file or directory", static_cast<int>(ClientErrc::connect)};
+  agent.next = Error{"No such file or directory", ClientErrc::connect};
   auto r = run_shim({"mount", "/p", "{}"}, info_with({}), agent.transport());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.reply["status"], "Failure");
@@ -96,7 +96,7 @@ TEST(Shim, UnreachableAgentIsFailureNamingSocketNeverNotSupported) {
 
 TEST(Shim, TimeoutIsFailureNamingCommand) {
   FakeAgent agent;
-  agent.next = Error{"timed out", static_cast<int>(ClientErrc::timeout)};
+  agent.next = Error{"timed out", ClientErrc::timeout};
   auto r = run_shim({"unmount", "/p"}, info_with({}), agent.transport());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.reply["message"].get<std::string>().find("did not answer 'unmount'"),
@@ -180,7 +180,7 @@ TEST(Shim, ControlCharactersInAPathAreAFailureBeforeTheAgent) {
 
 TEST(Shim, UnreadableInfoPathThatIsNotUtf8StillGivesOneObject) {
   FakeAgent agent;
-  agent.next = Error{"No such file or directory", static_cast<int>(ClientErrc::connect)};
+  agent.next = Error{"No such file or directory", ClientErrc::connect};
   auto r = run_shim({"unmount", "/p"}, Error{"cannot open /opt/\xff\xfe/.datera-agent.json"},
                     agent.transport());
   EXPECT_EQ(r.reply["status"], "Failure");

@@ -55,7 +55,7 @@ TEST_F(ClientSocketTest, MissingSocketIsConnectError) {
   auto r = post_json(path_, "/v1/flexvolume", "{}", "t", std::chrono::seconds(1),
                      std::chrono::seconds(1));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, static_cast<int>(ClientErrc::connect));
+  EXPECT_EQ(r.error().code, ClientErrc::connect);
 }
 
 TEST_F(ClientSocketTest, SilentServerIsTimeout) {
@@ -66,7 +66,7 @@ TEST_F(ClientSocketTest, SilentServerIsTimeout) {
   const auto took = std::chrono::steady_clock::now() - start;
   ::close(fd);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, static_cast<int>(ClientErrc::timeout));
+  EXPECT_EQ(r.error().code, ClientErrc::timeout);
   EXPECT_LT(took, std::chrono::seconds(2));
 }
 

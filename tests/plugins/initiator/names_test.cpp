@@ -23,7 +23,7 @@ TEST(ValidateIqn, RefusesWhatCouldMisleadIscsiadmOrPaths) {
     const auto st = validate_iqn(bad);
     EXPECT_FALSE(st.ok()) << bad;
     if (!st.ok()) {
-      EXPECT_EQ(st.error().code, EINVAL) << bad;
+      EXPECT_EQ(st.error().code, errno_code(EINVAL)) << bad;
     }
   }
   EXPECT_FALSE(validate_iqn("iqn.2013-05.com.x:" + std::string(220, 'a')).ok());

@@ -269,7 +269,7 @@ TEST_F(OpenIscsiTest, OtherFailuresAreNotRetriedAndSayWhatToDo) {
   EXPECT_NE(msg.find("code 24 (LOGIN_AUTH_FAILED)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("authorization failure"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ACL"), std::string::npos) << msg;
-  EXPECT_EQ(dev.error().code, EACCES);
+  EXPECT_EQ(dev.error().code, errno_code(EACCES));
   EXPECT_EQ(runner.commands.size(), 7u);  // one login
 }
 
@@ -287,7 +287,7 @@ TEST_F(OpenIscsiTest, LoginTimeoutIsReportedNotRetried) {
   make();
   auto dev = connect(target());
   ASSERT_FALSE(dev.ok());
-  EXPECT_EQ(dev.error().code, ETIMEDOUT);
+  EXPECT_EQ(dev.error().code, errno_code(ETIMEDOUT));
   EXPECT_NE(dev.error().message.find("did not finish within 150s"), std::string::npos)
       << dev.error().message;
   EXPECT_NE(dev.error().message.find("10.0.0.5:3260"), std::string::npos);
@@ -302,19 +302,19 @@ TEST_F(OpenIscsiTest, ExitCodeTimeoutsMapToEtimedout) {
   make();
   auto dev = connect(target());
   ASSERT_FALSE(dev.ok());
-  EXPECT_EQ(dev.error().code, ETIMEDOUT);
+  EXPECT_EQ(dev.error().code, errno_code(ETIMEDOUT));
   EXPECT_NE(dev.error().message.find("TRANS_TIMEOUT"), std::string::npos);
   EXPECT_NE(dev.error().message.find("network path"), std::string::npos);
 }
 
 TEST_F(OpenIscsiTest, MissingIscsiadmSaysSo) {
   runner.reply = [](const Command&) -> Result<Outcome> {
-    return Error{"cannot start /usr/sbin/iscsiadm: No such file or directory", ENOENT};
+    return Error{"cannot start /usr/sbin/iscsiadm: No such file or directory", errno_code(ENOENT)};
   };
   make();
   auto dev = connect(target());
   ASSERT_FALSE(dev.ok());
-  EXPECT_EQ(dev.error().code, ENOENT);
+  EXPECT_EQ(dev.error().code, errno_code(ENOENT));
   EXPECT_NE(dev.error().message.find("is open-iscsi installed"), std::string::npos);
   EXPECT_EQ(runner.commands.size(), 1u);
 }
@@ -371,7 +371,7 @@ TEST_F(OpenIscsiTest, NoDeviceWithinTheTimeoutIsAnError) {
   make();
   auto dev = connect(target(), 60ms);
   ASSERT_FALSE(dev.ok());
-  EXPECT_EQ(dev.error().code, ETIMEDOUT);
+  EXPECT_EQ(dev.error().code, errno_code(ETIMEDOUT));
   EXPECT_NE(dev.error().message.find("no usable device for LUN 0"), std::string::npos)
       << dev.error().message;
   EXPECT_NE(dev.error().message.find("no SCSI device for LUN 0 in session 3"), std::string::npos)
@@ -477,7 +477,7 @@ TEST_F(OpenIscsiTest, InvalidInputIsRejectedBeforeAnythingRuns) {
   for (const auto& b : bad) {
     auto dev = connect(b);
     ASSERT_FALSE(dev.ok());
-    EXPECT_EQ(dev.error().code, EINVAL) << dev.error().message;
+    EXPECT_EQ(dev.error().code, errno_code(EINVAL)) << dev.error().message;
     EXPECT_NE(dev.error().message.find("connecting target"), std::string::npos)
         << dev.error().message;
   }
@@ -497,7 +497,7 @@ TEST_F(OpenIscsiTest, ALockHeldElsewhereIsAwaitedThenReported) {
   make();
   auto dev = connect(target());
   ASSERT_FALSE(dev.ok());
-  EXPECT_EQ(dev.error().code, ETIMEDOUT);
+  EXPECT_EQ(dev.error().code, errno_code(ETIMEDOUT));
   EXPECT_NE(dev.error().message.find("still held"), std::string::npos) << dev.error().message;
   EXPECT_TRUE(runner.commands.empty());
 
@@ -560,7 +560,7 @@ TEST_F(OpenIscsiTest, DisconnectReportsASessionThatWillNotGo) {
   make();  // iscsiadm "succeeds", but the session stays
   auto st = disconnect(target());
   ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_EQ(st.error().code, errno_code(EBUSY));
   EXPECT_NE(st.error().message.find("session3 at 10.0.0.5:3260 (FAILED)"), std::string::npos)
       << st.error().message;
   // After the by-IQN logout and delete, the left-over session was logged out by its sid once.
@@ -685,7 +685,7 @@ TEST_F(OpenIscsiTest, InitiatorIqnComesFromTheFileUnlessConfigured) {
   make();
   auto missing = initiator->initiator_iqn();
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_EQ(missing.error().code, errno_code(ENOENT));
   EXPECT_NE(missing.error().message.find("initiatorname.iscsi"), std::string::npos);
 
   FakeSysfs::write(options.initiator_name_file,

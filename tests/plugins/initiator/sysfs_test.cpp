@@ -95,7 +95,7 @@ TEST(SysfsReader, ScanWritesOneLunToTheHost) {
   EXPECT_EQ(tree.scan_written(5), "0 0 2");
   const auto missing = reader.scan_lun(9, 0);  // no such host: never creates the file
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_EQ(missing.error().code, errno_code(ENOENT));
 }
 
 }  // namespace

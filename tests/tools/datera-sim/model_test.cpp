@@ -161,8 +161,8 @@ TEST_F(ModelTest, ValidationTable) {
     c.mutate(body);
     auto r = model_.create_app_instance("/root", body);
     ASSERT_FALSE(r.ok()) << c.label;
-    EXPECT_EQ(r.error().code, c.status) << c.label << ": " << r.error().message;
-    EXPECT_EQ(edf_error_name(static_cast<unsigned>(r.error().code)),
+    EXPECT_EQ(r.error().code, http_status(c.status)) << c.label << ": " << r.error().message;
+    EXPECT_EQ(edf_error_name(http_status_of(r.error().code)),
               c.status == 400   ? "InvalidRequestError"
               : c.status == 404 ? "NotFoundError"
                                 : "ValidationFailedError")
@@ -194,24 +194,24 @@ TEST_F(ModelTest, TemplateCreateWithStringSizeOverride) {
 
   body["name"] = "CSI-pvc-2";
   body["template_override"]["storage_instances"]["storage-1"]["volumes"]["volume-1"]["size"] = "0";
-  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, 422);
+  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, http_status(422));
   body["template_override"]["storage_instances"]["storage-1"]["volumes"]["volume-1"]["size"] =
       "big";
-  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, 400);
+  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, http_status(400));
   body["template_override"] = {{"storage_instances", {{"storage-9", json::object()}}}};
-  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, 400);
+  EXPECT_EQ(model_.create_app_instance("/root", body).error().code, http_status(400));
 }
 
 TEST_F(ModelTest, DuplicatesConflict) {
   ASSERT_TRUE(model_.create_app_instance("/root", ai_body("dup")).ok());
   auto again = model_.create_app_instance("/root", ai_body("dup"));
   ASSERT_FALSE(again.ok());
-  EXPECT_EQ(again.error().code, 409);
+  EXPECT_EQ(again.error().code, http_status(409));
   EXPECT_EQ(edf_error_name(409), "ConflictError");
 
   json init = {{"id", "iqn.1993-08.org.debian:01:abcd"}, {"name", "node-a"}, {"force", true}};
   ASSERT_TRUE(model_.create_initiator("/root", init).ok());
-  EXPECT_EQ(model_.create_initiator("/root", init).error().code, 409);
+  EXPECT_EQ(model_.create_initiator("/root", init).error().code, http_status(409));
   EXPECT_TRUE(model_.create_initiator("/root/other", init).ok());  // another namespace
 }
 
@@ -220,14 +220,15 @@ TEST_F(ModelTest, LookupByIdOrNameAndTenantsAreIsolated) {
   ASSERT_TRUE(ai.ok());
   EXPECT_EQ(model_.get_app_instance("/root", ai->id)->name, "shared-name");
   EXPECT_EQ(model_.get_app_instance("/root", "shared-name")->id, ai->id);
-  EXPECT_EQ(model_.get_app_instance("/root/t1", "shared-name").error().code, 404);
+  EXPECT_EQ(model_.get_app_instance("/root/t1", "shared-name").error().code, http_status(404));
   auto other = model_.create_app_instance("/root/t1", ai_body("shared-name"));
   ASSERT_TRUE(other.ok());  // same name, other tenant: no conflict
   EXPECT_NE(other->id, ai->id);
   EXPECT_EQ(model_.list_app_instances("/root").size(), 1u);
   EXPECT_EQ(model_.list_app_instances("/root/t1").size(), 1u);
   EXPECT_EQ(model_.list_app_instances("all").size(), 2u);
-  EXPECT_EQ(model_.delete_app_instance("/root/t1", ai->id, {{"force", true}}).error().code, 404);
+  EXPECT_EQ(model_.delete_app_instance("/root/t1", ai->id, {{"force", true}}).error().code,
+            http_status(404));
 
   EXPECT_EQ(*Model::normalize_tenant(""), "/root");
   EXPECT_EQ(*Model::normalize_tenant("/root/t1"), "/root/t1");
@@ -241,14 +242,15 @@ TEST_F(ModelTest, DeleteOfOnlineAppInstanceIsRefusedUntilOfflineOrForce) {
   ASSERT_TRUE(a.ok() && b.ok());
   auto refused = model_.delete_app_instance("/root", "del-a", nullptr);
   ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.error().code, 409);
+  EXPECT_EQ(refused.error().code, http_status(409));
   ASSERT_TRUE(
       model_.update_app_instance("/root", "del-a", {{"admin_state", "offline"}, {"force", true}})
           .ok());
   EXPECT_TRUE(model_.delete_app_instance("/root", "del-a", nullptr).ok());
-  EXPECT_EQ(model_.get_app_instance("/root", "del-a").error().code, 404);
+  EXPECT_EQ(model_.get_app_instance("/root", "del-a").error().code, http_status(404));
   EXPECT_TRUE(model_.delete_app_instance("/root", b->id, {{"force", true}}).ok());
-  EXPECT_EQ(model_.delete_app_instance("/root", b->id, {{"force", true}}).error().code, 404);
+  EXPECT_EQ(model_.delete_app_instance("/root", b->id, {{"force", true}}).error().code,
+            http_status(404));
 }
 
 TEST_F(ModelTest, OpStateFollowsAdminStateAfterTheDelay) {
@@ -275,13 +277,15 @@ TEST_F(ModelTest, UpdateRules) {
   ASSERT_TRUE(model_.create_app_instance("/root", ai_body("upd")).ok());
   ASSERT_TRUE(model_.create_app_instance("/root", ai_body("other")).ok());
   EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"admin_state", "paused"}}).error().code,
-            422);
-  EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"force", "yes"}}).error().code, 400);
+            http_status(422));
+  EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"force", "yes"}}).error().code,
+            http_status(400));
   EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"access_control_mode", "allow_all"}})
                 .error()
                 .code,
-            422);  // only allow_all -> deny_all
-  EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"name", "other"}}).error().code, 409);
+            http_status(422));  // only allow_all -> deny_all
+  EXPECT_EQ(model_.update_app_instance("/root", "upd", {{"name", "other"}}).error().code,
+            http_status(409));
   auto renamed =
       model_.update_app_instance("/root", "upd", {{"name", "upd-2"}, {"descr", "a volume"}});
   ASSERT_TRUE(renamed.ok());
@@ -291,7 +295,7 @@ TEST_F(ModelTest, UpdateRules) {
   // Volumes grow only.
   EXPECT_EQ(
       model_.update_volume("/root", "upd-2", "storage-1", "volume-1", {{"size", 8}}).error().code,
-      422);
+      http_status(422));
   auto grown = model_.update_volume("/root", "upd-2", "storage-1", "volume-1", {{"size", 32}});
   ASSERT_TRUE(grown.ok());
   EXPECT_EQ(grown->size, 32);
@@ -299,7 +303,8 @@ TEST_F(ModelTest, UpdateRules) {
                                            {{"total_iops_max", 500}, {"read_bandwidth_max", 0}});
   ASSERT_TRUE(qos.ok());
   EXPECT_EQ(qos->performance_policy.at("total_iops_max"), 500);
-  EXPECT_EQ(model_.get_volume("/root", "upd-2", "storage-1", "volume-9").error().code, 404);
+  EXPECT_EQ(model_.get_volume("/root", "upd-2", "storage-1", "volume-9").error().code,
+            http_status(404));
 
   // CHAP
   auto chap =
@@ -307,7 +312,8 @@ TEST_F(ModelTest, UpdateRules) {
                       {{"type", "chap"}, {"target_user_name", "u1"}, {"target_pswd", "secret12"}});
   ASSERT_TRUE(chap.ok());
   EXPECT_EQ(chap->auth.target_pswd, "secret12");
-  EXPECT_EQ(model_.set_auth("/root", "upd-2", "storage-1", {{"type", "mchap"}}).error().code, 422);
+  EXPECT_EQ(model_.set_auth("/root", "upd-2", "storage-1", {{"type", "mchap"}}).error().code,
+            http_status(422));
 }
 
 TEST_F(ModelTest, AclReplaceToleratesDuplicatesAndLogsChanges) {
@@ -320,7 +326,7 @@ TEST_F(ModelTest, AclReplaceToleratesDuplicatesAndLogsChanges) {
   auto missing =
       model_.replace_acl("/root", "acl", "storage-1",
                          {{"initiators", {{{"path", "/initiators/iqn.2000-01.x:nobody"}}}}});
-  EXPECT_EQ(missing.error().code, 404);
+  EXPECT_EQ(missing.error().code, http_status(404));
 
   auto si = model_.replace_acl("/root", "acl", "storage-1",
                                {{"initiators",
@@ -366,36 +372,36 @@ TEST_F(ModelTest, AclReplaceToleratesDuplicatesAndLogsChanges) {
                         {{"op", "swap"}, {"path", "/initiators/" + a}})
                 .error()
                 .code,
-            422);
+            http_status(422));
   EXPECT_EQ(model_.acl_op("/root", "acl", "storage-1", "initiators", {{"path", "/initiators/" + a}})
                 .error()
                 .code,
-            400);
+            http_status(400));
 }
 
 TEST_F(ModelTest, InitiatorValidation) {
   EXPECT_EQ(model_.create_initiator("/root", {{"id", "iqn.1993-08.org:x"}, {"name", "short-iqn"}})
                 .error()
                 .code,
-            422);
+            http_status(422));
   EXPECT_EQ(model_
                 .create_initiator("/root",
                                   {{"id", "iqn.1993-28.org.debian:01:ab"}, {"name", "bad-month"}})
                 .error()
                 .code,
-            422);
+            http_status(422));
   EXPECT_EQ(
       model_.create_initiator("/root", {{"id", "iqn.1993-08.org.debian:01:ab"}, {"name", "!x"}})
           .error()
           .code,
-      422);
-  EXPECT_EQ(model_.create_initiator("/root", {{"name", "no-id"}}).error().code, 400);
+      http_status(422));
+  EXPECT_EQ(model_.create_initiator("/root", {{"name", "no-id"}}).error().code, http_status(400));
   EXPECT_TRUE(
       model_.create_initiator("/root", {{"id", "eui.0123456789abcdef"}, {"name", "eui host"}})
           .ok());
   EXPECT_TRUE(model_.get_initiator("/root", "eui.0123456789abcdef").ok());
   EXPECT_TRUE(model_.delete_initiator("/root", "eui.0123456789abcdef").ok());
-  EXPECT_EQ(model_.get_initiator("/root", "eui.0123456789abcdef").error().code, 404);
+  EXPECT_EQ(model_.get_initiator("/root", "eui.0123456789abcdef").error().code, http_status(404));
 }
 
 TEST_F(ModelTest, MetadataMergeDeleteAndLimit) {
@@ -407,13 +413,14 @@ TEST_F(ModelTest, MetadataMergeDeleteAndLimit) {
   ASSERT_TRUE(md.ok());
   EXPECT_EQ(*md, (Metadata{{"formatted", "true"}, {"pod_name", "web-0"}}));
   EXPECT_EQ(*model_.get_metadata("/root", "meta"), *md);
-  EXPECT_EQ(model_.put_metadata("/root", "meta", {{"nested", {{"a", 1}}}}).error().code, 400);
+  EXPECT_EQ(model_.put_metadata("/root", "meta", {{"nested", {{"a", 1}}}}).error().code,
+            http_status(400));
   // {"formatted":"true","pod_name":"web-0","big":"xxx"} must stay within 2048 characters.
   const size_t base =
       json(Metadata{{"formatted", "true"}, {"pod_name", "web-0"}, {"big", ""}}).dump().size();
   auto over = model_.put_metadata("/root", "meta", {{"big", std::string(2048 - base + 1, 'x')}});
   ASSERT_FALSE(over.ok());
-  EXPECT_EQ(over.error().code, 400);
+  EXPECT_EQ(over.error().code, http_status(400));
   EXPECT_EQ(model_.get_metadata("/root", "meta")->size(), 2u);  // unchanged
   EXPECT_TRUE(model_.put_metadata("/root", "meta", {{"big", std::string(2048 - base, 'x')}}).ok());
   // SI-level metadata is separate.
@@ -430,12 +437,13 @@ TEST_F(ModelTest, FailoverAndRebalanceAreRecorded) {
   EXPECT_EQ(ev->from_node, node);
   EXPECT_NE(ev->to_node, node);
   EXPECT_EQ(model_.get_storage_instance("/root", "vip", "storage-1")->node, ev->to_node);
-  EXPECT_EQ(model_.failover("/root", "vip", "storage-1", "node-77").error().code, 404);
+  EXPECT_EQ(model_.failover("/root", "vip", "storage-1", "node-77").error().code, http_status(404));
   auto rb = model_.rebalance("/root", "vip", "storage-1", {"10.9.0.1", "10.9.0.2"});
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(model_.get_storage_instance("/root", "vip", "storage-1")->ips,
             (std::vector<std::string>{"10.9.0.1", "10.9.0.2"}));
-  EXPECT_EQ(model_.rebalance("/root", "vip", "storage-1", {"10.9.0.300"}).error().code, 422);
+  EXPECT_EQ(model_.rebalance("/root", "vip", "storage-1", {"10.9.0.300"}).error().code,
+            http_status(422));
   EXPECT_EQ(model_.failovers().size(), 1u);
   EXPECT_EQ(model_.rebalances().size(), 1u);
 }
@@ -482,9 +490,9 @@ TEST_F(ModelTest, PersistenceRoundTrip) {
 TEST(SessionsTest, KeysExpireByTheClockAndOnDemand) {
   testing::FakeClock clock;
   Sessions s(clock.clock(), 15min, {{"admin", "password"}}, 1);
-  EXPECT_EQ(s.login("admin", "wrong_pw").error().code, 401);
-  EXPECT_EQ(s.login("nobody", "password").error().code, 401);
-  EXPECT_EQ(s.login("a!", "password").error().code, 400);
+  EXPECT_EQ(s.login("admin", "wrong_pw").error().code, http_status(401));
+  EXPECT_EQ(s.login("nobody", "password").error().code, http_status(401));
+  EXPECT_EQ(s.login("a!", "password").error().code, http_status(400));
   auto key = s.login("admin", "password");
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(key->size(), 32u);
@@ -508,15 +516,16 @@ TEST(SessionsTest, PasswordsMayHoldAnyPrintableCharacter) {
   const std::string pw = "pä ss\"w&o%r+d=\\ü'";
   Sessions s(clock.clock(), 15min, {{"admin", pw}, {"long", std::string(256, 'x')}}, 1);
   EXPECT_TRUE(s.login("admin", pw).ok());
-  EXPECT_EQ(s.login("admin", pw + "x").error().code, 401);
-  EXPECT_EQ(s.login("admin", "pw").error().code, 401) << "short is wrong, not malformed";
+  EXPECT_EQ(s.login("admin", pw + "x").error().code, http_status(401));
+  EXPECT_EQ(s.login("admin", "pw").error().code, http_status(401))
+      << "short is wrong, not malformed";
   EXPECT_TRUE(s.login("long", std::string(256, 'x')).ok());
   for (const std::string& bad :
        {std::string("pw\nx"), std::string("pw\tx"), std::string("pw\x7f"), std::string("pw\xff"),
         std::string(257, 'x'), std::string("pw\0x", 4)}) {
     auto r = s.login("admin", bad);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().code, 400);
+    EXPECT_EQ(r.error().code, http_status(400));
     EXPECT_EQ(r.error().message.find(bad), std::string::npos) << "never echoed";
   }
 }
