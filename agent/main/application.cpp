@@ -166,7 +166,8 @@ asio::awaitable<void> Application::start() {
     ioc_.stop();
     co_return;
   }
-  if (cfg_.initiator.kind == "open-iscsi" && cfg_.initiator.multipath != "off") {
+  if (cfg_.choices.initiator == config::InitiatorKind::open_iscsi &&
+      cfg_.choices.multipath != config::MultipathMode::off) {
     // Before make_volumes() looks for them: a node without multipathd may never have loaded them.
     co_await multipath::load_modules(*runner_, "/", "/sbin/modprobe", logs_.get("multipath"));
   }
@@ -283,8 +284,8 @@ void Application::reload_log_level() {
   if (!cfg) {
     log_->warn("SIGHUP: config not reloaded, keeping log level {}: {}",
                spdlog::level::to_string_view(logs_.level()), cfg.error().message);
-  } else if (auto level = parse_log_level(cfg->log_level)) {
-    logs_.set_level(*level);
+  } else {
+    logs_.set_level(cfg->choices.log_level);
     log_->info("SIGHUP: log level is now {} (other settings apply at restart)", cfg->log_level);
   }
   // systemd holds a unit in "reloading" until it hears READY=1 again.
@@ -370,7 +371,7 @@ Status Application::make_volumes() {
   mounter_ = mount::make_linux_mounter(ioc_.get_executor(), pool_, *runner_, {}, *mount_probe_,
                                        logs_.get("mount"));
   const auto& ic = cfg_.initiator;
-  if (ic.kind == "loop") {
+  if (cfg_.choices.initiator == config::InitiatorKind::loop) {
     edf::BackendTarget base;
     auto target = edf::parse_server(cfg_.backend.server, base);
     if (!target) return target.error().wrap("config key 'backend.server'");
@@ -397,7 +398,7 @@ Status Application::make_volumes() {
     oo.noop_out_timeout = ic.noop_out_timeout;
     oo.wait_for_event = [this](std::chrono::milliseconds max) { return udev_->wait(max); };
     initiator_ = initiator::make_open_iscsi(*runner_, pool_, oo, logs_.get("initiator"));
-    if (ic.multipath != "off") {
+    if (cfg_.choices.multipath != config::MultipathMode::off) {
       multipath_probe_ = std::make_unique<multipath::Probe>(*registry_);
       multipath::DmsetupOptions dm;
       dm.dmsetup = ic.dmsetup;
@@ -416,7 +417,7 @@ Status Application::make_volumes() {
               "claim a volume's disk before the agent's map does, and that volume's mount then "
               "fails saying so; `datera-agentctl doctor` checks the drop-in");
         }
-      } else if (ic.multipath == "on") {
+      } else if (cfg_.choices.multipath == config::MultipathMode::on) {
         return Error{"initiator.multipath is 'on' but dm-multipath is unusable: " + why +
                      " (modprobe dm_multipath dm_round_robin, install dmsetup)"};
       } else {
@@ -493,7 +494,7 @@ Status Application::make_volumes() {
       ::kill(::getpid(), SIGKILL);
     };
   }
-  if (cfg_.handoff.mode == "agent" && !cfg_.attach) {
+  if (cfg_.choices.handoff == config::HandoffMode::agent && !cfg_.attach) {
     ownership::Options oo;
     oo.node = cfg_.node_name;
     if (auto iqn = initiator_->initiator_iqn()) oo.iqn = *iqn;
@@ -658,7 +659,7 @@ nlohmann::json Application::status() {
           {"protocol", version::kProtocol},
           {"node", cfg_.node_name},
           {"attach", cfg_.attach},
-          {"initiator", cfg_.initiator.kind},
+          {"initiator", std::string(config::to_string(cfg_.choices.initiator))},
           {"multipath",
            {{"maps", multipath_ && multipath_->available()},
             {"multipathd", multipathd_},
