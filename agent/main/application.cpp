@@ -14,6 +14,7 @@
 #include "agent/common/duration.h"
 #include "agent/common/fs.h"
 #include "agent/common/version.h"
+#include "agent/main/wiring.h"
 #include "agent/mount/linux_mounter.h"
 #include "agent/udev/linux_udev_monitor.h"
 #include "metrics/process_collector.h"
@@ -326,19 +327,17 @@ asio::awaitable<void> Application::shutdown() {
 Status Application::make_backend() {
   const auto& b = cfg_.backend;
   if (!b.configured()) return ok_status();
-  edf::BackendTarget base;
-  base.port = b.tls ? 7718 : 7717;
-  auto target = edf::parse_server(b.server, base);
-  if (!target) return target.error().wrap("config key 'backend.server'");
-  auto transport = edf::make_beast_transport(
-      ioc_.get_executor(), edf::Endpoint{target->host, target->port}, logs_.get("edf"),
-      edf::TlsOptions{b.tls, b.ca_file, b.insecure_skip_verify});
+  auto target = backend_target(cfg_);
+  if (!target) return target.error();
+  auto transport =
+      edf::make_beast_transport(ioc_.get_executor(), edf::Endpoint{target->host, target->port},
+                                logs_.get("edf"), tls_options(cfg_));
   if (!transport) return transport.error().wrap("config key 'backend'");
   edf_transport_ = std::move(*transport);
   edf_probe_ = std::make_unique<edf::Probe>(*registry_);
   edf::ClientOptions o;
   o.server = target->server();
-  o.credentials = {b.username, b.password};
+  o.credentials = target->credentials;
   o.tenant = b.tenant;
   o.request_timeout = b.request_timeout;
   edf_client_ = std::make_unique<edf::Client>(ioc_.get_executor(), *edf_transport_, o, *edf_probe_,
@@ -372,12 +371,12 @@ Status Application::make_volumes() {
                                        logs_.get("mount"));
   const auto& ic = cfg_.initiator;
   if (cfg_.choices.initiator == config::InitiatorKind::loop) {
-    edf::BackendTarget base;
-    auto target = edf::parse_server(cfg_.backend.server, base);
-    if (!target) return target.error().wrap("config key 'backend.server'");
-    auto t = edf::make_beast_transport(
-        ioc_.get_executor(), edf::Endpoint{target->host, target->port}, logs_.get("initiator"),
-        edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify});
+    // datera-sim's file backend, reached like the default array (validate() requires one).
+    auto target = backend_target(cfg_);
+    if (!target) return target.error();
+    auto t =
+        edf::make_beast_transport(ioc_.get_executor(), edf::Endpoint{target->host, target->port},
+                                  logs_.get("initiator"), tls_options(cfg_));
     if (!t) return t.error().wrap("loop initiator");
     sim_transport_ = std::move(*t);
     initiator::LoopOptions lo;
@@ -441,18 +440,13 @@ Status Application::make_volumes() {
   // its credentials at each use; other arrays need backend.allowed_servers and their own.
   edf::BackendTarget default_backend;
   if (cfg_.backend.configured()) {
-    edf::BackendTarget base;
-    base.port = cfg_.backend.tls ? 7718 : 7717;
-    auto target = edf::parse_server(cfg_.backend.server, base);
-    if (!target) return target.error().wrap("config key 'backend.server'");
+    auto target = backend_target(cfg_);
+    if (!target) return target.error();
     default_backend = *target;
-    default_backend.credentials = {cfg_.backend.username, cfg_.backend.password};
-    default_backend.is_default = true;
   }
   volume::EdfArraysOptions ao;
   ao.default_backend = default_backend;
-  ao.tls =
-      edf::TlsOptions{cfg_.backend.tls, cfg_.backend.ca_file, cfg_.backend.insecure_skip_verify};
+  ao.tls = tls_options(cfg_);
   ao.tenant = cfg_.backend.tenant;
   ao.request_timeout = cfg_.backend.request_timeout;
   // Two attempts of ttl/6 each: a renewal ends (renewed or failed) within about ttl/3.
