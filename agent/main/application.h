@@ -1,9 +1,12 @@
 #pragma once
 
 // The composition root: wire() builds every service by constructor injection (construction only:
-// no socket is bound, no array contacted, nothing written), then start() runs the start phases
-// of phases.h in order:
-//   `bind` → `data_path` → `reconcile` → `serve` → `watch` → `signals` → `driver` → `backend`
+// it reads what it must, such as kubelet_root's real path and the initiator's IQN, but listens
+// on nothing, contacts no array and writes nothing), then start() runs the start phases of
+// phases.h in this order (agent/main/README.md says what each does):
+//
+// Start phases: `bind` `data_path` `reconcile` `serve` `watch` `signals` `driver` `backend`
+//
 // A phase that starts something pushes how to stop it onto a stack; shutdown (SIGTERM/SIGINT)
 // and a failed start-up unwind that stack in reverse: stop the loops, stop accepting, drain
 // in-flight calls within shutdown_grace, remove our socket file. iSCSI sessions, mounts and the
