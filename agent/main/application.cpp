@@ -97,10 +97,6 @@ int Application::run() {
   ::mallopt(M_TRIM_THRESHOLD, 1 << 20);
   log_->info("datera-agent {} ({}) starting on node {}", version::kVersion, version::kGitCommit,
              cfg_.node_name);
-  if (auto st = wire(); !st) {
-    log_->critical("{}", st.error().message);
-    return 1;
-  }
   asio::co_spawn(ioc_, start(), [this](const std::exception_ptr& e) {
     if (e) {
       log_exception(log_, "start-up", e);
@@ -191,6 +187,14 @@ Status Application::wire_data_path() {
   mount_probe_ = std::make_unique<mount::Probe>(*registry_);
   mounter_ = mount::make_linux_mounter(ioc_.get_executor(), pool_, *runner_, {}, *mount_probe_,
                                        logs_.get("mount"));
+  if (auto st = wire_initiator(); !st) return st;
+  journal_ = std::make_unique<volume::Journal>(fs::join(cfg_.state_dir, "journal"), pool_,
+                                               logs_.get("journal"));
+  return ok_status();
+}
+
+// open-iscsi (with dm-multipath maps unless off) in production; loop for development and tests.
+Status Application::wire_initiator() {
   const auto& ic = cfg_.initiator;
   if (cfg_.choices.initiator == config::InitiatorKind::loop) {
     // datera-sim's file backend, reached like the default array (validate() requires it).
@@ -227,8 +231,6 @@ Status Application::wire_data_path() {
                                                         logs_.get("multipath"));
     }
   }
-  journal_ = std::make_unique<volume::Journal>(fs::join(cfg_.state_dir, "journal"), pool_,
-                                               logs_.get("journal"));
   return ok_status();
 }
 
@@ -415,6 +417,10 @@ asio::awaitable<void> Application::start() {
         return true;
       }(),
       "kPhases must run the phases of phases.h, in its order");
+  if (auto st = wire(); !st) {
+    co_await fail_startup(st.error().message);
+    co_return;
+  }
   for (const auto& phase : kPhases) {
     log_->debug("start-up: {}", phase.name);
     auto st = co_await (this->*phase.run)();

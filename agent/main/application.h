@@ -67,6 +67,7 @@ class Application {
   void wire_installer();
   Status wire_array();
   Status wire_data_path();
+  Status wire_initiator();  ///< part of wire_data_path()
   void wire_ownership();
   void wire_volumes();
   void wire_keeper();
@@ -136,7 +137,7 @@ class Application {
   std::unique_ptr<backend::Probe> backend_probe_;
   std::unique_ptr<backend::Monitor> backend_monitor_;
   std::unique_ptr<volume::EdfArrays> arrays_;
-  // wire_data_path()
+  // wire_data_path(), wire_initiator()
   std::unique_ptr<volume::Probe> volume_probe_;
   udev::MonitorPtr udev_;
   std::unique_ptr<mount::Probe> mount_probe_;  // before mounter_, which uses it
