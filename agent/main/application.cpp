@@ -403,6 +403,8 @@ asio::awaitable<void> Application::start() {
       {"data_path", &Application::find_data_path},
       {"reconcile", &Application::reconcile},
       {"serve", &Application::serve},
+      // After serve (nothing runs in between, so no caller can tell) so that, unwound, the loops
+      // stop before the API drains: no keeper check or lease round starts during the drain.
       {"watch", &Application::watch},
       {"signals", &Application::handle_signals},
       {"driver", &Application::install_driver},
@@ -435,6 +437,7 @@ asio::awaitable<Status> Application::bind() {
   if (auto st = api_server_->listen_unix(cfg_.socket_path); !st) {
     co_return st.error().wrap("cannot serve the API");
   }
+  // A later phase failing must not leave the socket file behind (only our own file is removed).
   on_stop([this] { api_server_->remove_socket_file(); });
   auto bound = metrics_server_->listen_tcp(cfg_.metrics.host, cfg_.metrics.port);
   if (!bound) {
