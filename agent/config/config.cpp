@@ -7,7 +7,9 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <type_traits>
 #include <unistd.h>
+#include <utility>
 
 #include <yaml-cpp/yaml.h>
 
@@ -282,6 +284,41 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
 #undef DT_SET_STRING
 #undef DT_SET_DURATION
 
+// Each enumerated key's values with their spellings: to_string() and parse_choice() share them.
+constexpr std::pair<InitiatorKind, std::string_view> kInitiatorKinds[] = {
+    {InitiatorKind::open_iscsi, "open-iscsi"}, {InitiatorKind::loop, "loop"}};
+constexpr std::pair<MultipathMode, std::string_view> kMultipathModes[] = {
+    {MultipathMode::automatic, "auto"}, {MultipathMode::on, "on"}, {MultipathMode::off, "off"}};
+constexpr std::pair<HandoffMode, std::string_view> kHandoffModes[] = {{HandoffMode::agent, "agent"},
+                                                                      {HandoffMode::off, "off"}};
+
+template <typename E>
+constexpr const auto& spellings() {
+  if constexpr (std::is_same_v<E, InitiatorKind>) {
+    return kInitiatorKinds;
+  } else if constexpr (std::is_same_v<E, MultipathMode>) {
+    return kMultipathModes;
+  } else {
+    return kHandoffModes;
+  }
+}
+
+template <typename E>
+std::optional<E> parse_choice(std::string_view text) {
+  for (const auto& [value, name] : spellings<E>()) {
+    if (name == text) return value;
+  }
+  return std::nullopt;
+}
+
+template <typename E>
+std::string_view spelling(E value) {
+  for (const auto& [v, name] : spellings<E>()) {
+    if (v == value) return name;
+  }
+  return "?";
+}
+
 Status check_abs_path(const std::string& key, const std::string& path) {
   if (path.empty() || path.front() != '/')
     return key_error(key, "'" + path + "' must be an absolute path");
@@ -362,6 +399,16 @@ std::vector<std::string> known_keys() {
     for (const auto& key : section->second) out.push_back(top + "." + key);
   }
   return out;
+}
+
+std::string_view to_string(InitiatorKind kind) {
+  return spelling(kind);
+}
+std::string_view to_string(MultipathMode mode) {
+  return spelling(mode);
+}
+std::string_view to_string(HandoffMode mode) {
+  return spelling(mode);
 }
 
 bool is_valid_node_name(const std::string& name) {
@@ -460,10 +507,12 @@ Status validate(Config& cfg) {
                                         std::to_string(kMaxUnixPath) +
                                         " bytes, the limit for a Unix socket path");
   }
-  if (auto f = parse_log_format(cfg.log_format); !f)
-    return key_error("log_format", f.error().message);
-  if (auto lvl = parse_log_level(cfg.log_level); !lvl)
-    return key_error("log_level", lvl.error().message);
+  auto format = parse_log_format(cfg.log_format);
+  if (!format) return key_error("log_format", format.error().message);
+  cfg.choices.log_format = *format;
+  auto level = parse_log_level(cfg.log_level);
+  if (!level) return key_error("log_level", level.error().message);
+  cfg.choices.log_level = *level;
   if (auto s = parse_listen(cfg.metrics); !s) return s;
   if (!is_name_token(cfg.driver.vendor) || cfg.driver.vendor.find('~') != std::string::npos) {
     return key_error("driver.vendor", "'" + cfg.driver.vendor + "' must be a short lowercase name");
@@ -486,12 +535,14 @@ Status validate(Config& cfg) {
                      "must be longer than api.call_timeout, so the agent's own, more precise "
                      "error reaches kubelet before the shim gives up");
   }
-  if (cfg.initiator.kind != "open-iscsi" && cfg.initiator.kind != "loop") {
+  auto kind = parse_choice<InitiatorKind>(cfg.initiator.kind);
+  if (!kind) {
     return key_error("initiator.kind", "'" + cfg.initiator.kind +
                                            "' is not open-iscsi or loop (loop is for development "
                                            "and tests only)");
   }
-  if (cfg.initiator.kind == "loop" && (cfg.initiator.iqn.empty() || !cfg.backend.configured())) {
+  cfg.choices.initiator = *kind;
+  if (*kind == InitiatorKind::loop && (cfg.initiator.iqn.empty() || !cfg.backend.configured())) {
     return key_error("initiator.kind",
                      "loop needs initiator.iqn and backend.server (a datera-sim with --backend "
                      "file)");
@@ -504,11 +555,12 @@ Status validate(Config& cfg) {
   }
   if (auto st = check_abs_path("initiator.iscsiadm", cfg.initiator.iscsiadm); !st) return st;
   if (auto st = check_abs_path("initiator.dmsetup", cfg.initiator.dmsetup); !st) return st;
-  if (cfg.initiator.multipath != "auto" && cfg.initiator.multipath != "on" &&
-      cfg.initiator.multipath != "off") {
+  auto multipath = parse_choice<MultipathMode>(cfg.initiator.multipath);
+  if (!multipath) {
     return key_error("initiator.multipath",
                      "'" + cfg.initiator.multipath + "' is not one of auto, on, off");
   }
+  cfg.choices.multipath = *multipath;
   if (cfg.initiator.iface.empty() || cfg.initiator.iface.size() > 64 ||
       cfg.initiator.iface.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                             "0123456789._-") != std::string::npos) {
@@ -520,9 +572,11 @@ Status validate(Config& cfg) {
                      "true needs backend.server (and its credentials): Kubernetes passes no "
                      "secrets to attach, detach, waitforattach or mountdevice");
   }
-  if (cfg.handoff.mode != "agent" && cfg.handoff.mode != "off") {
+  auto handoff = parse_choice<HandoffMode>(cfg.handoff.mode);
+  if (!handoff) {
     return key_error("handoff.mode", "'" + cfg.handoff.mode + "' is not one of agent, off");
   }
+  cfg.choices.handoff = *handoff;
   if (cfg.handoff.lease_ttl.count() < 1000) {
     return key_error("handoff.lease_ttl", "must be at least 1s");
   }

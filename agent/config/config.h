@@ -9,14 +9,37 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
+#include <spdlog/common.h>
+
+#include "agent/common/log_format.h"
 #include "agent/common/result.h"
 
 namespace datera::config {
 
 using std::chrono::milliseconds;
+
+enum class InitiatorKind { open_iscsi, loop };
+enum class MultipathMode { automatic, on, off };
+enum class HandoffMode { agent, off };
+
+/// The key's spelling in the config file ("open-iscsi", "auto", ...), for logs and /v1/status.
+std::string_view to_string(InitiatorKind kind);
+std::string_view to_string(MultipathMode mode);
+std::string_view to_string(HandoffMode mode);
+
+/// The enumerated keys as validate() parsed them. Code branches on these, never on the text
+/// fields they came from (which stay as written, for messages and the override order).
+struct Choices {
+  InitiatorKind initiator = InitiatorKind::open_iscsi;
+  MultipathMode multipath = MultipathMode::automatic;
+  HandoffMode handoff = HandoffMode::agent;
+  spdlog::level::level_enum log_level = spdlog::level::info;
+  LogFormat log_format = LogFormat::text;
+};
 
 struct MetricsConfig {
   std::string listen = "0.0.0.0:9808";
@@ -128,6 +151,7 @@ struct Config {
   BackendConfig backend;
   InitiatorConfig initiator;
   HandoffConfig handoff;
+  Choices choices;  ///< set by validate()
 };
 
 /// Where environment values come from (injectable so tests need no setenv).
@@ -151,8 +175,8 @@ Result<Config> parse(const std::string& yaml_text, const EnvLookup& env,
 /// Reads `path` (empty: no file) and calls parse().
 Result<Config> load(const std::string& path, const EnvLookup& env, const std::string& hostname);
 
-/// Checks cross-field rules and value formats; parse() calls it, and so does any code that edits
-/// a Config after loading (command-line overrides).
+/// Checks cross-field rules and value formats and sets `choices`; parse() calls it, and so does
+/// any code that edits a Config after loading (command-line overrides).
 Status validate(Config& cfg);
 
 /// Every key the config file accepts, dotted ("api.read_timeout"): the schema the parser enforces,

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   }
 
   ::signal(SIGPIPE, SIG_IGN);
-  LogFactory logs(*parse_log_level(cfg->log_level), *parse_log_format(cfg->log_format));
+  LogFactory logs(cfg->choices.log_level, cfg->choices.log_format);
   app::Application application(std::move(*cfg), config_path, logs,
                                lifecycle::make_systemd_notifier());
   return application.run();

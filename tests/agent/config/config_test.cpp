@@ -254,5 +254,38 @@ TEST(Config, AttachSwitchNeedsTheDefaultArray) {
   EXPECT_FALSE(parse("attach: maybe\n", kNoEnv, "n1").ok());
 }
 
+TEST(Config, EnumeratedKeysAreParsedOnceIntoChoices) {
+  auto defaults = parse("", kNoEnv, "n1");
+  ASSERT_TRUE(defaults.ok()) << defaults.error().message;
+  EXPECT_EQ(defaults->choices.initiator, InitiatorKind::open_iscsi);
+  EXPECT_EQ(defaults->choices.multipath, MultipathMode::automatic);
+  EXPECT_EQ(defaults->choices.handoff, HandoffMode::agent);
+  EXPECT_EQ(defaults->choices.log_level, spdlog::level::info);
+  EXPECT_EQ(defaults->choices.log_format, LogFormat::text);
+
+  auto cfg = parse(
+      "log_level: warning\nlog_format: json\ninitiator:\n  multipath: 'off'\n"
+      "handoff:\n  mode: 'off'\n",
+      env_of({{"DATERA_AGENT_INITIATOR_KIND", "loop"},
+              {"DATERA_AGENT_INITIATOR_IQN", "iqn.2026-12.test:node-1"},
+              {"DATERA_AGENT_BACKEND_SERVER", "sim:7717"},
+              {"DATERA_AGENT_BACKEND_USERNAME", "admin"},
+              {"DATERA_AGENT_BACKEND_PASSWORD", "p"}}),
+      "n1");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  EXPECT_EQ(cfg->choices.initiator, InitiatorKind::loop);
+  EXPECT_EQ(cfg->choices.multipath, MultipathMode::off);
+  EXPECT_EQ(cfg->choices.handoff, HandoffMode::off);
+  EXPECT_EQ(cfg->choices.log_level, spdlog::level::warn);
+  EXPECT_EQ(cfg->choices.log_format, LogFormat::json);
+  EXPECT_EQ(to_string(cfg->choices.initiator), "loop") << "/v1/status reports the key's spelling";
+  EXPECT_EQ(to_string(MultipathMode::automatic), "auto");
+
+  // An edit after loading (the command line's --log-level) is re-validated into choices.
+  cfg->log_level = "debug";
+  ASSERT_TRUE(validate(*cfg).ok());
+  EXPECT_EQ(cfg->choices.log_level, spdlog::level::debug);
+}
+
 }  // namespace
 }  // namespace datera::config
