@@ -12,6 +12,7 @@
 #include "agent/common/duration.h"
 #include "agent/common/json.h"
 #include "agent/common/version.h"
+#include "agent/flexvolume/volume_adapter.h"
 
 namespace datera::flexvolume {
 
@@ -45,6 +46,13 @@ std::string volume_of(const flex::Request& r) {
 
 Service::Service(ServiceOptions options, Probe& probe, LoggerPtr log)
     : options_(std::move(options)), probe_(probe), log_(std::move(log)) {}
+
+Service::~Service() = default;
+
+void Service::set_volume_ops(volume::Manager* core) {
+  adapter_ = core ? std::make_unique<VolumeAdapter>(*core, core->probe()) : nullptr;
+  volumes_ = adapter_.get();
+}
 
 asio::awaitable<flex::Json> Service::call(flex::Request request) {
   const auto start = std::chrono::steady_clock::now();

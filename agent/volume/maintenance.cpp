@@ -81,13 +81,13 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
             "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
             "should it come back, would mount pods on a path that is no longer staged");
   }
-  Failed failed{"checks", Error{}};
-  if (auto st = co_await release(rec, "release", failed); !st) {
-    log_->error("volume {}: giving it up on request failed at {}: {}", volume, failed.step,
-                st.error().message);
+  if (auto st = co_await release(rec, Operation::release); !st) {
+    const std::string step = to_string(st.error().step);
+    log_->error("volume {}: giving it up on request failed at {}: {}", volume, step,
+                st.error().message());
     co_return done(GiveUp::Outcome::failed,
-                   "volume " + volume + ": giving it up failed at " + failed.step + ": " +
-                       st.error().message +
+                   "volume " + volume + ": giving it up failed at " + step + ": " +
+                       st.error().message() +
                        ". What was done stays done; run release again (the agent also retries "
                        "at its next start)");
   }

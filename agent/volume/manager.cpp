@@ -22,49 +22,8 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 using detail::normal_path;
-using detail::opt;
-using detail::StepTimer;
-
-Result<std::vector<std::string>> detail::mount_options_of(const flex::Json& options,
-                                                          const std::string& fs_type) {
-  std::vector<std::string> out;
-  const auto text = opt(options, "mountOptions");
-  if (text.empty()) return out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) out.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  if (auto st = mount::validate_mount_options(fs_type, out, false); !st) {
-    return st.error().wrap("option mountOptions");
-  }
-  return out;
-}
 
 namespace {
-
-/// The ownership lease of one volume, in its app instance's metadata; fencing = leaving the ACL.
-class ArrayStore final : public ownership::Store {
- public:
-  explicit ArrayStore(Array& array) : array_(array) {}
-  asio::awaitable<Result<ownership::Lease>> read(const std::string& volume) override {
-    auto md = co_await array_.metadata(volume);
-    if (!md) co_return md.error();
-    co_return ownership::decode(*md);
-  }
-  asio::awaitable<Status> write(const std::string& volume, const edf::Metadata& keys) override {
-    co_return co_await array_.put_metadata(volume, keys);
-  }
-  asio::awaitable<Status> fence(const std::string& volume, const std::string& iqn) override {
-    auto st = co_await array_.acl_remove(volume, iqn);
-    if (!st && st.error().code == 404) co_return ok_status();
-    co_return st;
-  }
-
- private:
-  Array& array_;
-};
 
 /// "pod(s) uid-1, uid-2" from kubelet pod volume dirs (.../pods/<uid>/volumes/...).
 std::string pods_text(const std::vector<PodMount>& pods) {
@@ -92,6 +51,10 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
       log_(std::move(log)),
       multipath_(multipath),
       coordinator_(coordinator) {
+  AccessContext access{options_.node_name, options_.online_timeout, arrays_, journal_, probe_, log_,
+                       coordinator_};
+  access_ = options_.controller_attach ? make_grant_access(std::move(access))
+                                       : make_lease_access(std::move(access));
   options_.kubelet_root = normal_path(options_.kubelet_root);
   options_.kubelet_root_real = options_.kubelet_root_real.empty()
                                    ? options_.kubelet_root
@@ -101,21 +64,6 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
 // ---------------------------------------------------------------------------------------------
 // mount
 // ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
-  Failed failed{"options", Error{}};
-  // Not `?:` around co_await: GCC 12 destroys the result twice.
-  Result<std::string> done = Error{""};
-  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
-  if (!pod_dir) {
-    done = pod_dir.error().wrap("mount");
-  } else if (options_.controller_attach) {
-    done = co_await bind_staged(*pod_dir, request.options, failed);
-  } else {
-    done = co_await do_mount(*pod_dir, request.options, failed);
-  }
-  co_return answer("mount", done, failed);
-}
 
 namespace {
 
@@ -185,472 +133,6 @@ std::string Manager::canonical_recorded(const std::string& path, KubeletPath kin
   // make the agent forget a mount (unmount never follows one: UMOUNT_NOFOLLOW).
   auto p = kubelet_path(path, kind, /*walk=*/false);
   return p ? *p : std::string();
-}
-
-asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_dir,
-                                                       const flex::Json& options, Failed& failed) {
-  auto parsed =
-      edf::parse_volume_options(options, options_.default_backend, options_.allowed_servers);
-  if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
-  const edf::VolumeOptions vo = std::move(*parsed);
-  const std::string name = vo.spec.name;
-  const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
-  auto mount_options = detail::mount_options_of(options, vo.fs_type);
-  if (!mount_options) co_return mount_options.error().wrap("mount of volume " + name);
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at("mount of volume " + name + " into " + pod_dir, step, e);
-  };
-
-  auto guard = co_await locks_.lock(name);
-  auto [it, fresh] = records_.try_emplace(name);
-  Record& rec = it->second;
-  if (fresh) {
-    rec.volume = name;
-    rec.phase = Phase::attaching;
-    rec.staging = fs::join(options_.staging_dir, name);
-  }
-  // Another volume already bound at this pod dir would be a kubelet bug; never stack mounts.
-  if (const auto other = find_volume_of_pod(pod_dir); !other.empty() && other != name) {
-    if (fresh) records_.erase(name);
-    co_return say("checks", Error{"the pod dir already holds volume " + other});
-  }
-  // Idempotent: already served into this pod dir, and still mounted there.
-  if (rec.has_pod(pod_dir) && is_mounted_at(pod_dir)) {
-    log_->info("volume {}: already mounted into {}", name, pod_dir);
-    co_return pod_dir;
-  }
-  if (rec.pods.empty()) {
-    // The array and credentials come from this mount; a later unmount has no options.
-    rec.backend = vo.backend;
-    rec.fs_type = vo.fs_type;
-    rec.mount_options = *mount_options;
-    rec.delete_on_release = vo.delete_on_release;
-  } else if (edf::same_server(rec.backend, vo.backend)) {
-    // The volume's current credentials (a rotated secret) come with each mount: the next
-    // unmount, lease renewal and access check use them.
-    rec.backend = vo.backend;
-  }
-  rec.pending_pod = pod_dir;
-  if (rec.phase == Phase::detaching) rec.phase = Phase::attaching;
-  {
-    StepTimer t(probe_, "mount", "journal");
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  }
-  crash_point("mount:after_intent");
-
-  // Everything below is idempotent; a failure leaves the record for kubelet's retry, and rolls
-  // back what this node holds when no pod uses the volume yet.
-  auto fail_and_roll_back = [&](const std::string& step,
-                                const Error& e) -> asio::awaitable<Result<std::string>> {
-    Error out = say(step, e);
-    if (rec.pods.empty()) {
-      Failed ignored;
-      log_->warn("volume {}: {}; rolling back this node's attachment", name, out.message);
-      if (auto st = co_await release(rec, "mount", ignored); !st) {
-        log_->error("volume {}: rollback incomplete ({}); start-up reconcile will retry", name,
-                    st.error().message);
-      }
-    } else {
-      rec.pending_pod.clear();
-      (void)co_await journal_.save(rec);
-    }
-    co_return out;
-  };
-
-  auto iqn = initiator_.initiator_iqn();
-  if (!iqn) co_return co_await fail_and_roll_back("initiator", iqn.error());
-  rec.initiator_iqn = *iqn;
-  auto array = arrays_.get(rec.backend);
-  if (!array) co_return co_await fail_and_roll_back("array", array.error());
-  // Journal the IQN before the ACL can hold it: a crash after acl_add must still know what to
-  // remove.
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-
-  edf::AppInstance ai;
-  {
-    StepTimer t(probe_, "mount", "array");
-    auto created = co_await (*array)->ensure_volume(vo.spec);
-    if (!created) co_return co_await fail_and_roll_back("array", created.error());
-    if (auto st = co_await (*array)->ensure_initiator(
-            *iqn, edf::initiator_name_for_node(options_.node_name));
-        !st) {
-      co_return co_await fail_and_roll_back("array", st.error());
-    }
-  }
-  if (coordinator_ && rec.pods.empty()) {
-    // One writer: the lease first (waiting for a handoff, or fencing a dead owner), then this
-    // node alone in the ACL.
-    StepTimer t(probe_, "mount", "claim");
-    const auto t0 = Clock::now();
-    ArrayStore store(**array);
-    auto held = co_await coordinator_->acquire(name, store);
-    if (!held) {
-      probe_.handoff(held.error().code == EBUSY ? "refused" : "failed", -1);
-      co_return co_await fail_and_roll_back("claim", held.error());
-    }
-    const bool fresh_claim = rec.epoch != held->epoch;
-    rec.epoch = held->epoch;
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-    if (!held->fenced.empty()) {
-      probe_.fencing("fenced_expired_owner");
-      log_->warn("volume {}: took it over from node {}, whose lease expired (fenced)", name,
-                 held->fenced);
-    }
-    if (fresh_claim) {
-      probe_.handoff(held->fenced.empty() ? "claimed" : "taken_over",
-                     std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    auto acl = co_await (*array)->acl(name);
-    if (!acl) co_return co_await fail_and_roll_back("claim", acl.error());
-    for (const auto& other : *acl) {
-      if (other == *iqn) continue;
-      log_->warn("volume {}: removing {} from its ACL: only the lease holder may reach it", name,
-                 other);
-      if (auto st = co_await (*array)->acl_remove(name, other); !st && st.error().code != 404) {
-        co_return co_await fail_and_roll_back("claim", st.error());
-      }
-      probe_.fencing("stale_acl_entry");
-    }
-  }
-  if (!rec.acl_added) {
-    // Before the ACL can hold this node: a release must then remove it (and only then needs the
-    // array at all).
-    rec.acl_added = true;
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  }
-  {
-    StepTimer t(probe_, "mount", "array");
-    if (auto st = co_await (*array)->acl_add(name, *iqn); !st) {
-      co_return co_await fail_and_roll_back("array", st.error());
-    }
-    auto online = co_await (*array)->bring_online(name, options_.online_timeout);
-    if (!online) co_return co_await fail_and_roll_back("array", online.error());
-    ai = std::move(*online);
-  }
-  if (ai.iqn.empty() || ai.ips.empty() || ai.volume_uuid.empty()) {
-    // Named first: GCC 12 destroys a brace-initialized temporary in a co_await twice (PR 100611).
-    const Error e{"the array reported no target IQN, access IP or volume uuid"};
-    co_return co_await fail_and_roll_back("array", e);
-  }
-  if (!rec.target.serial.empty() && rec.target.serial != ai.volume_uuid) {
-    // The journal knew another uuid: the app instance was deleted and re-created behind our back.
-    const Error e{"the array's volume uuid changed from " + rec.target.serial + " to " +
-                  ai.volume_uuid + " while pods use it; refusing to mix them"};
-    co_return co_await fail_and_roll_back("verify", e);
-  }
-  crash_point("mount:after_array");
-  rec.target = initiator::Target{name, ai.iqn, ai.ips, ai.volume_uuid, 0};
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  crash_point("mount:after_target");
-
-  initiator::Device dev;
-  {
-    StepTimer t(probe_, "mount", "login");
-    auto connected = co_await initiator_.connect(rec.target, options_.connect_timeout);
-    if (!connected) co_return co_await fail_and_roll_back("login", connected.error());
-    dev = std::move(*connected);
-  }
-  crash_point("mount:after_login");
-  {
-    StepTimer t(probe_, "mount", "map");
-    auto on = co_await map_device(rec, dev);
-    if (!on) co_return co_await fail_and_roll_back("map", on.error());
-    dev = std::move(*on);
-  }
-  if (!rec.map.empty()) crash_point("mount:after_map");
-  rec.device = dev.path;
-
-  if (auto st = co_await stage_filesystem(rec, dev, "mount", failed); !st) {
-    const std::string step = failed.step;
-    co_return co_await fail_and_roll_back(step, st.error());
-  }
-  {
-    StepTimer t(probe_, "mount", "bind");
-    if (auto st = co_await mounter_.bind(rec.staging, pod_dir, read_only); !st) {
-      co_return co_await fail_and_roll_back("bind", st.error());
-    }
-  }
-  crash_point("mount:after_bind");
-  if (!rec.has_pod(pod_dir)) rec.pods.push_back(PodMount{pod_dir, read_only});
-  rec.pending_pod.clear();
-  rec.phase = Phase::attached;
-  retries_.erase(name);  // a leftover that kept failing to release is in use again
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  log_->info("volume {}: mounted {} into {} ({}{} pod(s) on this node)", name, dev.path, pod_dir,
-             read_only ? "read-only, " : "", rec.pods.size());
-  co_return pod_dir;
-}
-
-asio::awaitable<Status> Manager::stage_filesystem(Record& rec, const initiator::Device& dev,
-                                                  const std::string& operation, Failed& failed) {
-  const std::string& name = rec.volume;
-  auto fail = [&](const std::string& step, Error e) -> Status {
-    failed.step = step;
-    return e;
-  };
-  if (auto staged = mount_at(rec.staging)) {
-    // Already staged: it must be this very device, or something is badly wrong.
-    if (staged->major != dev.major || staged->minor != dev.minor) {
-      co_return fail("verify",
-                     Error{"staging path " + rec.staging + " holds device " +
-                           std::to_string(staged->major) + ":" + std::to_string(staged->minor) +
-                           ", not " + dev.path + "; unmount it by hand after checking"});
-    }
-    co_return ok_status();
-  }
-  std::string fs_type = rec.fs_type;
-  {
-    StepTimer t(probe_, operation, "format");
-    auto found = co_await mounter_.probe(dev.path);
-    if (!found) co_return fail("probe", found.error());
-    if (!*found) {
-      log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
-      if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
-        co_return fail("format", st.error());
-      }
-      crash_point(operation + ":after_format");
-    } else if (**found != fs_type) {
-      // Never reformat: mount what is there, and say so.
-      log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
-                 dev.path, **found, fs_type, **found);
-      fs_type = **found;
-    }
-  }
-  StepTimer t(probe_, operation, "mount");
-  mount::MountRequest req{dev.path, rec.staging, fs_type, rec.mount_options, false};
-  if (auto st = co_await mounter_.mount(req); !st) co_return fail("mount", st.error());
-  crash_point(operation + ":after_staging");
-  co_return ok_status();
-}
-
-// ---------------------------------------------------------------------------------------------
-// unmount
-// ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::unmount(const flex::Request& request) {
-  Failed failed{"checks", Error{}};
-  Status st;
-  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
-  if (!pod_dir) {
-    st = pod_dir.error().wrap("unmount");
-  } else {
-    st = co_await do_unmount(*pod_dir, failed);
-  }
-  co_return answer("unmount", st, failed);
-}
-
-asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& failed) {
-  const std::string name = find_volume_of_pod(pod_dir);
-  if (name.empty()) {
-    if (!is_mounted_at(pod_dir)) {
-      log_->info("unmount {}: not a volume of this agent and not mounted; nothing to do", pod_dir);
-      co_return ok_status();
-    }
-    failed.step = "checks";
-    co_return Error{"unmount " + pod_dir + ": something is mounted there but the agent's journal " +
-                    "has no volume for it; refusing to guess. Check `findmnt " + pod_dir + "`"};
-  }
-  auto guard = co_await locks_.lock(name);
-  auto it = records_.find(name);
-  if (it == records_.end()) co_return ok_status();  // released while we waited
-  Record& rec = it->second;
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at("unmount of volume " + name + " from " + pod_dir, step, e);
-  };
-  rec.pending_pod = pod_dir;
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  {
-    StepTimer t(probe_, "unmount", "unbind");
-    if (auto st = co_await mounter_.unmount(pod_dir); !st) co_return say("unbind", st.error());
-  }
-  crash_point("unmount:after_unbind");
-  std::erase_if(rec.pods, [&](const PodMount& p) { return p.dir == pod_dir; });
-  rec.pending_pod.clear();
-  if (!rec.pods.empty() || options_.controller_attach) {
-    // Controller mode: the staging mount is kubelet's device mount, unstaged by unmountdevice.
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-    log_->info("volume {}: unmounted from {}; {} pod(s) still use it", name, pod_dir,
-               rec.pods.size());
-    co_return ok_status();
-  }
-  if (auto st = co_await release(rec, "unmount", failed); !st) {
-    co_return Error{"unmount of volume " + name + " from " + pod_dir + ": the pod's mount is " +
-                        "gone, but releasing the volume failed at " + failed.step + ": " +
-                        st.error().message + " (the agent retries at start-up and on the next " +
-                        "call)",
-                    st.error().code};
-  }
-  log_->info("volume {}: unmounted from {}; released by this node", name, pod_dir);
-  co_return ok_status();
-}
-
-asio::awaitable<Status> Manager::leave_host(Record& rec, const std::string& operation,
-                                            Failed& failed) {
-  if (!rec.staging.empty()) {
-    StepTimer t(probe_, operation, "unmount");
-    if (auto st = co_await mounter_.unmount(rec.staging); !st) {
-      failed.step = "unmount";
-      co_return st;
-    }
-  }
-  crash_point(operation + ":after_staging_unmount");
-  if (!rec.map.empty()) {
-    StepTimer t(probe_, operation, "map");
-    if (!multipath_) {
-      failed.step = "map";
-      co_return Error{"the journal names map " + rec.map + " but this agent runs without " +
-                      "multipath; remove it with `dmsetup remove " + rec.map + "`"};
-    }
-    if (auto st = co_await multipath_->remove(rec.map); !st) {
-      failed.step = "map";
-      co_return st;
-    }
-  }
-  if (!rec.target.serial.empty()) {
-    StepTimer t(probe_, operation, "logout");
-    if (auto st = co_await initiator_.disconnect(rec.target); !st) {
-      failed.step = "logout";
-      co_return st;
-    }
-  }
-  crash_point(operation + ":after_logout");
-  co_return ok_status();
-}
-
-asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
-                                         Failed& failed) {
-  const std::string name = rec.volume;
-  // Only a volume that was really served here (its last pod left, or that unmount's crash being
-  // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
-  // which may well be a volume another node uses, never one handed over to another node, and
-  // never one an operator gave up for maintenance (its pods may start elsewhere).
-  const bool served =
-      rec.phase != Phase::attaching && operation != "handoff" && operation != "release";
-  rec.phase = Phase::detaching;
-  if (auto st = co_await journal_.save(rec); !st) {
-    failed.step = "journal";
-    co_return st;
-  }
-  if (auto st = co_await leave_host(rec, operation, failed); !st) co_return st;
-  // Controller mode: the ACL and the lease are the controller's (detach). A mount that failed
-  // before it joined the ACL or took the lease has nothing there to undo, and must not wait for an
-  // array that may well be why it failed.
-  const bool on_array = rec.acl_added || rec.epoch != 0;
-  if (!options_.controller_attach && on_array && !rec.initiator_iqn.empty() &&
-      !rec.backend.host.empty()) {
-    StepTimer t(probe_, operation, "array");
-    auto array = arrays_.get(rec.backend);
-    if (!array) {
-      failed.step = "array";
-      co_return array.error();
-    }
-    if (auto st = co_await (*array)->acl_remove(name, rec.initiator_iqn);
-        !st && st.error().code != 404) {
-      failed.step = "array";
-      co_return st;
-    }
-    if (coordinator_ && rec.epoch != 0) {
-      ArrayStore store(**array);
-      if (auto st = co_await coordinator_->release(name, store, rec.epoch); !st) {
-        failed.step = "array";
-        co_return st;
-      }
-    }
-    if (rec.delete_on_release && served) {
-      if (auto st = co_await (*array)->delete_volume(name); !st) {
-        failed.step = "array";
-        co_return st;
-      }
-      log_->info("volume {}: deleted from the array (retainPolicy: never)", name);
-    }
-  }
-  crash_point(operation + ":after_array");
-  if (auto st = co_await journal_.remove(name); !st) {
-    failed.step = "journal";
-    co_return st;
-  }
-  records_.erase(name);  // `rec` dangles from here on
-  retries_.erase(name);
-  co_return ok_status();
-}
-
-// ---------------------------------------------------------------------------------------------
-// expand
-// ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::expand(const flex::Request& request) {
-  Failed failed{"options", Error{}};
-  auto grown = co_await do_expand(request, failed);
-  flex::Json reply = answer(request.command, grown, failed);
-  if (grown) reply["volumeNewSize"] = *grown;
-  co_return reply;
-}
-
-asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request, Failed& failed) {
-  const std::string& op = request.command;
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
-                                          options_.allowed_servers);
-  if (!parsed) co_return parsed.error().wrap(op);
-  const std::string name = parsed->spec.name;
-  const std::string size_text = request.arg("newSize").value_or("");
-  int64_t bytes = 0;
-  for (const char c : size_text) {
-    if (c < '0' || c > '9' || bytes > (int64_t{1} << 50)) {
-      co_return Error{op + " of volume " + name + ": new size '" + size_text +
-                      "' is not a byte count"};
-    }
-    bytes = bytes * 10 + (c - '0');
-  }
-  constexpr int64_t kGiB = int64_t{1} << 30;
-  const int64_t gib = (bytes + kGiB - 1) / kGiB;  // EDF sizes are whole GiB: round up
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at(op + " of volume " + name + " to " + std::to_string(gib) + " GiB", step, e);
-  };
-  if (gib < 1) co_return say("options", Error{"the new size must be at least 1 byte"});
-
-  auto guard = co_await locks_.lock(name);
-  auto rec_it = records_.find(name);
-  // A volume this node serves is grown on the array it was attached from.
-  auto array = arrays_.get(rec_it != records_.end() ? rec_it->second.backend : parsed->backend);
-  if (!array) co_return say("array", array.error());
-  {
-    StepTimer t(probe_, op, "array");
-    auto current = co_await (*array)->find_volume(name);
-    if (!current) co_return say("array", current.error());
-    if (!*current) co_return say("array", Error{"the array has no such volume"});
-    if ((*current)->size_gib < gib) {
-      if (auto st = co_await (*array)->resize(name, gib); !st) co_return say("array", st.error());
-      log_->info("volume {}: grown on the array from {} to {} GiB", name, (*current)->size_gib,
-                 gib);
-    }
-  }
-  if (op == "expandvolume") co_return gib* kGiB;
-
-  if (rec_it == records_.end() || rec_it->second.phase != Phase::attached) {
-    co_return say("checks", Error{"the volume is not mounted on this node"});
-  }
-  Record& rec = rec_it->second;
-  {
-    StepTimer t(probe_, op, "rescan");
-    if (auto st = co_await initiator_.refresh(rec.target); !st) co_return say("rescan", st.error());
-    if (!rec.map.empty()) {
-      // The map's table has the old length: reload it over the rescanned disk.
-      auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
-      if (!dev) co_return say("rescan", dev.error());
-      auto on = co_await map_device(rec, *dev);
-      if (!on) co_return say("rescan", on.error());
-    }
-  }
-  {
-    StepTimer t(probe_, op, "grow");
-    auto staged = mount_at(rec.staging);
-    if (!staged) co_return say("grow", Error{"the staging mount " + rec.staging + " is gone"});
-    if (auto st = co_await mounter_.grow(rec.device, rec.staging, staged->fstype); !st) {
-      co_return say("grow", st.error());
-    }
-  }
-  log_->info("volume {}: filesystem grown to {} GiB", name, gib);
-  co_return gib* kGiB;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,8 +324,7 @@ asio::awaitable<void> Manager::release_leftover(std::string name) {
       }
       // Counted before, cleared after: a crash in between shows at the next start-up.
       (void)co_await journal_.note_attempt(name);
-      Failed failed;
-      auto st = co_await release(rec, "reconcile", failed);  // `rec` dangles once released
+      auto st = co_await release(rec, Operation::reconcile);  // `rec` dangles once released
       (void)co_await journal_.clear_attempt(name);
       if (st) {
         log_->info("volume {}: no pod uses it; released what a crash left behind", name);
@@ -855,7 +336,8 @@ asio::awaitable<void> Manager::release_leftover(std::string name) {
       probe_.reconcile("release_failed");
       auto& retry = retries_[name];
       retry.failures = attempt;
-      retry.last_error = "failed at " + failed.step + ": " + st.error().message;
+      retry.last_error =
+          std::string("failed at ") + to_string(st.error().step) + ": " + st.error().message();
       if (attempt >= options_.release_attempts) {
         retry.set_aside = true;
         probe_.reconcile("set_aside_failing");
@@ -1183,28 +665,28 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     log_->error("volume {}: journal: {}", volume, st.error().message);
     co_return done(Access::failed);
   }
-  auto fail = [&](const std::string& step, const Error& e) {
+  auto fail = [&](Step step, const Error& e) {
     log_->error(
         "volume {}: moving to {} failed at {}: {}. The old path is left as it was; the "
         "next check retries",
-        volume, joined(want), step, e.message);
+        volume, joined(want), to_string(step), e.message);
     return done(Access::failed);
   };
   // 1. Log in on the new portal; connect() verifies the LUN's serial is this volume's.
   auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
-  if (!dev) co_return fail("login", dev.error());
-  crash_point("move:after_login");
+  if (!dev) co_return fail(Step::login, dev.error());
+  crash_point(Operation::move, Step::login);
   // 2. Hold I/O inside the map, 3. log out of the old portal (its stuck I/O fails back into the
   // map's queue), 4. swap the map onto the new disk (ensure() ends in the standing queue mode).
   if (auto st = co_await multipath_->set_queueing(rec.map, true); !st)
-    co_return fail("queue", st.error());
+    co_return fail(Step::queue, st.error());
   if (auto st = co_await initiator_.prune(rec.target); !st) {
     (void)co_await multipath_->set_queueing(rec.map, multipath_->holds_io());
-    co_return fail("logout", st.error());
+    co_return fail(Step::prune, st.error());
   }
-  crash_point("move:after_prune");
+  crash_point(Operation::move, Step::prune);
   auto swapped = co_await map_device(rec, *dev);
-  if (!swapped) co_return fail("swap", swapped.error());
+  if (!swapped) co_return fail(Step::swap, swapped.error());
   (void)co_await journal_.save(rec);
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
   probe_.portal_changed(took);
@@ -1334,6 +816,52 @@ asio::awaitable<void> Manager::renew_leases(std::chrono::milliseconds spread) {
   update_gauges();
 }
 
+// Controller mode: the grant check that stands in for the lease renewal.
+asio::awaitable<void> Manager::check_grants() {
+  std::vector<std::string> names;
+  for (const auto& [name, rec] : records_) {
+    if (rec.epoch != 0 && rec.phase != Phase::detaching) names.push_back(name);
+  }
+  for (const auto& name : names) {
+    auto guard = co_await locks_.lock(name);
+    auto it = records_.find(name);
+    if (it == records_.end() || it->second.epoch == 0 || it->second.phase == Phase::detaching) {
+      continue;
+    }
+    Record& rec = it->second;
+    auto array = arrays_.get_for_leases(rec.backend);
+    Result<edf::Metadata> md =
+        array.ok() ? Result<edf::Metadata>(edf::Metadata{}) : Result<edf::Metadata>(array.error());
+    if (array) md = co_await (*array)->metadata(name);
+    if (!md) {
+      probe_.lease_renewal_failed(Probe::renewal_failure_reason(md.error()));
+      log_->warn("volume {}: cannot check that it is still attached to this node: {}", name,
+                 md.error().message);
+      continue;
+    }
+    const ownership::Lease lease = ownership::decode(*md);
+    if (lease.owner == options_.node_name && lease.epoch == rec.epoch) continue;
+    const std::string now = lease.free() ? "no node" : "node " + lease.owner;
+    if (rec.pods.empty() && (rec.staging.empty() || !mount_at(rec.staging))) {
+      // Detached while not staged here (kubelet skips unmountdevice for what is not mounted).
+      if (auto st = co_await release(rec, Operation::detached); !st) {
+        log_->error("volume {}: detached by the controller, but logging out failed at {}: {}", name,
+                    to_string(st.error().step), st.error().message());
+      } else {
+        log_->info("volume {}: detached by the controller (now {}); logged out", name, now);
+      }
+      continue;
+    }
+    log_->error("volume {}: the controller attached it to {} (epoch {}, this node had {})", name,
+                now, lease.epoch, rec.epoch);
+    if (auto st = co_await self_fence(rec); !st) {
+      log_->error("volume {}: self-fencing incomplete: {}; retried at the next check", name,
+                  st.error().message);
+    }
+  }
+  update_gauges();
+}
+
 asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   auto guard = co_await locks_.lock(name);
   auto it = records_.find(name);
@@ -1343,7 +871,7 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   Record& rec = it->second;
   auto array = arrays_.get_for_leases(rec.backend);
   if (!array) {
-    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error().code));
+    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error()));
     log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
     co_return;
   }
@@ -1351,7 +879,7 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
   auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
   if (!r) {
-    const char* reason = Probe::renewal_failure_reason(r.error().code);
+    const char* reason = Probe::renewal_failure_reason(r.error());
     probe_.lease_renewal_failed(reason);
     log_->warn(
         "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
@@ -1365,10 +893,9 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
     co_return;
   }
   if (*r == ownership::Renewal::handoff) {
-    Failed failed;
-    if (auto st = co_await release(rec, "handoff", failed); !st) {
-      log_->error("volume {}: handing it over failed at {}: {}", name, failed.step,
-                  st.error().message);
+    if (auto st = co_await release(rec, Operation::handoff); !st) {
+      log_->error("volume {}: handing it over failed at {}: {}", name, to_string(st.error().step),
+                  st.error().message());
       probe_.handoff("release_failed", -1);
     } else {
       log_->info("volume {}: handed over on request (no pod used it here)", name);
@@ -1395,8 +922,7 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
     if (auto st = co_await mounter_.unmount(p.dir); !st && !first) first = st.error();
   }
   if (first) co_return *first;  // never log out under a mount; the next renewal retries
-  Failed failed;
-  if (auto st = co_await leave_host(rec, "self_fence", failed); !st) co_return st;
+  if (auto st = co_await leave_host(rec, Operation::self_fence); !st) co_return st.error().cause;
   // The ACL and the lease are the new owner's: not touched.
   if (auto st = co_await journal_.remove(name); !st) co_return st;
   records_.erase(name);

@@ -1,6 +1,6 @@
 #include "agent/volume/probe.h"
 
-#include "plugins/datera/client.h"
+#include "agent/volume/array.h"
 
 namespace datera::volume {
 
@@ -165,9 +165,9 @@ void Probe::lease_renewal_failed(const std::string& reason) {
   renewal_failures_.Add({{"reason", reason}}).Increment();
 }
 
-const char* Probe::renewal_failure_reason(int code) {
-  if (code == 401 || code == 403) return "unauthorized";
-  if (code == edf::kTransport || code == edf::kLostReply) return "unreachable";
+const char* Probe::renewal_failure_reason(const Error& e) {
+  if (is_unauthorized(e)) return "unauthorized";
+  if (is_unreachable(e)) return "unreachable";
   return "error";
 }
 
