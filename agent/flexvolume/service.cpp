@@ -166,6 +166,7 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
         "attach: true on every agent (see docs/modes.md). Nothing was changed for volume " +
         volume_of(r) + ".");
   }
+  // No volume ops yet (the journal is still being reconciled at start-up), or an unknown command.
   co_return flex::failure("datera-agent " + version + " cannot run '" + r.command +
                           "' yet: volume operations arrive with the volume manager, which this " +
                           "agent version does not include. Nothing was changed for volume " +

@@ -140,6 +140,25 @@ std::string Manager::canonical_recorded(const std::string& path, KubeletPath kin
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<std::string> Manager::reconcile() {
+  const size_t unusable = load_journal();
+  // Only local work here (the journal, the mount table): it decides what each record is before
+  // the API serves. Releases need the array and run after, in release_leftovers().
+  Tally tally;
+  leftovers_.clear();
+  std::vector<std::string> names;
+  for (const auto& [name, _] : records_) names.push_back(name);
+  for (const auto& name : names) co_await reconcile_volume(name, tally);
+  const int leaked = co_await log_out_leaked_sessions();
+  update_gauges();
+  co_return "reconciled: " + std::to_string(tally.kept) + " volume(s) in use, " +
+      std::to_string(tally.finished) + " interrupted mount(s) finished, " +
+      std::to_string(tally.dropped) + " record(s) with nothing to undo dropped, " +
+      std::to_string(leftovers_.size()) + " to release in the background, " +
+      std::to_string(leaked) + " leaked session(s) removed, " + std::to_string(unusable) +
+      " unusable and " + std::to_string(set_aside_.size()) + " set-aside record(s)";
+}
+
+size_t Manager::load_journal() {
   std::vector<std::string> problems;
   if (auto st = journal_.prepare(); !st) problems.push_back(st.error().message);
   for (auto& rec : journal_.load_all(&problems)) {
@@ -162,75 +181,75 @@ asio::awaitable<std::string> Manager::reconcile() {
     records_[rec.volume] = std::move(rec);
   }
   for (size_t i = 0; i < problems.size(); ++i) probe_.reconcile("journal_unusable");
+  return problems.size();
+}
 
-  // Only local work here (the journal, the mount table): it decides what each record is before
-  // the API serves. Releases need the array and run after, in release_leftovers().
-  int kept = 0, finished = 0, dropped = 0, leaked = 0;
-  leftovers_.clear();
-  std::vector<std::string> names;
-  for (const auto& [name, _] : records_) names.push_back(name);
-  for (const auto& name : names) {
-    auto guard = co_await locks_.lock(name);
-    Record& rec = records_[name];
-    const Phase phase_before = rec.phase;
-    bool changed = canonicalize(rec);
-    std::vector<std::string> known_pods;
-    for (const auto& p : rec.pods) known_pods.push_back(p.dir);
-    if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
-    // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
-    // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
-    changed |= forget_gone_pods(rec);
-    if (!rec.pending_pod.empty()) {
-      if (rec.has_pod(rec.pending_pod) && rec.phase == Phase::attaching) {
-        log_->info("volume {}: finishing the mount into {} that a crash interrupted", name,
-                   rec.pending_pod);
-        ++finished;
-        probe_.reconcile("mount_finished");
-      }
-      rec.pending_pod.clear();
-      changed = true;
+asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& tally) {
+  auto guard = co_await locks_.lock(name);
+  Record& rec = records_[name];
+  const Phase phase_before = rec.phase;
+  bool changed = canonicalize(rec);
+  std::vector<std::string> known_pods;
+  for (const auto& p : rec.pods) known_pods.push_back(p.dir);
+  if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
+  changed |= settle_pods(rec, tally);
+  if (!rec.pods.empty()) {
+    rec.phase = Phase::attached;
+    if (!mount_at(rec.staging)) {
+      log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
+      probe_.reconcile("staging_missing");
     }
-    if (!rec.pods.empty()) {
-      rec.phase = Phase::attached;
-      if (!mount_at(rec.staging)) {
-        log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
-        probe_.reconcile("staging_missing");
-      }
-      if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
-      ++kept;
-      probe_.reconcile("kept");
-      continue;
-    }
-    if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
-        mount_at(rec.staging)) {
-      // Controller mode: kubelet's device mount, kept until its unmountdevice.
-      if (changed) (void)co_await journal_.save(rec);
-      ++kept;
-      probe_.reconcile("kept");
-      continue;
-    }
-    if (nothing_to_undo(rec)) {
-      // A mount that failed before it touched the ACL, the lease or the host: forgetting the
-      // record is its whole release, and needs no array (which may be why it failed).
-      log_->info("volume {}: its mount never reached the array's ACL or this host; forgetting it",
-                 name);
-      if (auto st = co_await journal_.remove(name); st) {
-        records_.erase(name);
-        ++dropped;
-        probe_.reconcile("dropped");
-        continue;
-      }
-    }
-    // Its last pod is gone (a crash mid-unmount, or the bind removed behind kubelet's back): it is
-    // released like a last unmount. A crashed mount stays `attaching` (never served: the retain
-    // policy must not delete it). release_leftover() skips it if a mount takes it over meanwhile.
-    if (rec.phase == Phase::attached) rec.phase = Phase::detaching;
-    leftovers_.push_back(name);
-    // kubelet's retried unmount of a pod whose bind a crash already removed must wait for the
-    // volume's release, not answer at once that it knows nothing of that pod.
-    for (const auto& dir : known_pods) leftover_pods_[dir] = name;
+    if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
+    ++tally.kept;
+    probe_.reconcile("kept");
+    co_return;
   }
+  if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
+      mount_at(rec.staging)) {
+    // Controller mode: kubelet's device mount, kept until its unmountdevice.
+    if (changed) (void)co_await journal_.save(rec);
+    ++tally.kept;
+    probe_.reconcile("kept");
+    co_return;
+  }
+  if (nothing_to_undo(rec)) {
+    // A mount that failed before it touched the ACL, the lease or the host: forgetting the
+    // record is its whole release, and needs no array (which may be why it failed).
+    log_->info("volume {}: its mount never reached the array's ACL or this host; forgetting it",
+               name);
+    if (auto st = co_await journal_.remove(name); st) {
+      records_.erase(name);
+      ++tally.dropped;
+      probe_.reconcile("dropped");
+      co_return;
+    }
+  }
+  // Its last pod is gone (a crash mid-unmount, or the bind removed behind kubelet's back): it is
+  // released like a last unmount. A crashed mount stays `attaching` (never served: the retain
+  // policy must not delete it). release_leftover() skips it if a mount takes it over meanwhile.
+  if (rec.phase == Phase::attached) rec.phase = Phase::detaching;
+  leftovers_.push_back(name);
+  // kubelet's retried unmount of a pod whose bind a crash already removed must wait for the
+  // volume's release, not answer at once that it knows nothing of that pod.
+  for (const auto& dir : known_pods) leftover_pods_[dir] = name;
+}
 
+bool Manager::settle_pods(Record& rec, Tally& tally) {
+  // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
+  // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
+  const bool changed = forget_gone_pods(rec);
+  if (rec.pending_pod.empty()) return changed;
+  if (rec.has_pod(rec.pending_pod) && rec.phase == Phase::attaching) {
+    log_->info("volume {}: finishing the mount into {} that a crash interrupted", rec.volume,
+               rec.pending_pod);
+    ++tally.finished;
+    probe_.reconcile("mount_finished");
+  }
+  rec.pending_pod.clear();
+  return true;
+}
+
+asio::awaitable<int> Manager::log_out_leaked_sessions() {
   // Sessions with no journal record: leaked by a crash between login and the first journal write
   // that named the target. Log out only when nothing of them is mounted.
   auto sessions = co_await initiator_.sessions();
@@ -238,50 +257,49 @@ asio::awaitable<std::string> Manager::reconcile() {
     log_->error("listing {} sessions at start-up failed: {}", initiator_.kind(),
                 sessions.error().message);
     probe_.reconcile("sessions_unreadable");
-  } else {
-    std::set<std::string> known;
-    for (const auto& [_, rec] : records_) known.insert(rec.target.serial);
-    auto table = mounter_.mounts();
-    for (const auto& s : *sessions) {
-      if (!s.device || known.count(s.device->serial)) continue;
-      bool in_use = false;
-      if (table) in_use = !(*table)->of_device(s.device->major, s.device->minor).empty();
-      // A disk under one of our maps is in use whenever the map is (mounted on the map, not on
-      // the disk); a lost journal record must never log out the session beneath a mount.
-      if (!in_use && multipath_) {
-        if (auto name = multipath::map_name(s.device->serial)) {
-          auto map = co_await multipath_->find(*name);
-          in_use = !map || map->has_value();
-        }
-      }
-      if (in_use || !table) {
-        log_->warn(
-            "{} session {} (device {}) has no journal record but is mounted (or under a map); "
-            "leaving it",
-            initiator_.kind(), s.id, s.device->path);
-        probe_.reconcile("unknown_session_in_use");
-        continue;
-      }
-      initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
-      if (auto st = co_await initiator_.disconnect(t); !st) {
-        log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
-                    st.error().message);
-        probe_.reconcile("leak_logout_failed");
-      } else {
-        log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(),
-                   s.id, s.device->path, s.device->serial);
-        probe_.reconcile("leak_logged_out");
-        ++leaked;
-      }
+    co_return 0;
+  }
+  std::set<std::string> known;
+  for (const auto& [_, rec] : records_) known.insert(rec.target.serial);
+  int leaked = 0;
+  for (const auto& s : *sessions) {
+    if (!s.device || known.count(s.device->serial)) continue;
+    if (co_await session_in_use(*s.device)) {
+      log_->warn(
+          "{} session {} (device {}) has no journal record but is mounted (or under a map); "
+          "leaving it",
+          initiator_.kind(), s.id, s.device->path);
+      probe_.reconcile("unknown_session_in_use");
+      continue;
+    }
+    initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
+    if (auto st = co_await initiator_.disconnect(t); !st) {
+      log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
+                  st.error().message);
+      probe_.reconcile("leak_logout_failed");
+    } else {
+      log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(), s.id,
+                 s.device->path, s.device->serial);
+      probe_.reconcile("leak_logged_out");
+      ++leaked;
     }
   }
-  update_gauges();
-  co_return "reconciled: " + std::to_string(kept) + " volume(s) in use, " +
-      std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(dropped) +
-      " record(s) with nothing to undo dropped, " + std::to_string(leftovers_.size()) +
-      " to release in the background, " + std::to_string(leaked) + " leaked session(s) removed, " +
-      std::to_string(problems.size()) + " unusable and " + std::to_string(set_aside_.size()) +
-      " set-aside record(s)";
+  co_return leaked;
+}
+
+asio::awaitable<bool> Manager::session_in_use(const initiator::Device& disk) {
+  auto table = mounter_.mounts();
+  if (!table) co_return true;  // unknown: never log out what may be under a mount
+  if (!(*table)->of_device(disk.major, disk.minor).empty()) co_return true;
+  // A disk under one of our maps is in use whenever the map is (mounted on the map, not on the
+  // disk); a lost journal record must never log out the session beneath a mount.
+  if (multipath_) {
+    if (auto name = multipath::map_name(disk.serial)) {
+      auto map = co_await multipath_->find(*name);
+      co_return !map || map->has_value();
+    }
+  }
+  co_return false;
 }
 
 asio::awaitable<void> Manager::release_leftovers() {
@@ -566,6 +584,29 @@ bool session_up(const std::vector<const initiator::Session*>& sessions,
   return false;
 }
 
+/// The poll's cheap look: the array's listing and the host's sessions and maps agree with the
+/// record (or the array exports the volume nowhere right now). False: check_access() decides.
+bool looks_unchanged(const Record& rec,
+                     const std::unordered_map<std::string, edf::AppInstance>& found,
+                     const std::vector<const initiator::Session*>& mine,
+                     const Result<std::map<std::string, multipath::Map>>& live_maps,
+                     const multipath::Multipath* multipath) {
+  auto ai = found.find(rec.volume);
+  if (ai == found.end() || ai->second.volume_uuid != rec.target.serial) return false;
+  const Exported e = exported(rec, ai->second, mine);
+  bool wrong = false;
+  if (e.map_matters(rec, multipath != nullptr)) {
+    Result<std::optional<multipath::Map>> map = std::optional<multipath::Map>();
+    if (!live_maps) {
+      map = live_maps.error();
+    } else if (auto m = live_maps->find(rec.map); m != live_maps->end()) {
+      map = std::optional<multipath::Map>(m->second);
+    }
+    wrong = map_wrong(map, e.current, multipath->holds_io());
+  }
+  return ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
+}
+
 }  // namespace
 
 asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
@@ -594,17 +635,22 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   log_->debug("volume {}: access check ({}): looking at the host", volume, reason);
   Record* current_rec = attached_record(volume);
   if (!current_rec) co_return Access::unchanged;
-  Record& rec = *current_rec;
   const edf::AppInstance& ai = **found;
-  if (ai.volume_uuid != rec.target.serial) {
+  if (ai.volume_uuid != current_rec->target.serial) {
     log_->error(
         "volume {}: the array's volume uuid is now {}, not the mounted {}; not following "
         "it anywhere. Check the app instance on the array",
-        volume, ai.volume_uuid, rec.target.serial);
+        volume, ai.volume_uuid, current_rec->target.serial);
     co_return done(Access::refused);
   }
   if (ai.ips.empty()) co_return done(Access::unchanged);  // not exported right now; nothing to do
+  const Access a = co_await access_on_host(*current_rec, ai, reason);
+  co_return done(a);
+}
 
+asio::awaitable<Access> Manager::access_on_host(Record& rec, const edf::AppInstance& ai,
+                                                const std::string& reason) {
+  const std::string& volume = rec.volume;
   // What the host has: sessions to the target on portals the array no longer lists, and whether
   // the map still runs on a disk of a listed portal.
   std::vector<const initiator::Session*> mine;
@@ -613,8 +659,6 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     for (const auto& s : *sessions) mine.push_back(&s);
   }
   const Exported ex = exported(rec, ai, mine);
-  const auto& want = ex.want;
-  const auto& had = ex.had;
   bool wrong = false;
   bool reinstate = false;
   if (ex.map_matters(rec, multipath_ != nullptr)) {
@@ -624,53 +668,63 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   }
   log_->debug("volume {}: access check ({}): map to fix={}, only its path failed={}", volume,
               reason, wrong, reinstate);
-  if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
+  if (ex.want == ex.had && !ex.stale && !wrong) co_return Access::unchanged;
   if (reinstate) {
-    // The session was down long enough for the kernel to fail the map's path (I/O errors reached
-    // the filesystem), and the path stays failed after the session is back: the job of
-    // multipathd's path checker, done once the session is logged in and its disk running.
-    if (!session_up(mine, *ex.current)) {
-      log_->debug("volume {}: its map's path is failed; its session is not back yet", volume);
-      co_return done(Access::unchanged);
-    }
-    auto on = co_await map_device(rec, *ex.current);
-    if (!on) {
-      log_->error("volume {}: its session is back but the map's path stays failed: {}", volume,
-                  on.error().message);
-      co_return done(Access::failed);
-    }
-    log_->warn(
-        "volume {}: reinstated the failed path {} of map {} ({}); I/O errors may have reached "
-        "the filesystem while it was failed",
-        volume, ex.current->path, rec.map, reason);
-    co_return done(Access::reinstated);
+    co_return co_await reinstate_path(rec, *ex.current, session_up(mine, *ex.current), reason);
   }
-
   if (rec.map.empty() || !multipath_) {
     log_->warn(
         "volume {}: the array now exports it at {} (this node uses {}), but it is mounted on the "
         "raw session disk without dm-multipath, which cannot change under a mount. It stays on "
         "the old portal until its pods leave this node; enable dm-multipath (initiator.multipath) "
         "to move volumes live",
-        volume, joined(want), joined(had));
-    co_return done(Access::deferred);
+        volume, joined(ex.want), joined(ex.had));
+    co_return Access::deferred;
   }
+  co_return co_await move_session(rec, ai, joined(ex.want), joined(ex.had), reason);
+}
 
+asio::awaitable<Access> Manager::reinstate_path(Record& rec, const initiator::Device& current,
+                                                bool session_is_up, const std::string& reason) {
+  // The session was down long enough for the kernel to fail the map's path (I/O errors reached
+  // the filesystem), and the path stays failed after the session is back: the job of
+  // multipathd's path checker, done once the session is logged in and its disk running.
+  if (!session_is_up) {
+    log_->debug("volume {}: its map's path is failed; its session is not back yet", rec.volume);
+    co_return Access::unchanged;
+  }
+  auto on = co_await map_device(rec, current);
+  if (!on) {
+    log_->error("volume {}: its session is back but the map's path stays failed: {}", rec.volume,
+                on.error().message);
+    co_return Access::failed;
+  }
+  log_->warn(
+      "volume {}: reinstated the failed path {} of map {} ({}); I/O errors may have reached "
+      "the filesystem while it was failed",
+      rec.volume, current.path, rec.map, reason);
+  co_return Access::reinstated;
+}
+
+asio::awaitable<Access> Manager::move_session(Record& rec, const edf::AppInstance& ai,
+                                              const std::string& want, const std::string& had,
+                                              const std::string& reason) {
+  const std::string& volume = rec.volume;
   const auto start = Clock::now();
   log_->warn("volume {}: access moved on the array ({}): {} -> {}; moving the session", volume,
-             reason, joined(had), joined(want));
+             reason, had, want);
   // The new portals first, in the journal: a crash from here on is finished by the next check.
   rec.target.portals.assign(ai.ips.begin(), ai.ips.end());
   if (auto st = co_await journal_.save(rec); !st) {
     log_->error("volume {}: journal: {}", volume, st.error().message);
-    co_return done(Access::failed);
+    co_return Access::failed;
   }
   auto fail = [&](Step step, const Error& e) {
     log_->error(
         "volume {}: moving to {} failed at {}: {}. The old path is left as it was; the "
         "next check retries",
-        volume, joined(want), to_string(step), e.message);
-    return done(Access::failed);
+        volume, want, to_string(step), e.message);
+    return Access::failed;
   };
   // 1. Log in on the new portal; connect() verifies the LUN's serial is this volume's.
   auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
@@ -692,8 +746,28 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   probe_.portal_changed(took);
   log_->warn(
       "volume {}: now on {} through {} (map {}), moved in {:.2f} s with I/O held, none failed",
-      volume, joined(want), dev->path, rec.map, took);
-  co_return done(Access::moved);
+      volume, want, dev->path, rec.map, took);
+  co_return Access::moved;
+}
+
+asio::awaitable<Result<Manager::AppInstances>> Manager::exported_volumes(
+    const std::string& key, const edf::BackendTarget& backend,
+    const std::vector<std::string>& names) {
+  auto array = arrays_.get_for_leases(backend);
+  if (!array) co_return array.error();
+  AppInstances found;
+  if (size_t& pages = listing_pages_[key]; names.size() > std::max<size_t>(pages, 1)) {
+    auto all = co_await (*array)->list_volumes();
+    if (!all) co_return all.error();
+    pages = (all->size() + edf::Client::kListPage - 1) / edf::Client::kListPage;
+    for (auto& ai : *all) found.emplace(ai.name, std::move(ai));
+    co_return found;
+  }
+  for (const auto& name : names) {
+    auto one = co_await (*array)->find_volume(name);
+    if (one && *one) found.emplace(name, std::move(**one));
+  }
+  co_return found;
 }
 
 asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes) {
@@ -722,51 +796,18 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
 
   for (auto& [server, entry] : by_array) {
     const auto& names = entry.second;
-    auto array = arrays_.get_for_leases(entry.first);
-    std::unordered_map<std::string, edf::AppInstance> found;
-    std::string failure;
-    if (!array) {
-      failure = array.error().message;
-    } else if (size_t& pages = listing_pages_[server]; names.size() > std::max<size_t>(pages, 1)) {
-      auto all = co_await (*array)->list_volumes();
-      if (all) {
-        pages = (all->size() + edf::Client::kListPage - 1) / edf::Client::kListPage;
-        for (auto& ai : *all) found.emplace(ai.name, std::move(ai));
-      } else {
-        failure = all.error().message;
-      }
-    } else {
-      for (const auto& name : names) {
-        auto one = co_await (*array)->find_volume(name);
-        if (one && *one) found.emplace(name, std::move(**one));
-      }
-    }
-    if (!failure.empty()) {
+    auto found = co_await exported_volumes(server, entry.first, names);
+    if (!found) {
       log_->warn("cannot check the access IPs of {} volume(s) on {} (poll): {}", names.size(),
-                 entry.first.server(), failure);
+                 entry.first.server(), found.error().message);
       for (size_t i = 0; i < names.size(); ++i) probe_.access_check(to_string(Access::error));
       continue;
     }
     for (const auto& name : names) {
       const Record* rec = attached_record(name);  // looked up again: the awaits above yielded
       if (!rec) continue;
-      auto ai = found.find(name);
-      bool unchanged = false;
-      if (ai != found.end() && ai->second.volume_uuid == rec->target.serial) {
-        const auto& mine = by_target[rec->target.iqn];
-        const Exported e = exported(*rec, ai->second, mine);
-        bool wrong = false;
-        if (e.map_matters(*rec, multipath_ != nullptr)) {
-          Result<std::optional<multipath::Map>> map = std::optional<multipath::Map>();
-          if (!live_maps) {
-            map = live_maps.error();
-          } else if (auto m = live_maps->find(rec->map); m != live_maps->end()) {
-            map = std::optional<multipath::Map>(m->second);
-          }
-          wrong = map_wrong(map, e.current, multipath_->holds_io());
-        }
-        unchanged = ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
-      }
+      const bool unchanged =
+          looks_unchanged(*rec, *found, by_target[rec->target.iqn], live_maps, multipath_);
       if (unchanged) {
         probe_.access_check(to_string(Access::unchanged));
         continue;

@@ -12,9 +12,9 @@
 // a per-volume staging path under the agent's state dir, and bind-mount that into the pod dir
 // (read-only when asked). Pods on one node share one staging mount.
 //
-// unmount <pod-dir>: kubelet gives no options, so the journal says which volume it is. Remove the
-// bind; after the last pod, unmount the staging path, log out, leave the ACL, and apply the retain
-// policy.
+// unmount <pod-dir> (unpublish): kubelet gives no options, so the journal says which volume it
+// is. Remove the bind; after the last pod, unmount the staging path, log out, leave the ACL, and
+// apply the retain policy.
 //
 // With dm-multipath available, the staging mount is on the volume's own map over the verified
 // session disk (agent/multipath), so check_access() can move a mounted volume to the access IPs
@@ -31,11 +31,12 @@
 //
 // Controller mode (`attach: true`, ManagerOptions::controller_attach): the attach-detach controller
 // grants this node access through the agent on the control plane (agent/controller), and kubelet
-// splits the work: waitforattach logs in once the ownership record names this node, mountdevice
-// stages the filesystem at kubelet's device mount path, mount and unmount only bind and unbind,
-// unmountdevice unstages and logs out. The node never claims, and never touches the ACL or the
-// lease; the renewal loop only checks that the grant still stands and self-fences when the
-// controller gave the volume to another node.
+// splits the work: waitforattach (stage without the filesystem) logs in once the ownership record
+// names this node, mountdevice (stage) stages the filesystem at kubelet's device mount path, mount
+// and unmount (publish, unpublish) only bind and unbind, unmountdevice (unstage) unstages and logs
+// out. The node never claims, and never touches the ACL or the lease; the renewal loop only checks
+// that the grant still stands and self-fences when the controller gave the volume to another node.
+// The AccessPolicy (access.h) is the one difference between the modes in the stage pipeline.
 //
 // Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
 // concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
@@ -48,6 +49,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -301,6 +303,23 @@ class Manager {
   boost::asio::awaitable<Result<initiator::Device>> map_device(Record& rec,
                                                                const initiator::Device& dev);
   boost::asio::awaitable<VolumeResult<int64_t>> grow_filesystem(Run& run, int64_t gib);
+  using AppInstances = std::unordered_map<std::string, edf::AppInstance>;
+  /// The app instances of `names` on one array (`key`: array and account): one listing, or one
+  /// GET each when that is fewer requests.
+  boost::asio::awaitable<Result<AppInstances>> exported_volumes(
+      const std::string& key, const edf::BackendTarget& backend,
+      const std::vector<std::string>& names);
+  /// check_access() under the volume's lock, the array's answer in hand: what to do on the host.
+  boost::asio::awaitable<Access> access_on_host(Record& rec, const edf::AppInstance& ai,
+                                                const std::string& reason);
+  /// The map's failed path back, once its session is (`session_is_up`).
+  boost::asio::awaitable<Access> reinstate_path(Record& rec, const initiator::Device& current,
+                                                bool session_is_up, const std::string& reason);
+  /// Login on the new portal, I/O held in the map, the old portal's session ended, the map
+  /// swapped onto the new disk. `want` and `had`: the portals, for the log.
+  boost::asio::awaitable<Access> move_session(Record& rec, const edf::AppInstance& ai,
+                                              const std::string& want, const std::string& had,
+                                              const std::string& reason);
   boost::asio::awaitable<void> check_grants();
   boost::asio::awaitable<void> renew_lease(const std::string& name);
   /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
@@ -321,6 +340,23 @@ class Manager {
   /// A path recorded by an earlier agent (kubelet_root as configured then) in canonical form, or
   /// "" when it is not a path this agent would accept today.
   std::string canonical_recorded(const std::string& path, KubeletPath kind) const;
+  // reconcile(), in parts.
+  struct Tally {
+    int kept = 0;
+    int finished = 0;
+    int dropped = 0;
+  };
+  /// The journal's records that pass the checks into records_ (the others set aside); yields the
+  /// number of unusable files.
+  size_t load_journal();
+  /// Keeps, finishes, drops or queues for release_leftovers() one record.
+  boost::asio::awaitable<void> reconcile_volume(const std::string& name, Tally& tally);
+  /// forget_gone_pods(), and the pending pod finished or forgotten; true when `rec` changed.
+  bool settle_pods(Record& rec, Tally& tally);
+  /// Logs out sessions no record names and nothing mounts; yields how many.
+  boost::asio::awaitable<int> log_out_leaked_sessions();
+  /// Whether the session disk is mounted, or under a live map of ours (or that cannot be told).
+  boost::asio::awaitable<bool> session_in_use(const initiator::Device& disk);
   /// Forgets the pod mounts of `rec` whose bind is gone (unmounted behind kubelet's back, or the
   /// pod dir removed while the agent was down), each logged and counted; true when any was.
   bool forget_gone_pods(Record& rec);
