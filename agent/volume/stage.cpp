@@ -392,7 +392,7 @@ asio::awaitable<VolumeStatus> Manager::unpublish_steps(Run& run, const std::stri
 asio::awaitable<VolumeStatus> Manager::unstage(std::string raw) {
   auto path = kubelet_path(raw, KubeletPath::device_mount);
   if (!path) co_return VolumeError{Step::checks, path.error().wrap("unmountdevice")};
-  const std::string name = staging_taken("", *path);
+  const std::string name = staging_taken("", *path);  // "": whichever volume is staged there
   if (name.empty()) {
     if (!is_mounted_at(*path)) {
       log_->info("unmountdevice {}: not a volume of this agent and not mounted; nothing to do",

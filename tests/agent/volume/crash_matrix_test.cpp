@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include <boost/asio/io_context.hpp>
@@ -22,7 +24,6 @@
 #include "tests/agent/volume/fakes.h"
 #include "tests/testing/fake_array.h"
 #include "tests/testing/run_async.h"
-#include "tests/testing/temp_dir.h"
 
 namespace datera::volume {
 namespace {
@@ -38,6 +39,32 @@ constexpr const char* kIqn = "iqn.1993-08.org.debian:01:node-a";
 const std::string kPod = "/var/lib/kubelet/pods/u1/volumes/datera~iscsi/pv";
 const std::string kDeviceMount =
     "/var/lib/kubelet/plugins/kubernetes.io/flexvolume/datera/iscsi/mounts/pv-1";
+
+/// A private directory on tmpfs when there is one: the matrix writes a few thousand journal
+/// records, and each is fsync'd.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    for (const char* base : {"/dev/shm", "/tmp"}) {
+      std::string tmpl = std::string(base) + "/dt-crash-XXXXXX";
+      if (::mkdtemp(tmpl.data()) != nullptr) {
+        path_ = tmpl;
+        return;
+      }
+    }
+    throw std::runtime_error("mkdtemp failed");
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
 
 /// "mount:after_logout" -> {"mount", "logout"}.
 std::pair<std::string, std::string> split(const std::string& point) {
@@ -219,7 +246,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
     }
   }
 
-  testing::TempDir dir_{"dt-crash"};
+  ScratchDir dir_;
   boost::asio::io_context ioc_;
   boost::asio::thread_pool pool_{1};
   prometheus::Registry registry_;
