@@ -12,6 +12,7 @@
 #include "agent/common/duration.h"
 #include "agent/common/json.h"
 #include "agent/common/version.h"
+#include "agent/flexvolume/volume_adapter.h"
 
 namespace datera::flexvolume {
 
@@ -45,6 +46,13 @@ std::string volume_of(const flex::Request& r) {
 
 Service::Service(ServiceOptions options, Probe& probe, LoggerPtr log)
     : options_(std::move(options)), probe_(probe), log_(std::move(log)) {}
+
+Service::~Service() = default;
+
+void Service::set_volume_ops(volume::Manager* core) {
+  adapter_ = core ? std::make_unique<VolumeAdapter>(*core, core->probe()) : nullptr;
+  volumes_ = adapter_.get();
+}
 
 asio::awaitable<flex::Json> Service::call(flex::Request request) {
   const auto start = std::chrono::steady_clock::now();
@@ -158,6 +166,7 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
         "attach: true on every agent (see docs/modes.md). Nothing was changed for volume " +
         volume_of(r) + ".");
   }
+  // No volume ops yet (the journal is still being reconciled at start-up), or an unknown command.
   co_return flex::failure("datera-agent " + version + " cannot run '" + r.command +
                           "' yet: volume operations arrive with the volume manager, which this " +
                           "agent version does not include. Nothing was changed for volume " +

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -19,7 +20,13 @@
 #include "agent/flexvolume/probe.h"
 #include "plugins/flexvolume/protocol.h"
 
+namespace datera::volume {
+class Manager;
+}
+
 namespace datera::flexvolume {
+
+class VolumeAdapter;
 
 struct ServiceOptions {
   std::string driver_name = "datera/iscsi";
@@ -62,6 +69,7 @@ class ControllerOps {
 class Service {
  public:
   Service(ServiceOptions options, Probe& probe, LoggerPtr log);
+  ~Service();
 
   /// Always yields a reply object with an exact FlexVolume status.
   boost::asio::awaitable<flex::Json> call(flex::Request request);
@@ -69,6 +77,8 @@ class Service {
   const CallCounts& counts() const { return counts_; }
   /// Wires the volume manager (the composition root does it before serving).
   void set_volume_ops(VolumeOps* ops) { volumes_ = ops; }
+  /// Serves volume calls from the volume core, through this protocol's adapter (VolumeAdapter).
+  void set_volume_ops(volume::Manager* core);
   void set_controller_ops(ControllerOps* ops) { controller_ = ops; }
 
  private:
@@ -82,6 +92,7 @@ class Service {
   LoggerPtr log_;
   CallCounts counts_;
   VolumeOps* volumes_ = nullptr;
+  std::unique_ptr<VolumeAdapter> adapter_;  ///< set_volume_ops(core)
   ControllerOps* controller_ = nullptr;
 };
 

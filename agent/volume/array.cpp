@@ -17,7 +17,7 @@ class EdfArray : public Array {
       const std::string& name) override {
     auto ai = co_await client_.get_app_instance(name);
     if (!ai) {
-      if (edf::is_not_found(ai.error())) co_return std::optional<edf::AppInstance>();
+      if (is_not_found(ai.error())) co_return std::optional<edf::AppInstance>();
       co_return ai.error();
     }
     co_return std::optional<edf::AppInstance>(std::move(*ai));

@@ -4,6 +4,7 @@
 // tested; EdfArrays is the real one: one EDF client per (array, user), made on first use, because
 // FlexVolume options may name their own array and credentials (backstoreServer, secretRef).
 
+#include <cerrno>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -69,6 +70,30 @@ class Arrays {
   /// while holding the volume's lock.
   virtual Result<Array*> get_for_leases(const edf::BackendTarget& target) { return get(target); }
 };
+
+// How the volume core reads an Error's code: only here, so a change of its representation (an
+// int today: HTTP statuses, edf::Errc values and errno share it) touches one place.
+
+/// The array has no such object (HTTP 404).
+inline bool is_not_found(const Error& e) {
+  return edf::is_not_found(e);
+}
+/// The array refused the credentials (HTTP 401 or 403).
+inline bool is_unauthorized(const Error& e) {
+  return e.code == HttpStatus::unauthorized || e.code == HttpStatus::forbidden;
+}
+/// No reply from the array (or a lost one: the request may have been applied).
+inline bool is_unreachable(const Error& e) {
+  return e.code == edf::Errc::transport || e.code == edf::Errc::lost_reply;
+}
+/// Another node holds the volume's lease and keeps it (ownership::Coordinator::acquire).
+inline bool is_claim_refused(const Error& e) {
+  return e.code == errno_code(EBUSY);
+}
+/// A failure kubelet's retry is expected to get past (the controller has not attached it yet).
+inline Error retry_later(std::string message) {
+  return Error{std::move(message), errno_code(EAGAIN)};
+}
 
 struct EdfArraysOptions {
   edf::TlsOptions tls;

@@ -113,9 +113,13 @@ std::string Journal::encode(const Record& rec) {
   return json{{"format", kFormat}, {"checksum", checksum(text)}, {"record", text}}.dump(1) + "\n";
 }
 
-Result<Record> Journal::decode(const std::string& text) {
-  // A record is a few KiB; anything far larger or deeper was not written by this agent.
-  constexpr size_t kMaxRecord = 1u << 20;
+namespace {
+
+// A record is a few KiB; anything far larger or deeper was not written by this agent.
+constexpr size_t kMaxRecord = 1u << 20;
+
+/// The record's body, once its envelope (format, checksum) checks out.
+Result<json> unwrap(const std::string& text) {
   auto parsed = datera::json::parse_bounded(text, 8, kMaxRecord);
   if (!parsed) return Error{"not a journal record: " + parsed.error().message};
   json outer = std::move(*parsed);
@@ -138,6 +142,11 @@ Result<Record> Journal::decode(const std::string& text) {
   if (!body) return Error{"record: " + body.error().message};
   json b = std::move(*body);
   if (!b.is_object()) return Error{"record is not a JSON object"};
+  return b;
+}
+
+/// The body's fields, typed and range-checked.
+Result<Record> record_from(const json& b) {
   try {
     Record r;
     r.volume = b.at("volume").get<std::string>();
@@ -188,6 +197,14 @@ Result<Record> Journal::decode(const std::string& text) {
   } catch (const json::exception& e) {
     return Error{std::string("record field missing or of the wrong type: ") + e.what()};
   }
+}
+
+}  // namespace
+
+Result<Record> Journal::decode(const std::string& text) {
+  auto body = unwrap(text);
+  if (!body) return body.error();
+  return record_from(*body);
 }
 
 Journal::Journal(std::string dir, boost::asio::thread_pool& pool, LoggerPtr log)

@@ -28,6 +28,18 @@ const char* to_string(GiveUp::Outcome o) {
   return "unknown";
 }
 
+namespace {
+
+std::string in_use_message(const std::string& volume, const std::vector<std::string>& pods) {
+  std::string dirs;
+  for (const auto& d : pods) dirs += (dirs.empty() ? "" : ", ") + d;
+  return "volume " + volume + ": " + std::to_string(pods.size()) +
+         " pod mount(s) on this node use it (" + dirs +
+         "); kept. Move those pods off the node first (kubectl drain), then retry";
+}
+
+}  // namespace
+
 nlohmann::json GiveUp::to_json() const {
   return {{"volume", volume}, {"result", to_string(outcome)}, {"message", message}, {"pods", pods}};
 }
@@ -63,14 +75,9 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
   }
   for (const auto& p : rec.pods) out.pods.push_back(p.dir);
   if (!out.pods.empty()) {
-    std::string dirs;
-    for (const auto& d : out.pods) dirs += (dirs.empty() ? "" : ", ") + d;
     log_->info("volume {}: not released on request: {} pod mount(s) use it", volume,
                out.pods.size());
-    co_return done(GiveUp::Outcome::in_use,
-                   "volume " + volume + ": " + std::to_string(out.pods.size()) +
-                       " pod mount(s) on this node use it (" + dirs +
-                       "); kept. Move those pods off the node first (kubectl drain), then retry");
+    co_return done(GiveUp::Outcome::in_use, in_use_message(volume, out.pods));
   }
   const bool staged = !rec.staging.empty() && mount_at(rec.staging).has_value();
   if (options_.controller_attach && staged && !force) {
@@ -81,13 +88,13 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
             "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
             "should it come back, would mount pods on a path that is no longer staged");
   }
-  Failed failed{"checks", Error{}};
-  if (auto st = co_await release(rec, "release", failed); !st) {
-    log_->error("volume {}: giving it up on request failed at {}: {}", volume, failed.step,
-                st.error().message);
+  if (auto st = co_await release(rec, Operation::release); !st) {
+    const std::string step = to_string(st.error().step);
+    log_->error("volume {}: giving it up on request failed at {}: {}", volume, step,
+                st.error().message());
     co_return done(GiveUp::Outcome::failed,
-                   "volume " + volume + ": giving it up failed at " + failed.step + ": " +
-                       st.error().message +
+                   "volume " + volume + ": giving it up failed at " + step + ": " +
+                       st.error().message() +
                        ". What was done stays done; run release again (the agent also retries "
                        "at its next start)");
   }

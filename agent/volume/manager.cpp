@@ -22,49 +22,8 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 using detail::normal_path;
-using detail::opt;
-using detail::StepTimer;
-
-Result<std::vector<std::string>> detail::mount_options_of(const flex::Json& options,
-                                                          const std::string& fs_type) {
-  std::vector<std::string> out;
-  const auto text = opt(options, "mountOptions");
-  if (text.empty()) return out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) out.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  if (auto st = mount::validate_mount_options(fs_type, out, false); !st) {
-    return st.error().wrap("option mountOptions");
-  }
-  return out;
-}
 
 namespace {
-
-/// The ownership lease of one volume, in its app instance's metadata; fencing = leaving the ACL.
-class ArrayStore final : public ownership::Store {
- public:
-  explicit ArrayStore(Array& array) : array_(array) {}
-  asio::awaitable<Result<ownership::Lease>> read(const std::string& volume) override {
-    auto md = co_await array_.metadata(volume);
-    if (!md) co_return md.error();
-    co_return ownership::decode(*md);
-  }
-  asio::awaitable<Status> write(const std::string& volume, const edf::Metadata& keys) override {
-    co_return co_await array_.put_metadata(volume, keys);
-  }
-  asio::awaitable<Status> fence(const std::string& volume, const std::string& iqn) override {
-    auto st = co_await array_.acl_remove(volume, iqn);
-    if (!st && edf::is_not_found(st.error())) co_return ok_status();
-    co_return st;
-  }
-
- private:
-  Array& array_;
-};
 
 /// "pod(s) uid-1, uid-2" from kubelet pod volume dirs (.../pods/<uid>/volumes/...).
 std::string pods_text(const std::vector<PodMount>& pods) {
@@ -92,6 +51,10 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
       log_(std::move(log)),
       multipath_(multipath),
       coordinator_(coordinator) {
+  AccessContext access{options_.node_name, options_.online_timeout, arrays_, journal_, probe_, log_,
+                       coordinator_};
+  access_ = options_.controller_attach ? make_grant_access(std::move(access))
+                                       : make_lease_access(std::move(access));
   options_.kubelet_root = normal_path(options_.kubelet_root);
   options_.kubelet_root_real = options_.kubelet_root_real.empty()
                                    ? options_.kubelet_root
@@ -101,21 +64,6 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
 // ---------------------------------------------------------------------------------------------
 // mount
 // ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::mount(const flex::Request& request) {
-  Failed failed{"options", Error{}};
-  // Not `?:` around co_await: GCC 12 destroys the result twice.
-  Result<std::string> done = Error{""};
-  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
-  if (!pod_dir) {
-    done = pod_dir.error().wrap("mount");
-  } else if (options_.controller_attach) {
-    done = co_await bind_staged(*pod_dir, request.options, failed);
-  } else {
-    done = co_await do_mount(*pod_dir, request.options, failed);
-  }
-  co_return answer("mount", done, failed);
-}
 
 namespace {
 
@@ -187,478 +135,30 @@ std::string Manager::canonical_recorded(const std::string& path, KubeletPath kin
   return p ? *p : std::string();
 }
 
-asio::awaitable<Result<std::string>> Manager::do_mount(const std::string& pod_dir,
-                                                       const flex::Json& options, Failed& failed) {
-  auto parsed =
-      edf::parse_volume_options(options, options_.default_backend, options_.allowed_servers);
-  if (!parsed) co_return parsed.error().wrap("mount " + pod_dir);
-  const edf::VolumeOptions vo = std::move(*parsed);
-  const std::string name = vo.spec.name;
-  const bool read_only = opt(options, "kubernetes.io/readwrite") == "ro";
-  auto mount_options = detail::mount_options_of(options, vo.fs_type);
-  if (!mount_options) co_return mount_options.error().wrap("mount of volume " + name);
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at("mount of volume " + name + " into " + pod_dir, step, e);
-  };
-
-  auto guard = co_await locks_.lock(name);
-  auto [it, fresh] = records_.try_emplace(name);
-  Record& rec = it->second;
-  if (fresh) {
-    rec.volume = name;
-    rec.phase = Phase::attaching;
-    rec.staging = fs::join(options_.staging_dir, name);
-  }
-  // Another volume already bound at this pod dir would be a kubelet bug; never stack mounts.
-  if (const auto other = find_volume_of_pod(pod_dir); !other.empty() && other != name) {
-    if (fresh) records_.erase(name);
-    co_return say("checks", Error{"the pod dir already holds volume " + other});
-  }
-  // Idempotent: already served into this pod dir, and still mounted there.
-  if (rec.has_pod(pod_dir) && is_mounted_at(pod_dir)) {
-    log_->info("volume {}: already mounted into {}", name, pod_dir);
-    co_return pod_dir;
-  }
-  if (rec.pods.empty()) {
-    // The array and credentials come from this mount; a later unmount has no options.
-    rec.backend = vo.backend;
-    rec.fs_type = vo.fs_type;
-    rec.mount_options = *mount_options;
-    rec.delete_on_release = vo.delete_on_release;
-  } else if (edf::same_server(rec.backend, vo.backend)) {
-    // The volume's current credentials (a rotated secret) come with each mount: the next
-    // unmount, lease renewal and access check use them.
-    rec.backend = vo.backend;
-  }
-  rec.pending_pod = pod_dir;
-  if (rec.phase == Phase::detaching) rec.phase = Phase::attaching;
-  {
-    StepTimer t(probe_, "mount", "journal");
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  }
-  crash_point("mount:after_intent");
-
-  // Everything below is idempotent; a failure leaves the record for kubelet's retry, and rolls
-  // back what this node holds when no pod uses the volume yet.
-  auto fail_and_roll_back = [&](const std::string& step,
-                                const Error& e) -> asio::awaitable<Result<std::string>> {
-    Error out = say(step, e);
-    if (rec.pods.empty()) {
-      Failed ignored;
-      log_->warn("volume {}: {}; rolling back this node's attachment", name, out.message);
-      if (auto st = co_await release(rec, "mount", ignored); !st) {
-        log_->error("volume {}: rollback incomplete ({}); start-up reconcile will retry", name,
-                    st.error().message);
-      }
-    } else {
-      rec.pending_pod.clear();
-      (void)co_await journal_.save(rec);
-    }
-    co_return out;
-  };
-
-  auto iqn = initiator_.initiator_iqn();
-  if (!iqn) co_return co_await fail_and_roll_back("initiator", iqn.error());
-  rec.initiator_iqn = *iqn;
-  auto array = arrays_.get(rec.backend);
-  if (!array) co_return co_await fail_and_roll_back("array", array.error());
-  // Journal the IQN before the ACL can hold it: a crash after acl_add must still know what to
-  // remove.
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-
-  edf::AppInstance ai;
-  {
-    StepTimer t(probe_, "mount", "array");
-    auto created = co_await (*array)->ensure_volume(vo.spec);
-    if (!created) co_return co_await fail_and_roll_back("array", created.error());
-    if (auto st = co_await (*array)->ensure_initiator(
-            *iqn, edf::initiator_name_for_node(options_.node_name));
-        !st) {
-      co_return co_await fail_and_roll_back("array", st.error());
-    }
-  }
-  if (coordinator_ && rec.pods.empty()) {
-    // One writer: the lease first (waiting for a handoff, or fencing a dead owner), then this
-    // node alone in the ACL.
-    StepTimer t(probe_, "mount", "claim");
-    const auto t0 = Clock::now();
-    ArrayStore store(**array);
-    auto held = co_await coordinator_->acquire(name, store);
-    if (!held) {
-      probe_.handoff(held.error().code == errno_code(EBUSY) ? "refused" : "failed", -1);
-      co_return co_await fail_and_roll_back("claim", held.error());
-    }
-    const bool fresh_claim = rec.epoch != held->epoch;
-    rec.epoch = held->epoch;
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-    if (!held->fenced.empty()) {
-      probe_.fencing("fenced_expired_owner");
-      log_->warn("volume {}: took it over from node {}, whose lease expired (fenced)", name,
-                 held->fenced);
-    }
-    if (fresh_claim) {
-      probe_.handoff(held->fenced.empty() ? "claimed" : "taken_over",
-                     std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    auto acl = co_await (*array)->acl(name);
-    if (!acl) co_return co_await fail_and_roll_back("claim", acl.error());
-    for (const auto& other : *acl) {
-      if (other == *iqn) continue;
-      log_->warn("volume {}: removing {} from its ACL: only the lease holder may reach it", name,
-                 other);
-      if (auto st = co_await (*array)->acl_remove(name, other);
-          !st && !edf::is_not_found(st.error())) {
-        co_return co_await fail_and_roll_back("claim", st.error());
-      }
-      probe_.fencing("stale_acl_entry");
-    }
-  }
-  if (!rec.acl_added) {
-    // Before the ACL can hold this node: a release must then remove it (and only then needs the
-    // array at all).
-    rec.acl_added = true;
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  }
-  {
-    StepTimer t(probe_, "mount", "array");
-    if (auto st = co_await (*array)->acl_add(name, *iqn); !st) {
-      co_return co_await fail_and_roll_back("array", st.error());
-    }
-    auto online = co_await (*array)->bring_online(name, options_.online_timeout);
-    if (!online) co_return co_await fail_and_roll_back("array", online.error());
-    ai = std::move(*online);
-  }
-  if (ai.iqn.empty() || ai.ips.empty() || ai.volume_uuid.empty()) {
-    // Named first: GCC 12 destroys a brace-initialized temporary in a co_await twice (PR 100611).
-    const Error e{"the array reported no target IQN, access IP or volume uuid"};
-    co_return co_await fail_and_roll_back("array", e);
-  }
-  if (!rec.target.serial.empty() && rec.target.serial != ai.volume_uuid) {
-    // The journal knew another uuid: the app instance was deleted and re-created behind our back.
-    const Error e{"the array's volume uuid changed from " + rec.target.serial + " to " +
-                  ai.volume_uuid + " while pods use it; refusing to mix them"};
-    co_return co_await fail_and_roll_back("verify", e);
-  }
-  crash_point("mount:after_array");
-  rec.target = initiator::Target{name, ai.iqn, ai.ips, ai.volume_uuid, 0};
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  crash_point("mount:after_target");
-
-  initiator::Device dev;
-  {
-    StepTimer t(probe_, "mount", "login");
-    auto connected = co_await initiator_.connect(rec.target, options_.connect_timeout);
-    if (!connected) co_return co_await fail_and_roll_back("login", connected.error());
-    dev = std::move(*connected);
-  }
-  crash_point("mount:after_login");
-  {
-    StepTimer t(probe_, "mount", "map");
-    auto on = co_await map_device(rec, dev);
-    if (!on) co_return co_await fail_and_roll_back("map", on.error());
-    dev = std::move(*on);
-  }
-  if (!rec.map.empty()) crash_point("mount:after_map");
-  rec.device = dev.path;
-
-  if (auto st = co_await stage_filesystem(rec, dev, "mount", failed); !st) {
-    const std::string step = failed.step;
-    co_return co_await fail_and_roll_back(step, st.error());
-  }
-  {
-    StepTimer t(probe_, "mount", "bind");
-    if (auto st = co_await mounter_.bind(rec.staging, pod_dir, read_only); !st) {
-      co_return co_await fail_and_roll_back("bind", st.error());
-    }
-  }
-  crash_point("mount:after_bind");
-  if (!rec.has_pod(pod_dir)) rec.pods.push_back(PodMount{pod_dir, read_only});
-  rec.pending_pod.clear();
-  rec.phase = Phase::attached;
-  retries_.erase(name);  // a leftover that kept failing to release is in use again
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  log_->info("volume {}: mounted {} into {} ({}{} pod(s) on this node)", name, dev.path, pod_dir,
-             read_only ? "read-only, " : "", rec.pods.size());
-  co_return pod_dir;
-}
-
-asio::awaitable<Status> Manager::stage_filesystem(Record& rec, const initiator::Device& dev,
-                                                  const std::string& operation, Failed& failed) {
-  const std::string& name = rec.volume;
-  auto fail = [&](const std::string& step, Error e) -> Status {
-    failed.step = step;
-    return e;
-  };
-  if (auto staged = mount_at(rec.staging)) {
-    // Already staged: it must be this very device, or something is badly wrong.
-    if (staged->major != dev.major || staged->minor != dev.minor) {
-      co_return fail("verify",
-                     Error{"staging path " + rec.staging + " holds device " +
-                           std::to_string(staged->major) + ":" + std::to_string(staged->minor) +
-                           ", not " + dev.path + "; unmount it by hand after checking"});
-    }
-    co_return ok_status();
-  }
-  std::string fs_type = rec.fs_type;
-  {
-    StepTimer t(probe_, operation, "format");
-    auto found = co_await mounter_.probe(dev.path);
-    if (!found) co_return fail("probe", found.error());
-    if (!*found) {
-      log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
-      if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
-        co_return fail("format", st.error());
-      }
-      crash_point(operation + ":after_format");
-    } else if (**found != fs_type) {
-      // Never reformat: mount what is there, and say so.
-      log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
-                 dev.path, **found, fs_type, **found);
-      fs_type = **found;
-    }
-  }
-  StepTimer t(probe_, operation, "mount");
-  mount::MountRequest req{dev.path, rec.staging, fs_type, rec.mount_options, false};
-  if (auto st = co_await mounter_.mount(req); !st) co_return fail("mount", st.error());
-  crash_point(operation + ":after_staging");
-  co_return ok_status();
-}
-
-// ---------------------------------------------------------------------------------------------
-// unmount
-// ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::unmount(const flex::Request& request) {
-  Failed failed{"checks", Error{}};
-  Status st;
-  auto pod_dir = kubelet_path(request.arg("podVolumeDir").value_or(""), KubeletPath::pod_volume);
-  if (!pod_dir) {
-    st = pod_dir.error().wrap("unmount");
-  } else {
-    st = co_await do_unmount(*pod_dir, failed);
-  }
-  co_return answer("unmount", st, failed);
-}
-
-asio::awaitable<Status> Manager::do_unmount(const std::string& pod_dir, Failed& failed) {
-  const std::string name = find_volume_of_pod(pod_dir);
-  if (name.empty()) {
-    if (!is_mounted_at(pod_dir)) {
-      log_->info("unmount {}: not a volume of this agent and not mounted; nothing to do", pod_dir);
-      co_return ok_status();
-    }
-    failed.step = "checks";
-    co_return Error{"unmount " + pod_dir + ": something is mounted there but the agent's journal " +
-                    "has no volume for it; refusing to guess. Check `findmnt " + pod_dir + "`"};
-  }
-  auto guard = co_await locks_.lock(name);
-  auto it = records_.find(name);
-  if (it == records_.end()) co_return ok_status();  // released while we waited
-  Record& rec = it->second;
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at("unmount of volume " + name + " from " + pod_dir, step, e);
-  };
-  rec.pending_pod = pod_dir;
-  if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-  {
-    StepTimer t(probe_, "unmount", "unbind");
-    if (auto st = co_await mounter_.unmount(pod_dir); !st) co_return say("unbind", st.error());
-  }
-  crash_point("unmount:after_unbind");
-  std::erase_if(rec.pods, [&](const PodMount& p) { return p.dir == pod_dir; });
-  rec.pending_pod.clear();
-  if (!rec.pods.empty() || options_.controller_attach) {
-    // Controller mode: the staging mount is kubelet's device mount, unstaged by unmountdevice.
-    if (auto st = co_await journal_.save(rec); !st) co_return say("journal", st.error());
-    log_->info("volume {}: unmounted from {}; {} pod(s) still use it", name, pod_dir,
-               rec.pods.size());
-    co_return ok_status();
-  }
-  if (auto st = co_await release(rec, "unmount", failed); !st) {
-    co_return Error{"unmount of volume " + name + " from " + pod_dir + ": the pod's mount is " +
-                        "gone, but releasing the volume failed at " + failed.step + ": " +
-                        st.error().message + " (the agent retries at start-up and on the next " +
-                        "call)",
-                    st.error().code};
-  }
-  log_->info("volume {}: unmounted from {}; released by this node", name, pod_dir);
-  co_return ok_status();
-}
-
-asio::awaitable<Status> Manager::leave_host(Record& rec, const std::string& operation,
-                                            Failed& failed) {
-  if (!rec.staging.empty()) {
-    StepTimer t(probe_, operation, "unmount");
-    if (auto st = co_await mounter_.unmount(rec.staging); !st) {
-      failed.step = "unmount";
-      co_return st;
-    }
-  }
-  crash_point(operation + ":after_staging_unmount");
-  if (!rec.map.empty()) {
-    StepTimer t(probe_, operation, "map");
-    if (!multipath_) {
-      failed.step = "map";
-      co_return Error{"the journal names map " + rec.map + " but this agent runs without " +
-                      "multipath; remove it with `dmsetup remove " + rec.map + "`"};
-    }
-    if (auto st = co_await multipath_->remove(rec.map); !st) {
-      failed.step = "map";
-      co_return st;
-    }
-  }
-  if (!rec.target.serial.empty()) {
-    StepTimer t(probe_, operation, "logout");
-    if (auto st = co_await initiator_.disconnect(rec.target); !st) {
-      failed.step = "logout";
-      co_return st;
-    }
-  }
-  crash_point(operation + ":after_logout");
-  co_return ok_status();
-}
-
-asio::awaitable<Status> Manager::release(Record& rec, const std::string& operation,
-                                         Failed& failed) {
-  const std::string name = rec.volume;
-  // Only a volume that was really served here (its last pod left, or that unmount's crash being
-  // finished) may be deleted by the retain policy; never a mount that failed and is rolled back,
-  // which may well be a volume another node uses, never one handed over to another node, and
-  // never one an operator gave up for maintenance (its pods may start elsewhere).
-  const bool served =
-      rec.phase != Phase::attaching && operation != "handoff" && operation != "release";
-  rec.phase = Phase::detaching;
-  if (auto st = co_await journal_.save(rec); !st) {
-    failed.step = "journal";
-    co_return st;
-  }
-  if (auto st = co_await leave_host(rec, operation, failed); !st) co_return st;
-  // Controller mode: the ACL and the lease are the controller's (detach). A mount that failed
-  // before it joined the ACL or took the lease has nothing there to undo, and must not wait for an
-  // array that may well be why it failed.
-  const bool on_array = rec.acl_added || rec.epoch != 0;
-  if (!options_.controller_attach && on_array && !rec.initiator_iqn.empty() &&
-      !rec.backend.host.empty()) {
-    StepTimer t(probe_, operation, "array");
-    auto array = arrays_.get(rec.backend);
-    if (!array) {
-      failed.step = "array";
-      co_return array.error();
-    }
-    if (auto st = co_await (*array)->acl_remove(name, rec.initiator_iqn);
-        !st && !edf::is_not_found(st.error())) {
-      failed.step = "array";
-      co_return st;
-    }
-    if (coordinator_ && rec.epoch != 0) {
-      ArrayStore store(**array);
-      if (auto st = co_await coordinator_->release(name, store, rec.epoch); !st) {
-        failed.step = "array";
-        co_return st;
-      }
-    }
-    if (rec.delete_on_release && served) {
-      if (auto st = co_await (*array)->delete_volume(name); !st) {
-        failed.step = "array";
-        co_return st;
-      }
-      log_->info("volume {}: deleted from the array (retainPolicy: never)", name);
-    }
-  }
-  crash_point(operation + ":after_array");
-  if (auto st = co_await journal_.remove(name); !st) {
-    failed.step = "journal";
-    co_return st;
-  }
-  records_.erase(name);  // `rec` dangles from here on
-  retries_.erase(name);
-  co_return ok_status();
-}
-
-// ---------------------------------------------------------------------------------------------
-// expand
-// ---------------------------------------------------------------------------------------------
-
-asio::awaitable<flex::Json> Manager::expand(const flex::Request& request) {
-  Failed failed{"options", Error{}};
-  auto grown = co_await do_expand(request, failed);
-  flex::Json reply = answer(request.command, grown, failed);
-  if (grown) reply["volumeNewSize"] = *grown;
-  co_return reply;
-}
-
-asio::awaitable<Result<int64_t>> Manager::do_expand(const flex::Request& request, Failed& failed) {
-  const std::string& op = request.command;
-  auto parsed = edf::parse_volume_options(request.options, options_.default_backend,
-                                          options_.allowed_servers);
-  if (!parsed) co_return parsed.error().wrap(op);
-  const std::string name = parsed->spec.name;
-  const std::string size_text = request.arg("newSize").value_or("");
-  int64_t bytes = 0;
-  for (const char c : size_text) {
-    if (c < '0' || c > '9' || bytes > (int64_t{1} << 50)) {
-      co_return Error{op + " of volume " + name + ": new size '" + size_text +
-                      "' is not a byte count"};
-    }
-    bytes = bytes * 10 + (c - '0');
-  }
-  constexpr int64_t kGiB = int64_t{1} << 30;
-  const int64_t gib = (bytes + kGiB - 1) / kGiB;  // EDF sizes are whole GiB: round up
-  auto say = [&](const std::string& step, const Error& e) {
-    return failed.at(op + " of volume " + name + " to " + std::to_string(gib) + " GiB", step, e);
-  };
-  if (gib < 1) co_return say("options", Error{"the new size must be at least 1 byte"});
-
-  auto guard = co_await locks_.lock(name);
-  auto rec_it = records_.find(name);
-  // A volume this node serves is grown on the array it was attached from.
-  auto array = arrays_.get(rec_it != records_.end() ? rec_it->second.backend : parsed->backend);
-  if (!array) co_return say("array", array.error());
-  {
-    StepTimer t(probe_, op, "array");
-    auto current = co_await (*array)->find_volume(name);
-    if (!current) co_return say("array", current.error());
-    if (!*current) co_return say("array", Error{"the array has no such volume"});
-    if ((*current)->size_gib < gib) {
-      if (auto st = co_await (*array)->resize(name, gib); !st) co_return say("array", st.error());
-      log_->info("volume {}: grown on the array from {} to {} GiB", name, (*current)->size_gib,
-                 gib);
-    }
-  }
-  if (op == "expandvolume") co_return gib* kGiB;
-
-  if (rec_it == records_.end() || rec_it->second.phase != Phase::attached) {
-    co_return say("checks", Error{"the volume is not mounted on this node"});
-  }
-  Record& rec = rec_it->second;
-  {
-    StepTimer t(probe_, op, "rescan");
-    if (auto st = co_await initiator_.refresh(rec.target); !st) co_return say("rescan", st.error());
-    if (!rec.map.empty()) {
-      // The map's table has the old length: reload it over the rescanned disk.
-      auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
-      if (!dev) co_return say("rescan", dev.error());
-      auto on = co_await map_device(rec, *dev);
-      if (!on) co_return say("rescan", on.error());
-    }
-  }
-  {
-    StepTimer t(probe_, op, "grow");
-    auto staged = mount_at(rec.staging);
-    if (!staged) co_return say("grow", Error{"the staging mount " + rec.staging + " is gone"});
-    if (auto st = co_await mounter_.grow(rec.device, rec.staging, staged->fstype); !st) {
-      co_return say("grow", st.error());
-    }
-  }
-  log_->info("volume {}: filesystem grown to {} GiB", name, gib);
-  co_return gib* kGiB;
-}
-
 // ---------------------------------------------------------------------------------------------
 // reconcile
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<std::string> Manager::reconcile() {
+  const size_t unusable = load_journal();
+  // Only local work here (the journal, the mount table): it decides what each record is before
+  // the API serves. Releases need the array and run after, in release_leftovers().
+  Tally tally;
+  leftovers_.clear();
+  std::vector<std::string> names;
+  for (const auto& [name, _] : records_) names.push_back(name);
+  for (const auto& name : names) co_await reconcile_volume(name, tally);
+  const int leaked = co_await log_out_leaked_sessions();
+  update_gauges();
+  co_return "reconciled: " + std::to_string(tally.kept) + " volume(s) in use, " +
+      std::to_string(tally.finished) + " interrupted mount(s) finished, " +
+      std::to_string(tally.dropped) + " record(s) with nothing to undo dropped, " +
+      std::to_string(leftovers_.size()) + " to release in the background, " +
+      std::to_string(leaked) + " leaked session(s) removed, " + std::to_string(unusable) +
+      " unusable and " + std::to_string(set_aside_.size()) + " set-aside record(s)";
+}
+
+size_t Manager::load_journal() {
   std::vector<std::string> problems;
   if (auto st = journal_.prepare(); !st) problems.push_back(st.error().message);
   for (auto& rec : journal_.load_all(&problems)) {
@@ -681,75 +181,75 @@ asio::awaitable<std::string> Manager::reconcile() {
     records_[rec.volume] = std::move(rec);
   }
   for (size_t i = 0; i < problems.size(); ++i) probe_.reconcile("journal_unusable");
+  return problems.size();
+}
 
-  // Only local work here (the journal, the mount table): it decides what each record is before
-  // the API serves. Releases need the array and run after, in release_leftovers().
-  int kept = 0, finished = 0, dropped = 0, leaked = 0;
-  leftovers_.clear();
-  std::vector<std::string> names;
-  for (const auto& [name, _] : records_) names.push_back(name);
-  for (const auto& name : names) {
-    auto guard = co_await locks_.lock(name);
-    Record& rec = records_[name];
-    const Phase phase_before = rec.phase;
-    bool changed = canonicalize(rec);
-    std::vector<std::string> known_pods;
-    for (const auto& p : rec.pods) known_pods.push_back(p.dir);
-    if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
-    // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
-    // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
-    changed |= forget_gone_pods(rec);
-    if (!rec.pending_pod.empty()) {
-      if (rec.has_pod(rec.pending_pod) && rec.phase == Phase::attaching) {
-        log_->info("volume {}: finishing the mount into {} that a crash interrupted", name,
-                   rec.pending_pod);
-        ++finished;
-        probe_.reconcile("mount_finished");
-      }
-      rec.pending_pod.clear();
-      changed = true;
+asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& tally) {
+  auto guard = co_await locks_.lock(name);
+  Record& rec = records_[name];
+  const Phase phase_before = rec.phase;
+  bool changed = canonicalize(rec);
+  std::vector<std::string> known_pods;
+  for (const auto& p : rec.pods) known_pods.push_back(p.dir);
+  if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
+  changed |= settle_pods(rec, tally);
+  if (!rec.pods.empty()) {
+    rec.phase = Phase::attached;
+    if (!mount_at(rec.staging)) {
+      log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
+      probe_.reconcile("staging_missing");
     }
-    if (!rec.pods.empty()) {
-      rec.phase = Phase::attached;
-      if (!mount_at(rec.staging)) {
-        log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
-        probe_.reconcile("staging_missing");
-      }
-      if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
-      ++kept;
-      probe_.reconcile("kept");
-      continue;
-    }
-    if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
-        mount_at(rec.staging)) {
-      // Controller mode: kubelet's device mount, kept until its unmountdevice.
-      if (changed) (void)co_await journal_.save(rec);
-      ++kept;
-      probe_.reconcile("kept");
-      continue;
-    }
-    if (nothing_to_undo(rec)) {
-      // A mount that failed before it touched the ACL, the lease or the host: forgetting the
-      // record is its whole release, and needs no array (which may be why it failed).
-      log_->info("volume {}: its mount never reached the array's ACL or this host; forgetting it",
-                 name);
-      if (auto st = co_await journal_.remove(name); st) {
-        records_.erase(name);
-        ++dropped;
-        probe_.reconcile("dropped");
-        continue;
-      }
-    }
-    // Its last pod is gone (a crash mid-unmount, or the bind removed behind kubelet's back): it is
-    // released like a last unmount. A crashed mount stays `attaching` (never served: the retain
-    // policy must not delete it). release_leftover() skips it if a mount takes it over meanwhile.
-    if (rec.phase == Phase::attached) rec.phase = Phase::detaching;
-    leftovers_.push_back(name);
-    // kubelet's retried unmount of a pod whose bind a crash already removed must wait for the
-    // volume's release, not answer at once that it knows nothing of that pod.
-    for (const auto& dir : known_pods) leftover_pods_[dir] = name;
+    if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
+    ++tally.kept;
+    probe_.reconcile("kept");
+    co_return;
   }
+  if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
+      mount_at(rec.staging)) {
+    // Controller mode: kubelet's device mount, kept until its unmountdevice.
+    if (changed) (void)co_await journal_.save(rec);
+    ++tally.kept;
+    probe_.reconcile("kept");
+    co_return;
+  }
+  if (nothing_to_undo(rec)) {
+    // A mount that failed before it touched the ACL, the lease or the host: forgetting the
+    // record is its whole release, and needs no array (which may be why it failed).
+    log_->info("volume {}: its mount never reached the array's ACL or this host; forgetting it",
+               name);
+    if (auto st = co_await journal_.remove(name); st) {
+      records_.erase(name);
+      ++tally.dropped;
+      probe_.reconcile("dropped");
+      co_return;
+    }
+  }
+  // Its last pod is gone (a crash mid-unmount, or the bind removed behind kubelet's back): it is
+  // released like a last unmount. A crashed mount stays `attaching` (never served: the retain
+  // policy must not delete it). release_leftover() skips it if a mount takes it over meanwhile.
+  if (rec.phase == Phase::attached) rec.phase = Phase::detaching;
+  leftovers_.push_back(name);
+  // kubelet's retried unmount of a pod whose bind a crash already removed must wait for the
+  // volume's release, not answer at once that it knows nothing of that pod.
+  for (const auto& dir : known_pods) leftover_pods_[dir] = name;
+}
 
+bool Manager::settle_pods(Record& rec, Tally& tally) {
+  // Pods: keep those whose bind is still there. A mount that crashed after its bind but before
+  // its journal update is finished here; one that crashed before is forgotten (kubelet retries).
+  const bool changed = forget_gone_pods(rec);
+  if (rec.pending_pod.empty()) return changed;
+  if (rec.has_pod(rec.pending_pod) && rec.phase == Phase::attaching) {
+    log_->info("volume {}: finishing the mount into {} that a crash interrupted", rec.volume,
+               rec.pending_pod);
+    ++tally.finished;
+    probe_.reconcile("mount_finished");
+  }
+  rec.pending_pod.clear();
+  return true;
+}
+
+asio::awaitable<int> Manager::log_out_leaked_sessions() {
   // Sessions with no journal record: leaked by a crash between login and the first journal write
   // that named the target. Log out only when nothing of them is mounted.
   auto sessions = co_await initiator_.sessions();
@@ -757,50 +257,49 @@ asio::awaitable<std::string> Manager::reconcile() {
     log_->error("listing {} sessions at start-up failed: {}", initiator_.kind(),
                 sessions.error().message);
     probe_.reconcile("sessions_unreadable");
-  } else {
-    std::set<std::string> known;
-    for (const auto& [_, rec] : records_) known.insert(rec.target.serial);
-    auto table = mounter_.mounts();
-    for (const auto& s : *sessions) {
-      if (!s.device || known.count(s.device->serial)) continue;
-      bool in_use = false;
-      if (table) in_use = !(*table)->of_device(s.device->major, s.device->minor).empty();
-      // A disk under one of our maps is in use whenever the map is (mounted on the map, not on
-      // the disk); a lost journal record must never log out the session beneath a mount.
-      if (!in_use && multipath_) {
-        if (auto name = multipath::map_name(s.device->serial)) {
-          auto map = co_await multipath_->find(*name);
-          in_use = !map || map->has_value();
-        }
-      }
-      if (in_use || !table) {
-        log_->warn(
-            "{} session {} (device {}) has no journal record but is mounted (or under a map); "
-            "leaving it",
-            initiator_.kind(), s.id, s.device->path);
-        probe_.reconcile("unknown_session_in_use");
-        continue;
-      }
-      initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
-      if (auto st = co_await initiator_.disconnect(t); !st) {
-        log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
-                    st.error().message);
-        probe_.reconcile("leak_logout_failed");
-      } else {
-        log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(),
-                   s.id, s.device->path, s.device->serial);
-        probe_.reconcile("leak_logged_out");
-        ++leaked;
-      }
+    co_return 0;
+  }
+  std::set<std::string> known;
+  for (const auto& [_, rec] : records_) known.insert(rec.target.serial);
+  int leaked = 0;
+  for (const auto& s : *sessions) {
+    if (!s.device || known.count(s.device->serial)) continue;
+    if (co_await session_in_use(*s.device)) {
+      log_->warn(
+          "{} session {} (device {}) has no journal record but is mounted (or under a map); "
+          "leaving it",
+          initiator_.kind(), s.id, s.device->path);
+      probe_.reconcile("unknown_session_in_use");
+      continue;
+    }
+    initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
+    if (auto st = co_await initiator_.disconnect(t); !st) {
+      log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
+                  st.error().message);
+      probe_.reconcile("leak_logout_failed");
+    } else {
+      log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(), s.id,
+                 s.device->path, s.device->serial);
+      probe_.reconcile("leak_logged_out");
+      ++leaked;
     }
   }
-  update_gauges();
-  co_return "reconciled: " + std::to_string(kept) + " volume(s) in use, " +
-      std::to_string(finished) + " interrupted mount(s) finished, " + std::to_string(dropped) +
-      " record(s) with nothing to undo dropped, " + std::to_string(leftovers_.size()) +
-      " to release in the background, " + std::to_string(leaked) + " leaked session(s) removed, " +
-      std::to_string(problems.size()) + " unusable and " + std::to_string(set_aside_.size()) +
-      " set-aside record(s)";
+  co_return leaked;
+}
+
+asio::awaitable<bool> Manager::session_in_use(const initiator::Device& disk) {
+  auto table = mounter_.mounts();
+  if (!table) co_return true;  // unknown: never log out what may be under a mount
+  if (!(*table)->of_device(disk.major, disk.minor).empty()) co_return true;
+  // A disk under one of our maps is in use whenever the map is (mounted on the map, not on the
+  // disk); a lost journal record must never log out the session beneath a mount.
+  if (multipath_) {
+    if (auto name = multipath::map_name(disk.serial)) {
+      auto map = co_await multipath_->find(*name);
+      co_return !map || map->has_value();
+    }
+  }
+  co_return false;
 }
 
 asio::awaitable<void> Manager::release_leftovers() {
@@ -843,8 +342,7 @@ asio::awaitable<void> Manager::release_leftover(std::string name) {
       }
       // Counted before, cleared after: a crash in between shows at the next start-up.
       (void)co_await journal_.note_attempt(name);
-      Failed failed;
-      auto st = co_await release(rec, "reconcile", failed);  // `rec` dangles once released
+      auto st = co_await release(rec, Operation::reconcile);  // `rec` dangles once released
       (void)co_await journal_.clear_attempt(name);
       if (st) {
         log_->info("volume {}: no pod uses it; released what a crash left behind", name);
@@ -856,7 +354,8 @@ asio::awaitable<void> Manager::release_leftover(std::string name) {
       probe_.reconcile("release_failed");
       auto& retry = retries_[name];
       retry.failures = attempt;
-      retry.last_error = "failed at " + failed.step + ": " + st.error().message;
+      retry.last_error =
+          std::string("failed at ") + to_string(st.error().step) + ": " + st.error().message();
       if (attempt >= options_.release_attempts) {
         retry.set_aside = true;
         probe_.reconcile("set_aside_failing");
@@ -1085,6 +584,29 @@ bool session_up(const std::vector<const initiator::Session*>& sessions,
   return false;
 }
 
+/// The poll's cheap look: the array's listing and the host's sessions and maps agree with the
+/// record (or the array exports the volume nowhere right now). False: check_access() decides.
+bool looks_unchanged(const Record& rec,
+                     const std::unordered_map<std::string, edf::AppInstance>& found,
+                     const std::vector<const initiator::Session*>& mine,
+                     const Result<std::map<std::string, multipath::Map>>& live_maps,
+                     const multipath::Multipath* multipath) {
+  auto ai = found.find(rec.volume);
+  if (ai == found.end() || ai->second.volume_uuid != rec.target.serial) return false;
+  const Exported e = exported(rec, ai->second, mine);
+  bool wrong = false;
+  if (e.map_matters(rec, multipath != nullptr)) {
+    Result<std::optional<multipath::Map>> map = std::optional<multipath::Map>();
+    if (!live_maps) {
+      map = live_maps.error();
+    } else if (auto m = live_maps->find(rec.map); m != live_maps->end()) {
+      map = std::optional<multipath::Map>(m->second);
+    }
+    wrong = map_wrong(map, e.current, multipath->holds_io());
+  }
+  return ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
+}
+
 }  // namespace
 
 asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
@@ -1113,17 +635,22 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   log_->debug("volume {}: access check ({}): looking at the host", volume, reason);
   Record* current_rec = attached_record(volume);
   if (!current_rec) co_return Access::unchanged;
-  Record& rec = *current_rec;
   const edf::AppInstance& ai = **found;
-  if (ai.volume_uuid != rec.target.serial) {
+  if (ai.volume_uuid != current_rec->target.serial) {
     log_->error(
         "volume {}: the array's volume uuid is now {}, not the mounted {}; not following "
         "it anywhere. Check the app instance on the array",
-        volume, ai.volume_uuid, rec.target.serial);
+        volume, ai.volume_uuid, current_rec->target.serial);
     co_return done(Access::refused);
   }
   if (ai.ips.empty()) co_return done(Access::unchanged);  // not exported right now; nothing to do
+  const Access a = co_await access_on_host(*current_rec, ai, reason);
+  co_return done(a);
+}
 
+asio::awaitable<Access> Manager::access_on_host(Record& rec, const edf::AppInstance& ai,
+                                                const std::string& reason) {
+  const std::string& volume = rec.volume;
   // What the host has: sessions to the target on portals the array no longer lists, and whether
   // the map still runs on a disk of a listed portal.
   std::vector<const initiator::Session*> mine;
@@ -1132,8 +659,6 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
     for (const auto& s : *sessions) mine.push_back(&s);
   }
   const Exported ex = exported(rec, ai, mine);
-  const auto& want = ex.want;
-  const auto& had = ex.had;
   bool wrong = false;
   bool reinstate = false;
   if (ex.map_matters(rec, multipath_ != nullptr)) {
@@ -1143,76 +668,106 @@ asio::awaitable<Access> Manager::check_access(std::string volume, std::string re
   }
   log_->debug("volume {}: access check ({}): map to fix={}, only its path failed={}", volume,
               reason, wrong, reinstate);
-  if (want == had && !ex.stale && !wrong) co_return done(Access::unchanged);
+  if (ex.want == ex.had && !ex.stale && !wrong) co_return Access::unchanged;
   if (reinstate) {
-    // The session was down long enough for the kernel to fail the map's path (I/O errors reached
-    // the filesystem), and the path stays failed after the session is back: the job of
-    // multipathd's path checker, done once the session is logged in and its disk running.
-    if (!session_up(mine, *ex.current)) {
-      log_->debug("volume {}: its map's path is failed; its session is not back yet", volume);
-      co_return done(Access::unchanged);
-    }
-    auto on = co_await map_device(rec, *ex.current);
-    if (!on) {
-      log_->error("volume {}: its session is back but the map's path stays failed: {}", volume,
-                  on.error().message);
-      co_return done(Access::failed);
-    }
-    log_->warn(
-        "volume {}: reinstated the failed path {} of map {} ({}); I/O errors may have reached "
-        "the filesystem while it was failed",
-        volume, ex.current->path, rec.map, reason);
-    co_return done(Access::reinstated);
+    co_return co_await reinstate_path(rec, *ex.current, session_up(mine, *ex.current), reason);
   }
-
   if (rec.map.empty() || !multipath_) {
     log_->warn(
         "volume {}: the array now exports it at {} (this node uses {}), but it is mounted on the "
         "raw session disk without dm-multipath, which cannot change under a mount. It stays on "
         "the old portal until its pods leave this node; enable dm-multipath (initiator.multipath) "
         "to move volumes live",
-        volume, joined(want), joined(had));
-    co_return done(Access::deferred);
+        volume, joined(ex.want), joined(ex.had));
+    co_return Access::deferred;
   }
+  co_return co_await move_session(rec, ai, joined(ex.want), joined(ex.had), reason);
+}
 
+asio::awaitable<Access> Manager::reinstate_path(Record& rec, const initiator::Device& current,
+                                                bool session_is_up, const std::string& reason) {
+  // The session was down long enough for the kernel to fail the map's path (I/O errors reached
+  // the filesystem), and the path stays failed after the session is back: the job of
+  // multipathd's path checker, done once the session is logged in and its disk running.
+  if (!session_is_up) {
+    log_->debug("volume {}: its map's path is failed; its session is not back yet", rec.volume);
+    co_return Access::unchanged;
+  }
+  auto on = co_await map_device(rec, current);
+  if (!on) {
+    log_->error("volume {}: its session is back but the map's path stays failed: {}", rec.volume,
+                on.error().message);
+    co_return Access::failed;
+  }
+  log_->warn(
+      "volume {}: reinstated the failed path {} of map {} ({}); I/O errors may have reached "
+      "the filesystem while it was failed",
+      rec.volume, current.path, rec.map, reason);
+  co_return Access::reinstated;
+}
+
+asio::awaitable<Access> Manager::move_session(Record& rec, const edf::AppInstance& ai,
+                                              const std::string& want, const std::string& had,
+                                              const std::string& reason) {
+  const std::string& volume = rec.volume;
   const auto start = Clock::now();
   log_->warn("volume {}: access moved on the array ({}): {} -> {}; moving the session", volume,
-             reason, joined(had), joined(want));
+             reason, had, want);
   // The new portals first, in the journal: a crash from here on is finished by the next check.
   rec.target.portals.assign(ai.ips.begin(), ai.ips.end());
   if (auto st = co_await journal_.save(rec); !st) {
     log_->error("volume {}: journal: {}", volume, st.error().message);
-    co_return done(Access::failed);
+    co_return Access::failed;
   }
-  auto fail = [&](const std::string& step, const Error& e) {
+  auto fail = [&](Step step, const Error& e) {
     log_->error(
         "volume {}: moving to {} failed at {}: {}. The old path is left as it was; the "
         "next check retries",
-        volume, joined(want), step, e.message);
-    return done(Access::failed);
+        volume, want, to_string(step), e.message);
+    return Access::failed;
   };
   // 1. Log in on the new portal; connect() verifies the LUN's serial is this volume's.
   auto dev = co_await initiator_.connect(rec.target, options_.connect_timeout);
-  if (!dev) co_return fail("login", dev.error());
-  crash_point("move:after_login");
+  if (!dev) co_return fail(Step::login, dev.error());
+  crash_point(Operation::move, Step::login);
   // 2. Hold I/O inside the map, 3. log out of the old portal (its stuck I/O fails back into the
   // map's queue), 4. swap the map onto the new disk (ensure() ends in the standing queue mode).
   if (auto st = co_await multipath_->set_queueing(rec.map, true); !st)
-    co_return fail("queue", st.error());
+    co_return fail(Step::queue, st.error());
   if (auto st = co_await initiator_.prune(rec.target); !st) {
     (void)co_await multipath_->set_queueing(rec.map, multipath_->holds_io());
-    co_return fail("logout", st.error());
+    co_return fail(Step::prune, st.error());
   }
-  crash_point("move:after_prune");
+  crash_point(Operation::move, Step::prune);
   auto swapped = co_await map_device(rec, *dev);
-  if (!swapped) co_return fail("swap", swapped.error());
+  if (!swapped) co_return fail(Step::swap, swapped.error());
   (void)co_await journal_.save(rec);
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
   probe_.portal_changed(took);
   log_->warn(
       "volume {}: now on {} through {} (map {}), moved in {:.2f} s with I/O held, none failed",
-      volume, joined(want), dev->path, rec.map, took);
-  co_return done(Access::moved);
+      volume, want, dev->path, rec.map, took);
+  co_return Access::moved;
+}
+
+asio::awaitable<Result<Manager::AppInstances>> Manager::exported_volumes(
+    const std::string& key, const edf::BackendTarget& backend,
+    const std::vector<std::string>& names) {
+  auto array = arrays_.get_for_leases(backend);
+  if (!array) co_return array.error();
+  AppInstances found;
+  if (size_t& pages = listing_pages_[key]; names.size() > std::max<size_t>(pages, 1)) {
+    auto all = co_await (*array)->list_volumes();
+    if (!all) co_return all.error();
+    pages = (all->size() + edf::Client::kListPage - 1) / edf::Client::kListPage;
+    for (auto& ai : *all) found.emplace(ai.name, std::move(ai));
+    co_return found;
+  }
+  for (const auto& name : names) {
+    auto one = co_await (*array)->find_volume(name);
+    if (one && *one) found.emplace(name, std::move(**one));
+  }
+  co_return found;
 }
 
 asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes) {
@@ -1241,51 +796,18 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
 
   for (auto& [server, entry] : by_array) {
     const auto& names = entry.second;
-    auto array = arrays_.get_for_leases(entry.first);
-    std::unordered_map<std::string, edf::AppInstance> found;
-    std::string failure;
-    if (!array) {
-      failure = array.error().message;
-    } else if (size_t& pages = listing_pages_[server]; names.size() > std::max<size_t>(pages, 1)) {
-      auto all = co_await (*array)->list_volumes();
-      if (all) {
-        pages = (all->size() + edf::Client::kListPage - 1) / edf::Client::kListPage;
-        for (auto& ai : *all) found.emplace(ai.name, std::move(ai));
-      } else {
-        failure = all.error().message;
-      }
-    } else {
-      for (const auto& name : names) {
-        auto one = co_await (*array)->find_volume(name);
-        if (one && *one) found.emplace(name, std::move(**one));
-      }
-    }
-    if (!failure.empty()) {
+    auto found = co_await exported_volumes(server, entry.first, names);
+    if (!found) {
       log_->warn("cannot check the access IPs of {} volume(s) on {} (poll): {}", names.size(),
-                 entry.first.server(), failure);
+                 entry.first.server(), found.error().message);
       for (size_t i = 0; i < names.size(); ++i) probe_.access_check(to_string(Access::error));
       continue;
     }
     for (const auto& name : names) {
       const Record* rec = attached_record(name);  // looked up again: the awaits above yielded
       if (!rec) continue;
-      auto ai = found.find(name);
-      bool unchanged = false;
-      if (ai != found.end() && ai->second.volume_uuid == rec->target.serial) {
-        const auto& mine = by_target[rec->target.iqn];
-        const Exported e = exported(*rec, ai->second, mine);
-        bool wrong = false;
-        if (e.map_matters(*rec, multipath_ != nullptr)) {
-          Result<std::optional<multipath::Map>> map = std::optional<multipath::Map>();
-          if (!live_maps) {
-            map = live_maps.error();
-          } else if (auto m = live_maps->find(rec->map); m != live_maps->end()) {
-            map = std::optional<multipath::Map>(m->second);
-          }
-          wrong = map_wrong(map, e.current, multipath_->holds_io());
-        }
-        unchanged = ai->second.ips.empty() || (e.want == e.had && !e.stale && !wrong);
-      }
+      const bool unchanged =
+          looks_unchanged(*rec, *found, by_target[rec->target.iqn], live_maps, multipath_);
       if (unchanged) {
         probe_.access_check(to_string(Access::unchanged));
         continue;
@@ -1335,6 +857,52 @@ asio::awaitable<void> Manager::renew_leases(std::chrono::milliseconds spread) {
   update_gauges();
 }
 
+// Controller mode: the grant check that stands in for the lease renewal.
+asio::awaitable<void> Manager::check_grants() {
+  std::vector<std::string> names;
+  for (const auto& [name, rec] : records_) {
+    if (rec.epoch != 0 && rec.phase != Phase::detaching) names.push_back(name);
+  }
+  for (const auto& name : names) {
+    auto guard = co_await locks_.lock(name);
+    auto it = records_.find(name);
+    if (it == records_.end() || it->second.epoch == 0 || it->second.phase == Phase::detaching) {
+      continue;
+    }
+    Record& rec = it->second;
+    auto array = arrays_.get_for_leases(rec.backend);
+    Result<edf::Metadata> md =
+        array.ok() ? Result<edf::Metadata>(edf::Metadata{}) : Result<edf::Metadata>(array.error());
+    if (array) md = co_await (*array)->metadata(name);
+    if (!md) {
+      probe_.lease_renewal_failed(Probe::renewal_failure_reason(md.error()));
+      log_->warn("volume {}: cannot check that it is still attached to this node: {}", name,
+                 md.error().message);
+      continue;
+    }
+    const ownership::Lease lease = ownership::decode(*md);
+    if (lease.owner == options_.node_name && lease.epoch == rec.epoch) continue;
+    const std::string now = lease.free() ? "no node" : "node " + lease.owner;
+    if (rec.pods.empty() && (rec.staging.empty() || !mount_at(rec.staging))) {
+      // Detached while not staged here (kubelet skips unmountdevice for what is not mounted).
+      if (auto st = co_await release(rec, Operation::detached); !st) {
+        log_->error("volume {}: detached by the controller, but logging out failed at {}: {}", name,
+                    to_string(st.error().step), st.error().message());
+      } else {
+        log_->info("volume {}: detached by the controller (now {}); logged out", name, now);
+      }
+      continue;
+    }
+    log_->error("volume {}: the controller attached it to {} (epoch {}, this node had {})", name,
+                now, lease.epoch, rec.epoch);
+    if (auto st = co_await self_fence(rec); !st) {
+      log_->error("volume {}: self-fencing incomplete: {}; retried at the next check", name,
+                  st.error().message);
+    }
+  }
+  update_gauges();
+}
+
 asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   auto guard = co_await locks_.lock(name);
   auto it = records_.find(name);
@@ -1344,7 +912,7 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   Record& rec = it->second;
   auto array = arrays_.get_for_leases(rec.backend);
   if (!array) {
-    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error().code));
+    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error()));
     log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
     co_return;
   }
@@ -1352,7 +920,7 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
   auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
   if (!r) {
-    const char* reason = Probe::renewal_failure_reason(r.error().code);
+    const char* reason = Probe::renewal_failure_reason(r.error());
     probe_.lease_renewal_failed(reason);
     log_->warn(
         "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
@@ -1366,10 +934,9 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
     co_return;
   }
   if (*r == ownership::Renewal::handoff) {
-    Failed failed;
-    if (auto st = co_await release(rec, "handoff", failed); !st) {
-      log_->error("volume {}: handing it over failed at {}: {}", name, failed.step,
-                  st.error().message);
+    if (auto st = co_await release(rec, Operation::handoff); !st) {
+      log_->error("volume {}: handing it over failed at {}: {}", name, to_string(st.error().step),
+                  st.error().message());
       probe_.handoff("release_failed", -1);
     } else {
       log_->info("volume {}: handed over on request (no pod used it here)", name);
@@ -1396,8 +963,7 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
     if (auto st = co_await mounter_.unmount(p.dir); !st && !first) first = st.error();
   }
   if (first) co_return *first;  // never log out under a mount; the next renewal retries
-  Failed failed;
-  if (auto st = co_await leave_host(rec, "self_fence", failed); !st) co_return st;
+  if (auto st = co_await leave_host(rec, Operation::self_fence); !st) co_return st.error().cause;
   // The ACL and the lease are the new owner's: not touched.
   if (auto st = co_await journal_.remove(name); !st) co_return st;
   records_.erase(name);

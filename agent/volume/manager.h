@@ -1,16 +1,20 @@
 #pragma once
 
-// The volume manager: FlexVolume `mount` and `unmount` with attach=false, end to end.
+// The volume core, in CSI's words: stage (log in, map, format if blank, mount at the staging
+// path), publish (bind into a pod dir), unpublish, unstage, expand. Inputs are typed and already
+// parsed; every verb yields a value or a VolumeError naming the step that failed. Front ends
+// (agent/flexvolume today) parse their protocol and call these; nothing here knows one.
 //
-// mount <pod-dir> <options>: ensure the app instance (created from the options on first use),
-// register this node's initiator, add it to the ACL, bring the volume online, log in, verify the
-// device is the volume's LUN, format it only if blank, mount it once at a per-volume staging path
-// under the agent's state dir, and bind-mount that into the pod dir (read-only when asked). Pods
-// on one node share one staging mount.
+// Agent mode (attach: false): kubelet's FlexVolume mount is publish with a StageRequest, under one
+// lock: claim, stage, bind. mount <pod-dir> <options>: ensure the app instance (created from the
+// options on first use), register this node's initiator, add it to the ACL, bring the volume
+// online, log in, verify the device is the volume's LUN, format it only if blank, mount it once at
+// a per-volume staging path under the agent's state dir, and bind-mount that into the pod dir
+// (read-only when asked). Pods on one node share one staging mount.
 //
-// unmount <pod-dir>: kubelet gives no options, so the journal says which volume it is. Remove the
-// bind; after the last pod, unmount the staging path, log out, leave the ACL, and apply the retain
-// policy.
+// unmount <pod-dir> (unpublish): kubelet gives no options, so the journal says which volume it
+// is. Remove the bind; after the last pod, unmount the staging path, log out, leave the ACL, and
+// apply the retain policy.
 //
 // With dm-multipath available, the staging mount is on the volume's own map over the verified
 // session disk (agent/multipath), so check_access() can move a mounted volume to the access IPs
@@ -27,11 +31,12 @@
 //
 // Controller mode (`attach: true`, ManagerOptions::controller_attach): the attach-detach controller
 // grants this node access through the agent on the control plane (agent/controller), and kubelet
-// splits the work: waitforattach logs in once the ownership record names this node, mountdevice
-// stages the filesystem at kubelet's device mount path, mount and unmount only bind and unbind,
-// unmountdevice unstages and logs out. The node never claims, and never touches the ACL or the
-// lease; the renewal loop only checks that the grant still stands and self-fences when the
-// controller gave the volume to another node.
+// splits the work: waitforattach (stage without the filesystem) logs in once the ownership record
+// names this node, mountdevice (stage) stages the filesystem at kubelet's device mount path, mount
+// and unmount (publish, unpublish) only bind and unbind, unmountdevice (unstage) unstages and logs
+// out. The node never claims, and never touches the ACL or the lease; the renewal loop only checks
+// that the grant still stands and self-fences when the controller gave the volume to another node.
+// The AccessPolicy (access.h) is the one difference between the modes in the stage pipeline.
 //
 // Every operation is idempotent and serialized per volume (KeyedMutex); volumes proceed
 // concurrently. Every step is journaled; reconcile() runs before the agent reports ready and
@@ -41,22 +46,25 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/common/logging.h"
-#include "agent/flexvolume/service.h"
 #include "agent/mount/mounter.h"
 #include "agent/multipath/multipath.h"
 #include "agent/ownership/lease.h"
+#include "agent/volume/access.h"
 #include "agent/volume/array.h"
 #include "agent/volume/journal.h"
 #include "agent/volume/keyed_mutex.h"
 #include "agent/volume/probe.h"
-#include "plugins/flexvolume/protocol.h"
+#include "agent/volume/step.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::volume {
@@ -122,7 +130,35 @@ struct GiveUp {
 };
 const char* to_string(GiveUp::Outcome o);
 
-class Manager : public flexvolume::VolumeOps {
+/// stage(): the volume as its options describe it, and where to stage it.
+struct StageRequest {
+  edf::VolumeOptions volume;               ///< parsed (plugins/datera/options.h)
+  std::vector<std::string> mount_options;  ///< for the staging mount, already allow-listed
+  /// Controller mode: kubelet's device mount path, checked (device_mount_path()). Agent mode: ""
+  /// (the agent's own <staging_dir>/<volume>).
+  std::string staging_path;
+  bool filesystem = true;  ///< false: log in and map only (waitforattach)
+};
+
+/// publish(): bind the staged volume into a pod dir.
+struct PublishRequest {
+  std::string volume;
+  std::string pod_dir;  ///< checked (pod_volume_path())
+  bool read_only = false;
+  /// Agent mode: stage first, under the same lock, with the same rollback (kubelet's FlexVolume
+  /// mount has no separate stage call). nullopt: the volume must be staged already.
+  std::optional<StageRequest> stage;
+};
+
+/// expand(): grow the app instance on the array (never shrink); with `filesystem`, also rescan
+/// the device and grow the filesystem on the node that has it mounted.
+struct ExpandRequest {
+  edf::VolumeOptions volume;
+  int64_t bytes = 0;
+  bool filesystem = false;
+};
+
+class Manager {
  public:
   /// `multipath` may be null (the loop initiator, or no device-mapper at all).
   Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
@@ -138,17 +174,32 @@ class Manager : public flexvolume::VolumeOps {
   /// volumes() and the set-aside gauge) until its next call, an operator's release, or a restart.
   boost::asio::awaitable<void> release_leftovers();
 
-  boost::asio::awaitable<flex::Json> mount(const flex::Request& request) override;
-  boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) override;
-  /// expandvolume: grows the app instance on the array (never shrinks). expandfs: the same, then
-  /// the device is rescanned and the filesystem grown, on the node that has it mounted.
-  boost::asio::awaitable<flex::Json> expand(const flex::Request& request) override;
-  /// Controller mode: log in once the controller attached the volume here; replies the device.
-  boost::asio::awaitable<flex::Json> waitforattach(const flex::Request& request) override;
-  /// Controller mode: format if blank and mount at kubelet's device mount path.
-  boost::asio::awaitable<flex::Json> mountdevice(const flex::Request& request) override;
-  /// Controller mode: unmount the device mount path, remove the map, log out.
-  boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request& request) override;
+  /// Controller mode (waitforattach, mountdevice): the grant checked, login, map, and with
+  /// `filesystem` the filesystem staged (formatted only if blank). Yields the device. A failure
+  /// rolls back what this node holds unless something here uses the volume.
+  boost::asio::awaitable<VolumeResult<std::string>> stage(StageRequest request);
+  /// Binds the volume into the pod dir (read-only when asked), staging it first when the request
+  /// carries a StageRequest (agent mode: claim, stage, bind). Yields the pod dir.
+  boost::asio::awaitable<VolumeResult<std::string>> publish(PublishRequest request);
+  /// Unbinds the pod dir; after the last pod in agent mode, releases the volume (staging, map,
+  /// session, ACL, lease, retain policy). An unknown pod dir that is not mounted is a success.
+  boost::asio::awaitable<VolumeStatus> unpublish(std::string pod_dir);
+  /// Controller mode: unmounts kubelet's device mount path, removes the map, logs out.
+  boost::asio::awaitable<VolumeStatus> unstage(std::string staging_path);
+  /// Yields the new size in bytes (whole GiB).
+  boost::asio::awaitable<VolumeResult<int64_t>> expand(ExpandRequest request);
+
+  /// kubelet's pod volume dir, checked and in canonical form (see kubelet_path()).
+  Result<std::string> pod_volume_path(const std::string& raw) const {
+    return kubelet_path(raw, KubeletPath::pod_volume);
+  }
+  /// kubelet's device mount path (controller mode), checked and in canonical form.
+  Result<std::string> device_mount_path(const std::string& raw) const {
+    return kubelet_path(raw, KubeletPath::device_mount);
+  }
+  const ManagerOptions& options() const { return options_; }
+  /// The volume metrics, for front ends that count their calls there.
+  Probe& probe() { return probe_; }
 
   /// Asks the array where the attached volume is exported now, and moves its session there when
   /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
@@ -195,58 +246,88 @@ class Manager : public flexvolume::VolumeOps {
   boost::asio::awaitable<bool> release_held_io(std::string volume);
 
  private:
-  struct Failed {
-    std::string step;
-    Error error;
-    /// Records `where` as the step that failed and says so: "<what> failed at <where>: <why>".
-    Error at(const std::string& what, const std::string& where, const Error& e) {
-      step = where;
-      return Error{what + " failed at " + where + ": " + e.message, e.code};
+  /// One operation on one volume, under its lock: what the messages say it is.
+  struct Run {
+    Record& rec;
+    Operation op;
+    std::string what;  ///< "mount of volume vol-1 into /var/lib/kubelet/pods/..."
+    VolumeError fail(Step step, Error cause) const {
+      return VolumeError{step, std::move(cause), what};
+    }
+    VolumeError fail(VolumeError e) const {
+      e.what = what;
+      return e;
     }
   };
 
-  /// Counts one finished operation and turns its outcome into kubelet's reply (Success, or
-  /// Failure with the error's message); callers add their reply fields.
-  template <typename T>
-  flex::Json answer(const std::string& operation, const Result<T>& outcome, const Failed& failed) {
-    update_gauges();
-    probe_.operation(operation, outcome.ok());
-    if (!outcome) {
-      probe_.failure(operation, failed.step);
-      return flex::failure(outcome.error().message);
-    }
-    return flex::success();
-  }
-
-  boost::asio::awaitable<Result<std::string>> do_mount(const std::string& pod_dir,
-                                                       const flex::Json& options, Failed& failed);
-  boost::asio::awaitable<Result<int64_t>> do_expand(const flex::Request& request, Failed& failed);
+  // The stage pipeline (stage.cpp): named steps, each journaled, timed and crash-pointed.
+  boost::asio::awaitable<VolumeResult<std::string>> stage_locked(Run& run, const StageRequest& req);
+  /// resolve, gain, login, map and (with req.filesystem) filesystem; yields the staged device.
+  boost::asio::awaitable<VolumeResult<initiator::Device>> stage_steps(Run& run,
+                                                                      const StageRequest& req);
+  boost::asio::awaitable<VolumeResult<std::string>> publish_locked(const PublishRequest& req);
+  boost::asio::awaitable<VolumeResult<std::string>> publish_steps(Run& run,
+                                                                  const PublishRequest& req);
+  boost::asio::awaitable<VolumeStatus> unpublish_steps(Run& run, const std::string& pod_dir);
+  /// Takes the request's options into the record when nothing here uses the volume yet (the
+  /// array and credentials come from this call; a later release has none), else only refreshed
+  /// credentials (a rotated secret).
+  void adopt(Record& rec, const StageRequest& req) const;
+  /// The record journaled before anything else.
+  boost::asio::awaitable<VolumeStatus> step_intent(Run& run);
+  /// This node's IQN (journaled) and the volume's array.
+  boost::asio::awaitable<VolumeResult<Array*>> step_resolve(Run& run);
+  /// The access policy's claim or grant, then the target journaled.
+  boost::asio::awaitable<VolumeStatus> step_gain(Run& run, Array& array,
+                                                 const edf::VolumeSpec& spec);
+  /// Login; the initiator verifies the LUN's serial.
+  boost::asio::awaitable<VolumeResult<initiator::Device>> step_login(Run& run);
+  /// The volume's map over the session disk (or the disk), journaled as the record's device.
+  boost::asio::awaitable<VolumeResult<initiator::Device>> step_map(Run& run,
+                                                                   const initiator::Device& dev);
+  /// Formats `dev` if blank and mounts it at rec.staging (checks an existing staging mount).
+  boost::asio::awaitable<VolumeStatus> step_filesystem(Run& run, const initiator::Device& dev);
+  /// mkfs only when blkid finds nothing; yields the filesystem to mount.
+  boost::asio::awaitable<VolumeResult<std::string>> step_format(Run& run,
+                                                                const initiator::Device& dev);
+  /// A step failed: rolls back what this node holds when nothing here uses the volume, else
+  /// forgets the pending pod; yields `e` for the caller.
+  boost::asio::awaitable<VolumeError> roll_back(Run& run, VolumeError e);
+  /// Whether something on this node uses the volume: a pod, or (controller mode) kubelet's device
+  /// mount.
+  bool in_use(const Record& rec) const;
+  /// The volume other than `name` whose staging path is `path`, or "".
+  std::string staging_taken(const std::string& name, const std::string& path) const;
   /// The mount's device: the volume's map over `dev` when multipath is available (and the volume
   /// is not already staged on the raw disk), else `dev` itself.
   boost::asio::awaitable<Result<initiator::Device>> map_device(Record& rec,
                                                                const initiator::Device& dev);
-  /// Formats `dev` if blank and mounts it at rec.staging (checks an existing staging mount).
-  boost::asio::awaitable<Status> stage_filesystem(Record& rec, const initiator::Device& dev,
-                                                  const std::string& operation, Failed& failed);
-  // Controller mode (attached.cpp).
-  boost::asio::awaitable<Result<std::string>> do_waitforattach(const flex::Request& request,
-                                                               bool stage, Failed& failed);
-  /// Logs in to a volume the controller granted this node (checked in the ownership record),
-  /// verifies the serial and maps it; yields the device to mount.
-  boost::asio::awaitable<Result<initiator::Device>> log_in(Record& rec, Failed& failed);
-  boost::asio::awaitable<Status> do_unmountdevice(const std::string& path, Failed& failed);
-  boost::asio::awaitable<Result<std::string>> bind_staged(const std::string& pod_dir,
-                                                          const flex::Json& options,
-                                                          Failed& failed);
+  boost::asio::awaitable<VolumeResult<int64_t>> grow_filesystem(Run& run, int64_t gib);
+  using AppInstances = std::unordered_map<std::string, edf::AppInstance>;
+  /// The app instances of `names` on one array (`key`: array and account): one listing, or one
+  /// GET each when that is fewer requests.
+  boost::asio::awaitable<Result<AppInstances>> exported_volumes(
+      const std::string& key, const edf::BackendTarget& backend,
+      const std::vector<std::string>& names);
+  /// check_access() under the volume's lock, the array's answer in hand: what to do on the host.
+  boost::asio::awaitable<Access> access_on_host(Record& rec, const edf::AppInstance& ai,
+                                                const std::string& reason);
+  /// The map's failed path back, once its session is (`session_is_up`).
+  boost::asio::awaitable<Access> reinstate_path(Record& rec, const initiator::Device& current,
+                                                bool session_is_up, const std::string& reason);
+  /// Login on the new portal, I/O held in the map, the old portal's session ended, the map
+  /// swapped onto the new disk. `want` and `had`: the portals, for the log.
+  boost::asio::awaitable<Access> move_session(Record& rec, const edf::AppInstance& ai,
+                                              const std::string& want, const std::string& had,
+                                              const std::string& reason);
   boost::asio::awaitable<void> check_grants();
   boost::asio::awaitable<void> renew_lease(const std::string& name);
-  boost::asio::awaitable<Status> do_unmount(const std::string& pod_dir, Failed& failed);
   /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
-  boost::asio::awaitable<Status> leave_host(Record& rec, const std::string& operation,
-                                            Failed& failed);
-  /// After the last pod: leave_host, ACL removal, lease release, retain policy, record removed.
-  /// Each step is idempotent, so a crash anywhere in here is finished by running it again.
-  boost::asio::awaitable<Status> release(Record& rec, const std::string& operation, Failed& failed);
+  boost::asio::awaitable<VolumeStatus> leave_host(Record& rec, Operation op);
+  /// After the last pod: leave_host, then the access policy gives back the ACL entry and the lease
+  /// (and applies the retain policy), and the record is removed. Each step is idempotent, so a
+  /// crash anywhere in here is finished by running it again. `rec` dangles once it succeeded.
+  boost::asio::awaitable<VolumeStatus> release(Record& rec, Operation op);
   enum class KubeletPath {
     pod_volume,    ///< <root>/pods/<uid>/volumes/<vendor~driver>/<name>
     device_mount,  ///< <root>/plugins/kubernetes.io/flexvolume/<vendor>/<driver>/mounts/<name>
@@ -259,6 +340,23 @@ class Manager : public flexvolume::VolumeOps {
   /// A path recorded by an earlier agent (kubelet_root as configured then) in canonical form, or
   /// "" when it is not a path this agent would accept today.
   std::string canonical_recorded(const std::string& path, KubeletPath kind) const;
+  // reconcile(), in parts.
+  struct Tally {
+    int kept = 0;
+    int finished = 0;
+    int dropped = 0;
+  };
+  /// The journal's records that pass the checks into records_ (the others set aside); yields the
+  /// number of unusable files.
+  size_t load_journal();
+  /// Keeps, finishes, drops or queues for release_leftovers() one record.
+  boost::asio::awaitable<void> reconcile_volume(const std::string& name, Tally& tally);
+  /// forget_gone_pods(), and the pending pod finished or forgotten; true when `rec` changed.
+  bool settle_pods(Record& rec, Tally& tally);
+  /// Logs out sessions no record names and nothing mounts; yields how many.
+  boost::asio::awaitable<int> log_out_leaked_sessions();
+  /// Whether the session disk is mounted, or under a live map of ours (or that cannot be told).
+  boost::asio::awaitable<bool> session_in_use(const initiator::Device& disk);
   /// Forgets the pod mounts of `rec` whose bind is gone (unmounted behind kubelet's back, or the
   /// pod dir removed while the agent was down), each logged and counted; true when any was.
   bool forget_gone_pods(Record& rec);
@@ -283,9 +381,8 @@ class Manager : public flexvolume::VolumeOps {
   std::optional<mount::MountEntry> mount_at(const std::string& target) const;
   std::string find_volume_of_pod(const std::string& pod_dir) const;
   void update_gauges();
-  void crash_point(const std::string& name) const {
-    if (options_.crash_point) options_.crash_point(name);
-  }
+  /// The crash hook after `step` of `op`, when the step table gives that pair a point.
+  void crash_point(Operation op, Step step) const;
 
   ManagerOptions options_;
   Arrays& arrays_;
@@ -296,6 +393,8 @@ class Manager : public flexvolume::VolumeOps {
   LoggerPtr log_;
   multipath::Multipath* multipath_;
   ownership::Coordinator* coordinator_;
+  /// Lease and ACL (agent mode) or the controller's grant: the one difference between the modes.
+  std::unique_ptr<AccessPolicy> access_;
   KeyedMutex locks_;
   std::map<std::string, Record> records_;
 

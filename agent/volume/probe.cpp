@@ -1,6 +1,6 @@
 #include "agent/volume/probe.h"
 
-#include "plugins/datera/client.h"
+#include "agent/volume/array.h"
 
 namespace datera::volume {
 
@@ -12,85 +12,63 @@ bool is_portal_change(const std::string& result) {
 }  // namespace
 
 namespace {
-const prometheus::Histogram::BucketBoundaries kStepBuckets{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
-                                                           1,     2.5,   5,    10,   30,  120};
+
+prometheus::Family<prometheus::Gauge>& gauge(prometheus::Registry& r, const char* name,
+                                             const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Counter>& counter(prometheus::Registry& r, const char* name,
+                                                 const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Histogram>& histogram(prometheus::Registry& r, const char* name,
+                                                     const char* help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r);
 }
 
+const prometheus::Histogram::BucketBoundaries kStepBuckets{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
+                                                           1,     2.5,   5,    10,   30,  120};
+}  // namespace
+
 Probe::Probe(prometheus::Registry& registry)
-    : volumes_(prometheus::BuildGauge()
-                   .Name("datera_agent_volumes")
-                   .Help("Volumes this node serves, by phase")
-                   .Register(registry)),
-      pods_(prometheus::BuildGauge()
-                .Name("datera_agent_volume_pods")
-                .Help("Pod bind mounts of Datera volumes on this node")
-                .Register(registry)
+    : volumes_(gauge(registry, "datera_agent_volumes", "Volumes this node serves, by phase")),
+      pods_(gauge(registry, "datera_agent_volume_pods",
+                  "Pod bind mounts of Datera volumes on this node")
                 .Add({})),
-      set_aside_(prometheus::BuildGauge()
-                     .Name("datera_agent_volumes_set_aside")
-                     .Help("Volume records the agent set aside and no longer manages: invalid, "
-                           "crashed the agent at start-up, or their release kept failing")
-                     .Register(registry)
+      set_aside_(gauge(registry, "datera_agent_volumes_set_aside",
+                       "Volume records the agent set aside and no longer manages: invalid, "
+                       "crashed the agent at start-up, or their release kept failing")
                      .Add({})),
-      steps_(prometheus::BuildHistogram()
-                 .Name("datera_agent_volume_step_duration_seconds")
-                 .Help("Duration of each step of a volume operation")
-                 .Register(registry)),
-      operations_(prometheus::BuildCounter()
-                      .Name("datera_agent_volume_operations_total")
-                      .Help("Volume operations by result")
-                      .Register(registry)),
-      failures_(prometheus::BuildCounter()
-                    .Name("datera_agent_volume_failures_total")
-                    .Help("Failed volume operations by the step that failed")
-                    .Register(registry)),
-      reconcile_(prometheus::BuildCounter()
-                     .Name("datera_agent_volume_reconcile_actions_total")
-                     .Help("What start-up reconciliation did")
-                     .Register(registry)),
-      access_(prometheus::BuildCounter()
-                  .Name("datera_agent_volume_access_checks_total")
-                  .Help("Checks of an attached volume's access IPs against the array, by result")
-                  .Register(registry)),
-      portal_changes_(prometheus::BuildCounter()
-                          .Name("datera_agent_portal_changes_total")
-                          .Help("Access IP changes of attached volumes, by what the agent did")
-                          .Register(registry)),
-      portal_change_seconds_(prometheus::BuildHistogram()
-                                 .Name("datera_agent_portal_change_duration_seconds")
-                                 .Help("Moving a mounted volume to its new portal: login to swap")
-                                 .Register(registry)
+      steps_(histogram(registry, "datera_agent_volume_step_duration_seconds",
+                       "Duration of each step of a volume operation")),
+      operations_(
+          counter(registry, "datera_agent_volume_operations_total", "Volume operations by result")),
+      failures_(counter(registry, "datera_agent_volume_failures_total",
+                        "Failed volume operations by the step that failed")),
+      reconcile_(counter(registry, "datera_agent_volume_reconcile_actions_total",
+                         "What start-up reconciliation did")),
+      access_(counter(registry, "datera_agent_volume_access_checks_total",
+                      "Checks of an attached volume's access IPs against the array, by result")),
+      portal_changes_(counter(registry, "datera_agent_portal_changes_total",
+                              "Access IP changes of attached volumes, by what the agent did")),
+      portal_change_seconds_(histogram(registry, "datera_agent_portal_change_duration_seconds",
+                                       "Moving a mounted volume to its new portal: login to swap")
                                  .Add({}, kStepBuckets)),
-      handoffs_(prometheus::BuildCounter()
-                    .Name("datera_agent_handoffs_total")
-                    .Help("Volume ownership claims and handoffs by result")
-                    .Register(registry)),
-      handoff_seconds_(prometheus::BuildHistogram()
-                           .Name("datera_agent_handoff_duration_seconds")
-                           .Help("Claiming a volume's lease, including waiting for its owner")
-                           .Register(registry)
+      handoffs_(counter(registry, "datera_agent_handoffs_total",
+                        "Volume ownership claims and handoffs by result")),
+      handoff_seconds_(histogram(registry, "datera_agent_handoff_duration_seconds",
+                                 "Claiming a volume's lease, including waiting for its owner")
                            .Add({}, kStepBuckets)),
       fencing_(
-          prometheus::BuildCounter()
-              .Name("datera_agent_fencing_actions_total")
-              .Help("Fencing: expired owners removed from ACLs, stale ACL entries, self-fencing")
-              .Register(registry)),
-      renewal_failures_(prometheus::BuildCounter()
-                            .Name("datera_agent_lease_renewal_failures_total")
-                            .Help("Lease renewals (and grant checks) that failed, by reason")
-                            .Register(registry)),
-      releases_(prometheus::BuildCounter()
-                    .Name("datera_agent_volume_releases_total")
-                    .Help("Volumes an operator asked this node to give up, by what happened")
-                    .Register(registry)),
-      udev_(prometheus::BuildCounter()
-                .Name("datera_agent_udev_events_total")
-                .Help("Kernel device events seen")
-                .Register(registry)),
-      udev_degraded_(prometheus::BuildGauge()
-                         .Name("datera_agent_udev_degraded")
-                         .Help("1 when the udev monitor failed and the agent polls instead")
-                         .Register(registry)
+          counter(registry, "datera_agent_fencing_actions_total",
+                  "Fencing: expired owners removed from ACLs, stale ACL entries, self-fencing")),
+      renewal_failures_(counter(registry, "datera_agent_lease_renewal_failures_total",
+                                "Lease renewals (and grant checks) that failed, by reason")),
+      releases_(counter(registry, "datera_agent_volume_releases_total",
+                        "Volumes an operator asked this node to give up, by what happened")),
+      udev_(counter(registry, "datera_agent_udev_events_total", "Kernel device events seen")),
+      udev_degraded_(gauge(registry, "datera_agent_udev_degraded",
+                           "1 when the udev monitor failed and the agent polls instead")
                          .Add({})) {
   // Closed label sets start at 0, so alerts on increase() see the first event and dashboards
   // show the series before anything happened.
@@ -165,9 +143,9 @@ void Probe::lease_renewal_failed(const std::string& reason) {
   renewal_failures_.Add({{"reason", reason}}).Increment();
 }
 
-const char* Probe::renewal_failure_reason(const std::error_code& code) {
-  if (code == HttpStatus::unauthorized || code == HttpStatus::forbidden) return "unauthorized";
-  if (code == edf::Errc::transport || code == edf::Errc::lost_reply) return "unreachable";
+const char* Probe::renewal_failure_reason(const Error& e) {
+  if (is_unauthorized(e)) return "unauthorized";
+  if (is_unreachable(e)) return "unreachable";
   return "error";
 }
 

@@ -45,6 +45,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "agent/common/result.h"
+
 namespace datera::volume {
 
 class Probe {
@@ -65,8 +67,8 @@ class Probe {
   void fencing(const std::string& kind);
   /// reason: unauthorized (the array refused the credentials), unreachable, error, slow_round.
   void lease_renewal_failed(const std::string& reason);
-  /// The reason label for a failed renewal's Error::code.
-  static const char* renewal_failure_reason(const std::error_code& code);
+  /// The reason label for a failed renewal's error.
+  static const char* renewal_failure_reason(const Error& e);
   /// An operator's release of one volume (release / drain), by GiveUp outcome.
   void given_up(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);

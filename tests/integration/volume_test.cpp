@@ -139,6 +139,20 @@ class VolumeTest : public ::testing::Test {
     EXPECT_EQ(std::count(acl.begin(), acl.end(), kIqn), 0) << "node left in the ACL";
   }
 
+  /// Leftovers are released after the API serves (in the background): waits until /v1/volumes no
+  /// longer lists `volume`, then checks that nothing of it is left.
+  void expect_released_after_start(const std::string& volume) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    std::string body;
+    while (std::chrono::steady_clock::now() < deadline) {
+      body = testing::body_of(agent_.api(testing::http_get("/v1/volumes")));
+      if (!body.empty() && body.find("\"" + volume + "\"") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(body.find("\"" + volume + "\""), std::string::npos) << "still listed: " << body;
+    expect_released(volume);
+  }
+
   void write_file(const std::string& path, const std::string& text) {
     std::ofstream out(path);
     out << text;
@@ -458,7 +472,7 @@ TEST_F(VolumeTest, KilledBetweenEveryStepOfMountThenRestartedLeaksNothing) {
       // The bind was made: the restart finishes the mount, and kubelet's retry finds it done.
       EXPECT_TRUE(mount_at(pod));
     } else {
-      expect_released("vol-crash");
+      expect_released_after_start("vol-crash");
     }
     auto retry = shim({"mount", pod, options("vol-crash")});
     ASSERT_EQ(retry["status"], "Success") << retry.dump() << agent_.log_text();
