@@ -38,9 +38,13 @@ salt=$(
 mapfile -t units < <(python3 - "$BUILD/compile_commands.json" "$root" <<'PY'
 import json, shlex, sys
 db, root = sys.argv[1], sys.argv[2] + "/"
+seen = set()  # a file built into two targets is analysed once
 for e in json.load(open(db)):
     f = e["file"]
     rel = f[len(root):] if f.startswith(root) else ""
+    if rel in seen:
+        continue
+    seen.add(rel)
     # Not tools/bench: benchmark programs, not shipped (and 4 files fewer to analyse).
     if rel.split("/")[0] in ("agent", "plugins", "metrics", "tools") and not rel.startswith("tools/bench/"):
         args = shlex.split(e["command"])

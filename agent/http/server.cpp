@@ -298,6 +298,9 @@ template <typename Protocol>
 asio::awaitable<void> Server::session(typename Protocol::socket socket,
                                       std::optional<PeerCred> peer, std::string source) {
   beast::basic_stream<Protocol> stream(std::move(socket));
+  // clang-tidy 14 takes the coroutine frame's copy of `source` for a move (a false positive on
+  // coroutine parameters); it is moved once, here.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   co_await serve(stream, peer, std::move(source));
 }
 
@@ -306,8 +309,6 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
                                     std::string source) {
   const auto alive = alive_;
   auto& lowest = beast::get_lowest_layer(stream);
-  // NOLINTNEXTLINE(bugprone-use-after-move): clang-tidy 14 sees the coroutine frame's copy of
-  // `source` as a move (a false positive on coroutine parameters); it is moved once, here.
   conns_.push_back(Conn{[&lowest] {
                           error_code ignored;
                           lowest.socket().shutdown(asio::socket_base::shutdown_both, ignored);
