@@ -6,12 +6,14 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git clang-format
+  # the static checks tools/test.sh runs (tools/lint.sh): clang-tidy on the product sources, shellcheck
+  clang-tidy shellcheck
   # the compiler cache: the normal, sanitizer and fuzz builds reuse what an earlier run compiled
   ccache
   # clang 14 with libFuzzer and the sanitizer runtimes: tools/fuzz.sh (tests/fuzz)
   clang libclang-rt-14-dev
   # libraries (Boost 1.81 headers: Asio + Beast; conflicts with and replaces libboost1.74-dev)
-  libboost1.81-dev libudev-dev libmount-dev libblkid-dev libopeniscsiusr-dev prometheus-cpp-dev
+  libboost1.81-dev libudev-dev libmount-dev libblkid-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
   libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   # runtime tools the agent drives and the tests use

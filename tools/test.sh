@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test tier on a fresh Debian 12 machine: installs dependencies, builds, checks format,
-# then runs the unit and host-integration tiers through CTest, the kernel e2e tier, the image tier
-# (tests/image), and after them the sanitizer tier (tools/sanitize.sh) and a short fuzz run (tools/fuzz.sh).
+# runs the static checks (tools/lint.sh: shellcheck, clang-tidy), then runs the unit and
+# host-integration tiers through CTest, the kernel e2e tier, the image tier (tests/image), and
+# after them the sanitizer tier (tools/sanitize.sh) and a short fuzz run (tools/fuzz.sh).
 # Those last two run whatever the other's result, and fail the run at the end.
 # Needs root (mounts, other uids).
 set -euo pipefail
@@ -12,11 +13,16 @@ BUILD=${BUILD_DIR:-build}
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDATERA_BUILD_TESTS=ON \
-  "${launcher[@]}"
+  -DCMAKE_EXPORT_COMPILE_COMMANDS=ON "${launcher[@]}"
 cmake --build "$BUILD" -j"$(nproc)"
 
 echo "== format (clang-format --dry-run --Werror)"
 tools/format.sh --check
+
+echo "== static checks (tools/lint.sh)"
+# Every script through shellcheck; clang-tidy (.clang-tidy) on the product sources, files
+# unchanged since they last passed skipped. Any finding fails the run here, before the tiers.
+tools/lint.sh "$BUILD"
 
 echo "== unit and host tiers (ctest)"
 ctest --test-dir "$BUILD" --output-on-failure -j2 --timeout 300 -LE 'e2e|image'

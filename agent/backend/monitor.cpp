@@ -30,7 +30,7 @@ Monitor::Monitor(asio::any_io_executor executor, edf::Client& client, std::strin
       interval_(interval),
       probe_(probe),
       log_(std::move(log)),
-      timer_(std::move(executor)) {}
+      timer_(executor) {}
 
 asio::awaitable<Status> Monitor::check() {
   auto version = co_await client_.version();

@@ -120,16 +120,16 @@ std::string volume_of_message(std::string_view msg) {
     return std::string(msg.substr(from, end - from));
   };
   if (msg.rfind("volume ", 0) == 0) {
-    const std::string name = take(7);
+    std::string name = take(7);
     if (!name.empty() && msg.size() > 7 + name.size() && msg[7 + name.size()] == ':') return name;
   }
   if (const auto at = msg.find("volume="); at != std::string_view::npos) {
-    const std::string name = take(at + 7);
+    std::string name = take(at + 7);
     if (!name.empty() && name != "-") return name;
   }
   // The initiator names its target "target IQN (volume NAME)".
   if (const auto at = msg.find("(volume "); at != std::string_view::npos) {
-    const std::string name = take(at + 8);
+    std::string name = take(at + 8);
     if (!name.empty() && msg.size() > at + 8 + name.size() && msg[at + 8 + name.size()] == ')')
       return name;
   }

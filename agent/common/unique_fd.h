@@ -1,7 +1,8 @@
 #pragma once
 
-// Owns one file descriptor and closes it on scope exit (movable, not copyable). The one RAII fd
-// type of the project: the process runner's pipes, the mounter's device probes, loop devices.
+// Owns one file descriptor and closes it on scope exit (movable, not copyable). Used for
+// the process runner's pipes, the mounter's device probes, loop devices; OpenIscsi::Lock keeps its
+// own fd, as it also holds a flock on it.
 
 #include <unistd.h>
 #include <utility>

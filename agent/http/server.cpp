@@ -17,7 +17,6 @@
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/common/fs.h"
@@ -211,17 +210,6 @@ Result<asio::ip::tcp::endpoint> Server::listen_tcp(const std::string& host, unsi
   return bound;
 }
 
-Result<asio::ip::tcp::endpoint> Server::listen_tls(const std::string& host, unsigned short port,
-                                                   std::shared_ptr<asio::ssl::context> tls) {
-  auto acceptor = bind_tcp(host, port);
-  if (!acceptor) return acceptor.error();
-  error_code ec;
-  auto bound = (*acceptor)->local_endpoint(ec);
-  tls_acceptor_ = std::move(*acceptor);
-  tls_ = std::move(tls);
-  return bound;
-}
-
 void Server::start() {
   auto on_done = [log = log_, name = options_.name](const std::exception_ptr& e) {
     if (!e) return;
@@ -232,19 +220,15 @@ void Server::start() {
     }
   };
   if (unix_acceptor_) {
-    asio::co_spawn(executor_, accept_loop<asio::local::stream_protocol>(*unix_acceptor_, false),
-                   on_done);
+    asio::co_spawn(executor_, accept_loop<asio::local::stream_protocol>(*unix_acceptor_), on_done);
   }
   if (tcp_acceptor_) {
-    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tcp_acceptor_, false), on_done);
-  }
-  if (tls_acceptor_) {
-    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tls_acceptor_, true), on_done);
+    asio::co_spawn(executor_, accept_loop<asio::ip::tcp>(*tcp_acceptor_), on_done);
   }
 }
 
 template <typename Protocol, typename Acceptor>
-asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, bool tls) {
+asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
   const auto alive = alive_;
   for (;;) {
     error_code ec;
@@ -266,62 +250,60 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor, bool tls) {
       const auto remote = socket.remote_endpoint(ec);
       source = ec ? std::string("unknown") : remote.address().to_string();
     }
-    std::string refusal;
-    if (conns_.size() >= options_.max_connections) {
-      refusal = "too_many_connections";
-      refused(refusal, std::to_string(conns_.size()) + " connections open, refusing a new one");
-    } else if (!source.empty() && options_.max_connections_per_source != 0 &&
-               per_source_[source] >= options_.max_connections_per_source) {
-      refusal = "too_many_from_source";
-      refused(refusal, source + " holds " + std::to_string(per_source_[source]) +
-                           " connections, refusing another from it");
-    }
-    if (!refusal.empty() && tls) {
-      socket.close(ec);
-      continue;
-    }
-    if (!refusal.empty()) {
-      // Over a bound: answer without spawning anything, non-blocking, and close.
-      const auto res = encode(
-          error_response(503, refusal, "agent busy: too many open connections, retry"), 11, false);
-      std::ostringstream os;
-      os << res;
-      const auto text = os.str();
-      socket.non_blocking(true, ec);
-      socket.write_some(asio::buffer(text), ec);
-      socket.close(ec);
-      continue;
-    }
-    // Counted here, not when the session starts: the next accept may run first.
-    if (!source.empty()) ++per_source_[source];
-    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
-      if (tls) {
-        asio::co_spawn(executor_, tls_session(std::move(socket), std::move(source)),
-                       asio::detached);
-        continue;
-      }
-    }
-    asio::co_spawn(executor_, session<Protocol>(std::move(socket), peer, std::move(source)),
-                   asio::detached);
+    admit<Protocol>(std::move(socket), peer, std::move(source));
   }
+}
+
+template <typename Protocol>
+void Server::admit(typename Protocol::socket socket, std::optional<PeerCred> peer,
+                   std::string source) {
+  std::string refusal;
+  if (conns_.size() >= options_.max_connections) {
+    refusal = "too_many_connections";
+    refused(refusal, std::to_string(conns_.size()) + " connections open, refusing a new one");
+  } else if (!source.empty() && options_.max_connections_per_source != 0 &&
+             per_source_[source] >= options_.max_connections_per_source) {
+    refusal = "too_many_from_source";
+    refused(refusal, source + " holds " + std::to_string(per_source_[source]) +
+                         " connections, refusing another from it");
+  }
+  if (!refusal.empty()) {
+    // Over a bound: answer without spawning anything, non-blocking, and close.
+    const auto res = encode(
+        error_response(503, refusal, "agent busy: too many open connections, retry"), 11, false);
+    std::ostringstream os;
+    os << res;
+    const auto text = os.str();
+    error_code ec;
+    socket.non_blocking(true, ec);
+    socket.write_some(asio::buffer(text), ec);
+    socket.close(ec);
+    return;
+  }
+  // Counted here, not when the session starts: the next accept may run first.
+  if (!source.empty()) ++per_source_[source];
+  asio::co_spawn(executor_, session<Protocol>(std::move(socket), peer, std::move(source)),
+                 asio::detached);
+}
+
+void Server::adopt(asio::local::stream_protocol::socket socket) {
+  if (stopping_) {
+    error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  admit<asio::local::stream_protocol>(std::move(socket), std::nullopt, "");
 }
 
 template <typename Protocol>
 asio::awaitable<void> Server::session(typename Protocol::socket socket,
                                       std::optional<PeerCred> peer, std::string source) {
   beast::basic_stream<Protocol> stream(std::move(socket));
+  // clang-tidy 14 takes the coroutine frame's copy of `source` for a move (a false positive on
+  // coroutine parameters); it is moved once, here.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   co_await serve(stream, peer, std::move(source));
 }
-
-asio::awaitable<void> Server::tls_session(asio::ip::tcp::socket socket, std::string source) {
-  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls_);
-  co_await serve(stream, std::nullopt, std::move(source));
-}
-
-namespace {
-template <typename Stream>
-constexpr bool is_tls = !std::is_same_v<Stream, beast::lowest_layer_type<Stream>>;
-}  // namespace
 
 template <typename Stream>
 asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer,
@@ -340,19 +322,6 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
   beast::flat_buffer buffer;
   size_t requests = 0;  ///< answered on this connection
   try {
-    if constexpr (is_tls<Stream>) {
-      lowest.expires_after(options_.read_timeout);
-      error_code ec;
-      co_await stream.async_handshake(asio::ssl::stream_base::server,
-                                      asio::redirect_error(use_awaitable, ec));
-      if (!*alive) co_return;
-      if (ec) {
-        refused("tls_handshake", "TLS handshake failed: " + ec.message());
-        lowest.close();
-        conn_done(self);
-        co_return;
-      }
-    }
     for (;;) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options_.max_request_bytes));
@@ -520,7 +489,6 @@ void Server::stop_accepting() {
   error_code ignored;
   if (unix_acceptor_) unix_acceptor_->close(ignored);
   if (tcp_acceptor_) tcp_acceptor_->close(ignored);
-  if (tls_acceptor_) tls_acceptor_->close(ignored);
   // Idle keep-alive connections have nothing to finish; close them now.
   for (auto& c : conns_) {
     if (!c.busy) c.close();

@@ -21,7 +21,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "agent/common/logging.h"
@@ -63,9 +62,10 @@ class Server {
   Status listen_unix(const std::string& path);
   /// Binds TCP; port 0 picks a free port. Returns the bound endpoint.
   Result<boost::asio::ip::tcp::endpoint> listen_tcp(const std::string& host, unsigned short port);
-  /// Binds a second TCP port that speaks HTTPS with `tls` (certificate and key already loaded).
-  Result<boost::asio::ip::tcp::endpoint> listen_tls(const std::string& host, unsigned short port,
-                                                    std::shared_ptr<boost::asio::ssl::context> tls);
+  /// Serves a connection accepted elsewhere, under the same bounds (no peer credentials, no
+  /// per-source count): how datera-sim's TLS front (tools/datera-sim/tls_front.h) hands over the
+  /// plain side of a socket pair, so this transport itself never carries TLS.
+  void adopt(boost::asio::local::stream_protocol::socket socket);
 
   /// Starts the accept loop(s) on the executor.
   void start();
@@ -89,12 +89,14 @@ class Server {
   using ConnIt = std::list<Conn>::iterator;
 
   template <typename Protocol, typename Acceptor>
-  boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, bool tls);
+  boost::asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  /// Answers 503 and closes when over a connection bound, else starts the connection's session.
+  template <typename Protocol>
+  void admit(typename Protocol::socket socket, std::optional<PeerCred> peer, std::string source);
   template <typename Protocol>
   boost::asio::awaitable<void> session(typename Protocol::socket socket,
                                        std::optional<PeerCred> peer, std::string source);
-  boost::asio::awaitable<void> tls_session(boost::asio::ip::tcp::socket socket, std::string source);
-  /// The request loop, for a plain stream or a TLS stream.
+  /// The request loop.
   template <typename Stream>
   boost::asio::awaitable<void> serve(Stream& stream, std::optional<PeerCred> peer,
                                      std::string source);
@@ -113,8 +115,6 @@ class Server {
   Admission admission_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> tcp_acceptor_;
-  std::unique_ptr<boost::asio::ip::tcp::acceptor> tls_acceptor_;
-  std::shared_ptr<boost::asio::ssl::context> tls_;
   std::string socket_path_;
   unsigned long socket_ino_ = 0;
   long long socket_ctime_ns_ = 0;

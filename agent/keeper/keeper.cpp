@@ -1,6 +1,7 @@
 #include "agent/keeper/keeper.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <string_view>
 #include <unordered_map>
@@ -174,13 +175,13 @@ asio::awaitable<void> Keeper::observe() {
     probe_.forget(it->first);  // detached: no longer ours to watch
     it = tracks_.erase(it);
   }
-  double counts[5] = {0, 0, 0, 0, 0};
-  for (const auto& [_, t] : tracks_) counts[static_cast<int>(t.health)] += 1;
-  stalled_ = counts[static_cast<int>(Health::recovering)] +
-                 counts[static_cast<int>(Health::device_offline)] +
-                 counts[static_cast<int>(Health::missing)] >
-             0;
-  probe_.states(counts[0], counts[1], counts[2], counts[3], counts[4]);
+  // Keyed by the state itself, not its position: a new Health cannot shift another's count.
+  std::map<Health, double> counts;
+  for (const auto& [_, t] : tracks_) counts[t.health] += 1;
+  stalled_ =
+      counts[Health::recovering] + counts[Health::device_offline] + counts[Health::missing] > 0;
+  probe_.states(counts[Health::healthy], counts[Health::recovering], counts[Health::device_offline],
+                counts[Health::missing], counts[Health::fs_failed]);
   probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 

@@ -33,7 +33,7 @@
 // It never logs out a session, and never touches a session that has a mount: recovery is iscsid's
 // job, and a logout under a mount loses data. What it does ask for is an access check (the volume
 // manager's check_access: has EDF moved the volume to other IPs?) every `array_poll_interval`, and
-// at once when a session stops being healthy (iscsid never learns of a new IP, iscsi.md §1.6).
+// at once when a session stops being healthy (iscsid reconnects only to its old portal).
 // Checks run detached, at most one per volume at a time, so a slow array never stalls the watch.
 // The periodic checks that fall due in one look go out as one call, so the manager can ask the
 // array once for all of them (one listing, not one request per volume).

@@ -14,7 +14,7 @@
 #include "agent/lifecycle/notifier.h"
 #include "agent/main/application.h"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an escape is a bug: abort
   using namespace datera;
   CLI::App cli{"datera-agent: node agent for Datera EDF iSCSI volumes (FlexVolume datera/iscsi)"};
   cli.set_version_flag("--version", std::string("datera-agent ") + version::kVersion + " (" +

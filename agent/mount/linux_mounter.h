@@ -2,9 +2,11 @@
 
 // The Linux Mounter: libblkid for signatures, libmount for mount and the mount table, mount(2) for
 // binds, umount2(2) without MNT_DETACH, and mkfs/xfs_growfs/resize2fs through the ProcessRunner.
-// Every blocking call (blkid reads, mount, umount, /proc scans) runs on the given thread pool; the
-// coroutines resume on the caller's executor. Mount, bind and unmount are serialised inside the
-// Mounter, so the "is it mounted elsewhere?" check and the mount itself cannot interleave.
+// Every blocking call (blkid reads, mount, umount) runs on the given thread pool; the coroutines
+// resume on the caller's executor. mounts() reads /proc/self/mountinfo on the caller's thread, and
+// only when poll(2) says the table changed since its last read. Mount, bind and unmount are
+// serialised inside the Mounter, so the "is it mounted elsewhere?" check and the mount itself
+// cannot interleave.
 //
 // probe() reports a partition table as "partition-table:<type>" (e.g. "partition-table:gpt"), so a
 // device holding one is never "empty" and never compares equal to "xfs" or "ext4".

@@ -32,6 +32,7 @@ std::vector<const MountEntry*> MountTable::of_source(const std::string& source) 
   for (auto it = from; it != to; ++it) at.push_back(it->second);
   std::sort(at.begin(), at.end());
   std::vector<const MountEntry*> out;
+  out.reserve(at.size());
   for (size_t i : at) out.push_back(&entries_[i]);
   return out;
 }

@@ -8,8 +8,8 @@
 // disk(s). Its standing mode (holds_io()) is to queue when no path is left (queue_if_no_path),
 // bounded by the keeper, which fails the queue after initiator.io_hold; with io_hold 0 it does not
 // queue, and a dead array surfaces exactly as on the raw disk, after the session's
-// replacement_timeout. A path swap queues for its few seconds (iscsi.md §1.6, and measured in the
-// kernel tier):
+// replacement_timeout. A path swap queues for its few seconds (measured in the kernel tier,
+// docs/benchmarks.md):
 //   set_queueing(true)            I/O that fails on the old path waits inside dm, never reaches xfs
 //   (caller logs out the old session: its in-flight I/O fails back into dm)
 //   ensure(new paths)             reload + resume --noflush --nolockfs (flush would drop the queue,

@@ -2,15 +2,9 @@
 
 #include <charconv>
 
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 namespace datera::ownership {
 
 namespace asio = boost::asio;
-using std::chrono::milliseconds;
-using std::chrono::steady_clock;
 
 namespace {
 
@@ -67,23 +61,16 @@ const char* to_string(Renewal r) {
 }
 
 Coordinator::Coordinator(asio::any_io_executor executor, Options options, LoggerPtr log,
-                         Clock clock)
+                         Clock& clock)
     : executor_(std::move(executor)),
       options_(std::move(options)),
       log_(std::move(log)),
-      clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })) {}
-
-asio::awaitable<void> Coordinator::sleep(milliseconds d) {
-  asio::steady_timer t(executor_);
-  t.expires_after(d);
-  boost::system::error_code ec;
-  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-}
+      clock_(clock) {}
 
 asio::awaitable<Result<std::optional<uint64_t>>> Coordinator::try_claim(const std::string& volume,
                                                                         Store& store,
                                                                         const Lease* expired) {
-  const auto t0 = clock_();
+  const auto t0 = clock_.now();
   auto fresh = co_await store.read(volume);
   if (!fresh) co_return fresh.error();
   // Ours already (a retry, a restart) keeps its epoch; a free volume, or the very lease we saw
@@ -102,14 +89,14 @@ asio::awaitable<Result<std::optional<uint64_t>>> Coordinator::try_claim(const st
   claim.epoch = epoch;
   const edf::Metadata keys = encode(claim);
   if (auto st = co_await store.write(volume, keys); !st) co_return st.error();
-  if (clock_() - t0 > options_.write_bound) {
+  if (clock_.now() - t0 > options_.write_bound) {
     // Too slow for Fischer's bound: another claimant's read may not have seen this write. Does
     // not count; the caller retries (the written claim is harmless: it is re-read, never trusted).
     log_->warn("volume {}: claim write took longer than {} ms; retrying the claim", volume,
                options_.write_bound.count());
     co_return std::optional<uint64_t>{};
   }
-  co_await sleep(options_.settle);
+  co_await clock_.sleep(options_.settle);
   auto back = co_await store.read(volume);
   if (!back) co_return back.error();
   if (back->owner == options_.node && back->epoch == epoch)
@@ -118,10 +105,10 @@ asio::awaitable<Result<std::optional<uint64_t>>> Coordinator::try_claim(const st
 }
 
 asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, Store& store) {
-  const auto deadline = clock_() + options_.acquire_limit();
+  const auto deadline = clock_.now() + options_.acquire_limit();
   Held held;
   Lease seen;
-  auto seen_at = clock_();
+  auto seen_at = clock_.now();
   bool watching = false;
   bool asked = false;
   while (true) {
@@ -147,15 +134,15 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
       // after this request counts (a dead owner's old refusal must not block a takeover).
       if (!asked) {
         edf::Metadata ask;
-        ask["datera-agent.handoff"] = options_.node;
-        ask["datera-agent.refused"] = "";
+        ask[kHandoff] = options_.node;
+        ask[kRefused] = "";
         if (auto st = co_await store.write(volume, ask); !st) {
           co_return st.error().wrap("asking node " + l.owner + " to hand over volume " + volume);
         }
         log_->info("volume {}: held by node {} (epoch {}); asked it to hand over", volume, l.owner,
                    l.epoch);
         asked = true;
-        co_await sleep(options_.poll);
+        co_await clock_.sleep(options_.poll);
         continue;
       }
       // Our ask cleared `refused`, and only the owner writes it: a refusal now, even one that
@@ -167,9 +154,9 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
       }
       if (!watching || !l.same_holder(seen)) {
         seen = l;
-        seen_at = clock_();
+        seen_at = clock_.now();
         watching = true;
-      } else if (clock_() - seen_at >= options_.ttl) {
+      } else if (clock_.now() - seen_at >= options_.ttl) {
         // The lease did not move for a whole TTL: the owner is dead or cut off. Fence it first,
         // so it can never write again, then claim the next epoch.
         log_->warn("volume {}: node {}'s lease (epoch {}) expired; fencing {} and taking over",
@@ -189,13 +176,13 @@ asio::awaitable<Result<Held>> Coordinator::acquire(const std::string& volume, St
         watching = false;  // someone else won the takeover; start watching them
       }
     }
-    if (clock_() >= deadline) {
+    if (clock_.now() >= deadline) {
       co_return Error{"volume " + volume + " is still held by node " + l.owner +
                           ", which neither handed it over nor let its lease expire; check "
                           "that node's agent (kubelet retries)",
                       errno_code(ETIMEDOUT)};
     }
-    co_await sleep(options_.poll);
+    co_await clock_.sleep(options_.poll);
   }
 }
 
@@ -217,7 +204,7 @@ asio::awaitable<Result<Renewal>> Coordinator::renew(const std::string& volume, S
   // An ask clears `refused`, so an unanswered one shows as a refusal that differs from ours. A
   // handoff key this node has not seen before (also after a restart) counts as a new ask.
   const bool unanswered = asked && l->refused != in_use;
-  const auto now = clock_();
+  const auto now = clock_.now();
   if (asked) {
     Ask& ask = asks_[volume];  // a new entry has no handoff: it counts as a new ask
     if (unanswered || ask.handoff != l->handoff) ask = Ask{l->handoff, now};
@@ -231,8 +218,8 @@ asio::awaitable<Result<Renewal>> Coordinator::renew(const std::string& volume, S
     co_return Renewal::renewed;
   }
   edf::Metadata keys;
-  keys["datera-agent.seq"] = std::to_string(l->seq + 1);
-  if (unanswered) keys["datera-agent.refused"] = in_use;
+  keys[kSeq] = std::to_string(l->seq + 1);
+  if (unanswered) keys[kRefused] = in_use;
   if (auto st = co_await store.write(volume, keys); !st) {
     co_return st.error().wrap("renewing the lease on volume " + volume);
   }

@@ -37,6 +37,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include "agent/common/clock.h"
 #include "agent/common/logging.h"
 #include "agent/common/result.h"
 #include "plugins/datera/types.h"
@@ -104,9 +105,9 @@ const char* to_string(Renewal r);
 
 class Coordinator {
  public:
-  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  /// `clock` times the Fischer rounds, polls and TTLs (tests pass a virtual one).
   Coordinator(boost::asio::any_io_executor executor, Options options, LoggerPtr log,
-              Clock clock = {});
+              Clock& clock = real_clock());
 
   /// For a mount: returns the held epoch, waiting (bounded by ttl + settle + margin) for the
   /// owner to hand over or for its lease to expire, then fences it. Fails saying who holds the
@@ -122,7 +123,6 @@ class Coordinator {
   const Options& options() const { return options_; }
 
  private:
-  boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
   /// One Fischer round; yields the epoch when the claim is confirmed ours. `expired`: the lease
   /// seen expire (and fenced), which may be claimed over.
   boost::asio::awaitable<Result<std::optional<uint64_t>>> try_claim(const std::string& volume,
@@ -132,7 +132,7 @@ class Coordinator {
   boost::asio::any_io_executor executor_;
   Options options_;
   LoggerPtr log_;
-  Clock clock_;
+  Clock& clock_;
   /// Per held volume: the last ask seen, and when (renew() keeps the sequence moving after it).
   struct Ask {
     std::string handoff;

@@ -27,7 +27,7 @@ class KeyedMutex {
     Guard(Guard&& o) noexcept : owner_(o.owner_), key_(std::move(o.key_)) { o.owner_ = nullptr; }
     Guard& operator=(Guard&&) = delete;
     Guard(const Guard&) = delete;
-    ~Guard() {
+    ~Guard() {  // NOLINT(bugprone-exception-escape): release()'s timer cancel() cannot fail here
       if (owner_) owner_->release(key_);
     }
 

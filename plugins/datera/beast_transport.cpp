@@ -109,7 +109,7 @@ class BeastTransport : public Transport {
     } else {
       auto stream = std::make_unique<TlsStream>(std::move(*tcp), *tls_);
       error_code ec;
-      const auto addr = asio::ip::make_address(endpoint_.host, ec);
+      asio::ip::make_address(endpoint_.host, ec);  // only: is it an IP address?
       // SNI is for DNS names only; certificate checks cover both names and IP addresses.
       if (ec && SSL_set_tlsext_host_name(stream->native_handle(), endpoint_.host.c_str()) != 1) {
         co_return transport_error(TransportErrc::tls, "setting the TLS server name for " + where_);

@@ -39,9 +39,9 @@ Result<DriverInfo> DriverInfo::from_json(const Json& j) {
     }
     return ok_status();
   };
-  for (auto st : {str("driver", info.driver), str("agent_version", info.agent_version),
-                  str("socket", info.socket), ms("connect_timeout_ms", info.connect_timeout),
-                  ms("call_timeout_ms", info.call_timeout)}) {
+  for (const auto& st : {str("driver", info.driver), str("agent_version", info.agent_version),
+                         str("socket", info.socket), ms("connect_timeout_ms", info.connect_timeout),
+                         ms("call_timeout_ms", info.call_timeout)}) {
     if (!st) return st.error();
   }
   if (auto it = j.find("protocol"); it != j.end() && it->is_number_integer()) {

@@ -22,7 +22,7 @@ struct DriverInfo {
   std::chrono::milliseconds call_timeout{630'000};
   Json capabilities = default_capabilities();
 
-  /// attach=false: the agent does everything at mount time on the node (see flexvolume.md §1.5).
+  /// attach=false: the agent does everything at mount time on the node (docs/modes.md).
   static Json default_capabilities();
 
   Json to_json() const;

@@ -1,7 +1,7 @@
 #pragma once
 
 // How this node reaches a volume's block device. Two implementations: open-iscsi (production:
-// iscsiadm by argv, libopeniscsiusr, sysfs) and loop (development and tests only: the simulator's
+// iscsiadm by argv, and sysfs) and loop (development and tests only: the simulator's
 // `file` backend volume attached through a loop device once the simulator says this node is in the
 // volume's ACL). The volume manager never knows which one it has.
 //

@@ -650,7 +650,8 @@ asio::awaitable<Result<Device>> OpenIscsi::connect(const Target& target, millise
   std::vector<Portal> portals = std::move(*parsed);
 
   // Without multipath, one session per volume: two sessions would give two sdX for one LUN
-  // (iscsi.md §1.6). A portal that already has a session goes first, so a retry reuses it.
+  // that only dm-multipath would join. A portal that already has a session goes first, so a retry
+  // reuses it.
   if (!options_.all_portals) {
     if (auto existing = co_await read_sessions()) {
       std::stable_partition(portals.begin(), portals.end(), [&](const Portal& p) {
@@ -769,7 +770,8 @@ asio::awaitable<Status> OpenIscsi::disconnect(const Target& target) {
   if (auto st = validate_iqn(target.iqn); !st) co_return st.error().wrap(what);
   {
     // By IQN without a portal: every session to the target, also those to portals EDF no longer
-    // lists (iscsi.md §1.6). 21 = no session (and 2, from older iscsiadm) means nothing to do.
+    // lists (old sessions keep their portal). 21 = no session (and 2, from older iscsiadm) means
+    // nothing to do.
     auto held = co_await lock("logging out of " + describe(target));
     if (!held) co_return held.error();
     Step logout;

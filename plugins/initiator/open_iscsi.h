@@ -22,12 +22,12 @@
 // flock on `lock_file` shared with any other tool that honours it; the lock is awaited with an
 // Asio timer (LOCK_NB tries), never blocking the event loop. `-o new` resets an existing record to
 // the iscsid.conf defaults, so `new` and all `update`s run as one unit under one lock. Exit codes
-// become Errors saying what failed, for which target and portal, and what to do (iscsi.md §1.2).
+// become Errors saying what failed, for which target and portal, and what to do.
 // 6/28/29 and "database failure" are retried (bounded); nothing else is.
 //
 // Lifecycle and threading: lives on the agent's event loop; sysfs work and the LUN scan go to
 // `pool`. Calls for different targets may run concurrently; the caller serializes one target.
-// libopeniscsiusr is not used: it cannot read session state, host numbers or LUNs (iscsi.md §2),
+// libopeniscsiusr is not used: it cannot read session state, host numbers or LUNs,
 // and its sysfs paths are hard-coded, so the one tested sysfs walk serves production too.
 
 #include <chrono>
@@ -72,7 +72,8 @@ struct OpenIscsiOptions {
   /// device). Off: the first portal that works, so one LUN never shows up as two sdX.
   bool all_portals = false;
 
-  /// Written into each node record before login (iscsi.md §1.3).
+  /// Written into each node record before login (node.session.timeo.replacement_timeout and the
+  /// NOP-Out timers).
   int replacement_timeout = 120;
   int noop_out_interval = 5;
   int noop_out_timeout = 5;

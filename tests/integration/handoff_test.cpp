@@ -165,6 +165,22 @@ class HandoffTest : public ::testing::Test {
     return 0;
   }
 
+  /// Successful reads of app instance metadata (where the lease lives) node `n` made.
+  double lease_reads(const std::string& n) {
+    std::istringstream ss(nodes_[n].agent->metrics());
+    std::string line;
+    double sum = 0;
+    while (std::getline(ss, line)) {
+      if (line.rfind("datera_agent_backend_requests_total{", 0) == 0 &&
+          line.find(R"(endpoint="/app_instances/:id/metadata")") != std::string::npos &&
+          line.find(R"(method="GET")") != std::string::npos &&
+          line.find(R"(status="200")") != std::string::npos) {
+        sum += std::stod(line.substr(line.rfind(' ') + 1));
+      }
+    }
+    return sum;
+  }
+
   static void write_file(const std::string& path, const std::string& text) {
     std::ofstream(path) << text;
     ::sync();
@@ -248,16 +264,15 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
   write_file(pod_a + "/before.txt", "before the partition\n");
   const auto a_loops = loops_under(sim_.dir().path());
   ASSERT_EQ(a_loops.size(), 1u);
-  // Steady state first: node-a has renewed at least once, so its renewal client is logged in (a
-  // first login during the cut would spend its bounded attempts on version discovery and login,
-  // and could still be retrying when the link comes back).
-  const auto renewing = Clock::now() + std::chrono::seconds(5);
-  while (nodes_["node-a"].agent->log_text().find("client created for lease renewals") ==
-             std::string::npos &&
-         Clock::now() < renewing) {
+  // Steady state first: node-a has renewed twice (each renewal reads the lease), so its renewal
+  // client is logged in (a first login during the cut would spend its bounded attempts on version
+  // discovery and login, and could still be retrying when the link comes back).
+  const double reads = lease_reads("node-a");
+  const auto renewing = Clock::now() + std::chrono::seconds(10);
+  while (lease_reads("node-a") < reads + 2 && Clock::now() < renewing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // one more renewal round
+  ASSERT_GE(lease_reads("node-a"), reads + 2) << nodes_["node-a"].agent->metrics();
   // Node A's link to the array goes down; its agent runs on and its renewals fail. The array
   // ending its session when it leaves the ACL is emulated: its device refuses writes from here on.
   ASSERT_TRUE(nodes_["node-a"].net->cut());

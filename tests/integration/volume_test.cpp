@@ -367,8 +367,9 @@ TEST_F(VolumeTest, AgentKilledWhileMountedLeavesTheMountAndTheRestartedAgentServ
   agent_.stop(SIGKILL);
   EXPECT_TRUE(mount_at(pod)) << "the pod's mount must outlive the agent";
   start_agent();
-  EXPECT_NE(agent_.log_text().find("reconciled: 1 volume(s) in use"), std::string::npos)
-      << agent_.log_text();
+  // Start-up reconciliation kept the one mounted volume (it runs before the agent serves).
+  EXPECT_EQ(metric("datera_agent_volume_reconcile_actions_total{action=\"kept\"}"), 1)
+      << agent_.metrics() << agent_.log_text();
   auto vols = json::parse(testing::body_of(agent_.api(testing::http_get("/v1/volumes"))));
   ASSERT_EQ(vols["volumes"].size(), 1u) << vols.dump();
   EXPECT_EQ(vols["volumes"][0]["phase"], "attached");
@@ -531,8 +532,8 @@ TEST_F(VolumeTest, ASymlinkedKubeletRootKeepsTheVolumeAcrossAgentRestarts) {
   for (int restart = 0; restart < 2; ++restart) {
     agent_.stop(restart == 0 ? SIGKILL : SIGTERM);
     start_agent();
-    EXPECT_NE(agent_.log_text().find("reconciled: 1 volume(s) in use"), std::string::npos)
-        << agent_.log_text();
+    EXPECT_EQ(metric("datera_agent_volume_reconcile_actions_total{action=\"kept\"}"), 1)
+        << agent_.metrics() << agent_.log_text();
     const auto acl = acl_of("vol-link");
     EXPECT_EQ(std::count(acl.begin(), acl.end(), kIqn), 1) << "released under the running pod";
     EXPECT_EQ(owner_of("vol-link"), "it-node") << "the lease was given up";

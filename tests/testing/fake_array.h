@@ -1,8 +1,10 @@
 #pragma once
 
-// An in-memory Datera array for unit tests of the volume manager and the controller: one ACL,
-// per-volume metadata merged the way EDF merges it (a PUT merges keys, "" deletes one), and the
-// initiator registry.
+// An in-memory Datera array for unit tests of the volume manager and the controller: one ACL
+// (shared by every volume: the tests use one at a time), per-volume metadata merged the way EDF
+// merges it (a PUT merges keys, "" deletes one), sizes that only grow, and the
+// initiator registry (an ACL takes registered initiators only).
+// tests/agent/volume/array_contract_test.cpp holds it to what the real client does on datera-sim.
 
 #include <algorithm>
 #include <map>
@@ -23,16 +25,23 @@ struct FakeArray : volume::Array {
   std::vector<std::string> acl_iqns;
   std::map<std::string, edf::Metadata> md;
   std::vector<edf::InitiatorInfo> registered;
-  std::set<std::string> names;  ///< app instances that exist (ensure_volume adds)
+  std::set<std::string> names;           ///< app instances that exist (ensure_volume adds)
+  std::map<std::string, int64_t> sizes;  ///< GiB, set at creation (absent: 16)
+  std::set<std::string> online;          ///< bring_online adds
+
+  static Error not_found(const std::string& name) {
+    return Error{"no such app instance " + name, http_status(404)};
+  }
 
   boost::asio::awaitable<Result<edf::AppInstance>> ensure_volume(
       const edf::VolumeSpec& spec) override {
     calls.push_back("ensure " + spec.name);
-    names.insert(spec.name);
+    if (names.insert(spec.name).second) sizes[spec.name] = spec.size_gib;
     co_return ai(spec.name);
   }
   boost::asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
       const std::string& name) override {
+    if (!names.count(name)) co_return std::optional<edf::AppInstance>();
     co_return std::optional<edf::AppInstance>(ai(name));
   }
   boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn,
@@ -58,30 +67,39 @@ struct FakeArray : volume::Array {
   }
   boost::asio::awaitable<Status> acl_add(const std::string& name, const std::string& iqn) override {
     calls.push_back("acl+ " + name);
+    if (!names.count(name)) co_return not_found(name);
+    if (std::none_of(registered.begin(), registered.end(),
+                     [&](const edf::InitiatorInfo& i) { return i.iqn == iqn; })) {
+      co_return Error{"initiator " + iqn + " is not registered", http_status(404)};
+    }
     if (std::find(acl_iqns.begin(), acl_iqns.end(), iqn) == acl_iqns.end()) acl_iqns.push_back(iqn);
     co_return ok_status();
   }
   boost::asio::awaitable<Status> acl_remove(const std::string& name,
                                             const std::string& iqn) override {
     calls.push_back("acl- " + name);
+    if (!names.count(name)) co_return not_found(name);
     std::erase(acl_iqns, iqn);
     co_return ok_status();
   }
   boost::asio::awaitable<Result<edf::AppInstance>> bring_online(
       const std::string& name, std::chrono::milliseconds) override {
     calls.push_back("online " + name);
+    if (!names.count(name)) co_return not_found(name);
+    online.insert(name);
     co_return ai(name);
   }
   boost::asio::awaitable<Result<std::vector<std::string>>> acl(const std::string&) override {
     co_return acl_iqns;
   }
   boost::asio::awaitable<Result<edf::Metadata>> metadata(const std::string& name) override {
-    if (!names.count(name)) co_return Error{"no such app instance " + name, http_status(404)};
+    if (!names.count(name)) co_return not_found(name);
     co_return md[name];
   }
   boost::asio::awaitable<Status> put_metadata(const std::string& name,
                                               const edf::Metadata& keys) override {
     calls.push_back("metadata " + name);
+    if (!names.count(name)) co_return not_found(name);
     auto& m = md[name];
     for (const auto& [k, v] : keys) {
       if (v.empty()) {
@@ -92,11 +110,19 @@ struct FakeArray : volume::Array {
     }
     co_return ok_status();
   }
-  boost::asio::awaitable<Status> resize(const std::string&, int64_t) override {
+  boost::asio::awaitable<Status> resize(const std::string& name, int64_t size_gib) override {
+    if (!names.count(name)) co_return not_found(name);
+    auto& size = sizes.try_emplace(name, 16).first->second;
+    if (size_gib < size) co_return Error{"cannot shrink " + name, http_status(400)};
+    size = size_gib;
     co_return ok_status();
   }
   boost::asio::awaitable<Status> delete_volume(const std::string& name) override {
     calls.push_back("delete " + name);
+    names.erase(name);
+    md.erase(name);
+    sizes.erase(name);
+    online.erase(name);
     co_return ok_status();
   }
   edf::AppInstance ai(const std::string& name) const {
@@ -106,6 +132,9 @@ struct FakeArray : volume::Array {
     a.ips = ips;
     a.volume_uuid = uuid;
     a.op_state = "available";
+    a.admin_state = online.count(name) ? "online" : "offline";
+    const auto size = sizes.find(name);
+    a.size_gib = size == sizes.end() ? 16 : size->second;
     return a;
   }
 };

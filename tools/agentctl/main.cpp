@@ -72,7 +72,7 @@ struct Fetch {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an escape is a bug: abort
   CLI::App cli{"datera-agentctl: the node's datera-agent, over its Unix-socket API"};
   std::string socket = "/run/datera-agent/agent.sock";
   std::string output = "table";

@@ -107,6 +107,7 @@ Status LioBackend::run(const std::vector<std::string>& argv) const {
   posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // not the simulator's sockets
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = 0;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -25,6 +26,7 @@
 #include "tools/datera-sim/lio.h"
 #include "tools/datera-sim/runtime.h"
 #include "tools/datera-sim/tls.h"
+#include "tools/datera-sim/tls_front.h"
 
 namespace {
 
@@ -54,7 +56,7 @@ Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& t
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an escape is a bug: abort
   CLI::App cli{
       "datera-sim: a simulator of the Datera EDF REST API (v2.1/v2.2) for tests and development"};
   std::string listen = "127.0.0.1:7717";
@@ -229,6 +231,7 @@ int main(int argc, char** argv) {
   auto bound = server.listen_tcp(endpoint->first, endpoint->second);
   if (!bound) return fail(bound.error().message);
   std::string ca_note;
+  std::unique_ptr<sim::TlsFront> tls_front;
   if (tls_endpoint) {
     if (tls_cert.empty()) {
       if (tls_dir.empty()) {
@@ -247,7 +250,9 @@ int main(int argc, char** argv) {
     }
     auto ctx = sim::server_tls_context(tls_cert, tls_key);
     if (!ctx) return fail(ctx.error().message);
-    auto tls_bound = server.listen_tls(tls_endpoint->first, tls_endpoint->second, *ctx);
+    tls_front = std::make_unique<sim::TlsFront>(ioc.get_executor(), *ctx, server, probe,
+                                                logs.get("https"), server_options.read_timeout);
+    auto tls_bound = tls_front->listen(tls_endpoint->first, tls_endpoint->second);
     if (!tls_bound) return fail(tls_bound.error().message);
     std::cerr << "datera-sim listening on https://"
               << (tls_bound->address().is_v6() ? "[" + tls_bound->address().to_string() + "]"
@@ -255,6 +260,7 @@ int main(int argc, char** argv) {
               << ":" << tls_bound->port() << ca_note << std::endl;
   }
   server.start();
+  if (tls_front) tls_front->start();
 
   int exit_code = 0;
   asio::signal_set signals(ioc, SIGTERM, SIGINT);
@@ -264,6 +270,7 @@ int main(int argc, char** argv) {
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
+          if (tls_front) tls_front->stop();
           co_await server.drain(std::chrono::seconds(2));
           pool.join();  // the last commit's write has finished
           if (auto st = committer.save_now(); !st) {

@@ -283,8 +283,8 @@ Status apply_override(json& sis, const json& override_doc) {
     return bad_request("template_override.storage_instances must be an object keyed by name");
   }
   for (const auto& [si_name, si_fields] : si_over->items()) {
-    auto si =
-        std::find_if(sis.begin(), sis.end(), [&](const json& s) { return s["name"] == si_name; });
+    auto si = std::find_if(sis.begin(), sis.end(),
+                           [&name = si_name](const json& s) { return s["name"] == name; });
     if (si == sis.end()) {
       return bad_request("template_override: the template has no storage instance '" + si_name +
                          "'");
@@ -302,7 +302,7 @@ Status apply_override(json& sis, const json& override_doc) {
       auto& vols = (*si)["volumes"];
       for (const auto& [vol_name, vol_fields] : value.items()) {
         auto vol = std::find_if(vols.begin(), vols.end(),
-                                [&](const json& v) { return v["name"] == vol_name; });
+                                [&name = vol_name](const json& v) { return v["name"] == name; });
         if (vol == vols.end()) {
           return bad_request("template_override: the template has no volume '" + vol_name + "'");
         }

@@ -1,6 +1,6 @@
 // Everything the agent puts into kubelet's FlexVolume plugin dir, checked against kubelet's
-// dynamic prober (pkg/volume/flexvolume/probe.go, as described in
-// /work/shared/reference/kubelet-flexvolume.md §7): no file the agent or its installer creates may
+// dynamic prober (Kubernetes' pkg/volume/flexvolume/probe.go, which watches the plugin dir):
+// no file the agent or its installer creates may
 // make kubelet (or kube-controller-manager, which runs the same prober) queue anything but the
 // agent's own driver dir. A queued dir that is not a driver fails its `init` and is re-probed and
 // logged on every plugin lookup.

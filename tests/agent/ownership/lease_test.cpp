@@ -1,5 +1,7 @@
 // Claims, renewals, handoffs and takeovers against an in-memory array that behaves like EDF's
-// metadata (merge-PUT, last write wins, no compare-and-swap), with real timers at small scale.
+// metadata (merge-PUT, last write wins, no compare-and-swap), in virtual time: every wait (the
+// coordinators', the fake array's delays, the test's own) goes through one VirtualClock, so a race
+// runs in the same order every time and takes no wall time.
 
 #include "agent/ownership/lease.h"
 
@@ -8,11 +10,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
-#include "tests/testing/run_async.h"
+#include "tests/testing/virtual_clock.h"
 
 namespace datera::ownership {
 namespace {
@@ -23,7 +23,7 @@ using namespace std::chrono_literals;
 /// One volume's metadata and ACL; every request takes a random 0..max_delay.
 class FakeArray : public Store {
  public:
-  explicit FakeArray(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  explicit FakeArray(Clock& clock) : clock_(clock) {}
   edf::Metadata md;
   std::vector<std::string> acl;
   std::vector<std::string> fenced;
@@ -57,11 +57,9 @@ class FakeArray : public Store {
   asio::awaitable<void> delay() {
     if (max_delay.count() == 0) co_return;
     std::uniform_int_distribution<int> d(0, static_cast<int>(max_delay.count()));
-    asio::steady_timer t(ex_);
-    t.expires_after(std::chrono::milliseconds(d(rng_)));
-    co_await t.async_wait(asio::use_awaitable);
+    co_await clock_.sleep(std::chrono::milliseconds(d(rng_)));
   }
-  asio::any_io_executor ex_;
+  Clock& clock_;
   std::mt19937 rng_{42};
 };
 
@@ -79,25 +77,24 @@ Options opts(const std::string& node) {
 class LeaseTest : public ::testing::Test {
  protected:
   Coordinator node(const std::string& name) {
-    return Coordinator(ioc_.get_executor(), opts(name), null_logger());
+    return Coordinator(ioc_.get_executor(), opts(name), null_logger(), clock_);
   }
   /// `owner` renews every ttl/4 saying a pod uses the volume (it refuses asks), until `stop`.
   void renew_while_in_use(Coordinator& owner, uint64_t epoch, const bool& stop) {
     asio::co_spawn(
         ioc_,
         [&, epoch]() -> asio::awaitable<void> {
-          asio::steady_timer t(ioc_);
           while (!stop) {
             auto r = co_await owner.renew("vol-1", array_, epoch, "pod uid-1 uses it");
             EXPECT_TRUE(r && *r == Renewal::renewed);
-            t.expires_after(100ms);
-            co_await t.async_wait(asio::use_awaitable);
+            co_await clock_.sleep(100ms);
           }
         },
         asio::detached);
   }
+  testing::VirtualClock clock_;
   asio::io_context ioc_;
-  FakeArray array_{ioc_.get_executor()};
+  FakeArray array_{clock_};
 };
 
 TEST(LeaseCodec, RoundTripsAndEmptyMeansFree) {
@@ -114,14 +111,14 @@ TEST(LeaseCodec, RoundTripsAndEmptyMeansFree) {
 TEST_F(LeaseTest, AFreeVolumeIsClaimedAtTheNextEpochAndKeptOnRetry) {
   array_.md = encode(Lease{"", "", 4, 0, "", ""});  // released earlier at epoch 4
   auto a = node("node-a");
-  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(held) << held.error().message;
   EXPECT_EQ(held->epoch, 5u);
   EXPECT_EQ(decode(array_.md).owner, "node-a");
-  auto again = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto again = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(again);
   EXPECT_EQ(again->epoch, 5u) << "a retry keeps the epoch";
-  ASSERT_TRUE(testing::run_async(ioc_, a.release("vol-1", array_, 5)));
+  ASSERT_TRUE(clock_.run(ioc_, a.release("vol-1", array_, 5)));
   EXPECT_TRUE(decode(array_.md).free());
   EXPECT_EQ(decode(array_.md).epoch, 5u);
 }
@@ -129,12 +126,12 @@ TEST_F(LeaseTest, AFreeVolumeIsClaimedAtTheNextEpochAndKeptOnRetry) {
 TEST_F(LeaseTest, ALiveOwnerThatStillUsesTheVolumeRefusesAndTheClaimantIsToldWhy) {
   auto a = node("node-a");
   auto b = node("node-b");
-  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(held);
   // A renews every ttl/4 and says a pod uses the volume.
   bool stop = false;
   renew_while_in_use(a, held->epoch, stop);
-  auto got = testing::run_async(ioc_, b.acquire("vol-1", array_));
+  auto got = clock_.run(ioc_, b.acquire("vol-1", array_));
   stop = true;
   ASSERT_FALSE(got);
   EXPECT_EQ(got.error().code, errno_code(EBUSY));
@@ -146,14 +143,14 @@ TEST_F(LeaseTest, ALiveOwnerThatStillUsesTheVolumeRefusesAndTheClaimantIsToldWhy
 
 TEST_F(LeaseTest, AnOwnerAskedWhileNothingUsesItHandsOver) {
   auto a = node("node-a");
-  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(held);
   edf::Metadata ask{{"datera-agent.handoff", "node-b"}};
   array_.md.merge(ask);
-  auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, ""));
+  auto r = clock_.run(ioc_, a.renew("vol-1", array_, held->epoch, ""));
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, Renewal::handoff);
-  r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+  r = clock_.run(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, Renewal::renewed);
   EXPECT_EQ(decode(array_.md).refused, "pod x");
@@ -161,12 +158,12 @@ TEST_F(LeaseTest, AnOwnerAskedWhileNothingUsesItHandsOver) {
 
 TEST_F(LeaseTest, AnOwnerNobodyAsksForRenewsWithReadsOnly) {
   auto a = node("node-a");
-  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(held);
   const int writes = array_.writes;
   const uint64_t seq = decode(array_.md).seq;
   for (int i = 0; i < 5; ++i) {
-    auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+    auto r = clock_.run(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
     ASSERT_TRUE(r && *r == Renewal::renewed);
   }
   EXPECT_EQ(array_.writes, writes) << "an idle renewal wrote to the array";
@@ -175,7 +172,7 @@ TEST_F(LeaseTest, AnOwnerNobodyAsksForRenewsWithReadsOnly) {
   // still be watching it.
   array_.md.merge(edf::Metadata{{"datera-agent.handoff", "node-b"}});
   for (int i = 0; i < 3; ++i) {
-    auto r = testing::run_async(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
+    auto r = clock_.run(ioc_, a.renew("vol-1", array_, held->epoch, "pod x"));
     ASSERT_TRUE(r && *r == Renewal::renewed);
   }
   EXPECT_EQ(decode(array_.md).refused, "pod x");
@@ -189,10 +186,9 @@ TEST_F(LeaseTest, TwoClaimantsAtOnceNeverFenceALiveOwner) {
   auto a = node("node-a");
   auto b = node("node-b");
   auto c = node("node-c");
-  auto held = testing::run_async(ioc_, a.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, a.acquire("vol-1", array_));
   ASSERT_TRUE(held);
   array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
-  ioc_.restart();  // run_async() ran it out of work
   bool stop = false;
   renew_while_in_use(a, held->epoch, stop);
   Result<Held> got_b = Error{"not run"}, got_c = Error{"not run"};
@@ -207,14 +203,12 @@ TEST_F(LeaseTest, TwoClaimantsAtOnceNeverFenceALiveOwner) {
   asio::co_spawn(
       ioc_,
       [&]() -> asio::awaitable<void> {
-        asio::steady_timer t(ioc_);
-        t.expires_after(5ms);  // after b's ask, before the owner's next look
-        co_await t.async_wait(asio::use_awaitable);
+        co_await clock_.sleep(5ms);  // after b's ask, before the owner's next look
         got_c = co_await c.acquire("vol-1", array_);
         ++done;
       },
       asio::detached);
-  while (done < 2) ioc_.run_one();
+  clock_.run_until(ioc_, [&] { return done == 2; });
   stop = true;
   EXPECT_FALSE(got_b);
   EXPECT_FALSE(got_c);
@@ -226,9 +220,9 @@ TEST_F(LeaseTest, ADeadOwnerIsFencedAfterOneTtlThenTheVolumeIsTakenOver) {
   array_.md = encode(Lease{"node-a", "iqn.1993-08.org.debian:01:node-a", 3, 17, "", ""});
   array_.acl = {"iqn.1993-08.org.debian:01:node-a"};
   auto b = node("node-b");
-  const auto t0 = std::chrono::steady_clock::now();
-  auto held = testing::run_async(ioc_, b.acquire("vol-1", array_));
-  const auto took = std::chrono::steady_clock::now() - t0;
+  const auto t0 = clock_.now();
+  auto held = clock_.run(ioc_, b.acquire("vol-1", array_));
+  const auto took = clock_.now() - t0;
   ASSERT_TRUE(held) << held.error().message;
   EXPECT_EQ(held->epoch, 4u);
   EXPECT_EQ(held->fenced, "node-a");
@@ -238,7 +232,7 @@ TEST_F(LeaseTest, ADeadOwnerIsFencedAfterOneTtlThenTheVolumeIsTakenOver) {
   EXPECT_LT(took, 1000ms);
   // A comes back (partition healed): its renewal sees the new epoch and must stop writing.
   auto a = node("node-a");
-  auto r = testing::run_async(ioc_, a.renew("vol-1", array_, 3, ""));
+  auto r = clock_.run(ioc_, a.renew("vol-1", array_, 3, ""));
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, Renewal::superseded);
 }
@@ -248,7 +242,7 @@ TEST_F(LeaseTest, ARefusalLeftByAnOwnerThatDiedSinceDoesNotBlockTheTakeover) {
   array_.md = encode(Lease{"node-a", "iqn.1993-08.org.debian:01:node-a", 3, 17, "node-b",
                            "pod uid-1 uses it there"});
   auto b = node("node-b");
-  auto held = testing::run_async(ioc_, b.acquire("vol-1", array_));
+  auto held = clock_.run(ioc_, b.acquire("vol-1", array_));
   ASSERT_TRUE(held) << held.error().message;
   EXPECT_EQ(held->fenced, "node-a");
 }
@@ -272,20 +266,17 @@ TEST_F(LeaseTest, ExactlyOneOfThreeSimultaneousClaimantsWins) {
             ++done;
             if (!r) co_return;
             // A winner behaves like an agent whose pod uses the volume: it renews, and refuses.
-            asio::steady_timer t(ioc_);
             while (!stop) {
               auto renewed = co_await n->renew("vol-1", array_, r->epoch, "a pod uses it");
               EXPECT_TRUE(renewed && *renewed == Renewal::renewed) << n->options().node;
-              t.expires_after(100ms);
-              co_await t.async_wait(asio::use_awaitable);
+              co_await clock_.sleep(100ms);
             }
           },
           asio::detached);
     }
-    while (done < 3) ioc_.run_one();
+    clock_.run_until(ioc_, [&] { return done == 3; });
     stop = true;
-    ioc_.run();
-    ioc_.restart();
+    clock_.run_all(ioc_);
     int winners = 0;
     for (const auto& r : results) {
       if (r) {

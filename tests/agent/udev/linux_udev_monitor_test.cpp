@@ -1,8 +1,8 @@
 // Host tier: real uevents. Attaching and detaching a loop device makes the kernel emit a "change"
 // event for it (loop0..N already exist, so never add/remove); the monitor must deliver it to
 // on_event and wake every waiter long before its deadline. The "kernel" source works without
-// udevd; the "udev" source needs a running udevd and is skipped loudly when there is none (this
-// development VM has no systemd, see shared/reference/host-feasibility.md §1).
+// udevd; the "udev" source needs a running udevd and is skipped loudly when there is none (a
+// development VM or container without systemd has none).
 
 #include "agent/udev/linux_udev_monitor.h"
 

@@ -123,6 +123,7 @@ start_lio_sim() {
   datera-sim --listen "127.0.0.1:$2" --state "$1/sim/state.json" --backend lio --file-dir "$1/vols" \
     --lio-configfs "$TARGET_CFG" --lio-node node-1=storA:eth0 --lio-node node-2=storB:eth0 \
     --ip-pool "$3" --user admin --password e2e-password >"$1/sim.log" 2>&1 &
+  # shellcheck disable=SC2034 # read by the scenario that sourced this file (to stop it)
   SIM_PID=$!
   wait_until 10 grep -q "listening on" "$1/sim.log" || die "datera-sim did not start"
 }
@@ -192,6 +193,7 @@ YAML
 # start_single_agent DIR METRICS_PORT: starts the agent of DIR, sets AGENT_PID, waits for /readyz.
 start_single_agent() {
   datera-agent --config "$1/agent.yaml" >>"$1/agent.log" 2>&1 &
+  # shellcheck disable=SC2034 # read by the scenario that sourced this file (to kill it)
   AGENT_PID=$!
   wait_until 30 curl -sf "http://127.0.0.1:$2/readyz" || die "the agent did not become ready"
 }

@@ -6,7 +6,7 @@ namespace datera::edf {
 namespace {
 
 TEST(AppInstance, ParsesTheV21ArrayForm) {
-  // Trimmed from a recorded v2.1 reply (datera-api.md §3.3).
+  // Trimmed from a recorded v2.1 reply (v2.1 lists storage instances as an array).
   const auto j = Json::parse(
       R"({"path":"/app_instances/b1ac","id":"b1ac","name":"test-app-1","admin_state":"online",
     "storage_instances":[{"name":"storage-1","admin_state":"online","op_state":"available",

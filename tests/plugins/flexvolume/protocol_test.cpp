@@ -10,7 +10,8 @@ namespace {
 const std::string kOpts =
     R"({"kubernetes.io/fsType":"xfs","kubernetes.io/readwrite":"rw","volumeID":"v1"})";
 
-// Every command exactly as kubelet / the controller manager pass it (flexvolume.md §1.2).
+// Every command exactly as kubelet / the controller manager pass it: `<driver> <command>
+// [args...]`.
 struct ArgvCase {
   std::vector<std::string> argv;
   std::vector<std::string> positional;

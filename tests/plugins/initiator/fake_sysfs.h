@@ -1,7 +1,7 @@
 #pragma once
 
 // A recorded-shape sysfs (and /dev) tree in a temp dir, laid out as the kernel does for software
-// iSCSI (iscsi.md §3.1), so SysfsReader and OpenIscsi run their real walk against it.
+// iSCSI, so SysfsReader and OpenIscsi run their real walk against it.
 
 #include <filesystem>
 #include <fstream>

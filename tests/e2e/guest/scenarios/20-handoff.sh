@@ -19,8 +19,6 @@ set -eu
 . /e2e/lib.sh
 
 W=/tmp/e2e-h
-VOL=vol-handoff
-SIM=http://127.0.0.1:7727
 TTL=6
 OPTS='{"volumeID":"vol-handoff","size":"1","replica":"2","kubernetes.io/fsType":"ext4","kubernetes.io/readwrite":"rw","kubernetes.io/pvOrVolumeName":"pv-h"}'
 PID_a=

@@ -1,0 +1,247 @@
+// The volume::Array contract: what the volume manager and the controller rely on from an array,
+// checked against both implementations they meet. FakeArray is what the unit tier runs on; the real
+// one is EdfArrays (EDF client, Beast transport) talking to datera-sim's Api, served in this
+// process on a loopback port. A case that passes for one and fails for the other means the unit
+// tier proves something the agent does not do: fix the fake, or report the client.
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "agent/http/server.h"
+#include "agent/volume/array.h"
+#include "tests/testing/fake_array.h"
+#include "tests/testing/run_async.h"
+#include "tools/datera-sim/api.h"
+
+namespace datera::volume {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+const std::string kIqnA = "iqn.1993-08.org.debian:01:node-a";
+const std::string kIqnB = "iqn.1993-08.org.debian:01:node-b";
+
+edf::VolumeSpec spec(const std::string& name, int64_t gib = 16) {
+  edf::VolumeSpec s;
+  s.name = name;
+  s.size_gib = gib;
+  return s;
+}
+
+/// The unit tier's in-memory array.
+struct FakeBackend {
+  asio::io_context ioc;
+  testing::FakeArray fake;
+  Array& array() { return fake; }
+};
+
+/// The real client stack against the simulator's protocol layer, both on `ioc`.
+struct SimBackend {
+  SimBackend() {
+    auto bound = server.listen_tcp("127.0.0.1", 0);
+    if (!bound) throw std::runtime_error(bound.error().message);
+    server.start();
+    EdfArraysOptions o;
+    o.request_timeout = 5s;
+    arrays = std::make_unique<EdfArrays>(ioc.get_executor(), o, edf_probe, null_logger());
+    auto got = arrays->get(edf::BackendTarget{"127.0.0.1", bound->port(), {"admin", "password"}});
+    if (!got) throw std::runtime_error(got.error().message);
+    real = *got;
+  }
+  Array& array() { return *real; }
+
+  asio::io_context ioc;
+  sim::Model model{sim::ModelOptions{}, sim::system_clock()};
+  sim::Sessions sessions{sim::system_clock(), 15min, {{"admin", "password"}}};
+  sim::Api api{model, sessions, null_logger()};
+  prometheus::Registry registry;
+  http::Probe http_probe{registry, "sim"};
+  http::Server server{ioc.get_executor(), http::ServerOptions{}, api, http_probe, null_logger()};
+  edf::Probe edf_probe{registry};
+  std::unique_ptr<EdfArrays> arrays;
+  Array* real = nullptr;
+};
+
+template <typename Backend>
+class ArrayContract : public ::testing::Test {
+ protected:
+  Array& array() { return backend_.array(); }
+  template <typename T>
+  T run(asio::awaitable<T> task) {
+    return testing::run_async(backend_.ioc, std::move(task));
+  }
+  edf::AppInstance create(const std::string& name, int64_t gib = 16) {
+    auto ai = run(array().ensure_volume(spec(name, gib)));
+    EXPECT_TRUE(ai) << ai.error().message;
+    return ai ? *ai : edf::AppInstance{};
+  }
+  std::optional<edf::AppInstance> find(const std::string& name) {
+    auto found = run(array().find_volume(name));
+    EXPECT_TRUE(found) << found.error().message;
+    return found ? *found : std::nullopt;
+  }
+  void ok(asio::awaitable<Status> task, const std::string& why = "") {
+    const auto st = run(std::move(task));
+    EXPECT_TRUE(st) << st.error().message << " " << why;
+  }
+  std::vector<std::string> acl(const std::string& name) {
+    auto a = run(array().acl(name));
+    EXPECT_TRUE(a) << a.error().message;
+    return a ? *a : std::vector<std::string>{};
+  }
+
+  Backend backend_;
+};
+
+using Backends = ::testing::Types<FakeBackend, SimBackend>;
+class BackendNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, FakeBackend> ? "FakeArray" : "EdfArraysOnDateraSim";
+  }
+};
+TYPED_TEST_SUITE(ArrayContract, Backends, BackendNames);
+
+TYPED_TEST(ArrayContract, EnsureVolumeCreatesOnceAndIsIdempotentByName) {
+  const auto first = this->create("vol-1");
+  EXPECT_EQ(first.name, "vol-1");
+  EXPECT_FALSE(first.iqn.empty());
+  EXPECT_FALSE(first.ips.empty());
+  EXPECT_FALSE(first.volume_uuid.empty());
+  const auto again = this->create("vol-1");
+  EXPECT_EQ(again.volume_uuid, first.volume_uuid) << "the same app instance, not a second one";
+  auto names = this->run(this->array().volume_names());
+  ASSERT_TRUE(names);
+  EXPECT_EQ(*names, std::vector<std::string>{"vol-1"});
+}
+
+TYPED_TEST(ArrayContract, AnUnknownVolumeIsNotFoundWithoutAnError) {
+  EXPECT_EQ(this->find("vol-none"), std::nullopt);
+  this->create("vol-1");
+  const auto found = this->find("vol-1");
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->name, "vol-1");
+  EXPECT_EQ(found->size_gib, 16);
+}
+
+TYPED_TEST(ArrayContract, AclAddAndRemoveAreIdempotent) {
+  this->create("vol-1");
+  this->ok(this->array().ensure_initiator(kIqnA, "k8s_node_a"));
+  this->ok(this->array().ensure_initiator(kIqnB, "k8s_node_b"));
+  this->ok(this->array().acl_add("vol-1", kIqnA));
+  this->ok(this->array().acl_add("vol-1", kIqnA));
+  this->ok(this->array().acl_add("vol-1", kIqnB));
+  auto both = this->acl("vol-1");
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(both, (std::vector<std::string>{kIqnA, kIqnB})) << "each initiator once";
+  this->ok(this->array().acl_remove("vol-1", kIqnA));
+  this->ok(this->array().acl_remove("vol-1", kIqnA), "already gone is removed");
+  EXPECT_EQ(this->acl("vol-1"), std::vector<std::string>{kIqnB});
+}
+
+TYPED_TEST(ArrayContract, AclChangesOnAnUnknownVolumeFailWithNotFound) {
+  this->ok(this->array().ensure_initiator(kIqnA, "k8s_node_a"));
+  auto added = this->run(this->array().acl_add("vol-none", kIqnA));
+  ASSERT_FALSE(added);
+  EXPECT_EQ(added.error().code, HttpStatus::not_found) << added.error().message;
+}
+
+TYPED_TEST(ArrayContract, OnlyARegisteredInitiatorCanBeAddedToAnAcl) {
+  this->create("vol-1");
+  auto added = this->run(this->array().acl_add("vol-1", kIqnA));
+  ASSERT_FALSE(added) << "EDF wants POST /initiators first";
+  EXPECT_EQ(added.error().code, HttpStatus::not_found) << added.error().message;
+  EXPECT_TRUE(this->acl("vol-1").empty());
+}
+
+TYPED_TEST(ArrayContract, BringOnlineYieldsAnAvailableOnlineVolume) {
+  this->create("vol-1");
+  auto on = this->run(this->array().bring_online("vol-1", 2s));
+  ASSERT_TRUE(on) << on.error().message;
+  EXPECT_EQ(on->op_state, "available");
+  EXPECT_EQ(on->admin_state, "online");
+  EXPECT_EQ(this->find("vol-1")->admin_state, "online");
+}
+
+TYPED_TEST(ArrayContract, MetadataPutMergesAndAnEmptyValueDeletesTheKey) {
+  this->create("vol-1");
+  this->ok(this->array().put_metadata("vol-1", {{"a", "1"}, {"b", "2"}}));
+  this->ok(this->array().put_metadata("vol-1", {{"a", ""}, {"c", "3"}}));
+  auto md = this->run(this->array().metadata("vol-1"));
+  ASSERT_TRUE(md) << md.error().message;
+  EXPECT_EQ(*md, (edf::Metadata{{"b", "2"}, {"c", "3"}}));
+}
+
+TYPED_TEST(ArrayContract, MetadataOfAnUnknownVolumeFailsWithNotFound) {
+  auto md = this->run(this->array().metadata("vol-none"));
+  ASSERT_FALSE(md);
+  EXPECT_EQ(md.error().code, HttpStatus::not_found);
+  auto put = this->run(this->array().put_metadata("vol-none", {{"a", "1"}}));
+  ASSERT_FALSE(put);
+  EXPECT_EQ(put.error().code, HttpStatus::not_found);
+}
+
+TYPED_TEST(ArrayContract, ResizeGrowsAndNeverShrinks) {
+  this->create("vol-1", 16);
+  this->ok(this->array().resize("vol-1", 20));
+  EXPECT_EQ(this->find("vol-1")->size_gib, 20);
+  auto shrink = this->run(this->array().resize("vol-1", 10));
+  EXPECT_FALSE(shrink) << "a volume is never shrunk";
+  EXPECT_EQ(this->find("vol-1")->size_gib, 20);
+}
+
+TYPED_TEST(ArrayContract, ListingReturnsEveryVolumeAcrossPages) {
+  std::vector<std::string> want;
+  for (size_t i = 0; i < edf::Client::kListPage + 5; ++i) {
+    want.push_back("vol-" + std::to_string(1000 + i));
+    this->create(want.back());
+  }
+  auto all = this->run(this->array().list_volumes());
+  ASSERT_TRUE(all) << all.error().message;
+  std::vector<std::string> listed;
+  for (const auto& ai : *all) listed.push_back(ai.name);
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(listed, want);
+  auto names = this->run(this->array().volume_names());
+  ASSERT_TRUE(names);
+  std::sort(names->begin(), names->end());
+  EXPECT_EQ(*names, want);
+}
+
+TYPED_TEST(ArrayContract, AnInitiatorIsRegisteredOnceUnderItsLabel) {
+  this->ok(this->array().ensure_initiator(kIqnA, "k8s_node_a"));
+  this->ok(this->array().ensure_initiator(kIqnA, "k8s_node_a"));
+  auto all = this->run(this->array().initiators());
+  ASSERT_TRUE(all) << all.error().message;
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->front().iqn, kIqnA);
+  EXPECT_EQ(all->front().name, "k8s_node_a");
+}
+
+TYPED_TEST(ArrayContract, DeleteRemovesTheVolumeAndIsIdempotent) {
+  this->create("vol-1");
+  this->ok(this->array().put_metadata("vol-1", {{"a", "1"}}));
+  this->ok(this->array().delete_volume("vol-1"));
+  EXPECT_EQ(this->find("vol-1"), std::nullopt);
+  this->ok(this->array().delete_volume("vol-1"), "already gone counts as deleted");
+  auto names = this->run(this->array().volume_names());
+  ASSERT_TRUE(names);
+  EXPECT_TRUE(names->empty());
+  // A volume created again under the name starts with no metadata of the old one.
+  this->create("vol-1");
+  auto md = this->run(this->array().metadata("vol-1"));
+  ASSERT_TRUE(md);
+  EXPECT_TRUE(md->empty());
+}
+
+}  // namespace
+}  // namespace datera::volume
