@@ -17,7 +17,7 @@ function(agent_set_warnings target)
     target_compile_options(${target} PRIVATE -Wno-mismatched-new-delete)
   endif()
   # GCC 12 at -O3 (Release) reports a false -Wrestrict inside std::string's operator+ (GCC PR
-  # tree-optimization/105651, fixed in 13); -Werror made Release builds of agent/common fail.
+  # tree-optimization/105651, fixed in 13); -Werror made Release builds of base fail.
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
     target_compile_options(${target} PRIVATE -Wno-restrict)
   endif()

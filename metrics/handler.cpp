@@ -3,7 +3,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/text_serializer.h>
 
-#include "agent/common/version.h"
+#include "base/version.h"
 #include "metrics/endpoints.h"
 
 namespace datera::metrics {

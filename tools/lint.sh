@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks, run by tools/test.sh: shellcheck on every shell script of the project (findings of
 # severity warning and above), then clang-tidy with the repo's .clang-tidy on every product source
-# file (agent/, plugins/, metrics/, tools/ but its benchmarks) in BUILD's compile_commands.json.
+# file (base/, agent/, plugins/, metrics/, tools/ but its benchmarks) in BUILD's compile_commands.json.
 # Any finding fails.
 #
 # clang-tidy costs ~8 s of CPU per file (Asio/Beast coroutine headers), ~5 min for the tree on 2
@@ -47,7 +47,7 @@ for e in json.load(open(db)):
         continue
     seen.add(rel)
     # Not tools/bench: benchmark programs, not shipped (and 4 files fewer to analyse).
-    if rel.split("/")[0] in ("agent", "plugins", "metrics", "tools") and not rel.startswith("tools/bench/"):
+    if rel.split("/")[0] in ("base", "agent", "plugins", "metrics", "tools") and not rel.startswith("tools/bench/"):
         args = shlex.split(e["command"])
         print(rel, args[args.index("-o") + 1])
 PY

@@ -2,7 +2,7 @@
 
 #include <unistd.h>
 
-#include "agent/common/version.h"
+#include "base/version.h"
 
 namespace datera::api {
 

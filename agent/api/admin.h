@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api/router.h"
-#include "agent/common/result.h"
 #include "agent/flexvolume/service.h"
 #include "agent/keeper/keeper.h"
 #include "agent/volume/manager.h"
+#include "base/result.h"
 #include "metrics/readiness.h"
 
 namespace datera::api {

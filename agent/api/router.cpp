@@ -4,7 +4,7 @@
 #include <cctype>
 #include <cerrno>
 
-#include "agent/common/json.h"
+#include "base/json.h"
 
 namespace datera::api {
 

@@ -17,10 +17,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
 #include "agent/flexvolume/service.h"
 #include "agent/http/server.h"
 #include "agent/http/types.h"
+#include "base/logging.h"
 
 namespace datera::api {
 

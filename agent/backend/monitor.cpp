@@ -7,7 +7,7 @@ namespace datera::backend {
 
 namespace asio = boost::asio;
 
-Probe::Probe(prometheus::Registry& registry, const std::string& server)
+Metrics::Metrics(prometheus::Registry& registry, const std::string& server)
     : up_(prometheus::BuildGauge()
               .Name("datera_agent_backend_up")
               .Help("1 when the last check of the default Datera array (login + /system) succeeded")
@@ -18,17 +18,17 @@ Probe::Probe(prometheus::Registry& registry, const std::string& server)
                   .Help("Checks of the default Datera array by result")
                   .Register(registry)) {}
 
-void Probe::checked(bool ok) {
+void Metrics::checked(bool ok) {
   up_.Set(ok ? 1 : 0);
   checks_.Add({{"result", ok ? "ok" : "failed"}}).Increment();
 }
 
 Monitor::Monitor(asio::any_io_executor executor, edf::Client& client, std::string server,
-                 std::chrono::milliseconds interval, Probe& probe, LoggerPtr log)
+                 std::chrono::milliseconds interval, Metrics& probe, LoggerPtr log)
     : client_(client),
       server_(std::move(server)),
       interval_(interval),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       timer_(executor) {}
 
@@ -52,7 +52,7 @@ asio::awaitable<void> Monitor::run(StateCallback on_state) {
     checked_ = true;
     up_ = st.ok();
     checked_at_ = std::chrono::system_clock::now();
-    probe_.checked(up_);
+    metrics_.checked(up_);
     if (up_) {
       last_error_.clear();
       if (first || !was_up) {

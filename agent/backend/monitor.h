@@ -19,15 +19,15 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
-#include "agent/common/logging.h"
-#include "plugins/datera/client.h"
+#include "base/logging.h"
+#include "plugins/edf/client.h"
 
 namespace datera::backend {
 
 /// datera_agent_backend_up{server} 1/0 and datera_agent_backend_checks_total{result}
-class Probe {
+class Metrics {
  public:
-  Probe(prometheus::Registry& registry, const std::string& server);
+  Metrics(prometheus::Registry& registry, const std::string& server);
   void checked(bool ok);
 
  private:
@@ -40,7 +40,7 @@ class Monitor {
   using StateCallback = std::function<void(bool up, const std::string& detail)>;
 
   Monitor(boost::asio::any_io_executor executor, edf::Client& client, std::string server,
-          std::chrono::milliseconds interval, Probe& probe, LoggerPtr log);
+          std::chrono::milliseconds interval, Metrics& probe, LoggerPtr log);
 
   /// Checks now, then every interval, calling `on_state` after each check.
   boost::asio::awaitable<void> run(StateCallback on_state);
@@ -55,7 +55,7 @@ class Monitor {
   edf::Client& client_;
   std::string server_;
   std::chrono::milliseconds interval_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   boost::asio::steady_timer timer_;
   bool stopping_ = false;

@@ -13,9 +13,9 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "agent/common/duration.h"
-#include "agent/common/fs.h"
-#include "agent/common/logging.h"
+#include "base/duration.h"
+#include "base/fs.h"
+#include "base/logging.h"
 
 namespace datera::config {
 namespace {

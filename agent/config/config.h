@@ -15,8 +15,8 @@
 
 #include <spdlog/common.h>
 
-#include "agent/common/log_format.h"
-#include "agent/common/result.h"
+#include "base/log_format.h"
+#include "base/result.h"
 
 namespace datera::config {
 

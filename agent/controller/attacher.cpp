@@ -26,13 +26,13 @@ Status check_node(const std::string& node) {
 
 }  // namespace
 
-Attacher::Attacher(AttacherOptions options, volume::Arrays& arrays, Probe& probe, LoggerPtr log)
-    : options_(std::move(options)), arrays_(arrays), probe_(probe), log_(std::move(log)) {}
+Attacher::Attacher(AttacherOptions options, volume::Arrays& arrays, Metrics& probe, LoggerPtr log)
+    : options_(std::move(options)), arrays_(arrays), metrics_(probe), log_(std::move(log)) {}
 
 asio::awaitable<flex::Json> Attacher::attach(const flex::Request& request) {
   const auto t0 = Clock::now();
   auto done = co_await do_attach(request);
-  probe_.operation("attach", done.ok(), Clock::now() - t0);
+  metrics_.operation("attach", done.ok(), Clock::now() - t0);
   if (!done) co_return flex::failure(done.error().message);
   flex::Json reply = flex::success();
   // The node finds the device itself (waitforattach); kubelet only passes this string back.
@@ -43,7 +43,7 @@ asio::awaitable<flex::Json> Attacher::attach(const flex::Request& request) {
 asio::awaitable<flex::Json> Attacher::detach(const flex::Request& request) {
   const auto t0 = Clock::now();
   auto done = co_await do_detach(request);
-  probe_.operation("detach", done.ok(), Clock::now() - t0);
+  metrics_.operation("detach", done.ok(), Clock::now() - t0);
   if (!done) co_return flex::failure(done.error().message);
   co_return flex::success();
 }
@@ -51,7 +51,7 @@ asio::awaitable<flex::Json> Attacher::detach(const flex::Request& request) {
 asio::awaitable<flex::Json> Attacher::isattached(const flex::Request& request) {
   const auto t0 = Clock::now();
   auto done = co_await do_isattached(request);
-  probe_.operation("isattached", done.ok(), Clock::now() - t0);
+  metrics_.operation("isattached", done.ok(), Clock::now() - t0);
   if (!done) co_return flex::failure(done.error().message);
   flex::Json reply = flex::success();
   reply["attached"] = *done;
@@ -111,7 +111,7 @@ asio::awaitable<Result<std::string>> Attacher::do_attach(const flex::Request& re
     // Kubernetes detaches before it attaches elsewhere, also when it force-detaches a node it gave
     // up on; a second attach while another node holds the volume is a multi-attach (a
     // ReadWriteMany or ReadOnlyMany PV), which one filesystem with one writer cannot serve.
-    probe_.refused();
+    metrics_.refused();
     co_return say("checks", Error{"it is attached to node " + held.owner + " (epoch " +
                                   std::to_string(held.epoch) +
                                   "); a Datera volume is attached to one node at a time. "

@@ -28,12 +28,12 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/controller/probe.h"
+#include "agent/controller/metrics.h"
 #include "agent/flexvolume/service.h"
 #include "agent/volume/array.h"
 #include "agent/volume/keyed_mutex.h"
-#include "plugins/datera/options.h"
+#include "base/logging.h"
+#include "plugins/edf/options.h"
 
 namespace datera::controller {
 
@@ -47,7 +47,7 @@ struct AttacherOptions {
 
 class Attacher : public flexvolume::ControllerOps {
  public:
-  Attacher(AttacherOptions options, volume::Arrays& arrays, Probe& probe, LoggerPtr log);
+  Attacher(AttacherOptions options, volume::Arrays& arrays, Metrics& probe, LoggerPtr log);
 
   boost::asio::awaitable<flex::Json> attach(const flex::Request& request) override;
   boost::asio::awaitable<flex::Json> detach(const flex::Request& request) override;
@@ -66,7 +66,7 @@ class Attacher : public flexvolume::ControllerOps {
 
   AttacherOptions options_;
   volume::Arrays& arrays_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   volume::KeyedMutex locks_;
 };

@@ -9,10 +9,10 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "agent/common/duration.h"
-#include "agent/common/json.h"
-#include "agent/common/version.h"
 #include "agent/flexvolume/volume_adapter.h"
+#include "base/duration.h"
+#include "base/json.h"
+#include "base/version.h"
 
 namespace datera::flexvolume {
 
@@ -44,8 +44,8 @@ std::string volume_of(const flex::Request& r) {
   return "-";
 }
 
-Service::Service(ServiceOptions options, Probe& probe, LoggerPtr log)
-    : options_(std::move(options)), probe_(probe), log_(std::move(log)) {}
+Service::Service(ServiceOptions options, Metrics& probe, LoggerPtr log)
+    : options_(std::move(options)), metrics_(probe), log_(std::move(log)) {}
 
 Service::~Service() = default;
 
@@ -103,7 +103,7 @@ asio::awaitable<flex::Json> Service::call(flex::Request request) {
   } else {
     log_->debug("{} volume={} -> {}", request.command, volume_of(request), status);
   }
-  probe_.served(request.command, status, std::chrono::steady_clock::now() - start);
+  metrics_.served(request.command, status, std::chrono::steady_clock::now() - start);
   co_return reply;
 }
 

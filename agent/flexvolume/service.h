@@ -16,9 +16,9 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/flexvolume/probe.h"
-#include "plugins/flexvolume/protocol.h"
+#include "agent/flexvolume/metrics.h"
+#include "base/logging.h"
+#include "plugins/flex/protocol.h"
 
 namespace datera::volume {
 class Manager;
@@ -68,7 +68,7 @@ class ControllerOps {
 
 class Service {
  public:
-  Service(ServiceOptions options, Probe& probe, LoggerPtr log);
+  Service(ServiceOptions options, Metrics& probe, LoggerPtr log);
   ~Service();
 
   /// Always yields a reply object with an exact FlexVolume status.
@@ -88,7 +88,7 @@ class Service {
   flex::Json get_volume_name(const flex::Request& request) const;
 
   ServiceOptions options_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   CallCounts counts_;
   VolumeOps* volumes_ = nullptr;

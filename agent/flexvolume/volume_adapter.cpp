@@ -41,9 +41,9 @@ Result<std::vector<std::string>> mount_options_of(const flex::Json& options,
 
 template <typename T>
 flex::Json VolumeAdapter::answer(Operation op, const VolumeResult<T>& outcome) {
-  probe_.operation(to_string(op), outcome.ok());
+  metrics_.operation(to_string(op), outcome.ok());
   if (!outcome) {
-    probe_.failure(to_string(op), to_string(outcome.error().step));
+    metrics_.failure(to_string(op), to_string(outcome.error().step));
     return flex::failure(outcome.error().message());
   }
   return flex::success();

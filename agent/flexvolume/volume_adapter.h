@@ -14,16 +14,16 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/result.h"
 #include "agent/flexvolume/service.h"
 #include "agent/volume/manager.h"
-#include "plugins/flexvolume/protocol.h"
+#include "base/result.h"
+#include "plugins/flex/protocol.h"
 
 namespace datera::flexvolume {
 
 class VolumeAdapter final : public VolumeOps {
  public:
-  VolumeAdapter(volume::Manager& core, volume::Probe& probe) : core_(core), probe_(probe) {}
+  VolumeAdapter(volume::Manager& core, volume::Metrics& probe) : core_(core), metrics_(probe) {}
 
   boost::asio::awaitable<flex::Json> mount(const flex::Request& request) override;
   boost::asio::awaitable<flex::Json> unmount(const flex::Request& request) override;
@@ -44,7 +44,7 @@ class VolumeAdapter final : public VolumeOps {
   Result<edf::VolumeOptions> volume_options(const flex::Json& options) const;
 
   volume::Manager& core_;
-  volume::Probe& probe_;
+  volume::Metrics& metrics_;
 };
 
 /// The `mountOptions` option ("noatime,discard"; kubelet passes no mount options to FlexVolume

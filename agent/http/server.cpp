@@ -19,7 +19,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 
 namespace datera::http {
 
@@ -118,11 +118,11 @@ std::optional<PeerCred> peer_of(int fd) {
 }  // namespace
 
 Server::Server(asio::any_io_executor executor, ServerOptions options, Handler& handler,
-               Probe& probe, LoggerPtr log, Admission admission)
+               Metrics& probe, LoggerPtr log, Admission admission)
     : executor_(std::move(executor)),
       options_(std::move(options)),
       handler_(handler),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       admission_(std::move(admission)),
       drained_(executor_),
@@ -239,7 +239,7 @@ asio::awaitable<void> Server::accept_loop(Acceptor& acceptor) {
       if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) co_return;
       // EMFILE and friends: log, count, and keep accepting rather than die.
       log_->warn("{}: accept failed: {}", options_.name, ec.message());
-      probe_.rejected("accept_error");
+      metrics_.rejected("accept_error");
       continue;
     }
     std::optional<PeerCred> peer;
@@ -317,7 +317,7 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
                         },
                         false, std::move(source)});
   const ConnIt self = std::prev(conns_.end());
-  probe_.connection_opened();
+  metrics_.connection_opened();
 
   beast::flat_buffer buffer;
   size_t requests = 0;  ///< answered on this connection
@@ -405,7 +405,7 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
       if (auto refusal = admission_ ? admission_(peer) : std::nullopt) {
         response = std::move(*refusal);
         admission_refused = true;
-        probe_.rejected(response.route);
+        metrics_.rejected(response.route);
       } else {
         Request req;
         req.method = std::string(msg.method_string());
@@ -428,10 +428,10 @@ asio::awaitable<void> Server::serve(Stream& stream, std::optional<PeerCred> peer
       }
       if (!*alive) co_return;
       if (response.drop_connection) {
-        probe_.request(response.route, 0);
+        metrics_.request(response.route, 0);
         break;
       }
-      probe_.request(response.route, response.status);
+      metrics_.request(response.route, response.status);
       ++requests;
       // A handler's 4xx leaves the framing intact, so the connection may stay; a refused peer goes.
       const bool keep = msg.keep_alive() && !stopping_ && !admission_refused;
@@ -459,12 +459,12 @@ void Server::conn_done(ConnIt it) {
     }
   }
   conns_.erase(it);
-  probe_.connection_closed();
+  metrics_.connection_closed();
   if (stopping_ && in_flight() == 0) drained_.cancel();
 }
 
 void Server::refused(const std::string& reason, const std::string& message) {
-  probe_.rejected(reason);
+  metrics_.rejected(reason);
   constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
   auto& gate = refusal_log_[reason];
   const auto now = std::chrono::steady_clock::now();

@@ -23,10 +23,10 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
-#include "agent/http/probe.h"
+#include "agent/http/metrics.h"
 #include "agent/http/types.h"
+#include "base/logging.h"
+#include "base/result.h"
 
 namespace datera::http {
 
@@ -52,7 +52,7 @@ using Admission = std::function<std::optional<Response>(const std::optional<Peer
 class Server {
  public:
   Server(boost::asio::any_io_executor executor, ServerOptions options, Handler& handler,
-         Probe& probe, LoggerPtr log, Admission admission = {});
+         Metrics& probe, LoggerPtr log, Admission admission = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -110,7 +110,7 @@ class Server {
   boost::asio::any_io_executor executor_;
   ServerOptions options_;
   Handler& handler_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   Admission admission_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> unix_acceptor_;

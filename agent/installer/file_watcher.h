@@ -10,7 +10,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::installer {
 

@@ -10,10 +10,10 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
-#include "agent/common/hash.h"
-#include "agent/common/json.h"
+#include "base/blocking.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "base/json.h"
 
 namespace datera::installer {
 
@@ -255,12 +255,12 @@ Status uninstall(const Options& o) {
 }
 
 Installer::Installer(asio::any_io_executor executor, asio::thread_pool& pool,
-                     process::ProcessRunner& runner, Options options, Probe& probe, LoggerPtr log)
+                     process::ProcessRunner& runner, Options options, Metrics& probe, LoggerPtr log)
     : executor_(std::move(executor)),
       pool_(pool),
       runner_(runner),
       options_(std::move(options)),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       wait_(executor_) {}
 
@@ -313,11 +313,11 @@ asio::awaitable<Result<Change>> Installer::ensure() {
   const std::string info_text = options_.info.to_json().dump(2) + "\n";
   const Options& o = options_;
   auto fail = [this](const Error& e) -> Result<Change> {
-    probe_.install("failed");
+    metrics_.install("failed");
     state_ = "failed";
     last_error_ = e.message;
     ready_ = false;
-    probe_.ready(false);
+    metrics_.ready(false);
     return e;
   };
 
@@ -345,22 +345,22 @@ asio::awaitable<Result<Change>> Installer::ensure() {
   }
   for (const auto& what : plan->replaced) {
     log_->warn("replaced {} with the agent's own file (it was never opened or followed)", what);
-    probe_.foreign_replaced();
+    metrics_.foreign_replaced();
   }
-  probe_.install(to_string(plan->change));
+  metrics_.install(to_string(plan->change));
   installed_digest_ = plan->digest;
   last_change_ = to_string(plan->change);
-  probe_.installed(o.info.agent_version, plan->digest);
+  metrics_.installed(o.info.agent_version, plan->digest);
 
   if (plan->change != Change::unchanged || !ready_) {
     auto test = co_await check_shim(o.exe_path(), /*round_trip=*/true);
-    probe_.self_test(test.ok());
+    metrics_.self_test(test.ok());
     if (!test) {
       self_test_ = "failed";
       state_ = "installed, self-test failed";
       last_error_ = test.error().message;
       ready_ = false;
-      probe_.ready(false);
+      metrics_.ready(false);
       co_return test.error().wrap("self-test of the installed driver");
     }
     self_test_ = "ok";
@@ -369,7 +369,7 @@ asio::awaitable<Result<Change>> Installer::ensure() {
   state_ = "installed";
   last_error_.clear();
   ready_ = true;
-  probe_.ready(true);
+  metrics_.ready(true);
   co_return plan->change;
 }
 
@@ -411,7 +411,7 @@ asio::awaitable<void> Installer::run(FileWatcher* watcher, StateCallback on_stat
       if (!events) {
         log_->warn("file watch failed ({}); re-checking the driver every 60 s instead",
                    events.error().message);
-        probe_.install("watch_failed");
+        metrics_.install("watch_failed");
         watcher_ = nullptr;
         break;
       }

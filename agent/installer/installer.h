@@ -27,12 +27,12 @@
 #include <boost/asio/thread_pool.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
 #include "agent/installer/file_watcher.h"
-#include "agent/installer/probe.h"
-#include "agent/process/process_runner.h"
-#include "plugins/flexvolume/driver_info.h"
+#include "agent/installer/metrics.h"
+#include "base/logging.h"
+#include "base/process/process_runner.h"
+#include "base/result.h"
+#include "plugins/flex/driver_info.h"
 
 namespace datera::installer {
 
@@ -64,7 +64,7 @@ bool needs_reinstall(const Options& options, const FileEvent& event);
 class Installer {
  public:
   Installer(boost::asio::any_io_executor executor, boost::asio::thread_pool& pool,
-            process::ProcessRunner& runner, Options options, Probe& probe, LoggerPtr log);
+            process::ProcessRunner& runner, Options options, Metrics& probe, LoggerPtr log);
 
   /// Installs or updates as needed, then self-tests after any change (or until one passes).
   boost::asio::awaitable<Result<Change>> ensure();
@@ -88,7 +88,7 @@ class Installer {
   boost::asio::thread_pool& pool_;
   process::ProcessRunner& runner_;
   Options options_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   boost::asio::steady_timer wait_;
   FileWatcher* watcher_ = nullptr;

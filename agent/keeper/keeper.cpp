@@ -61,14 +61,14 @@ Health classify(const std::vector<const initiator::Session*>& sessions) {
 
 Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
                initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
-               udev::Monitor* monitor, Probe& probe, LoggerPtr log, KeeperHooks hooks, Clock clock,
-               WallClock wall)
+               udev::Monitor* monitor, Metrics& probe, LoggerPtr log, KeeperHooks hooks,
+               Clock clock, WallClock wall)
     : executor_(executor),
       options_(options),
       initiator_(initiator),
       watch_list_(std::move(watch_list)),
       monitor_(monitor),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
       wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
@@ -172,7 +172,7 @@ asio::awaitable<void> Keeper::observe() {
       ++it;
       continue;
     }
-    probe_.forget(it->first);  // detached: no longer ours to watch
+    metrics_.forget(it->first);  // detached: no longer ours to watch
     it = tracks_.erase(it);
   }
   // Keyed by the state itself, not its position: a new Health cannot shift another's count.
@@ -180,9 +180,10 @@ asio::awaitable<void> Keeper::observe() {
   for (const auto& [_, t] : tracks_) counts[t.health] += 1;
   stalled_ =
       counts[Health::recovering] + counts[Health::device_offline] + counts[Health::missing] > 0;
-  probe_.states(counts[Health::healthy], counts[Health::recovering], counts[Health::device_offline],
-                counts[Health::missing], counts[Health::fs_failed]);
-  probe_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
+  metrics_.states(counts[Health::healthy], counts[Health::recovering],
+                  counts[Health::device_offline], counts[Health::missing],
+                  counts[Health::fs_failed]);
+  metrics_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
 void Keeper::maybe_check(const std::string& volume, Track& t, bool changed,
@@ -264,7 +265,7 @@ void Keeper::hold(const Watched& w, Track& t, Health session, steady_clock::time
   if (t.hold_released || now - t.hold_since < options_.io_hold || !hooks_.release_held) return;
   t.hold_released = true;
   const double held = std::chrono::duration<double>(now - t.hold_since).count();
-  probe_.hold_expired();
+  metrics_.hold_expired();
   log_->error(
       "volume {}: DEGRADED: no usable path for {:.1f} s (initiator.io_hold); failing the I/O its "
       "map holds: the filesystem sees errors now, and its pods need a restart once the array is "
@@ -293,7 +294,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
   if (!first && t.health != Health::healthy && t.health != Health::fs_failed) {
     const double dt = std::chrono::duration<double>(now - t.last_look).count();
     t.blocked_seconds += dt;
-    probe_.blocked(w.volume, dt);
+    metrics_.blocked(w.volume, dt);
   }
   const auto previous_look = t.last_look;
   t.last_look = now;
@@ -310,7 +311,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
   // Per-volume series are touched only when they change (a label lookup per volume per poll is
   // the keeper's largest cost at hundreds of volumes otherwise).
   if (first || (h == Health::healthy) != (t.health == Health::healthy)) {
-    probe_.up(w.volume, h == Health::healthy);
+    metrics_.up(w.volume, h == Health::healthy);
   }
   if (first) {
     t.seen = true;
@@ -336,7 +337,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
                              (t.paths_failed ? ", map path failed" : "");
   t.history.push_back(Transition{wall_(), from, h, detail});
   while (t.history.size() > options_.history) t.history.pop_front();
-  probe_.transition(to_string(from), to_string(h));
+  metrics_.transition(to_string(from), to_string(h));
   t.health = h;
   t.since = now;
   if (from == Health::healthy) {
@@ -352,7 +353,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
         if (h != Health::fs_failed) {
           const double dt = std::chrono::duration<double>(now - *silent).count();
           t.blocked_seconds += dt;
-          probe_.blocked(w.volume, dt);
+          metrics_.blocked(w.volume, dt);
         }
       }
     }
@@ -369,7 +370,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
       const double stall = std::chrono::duration<double>(now - t.stall_start).count();
       ++t.recoveries;
       t.last_recovery_seconds = stall;
-      probe_.recovered(stall);
+      metrics_.recovered(stall);
       const bool same = old_sid == t.sid && old_sid >= 0;
       log_->info("volume {}: session recovered after {:.2f} s of stalled I/O ({}; {})", w.volume,
                  stall,
@@ -395,7 +396,7 @@ bool Keeper::update_health(const Watched& w, Track& t,
       }
       break;
     case Health::device_offline:
-      probe_.offline();
+      metrics_.offline();
       if (w.map && options_.io_hold.count() > 0) {
         log_->error(
             "volume {}: DEGRADED: the disk is offline ({}); its map holds I/O for up to {:.0f} s, "

@@ -51,9 +51,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/keeper/probe.h"
+#include "agent/keeper/metrics.h"
 #include "agent/udev/udev_monitor.h"
+#include "base/logging.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::keeper {
@@ -108,7 +108,7 @@ class Keeper {
 
   Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
          initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
-         udev::Monitor* monitor, Probe& probe, LoggerPtr log, KeeperHooks hooks = {},
+         udev::Monitor* monitor, Metrics& probe, LoggerPtr log, KeeperHooks hooks = {},
          Clock clock = {}, WallClock wall = {});
 
   /// Looks, then waits for an event or the poll interval, until stop().
@@ -182,7 +182,7 @@ class Keeper {
   initiator::Initiator& initiator_;
   std::function<std::vector<Watched>()> watch_list_;
   udev::Monitor* monitor_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   Clock clock_;
   WallClock wall_;

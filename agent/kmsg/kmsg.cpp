@@ -193,7 +193,7 @@ std::optional<std::string> FsFailures::failure(const std::string& device) const 
   return it->second.failed;
 }
 
-Probe::Probe(prometheus::Registry& registry)
+Metrics::Metrics(prometheus::Registry& registry)
     : readable_(prometheus::BuildGauge()
                     .Name("datera_agent_kernel_log_readable")
                     .Help("1 when the agent reads the kernel log for filesystem failures")

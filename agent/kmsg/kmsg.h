@@ -26,7 +26,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
-#include "agent/common/logging.h"
+#include "base/logging.h"
 
 namespace datera::kmsg {
 
@@ -107,9 +107,9 @@ class FsFailures {
 ///   datera_agent_filesystem_failures_total{fs}    counter (failure records logged while the
 ///                                                 agent runs; the backlog read at start-up is
 ///                                                 not counted again)
-class Probe {
+class Metrics {
  public:
-  explicit Probe(prometheus::Registry& registry);
+  explicit Metrics(prometheus::Registry& registry);
   void readable(bool yes) { readable_.Set(yes ? 1 : 0); }
   void failure(const std::string& fs) { failures_.Add({{"fs", fs}}).Increment(); }
 
@@ -131,7 +131,7 @@ struct Sinks {
 /// stalls are counted from when the keeper saw them.
 class KernelLog {
  public:
-  KernelLog(boost::asio::any_io_executor executor, std::string path, Probe& probe, LoggerPtr log);
+  KernelLog(boost::asio::any_io_executor executor, std::string path, Metrics& probe, LoggerPtr log);
   ~KernelLog();
   boost::asio::awaitable<void> run(Sinks sinks);
   void stop();

@@ -17,16 +17,17 @@ namespace datera::kmsg {
 namespace asio = boost::asio;
 
 struct KernelLog::Impl {
-  Impl(asio::any_io_executor ex, std::string p, Probe& pr, LoggerPtr l)
+  Impl(asio::any_io_executor ex, std::string p, Metrics& pr, LoggerPtr l)
       : path(std::move(p)), probe(pr), log(std::move(l)), fd(ex) {}
   std::string path;
-  Probe& probe;
+  Metrics& probe;
   LoggerPtr log;
   asio::posix::stream_descriptor fd;
   bool stopping = false;
 };
 
-KernelLog::KernelLog(asio::any_io_executor executor, std::string path, Probe& probe, LoggerPtr log)
+KernelLog::KernelLog(asio::any_io_executor executor, std::string path, Metrics& probe,
+                     LoggerPtr log)
     : impl_(std::make_unique<Impl>(std::move(executor), std::move(path), probe, std::move(log))) {}
 
 KernelLog::~KernelLog() = default;

@@ -32,10 +32,10 @@
 
 #include <libmount/libmount.h>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
-#include "agent/common/unique_fd.h"
-#include "agent/common/utf8.h"
+#include "base/blocking.h"
+#include "base/fs.h"
+#include "base/unique_fd.h"
+#include "base/utf8.h"
 
 namespace datera::mount {
 namespace {
@@ -339,12 +339,13 @@ std::vector<Holder> find_holders(const std::string& proc_root, const std::string
 class LinuxMounter : public Mounter {
  public:
   LinuxMounter(asio::any_io_executor executor, asio::thread_pool& pool,
-               process::ProcessRunner& runner, MounterOptions options, Probe& probe, LoggerPtr log)
+               process::ProcessRunner& runner, MounterOptions options, Metrics& probe,
+               LoggerPtr log)
       : executor_(std::move(executor)),
         pool_(pool),
         runner_(runner),
         opts_(std::move(options)),
-        probe_(probe),
+        metrics_(probe),
         log_(log ? std::move(log) : null_logger()) {}
 
   asio::awaitable<Result<std::optional<std::string>>> probe(const std::string& device) override {
@@ -589,7 +590,7 @@ class LinuxMounter : public Mounter {
 
   /// Counts a failed check or repair and hands its error on.
   Error repair_failed(const std::string& fs, Error err) {
-    probe_.repair(fs, "failed");
+    metrics_.repair(fs, "failed");
     return err;
   }
 
@@ -620,10 +621,10 @@ class LinuxMounter : public Mounter {
     if (!outcome) co_return outcome.error();
     switch (fsck_ext4_verdict(*outcome)) {
       case RepairVerdict::clean:
-        probe_.repair("ext4", "clean");
+        metrics_.repair("ext4", "clean");
         co_return ok_status();
       case RepairVerdict::repaired:
-        probe_.repair("ext4", "repaired");
+        metrics_.repair("ext4", "repaired");
         log_->warn("{}: fsck.ext4 -p repaired the filesystem before mounting: {}", device,
                    repair_summary(*outcome, kLogSummary));
         co_return ok_status();
@@ -657,7 +658,7 @@ class LinuxMounter : public Mounter {
     const std::string never = " The agent never runs xfs_repair -L and never reformats a volume";
     switch (xfs_repair_verdict(*outcome)) {
       case RepairVerdict::repaired:
-        probe_.repair("xfs", "repaired");
+        metrics_.repair("xfs", "repaired");
         log_->warn("{}: xfs_repair repaired the filesystem after the mount failed: {}", device,
                    repair_summary(*outcome, kLogSummary));
         co_return ok_status();
@@ -952,7 +953,7 @@ class LinuxMounter : public Mounter {
   asio::thread_pool& pool_;
   process::ProcessRunner& runner_;
   MounterOptions opts_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   std::mutex mu_;  // serialises mount, bind and unmount (check-then-act on the mount table)
   mutable std::mutex table_mu_;
@@ -1059,8 +1060,8 @@ std::string repair_summary(const process::Outcome& outcome, size_t max_bytes) {
 }
 
 MounterPtr make_linux_mounter(asio::any_io_executor executor, asio::thread_pool& pool,
-                              process::ProcessRunner& runner, MounterOptions options, Probe& probe,
-                              LoggerPtr log) {
+                              process::ProcessRunner& runner, MounterOptions options,
+                              Metrics& probe, LoggerPtr log) {
   return std::make_unique<LinuxMounter>(std::move(executor), pool, runner, std::move(options),
                                         probe, std::move(log));
 }

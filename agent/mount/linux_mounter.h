@@ -24,10 +24,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include "agent/common/logging.h"
+#include "agent/mount/metrics.h"
 #include "agent/mount/mounter.h"
-#include "agent/mount/probe.h"
-#include "agent/process/process_runner.h"
+#include "base/logging.h"
+#include "base/process/process_runner.h"
 
 namespace datera::mount {
 
@@ -74,7 +74,7 @@ std::string repair_summary(const process::Outcome& outcome, size_t max_bytes);
 
 /// `runner`, `pool` and `probe` must outlive the Mounter.
 MounterPtr make_linux_mounter(boost::asio::any_io_executor executor, boost::asio::thread_pool& pool,
-                              process::ProcessRunner& runner, MounterOptions options, Probe& probe,
-                              LoggerPtr log);
+                              process::ProcessRunner& runner, MounterOptions options,
+                              Metrics& probe, LoggerPtr log);
 
 }  // namespace datera::mount

@@ -14,7 +14,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::mount {
 

@@ -11,13 +11,13 @@
 
 #include <climits>
 
-#include "agent/common/blocking.h"
+#include "base/blocking.h"
 
 namespace datera::multipath {
 
 namespace asio = boost::asio;
 
-Probe::Probe(prometheus::Registry& registry)
+Metrics::Metrics(prometheus::Registry& registry)
     : available_(prometheus::BuildGauge()
                      .Name("datera_agent_multipath_available")
                      .Help("1 when volumes are mounted on per-volume dm-multipath maps (live "
@@ -29,19 +29,19 @@ Probe::Probe(prometheus::Registry& registry)
                       .Help("dm-multipath map operations by result")
                       .Register(registry)) {}
 
-void Probe::available(bool yes) {
+void Metrics::available(bool yes) {
   available_.Set(yes ? 1 : 0);
 }
-void Probe::operation(const std::string& op, bool ok) {
+void Metrics::operation(const std::string& op, bool ok) {
   operations_.Add({{"op", op}, {"result", ok ? "ok" : "error"}}).Increment();
 }
 
 Dmsetup::Dmsetup(process::ProcessRunner& runner, asio::thread_pool& pool, DmsetupOptions options,
-                 Probe& probe, LoggerPtr log)
+                 Metrics& probe, LoggerPtr log)
     : runner_(runner),
       pool_(pool),
       options_(std::move(options)),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)) {
   if (options_.root.empty() || options_.root.back() != '/') options_.root += '/';
 }
@@ -66,7 +66,7 @@ bool Dmsetup::detect(std::string* why_not) {
     missing += std::string(missing.empty() ? "" : ", ") + options_.dmsetup;
   }
   available_ = missing.empty();
-  probe_.available(available_);
+  metrics_.available(available_);
   if (why_not) *why_not = missing.empty() ? "" : "missing " + missing;
   return available_;
 }
@@ -311,7 +311,7 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     std::vector<std::string> args;
     args = {"create", name, "-u", uuid, "--table", encode_table(want)};
     auto st = co_await must(args, what);
-    probe_.operation("create", st.ok());
+    metrics_.operation("create", st.ok());
     if (!st) co_return st.error();
     log_->info("map {}: created over {} ({} sectors)", name, paths.front().path, want.sectors);
   } else if (swapping) {
@@ -323,7 +323,7 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     resume = {"resume", "--noflush", "--nolockfs", name};
     auto st = co_await must(reload, what);
     if (st) st = co_await must(resume, what);
-    probe_.operation("swap", st.ok());
+    metrics_.operation("swap", st.ok());
     if (!st) co_return st.error();
     std::string was;
     for (const auto& p : (*current)->paths) was += (was.empty() ? "" : ",") + p;
@@ -340,7 +340,7 @@ asio::awaitable<Result<Map>> Dmsetup::ensure(const std::string& name, const std:
     std::vector<std::string> args;
     args = {"message", name, "0", "reinstate_path", dev};
     auto st = co_await must(args, "reinstating path " + dev + " of map " + name);
-    probe_.operation("reinstate", st.ok());
+    metrics_.operation("reinstate", st.ok());
     if (!st) co_return st.error();
     log_->warn("map {}: path {} was failed; reinstated", name, dev);
   }
@@ -394,7 +394,7 @@ asio::awaitable<Status> Dmsetup::set_queueing(const std::string& name, bool queu
   args = {"message", name, "0", queue ? "queue_if_no_path" : "fail_if_no_path"};
   auto st = co_await must(
       args, std::string(queue ? "holding" : "releasing") + " I/O queueing on map " + name);
-  probe_.operation("queue", st.ok());
+  metrics_.operation("queue", st.ok());
   co_return st;
 }
 
@@ -405,7 +405,7 @@ asio::awaitable<Status> Dmsetup::remove(const std::string& name) {
   auto out = co_await dmsetup(std::move(args));
   if (!out) co_return out.error().wrap(what);
   const bool absent = !out->success() && says_absent(*out);
-  probe_.operation("remove", out->success() || absent);
+  metrics_.operation("remove", out->success() || absent);
   if (out->success() || absent) co_return ok_status();
   co_return Error{
       what + ": dmsetup remove failed (" + out->describe() + "): " + trimmed(out->err) +

@@ -23,18 +23,18 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
-#include "agent/common/logging.h"
 #include "agent/multipath/multipath.h"
-#include "agent/process/process_runner.h"
+#include "base/logging.h"
+#include "base/process/process_runner.h"
 
 namespace datera::multipath {
 
 /// Metrics:
 ///   datera_agent_multipath_available                    gauge (1 = volumes mount on dm maps)
 ///   datera_agent_multipath_operations_total{op,result}  counter (create, swap, remove, queue)
-class Probe {
+class Metrics {
  public:
-  explicit Probe(prometheus::Registry& registry);
+  explicit Metrics(prometheus::Registry& registry);
   void available(bool yes);
   void operation(const std::string& op, bool ok);
 
@@ -67,7 +67,7 @@ bool multipathd_present(const std::string& root = "/");
 class Dmsetup final : public Multipath {
  public:
   Dmsetup(process::ProcessRunner& runner, boost::asio::thread_pool& pool, DmsetupOptions options,
-          Probe& probe, LoggerPtr log);
+          Metrics& probe, LoggerPtr log);
 
   /// Looks once (start-up): /sys/module/dm_multipath and dm_round_robin, and dmsetup executable.
   /// `why_not` says what is missing.
@@ -102,7 +102,7 @@ class Dmsetup final : public Multipath {
   process::ProcessRunner& runner_;
   boost::asio::thread_pool& pool_;
   DmsetupOptions options_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   bool available_ = false;
 };

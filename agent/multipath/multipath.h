@@ -27,7 +27,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::multipath {
 

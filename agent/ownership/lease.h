@@ -37,10 +37,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/clock.h"
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
-#include "plugins/datera/types.h"
+#include "base/clock.h"
+#include "base/logging.h"
+#include "base/result.h"
+#include "plugins/edf/types.h"
 
 namespace datera::ownership {
 

@@ -16,8 +16,8 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
-#include "agent/common/logging.h"
 #include "agent/udev/udev_monitor.h"
+#include "base/logging.h"
 
 namespace datera::udev {
 

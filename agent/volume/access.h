@@ -15,12 +15,12 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/logging.h"
 #include "agent/ownership/lease.h"
 #include "agent/volume/array.h"
 #include "agent/volume/journal.h"
-#include "agent/volume/probe.h"
+#include "agent/volume/metrics.h"
 #include "agent/volume/step.h"
+#include "base/logging.h"
 
 namespace datera::volume {
 
@@ -43,7 +43,7 @@ struct AccessContext {
   std::chrono::milliseconds online_timeout;
   Arrays& arrays;
   Journal& journal;
-  Probe& probe;
+  Metrics& probe;
   LoggerPtr log;
   ownership::Coordinator* coordinator = nullptr;  ///< agent mode; null: no leases
 };

@@ -81,11 +81,11 @@ struct EdfArrays::Entry {
   std::unique_ptr<EdfArray> array;
 };
 
-EdfArrays::EdfArrays(asio::any_io_executor executor, EdfArraysOptions options, edf::Probe& probe,
+EdfArrays::EdfArrays(asio::any_io_executor executor, EdfArraysOptions options, edf::Metrics& probe,
                      LoggerPtr log)
     : executor_(std::move(executor)),
       options_(std::move(options)),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)) {}
 
 EdfArrays::~EdfArrays() = default;
@@ -157,7 +157,7 @@ Result<Array*> EdfArrays::get(const edf::BackendTarget& wanted, bool leases) {
     o.request_timeout = options_.lease_request_timeout;
     o.retry.max_attempts = options_.lease_attempts;
   }
-  entry->client = std::make_unique<edf::Client>(executor_, *entry->transport, o, probe_, log_);
+  entry->client = std::make_unique<edf::Client>(executor_, *entry->transport, o, metrics_, log_);
   entry->array = std::make_unique<EdfArray>(*entry->client);
   Array* out = entry->array.get();
   log_->info("array {} (user {}): client created{}", target.server(), target.credentials.user,

@@ -15,12 +15,12 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
-#include "plugins/datera/client.h"
-#include "plugins/datera/options.h"
-#include "plugins/datera/probe.h"
-#include "plugins/datera/transport.h"
+#include "base/logging.h"
+#include "base/result.h"
+#include "plugins/edf/client.h"
+#include "plugins/edf/metrics.h"
+#include "plugins/edf/options.h"
+#include "plugins/edf/transport.h"
 
 namespace datera::volume {
 
@@ -109,7 +109,7 @@ struct EdfArraysOptions {
 
 class EdfArrays : public Arrays {
  public:
-  EdfArrays(boost::asio::any_io_executor executor, EdfArraysOptions options, edf::Probe& probe,
+  EdfArrays(boost::asio::any_io_executor executor, EdfArraysOptions options, edf::Metrics& probe,
             LoggerPtr log);
   ~EdfArrays() override;
   Result<Array*> get(const edf::BackendTarget& target) override;
@@ -121,7 +121,7 @@ class EdfArrays : public Arrays {
   Result<edf::BackendTarget> resolve(const edf::BackendTarget& target) const;
   boost::asio::any_io_executor executor_;
   EdfArraysOptions options_;
-  edf::Probe& probe_;
+  edf::Metrics& metrics_;
   LoggerPtr log_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;
 };

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/volume/probe.h"
+#include "agent/volume/metrics.h"
 #include "agent/volume/step.h"
 
 namespace datera::volume::detail {
@@ -32,16 +32,16 @@ inline std::string normal_path(const std::string& p) {
 /// Measures one step into the probe when it goes out of scope.
 class StepTimer {
  public:
-  StepTimer(Probe& probe, Operation op, Step step)
-      : probe_(probe), op_(op), step_(step), start_(std::chrono::steady_clock::now()) {}
+  StepTimer(Metrics& probe, Operation op, Step step)
+      : metrics_(probe), op_(op), step_(step), start_(std::chrono::steady_clock::now()) {}
   ~StepTimer() {
-    probe_.step(to_string(op_), to_string(step_), std::chrono::steady_clock::now() - start_);
+    metrics_.step(to_string(op_), to_string(step_), std::chrono::steady_clock::now() - start_);
   }
   StepTimer(const StepTimer&) = delete;
   StepTimer& operator=(const StepTimer&) = delete;
 
  private:
-  Probe& probe_;
+  Metrics& metrics_;
   Operation op_;
   Step step_;
   std::chrono::steady_clock::time_point start_;

@@ -7,10 +7,10 @@
 #include <limits>
 #include <unistd.h>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
-#include "agent/common/hash.h"
-#include "agent/common/json.h"
+#include "base/blocking.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "base/json.h"
 
 namespace datera::volume {
 

@@ -21,9 +21,9 @@
 #include <boost/asio/thread_pool.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
-#include "plugins/datera/options.h"
+#include "base/logging.h"
+#include "base/result.h"
+#include "plugins/edf/options.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::volume {

@@ -6,7 +6,7 @@
 
 #include "agent/volume/internal.h"
 #include "agent/volume/manager.h"
-#include "plugins/datera/types.h"
+#include "plugins/edf/types.h"
 
 namespace datera::volume {
 
@@ -50,7 +50,7 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
   auto done = [&](GiveUp::Outcome o, std::string message) {
     out.outcome = o;
     out.message = std::move(message);
-    probe_.given_up(to_string(o));
+    metrics_.given_up(to_string(o));
     return out;
   };
   if (!edf::is_valid_name(volume)) {

@@ -10,10 +10,10 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "agent/common/fs.h"
-#include "agent/common/json.h"
 #include "agent/mount/linux_mounter.h"
 #include "agent/volume/internal.h"
+#include "base/fs.h"
+#include "base/json.h"
 #include "plugins/initiator/names.h"
 
 namespace datera::volume {
@@ -40,19 +40,19 @@ std::string pods_text(const std::vector<PodMount>& pods) {
 }  // namespace
 
 Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
-                 mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
+                 mount::Mounter& mounter, Journal& journal, Metrics& probe, LoggerPtr log,
                  multipath::Multipath* multipath, ownership::Coordinator* coordinator)
     : options_(std::move(options)),
       arrays_(arrays),
       initiator_(initiator),
       mounter_(mounter),
       journal_(journal),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       multipath_(multipath),
       coordinator_(coordinator) {
-  AccessContext access{options_.node_name, options_.online_timeout, arrays_, journal_, probe_, log_,
-                       coordinator_};
+  AccessContext access{
+      options_.node_name, options_.online_timeout, arrays_, journal_, metrics_, log_, coordinator_};
   access_ = options_.controller_attach ? make_grant_access(std::move(access))
                                        : make_lease_access(std::move(access));
   options_.kubelet_root = normal_path(options_.kubelet_root);
@@ -180,7 +180,7 @@ size_t Manager::load_journal() {
     }
     records_[rec.volume] = std::move(rec);
   }
-  for (size_t i = 0; i < problems.size(); ++i) probe_.reconcile("journal_unusable");
+  for (size_t i = 0; i < problems.size(); ++i) metrics_.reconcile("journal_unusable");
   return problems.size();
 }
 
@@ -197,11 +197,11 @@ asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& 
     rec.phase = Phase::attached;
     if (!mount_at(rec.staging)) {
       log_->error("volume {}: pods use it but its staging mount {} is gone", name, rec.staging);
-      probe_.reconcile("staging_missing");
+      metrics_.reconcile("staging_missing");
     }
     if (changed || rec.phase != phase_before) (void)co_await journal_.save(rec);
     ++tally.kept;
-    probe_.reconcile("kept");
+    metrics_.reconcile("kept");
     co_return;
   }
   if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
@@ -209,7 +209,7 @@ asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& 
     // Controller mode: kubelet's device mount, kept until its unmountdevice.
     if (changed) (void)co_await journal_.save(rec);
     ++tally.kept;
-    probe_.reconcile("kept");
+    metrics_.reconcile("kept");
     co_return;
   }
   if (nothing_to_undo(rec)) {
@@ -220,7 +220,7 @@ asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& 
     if (auto st = co_await journal_.remove(name); st) {
       records_.erase(name);
       ++tally.dropped;
-      probe_.reconcile("dropped");
+      metrics_.reconcile("dropped");
       co_return;
     }
   }
@@ -243,7 +243,7 @@ bool Manager::settle_pods(Record& rec, Tally& tally) {
     log_->info("volume {}: finishing the mount into {} that a crash interrupted", rec.volume,
                rec.pending_pod);
     ++tally.finished;
-    probe_.reconcile("mount_finished");
+    metrics_.reconcile("mount_finished");
   }
   rec.pending_pod.clear();
   return true;
@@ -256,7 +256,7 @@ asio::awaitable<int> Manager::log_out_leaked_sessions() {
   if (!sessions) {
     log_->error("listing {} sessions at start-up failed: {}", initiator_.kind(),
                 sessions.error().message);
-    probe_.reconcile("sessions_unreadable");
+    metrics_.reconcile("sessions_unreadable");
     co_return 0;
   }
   std::set<std::string> known;
@@ -269,18 +269,18 @@ asio::awaitable<int> Manager::log_out_leaked_sessions() {
           "{} session {} (device {}) has no journal record but is mounted (or under a map); "
           "leaving it",
           initiator_.kind(), s.id, s.device->path);
-      probe_.reconcile("unknown_session_in_use");
+      metrics_.reconcile("unknown_session_in_use");
       continue;
     }
     initiator::Target t{"(unknown)", s.target_iqn, {}, s.device->serial, 0};
     if (auto st = co_await initiator_.disconnect(t); !st) {
       log_->error("leaked session {} (device {}): logout failed: {}", s.id, s.device->path,
                   st.error().message);
-      probe_.reconcile("leak_logout_failed");
+      metrics_.reconcile("leak_logout_failed");
     } else {
       log_->warn("logged out leaked {} session {} (device {}, serial {})", initiator_.kind(), s.id,
                  s.device->path, s.device->serial);
-      probe_.reconcile("leak_logged_out");
+      metrics_.reconcile("leak_logged_out");
       ++leaked;
     }
   }
@@ -346,19 +346,19 @@ asio::awaitable<void> Manager::release_leftover(std::string name) {
       (void)co_await journal_.clear_attempt(name);
       if (st) {
         log_->info("volume {}: no pod uses it; released what a crash left behind", name);
-        probe_.reconcile("released");
+        metrics_.reconcile("released");
         retries_.erase(name);
         update_gauges();
         co_return;
       }
-      probe_.reconcile("release_failed");
+      metrics_.reconcile("release_failed");
       auto& retry = retries_[name];
       retry.failures = attempt;
       retry.last_error =
           std::string("failed at ") + to_string(st.error().step) + ": " + st.error().message();
       if (attempt >= options_.release_attempts) {
         retry.set_aside = true;
-        probe_.reconcile("set_aside_failing");
+        metrics_.reconcile("set_aside_failing");
         log_->error(
             "volume {}: releasing it failed {} times ({}); set aside. Only its own calls are "
             "affected: kubelet's next call on it, `datera-agentctl release {}` or the next start "
@@ -384,7 +384,7 @@ void Manager::set_aside(const std::string& volume, const std::string& why,
       "volume {}: {}; its record is set aside{} and the agent no longer manages the volume on "
       "this node. Check its mounts and session by hand (docs/troubleshooting.md)",
       volume, why, moved ? " as " + *moved : " (moving it failed: " + moved.error().message + ")");
-  probe_.reconcile(action);
+  metrics_.reconcile(action);
   set_aside_.push_back(
       {{"volume", volume}, {"reason", why}, {"file", moved ? *moved : std::string()}});
 }
@@ -611,7 +611,7 @@ bool looks_unchanged(const Record& rec,
 
 asio::awaitable<Access> Manager::check_access(std::string volume, std::string reason) {
   auto done = [&](Access a) {
-    probe_.access_check(to_string(a));
+    metrics_.access_check(to_string(a));
     return a;
   };
   // The array is asked before the volume's lock is taken, through the bounded client: an array
@@ -743,7 +743,7 @@ asio::awaitable<Access> Manager::move_session(Record& rec, const edf::AppInstanc
   if (!swapped) co_return fail(Step::swap, swapped.error());
   (void)co_await journal_.save(rec);
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
-  probe_.portal_changed(took);
+  metrics_.portal_changed(took);
   log_->warn(
       "volume {}: now on {} through {} (map {}), moved in {:.2f} s with I/O held, none failed",
       volume, want, dev->path, rec.map, took);
@@ -800,7 +800,7 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
     if (!found) {
       log_->warn("cannot check the access IPs of {} volume(s) on {} (poll): {}", names.size(),
                  entry.first.server(), found.error().message);
-      for (size_t i = 0; i < names.size(); ++i) probe_.access_check(to_string(Access::error));
+      for (size_t i = 0; i < names.size(); ++i) metrics_.access_check(to_string(Access::error));
       continue;
     }
     for (const auto& name : names) {
@@ -809,7 +809,7 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
       const bool unchanged =
           looks_unchanged(*rec, *found, by_target[rec->target.iqn], live_maps, multipath_);
       if (unchanged) {
-        probe_.access_check(to_string(Access::unchanged));
+        metrics_.access_check(to_string(Access::unchanged));
         continue;
       }
       // Something differs (or the listing lacks it): the full check, under the volume's lock,
@@ -875,7 +875,7 @@ asio::awaitable<void> Manager::check_grants() {
         array.ok() ? Result<edf::Metadata>(edf::Metadata{}) : Result<edf::Metadata>(array.error());
     if (array) md = co_await (*array)->metadata(name);
     if (!md) {
-      probe_.lease_renewal_failed(Probe::renewal_failure_reason(md.error()));
+      metrics_.lease_renewal_failed(Metrics::renewal_failure_reason(md.error()));
       log_->warn("volume {}: cannot check that it is still attached to this node: {}", name,
                  md.error().message);
       continue;
@@ -912,7 +912,7 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   Record& rec = it->second;
   auto array = arrays_.get_for_leases(rec.backend);
   if (!array) {
-    probe_.lease_renewal_failed(Probe::renewal_failure_reason(array.error()));
+    metrics_.lease_renewal_failed(Metrics::renewal_failure_reason(array.error()));
     log_->warn("volume {}: lease renewal failed: {}", name, array.error().message);
     co_return;
   }
@@ -920,8 +920,8 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
   const std::string in_use = rec.pods.empty() ? "" : pods_text(rec.pods) + " use it there";
   auto r = co_await coordinator_->renew(name, store, rec.epoch, in_use);
   if (!r) {
-    const char* reason = Probe::renewal_failure_reason(r.error());
-    probe_.lease_renewal_failed(reason);
+    const char* reason = Metrics::renewal_failure_reason(r.error());
+    metrics_.lease_renewal_failed(reason);
     log_->warn(
         "volume {}: lease renewal failed ({}): {} (the owner's lease expires after {} s "
         "without renewal; another node may then take the volume over{})",
@@ -937,10 +937,10 @@ asio::awaitable<void> Manager::renew_lease(const std::string& name) {
     if (auto st = co_await release(rec, Operation::handoff); !st) {
       log_->error("volume {}: handing it over failed at {}: {}", name, to_string(st.error().step),
                   st.error().message());
-      probe_.handoff("release_failed", -1);
+      metrics_.handoff("release_failed", -1);
     } else {
       log_->info("volume {}: handed over on request (no pod used it here)", name);
-      probe_.handoff("released", -1);
+      metrics_.handoff("released", -1);
     }
   } else if (*r == ownership::Renewal::superseded) {
     if (auto st = co_await self_fence(rec); !st) {
@@ -957,7 +957,7 @@ asio::awaitable<Status> Manager::self_fence(Record& rec) {
       "mounts, staging mount and session here are torn down (the pods see their volume "
       "gone and must be rescheduled)",
       name);
-  probe_.fencing("self_fenced");
+  metrics_.fencing("self_fenced");
   std::optional<Error> first;
   for (const auto& p : rec.pods) {
     if (auto st = co_await mounter_.unmount(p.dir); !st && !first) first = st.error();
@@ -1037,7 +1037,7 @@ bool Manager::forget_gone_pods(Record& rec) {
         "volume {}: its filesystem is mounted at {}, which the journal does not list; keeping "
         "it as a user of the volume",
         rec.volume, m->target);
-    probe_.reconcile("pod_adopted");
+    metrics_.reconcile("pod_adopted");
     rec.pods.push_back(PodMount{m->target, m->read_only});
     changed = true;
   }
@@ -1046,7 +1046,7 @@ bool Manager::forget_gone_pods(Record& rec) {
     // only a path where nothing is mounted any more is forgotten.
     if (mounts.at(p.dir)) return false;
     log_->warn("volume {}: pod mount {} is gone; forgetting it", rec.volume, p.dir);
-    probe_.reconcile("pod_forgotten");
+    metrics_.reconcile("pod_forgotten");
     changed = true;
     return true;
   });
@@ -1056,7 +1056,7 @@ bool Manager::forget_gone_pods(Record& rec) {
 void Manager::update_gauges() {
   double set_aside = static_cast<double>(set_aside_.size());
   for (const auto& [_, retry] : retries_) set_aside += retry.set_aside ? 1 : 0;
-  probe_.set_aside(set_aside);
+  metrics_.set_aside(set_aside);
   double attaching = 0, attached = 0, detaching = 0, pods = 0;
   for (const auto& [_, rec] : records_) {
     (rec.phase == Phase::attaching  ? attaching
@@ -1064,7 +1064,7 @@ void Manager::update_gauges() {
                                     : detaching) += 1;
     pods += static_cast<double>(rec.pods.size());
   }
-  probe_.phases(attaching, attached, detaching, pods);
+  metrics_.phases(attaching, attached, detaching, pods);
 }
 
 std::vector<Manager::Attached> Manager::attached() const {

@@ -55,7 +55,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
 #include "agent/mount/mounter.h"
 #include "agent/multipath/multipath.h"
 #include "agent/ownership/lease.h"
@@ -63,8 +62,9 @@
 #include "agent/volume/array.h"
 #include "agent/volume/journal.h"
 #include "agent/volume/keyed_mutex.h"
-#include "agent/volume/probe.h"
+#include "agent/volume/metrics.h"
 #include "agent/volume/step.h"
+#include "base/logging.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::volume {
@@ -132,7 +132,7 @@ const char* to_string(GiveUp::Outcome o);
 
 /// stage(): the volume as its options describe it, and where to stage it.
 struct StageRequest {
-  edf::VolumeOptions volume;               ///< parsed (plugins/datera/options.h)
+  edf::VolumeOptions volume;               ///< parsed (plugins/edf/options.h)
   std::vector<std::string> mount_options;  ///< for the staging mount, already allow-listed
   /// Controller mode: kubelet's device mount path, checked (device_mount_path()). Agent mode: ""
   /// (the agent's own <staging_dir>/<volume>).
@@ -162,7 +162,7 @@ class Manager {
  public:
   /// `multipath` may be null (the loop initiator, or no device-mapper at all).
   Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& initiator,
-          mount::Mounter& mounter, Journal& journal, Probe& probe, LoggerPtr log,
+          mount::Mounter& mounter, Journal& journal, Metrics& probe, LoggerPtr log,
           multipath::Multipath* multipath = nullptr, ownership::Coordinator* coordinator = nullptr);
 
   /// Start-up: loads the journal and brings it in line with the host before anything is served.
@@ -199,7 +199,7 @@ class Manager {
   }
   const ManagerOptions& options() const { return options_; }
   /// The volume metrics, for front ends that count their calls there.
-  Probe& probe() { return probe_; }
+  Metrics& probe() { return metrics_; }
 
   /// Asks the array where the attached volume is exported now, and moves its session there when
   /// that changed (see above). Serialized with the volume's other operations. `reason` is for the
@@ -389,7 +389,7 @@ class Manager {
   initiator::Initiator& initiator_;
   mount::Mounter& mounter_;
   Journal& journal_;
-  Probe& probe_;
+  Metrics& metrics_;
   LoggerPtr log_;
   multipath::Multipath* multipath_;
   ownership::Coordinator* coordinator_;

@@ -1,9 +1,9 @@
 // The volume core's verbs: stage, publish, unpublish, unstage, expand, and release. One pipeline
 // for both modes; the access policy (access.h) is the only difference between them.
 
-#include "agent/common/fs.h"
 #include "agent/volume/internal.h"
 #include "agent/volume/manager.h"
+#include "base/fs.h"
 
 namespace datera::volume {
 
@@ -124,7 +124,7 @@ asio::awaitable<VolumeResult<initiator::Device>> Manager::stage_steps(Run& run,
 
 asio::awaitable<VolumeStatus> Manager::step_intent(Run& run) {
   {
-    StepTimer t(probe_, run.op, Step::intent);
+    StepTimer t(metrics_, run.op, Step::intent);
     if (auto st = co_await journal_.save(run.rec); !st) {
       co_return run.fail(Step::intent, st.error());
     }
@@ -161,7 +161,7 @@ asio::awaitable<VolumeStatus> Manager::step_gain(Run& run, Array& array,
 asio::awaitable<VolumeResult<initiator::Device>> Manager::step_login(Run& run) {
   initiator::Device dev;
   {
-    StepTimer t(probe_, attach_label(options_.controller_attach, run.op), Step::login);
+    StepTimer t(metrics_, attach_label(options_.controller_attach, run.op), Step::login);
     auto connected = co_await initiator_.connect(run.rec.target, options_.connect_timeout);
     if (!connected) co_return run.fail(Step::login, connected.error());
     dev = std::move(*connected);
@@ -175,7 +175,7 @@ asio::awaitable<VolumeResult<initiator::Device>> Manager::step_map(Run& run,
   Record& rec = run.rec;
   initiator::Device on;
   {
-    StepTimer t(probe_, attach_label(options_.controller_attach, run.op), Step::map);
+    StepTimer t(metrics_, attach_label(options_.controller_attach, run.op), Step::map);
     auto mapped = co_await map_device(rec, dev);
     if (!mapped) co_return run.fail(Step::map, mapped.error());
     on = std::move(*mapped);
@@ -201,7 +201,7 @@ asio::awaitable<VolumeStatus> Manager::step_filesystem(Run& run, const initiator
   auto fs_type = co_await step_format(run, dev);
   if (!fs_type) co_return fs_type.error();
   {
-    StepTimer t(probe_, run.op, Step::staging);
+    StepTimer t(metrics_, run.op, Step::staging);
     const mount::MountRequest req{dev.path, rec.staging, *fs_type, rec.mount_options, false};
     if (auto st = co_await mounter_.mount(req); !st) co_return run.fail(Step::staging, st.error());
   }
@@ -213,7 +213,7 @@ asio::awaitable<VolumeResult<std::string>> Manager::step_format(Run& run,
                                                                 const initiator::Device& dev) {
   const std::string& name = run.rec.volume;
   std::string fs_type = run.rec.fs_type;
-  StepTimer t(probe_, run.op, Step::format);
+  StepTimer t(metrics_, run.op, Step::format);
   auto found = co_await mounter_.probe(dev.path);
   if (!found) co_return run.fail(Step::probe, found.error());
   if (!*found) {
@@ -313,7 +313,7 @@ asio::awaitable<VolumeResult<std::string>> Manager::publish_steps(Run& run,
     if (!dev) co_return co_await roll_back(run, dev.error());
   }
   {
-    StepTimer t(probe_, Operation::mount, Step::bind);
+    StepTimer t(metrics_, Operation::mount, Step::bind);
     if (auto st = co_await mounter_.bind(rec.staging, pod_dir, req.read_only); !st) {
       co_return co_await roll_back(run, run.fail(Step::bind, st.error()));
     }
@@ -362,7 +362,7 @@ asio::awaitable<VolumeStatus> Manager::unpublish_steps(Run& run, const std::stri
   rec.pending_pod = pod_dir;
   if (auto st = co_await journal_.save(rec); !st) co_return run.fail(Step::journal, st.error());
   {
-    StepTimer t(probe_, run.op, Step::unbind);
+    StepTimer t(metrics_, run.op, Step::unbind);
     if (auto st = co_await mounter_.unmount(pod_dir); !st) {
       co_return run.fail(Step::unbind, st.error());
     }
@@ -426,14 +426,14 @@ asio::awaitable<VolumeStatus> Manager::unstage(std::string raw) {
 
 asio::awaitable<VolumeStatus> Manager::leave_host(Record& rec, Operation op) {
   if (!rec.staging.empty()) {
-    StepTimer t(probe_, op, Step::unstaging);
+    StepTimer t(metrics_, op, Step::unstaging);
     if (auto st = co_await mounter_.unmount(rec.staging); !st) {
       co_return VolumeError{Step::unstaging, st.error()};
     }
   }
   crash_point(op, Step::unstaging);
   if (!rec.map.empty()) {
-    StepTimer t(probe_, op, Step::map);
+    StepTimer t(metrics_, op, Step::map);
     if (!multipath_) {
       co_return VolumeError{
           Step::map, Error{"the journal names map " + rec.map + " but this agent runs " +
@@ -444,7 +444,7 @@ asio::awaitable<VolumeStatus> Manager::leave_host(Record& rec, Operation op) {
     }
   }
   if (!rec.target.serial.empty()) {
-    StepTimer t(probe_, op, Step::logout);
+    StepTimer t(metrics_, op, Step::logout);
     if (auto st = co_await initiator_.disconnect(rec.target); !st) {
       co_return VolumeError{Step::logout, st.error()};
     }
@@ -493,7 +493,7 @@ asio::awaitable<VolumeResult<int64_t>> Manager::expand(ExpandRequest req) {
   auto array = arrays_.get(rec_it != records_.end() ? rec_it->second.backend : req.volume.backend);
   if (!array) co_return VolumeError{Step::array, array.error(), what};
   {
-    StepTimer t(probe_, op, Step::array);
+    StepTimer t(metrics_, op, Step::array);
     auto current = co_await (*array)->find_volume(name);
     if (!current) co_return VolumeError{Step::array, current.error(), what};
     if (!*current) co_return VolumeError{Step::array, Error{"the array has no such volume"}, what};
@@ -516,7 +516,7 @@ asio::awaitable<VolumeResult<int64_t>> Manager::expand(ExpandRequest req) {
 asio::awaitable<VolumeResult<int64_t>> Manager::grow_filesystem(Run& run, int64_t gib) {
   Record& rec = run.rec;
   {
-    StepTimer t(probe_, run.op, Step::rescan);
+    StepTimer t(metrics_, run.op, Step::rescan);
     if (auto st = co_await initiator_.refresh(rec.target); !st) {
       co_return run.fail(Step::rescan, st.error());
     }
@@ -529,7 +529,7 @@ asio::awaitable<VolumeResult<int64_t>> Manager::grow_filesystem(Run& run, int64_
     }
   }
   {
-    StepTimer t(probe_, run.op, Step::grow);
+    StepTimer t(metrics_, run.op, Step::grow);
     auto staged = mount_at(rec.staging);
     if (!staged) {
       co_return run.fail(Step::grow, Error{"the staging mount " + rec.staging + " is gone"});

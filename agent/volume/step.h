@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::volume {
 

@@ -18,11 +18,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
-#include "agent/common/hash.h"
-#include "agent/common/json.h"
-#include "agent/common/unique_fd.h"
+#include "base/blocking.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "base/json.h"
+#include "base/unique_fd.h"
 
 namespace datera::initiator {
 

@@ -13,8 +13,8 @@
 
 #include <boost/asio/thread_pool.hpp>
 
-#include "agent/common/logging.h"
-#include "plugins/datera/transport.h"
+#include "base/logging.h"
+#include "plugins/edf/transport.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::initiator {

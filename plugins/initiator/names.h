@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::initiator {
 

@@ -16,8 +16,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
+#include "base/blocking.h"
+#include "base/fs.h"
 
 namespace datera::initiator {
 

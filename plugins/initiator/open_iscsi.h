@@ -40,8 +40,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/process/process_runner.h"
+#include "base/logging.h"
+#include "base/process/process_runner.h"
 #include "plugins/initiator/initiator.h"
 #include "plugins/initiator/names.h"
 #include "plugins/initiator/sysfs.h"

@@ -10,7 +10,7 @@
 #include <tuple>
 #include <unistd.h>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 
 namespace datera::initiator {
 

@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::initiator {
 

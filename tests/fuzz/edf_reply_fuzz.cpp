@@ -18,7 +18,7 @@
 
 #include <prometheus/registry.h>
 
-#include "plugins/datera/client.h"
+#include "plugins/edf/client.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/scripted_transport.h"
 
@@ -99,7 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   boost::asio::io_context ioc;
   prometheus::Registry registry;
-  edf::Probe probe(registry);
+  edf::Metrics probe(registry);
   edf::ClientOptions options;
   options.server = "edf.fuzz:7717";
   options.credentials = {"admin", "secret"};

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "plugins/flexvolume/protocol.h"
+#include "plugins/flex/protocol.h"
 
 using namespace datera;
 

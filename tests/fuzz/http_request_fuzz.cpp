@@ -1,6 +1,6 @@
 // Fuzz target http_request: the input is the raw byte stream a client sends on the agent's Unix
 // socket. It goes to the real http::Server (Beast's parser, the agent's limits: 64 KiB head + body,
-// as agent/main/application.cpp configures the API server) over a real Unix socket, and every
+// as agent/app/application.cpp configures the API server) over a real Unix socket, and every
 // request it decodes goes to the real api::Router with a real flexvolume::Service behind it (its
 // volume operations are fakes that answer Success). The client then closes its sending side and
 // reads the reply to EOF. Pipelined requests are all served.
@@ -66,7 +66,7 @@ struct FakeVolumes : flexvolume::VolumeOps, flexvolume::ControllerOps {
 struct Harness {
   asio::io_context ioc;
   prometheus::Registry registry;
-  flexvolume::Probe flex_probe{registry};
+  flexvolume::Metrics flex_probe{registry};
   flexvolume::Service service{
       flexvolume::ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}},
                                  std::chrono::seconds(5)},
@@ -75,7 +75,7 @@ struct Harness {
   FakeStatus status;
   FakeMaintenance maintenance;
   api::Router router{service, status, maintenance, null_logger()};
-  http::Probe http_probe{registry, "api"};
+  http::Metrics http_probe{registry, "api"};
   http::Server server{ioc.get_executor(),
                       http::ServerOptions{"api", 256, std::chrono::seconds(10),
                                           std::chrono::seconds(10), 64 * 1024},

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/common/hash.h"
 #include "agent/volume/journal.h"
+#include "base/hash.h"
 
 using namespace datera;
 

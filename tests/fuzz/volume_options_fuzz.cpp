@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "plugins/datera/options.h"
+#include "plugins/edf/options.h"
 
 using namespace datera;
 

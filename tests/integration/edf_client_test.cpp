@@ -9,8 +9,8 @@
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
-#include "plugins/datera/client.h"
-#include "plugins/datera/transport.h"
+#include "plugins/edf/client.h"
+#include "plugins/edf/transport.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/sim_process.h"
 
@@ -36,7 +36,8 @@ class EdfClientTest : public ::testing::Test {
     o.credentials = {"admin", sim_.password};
     o.retry = RetryPolicy{8, 5ms, 50ms};
     o.request_timeout = 5s;
-    client_ = std::make_unique<Client>(ioc_.get_executor(), *transport_, o, probe_, null_logger());
+    client_ =
+        std::make_unique<Client>(ioc_.get_executor(), *transport_, o, metrics_, null_logger());
   }
   template <typename T>
   T run(boost::asio::awaitable<T> task) {
@@ -73,7 +74,7 @@ class EdfClientTest : public ::testing::Test {
   boost::asio::io_context ioc_;
   std::unique_ptr<Transport> transport_;
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   std::unique_ptr<Client> client_;
 };
 
@@ -227,7 +228,7 @@ TEST(EdfClientLoginTest, PasswordsWithAnyPrintableCharacterLogInEndToEnd) {
   ASSERT_TRUE(sim.start()) << sim.log();
   boost::asio::io_context ioc;
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   auto t = make_beast_transport(ioc.get_executor(), Endpoint{"127.0.0.1", sim.port}, null_logger());
   ASSERT_TRUE(t.ok());
   ClientOptions o;
@@ -279,7 +280,7 @@ TEST(EdfClientHttpsTest, VerifiesTheSimulatorsCertificateAndRefusesAnUntrustedOn
 
   boost::asio::io_context ioc;
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   ClientOptions o;
   o.server = "127.0.0.1:" + std::to_string(sim.tls_port);
   o.credentials = {"admin", sim.password};

@@ -23,7 +23,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "agent/process/process_runner.h"
+#include "base/process/process_runner.h"
 
 namespace datera::testing {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "plugins/datera/transport.h"
+#include "plugins/edf/transport.h"
 
 namespace datera::testing {
 

@@ -1,6 +1,6 @@
 #pragma once
 
-// Virtual time for coroutine code that waits through a datera::Clock (agent/common/clock.h): a
+// Virtual time for coroutine code that waits through a datera::Clock (base/clock.h): a
 // sleep parks the coroutine on a timer that only this clock fires; run_until() runs every ready
 // handler, and when nothing is ready moves time straight to the earliest sleeper's wake-up. Races
 // between timed protocols so run in no wall time and in the same order every run. Every wait of
@@ -22,7 +22,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "agent/common/clock.h"
+#include "base/clock.h"
 #include "tests/testing/run_async.h"
 
 namespace datera::testing {

@@ -10,8 +10,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "agent/common/json.h"
-#include "plugins/flexvolume/unix_http_client.h"
+#include "base/json.h"
+#include "plugins/flex/unix_http_client.h"
 #include "tools/agentctl/doctor.h"
 #include "tools/agentctl/views.h"
 

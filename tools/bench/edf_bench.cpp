@@ -15,7 +15,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include "plugins/datera/client.h"
+#include "plugins/edf/client.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/sim_process.h"
 
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   auto transport = edf::make_beast_transport(
       ioc.get_executor(), edf::Endpoint{"127.0.0.1", sim.port}, null_logger(), {}, 16);
   prometheus::Registry registry;
-  edf::Probe probe(registry);
+  edf::Metrics probe(registry);
   edf::ClientOptions o;
   o.server = sim.server();
   o.credentials = {"admin", sim.password};

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "plugins/flexvolume/unix_http_client.h"
+#include "plugins/flex/unix_http_client.h"
 #include "tests/testing/agent_process.h"
 
 namespace {

@@ -16,8 +16,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/logging.h"
 #include "agent/http/types.h"
+#include "base/logging.h"
 #include "tools/datera-sim/model.h"
 #include "tools/datera-sim/sessions.h"
 

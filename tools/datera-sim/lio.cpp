@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 
 extern char** environ;
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/common/logging.h"
+#include "base/logging.h"
 #include "tools/datera-sim/runtime.h"
 
 namespace datera::sim {

@@ -18,10 +18,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <prometheus/registry.h>
 
-#include "agent/common/duration.h"
-#include "agent/common/fs.h"
-#include "agent/common/logging.h"
 #include "agent/http/server.h"
+#include "base/duration.h"
+#include "base/fs.h"
+#include "base/logging.h"
 #include "tools/datera-sim/api.h"
 #include "tools/datera-sim/lio.h"
 #include "tools/datera-sim/runtime.h"
@@ -221,7 +221,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an esca
   sim::Api api(model, sessions, logs.get("api"), std::move(api_options));
 
   prometheus::Registry registry;
-  http::Probe probe(registry, "datera-sim");
+  http::Metrics probe(registry, "datera-sim");
   http::ServerOptions server_options;
   server_options.name = "datera-sim";
   server_options.max_connections = 1024;

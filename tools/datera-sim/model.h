@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::sim {
 

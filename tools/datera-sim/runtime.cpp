@@ -11,8 +11,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/blocking.h"
-#include "agent/common/fs.h"
+#include "base/blocking.h"
+#include "base/fs.h"
 
 namespace datera::sim {
 

@@ -14,8 +14,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
+#include "base/logging.h"
+#include "base/result.h"
 #include "tools/datera-sim/model.h"
 
 namespace datera::sim {

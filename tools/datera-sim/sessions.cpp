@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <regex>
 
-#include "agent/common/utf8.h"
+#include "base/utf8.h"
 
 namespace datera::sim {
 

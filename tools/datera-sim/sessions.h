@@ -10,7 +10,7 @@
 #include <random>
 #include <string>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 #include "tools/datera-sim/model.h"
 
 namespace datera::sim {

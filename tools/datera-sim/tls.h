@@ -10,7 +10,7 @@
 
 #include <boost/asio/ssl/context.hpp>
 
-#include "agent/common/result.h"
+#include "base/result.h"
 
 namespace datera::sim {
 

@@ -41,12 +41,12 @@ asio::awaitable<void> pump(From& from, To& to) {
 }  // namespace
 
 TlsFront::TlsFront(asio::any_io_executor executor, std::shared_ptr<asio::ssl::context> tls,
-                   http::Server& server, http::Probe& probe, LoggerPtr log,
+                   http::Server& server, http::Metrics& probe, LoggerPtr log,
                    std::chrono::milliseconds handshake_timeout)
     : executor_(std::move(executor)),
       tls_(std::move(tls)),
       server_(server),
-      probe_(probe),
+      metrics_(probe),
       log_(std::move(log)),
       handshake_timeout_(handshake_timeout) {}
 
@@ -99,7 +99,7 @@ asio::awaitable<void> TlsFront::relay(asio::ip::tcp::socket socket) {
   co_await tls.async_handshake(asio::ssl::stream_base::server,
                                asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    probe_.rejected("tls_handshake");
+    metrics_.rejected("tls_handshake");
     log_->warn("https: TLS handshake failed: {}", ec.message());
     co_return;
   }

@@ -14,10 +14,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
-#include "agent/common/logging.h"
-#include "agent/common/result.h"
-#include "agent/http/probe.h"
+#include "agent/http/metrics.h"
 #include "agent/http/server.h"
+#include "base/logging.h"
+#include "base/result.h"
 
 namespace datera::sim {
 
@@ -26,7 +26,7 @@ class TlsFront {
   /// `handshake_timeout` bounds a connection that never completes its handshake; failures are
   /// counted in `probe` as rejections with reason tls_handshake.
   TlsFront(boost::asio::any_io_executor executor, std::shared_ptr<boost::asio::ssl::context> tls,
-           http::Server& server, http::Probe& probe, LoggerPtr log,
+           http::Server& server, http::Metrics& probe, LoggerPtr log,
            std::chrono::milliseconds handshake_timeout);
 
   /// Binds TCP; port 0 picks a free port. Returns the bound endpoint.
@@ -42,7 +42,7 @@ class TlsFront {
   boost::asio::any_io_executor executor_;
   std::shared_ptr<boost::asio::ssl::context> tls_;
   http::Server& server_;
-  http::Probe& probe_;
+  http::Metrics& metrics_;
   LoggerPtr log_;
   std::chrono::milliseconds handshake_timeout_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
-#include "agent/common/version.h"
+#include "base/version.h"
 #include "tests/testing/fake_array.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
@@ -105,11 +105,11 @@ class AdminTest : public ::testing::Test {
   IdleInitiator initiator_;
   IdleMounter mounter_;
   volume::Journal journal_;
-  volume::Probe volume_probe_{registry_};
+  volume::Metrics volume_probe_{registry_};
   volume::Manager manager_;
-  keeper::Probe keeper_probe_{registry_};
+  keeper::Metrics keeper_probe_{registry_};
   keeper::Keeper keeper_;
-  flexvolume::Probe flex_probe_{registry_};
+  flexvolume::Metrics flex_probe_{registry_};
   flexvolume::Service flex_;
   metrics::Readiness readiness_;
   Admin admin_;

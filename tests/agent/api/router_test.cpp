@@ -38,11 +38,11 @@ class RouterTest : public ::testing::Test {
     return run_async(router_.handle(std::move(r)));
   }
   prometheus::Registry registry_;
-  flexvolume::Probe probe_{registry_};
+  flexvolume::Metrics metrics_{registry_};
   flexvolume::Service service_{
       flexvolume::ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}},
                                  std::chrono::seconds(5)},
-      probe_, null_logger()};
+      metrics_, null_logger()};
   FakeStatus status_;
   FakeMaintenance maintenance_;
   Router router_{service_, status_, maintenance_, null_logger()};

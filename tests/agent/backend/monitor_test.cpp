@@ -29,7 +29,7 @@ class MonitorTest : public ::testing::Test {
     client_ =
         std::make_unique<edf::Client>(ioc_.get_executor(), transport_, o, edf_probe_, logger_);
     monitor_ = std::make_unique<Monitor>(ioc_.get_executor(), *client_, "edf.test:7717", 20ms,
-                                         probe_, logger_);
+                                         metrics_, logger_);
     transport_.handler = [this](const HttpRequest& r) -> Result<HttpResponse> {
       if (r.target == "/api_versions") return HttpResponse{200, R"({"api_versions":["v2.2"]})"};
       if (r.target == "/v2.2/login") {
@@ -50,8 +50,8 @@ class MonitorTest : public ::testing::Test {
   boost::asio::io_context ioc_;
   testing::ScriptedTransport transport_;
   prometheus::Registry registry_;
-  edf::Probe edf_probe_{registry_};
-  Probe probe_{registry_, "edf.test:7717"};
+  edf::Metrics edf_probe_{registry_};
+  Metrics metrics_{registry_, "edf.test:7717"};
   std::ostringstream log_text_;
   LoggerPtr logger_ = std::make_shared<spdlog::logger>(
       "backend", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text_));

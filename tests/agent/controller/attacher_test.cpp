@@ -24,7 +24,7 @@ class AttacherTest : public ::testing::Test {
     AttacherOptions o;
     o.default_backend.host = "10.0.0.1";
     o.default_backend.credentials = {"admin", "password"};
-    attacher_ = std::make_unique<Attacher>(o, arrays_, probe_, null_logger());
+    attacher_ = std::make_unique<Attacher>(o, arrays_, metrics_, null_logger());
     array().registered = {{kIqnA, edf::initiator_name_for_node("node-a")},
                           {kIqnB, edf::initiator_name_for_node("node-b")},
                           {"iqn.2000-01.com.example:other", "some-other-host"}};
@@ -65,7 +65,7 @@ class AttacherTest : public ::testing::Test {
 
   boost::asio::io_context ioc_;
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   testing::FakeArrays arrays_;
   std::unique_ptr<Attacher> attacher_;
 };

@@ -21,10 +21,10 @@ class ServiceTest : public ::testing::Test {
     return run_async(service_.call(std::move(*req)));
   }
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   Service service_{
       ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)},
-      probe_, null_logger()};
+      metrics_, null_logger()};
 };
 
 TEST_F(ServiceTest, InitReturnsCapabilities) {
@@ -168,7 +168,7 @@ const std::vector<std::vector<std::string>> kAttachCalls = {
 TEST(ServiceModes, ControlCharactersInAnyArgumentOrOptionAreRefusedBeforeTheVolumeCode) {
   // A NUL cut the path at c_str() (a bind over kubelet_root); a newline forges log lines.
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   Service service{
       ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)}, probe,
       null_logger()};
@@ -194,7 +194,7 @@ TEST(ServiceModes, ControlCharactersInAnyArgumentOrOptionAreRefusedBeforeTheVolu
 
 TEST(ServiceModes, ControllerModeRoutesEachCallToItsHalf) {
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   Service service{
       ServiceOptions{"datera/iscsi", flex::Json{{"attach", true}}, std::chrono::seconds(5)}, probe,
       null_logger()};
@@ -214,7 +214,7 @@ TEST(ServiceModes, ControllerModeRoutesEachCallToItsHalf) {
 
 TEST(ServiceModes, WithoutAttachTheControllerCallsFailNamingTheSwitch) {
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   Service service{
       ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::seconds(5)}, probe,
       null_logger()};
@@ -233,7 +233,7 @@ TEST(ServiceModes, WithoutAttachTheControllerCallsFailNamingTheSwitch) {
 
 TEST(ServiceTimeout, AnOperationPastTheDeadlineIsAnsweredButNotCancelled) {
   prometheus::Registry registry;
-  Probe probe{registry};
+  Metrics probe{registry};
   Service service{
       ServiceOptions{"datera/iscsi", flex::Json{{"attach", false}}, std::chrono::milliseconds(50)},
       probe, null_logger()};

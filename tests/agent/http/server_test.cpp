@@ -24,7 +24,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "plugins/flexvolume/unix_http_client.h"
+#include "plugins/flex/unix_http_client.h"
 #include "tests/testing/slow_client.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/unix_client.h"
@@ -66,7 +66,7 @@ class ServerTest : public ::testing::Test {
   }
   void start(ServerOptions opts = {}, Admission admission = {}) {
     opts.name = "test";
-    server_ = std::make_unique<Server>(ioc_.get_executor(), opts, handler_, probe_, null_logger(),
+    server_ = std::make_unique<Server>(ioc_.get_executor(), opts, handler_, metrics_, null_logger(),
                                        std::move(admission));
     auto st = server_->listen_unix(path_);
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -107,7 +107,7 @@ class ServerTest : public ::testing::Test {
   std::thread loop_;
   EchoHandler handler_;
   prometheus::Registry registry_;
-  Probe probe_{registry_, "test"};
+  Metrics metrics_{registry_, "test"};
   std::unique_ptr<Server> server_;
 };
 
@@ -136,7 +136,7 @@ TEST_F(ServerTest, AnExistingSocketDirectoryIsCheckedNotChanged) {
 TEST_F(ServerTest, AWritableOrForeignSocketDirectoryIsRefused) {
   const std::string run = dir_ + "/run";
   ASSERT_EQ(::mkdir(run.c_str(), 0700), 0);
-  Server server(ioc_.get_executor(), ServerOptions{}, handler_, probe_, null_logger());
+  Server server(ioc_.get_executor(), ServerOptions{}, handler_, metrics_, null_logger());
   for (const mode_t mode : {0777, 0770, 0757, 01777}) {
     ASSERT_EQ(::chmod(run.c_str(), mode), 0);
     const auto st = server.listen_unix(path_);
@@ -329,7 +329,7 @@ TEST_F(ServerTest, ConnectionsPerSourceAreBoundedOnTcp) {
   o.name = "test";
   o.max_connections = 100;
   o.max_connections_per_source = 3;
-  server_ = std::make_unique<Server>(ioc_.get_executor(), o, handler_, probe_, null_logger());
+  server_ = std::make_unique<Server>(ioc_.get_executor(), o, handler_, metrics_, null_logger());
   auto bound = server_->listen_tcp("127.0.0.1", 0);
   ASSERT_TRUE(bound.ok()) << bound.error().message;
   server_->start();
@@ -446,7 +446,7 @@ TEST_F(ServerTest, StaleSocketIsReplacedLiveOneAndOtherFilesAreNot) {
   ASSERT_TRUE(r.ok());
 
   // A second server on the same path must refuse: the first one is alive.
-  Server second(ioc_.get_executor(), {}, handler_, probe_, null_logger());
+  Server second(ioc_.get_executor(), {}, handler_, metrics_, null_logger());
   auto st = second.listen_unix(path_);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("another datera-agent is already serving"), std::string::npos);
@@ -454,7 +454,7 @@ TEST_F(ServerTest, StaleSocketIsReplacedLiveOneAndOtherFilesAreNot) {
   // A regular file is never deleted.
   const std::string file = dir_ + "/run/not-a-socket";
   ASSERT_EQ(std::system(("touch " + file).c_str()), 0);
-  Server third(ioc_.get_executor(), {}, handler_, probe_, null_logger());
+  Server third(ioc_.get_executor(), {}, handler_, metrics_, null_logger());
   auto st3 = third.listen_unix(file);
   ASSERT_FALSE(st3.ok());
   EXPECT_NE(st3.error().message.find("not a socket"), std::string::npos);

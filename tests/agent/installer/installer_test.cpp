@@ -22,8 +22,8 @@
 #include <gtest/gtest.h>
 
 #include "agent/api/router.h"
-#include "agent/common/fs.h"
 #include "agent/http/server.h"
+#include "base/fs.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 
@@ -82,8 +82,8 @@ class InstallerTest : public ::testing::Test {
   }
   Installer& installer() {
     if (!installer_) {
-      installer_ = std::make_unique<Installer>(ioc_.get_executor(), pool_, *runner_, opts_, probe_,
-                                               null_logger());
+      installer_ = std::make_unique<Installer>(ioc_.get_executor(), pool_, *runner_, opts_,
+                                               metrics_, null_logger());
     }
     return *installer_;
   }
@@ -110,14 +110,14 @@ class InstallerTest : public ::testing::Test {
   process::ProcessRunnerPtr runner_ =
       process::make_process_runner(ioc_.get_executor(), null_logger());
   prometheus::Registry registry_;
-  Probe probe_{registry_};
-  flexvolume::Probe flex_probe_{registry_};
+  Metrics metrics_{registry_};
+  flexvolume::Metrics flex_probe_{registry_};
   flexvolume::Service flex_{
       flexvolume::ServiceOptions{"datera/iscsi", flex::DriverInfo::default_capabilities(), 5s},
       flex_probe_, null_logger()};
   NoStatus no_status_;
   api::Router router_{flex_, no_status_, no_status_, null_logger()};
-  http::Probe http_probe_{registry_, "api"};
+  http::Metrics http_probe_{registry_, "api"};
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<Installer> installer_;
 };
@@ -452,7 +452,7 @@ TEST(InstallerAtomicity, ConcurrentExecNeverSeesAPartialFile) {
   asio::thread_pool pool(1);
   auto runner = process::make_process_runner(ioc.get_executor(), null_logger());
   prometheus::Registry registry;
-  Probe probe(registry);
+  Metrics probe(registry);
   Installer inst(ioc.get_executor(), pool, *runner, o, probe, null_logger());
   int updates = 0;
   for (int i = 0; i < 40; ++i) {

@@ -51,7 +51,7 @@ class KeeperTest : public ::testing::Test {
   KeeperTest()
       : keeper_(
             ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
-            probe_, null_logger(), hooks(), [this] { return now_; }) {}
+            metrics_, null_logger(), hooks(), [this] { return now_; }) {}
 
   KeeperHooks hooks() {
     KeeperHooks h;
@@ -79,7 +79,7 @@ class KeeperTest : public ::testing::Test {
 
   asio::io_context ioc_;
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   ScriptedInitiator initiator_;
   std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;  ///< device -> the kernel's line
@@ -234,7 +234,7 @@ class KeeperCheckTest : public ::testing::Test {
       co_return true;
     };
     keeper_ = std::make_unique<Keeper>(
-        ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, probe_,
+        ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, metrics_,
         null_logger(), std::move(h), [this] { return now_; });
   }
   static std::chrono::steady_clock::time_point at(int ms) {
@@ -257,7 +257,7 @@ class KeeperCheckTest : public ::testing::Test {
 
   asio::io_context ioc_;
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   ScriptedInitiator initiator_;
   std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;

@@ -28,7 +28,7 @@
 #include <prometheus/registry.h>
 #include <spdlog/sinks/ostream_sink.h>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 
@@ -100,8 +100,8 @@ class LinuxMounterTest : public ::testing::Test {
       GTEST_SKIP() << "******** SKIPPED: xfsprogs / e2fsprogs not installed ********";
     runner_ = process::make_process_runner(ioc_.get_executor(), null_logger());
     recorder_ = std::make_unique<RecordingRunner>(*runner_);
-    mounter_ =
-        make_linux_mounter(ioc_.get_executor(), pool_, *recorder_, MounterOptions{}, probe_, log_);
+    mounter_ = make_linux_mounter(ioc_.get_executor(), pool_, *recorder_, MounterOptions{},
+                                  metrics_, log_);
   }
 
   void TearDown() override {
@@ -283,7 +283,7 @@ class LinuxMounterTest : public ::testing::Test {
   asio::io_context ioc_;
   asio::thread_pool pool_{2};
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   std::ostringstream log_text_;
   LoggerPtr log_ = std::make_shared<spdlog::logger>(
       "mount", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text_));

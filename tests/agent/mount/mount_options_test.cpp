@@ -138,11 +138,11 @@ TEST(RepairSummary, OneBoundedPrintableLineWithoutProgress) {
 class MounterUnit : public ::testing::Test {
  protected:
   MounterPtr make(MounterOptions opts = {}) {
-    return make_linux_mounter(ioc_.get_executor(), pool_, runner_, std::move(opts), probe_,
+    return make_linux_mounter(ioc_.get_executor(), pool_, runner_, std::move(opts), metrics_,
                               nullptr);
   }
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   asio::io_context ioc_;
   asio::thread_pool pool_{1};
   testing::FakeProcessRunner runner_;

@@ -9,9 +9,9 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
-#include "agent/common/fs.h"
-#include "agent/common/logging.h"
 #include "agent/multipath/dmsetup.h"
+#include "base/fs.h"
+#include "base/logging.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 
@@ -160,7 +160,7 @@ class DmsetupTest : public ::testing::Test {
     o.root = tmp_.path();
     o.dmsetup = "/sbin/dmsetup";
     o.require_block_device = false;
-    dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, probe_, null_logger());
+    dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, metrics_, null_logger());
   }
   Result<Map> ensure(std::vector<PathDevice> paths) {
     return run_async(ioc_, dm_->ensure("datera-" + kUuid, "DATERA-" + kUuid, paths));
@@ -170,7 +170,7 @@ class DmsetupTest : public ::testing::Test {
   asio::io_context ioc_;
   asio::thread_pool pool_{1};
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   FakeDmsetup runner_;
   std::unique_ptr<Dmsetup> dm_;
 };
@@ -306,7 +306,7 @@ TEST_F(DmsetupTest, MapsThatHoldIOQueueAndGetTheirQueueBackWithTheirPath) {
   o.dmsetup = "/sbin/dmsetup";
   o.require_block_device = false;
   o.hold_io = true;
-  dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, probe_, null_logger());
+  dm_ = std::make_unique<Dmsetup>(runner_, pool_, o, metrics_, null_logger());
   EXPECT_TRUE(dm_->holds_io());
   const std::string name = "datera-" + kUuid;
   auto m = ensure({{"/dev/sdb", 8, 16}});

@@ -22,7 +22,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
-#include "agent/process/process_runner.h"
+#include "base/process/process_runner.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 

@@ -63,9 +63,9 @@ struct SimBackend {
   sim::Sessions sessions{sim::system_clock(), 15min, {{"admin", "password"}}};
   sim::Api api{model, sessions, null_logger()};
   prometheus::Registry registry;
-  http::Probe http_probe{registry, "sim"};
+  http::Metrics http_probe{registry, "sim"};
   http::Server server{ioc.get_executor(), http::ServerOptions{}, api, http_probe, null_logger()};
-  edf::Probe edf_probe{registry};
+  edf::Metrics edf_probe{registry};
   std::unique_ptr<EdfArrays> arrays;
   Array* real = nullptr;
 };

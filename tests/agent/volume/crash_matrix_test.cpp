@@ -107,7 +107,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
       coordinator_ =
           std::make_unique<ownership::Coordinator>(ioc_.get_executor(), oo, null_logger());
     }
-    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
+    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, metrics_,
                                          null_logger(), &multipath_, coordinator_.get());
     (void)testing::run_async(ioc_, manager_->reconcile());
   }
@@ -250,7 +250,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   boost::asio::io_context ioc_;
   boost::asio::thread_pool pool_{1};
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   testing::FakeArrays arrays_;
   FakeInitiator initiator_;
   FakeMounter mounter_;

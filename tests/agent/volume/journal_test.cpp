@@ -7,8 +7,8 @@
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
-#include "agent/common/fs.h"
-#include "agent/common/hash.h"
+#include "base/fs.h"
+#include "base/hash.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 

@@ -30,7 +30,7 @@ class ManagerTest : public ::testing::Test {
  protected:
   ManagerTest() : journal_(dir_ / "journal", pool_, null_logger()) {
     manager_ = std::make_unique<Manager>(base_options(), arrays_, initiator_, mounter_, journal_,
-                                         probe_, null_logger());
+                                         metrics_, null_logger());
     (void)testing::run_async(ioc_, manager_->reconcile());
   }
   /// Node "node-a", kubelet at /var/lib/kubelet, default array 10.0.0.1.
@@ -49,7 +49,7 @@ class ManagerTest : public ::testing::Test {
     r.command = command;
     r.args = {pod};
     r.options = std::move(options);
-    flexvolume::VolumeAdapter flex(*manager_, probe_);
+    flexvolume::VolumeAdapter flex(*manager_, metrics_);
     return testing::run_async(ioc_, command == "mount" ? flex.mount(r) : flex.unmount(r));
   }
   static flex::Json opts(const std::string& vol) {
@@ -61,7 +61,7 @@ class ManagerTest : public ::testing::Test {
   asio::io_context ioc_;
   asio::thread_pool pool_{1};
   prometheus::Registry registry_;
-  Probe probe_{registry_};
+  Metrics metrics_{registry_};
   FakeArrays arrays_;
   FakeInitiator initiator_;
   FakeMounter mounter_;
@@ -322,7 +322,7 @@ class MultipathManagerTest : public ManagerTest {
     o.staging_dir = "/var/lib/datera-agent/staging";
     o.default_backend.host = "10.0.0.1";
     o.default_backend.credentials = {"admin", "password"};
-    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
+    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, metrics_,
                                          null_logger(), &multipath_);
     (void)testing::run_async(ioc_, manager_->reconcile());
     mounter_.fs = "xfs";
@@ -540,7 +540,7 @@ class StartUpTest : public ManagerTest {
   /// A restart: a new manager over the same journal and host; yields reconcile's summary.
   std::string restart(ManagerOptions o, volume::Arrays& arrays) {
     manager_ = std::make_unique<Manager>(std::move(o), arrays, initiator_, mounter_, journal_,
-                                         probe_, null_logger());
+                                         metrics_, null_logger());
     return testing::run_async(ioc_, manager_->reconcile());
   }
   /// A journal record as an agent left it (checksummed, so only its content can be wrong).
@@ -741,7 +741,7 @@ class ControllerModeTest : public ManagerTest {
     o.default_backend.host = "10.0.0.1";
     o.default_backend.credentials = {"admin", "password"};
     o.controller_attach = true;
-    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, probe_,
+    manager_ = std::make_unique<Manager>(o, arrays_, initiator_, mounter_, journal_, metrics_,
                                          null_logger());
     (void)testing::run_async(ioc_, manager_->reconcile());
     arrays_.array.names.insert("vol-1");
@@ -759,7 +759,7 @@ class ControllerModeTest : public ManagerTest {
     r.command = command;
     r.args = std::move(args);
     r.options = std::move(options);
-    flexvolume::VolumeAdapter flex(*manager_, probe_);
+    flexvolume::VolumeAdapter flex(*manager_, metrics_);
     if (command == "waitforattach") return testing::run_async(ioc_, flex.waitforattach(r));
     if (command == "mountdevice") return testing::run_async(ioc_, flex.mountdevice(r));
     return testing::run_async(ioc_, flex.unmountdevice(r));
@@ -870,7 +870,7 @@ TEST_F(ControllerModeTest, ReconcileKeepsKubeletsDeviceMountAndDropsAMereLogin) 
   o.default_backend.host = "10.0.0.1";
   o.default_backend.credentials = {"admin", "password"};
   o.controller_attach = true;
-  Manager again(o, arrays_, initiator_, mounter_, journal_, probe_, null_logger());
+  Manager again(o, arrays_, initiator_, mounter_, journal_, metrics_, null_logger());
   (void)testing::run_async(ioc_, again.reconcile());
   EXPECT_EQ(again.volumes().size(), 1u) << "staged, no pod yet: kubelet's, kept";
   EXPECT_EQ(mounter_.table.size(), 1u);

@@ -13,8 +13,8 @@
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
-#include "plugins/datera/client.h"
-#include "plugins/datera/transport.h"
+#include "plugins/edf/client.h"
+#include "plugins/edf/transport.h"
 #include "tests/testing/agent_process.h"
 #include "tests/testing/loop_node.h"
 #include "tests/testing/run_async.h"
@@ -45,7 +45,7 @@ class LoopInitiatorTest : public ::testing::Test {
     o.credentials = {"admin", sim_.password};
     o.request_timeout = 5s;
     client_ =
-        std::make_unique<edf::Client>(ioc_.get_executor(), *transport_, o, probe_, null_logger());
+        std::make_unique<edf::Client>(ioc_.get_executor(), *transport_, o, metrics_, null_logger());
     LoopOptions lo;
     lo.iqn = kIqn;
     initiator_ = make_loop_initiator(*transport_, pool_, lo, null_logger());
@@ -84,7 +84,7 @@ class LoopInitiatorTest : public ::testing::Test {
   boost::asio::thread_pool pool_{2};
   std::unique_ptr<edf::Transport> transport_;
   prometheus::Registry registry_;
-  edf::Probe probe_{registry_};
+  edf::Metrics metrics_{registry_};
   std::unique_ptr<edf::Client> client_;
   InitiatorPtr initiator_;
 };

@@ -469,7 +469,7 @@ TEST(ApiServerTest, LostReplyAppliesTheEffectAndDropsTheConnection) {
   Sessions sessions(system_clock(), 15min, {{"admin", "password"}});
   Api api(model, sessions, null_logger());
   prometheus::Registry registry;
-  http::Probe probe(registry, "sim");
+  http::Metrics probe(registry, "sim");
   http::Server server(ioc.get_executor(), http::ServerOptions{}, api, probe, null_logger());
   auto bound = server.listen_tcp("127.0.0.1", 0);
   ASSERT_TRUE(bound.ok()) << bound.error().message;

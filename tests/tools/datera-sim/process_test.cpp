@@ -19,7 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 #include "tests/testing/agent_process.h"
 #include "tests/testing/temp_dir.h"
 

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "agent/common/fs.h"
+#include "base/fs.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/tools/datera-sim/fake_clock.h"
