@@ -16,7 +16,7 @@ namespace datera::app {
 
 class Sleeper {
  public:
-  explicit Sleeper(boost::asio::any_io_executor executor) : timer_(std::move(executor)) {}
+  explicit Sleeper(const boost::asio::any_io_executor& executor) : timer_(executor) {}
 
   /// Waits until `deadline`; false when stop() was called (before or during the wait).
   boost::asio::awaitable<bool> sleep_until(std::chrono::steady_clock::time_point deadline) {

@@ -166,11 +166,14 @@ asio::awaitable<flex::Json> Service::dispatch(const flex::Request& r) {
         "attach: true on every agent (see docs/modes.md). Nothing was changed for volume " +
         volume_of(r) + ".");
   }
-  // No volume ops yet (the journal is still being reconciled at start-up), or an unknown command.
+  // Only before the composition root wired the volume core in (it does so before serving), or
+  // for a command this version does not know: never "Not supported", which kubelet would cache.
   co_return flex::failure("datera-agent " + version + " cannot run '" + r.command +
-                          "' yet: volume operations arrive with the volume manager, which this " +
-                          "agent version does not include. Nothing was changed for volume " +
-                          volume_of(r) + "; upgrade datera-agent to use Datera volumes.");
+                          "' now: its volume service is not serving (the agent is starting, or "
+                          "does not know this call). Nothing was changed for volume " +
+                          volume_of(r) +
+                          "; kubelet will retry. Check the agent's log if this "
+                          "persists.");
 }
 
 flex::Json Service::get_volume_name(const flex::Request& r) const {
