@@ -183,13 +183,14 @@ Status Server::listen_unix(const std::string& path) {
   return ok_status();
 }
 
-Result<std::unique_ptr<asio::ip::tcp::acceptor>> Server::bind_tcp(const std::string& host,
-                                                                  unsigned short port) {
+Result<std::unique_ptr<asio::ip::tcp::acceptor>> bind_tcp(const asio::any_io_executor& executor,
+                                                          const std::string& host,
+                                                          unsigned short port) {
   error_code ec;
   const auto addr = asio::ip::make_address(host, ec);
   if (ec) return Error{"'" + host + "' is not an IP address: " + ec.message()};
   const asio::ip::tcp::endpoint ep(addr, port);
-  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(executor_);
+  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(executor);
   acceptor->open(ep.protocol(), ec);
   if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor->bind(ep, ec);
@@ -202,7 +203,7 @@ Result<std::unique_ptr<asio::ip::tcp::acceptor>> Server::bind_tcp(const std::str
 }
 
 Result<asio::ip::tcp::endpoint> Server::listen_tcp(const std::string& host, unsigned short port) {
-  auto acceptor = bind_tcp(host, port);
+  auto acceptor = bind_tcp(executor_, host, port);
   if (!acceptor) return acceptor.error();
   error_code ec;
   auto bound = (*acceptor)->local_endpoint(ec);

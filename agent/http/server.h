@@ -49,6 +49,10 @@ struct ServerOptions {
 /// Returns a response to refuse the peer, or nullopt to serve it.
 using Admission = std::function<std::optional<Response>(const std::optional<PeerCred>&)>;
 
+/// A TCP acceptor listening on host:port (an IP address; port 0 picks one), address reuse on.
+Result<std::unique_ptr<boost::asio::ip::tcp::acceptor>> bind_tcp(
+    const boost::asio::any_io_executor& executor, const std::string& host, unsigned short port);
+
 class Server {
  public:
   Server(boost::asio::any_io_executor executor, ServerOptions options, Handler& handler,
@@ -103,8 +107,6 @@ class Server {
   /// Counts a refused or timed-out connection and logs it, at most once per reason every
   /// kRefusalLogInterval with the number left unlogged since: a flood must not flood the log.
   void refused(const std::string& reason, const std::string& message);
-  Result<std::unique_ptr<boost::asio::ip::tcp::acceptor>> bind_tcp(const std::string& host,
-                                                                   unsigned short port);
   void conn_done(ConnIt it);
 
   boost::asio::any_io_executor executor_;

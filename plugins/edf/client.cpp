@@ -357,9 +357,13 @@ asio::awaitable<Result<Json>> Client::system() {
 }
 
 asio::awaitable<Result<AppInstance>> Client::get_app_instance(const std::string& name) {
-  const Call c{"GET", "/app_instances/" + name, std::nullopt, "getting app instance", name, true};
-  if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  Call c{"GET", "/app_instances/" + name, std::nullopt, "getting app instance", name, true};
+  co_return co_await app_instance_call(std::move(c));
+}
+
+asio::awaitable<Result<AppInstance>> Client::app_instance_call(Call c) {
+  if (!is_valid_name(c.volume))
+    co_return wrap(c, "'" + c.volume + "' is not a valid EDF name", Errc::invalid_arg);
   auto j = co_await call(c);
   if (!j) co_return j.error();
   auto ai = AppInstance::from_json(*j);
@@ -467,13 +471,7 @@ asio::awaitable<Result<AppInstance>> Client::set_online(const std::string& name,
   const Call c{"PUT", "/app_instances/" + name,
                body,  online ? "onlining app instance" : "offlining app instance",
                name,  true};
-  if (!is_valid_name(name))
-    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
-  auto j = co_await call(c);
-  if (!j) co_return j.error();
-  auto ai = AppInstance::from_json(*j);
-  if (!ai) co_return wrap(c, ai.error().message, Errc::bad_reply);
-  co_return ai;
+  co_return co_await app_instance_call(c);
 }
 
 asio::awaitable<Result<AppInstance>> Client::wait_available(const std::string& name,

@@ -133,6 +133,8 @@ class Client {
   boost::asio::awaitable<Result<HttpResponse>> exchange(const HttpRequest& req, bool repeatable,
                                                         const Call& c);
   boost::asio::awaitable<Status> login();
+  /// A call about the app instance named c.volume (checked first) whose reply is that instance.
+  boost::asio::awaitable<Result<AppInstance>> app_instance_call(Call c);
   boost::asio::awaitable<void> backoff(int attempt, const std::string& reason, const Call& c);
   Error api_error(const Call& c, unsigned status, const std::string& body) const;
   Error wrap(const Call& c, const std::string& msg, std::error_code code) const;

@@ -51,21 +51,11 @@ TlsFront::TlsFront(asio::any_io_executor executor, std::shared_ptr<asio::ssl::co
       handshake_timeout_(handshake_timeout) {}
 
 Result<asio::ip::tcp::endpoint> TlsFront::listen(const std::string& host, unsigned short port) {
+  auto acceptor = http::bind_tcp(executor_, host, port);
+  if (!acceptor) return acceptor.error();
   error_code ec;
-  const auto addr = asio::ip::make_address(host, ec);
-  if (ec) return Error{"'" + host + "' is not an IP address: " + ec.message()};
-  const asio::ip::tcp::endpoint ep(addr, port);
-  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(executor_);
-  acceptor->open(ep.protocol(), ec);
-  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor->bind(ep, ec);
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Error{"listening on " + host + ":" + std::to_string(port) + ": " + ec.message(),
-                 errno_code(ec.value())};
-  }
-  auto bound = acceptor->local_endpoint(ec);
-  acceptor_ = std::move(acceptor);
+  auto bound = (*acceptor)->local_endpoint(ec);
+  acceptor_ = std::move(*acceptor);
   return bound;
 }
 
