@@ -81,12 +81,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   /// A (re)start of the agent: a new Manager (and lease coordinator) over the same host, array and
   /// journal, crashing at `crash_at` ("" = nowhere); yields reconcile's summary.
   void start(const std::string& crash_at) {
-    ManagerOptions o;
-    o.node_name = "node-a";
-    o.kubelet_root = "/var/lib/kubelet";
-    o.staging_dir = "/var/lib/datera-agent/staging";
-    o.default_backend.host = "10.0.0.1";
-    o.default_backend.credentials = {"admin", "password"};
+    ManagerOptions o = base_manager_options();
     o.controller_attach = controller_;
     o.release_attempts = 1;
     o.release_retry_delay = 1ms;

@@ -14,9 +14,21 @@
 
 #include "agent/mount/mounter.h"
 #include "agent/multipath/multipath.h"
+#include "agent/volume/manager.h"
 #include "plugins/initiator/initiator.h"
 
 namespace datera::volume {
+
+/// Node "node-a", kubelet at /var/lib/kubelet, default array 10.0.0.1 (admin/password).
+inline volume::ManagerOptions base_manager_options() {
+  volume::ManagerOptions o;
+  o.node_name = "node-a";
+  o.kubelet_root = "/var/lib/kubelet";
+  o.staging_dir = "/var/lib/datera-agent/staging";
+  o.default_backend.host = "10.0.0.1";
+  o.default_backend.credentials = {"admin", "password"};
+  return o;
+}
 
 namespace asio = boost::asio;
 

@@ -33,16 +33,7 @@ class ManagerTest : public ::testing::Test {
                                          metrics_, null_logger());
     (void)testing::run_async(ioc_, manager_->reconcile());
   }
-  /// Node "node-a", kubelet at /var/lib/kubelet, default array 10.0.0.1.
-  static ManagerOptions base_options() {
-    ManagerOptions o;
-    o.node_name = "node-a";
-    o.kubelet_root = "/var/lib/kubelet";
-    o.staging_dir = "/var/lib/datera-agent/staging";
-    o.default_backend.host = "10.0.0.1";
-    o.default_backend.credentials = {"admin", "password"};
-    return o;
-  }
+  static ManagerOptions base_options() { return base_manager_options(); }
   flex::Json call(const std::string& command, const std::string& pod,
                   flex::Json options = flex::Json::object()) {
     flex::Request r;
