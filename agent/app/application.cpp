@@ -290,11 +290,13 @@ void Application::wire_volumes() {
   // Registered in both modes, so dashboards and alerts find the series (zero without attach).
   controller_probe_ = std::make_unique<controller::Metrics>(*registry_);
   if (cfg_.attach) {
-    controller::AttacherOptions co;
+    controller::GrantOptions co;
     co.default_backend = mo.default_backend;
     co.allowed_servers = mo.allowed_servers;
     co.online_timeout = ic.online_timeout;
-    attacher_ = std::make_unique<controller::Attacher>(co, *arrays_, *controller_probe_,
+    grants_ = std::make_unique<controller::Grants>(co, *arrays_, *controller_probe_,
+                                                   logs_.get("controller"));
+    attacher_ = std::make_unique<controller::Attacher>(*grants_, *controller_probe_,
                                                        logs_.get("controller"));
   }
   flex_ = std::make_unique<flexvolume::Service>(

@@ -152,6 +152,7 @@ class Application {
   // wire_volumes()
   std::unique_ptr<volume::Manager> volumes_;
   std::unique_ptr<controller::Metrics> controller_probe_;
+  std::unique_ptr<controller::Grants> grants_;
   std::unique_ptr<controller::Attacher> attacher_;
   std::unique_ptr<flexvolume::Service> flex_;
   std::function<void()> serve_volume_calls_;  ///< after reconcile: the FlexVolume calls go through

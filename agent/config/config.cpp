@@ -32,7 +32,7 @@ const std::map<std::string, std::set<std::string>>& schema() {
       {"",
        {"node_name", "socket_path", "plugin_dir", "kubelet_root", "state_dir", "log_level",
         "log_format", "shutdown_grace", "attach", "metrics", "api", "driver", "backend",
-        "initiator", "handoff"}},
+        "initiator", "handoff", "csi"}},
       {"metrics.", {"listen", "probe_listen"}},
       {"api.", {"allowed_uids", "max_connections", "read_timeout", "call_timeout"}},
       {"driver.", {"vendor", "driver", "shim_source", "shim_timeout", "self_test_timeout"}},
@@ -44,8 +44,43 @@ const std::map<std::string, std::set<std::string>>& schema() {
         "login_timeout", "online_timeout", "session_poll_interval", "multipath", "dmsetup",
         "array_poll_interval", "iface", "stall_poll_interval", "io_hold"}},
       {"handoff.", {"mode", "lease_ttl", "claim_settle", "claim_write_bound"}},
+      {"csi.",
+       {"enabled", "endpoint", "driver_name", "controller", "node", "max_volumes_per_node"}},
   };
   return kSchema;
+}
+
+/// CSI's rule for driver names: at most 63 characters, alphanumerics at both ends, and only
+/// alphanumerics, '-' and '.' between.
+bool is_csi_driver_name(const std::string& n) {
+  auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  if (n.empty() || n.size() > 63 || !alnum(n.front()) || !alnum(n.back())) return false;
+  return std::all_of(n.begin(), n.end(), [&](char c) { return alnum(c) || c == '-' || c == '.'; });
+}
+
+Status check_csi(const Config& cfg) {
+  if (!cfg.csi.enabled) return ok_status();
+  if (cfg.csi.endpoint.empty() || cfg.csi.endpoint.front() != '/' ||
+      cfg.csi.endpoint.size() > 100 || cfg.csi.endpoint.find("/../") != std::string::npos) {
+    return key_error(
+        "csi.endpoint",
+        "'" + cfg.csi.endpoint + "' must be an absolute socket path of at most 100 characters");
+  }
+  if (!is_csi_driver_name(cfg.csi.driver_name)) {
+    return key_error("csi.driver_name",
+                     "'" + cfg.csi.driver_name +
+                         "' is not a CSI driver name (at most 63 characters: "
+                         "alphanumerics, '-' and '.', alphanumeric at both ends)");
+  }
+  if (!cfg.csi.controller && !cfg.csi.node) {
+    return key_error("csi.enabled", "true needs csi.controller or csi.node (or both)");
+  }
+  if (cfg.csi.controller && !cfg.backend.configured()) {
+    return key_error("csi.controller",
+                     "true needs backend.server (and its credentials): the controller creates "
+                     "and grants volumes on the agent's array");
+  }
+  return ok_status();
 }
 
 Status check_keys(const YAML::Node& map, const std::string& prefix) {
@@ -169,6 +204,24 @@ Status apply_yaml(const YAML::Node& root, Config& cfg) {
     cfg.attach = *v;
   }
 
+  if (const auto c = root["csi"]; c && !c.IsNull()) {
+    if (auto st = check_keys(c, "csi."); !st) return st;
+    DT_SET_STRING(c, "endpoint", "csi.endpoint", cfg.csi.endpoint)
+    DT_SET_STRING(c, "driver_name", "csi.driver_name", cfg.csi.driver_name)
+    for (const auto& [key, out] :
+         {std::pair{"enabled", &cfg.csi.enabled}, std::pair{"controller", &cfg.csi.controller},
+          std::pair{"node", &cfg.csi.node}}) {
+      if (!c[key]) continue;
+      auto v = get_bool(c[key], std::string("csi.") + key);
+      if (!v) return v.error();
+      *out = *v;
+    }
+    if (c["max_volumes_per_node"]) {
+      auto v = get_int(c["max_volumes_per_node"], "csi.max_volumes_per_node", 0, 4096);
+      if (!v) return v.error();
+      cfg.csi.max_volumes_per_node = static_cast<int>(*v);
+    }
+  }
   if (const auto m = root["metrics"]; m && !m.IsNull()) {
     if (auto s = check_keys(m, "metrics."); !s) return s;
     DT_SET_STRING(m, "listen", "metrics.listen", cfg.metrics.listen)
@@ -572,6 +625,7 @@ Status validate(Config& cfg) {
                      "true needs backend.server (and its credentials): Kubernetes passes no "
                      "secrets to attach, detach, waitforattach or mountdevice");
   }
+  if (auto st = check_csi(cfg); !st) return st;
   auto handoff = parse_choice<HandoffMode>(cfg.handoff.mode);
   if (!handoff) {
     return key_error("handoff.mode", "'" + cfg.handoff.mode + "' is not one of agent, off");

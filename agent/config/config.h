@@ -130,6 +130,20 @@ struct HandoffConfig {
   milliseconds claim_write_bound{500};  ///< a claim written slower than this is retried
 };
 
+/// The CSI front end (agent/csi), beside FlexVolume: gRPC on a Unix socket kubelet and the CSI
+/// sidecars reach. The node DaemonSet's agents serve Node (and Identity); the controller
+/// Deployment's agent serves Controller only (no iSCSI, no kubelet: node: false).
+struct CsiConfig {
+  bool enabled = false;
+  std::string endpoint = "/var/lib/kubelet/plugins/agent.iscsi.datera.io/csi.sock";
+  std::string driver_name = "agent.iscsi.datera.io";
+  bool controller = false;  ///< serve the Controller service (CreateVolume, publish, expand...)
+  bool node = true;         ///< serve the Node service (stage, publish, stats...)
+  int max_volumes_per_node = 0;  ///< NodeGetInfo's limit; 0: none
+  /// Only the controller role: no node work at all (no initiator, journal, keeper or FlexVolume).
+  bool controller_only() const { return enabled && controller && !node; }
+};
+
 struct Config {
   std::string node_name;
   std::string socket_path = "/run/datera-agent/agent.sock";
@@ -151,6 +165,7 @@ struct Config {
   BackendConfig backend;
   InitiatorConfig initiator;
   HandoffConfig handoff;
+  CsiConfig csi;
   Choices choices;  ///< set by validate()
 };
 

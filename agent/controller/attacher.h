@@ -2,9 +2,10 @@
 
 // Controller mode (`attach: true`): the attach-detach controller in kube-controller-manager calls
 // `attach <options> <node>`, `isattached <options> <node>` and `detach <pv> <node>` through the
-// driver on the control plane; this answers them by granting and revoking the node's access on the
-// array. The node's own agent then logs in (waitforattach), stages the filesystem (mountdevice) and
-// binds it into pods (mount); see agent/volume/manager.h.
+// driver on the control plane; this adapter answers them by granting and revoking the node's access
+// on the array (grants.h, shared with CSI's ControllerPublishVolume). The node's own agent then
+// logs in (waitforattach), stages the filesystem (mountdevice) and binds it into pods (mount); see
+// agent/volume/manager.h.
 //
 // attach: the app instance (created from the options on first use); the node's IQN, found by the
 // initiator name the node's agent registered at start-up (edf::initiator_name_for_node); then the
@@ -28,26 +29,17 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "agent/controller/grants.h"
 #include "agent/controller/metrics.h"
 #include "agent/flexvolume/service.h"
-#include "agent/volume/array.h"
-#include "agent/volume/keyed_mutex.h"
 #include "base/logging.h"
-#include "plugins/edf/options.h"
 
 namespace datera::controller {
 
-inline constexpr const char* kPvKey = "datera-agent.pv";
-
-struct AttacherOptions {
-  edf::BackendTarget default_backend;
-  std::vector<std::string> allowed_servers;  ///< backend.allowed_servers
-  std::chrono::milliseconds online_timeout{120'000};
-};
-
+/// FlexVolume's controller calls, answered through Grants.
 class Attacher : public flexvolume::ControllerOps {
  public:
-  Attacher(AttacherOptions options, volume::Arrays& arrays, Metrics& probe, LoggerPtr log);
+  Attacher(Grants& grants, Metrics& metrics, LoggerPtr log);
 
   boost::asio::awaitable<flex::Json> attach(const flex::Request& request) override;
   boost::asio::awaitable<flex::Json> detach(const flex::Request& request) override;
@@ -57,18 +49,10 @@ class Attacher : public flexvolume::ControllerOps {
   boost::asio::awaitable<Result<std::string>> do_attach(const flex::Request& request);
   boost::asio::awaitable<Status> do_detach(const flex::Request& request);
   boost::asio::awaitable<Result<bool>> do_isattached(const flex::Request& request);
-  /// The IQN the node's agent registered on `array`.
-  boost::asio::awaitable<Result<std::string>> node_iqn(volume::Array& array,
-                                                       const std::string& node);
-  /// The app instance a PV name stands for; "" when the array has none.
-  boost::asio::awaitable<Result<std::string>> volume_of_pv(volume::Array& array,
-                                                           const std::string& pv);
 
-  AttacherOptions options_;
-  volume::Arrays& arrays_;
+  Grants& grants_;
   Metrics& metrics_;
   LoggerPtr log_;
-  volume::KeyedMutex locks_;
 };
 
 }  // namespace datera::controller

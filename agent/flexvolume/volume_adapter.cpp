@@ -67,13 +67,15 @@ VolumeResult<volume::PublishRequest> VolumeAdapter::publish_request(const flex::
   p.volume = parsed->spec.name;
   p.pod_dir = *pod;
   p.read_only = opt(r.options, "kubernetes.io/readwrite") == "ro";
-  if (!core_.options().controller_attach) {
+  p.mode = mode();
+  if (p.mode == volume::Mode::agent) {
     // Without attach kubelet calls mount only: it stages too.
     auto mount_options = mount_options_of(r.options, parsed->fs_type);
     if (!mount_options) {
       return VolumeError{Step::options, mount_options.error().wrap("mount of volume " + p.volume)};
     }
-    p.stage = volume::StageRequest{std::move(*parsed), std::move(*mount_options), "", true};
+    p.stage = volume::StageRequest{std::move(*parsed), std::move(*mount_options), "", true,
+                                   volume::Mode::agent};
   }
   return p;
 }
@@ -94,7 +96,7 @@ asio::awaitable<flex::Json> VolumeAdapter::unmount(const flex::Request& request)
   auto pod = core_.pod_volume_path(request.arg("podVolumeDir").value_or(""));
   VolumeStatus done = VolumeError{};
   if (pod) {
-    done = co_await core_.unpublish(*pod);
+    done = co_await core_.unpublish(*pod, mode());
   } else {
     done = VolumeError{Step::checks, pod.error().wrap("unmount")};
   }
@@ -126,7 +128,8 @@ VolumeResult<volume::StageRequest> VolumeAdapter::stage_request(const flex::Requ
     return VolumeError{Step::options,
                        mount_options.error().wrap(op + " of volume " + parsed->spec.name)};
   }
-  return volume::StageRequest{std::move(*parsed), std::move(*mount_options), path, filesystem};
+  return volume::StageRequest{std::move(*parsed), std::move(*mount_options), path, filesystem,
+                              volume::Mode::controller};
 }
 
 asio::awaitable<flex::Json> VolumeAdapter::waitforattach(const flex::Request& request) {
@@ -157,7 +160,7 @@ asio::awaitable<flex::Json> VolumeAdapter::unmountdevice(const flex::Request& re
   auto path = core_.device_mount_path(request.arg("deviceMountPath").value_or(""));
   VolumeStatus done = VolumeError{};
   if (path) {
-    done = co_await core_.unstage(*path);
+    done = co_await core_.unstage(*path, volume::Mode::controller);
   } else {
     done = VolumeError{Step::checks, path.error().wrap("unmountdevice")};
   }

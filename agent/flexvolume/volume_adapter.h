@@ -33,6 +33,10 @@ class VolumeAdapter final : public VolumeOps {
   boost::asio::awaitable<flex::Json> unmountdevice(const flex::Request& request) override;
 
  private:
+  /// FlexVolume's mode, as configured (attach: true: the controller grants, kubelet stages).
+  volume::Mode mode() const {
+    return core_.options().controller_attach ? volume::Mode::controller : volume::Mode::agent;
+  }
   /// Counts the call and turns its outcome into kubelet's reply (Success, or Failure with the
   /// error's message); callers add their reply fields.
   template <typename T>

@@ -32,6 +32,13 @@ Result<Phase> phase_from(const std::string& s) {
   return Error{"unknown phase '" + s + "'"};
 }
 
+Result<Mode> mode_from(const std::string& s) {
+  if (s == "agent") return Mode::agent;
+  if (s == "controller") return Mode::controller;
+  if (s == "csi") return Mode::csi;
+  return Error{"unknown mode '" + s + "'"};
+}
+
 /// An integer field within [lo, hi]; floats, negatives for unsigned fields and out-of-range
 /// values are refused (a float cast out of range is undefined behaviour, a narrowing one wraps).
 Result<int64_t> int_field(const json& j, const char* key, int64_t lo, int64_t hi) {
@@ -71,6 +78,18 @@ const char* to_string(Phase p) {
   return "unknown";
 }
 
+const char* to_string(Mode m) {
+  switch (m) {
+    case Mode::agent:
+      return "agent";
+    case Mode::controller:
+      return "controller";
+    case Mode::csi:
+      return "csi";
+  }
+  return "unknown";
+}
+
 bool Record::has_pod(const std::string& dir) const {
   for (const auto& p : pods) {
     if (p.dir == dir) return true;
@@ -81,6 +100,8 @@ bool Record::has_pod(const std::string& dir) const {
 json Record::public_json() const {
   return {{"volume", volume},
           {"phase", to_string(phase)},
+          {"mode", to_string(mode)},
+          {"block", block},
           {"backend", backend.server()},
           {"fs_type", fs_type},
           {"delete_on_release", delete_on_release},
@@ -153,6 +174,14 @@ Result<Record> record_from(const json& b) {
     auto phase = phase_from(b.at("phase").get<std::string>());
     if (!phase) return phase.error();
     r.phase = *phase;
+    if (const auto m = b.find("mode"); m != b.end()) {
+      auto mode = mode_from(m->get<std::string>());
+      if (!mode) return mode.error();
+      r.mode = *mode;
+    } else {
+      r.mode_recorded = false;  // an older agent's record: FlexVolume, in the configured mode
+    }
+    r.block = b.value("block", false);
     const auto& be = b.at("backend");
     r.backend.host = be.at("host").get<std::string>();
     // Checked, not narrowed: get<uint16_t>() would wrap 99999 to 34463.

@@ -36,6 +36,14 @@ enum class Phase {
 };
 const char* to_string(Phase p);
 
+/// Who drives the volume on this node: how access is gained and where the volume is staged.
+enum class Mode {
+  agent,       ///< FlexVolume, attach: false: this node's lease and ACL entry; the agent's staging
+  controller,  ///< FlexVolume, attach: true: the controller's grant; kubelet's device mount path
+  csi,         ///< CSI: the controller's grant (ControllerPublishVolume); kubelet's staging path
+};
+const char* to_string(Mode m);
+
 struct PodMount {
   std::string dir;  ///< kubelet's pod volume dir
   bool read_only = false;
@@ -44,6 +52,13 @@ struct PodMount {
 struct Record {
   std::string volume;  ///< app instance name (also the file name)
   Phase phase = Phase::attaching;
+  Mode mode = Mode::agent;
+  /// Not stored: false for a record of an agent older than modes (its mode is the FlexVolume mode
+  /// configured, filled in at load).
+  bool mode_recorded = true;
+  /// CSI raw block (volumeMode: Block): staged = logged in and mapped, no filesystem; each publish
+  /// binds the device itself onto kubelet's target file.
+  bool block = false;
   /// The array the volume was attached from: the default array (is_default, no credentials) or
   /// another one with the volume's own credentials.
   edf::BackendTarget backend;

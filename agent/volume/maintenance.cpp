@@ -79,8 +79,7 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
                out.pods.size());
     co_return done(GiveUp::Outcome::in_use, in_use_message(volume, out.pods));
   }
-  const bool staged = !rec.staging.empty() && mount_at(rec.staging).has_value();
-  if (options_.controller_attach && staged && !force) {
+  if (rec.mode == Mode::controller && staged(rec) && !force) {
     co_return done(
         GiveUp::Outcome::staged,
         "volume " + volume + ": kept, it is kubelet's device mount at " + rec.staging +
@@ -88,6 +87,13 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
             "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
             "should it come back, would mount pods on a path that is no longer staged");
   }
+  if (rec.mode == Mode::csi && staged(rec) && !force) {
+    co_return done(GiveUp::Outcome::staged,
+                   "volume " + volume + ": kept, it is kubelet's CSI staging at " + rec.staging +
+                       ". kubelet unstages it (NodeUnstageVolume) once no pod here uses it. "
+                       "Only if kubelet is gone for good: --force unstages it");
+  }
+  const Mode rec_mode = rec.mode;  // `rec` dangles once released
   if (auto st = co_await release(rec, Operation::release); !st) {
     const std::string step = to_string(st.error().step);
     log_->error("volume {}: giving it up on request failed at {}: {}", volume, step,
@@ -99,7 +105,7 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
                        "at its next start)");
   }
   update_gauges();
-  const std::string what = options_.controller_attach
+  const std::string what = rec_mode != Mode::agent
                                ? "unstaged and logged out; its grant (ACL and ownership record) "
                                  "stays the controller's until Kubernetes detaches it"
                                : "unmounted, logged out, out of the ACL and its lease released";

@@ -53,8 +53,8 @@ Manager::Manager(ManagerOptions options, Arrays& arrays, initiator::Initiator& i
       coordinator_(coordinator) {
   AccessContext access{
       options_.node_name, options_.online_timeout, arrays_, journal_, metrics_, log_, coordinator_};
-  access_ = options_.controller_attach ? make_grant_access(std::move(access))
-                                       : make_lease_access(std::move(access));
+  lease_access_ = make_lease_access(access);
+  grant_access_ = make_grant_access(std::move(access));
   options_.kubelet_root = normal_path(options_.kubelet_root);
   options_.kubelet_root_real = options_.kubelet_root_real.empty()
                                    ? options_.kubelet_root
@@ -104,28 +104,66 @@ Result<std::string> Manager::kubelet_path(const std::string& raw, KubeletPath ki
     return Error{"refusing path " + path + ": it is not under kubelet_root " +
                  options_.kubelet_root + " (check the agent's kubelet_root setting)"};
   }
-  const auto parts = components(*rel);
-  std::string vendor_driver = options_.driver_dir;
-  std::replace(vendor_driver.begin(), vendor_driver.end(), '~', '/');
-  const bool layout_ok =
-      kind == KubeletPath::pod_volume
-          ? parts.size() == 5 && parts[0] == "pods" && parts[2] == "volumes" &&
-                parts[3] == options_.driver_dir
-          : parts.size() == 7 &&
-                *rel == "plugins/kubernetes.io/flexvolume/" + vendor_driver + "/mounts/" + parts[6];
-  if (!layout_ok) {
-    return Error{
-        "refusing path " + path + ": kubelet puts this driver's " +
-        (kind == KubeletPath::pod_volume
-             ? "pod volumes at <kubelet_root>/pods/<uid>/volumes/" + options_.driver_dir + "/<name>"
-             : "device mounts at <kubelet_root>/plugins/kubernetes.io/flexvolume/" + vendor_driver +
-                   "/mounts/<name>")};
+  if (!layout_ok(*rel, kind)) {
+    std::string vendor_driver = options_.driver_dir;
+    std::replace(vendor_driver.begin(), vendor_driver.end(), '~', '/');
+    const std::string csi = "<kubelet_root>/plugins/kubernetes.io/csi/";
+    std::string where;
+    switch (kind) {
+      case KubeletPath::pod_volume:
+        where =
+            "pod volumes at <kubelet_root>/pods/<uid>/volumes/" + options_.driver_dir + "/<name>";
+        break;
+      case KubeletPath::device_mount:
+        where = "device mounts at <kubelet_root>/plugins/kubernetes.io/flexvolume/" +
+                vendor_driver + "/mounts/<name>";
+        break;
+      case KubeletPath::csi_publish:
+        where =
+            "CSI targets at <kubelet_root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount or " +
+            csi + "volumeDevices/publish/<pv>/<pod-uid>";
+        break;
+      case KubeletPath::csi_staging:
+        where = "CSI staging paths at " + csi + options_.csi_driver + "/<hash>/globalmount, " +
+                csi + "pv/<pv>/globalmount or " + csi + "volumeDevices/staging/<pv>";
+        break;
+    }
+    return Error{"refusing path " + path + ": kubelet puts this driver's " + where};
   }
   const std::string canonical = options_.kubelet_root_real + "/" + *rel;
   if (!walk) return canonical;
   auto resolved = mounter_.resolve_beneath(options_.kubelet_root_real, canonical);
   if (!resolved) return Error{"refusing path " + path + ": " + resolved.error().message};
   return canonical;
+}
+
+bool Manager::layout_ok(const std::string& rel, KubeletPath kind) const {
+  const auto parts = components(rel);
+  const auto n = parts.size();
+  const auto csi_dir = [&] {
+    return n >= 4 && parts[0] == "plugins" && parts[1] == "kubernetes.io" && parts[2] == "csi";
+  };
+  switch (kind) {
+    case KubeletPath::pod_volume:
+      return n == 5 && parts[0] == "pods" && parts[2] == "volumes" &&
+             parts[3] == options_.driver_dir;
+    case KubeletPath::device_mount: {
+      std::string vendor_driver = options_.driver_dir;
+      std::replace(vendor_driver.begin(), vendor_driver.end(), '~', '/');
+      return n == 7 &&
+             rel == "plugins/kubernetes.io/flexvolume/" + vendor_driver + "/mounts/" + parts[6];
+    }
+    case KubeletPath::csi_publish:
+      return (n == 6 && parts[0] == "pods" && parts[2] == "volumes" &&
+              parts[3] == "kubernetes.io~csi" && parts[5] == "mount") ||
+             (n == 7 && csi_dir() && parts[3] == "volumeDevices" && parts[4] == "publish");
+    case KubeletPath::csi_staging:
+      return n == 6 && csi_dir() &&
+             ((parts[3] == options_.csi_driver && parts[5] == "globalmount") ||
+              (parts[3] == "pv" && parts[5] == "globalmount") ||
+              (parts[3] == "volumeDevices" && parts[4] == "staging"));
+  }
+  return false;
 }
 
 std::string Manager::canonical_recorded(const std::string& path, KubeletPath kind) const {
@@ -162,6 +200,7 @@ size_t Manager::load_journal() {
   std::vector<std::string> problems;
   if (auto st = journal_.prepare(); !st) problems.push_back(st.error().message);
   for (auto& rec : journal_.load_all(&problems)) {
+    if (!rec.mode_recorded) rec.mode = options_.controller_attach ? Mode::controller : Mode::agent;
     // A checksummed record passes the same checks as a new request before anything acts on it: a
     // record naming a path outside the agent's or kubelet's trees is never unmounted.
     if (auto st = check_record(rec); !st) {
@@ -204,9 +243,8 @@ asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& 
     metrics_.reconcile("kept");
     co_return;
   }
-  if (options_.controller_attach && rec.phase == Phase::attached && !rec.staging.empty() &&
-      mount_at(rec.staging)) {
-    // Controller mode: kubelet's device mount, kept until its unmountdevice.
+  if (rec.mode != Mode::agent && rec.phase == Phase::attached && staged(rec)) {
+    // Controller mode and CSI: kubelet's staging, kept until its unstage.
     if (changed) (void)co_await journal_.save(rec);
     ++tally.kept;
     metrics_.reconcile("kept");
@@ -392,14 +430,14 @@ void Manager::set_aside(const std::string& volume, const std::string& why,
 bool Manager::canonicalize(Record& rec) const {
   bool changed = false;
   if (!rec.pending_pod.empty()) {
-    auto canonical = canonical_recorded(rec.pending_pod, KubeletPath::pod_volume);
+    auto canonical = canonical_recorded(rec.pending_pod, target_kind(rec.mode));
     if (!canonical.empty() && canonical != rec.pending_pod) {
       rec.pending_pod = canonical;
       changed = true;
     }
   }
-  if (options_.controller_attach && !rec.staging.empty()) {
-    auto canonical = canonical_recorded(rec.staging, KubeletPath::device_mount);
+  if (rec.mode != Mode::agent && !rec.staging.empty()) {
+    auto canonical = canonical_recorded(rec.staging, staging_kind(rec.mode));
     if (!canonical.empty() && canonical != rec.staging) {
       rec.staging = canonical;
       changed = true;
@@ -416,18 +454,21 @@ bool Manager::nothing_to_undo(const Record& rec) const {
 Status Manager::check_record(const Record& rec) const {
   if (!edf::is_valid_name(rec.volume)) return Error{"'" + rec.volume + "' is not a volume name"};
   const bool agent_staging = rec.staging == fs::join(options_.staging_dir, rec.volume);
-  const bool device_mount = !canonical_recorded(rec.staging, KubeletPath::device_mount).empty();
-  if (!rec.staging.empty() && !agent_staging && !device_mount) {
+  const bool kubelet_staging =
+      rec.mode != Mode::agent && !canonical_recorded(rec.staging, staging_kind(rec.mode)).empty();
+  if (!rec.staging.empty() && !agent_staging && !kubelet_staging) {
     return Error{"staging path " + rec.staging + " is neither " +
-                 fs::join(options_.staging_dir, rec.volume) + " nor kubelet's device mount path"};
+                 fs::join(options_.staging_dir, rec.volume) + " nor kubelet's staging path for " +
+                 to_string(rec.mode) + " mode"};
   }
+  if (rec.block && rec.mode != Mode::csi) return Error{"only CSI volumes can be raw block"};
   for (const auto& p : rec.pods) {
-    if (canonical_recorded(p.dir, KubeletPath::pod_volume).empty()) {
+    if (canonical_recorded(p.dir, target_kind(rec.mode)).empty()) {
       return Error{"pod mount " + p.dir + " is not a pod volume dir of this driver"};
     }
   }
   if (!rec.pending_pod.empty() &&
-      canonical_recorded(rec.pending_pod, KubeletPath::pod_volume).empty()) {
+      canonical_recorded(rec.pending_pod, target_kind(rec.mode)).empty()) {
     return Error{"pending pod " + rec.pending_pod + " is not a pod volume dir of this driver"};
   }
   if (!rec.device.empty() &&
@@ -824,14 +865,14 @@ asio::awaitable<void> Manager::check_access_all(std::vector<std::string> volumes
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<void> Manager::renew_leases(std::chrono::milliseconds spread) {
-  if (options_.controller_attach) {
-    co_await check_grants();
-    co_return;
-  }
+  // Granted volumes (controller mode, CSI): the check that the grant still stands.
+  co_await check_grants();
   if (!coordinator_) co_return;
   std::vector<std::string> names;
   for (const auto& [name, rec] : records_) {
-    if (rec.epoch != 0 && rec.phase == Phase::attached) names.push_back(name);
+    if (rec.mode == Mode::agent && rec.epoch != 0 && rec.phase == Phase::attached) {
+      names.push_back(name);
+    }
   }
   if (names.empty()) co_return;
   // Spread over `spread` rather than all at once (an array serving hundreds of nodes sees an even
@@ -857,11 +898,13 @@ asio::awaitable<void> Manager::renew_leases(std::chrono::milliseconds spread) {
   update_gauges();
 }
 
-// Controller mode: the grant check that stands in for the lease renewal.
+// Controller mode and CSI: the grant check that stands in for the lease renewal.
 asio::awaitable<void> Manager::check_grants() {
   std::vector<std::string> names;
   for (const auto& [name, rec] : records_) {
-    if (rec.epoch != 0 && rec.phase != Phase::detaching) names.push_back(name);
+    if (rec.mode != Mode::agent && rec.epoch != 0 && rec.phase != Phase::detaching) {
+      names.push_back(name);
+    }
   }
   for (const auto& name : names) {
     auto guard = co_await locks_.lock(name);
@@ -883,7 +926,7 @@ asio::awaitable<void> Manager::check_grants() {
     const ownership::Lease lease = ownership::decode(*md);
     if (lease.owner == options_.node_name && lease.epoch == rec.epoch) continue;
     const std::string now = lease.free() ? "no node" : "node " + lease.owner;
-    if (rec.pods.empty() && (rec.staging.empty() || !mount_at(rec.staging))) {
+    if (rec.pods.empty() && !staged(rec)) {
       // Detached while not staged here (kubelet skips unmountdevice for what is not mounted).
       if (auto st = co_await release(rec, Operation::detached); !st) {
         log_->error("volume {}: detached by the controller, but logging out failed at {}: {}", name,
@@ -1017,7 +1060,7 @@ bool Manager::forget_gone_pods(Record& rec) {
   // Recorded paths in canonical form (an older agent recorded kubelet_root as configured, which
   // may be a symlink; mountinfo shows the resolved path).
   for (auto& p : rec.pods) {
-    if (auto canonical = canonical_recorded(p.dir, KubeletPath::pod_volume);
+    if (auto canonical = canonical_recorded(p.dir, target_kind(rec.mode));
         !canonical.empty() && canonical != p.dir) {
       p.dir = canonical;
       changed = true;
@@ -1075,6 +1118,20 @@ std::vector<Manager::Attached> Manager::attached() const {
     }
   }
   return out;
+}
+
+bool Manager::staged(const Record& rec) const {
+  if (rec.staging.empty()) return false;
+  if (rec.block) return rec.phase == Phase::attached && !rec.device.empty();
+  return mount_at(rec.staging).has_value();
+}
+
+std::optional<Manager::Served> Manager::served(const std::string& volume) const {
+  const auto it = records_.find(volume);
+  if (it == records_.end()) return std::nullopt;
+  const Record& rec = it->second;
+  return Served{rec.volume,  rec.mode,    rec.phase,  rec.block,
+                staged(rec), rec.staging, rec.device, rec.pods};
 }
 
 std::optional<std::string> Manager::attached_map(const std::string& volume) {

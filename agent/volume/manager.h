@@ -87,8 +87,12 @@ struct ManagerOptions {
   /// kubelet's "<vendor~driver>" directory name for this driver (pod volume dirs and, with '~' as
   /// '/', the device mount path).
   std::string driver_dir = "datera~iscsi";
-  /// Controller mode (see above); false: this node claims, joins the ACL and releases itself.
+  /// FlexVolume's mode (see above; attach: true): what its adapter serves, and the mode of the
+  /// records older agents wrote. false: this node claims, joins the ACL and releases itself.
+  /// CSI volumes are always granted by the controller (Mode::csi), whatever this says.
   bool controller_attach = false;
+  /// The CSI driver name: kubelet's CSI staging paths name it.
+  std::string csi_driver = "agent.iscsi.datera.io";
   /// Called between steps with the point's name ("mount:after_login"...). Production leaves it
   /// empty; the host tier's crash tests make it kill the process there (see
   /// DATERA_AGENT_TEST_CRASH_AT).
@@ -134,20 +138,25 @@ const char* to_string(GiveUp::Outcome o);
 struct StageRequest {
   edf::VolumeOptions volume;               ///< parsed (plugins/edf/options.h)
   std::vector<std::string> mount_options;  ///< for the staging mount, already allow-listed
-  /// Controller mode: kubelet's device mount path, checked (device_mount_path()). Agent mode: ""
+  /// Controller mode and CSI: kubelet's staging path, checked (staging_path()). Agent mode: ""
   /// (the agent's own <staging_dir>/<volume>).
   std::string staging_path;
-  bool filesystem = true;  ///< false: log in and map only (waitforattach)
+  bool filesystem = true;  ///< false: log in and map only (waitforattach, or a block volume)
+  Mode mode = Mode::agent;
+  /// CSI raw block: log in and map, no filesystem; staged (journaled) at staging_path all the same.
+  bool block = false;
 };
 
 /// publish(): bind the staged volume into a pod dir.
 struct PublishRequest {
   std::string volume;
-  std::string pod_dir;  ///< checked (pod_volume_path())
+  std::string pod_dir;  ///< checked (pod_volume_path()); CSI: kubelet's target path
   bool read_only = false;
   /// Agent mode: stage first, under the same lock, with the same rollback (kubelet's FlexVolume
   /// mount has no separate stage call). nullopt: the volume must be staged already.
   std::optional<StageRequest> stage;
+  /// Whose paths and record: FlexVolume's agent or controller mode, or CSI (stage->mode follows).
+  Mode mode = Mode::agent;
 };
 
 /// expand(): grow the app instance on the array (never shrink); with `filesystem`, also rescan
@@ -183,9 +192,11 @@ class Manager {
   boost::asio::awaitable<VolumeResult<std::string>> publish(PublishRequest request);
   /// Unbinds the pod dir; after the last pod in agent mode, releases the volume (staging, map,
   /// session, ACL, lease, retain policy). An unknown pod dir that is not mounted is a success.
-  boost::asio::awaitable<VolumeStatus> unpublish(std::string pod_dir);
-  /// Controller mode: unmounts kubelet's device mount path, removes the map, logs out.
-  boost::asio::awaitable<VolumeStatus> unstage(std::string staging_path);
+  /// `mode`: whose paths these are (Mode::csi: CSI's target paths; else FlexVolume's pod dirs).
+  boost::asio::awaitable<VolumeStatus> unpublish(std::string pod_dir, Mode mode = Mode::agent);
+  /// Controller mode and CSI: unmounts kubelet's staging path, removes the map, logs out.
+  boost::asio::awaitable<VolumeStatus> unstage(std::string staging_path,
+                                               Mode mode = Mode::controller);
   /// Yields the new size in bytes (whole GiB).
   boost::asio::awaitable<VolumeResult<int64_t>> expand(ExpandRequest request);
 
@@ -197,7 +208,28 @@ class Manager {
   Result<std::string> device_mount_path(const std::string& raw) const {
     return kubelet_path(raw, KubeletPath::device_mount);
   }
+  /// CSI's staging path (filesystem or block), checked and in canonical form.
+  Result<std::string> csi_staging_path(const std::string& raw) const {
+    return kubelet_path(raw, KubeletPath::csi_staging);
+  }
+  /// CSI's target path (a pod's mount dir or block device file), checked and in canonical form.
+  Result<std::string> csi_target_path(const std::string& raw) const {
+    return kubelet_path(raw, KubeletPath::csi_publish);
+  }
   const ManagerOptions& options() const { return options_; }
+
+  /// What this node holds of one volume, without credentials (CSI's stats and idempotency checks).
+  struct Served {
+    std::string volume;
+    Mode mode = Mode::agent;
+    Phase phase = Phase::attaching;
+    bool block = false;
+    bool staged = false;  ///< the staging mount is up (block: logged in and mapped)
+    std::string staging;
+    std::string device;
+    std::vector<PodMount> pods;
+  };
+  std::optional<Served> served(const std::string& volume) const;
   /// The volume metrics, for front ends that count their calls there.
   Metrics& probe() { return metrics_; }
 
@@ -331,7 +363,28 @@ class Manager {
   enum class KubeletPath {
     pod_volume,    ///< <root>/pods/<uid>/volumes/<vendor~driver>/<name>
     device_mount,  ///< <root>/plugins/kubernetes.io/flexvolume/<vendor>/<driver>/mounts/<name>
+    /// CSI targets: <root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount, or for block
+    /// <root>/plugins/kubernetes.io/csi/volumeDevices/publish/<pv>/<pod-uid>
+    csi_publish,
+    /// CSI staging: <root>/plugins/kubernetes.io/csi/<driver>/<sha256>/globalmount (older kubelets:
+    /// .../csi/pv/<pv>/globalmount), or for block .../csi/volumeDevices/staging/<pv>
+    csi_staging,
   };
+  /// The kind of pod path and staging path a record of `mode` holds.
+  static KubeletPath target_kind(Mode mode) {
+    return mode == Mode::csi ? KubeletPath::csi_publish : KubeletPath::pod_volume;
+  }
+  static KubeletPath staging_kind(Mode mode) {
+    return mode == Mode::csi ? KubeletPath::csi_staging : KubeletPath::device_mount;
+  }
+  /// Whether the path's layout is kubelet's for `kind` (`rel`: below kubelet's root).
+  bool layout_ok(const std::string& rel, KubeletPath kind) const;
+  /// The access policy of the record's mode: lease and ACL (agent) or the controller's grant.
+  AccessPolicy& access(const Record& rec) const {
+    return rec.mode == Mode::agent ? *lease_access_ : *grant_access_;
+  }
+  /// kubelet's staging is up: the mount at rec.staging, or (block) the session and map.
+  bool staged(const Record& rec) const;
   /// A path kubelet passed, as the canonical path below kubelet_root_real, or an Error naming why
   /// it is refused: control characters, not the layout kubelet uses for `kind`, or a symlink
   /// anywhere below kubelet's root (never followed: a pod author may plant one).
@@ -394,7 +447,8 @@ class Manager {
   multipath::Multipath* multipath_;
   ownership::Coordinator* coordinator_;
   /// Lease and ACL (agent mode) or the controller's grant: the one difference between the modes.
-  std::unique_ptr<AccessPolicy> access_;
+  std::unique_ptr<AccessPolicy> lease_access_;
+  std::unique_ptr<AccessPolicy> grant_access_;
   KeyedMutex locks_;
   std::map<std::string, Record> records_;
 

@@ -14,9 +14,9 @@ namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
 
-/// Controller mode times the attach steps as waitforattach wherever kubelet runs them.
-Operation attach_label(bool controller, Operation op) {
-  return controller ? Operation::waitforattach : op;
+/// Controller mode and CSI time the attach steps as waitforattach wherever kubelet runs them.
+Operation attach_label(Mode mode, Operation op) {
+  return mode != Mode::agent ? Operation::waitforattach : op;
 }
 
 }  // namespace
@@ -27,17 +27,18 @@ void Manager::crash_point(Operation op, Step step) const {
 }
 
 bool Manager::in_use(const Record& rec) const {
-  // Controller mode: kubelet's device mount uses the volume until its unmountdevice.
-  return !rec.pods.empty() ||
-         (options_.controller_attach && !rec.staging.empty() && mount_at(rec.staging));
+  // Controller mode and CSI: kubelet's staging uses the volume until its unstage.
+  return !rec.pods.empty() || (rec.mode != Mode::agent && staged(rec));
 }
 
 void Manager::adopt(Record& rec, const StageRequest& req) const {
   if (!in_use(rec)) {
+    rec.mode = req.mode;
+    rec.block = req.block;
     rec.backend = req.volume.backend;
     rec.fs_type = req.volume.fs_type;
     rec.mount_options = req.mount_options;
-    rec.delete_on_release = access_->applies_retain_policy() && req.volume.delete_on_release;
+    rec.delete_on_release = access(rec).applies_retain_policy() && req.volume.delete_on_release;
   } else if (edf::same_server(rec.backend, req.volume.backend)) {
     // The volume's current credentials (a rotated secret) come with each call: the next
     // release, lease renewal and access check use them.
@@ -50,20 +51,29 @@ void Manager::adopt(Record& rec, const StageRequest& req) const {
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<VolumeResult<std::string>> Manager::stage(StageRequest req) {
+  if (req.block) req.filesystem = false;
+  const bool at_path = req.filesystem || req.block;  // staged at kubelet's path (not waitforattach)
   const Operation op = req.filesystem ? Operation::mountdevice : Operation::waitforattach;
   const std::string op_name = to_string(op);
-  if (!options_.controller_attach) {
+  if (req.mode == Mode::agent) {
     co_return VolumeError{
         Step::options,
         Error{op_name + " belongs to controller mode (attach: true); this agent runs without"}};
   }
   const std::string name = req.volume.spec.name;
   const std::string& path = req.staging_path;
-  const std::string what =
-      op_name + " of volume " + name + (req.filesystem ? " at " + path : std::string());
+  const std::string what = op_name + " of volume " + name + (at_path ? " at " + path : "");
   auto guard = co_await locks_.lock(name);
-  if (const auto other = staging_taken(name, path); req.filesystem && !other.empty()) {
+  if (const auto other = staging_taken(name, path); at_path && !other.empty()) {
     co_return VolumeError{Step::checks, Error{"the path already holds volume " + other}, what};
+  }
+  if (auto it = records_.find(name);
+      it != records_.end() && it->second.mode != req.mode && in_use(it->second)) {
+    co_return VolumeError{
+        Step::checks,
+        Error{std::string("it is in use on this node in ") + to_string(it->second.mode) +
+              " mode; unpublish and unstage it there first"},
+        what};
   }
   auto [it, fresh] = records_.try_emplace(name);
   Record& rec = it->second;
@@ -72,12 +82,16 @@ asio::awaitable<VolumeResult<std::string>> Manager::stage(StageRequest req) {
     rec.phase = Phase::attaching;
   }
   Run run{rec, op, what};
-  if (req.filesystem && !rec.staging.empty() && rec.staging != path && mount_at(rec.staging)) {
+  if (at_path && !rec.staging.empty() && rec.staging != path && staged(rec)) {
     update_gauges();
     co_return run.fail(Step::checks, Error{"it is already staged at " + rec.staging});
   }
+  if (staged(rec) && rec.block != req.block) {
+    co_return run.fail(Step::checks, Error{std::string("it is already staged here as a ") +
+                                           (rec.block ? "raw block device" : "filesystem")});
+  }
   adopt(rec, req);
-  if (req.filesystem) rec.staging = path;
+  if (at_path) rec.staging = path;
   auto done = co_await stage_locked(run, req);
   update_gauges();
   co_return done;
@@ -96,6 +110,13 @@ asio::awaitable<VolumeResult<std::string>> Manager::stage_locked(Run& run,
   if (auto st = co_await step_intent(run); !st) co_return st.error();
   auto dev = co_await stage_steps(run, req);
   if (!dev) co_return co_await roll_back(run, dev.error());
+  if (req.block) {
+    rec.phase = Phase::attached;
+    if (auto st = co_await journal_.save(rec); !st) co_return run.fail(Step::journal, st.error());
+    log_->info("volume {}: {} staged as a raw block device (epoch {})", rec.volume, dev->path,
+               rec.epoch);
+    co_return dev->path;
+  }
   if (!req.filesystem) {
     log_->info("volume {}: attached here as {} (epoch {})", rec.volume, dev->path, rec.epoch);
     co_return dev->path;
@@ -149,7 +170,7 @@ asio::awaitable<VolumeResult<Array*>> Manager::step_resolve(Run& run) {
 asio::awaitable<VolumeStatus> Manager::step_gain(Run& run, Array& array,
                                                  const edf::VolumeSpec& spec) {
   Record& rec = run.rec;
-  auto ai = co_await access_->gain(rec, array, spec, run.op);
+  auto ai = co_await access(rec).gain(rec, array, spec, run.op);
   if (!ai) co_return run.fail(ai.error());
   crash_point(run.op, Step::array);
   rec.target = initiator::Target{rec.volume, ai->iqn, ai->ips, ai->volume_uuid, 0};
@@ -161,7 +182,7 @@ asio::awaitable<VolumeStatus> Manager::step_gain(Run& run, Array& array,
 asio::awaitable<VolumeResult<initiator::Device>> Manager::step_login(Run& run) {
   initiator::Device dev;
   {
-    StepTimer t(metrics_, attach_label(options_.controller_attach, run.op), Step::login);
+    StepTimer t(metrics_, attach_label(run.rec.mode, run.op), Step::login);
     auto connected = co_await initiator_.connect(run.rec.target, options_.connect_timeout);
     if (!connected) co_return run.fail(Step::login, connected.error());
     dev = std::move(*connected);
@@ -175,7 +196,7 @@ asio::awaitable<VolumeResult<initiator::Device>> Manager::step_map(Run& run,
   Record& rec = run.rec;
   initiator::Device on;
   {
-    StepTimer t(metrics_, attach_label(options_.controller_attach, run.op), Step::map);
+    StepTimer t(metrics_, attach_label(rec.mode, run.op), Step::map);
     auto mapped = co_await map_device(rec, dev);
     if (!mapped) co_return run.fail(Step::map, mapped.error());
     on = std::move(*mapped);
@@ -254,7 +275,8 @@ asio::awaitable<VolumeError> Manager::roll_back(Run& run, VolumeError e) {
 // ---------------------------------------------------------------------------------------------
 
 asio::awaitable<VolumeResult<std::string>> Manager::publish(PublishRequest req) {
-  auto pod = kubelet_path(req.pod_dir, KubeletPath::pod_volume);
+  if (req.stage) req.stage->mode = req.mode;
+  auto pod = kubelet_path(req.pod_dir, target_kind(req.mode));
   if (!pod) co_return VolumeError{Step::options, pod.error().wrap("mount")};
   req.pod_dir = *pod;
   auto guard = co_await locks_.lock(req.volume);
@@ -267,13 +289,22 @@ asio::awaitable<VolumeResult<std::string>> Manager::publish_locked(const Publish
   const std::string& name = req.volume;
   const std::string& pod_dir = req.pod_dir;
   const std::string what = "mount of volume " + name + " into " + pod_dir;
+  if (auto it = records_.find(name); !req.stage && (it == records_.end() || !staged(it->second))) {
+    co_return VolumeError{
+        Step::checks,
+        Error{req.mode == Mode::csi ? "the volume is not staged on this node: NodeStageVolume "
+                                      "comes before NodePublishVolume"
+                                    : "the volume is not staged on this node: with attach: true "
+                                      "kubelet runs waitforattach and mountdevice before mount"},
+        what};
+  }
   if (auto it = records_.find(name);
-      !req.stage &&
-      (it == records_.end() || it->second.staging.empty() || !mount_at(it->second.staging))) {
-    co_return VolumeError{Step::checks,
-                          Error{"the volume is not staged on this node: with attach: true "
-                                "kubelet runs waitforattach and mountdevice before mount"},
-                          what};
+      it != records_.end() && it->second.mode != req.mode && in_use(it->second)) {
+    co_return VolumeError{
+        Step::checks,
+        Error{std::string("it is in use on this node in ") + to_string(it->second.mode) +
+              " mode; unpublish and unstage it there first"},
+        what};
   }
   auto [it, fresh] = records_.try_emplace(name);
   // Another volume already bound at this pod dir would be a kubelet bug; never stack mounts.
@@ -314,7 +345,9 @@ asio::awaitable<VolumeResult<std::string>> Manager::publish_steps(Run& run,
   }
   {
     StepTimer t(metrics_, Operation::mount, Step::bind);
-    if (auto st = co_await mounter_.bind(rec.staging, pod_dir, req.read_only); !st) {
+    // A raw block volume: the device itself onto kubelet's target file.
+    const std::string& source = rec.block ? rec.device : rec.staging;
+    if (auto st = co_await mounter_.bind(source, pod_dir, req.read_only); !st) {
       co_return co_await roll_back(run, run.fail(Step::bind, st.error()));
     }
   }
@@ -333,8 +366,8 @@ asio::awaitable<VolumeResult<std::string>> Manager::publish_steps(Run& run,
 // unpublish, unstage, release
 // ---------------------------------------------------------------------------------------------
 
-asio::awaitable<VolumeStatus> Manager::unpublish(std::string raw) {
-  auto pod_dir = kubelet_path(raw, KubeletPath::pod_volume);
+asio::awaitable<VolumeStatus> Manager::unpublish(std::string raw, Mode mode) {
+  auto pod_dir = kubelet_path(raw, target_kind(mode));
   if (!pod_dir) co_return VolumeError{Step::checks, pod_dir.error().wrap("unmount")};
   const std::string name = find_volume_of_pod(*pod_dir);
   if (name.empty()) {
@@ -370,8 +403,8 @@ asio::awaitable<VolumeStatus> Manager::unpublish_steps(Run& run, const std::stri
   crash_point(run.op, Step::unbind);
   std::erase_if(rec.pods, [&](const PodMount& p) { return p.dir == pod_dir; });
   rec.pending_pod.clear();
-  if (!rec.pods.empty() || options_.controller_attach) {
-    // Controller mode: the staging mount is kubelet's device mount, unstaged by unmountdevice.
+  if (!rec.pods.empty() || rec.mode != Mode::agent) {
+    // Controller mode and CSI: the staging is kubelet's, unstaged by its own call.
     if (auto st = co_await journal_.save(rec); !st) co_return run.fail(Step::journal, st.error());
     log_->info("volume {}: unmounted from {}; {} pod(s) still use it", name, pod_dir,
                rec.pods.size());
@@ -389,8 +422,8 @@ asio::awaitable<VolumeStatus> Manager::unpublish_steps(Run& run, const std::stri
   co_return Done{};
 }
 
-asio::awaitable<VolumeStatus> Manager::unstage(std::string raw) {
-  auto path = kubelet_path(raw, KubeletPath::device_mount);
+asio::awaitable<VolumeStatus> Manager::unstage(std::string raw, Mode mode) {
+  auto path = kubelet_path(raw, staging_kind(mode));
   if (!path) co_return VolumeError{Step::checks, path.error().wrap("unmountdevice")};
   const std::string name = staging_taken("", *path);  // "": whichever volume is staged there
   if (name.empty()) {
@@ -464,7 +497,7 @@ asio::awaitable<VolumeStatus> Manager::release(Record& rec, Operation op) {
   rec.phase = Phase::detaching;
   if (auto st = co_await journal_.save(rec); !st) co_return VolumeError{Step::journal, st.error()};
   if (auto st = co_await leave_host(rec, op); !st) co_return st.error();
-  if (auto st = co_await access_->give_back(rec, op, served); !st) co_return st.error();
+  if (auto st = co_await access(rec).give_back(rec, op, served); !st) co_return st.error();
   crash_point(op, Step::release);
   if (auto st = co_await journal_.remove(name); !st) {
     co_return VolumeError{Step::journal, st.error()};
@@ -527,6 +560,10 @@ asio::awaitable<VolumeResult<int64_t>> Manager::grow_filesystem(Run& run, int64_
       auto on = co_await map_device(rec, *dev);
       if (!on) co_return run.fail(Step::rescan, on.error());
     }
+  }
+  if (rec.block) {
+    log_->info("volume {}: raw block device rescanned at {} GiB", rec.volume, gib);
+    co_return gib* kGiB;
   }
   {
     StepTimer t(metrics_, run.op, Step::grow);

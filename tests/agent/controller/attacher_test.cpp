@@ -21,10 +21,11 @@ const std::string kIqnB = "iqn.1993-08.org.debian:01:node-b";
 class AttacherTest : public ::testing::Test {
  protected:
   AttacherTest() {
-    AttacherOptions o;
+    GrantOptions o;
     o.default_backend.host = "10.0.0.1";
     o.default_backend.credentials = {"admin", "password"};
-    attacher_ = std::make_unique<Attacher>(o, arrays_, metrics_, null_logger());
+    grants_ = std::make_unique<Grants>(o, arrays_, metrics_, null_logger());
+    attacher_ = std::make_unique<Attacher>(*grants_, metrics_, null_logger());
     array().registered = {{kIqnA, edf::initiator_name_for_node("node-a")},
                           {kIqnB, edf::initiator_name_for_node("node-b")},
                           {"iqn.2000-01.com.example:other", "some-other-host"}};
@@ -67,6 +68,7 @@ class AttacherTest : public ::testing::Test {
   prometheus::Registry registry_;
   Metrics metrics_{registry_};
   testing::FakeArrays arrays_;
+  std::unique_ptr<Grants> grants_;
   std::unique_ptr<Attacher> attacher_;
 };
 

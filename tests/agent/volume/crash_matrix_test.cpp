@@ -120,17 +120,20 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   }
   // kubelet's calls, in the core's words.
   void mount() {
-    PublishRequest req{"vol-1", kPod, false, std::nullopt};
+    PublishRequest req{"vol-1", kPod, false, std::nullopt, mode()};
     if (!controller_) req.stage = StageRequest{volume(), {}, "", true};
     expect_ok(testing::run_async(ioc_, manager_->publish(req)), "mount");
   }
-  void unmount() { expect_ok(testing::run_async(ioc_, manager_->unpublish(kPod)), "unmount"); }
+  void unmount() {
+    expect_ok(testing::run_async(ioc_, manager_->unpublish(kPod, mode())), "unmount");
+  }
+  Mode mode() const { return controller_ ? Mode::controller : Mode::agent; }
   void waitforattach() {
-    StageRequest req{volume(), {}, "", false};
+    StageRequest req{volume(), {}, "", false, Mode::controller};
     expect_ok(testing::run_async(ioc_, manager_->stage(req)), "waitforattach");
   }
   void mountdevice() {
-    StageRequest req{volume(), {}, kDeviceMount, true};
+    StageRequest req{volume(), {}, kDeviceMount, true, Mode::controller};
     expect_ok(testing::run_async(ioc_, manager_->stage(req)), "mountdevice");
   }
   void unmountdevice() {
