@@ -31,6 +31,8 @@ using Problems = std::vector<std::string>;
 
 const stdfs::path kSourceDir{DATERA_SOURCE_DIR};
 const stdfs::path kManifestDir = kSourceDir / "daemonset";
+const stdfs::path kCsiDir = kSourceDir / "deploy" / "csi";
+const stdfs::path kCsiExamplesDir = kCsiDir / "examples";
 const stdfs::path kUnitFile = kSourceDir / "systemd" / "datera-agent.service";
 const stdfs::path kHostConfig = kSourceDir / "systemd" / "config.yaml";
 constexpr const char* kNodeName = "node-from-downward-api";
@@ -919,6 +921,512 @@ TEST(CheckerSelfTest, SystemdTimespans) {
   EXPECT_FALSE(parse_timespan("soon"));
   EXPECT_FALSE(parse_timespan(""));
   EXPECT_FALSE(parse_timespan("10 parsecs"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/csi: the CSI front end (driver agent.iscsi.datera.io). The node DaemonSet and its
+// ConfigMap are strategic-merge patches of daemonset/ (kubectl kustomize renders them; this test
+// has no kubectl), so the checks read the patches as they are: each names what it adds. The
+// rendered set is validated against the Kubernetes schemas by deploy_manifests_schema.
+
+constexpr const char* kCsiDriver = "agent.iscsi.datera.io";
+
+/// The documents of kind `kind` (and `name`, when not empty) among `docs`.
+std::vector<YAML::Node> all_of_kind(const std::vector<Doc>& docs, const std::string& kind,
+                                    const std::string& name = "") {
+  std::vector<YAML::Node> out;
+  for (const auto& d : docs) {
+    if (str(at(d.node, "kind")) == kind &&
+        (name.empty() || str(at(d.node, "metadata", "name")) == name)) {
+      out.push_back(d.node);
+    }
+  }
+  return out;
+}
+
+/// The container named `name` of a pod spec; null when absent.
+YAML::Node container_named(const YAML::Node& pod, const std::string& name) {
+  for (const auto& c : at(pod, "containers")) {
+    if (str(at(c, "name")) == name) return c;
+  }
+  return YAML::Node{};
+}
+
+/// The value of `--flag=value` in argv; nullopt when absent.
+std::optional<std::string> flag_value(const std::vector<std::string>& argv,
+                                      const std::string& flag) {
+  for (const auto& a : argv) {
+    if (a.starts_with(flag + "=")) return a.substr(flag.size() + 1);
+  }
+  return std::nullopt;
+}
+bool has_flag(const std::vector<std::string>& argv, const std::string& flag) {
+  return std::find(argv.begin(), argv.end(), flag) != argv.end() ||
+         flag_value(argv, flag).has_value();
+}
+
+/// The volume (from the pod's volumes) of the container's mount covering `path`, the longest
+/// one; null when no mount covers it.
+YAML::Node volume_for_path(const YAML::Node& pod, const YAML::Node& c, const std::string& path) {
+  std::string best_path;
+  std::string best_volume;
+  for (const auto& m : at(c, "volumeMounts")) {
+    const auto mp = str(at(m, "mountPath"));
+    const bool covers = mp == path || mp == "/" || path.starts_with(mp + "/");
+    if (covers && mp.size() > best_path.size()) {
+      best_path = mp;
+      best_volume = str(at(m, "name"));
+    }
+  }
+  for (const auto& v : at(pod, "volumes")) {
+    if (!best_volume.empty() && str(at(v, "name")) == best_volume) return v;
+  }
+  return YAML::Node{};
+}
+
+/// The `csi:` section of a ConfigMap's config.yaml, read as plain YAML (config::parse() does not
+/// know the section yet: DISABLED_CsiConfigMapsParse below).
+YAML::Node csi_section(const YAML::Node& cm, Problems& problems) {
+  const auto text = at(cm, "data", "config.yaml");
+  const auto name = str(at(cm, "metadata", "name"));
+  if (!text.IsScalar()) {
+    problems.push_back("ConfigMap " + name + " has no data key config.yaml");
+    return YAML::Node{};
+  }
+  try {
+    const auto csi = at(YAML::Load(text.Scalar()), "csi");
+    if (!csi.IsMap()) problems.push_back("ConfigMap " + name + " config.yaml has no csi: section");
+    return csi;
+  } catch (const YAML::Exception& e) {
+    problems.push_back("ConfigMap " + name + " config.yaml is not valid YAML: " + e.what());
+    return YAML::Node{};
+  }
+}
+
+/// The csi: section serves `driver` in the given role (controller: Controller service only; else
+/// Node service only), with exactly the keys the agent's config section has.
+Problems check_csi_section(const YAML::Node& csi, const std::string& driver, bool controller) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  static const std::set<std::string> kKeys = {"enabled",    "endpoint", "driver_name",
+                                              "controller", "node",     "max_volumes_per_node"};
+  for (const auto& kv : csi) {
+    if (!kKeys.contains(kv.first.Scalar())) fail("csi." + kv.first.Scalar() + " is not a csi key");
+  }
+  for (const auto& k : kKeys) {
+    if (!has(at(csi, k))) fail("csi." + k + " is not set");
+  }
+  if (str(at(csi, "enabled")) != "true") fail("csi.enabled is not true");
+  if (str(at(csi, "driver_name")) != driver) {
+    fail("csi.driver_name is '" + str(at(csi, "driver_name")) + "', the CSIDriver is " + driver);
+  }
+  const auto endpoint = str(at(csi, "endpoint"));
+  if (!endpoint.starts_with("/") || basename(endpoint).empty()) {
+    fail("csi.endpoint '" + endpoint + "' is not an absolute socket path");
+  }
+  const std::string want_controller = controller ? "true" : "false";
+  const std::string want_node = controller ? "false" : "true";
+  if (str(at(csi, "controller")) != want_controller) {
+    fail("csi.controller is '" + str(at(csi, "controller")) + "', this role needs " +
+         want_controller);
+  }
+  if (str(at(csi, "node")) != want_node) {
+    fail("csi.node is '" + str(at(csi, "node")) + "', this role needs " + want_node);
+  }
+  if (!to_int(str(at(csi, "max_volumes_per_node")))) {
+    fail("csi.max_volumes_per_node is not a whole number");
+  }
+  return problems;
+}
+
+/// Every sidecar's --csi-address is the agent's endpoint, through a mount of the same volume.
+void check_csi_address(const YAML::Node& pod, const YAML::Node& agent, const YAML::Node& sidecar,
+                       const std::string& endpoint, Problems& problems) {
+  const auto name = str(at(sidecar, "name"));
+  const auto address = flag_value(container_argv(sidecar), "--csi-address");
+  if (!address) return problems.push_back(name + " has no --csi-address");
+  const auto agent_volume = str(at(volume_for_path(pod, agent, endpoint), "name"));
+  const auto sidecar_volume = str(at(volume_for_path(pod, sidecar, *address), "name"));
+  if (agent_volume.empty()) {
+    problems.push_back("the agent's csi.endpoint " + endpoint + " is in no volume mount");
+  } else if (sidecar_volume != agent_volume || basename(*address) != basename(endpoint)) {
+    problems.push_back(name + " --csi-address " + *address +
+                       " is not the agent's socket (csi.endpoint " + endpoint + " in volume " +
+                       agent_volume + ")");
+  }
+}
+
+/// The node DaemonSet patch: the socket in kubelet's plugin dir for `driver`, registered with
+/// kubelet at its host path, and the sidecars on the socket and off the agent's ports.
+Problems check_csi_node(const YAML::Node& ds, const YAML::Node& csi, const std::string& driver,
+                        const config::Config& base) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  const auto pod = at(ds, "spec", "template", "spec");
+  const auto agent = container_named(pod, "agent");
+  const auto registrar = container_named(pod, "node-driver-registrar");
+  const auto liveness = container_named(pod, "liveness-probe");
+  if (!agent.IsMap()) fail("the DaemonSet patch has no container 'agent'");
+  if (!registrar.IsMap()) fail("no node-driver-registrar sidecar");
+  if (!liveness.IsMap()) fail("no liveness-probe sidecar");
+  if (!problems.empty()) return problems;
+
+  const auto endpoint = str(at(csi, "endpoint"));
+  const auto plugin_dir = base.kubelet_root + "/plugins/" + driver;
+  const auto socket_volume = volume_for_path(pod, agent, endpoint);
+  if (str(at(socket_volume, "hostPath", "path")) != plugin_dir) {
+    fail("csi.endpoint " + endpoint + " is not in hostPath " + plugin_dir +
+         " (kubelet's plugin dir for " + driver + ")");
+  }
+  const auto registrar_argv = container_argv(registrar);
+  const auto registration = flag_value(registrar_argv, "--kubelet-registration-path");
+  if (registration != plugin_dir + "/" + basename(endpoint)) {
+    fail("node-driver-registrar --kubelet-registration-path is '" + registration.value_or("") +
+         "', the socket's host path is " + plugin_dir + "/" + basename(endpoint));
+  }
+  bool registry_mounted = false;
+  for (const auto& m : at(registrar, "volumeMounts")) {
+    if (str(at(m, "mountPath")) != "/registration") continue;
+    const auto v = volume_for_path(pod, registrar, "/registration");
+    registry_mounted = str(at(v, "hostPath", "path")) == base.kubelet_root + "/plugins_registry";
+  }
+  if (!registry_mounted) {
+    fail("node-driver-registrar does not mount " + base.kubelet_root +
+         "/plugins_registry at /registration");
+  }
+  check_csi_address(pod, agent, registrar, endpoint, problems);
+  check_csi_address(pod, agent, liveness, endpoint, problems);
+
+  // Host network: the sidecars' HTTP endpoints share the node's ports with the agent's.
+  std::set<long long> taken = {base.metrics.port};
+  if (!base.metrics.probe_listen.empty()) taken.insert(base.metrics.probe_port);
+  for (const auto& c : {registrar, liveness}) {
+    const auto ep = flag_value(container_argv(c), "--http-endpoint");
+    if (!ep) {
+      fail(str(at(c, "name")) + " has no --http-endpoint (livenessprobe's default port is 9808)");
+      continue;
+    }
+    const auto colon = ep->rfind(':');
+    const auto port = to_int(colon == std::string::npos ? "" : ep->substr(colon + 1));
+    if (!port || !taken.insert(*port).second) {
+      fail(str(at(c, "name")) + " --http-endpoint " + *ep +
+           " is not a port of its own on the host network");
+    } else if (!ep->starts_with("127.0.0.1:")) {
+      fail(str(at(c, "name")) + " --http-endpoint " + *ep + " is not on the loopback");
+    }
+  }
+  return problems;
+}
+
+/// The controller Deployment: replicated sidecars with leader election on the agent's socket, the
+/// agent with its ConfigMap, and no snapshotter yet.
+Problems check_csi_controller(const YAML::Node& deploy, const YAML::Node& cm,
+                              const YAML::Node& csi) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  const auto pod = at(deploy, "spec", "template", "spec");
+  const auto agent = container_named(pod, "agent");
+  if (!agent.IsMap()) {
+    fail("the controller Deployment has no container 'agent'");
+    return problems;
+  }
+  if (str(at(deploy, "spec", "replicas")) != "2") fail("the controller does not run 2 replicas");
+  const auto endpoint = str(at(csi, "endpoint"));
+  for (const auto* name : {"csi-provisioner", "csi-attacher", "csi-resizer"}) {
+    const auto c = container_named(pod, name);
+    if (!c.IsMap()) {
+      fail(std::string("no ") + name + " sidecar");
+      continue;
+    }
+    if (!has_flag(container_argv(c), "--leader-election")) {
+      fail(std::string(name) + " runs without --leader-election beside another replica");
+    }
+    check_csi_address(pod, agent, c, endpoint, problems);
+  }
+  const auto provisioner = container_argv(container_named(pod, "csi-provisioner"));
+  if (!has_flag(provisioner, "--extra-create-metadata"))
+    fail("csi-provisioner lacks --extra-create-metadata");
+  if (flag_value(provisioner, "--default-fstype") != std::optional<std::string>("xfs")) {
+    fail("csi-provisioner --default-fstype is not xfs");
+  }
+  const auto liveness = container_named(pod, "liveness-probe");
+  if (!liveness.IsMap()) {
+    fail("no liveness-probe sidecar");
+  } else {
+    check_csi_address(pod, agent, liveness, endpoint, problems);
+  }
+  if (container_named(pod, "csi-snapshotter").IsMap()) {
+    fail("csi-snapshotter is deployed, but the driver has no snapshots yet");
+  }
+  // The ConfigMap is mounted where --config points.
+  const auto config_path = config_flag(container_argv(agent));
+  const auto vol = volume_for_path(pod, agent, config_path);
+  if (config_path.empty() || str(at(vol, "configMap", "name")) != str(at(cm, "metadata", "name"))) {
+    fail("the controller's ConfigMap is not mounted at --config's dir");
+  }
+  return problems;
+}
+
+/// The RBAC objects give `sa` (namespace `ns`) each of `cluster_roles` and `roles`.
+Problems check_csi_rbac(const std::vector<Doc>& docs, const std::string& sa, const std::string& ns,
+                        const std::vector<std::string>& cluster_roles,
+                        const std::vector<std::string>& roles) {
+  Problems problems;
+  auto bound = [&](const std::string& binding_kind, const std::string& role_kind,
+                   const std::string& role) {
+    if (all_of_kind(docs, role_kind, role).empty()) {
+      problems.push_back(role_kind + " " + role + " is not defined");
+      return;
+    }
+    for (const auto& b : all_of_kind(docs, binding_kind)) {
+      if (str(at(b, "roleRef", "kind")) != role_kind || str(at(b, "roleRef", "name")) != role) {
+        continue;
+      }
+      for (const auto& s : at(b, "subjects")) {
+        if (str(at(s, "kind")) == "ServiceAccount" && str(at(s, "name")) == sa &&
+            str(at(s, "namespace")) == ns) {
+          return;
+        }
+      }
+    }
+    problems.push_back(role_kind + " " + role + " is not bound to ServiceAccount " + ns + "/" + sa);
+  };
+  for (const auto& r : cluster_roles) bound("ClusterRoleBinding", "ClusterRole", r);
+  for (const auto& r : roles) bound("RoleBinding", "Role", r);
+  return problems;
+}
+
+/// The kustomization's resources (files, not bases such as ../../daemonset) and patches.
+YAML::Node kustomization_files(const YAML::Node& k) {
+  YAML::Node files;
+  for (const auto& r : at(k, "resources")) {
+    if (!str(r).starts_with("..")) files["resources"].push_back(str(r));
+  }
+  for (const auto& p : at(k, "patches")) files["resources"].push_back(str(at(p, "path")));
+  return files;
+}
+
+struct CsiSet {
+  Problems problems;
+  std::vector<Doc> docs;      ///< deploy/csi/*.yaml (not examples/)
+  std::vector<Doc> examples;  ///< deploy/csi/examples/
+  YAML::Node driver, node_cm, controller_cm, daemonset, controller, kustomization;
+  YAML::Node node_csi, controller_csi;
+};
+
+const CsiSet& csi_set() {
+  static const CsiSet d = [] {
+    CsiSet out;
+    for (auto& doc : load_docs(kCsiDir, out.problems)) {
+      (doc.file.find('/') == std::string::npos ? out.docs : out.examples).push_back(doc);
+    }
+    auto one = [&](const std::string& kind, const std::string& name) {
+      const auto found = all_of_kind(out.docs, kind, name);
+      if (found.size() != 1) {
+        out.problems.push_back("expected one " + kind + " " + name + " in deploy/csi/, found " +
+                               std::to_string(found.size()));
+        return YAML::Node{};
+      }
+      return found.front();
+    };
+    out.driver = one("CSIDriver", kCsiDriver);
+    out.node_cm = one("ConfigMap", "datera-agent-config");
+    out.controller_cm = one("ConfigMap", "datera-csi-controller-config");
+    out.daemonset = one("DaemonSet", "datera-agent");
+    out.controller = one("Deployment", "datera-csi-controller");
+    out.kustomization = one("Kustomization", "");
+    out.node_csi = csi_section(out.node_cm, out.problems);
+    out.controller_csi = csi_section(out.controller_cm, out.problems);
+    return out;
+  }();
+  return d;
+}
+
+#define REQUIRE_CSI_SET(d)   \
+  const auto& d = csi_set(); \
+  ASSERT_TRUE(d.problems.empty()) << "deploy/csi/ did not load:\n" << join(d.problems)
+
+// The node agent's config as daemonset/configmap.yaml gives it (deploy/csi patches in csi:).
+#define REQUIRE_BASE_CONFIG(var)                                            \
+  ASSERT_TRUE(deployment().cfg.has_value()) << "daemonset/ did not load:\n" \
+                                            << join(deployment().problems); \
+  const config::Config& var = *deployment().cfg
+
+TEST(CsiManifests, EveryYamlParsesAndTheKustomizationsListThem) {
+  REQUIRE_CSI_SET(d);
+  std::vector<std::string> top;
+  for (const auto& f : yaml_files(kCsiDir)) {
+    if (f.find('/') == std::string::npos) top.push_back(f);
+  }
+  auto problems = check_kustomization(kustomization_files(d.kustomization), top);
+  bool base_listed = false;
+  for (const auto& r : at(d.kustomization, "resources")) base_listed |= str(r) == "../../daemonset";
+  if (!base_listed)
+    problems.push_back("deploy/csi/kustomization.yaml does not build on daemonset/");
+  const auto examples_k = all_of_kind(d.examples, "Kustomization");
+  ASSERT_EQ(examples_k.size(), 1u);
+  for (const auto& p : check_kustomization(examples_k.front(), yaml_files(kCsiExamplesDir))) {
+    problems.push_back("examples/: " + p);
+  }
+  EXPECT_TRUE(problems.empty()) << join(problems);
+}
+
+TEST(CsiManifests, CsiDriverIsAttachRequiredPersistentWithFileFsGroup) {
+  REQUIRE_CSI_SET(d);
+  const auto spec = at(d.driver, "spec");
+  EXPECT_EQ(str(at(spec, "attachRequired")), "true");
+  EXPECT_EQ(str(at(spec, "podInfoOnMount")), "true");
+  EXPECT_EQ(str(at(spec, "fsGroupPolicy")), "File");
+  EXPECT_EQ(str(at(spec, "requiresRepublish")), "false");
+  const auto modes = at(spec, "volumeLifecycleModes");
+  ASSERT_TRUE(modes.IsSequence() && modes.size() == 1);
+  EXPECT_EQ(str(at(modes, 0)), "Persistent");
+}
+
+TEST(CsiManifests, ConfigMapsServeTheDriverInTheirRoles) {
+  REQUIRE_CSI_SET(d);
+  const auto node = check_csi_section(d.node_csi, kCsiDriver, false);
+  EXPECT_TRUE(node.empty()) << "node ConfigMap:\n" << join(node);
+  const auto controller = check_csi_section(d.controller_csi, kCsiDriver, true);
+  EXPECT_TRUE(controller.empty()) << "controller ConfigMap:\n" << join(controller);
+}
+
+TEST(CsiManifests, NodeDaemonSetRegistersTheAgentsSocket) {
+  REQUIRE_CSI_SET(d);
+  REQUIRE_BASE_CONFIG(base_cfg);
+  const auto problems = check_csi_node(d.daemonset, d.node_csi, kCsiDriver, base_cfg);
+  EXPECT_TRUE(problems.empty()) << join(problems);
+  // kubelet's pods dir and the CSI staging dir are reached through the base's kubelet_root mount,
+  // which check_daemonset() requires to be Bidirectional.
+  EXPECT_EQ(base_cfg.kubelet_root, "/var/lib/kubelet");
+}
+
+TEST(CsiManifests, ControllerDeploymentAndItsRbac) {
+  REQUIRE_CSI_SET(d);
+  auto problems = check_csi_controller(d.controller, d.controller_cm, d.controller_csi);
+  const auto sa = str(at(d.controller, "spec", "template", "spec", "serviceAccountName"));
+  EXPECT_EQ(all_of_kind(d.docs, "ServiceAccount", sa).size(), 1u) << sa;
+  for (const auto& p :
+       check_csi_rbac(d.docs, sa, "datera-system",
+                      {"datera-csi-provisioner", "datera-csi-attacher", "datera-csi-resizer"},
+                      {"datera-csi-leader-election", "datera-csi-secrets"})) {
+    problems.push_back(p);
+  }
+  EXPECT_TRUE(problems.empty()) << join(problems);
+}
+
+TEST(CsiManifests, ExampleStorageClassesUseTheFlexVolumeOptionNames) {
+  REQUIRE_CSI_SET(d);
+  // The FlexVolume options that become StorageClass parameters (plugins/edf/options.h); the rest
+  // map to Kubernetes fields: size (the PVC), retainPolicy (reclaimPolicy), fsType (fstype),
+  // backstoreServer/serverUser/serverPasswd (the Secret), volumeID (the PV name).
+  static const std::set<std::string> kOptions = {"replica",       "template", "ipPool",
+                                                 "placementMode", "maxIops",  "maxBW"};
+  const auto classes = all_of_kind(d.examples, "StorageClass");
+  ASSERT_FALSE(classes.empty());
+  for (const auto& sc : classes) {
+    const auto name = str(at(sc, "metadata", "name"));
+    EXPECT_EQ(str(at(sc, "provisioner")), kCsiDriver) << name;
+    EXPECT_EQ(str(at(sc, "allowVolumeExpansion")), "true") << name;
+    EXPECT_EQ(str(at(sc, "parameters", "csi.storage.k8s.io/fstype")), "xfs") << name;
+    for (const auto& kv : at(sc, "parameters")) {
+      const auto key = kv.first.Scalar();
+      EXPECT_TRUE(kOptions.contains(key) || key.starts_with("csi.storage.k8s.io/"))
+          << name << ": parameter " << key << " is not a FlexVolume option name";
+      // Parameters are strings: an unquoted number or boolean is refused by the API server.
+      static const std::set<std::string> kNonStrings = {"true", "false", "yes", "no", "on", "off"};
+      const auto value = str(kv.second);
+      EXPECT_FALSE(kv.second.Tag() == "?" && (to_int(value) || kNonStrings.contains(value)))
+          << name << ": parameter " << key << ": " << value << " must be quoted";
+    }
+  }
+}
+
+// DISABLED_: enabled when agent/config gains csi (config::parse() refuses unknown keys, and the
+// csi: section is not in this tree's parser yet; with it stripped, both ConfigMaps pass today).
+// Each CSI ConfigMap must then be a valid agent config, and the node one must keep
+// daemonset/configmap.yaml's FlexVolume settings (the same agent serves both).
+TEST(Manifests, DISABLED_CsiConfigMapsParse) {
+  REQUIRE_CSI_SET(d);
+  REQUIRE_BASE_CONFIG(base_cfg);
+  for (const auto& cm : {d.node_cm, d.controller_cm}) {
+    Problems problems;
+    const auto cfg = configmap_config(cm, problems);
+    EXPECT_TRUE(problems.empty()) << str(at(cm, "metadata", "name")) << ":\n" << join(problems);
+    ASSERT_TRUE(cfg.has_value());
+    if (cm == d.node_cm) {
+      EXPECT_EQ(cfg->socket_path, base_cfg.socket_path);
+      EXPECT_EQ(cfg->plugin_dir, base_cfg.plugin_dir);
+      EXPECT_EQ(cfg->kubelet_root, base_cfg.kubelet_root);
+      EXPECT_EQ(cfg->state_dir, base_cfg.state_dir);
+      EXPECT_EQ(cfg->shutdown_grace, base_cfg.shutdown_grace);
+      EXPECT_EQ(cfg->metrics.listen, base_cfg.metrics.listen);
+      EXPECT_EQ(cfg->metrics.probe_listen, base_cfg.metrics.probe_listen);
+      EXPECT_EQ(cfg->driver.vendor, base_cfg.driver.vendor);
+      EXPECT_EQ(cfg->driver.driver, base_cfg.driver.driver);
+      EXPECT_EQ(cfg->attach, base_cfg.attach);
+    }
+  }
+}
+
+TEST(CheckerSelfTest, BrokenCsiManifestsAreCaught) {
+  REQUIRE_CSI_SET(d);
+  REQUIRE_BASE_CONFIG(base_cfg);
+  // The csi: section in the wrong role, with a typo and another driver name.
+  auto csi = YAML::Clone(d.node_csi);
+  csi["controller"] = true;
+  csi["driver_name"] = "iscsi.datera.io";
+  csi["max_volume_per_node"] = 0;
+  const auto section = check_csi_section(csi, kCsiDriver, false);
+  EXPECT_TRUE(mentions(section, "csi.controller is 'true', this role needs false"))
+      << join(section);
+  EXPECT_TRUE(mentions(section, "the CSIDriver is agent.iscsi.datera.io")) << join(section);
+  EXPECT_TRUE(mentions(section, "csi.max_volume_per_node is not a csi key")) << join(section);
+
+  // The node: registration path, socket dir and sidecar ports out of step.
+  auto ds = YAML::Clone(d.daemonset);
+  auto pod = ds["spec"]["template"]["spec"];
+  for (auto c : pod["containers"]) {
+    const auto name = c["name"].as<std::string>();
+    if (name == "node-driver-registrar") {
+      c["args"][1] = "--kubelet-registration-path=/var/lib/kubelet/plugins/other/csi.sock";
+      c["args"][2] = "--http-endpoint=127.0.0.1:9809";
+    }
+    if (name == "liveness-probe") c["args"][0] = "--csi-address=/tmp/csi.sock";
+  }
+  const auto node = check_csi_node(ds, d.node_csi, kCsiDriver, base_cfg);
+  EXPECT_TRUE(mentions(node, "--kubelet-registration-path is '/var/lib/kubelet/plugins/other"))
+      << join(node);
+  EXPECT_TRUE(mentions(node, "--http-endpoint 127.0.0.1:9809 is not a port of its own"))
+      << join(node);
+  EXPECT_TRUE(mentions(node, "liveness-probe --csi-address /tmp/csi.sock is not the agent's"))
+      << join(node);
+  auto moved = YAML::Clone(d.node_csi);
+  moved["endpoint"] = "/run/csi/csi.sock";
+  EXPECT_TRUE(mentions(check_csi_node(d.daemonset, moved, kCsiDriver, base_cfg),
+                       "csi.endpoint /run/csi/csi.sock is not in hostPath"));
+
+  // The controller: one replica's worth of settings, and a snapshotter.
+  auto deploy = YAML::Clone(d.controller);
+  deploy["spec"]["replicas"] = 1;
+  auto cpod = deploy["spec"]["template"]["spec"];
+  for (auto c : cpod["containers"]) {
+    if (c["name"].as<std::string>() == "csi-attacher") c["args"].remove(1);
+  }
+  YAML::Node snapshotter;
+  snapshotter["name"] = "csi-snapshotter";
+  cpod["containers"].push_back(snapshotter);
+  const auto controller = check_csi_controller(deploy, d.controller_cm, d.controller_csi);
+  EXPECT_TRUE(mentions(controller, "does not run 2 replicas")) << join(controller);
+  EXPECT_TRUE(mentions(controller, "csi-attacher runs without --leader-election"))
+      << join(controller);
+  EXPECT_TRUE(mentions(controller, "csi-snapshotter is deployed")) << join(controller);
+
+  // RBAC: a role nobody binds, and one that does not exist.
+  const auto rbac = check_csi_rbac(d.docs, "someone-else", "datera-system",
+                                   {"datera-csi-provisioner", "no-such-role"}, {});
+  EXPECT_TRUE(mentions(rbac, "ClusterRole datera-csi-provisioner is not bound")) << join(rbac);
+  EXPECT_TRUE(mentions(rbac, "ClusterRole no-such-role is not defined")) << join(rbac);
 }
 
 }  // namespace

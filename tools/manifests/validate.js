@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Validates rendered Kubernetes manifests (the output of `kubectl kustomize daemonset/`) offline:
+// Validates rendered Kubernetes manifests (the output of `kubectl kustomize daemonset/`, and of
+// deploy/csi/ and deploy/csi/examples/) offline:
 //  1. every object against the OpenAPI schema of its apiVersion/kind (kubernetes-models: the
 //     Kubernetes v1.33.0 schema; @kubernetes-models/prometheus-operator for the PodMonitor CRD);
 //  2. every key of every object against the properties that schema declares, because the
@@ -8,12 +9,14 @@
 //     most, so the volume silently loses its propagation.
 //
 // Usage:
-//   node validate.js [--deps DIR] RENDERED.yaml
-//   node validate.js [--deps DIR] --breakages CASES.yaml RENDERED.yaml
+//   node validate.js [--deps DIR] [--breakages CASES.yaml] [NAME=]RENDERED.yaml...
+// Each RENDERED.yaml is one rendered set (one kustomization), checked on its own; NAME (default:
+// the file's path) labels its report lines and is what a breakage case's `set` names.
 // --deps names the directory whose node_modules holds the pinned packages (validate.sh passes its
-// cache); it defaults to this script's directory. --breakages first requires RENDERED.yaml to pass,
-// then applies each case's JSON-patch to a copy and requires the check to fail, naming the case's
-// `expect` text in its report: a check that cannot fail proves nothing.
+// cache); it defaults to this script's directory. --breakages first requires every set to pass,
+// then applies each case's JSON-patch to a copy of its set (`set`, default the first one) and
+// requires the check to fail, naming the case's `expect` text in its report: a check that cannot
+// fail proves nothing.
 // Exit status: 0 all good, 1 a check failed, 2 usage or setup error.
 'use strict';
 
@@ -23,23 +26,27 @@ const { createRequire } = require('module');
 
 function usage(msg) {
   console.error(`validate.js: ${msg}`);
-  console.error('usage: node validate.js [--deps DIR] [--breakages CASES.yaml] RENDERED.yaml');
+  console.error('usage: node validate.js [--deps DIR] [--breakages CASES.yaml] [NAME=]RENDERED.yaml...');
   process.exit(2);
 }
 
 const args = process.argv.slice(2);
 let depsDir = __dirname;
 let breakagesFile = null;
-let renderedFile = null;
+const sets = []; // {name, file}, in the order given
 while (args.length) {
   const a = args.shift();
   if (a === '--deps') depsDir = args.shift() || usage('--deps needs a directory');
   else if (a === '--breakages') breakagesFile = args.shift() || usage('--breakages needs a file');
   else if (a.startsWith('-')) usage(`unknown option ${a}`);
-  else if (renderedFile === null) renderedFile = a;
-  else usage(`unexpected argument ${a}`);
+  else {
+    const eq = a.indexOf('=');
+    const set = eq > 0 ? { name: a.slice(0, eq), file: a.slice(eq + 1) } : { name: a, file: a };
+    if (sets.some((s) => s.name === set.name)) usage(`set ${set.name} given twice`);
+    sets.push(set);
+  }
 }
-if (renderedFile === null) usage('no rendered manifest file');
+if (!sets.length) usage('no rendered manifest file');
 
 // Resolve the packages from --deps, not from wherever this script lies: the test keeps them in a
 // cache directory keyed by the lock file, outside the source tree.
@@ -270,13 +277,15 @@ function applyPatch(doc, ops) {
   }
 }
 
-function runBreakages(objects, cases) {
+function runBreakages(loaded, cases) {
   let passed = 0;
   let failed = 0;
   for (const c of cases) {
-    const copy = JSON.parse(JSON.stringify(objects));
+    const set = c.set === undefined ? loaded[0] : loaded.find((s) => s.name === c.set);
+    if (!set) throw new Error(`case "${c.case}": no rendered set named ${JSON.stringify(c.set)}`);
+    const copy = JSON.parse(JSON.stringify(set.objects));
     const target = copy.find((o) => o.kind === c.kind && (!c.name || o.metadata.name === c.name));
-    if (!target) throw new Error(`case "${c.case}": no ${c.kind} in the rendered output`);
+    if (!target) throw new Error(`case "${c.case}": no ${c.kind} in the rendered set ${set.name}`);
     try {
       applyPatch(target, c.patch);
     } catch (e) {
@@ -286,11 +295,11 @@ function runBreakages(objects, cases) {
     const named = report.filter((line) => line.includes(c.expect));
     if (named.length) {
       passed++;
-      console.log(`  ok   ${c.case}: rejected as expected`);
+      console.log(`  ok   ${c.case} [${set.name}]: rejected as expected`);
       for (const line of named) console.log(`         ${line}`);
     } else {
       failed++;
-      console.log(`  FAIL ${c.case}: expected a report naming ${JSON.stringify(c.expect)}, got:`);
+      console.log(`  FAIL ${c.case} [${set.name}]: expected a report naming ${JSON.stringify(c.expect)}, got:`);
       for (const line of report.length ? report : ['(nothing: the broken copy passed)']) {
         console.log(`         ${line}`);
       }
@@ -300,9 +309,14 @@ function runBreakages(objects, cases) {
 }
 
 function main() {
-  const objects = parseRendered(fs.readFileSync(renderedFile, 'utf8'), renderedFile);
-  console.log(`validate.js: ${objects.length} objects in ${renderedFile}`);
-  const report = checkAll(objects, { verbose: true });
+  const loaded = [];
+  const report = [];
+  for (const { name, file } of sets) {
+    const objects = parseRendered(fs.readFileSync(file, 'utf8'), file);
+    console.log(`validate.js: ${name}: ${objects.length} objects`);
+    for (const line of checkAll(objects, { verbose: true })) report.push(`${name}: ${line}`);
+    loaded.push({ name, objects });
+  }
   if (report.length) {
     console.log(`FAILED: ${report.length} problem(s):`);
     for (const line of report) console.log(`  ${line}`);
@@ -319,7 +333,7 @@ function main() {
     }
   }
   console.log(`breakages from ${breakagesFile}: each must be rejected`);
-  const { passed, failed } = runBreakages(objects, cases);
+  const { passed, failed } = runBreakages(loaded, cases);
   console.log(`breakages: ${passed} rejected as expected, ${failed} not`);
   return report.length || failed ? 1 : 0;
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Validates daemonset/ offline (tools/manifests/README.md): renders it with `kubectl kustomize`,
-# checks every rendered object against its Kubernetes OpenAPI schema and every key against the
-# schema's properties (tools/manifests/validate.js), then requires each broken copy in
+# Validates the project's manifests offline (tools/manifests/README.md): renders daemonset/,
+# deploy/csi/ and deploy/csi/examples/ with `kubectl kustomize`, checks every rendered object
+# against its Kubernetes OpenAPI schema and every key against the schema's properties
+# (tools/manifests/validate.js), then requires each broken copy in
 # tests/deploy/manifest_breakages.yaml to be rejected. The ctest test deploy_manifests_schema.
 #
 #   tools/manifests/validate.sh [KUSTOMIZATION_DIR]
 # With a directory (an overlay of your own, say) it renders and checks that one instead, without
-# the breakage cases, which are written against daemonset/.
+# the breakage cases, which are written against the project's sets.
 #
 # Installs what is missing: kubectl (Debian's kubernetes-client) and Node.js/npm with apt-get when
 # run as root, and the pinned npm packages with `npm ci` into a cache directory (MANIFESTS_CACHE,
@@ -20,9 +21,16 @@ if (($# > 1)); then
   echo "usage: $0 [KUSTOMIZATION_DIR]" >&2
   exit 2
 fi
-target=${1:-$root/daemonset}
-breakages=()
-[[ $# -eq 0 ]] && breakages=(--breakages "$root/tests/deploy/manifest_breakages.yaml")
+# The kustomizations to render, by the name the breakage cases' `set` uses (validate.js).
+if (($# == 1)); then
+  names=("$1")
+  dirs=("$1")
+  breakages=()
+else
+  names=(daemonset deploy/csi deploy/csi/examples)
+  dirs=("$root/daemonset" "$root/deploy/csi" "$root/deploy/csi/examples")
+  breakages=(--breakages "$root/tests/deploy/manifest_breakages.yaml")
+fi
 
 skip() {
   echo "=================================================================="
@@ -84,6 +92,11 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "validate.sh: $(kubectl version --client 2>/dev/null | head -n1), node $(node --version)"
-# A kubeconfig that does not exist: rendering needs no cluster, and must not reach one.
-KUBECONFIG="$work/no-kubeconfig" kubectl kustomize "$target" >"$work/rendered.yaml"
-node "$here/validate.js" --deps "$deps" "${breakages[@]}" "$work/rendered.yaml"
+sets=()
+for i in "${!dirs[@]}"; do
+  out="$work/rendered-$i.yaml"
+  # A kubeconfig that does not exist: rendering needs no cluster, and must not reach one.
+  KUBECONFIG="$work/no-kubeconfig" kubectl kustomize "${dirs[$i]}" >"$out"
+  sets+=("${names[$i]}=$out")
+done
+node "$here/validate.js" --deps "$deps" "${breakages[@]}" "${sets[@]}"
