@@ -984,8 +984,8 @@ YAML::Node volume_for_path(const YAML::Node& pod, const YAML::Node& c, const std
   return YAML::Node{};
 }
 
-/// The `csi:` section of a ConfigMap's config.yaml, read as plain YAML (config::parse() does not
-/// know the section yet: DISABLED_CsiConfigMapsParse below).
+/// The `csi:` section of a ConfigMap's config.yaml, read as plain YAML (CsiConfigMapsParse below
+/// also runs it through config::parse()).
 YAML::Node csi_section(const YAML::Node& cm, Problems& problems) {
   const auto text = at(cm, "data", "config.yaml");
   const auto name = str(at(cm, "metadata", "name"));
@@ -1342,11 +1342,9 @@ TEST(CsiManifests, ExampleStorageClassesUseTheFlexVolumeOptionNames) {
   }
 }
 
-// DISABLED_: enabled when agent/config gains csi (config::parse() refuses unknown keys, and the
-// csi: section is not in this tree's parser yet; with it stripped, both ConfigMaps pass today).
-// Each CSI ConfigMap must then be a valid agent config, and the node one must keep
+// Each CSI ConfigMap must be a valid agent config, and the node one must keep
 // daemonset/configmap.yaml's FlexVolume settings (the same agent serves both).
-TEST(Manifests, DISABLED_CsiConfigMapsParse) {
+TEST(Manifests, CsiConfigMapsParse) {
   REQUIRE_CSI_SET(d);
   REQUIRE_BASE_CONFIG(base_cfg);
   for (const auto& cm : {d.node_cm, d.controller_cm}) {
