@@ -6,8 +6,9 @@
 // the mapping onto the volume core (agent/volume) and the controller's grants. A handler never
 // blocks: it co_awaits. Methods a role does not serve keep the default: UNIMPLEMENTED.
 
-#include <boost/asio/awaitable.hpp>
 #include <grpcpp/support/status.h>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "plugins/csi/csi.pb.h"
 
