@@ -245,12 +245,16 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
 
   ASSERT_TRUE(nodes_["node-a"].net->heal());
   const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 5);
-  while (testing::is_mounted(pod_a) && Clock::now() < deadline) {
+  const auto staging_a = nodes_["node-a"].agent->root + "/state/staging/vol-cut";
+  // The self-fence unmounts the pod's bind, then the staging mount: wait for both, not just the
+  // first (checking the second right after the first raced about once in ten runs).
+  while ((testing::is_mounted(pod_a) || testing::is_mounted(staging_a)) &&
+         Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_FALSE(testing::is_mounted(pod_a))
       << "node-a still serves a volume it lost: " << nodes_["node-a"].agent->log_text();
-  EXPECT_FALSE(testing::is_mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
+  EXPECT_FALSE(testing::is_mounted(staging_a));
   EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1)
       << nodes_["node-a"].agent->log_text();
   EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total{reason=\"unreachable\"}"),
