@@ -417,6 +417,21 @@ TEST_F(CsiTest, ARestartKeepsTheStagedVolumeAsCsiAndAMovedGrantSelfFences) {
   EXPECT_FALSE(manager_->served(kVol));
 }
 
+TEST_F(CsiTest, ARestartKeepsAStagedVolumeNoPodUsesYet) {
+  // kubelet staged it and has not published it: the staging is kubelet's, kept across a restart
+  // (in an agent whose FlexVolume side runs in agent mode) until NodeUnstageVolume.
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  ASSERT_EQ(stage(), StatusCode::OK);
+  restart();
+  testing::run_async(ioc_, manager_->release_leftovers());
+  const auto served = manager_->served(kVol);
+  ASSERT_TRUE(served) << "the staged volume was released at start-up";
+  EXPECT_TRUE(served->staged);
+  EXPECT_TRUE(mounted(kStaging));
+  EXPECT_EQ(node_publish(kTarget), StatusCode::OK) << last_message_;
+}
+
 TEST_F(CsiTest, ListVolumesPagesThroughOneListing) {
   for (const char* n : {"pvc-a", "pvc-b", "pvc-c"}) array().names.insert(n);
   pb::ListVolumesRequest r;
