@@ -757,14 +757,13 @@ asio::awaitable<void> Application::watchdog_loop(std::chrono::microseconds inter
 }
 
 asio::awaitable<void> Application::register_initiator() {
-  // Controller mode: the controller finds this node's IQN by the name registered here, so an
-  // attach to this node fails until it is. Retried until it works.
+  // Controller mode and CSI: the controller finds this node's IQN by the name registered here, so
+  // an attach (ControllerPublishVolume) to this node fails until it is. Retried until it works.
   auto iqn = initiator_->initiator_iqn();
   if (!iqn) {
     log_->error(
-        "attach: true, but this node's initiator IQN is unknown ({}); no volume can be "
-        "attached here",
-        iqn.error().message);
+        "{}, but this node's initiator IQN is unknown ({}); no volume can be attached here",
+        cfg_.attach ? "attach: true" : "csi.node: true", iqn.error().message);
     co_return;
   }
   auto array = arrays_->get(volumes_->default_backend());
