@@ -340,7 +340,11 @@ csi: {{enabled: true, endpoint: '{self.endpoint}', driver_name: {DRIVER}, contro
         if not wait_for(ready, timeout, 0.05):
             raise RuntimeError(f"{self.name}'s agent not ready in {timeout} s:\n" + self.log_tail(40))
         self.client = csi_client.CsiClient(self.endpoint, timeout=60)
-        self.client.wait_ready(10)
+        try:
+            self.client.wait_ready(10)
+        except grpc.FutureTimeoutError:
+            raise RuntimeError(f"{self.name}'s agent serves no CSI on {self.endpoint}:\n"
+                               + self.log_tail(40)) from None
 
     def log_text(self):
         with open(self.log_path, errors="replace") as f:

@@ -197,7 +197,8 @@ import google.protobuf, grpc, encodings
 files = set()
 for m in list(sys.modules.values()):
     f = getattr(m, "__file__", None)
-    if f and not os.path.realpath(f).startswith(os.path.realpath(os.environ["PYTHONPATH"])):
+    if f and os.path.isfile(f) and \
+            not os.path.realpath(f).startswith(os.path.realpath(os.environ["PYTHONPATH"])):
         files.add(os.path.realpath(f))
 for pkg in (grpc, google.protobuf, encodings):
     d = os.path.dirname(os.path.realpath(pkg.__file__))
