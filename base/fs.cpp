@@ -196,6 +196,31 @@ Status ensure_dir(const std::string& path, mode_t mode) {
   return ok_status();
 }
 
+Status prepare_socket_dir(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Error::from_errno("stat " + dir, errno);
+    return ensure_dir(dir, 0750);
+  }
+  if (!S_ISDIR(st.st_mode))
+    return Error{dir + " exists and is not a directory", errno_code(ENOTDIR)};
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return Error{dir + " is owned by uid " + std::to_string(st.st_uid) +
+                     ", not root: whoever owns it could replace the socket. Give the socket a "
+                     "directory owned by root, or a new one for the agent to create",
+                 errno_code(EPERM)};
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Error{dir + " is writable by group or others (mode " + mode +
+                     "): anyone who can write there could replace the socket. Give the socket "
+                     "a directory only root can write, or a new one for the agent to create",
+                 errno_code(EPERM)};
+  }
+  return ok_status();
+}
+
 bool exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;

@@ -63,6 +63,12 @@ Status write_synced(const std::string& path, const std::string& content, mode_t 
 /// Creates `path` (and parents) if missing; sets `mode` on the last component either way.
 Status ensure_dir(const std::string& path, mode_t mode);
 
+/// A Unix socket's directory. A missing one is created 0750 (parents 0755). An existing one may be
+/// shared (/run, kubelet's plugin dir) and is left as it is; but whoever may write into it can
+/// replace the socket under its clients, so it must be owned by root (or the caller's effective
+/// user) and not be group- or world-writable. Used by the agent's API and CSI sockets.
+Status prepare_socket_dir(const std::string& dir);
+
 Status fsync_dir(const std::string& dir);
 
 bool exists(const std::string& path);

@@ -16,6 +16,11 @@ PACKAGES=(
   libboost1.81-dev libudev-dev libmount-dev libblkid-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libsystemd-dev
   libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # the CSI front end: gRPC and protobuf (plugins/csi/csi.proto compiled by protoc and
+  # grpc_cpp_plugin at build time), and Debian's python3 gRPC for the test tier's CSI client
+  # (tests/csi: stubs made by protoc with grpc_python_plugin, run with /usr/bin/python3)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler python3-grpcio
+  python3-protobuf
   # runtime tools the agent drives and the tests use
   open-iscsi udev xfsprogs e2fsprogs util-linux fdisk dmsetup curl iproute2 procps python3 openssl
   # the kernel e2e tier (tests/e2e): a QEMU guest and what its initramfs is built from

@@ -118,6 +118,7 @@ Status Application::wire() {
   wire_volumes();
   wire_keeper();
   wire_api();
+  wire_csi();
   return ok_status();
 }
 
@@ -289,13 +290,16 @@ void Application::wire_volumes() {
                                                multipath_.get(), coordinator_.get());
   // Registered in both modes, so dashboards and alerts find the series (zero without attach).
   controller_probe_ = std::make_unique<controller::Metrics>(*registry_);
-  if (cfg_.attach) {
+  mo.csi_driver = cfg_.csi.driver_name;
+  if (cfg_.attach || (cfg_.csi.enabled && cfg_.csi.controller)) {
     controller::GrantOptions co;
     co.default_backend = mo.default_backend;
     co.allowed_servers = mo.allowed_servers;
     co.online_timeout = ic.online_timeout;
     grants_ = std::make_unique<controller::Grants>(co, *arrays_, *controller_probe_,
                                                    logs_.get("controller"));
+  }
+  if (cfg_.attach) {
     attacher_ = std::make_unique<controller::Attacher>(*grants_, *controller_probe_,
                                                        logs_.get("controller"));
   }
@@ -391,6 +395,53 @@ void Application::wire_api() {
       http::ServerOptions{"probes", 16, std::chrono::seconds(5), std::chrono::seconds(10),
                           16 * 1024, 0, std::chrono::seconds(2)},
       *metrics_handler_, probes_http_probe_, logs_.get("metrics"));
+}
+
+void Application::wire_csi() {
+  // Registered in every configuration, so dashboards and alerts find the series.
+  csi_metrics_ = std::make_unique<csi::Metrics>(*registry_);
+  if (!cfg_.csi.enabled) return;
+  csi::IdentityOptions io;
+  io.driver_name = cfg_.csi.driver_name;
+  io.version = version::kVersion;
+  io.controller = cfg_.csi.controller;
+  // Ready once reconcile has run: the node's volumes are known before any call acts on them.
+  csi_identity_ = std::make_unique<csi::Identity>(io, [this] { return reconciled_; });
+  if (cfg_.csi.controller) {
+    csi::ControllerOptions co;
+    co.default_backend = default_backend_;
+    co.allowed_servers = cfg_.backend.allowed_servers;
+    csi_controller_ = std::make_unique<csi::Controller>(co, *arrays_, *grants_, logs_.get("csi"));
+  }
+  if (cfg_.csi.node) {
+    csi::NodeOptions no;
+    no.node_id = cfg_.node_name;
+    no.max_volumes_per_node = cfg_.csi.max_volumes_per_node;
+    no.default_backend = default_backend_;
+    no.allowed_servers = cfg_.backend.allowed_servers;
+    csi_stats_ = csi::make_linux_stats(pool_);
+    // The keeper's view of the volume's session, as CSI's VolumeCondition.
+    auto condition = [this](const std::string& volume) -> std::optional<csi::Condition> {
+      const auto state = keeper_->state(volume);
+      const std::string health = state.value("state", "unknown");
+      if (health == "unknown") return std::nullopt;
+      if (health == "healthy") return csi::Condition{false, "session healthy"};
+      std::string why = "session " + health;
+      for (const char* key : {"session_state", "device_state", "fs_failure"}) {
+        if (const auto it = state.find(key);
+            it != state.end() && it->is_string() && !it->get<std::string>().empty()) {
+          why += std::string(", ") + key + " " + it->get<std::string>();
+        }
+      }
+      if (state.value("map_path_failed", false)) why += ", a path of its map failed";
+      return csi::Condition{true, why};
+    };
+    csi_node_ = std::make_unique<csi::Node>(no, *volumes_, *csi_stats_, std::move(condition),
+                                            logs_.get("csi"));
+  }
+  csi_server_ = std::make_unique<csi::Server>(
+      ioc_.get_executor(), csi::ServerOptions{cfg_.csi.endpoint}, *csi_identity_,
+      csi_controller_.get(), csi_node_.get(), *csi_metrics_, logs_.get("csi"));
 }
 
 // ---- Start phases ---------------------------------------------------------------------------
@@ -498,6 +549,7 @@ asio::awaitable<Status> Application::reconcile() {
   const auto summary = co_await volumes_->reconcile();
   log_->info("{}", summary);
   readiness_.set("volumes", true, summary);
+  reconciled_ = true;
   serve_volume_calls_();
   // Releases that need the array run while the API serves: only their own volumes wait.
   asio::co_spawn(ioc_, volumes_->release_leftovers(), [log = log_](const std::exception_ptr& e) {
@@ -522,6 +574,18 @@ asio::awaitable<Status> Application::serve() {
     co_await metrics_server_->drain(std::chrono::seconds(1));
     co_await probe_server_->drain(std::chrono::seconds(1));
   });
+  if (csi_server_) {
+    if (auto st = csi_server_->start(); !st) {
+      co_return st.error().wrap("cannot serve CSI on " + cfg_.csi.endpoint + " (csi.endpoint)");
+    }
+    log_->info("CSI {} on unix:{}: identity{}{}", cfg_.csi.driver_name, cfg_.csi.endpoint,
+               csi_controller_ ? ", controller" : "", csi_node_ ? ", node" : "");
+    // Stopped before the API drains (the stack unwinds in reverse).
+    on_stop_await([this]() -> asio::awaitable<void> {
+      const bool clean = co_await csi_server_->stop(cfg_.shutdown_grace);
+      drained_clean_ = drained_clean_ && clean;
+    });
+  }
   co_return ok_status();
 }
 
@@ -539,12 +603,15 @@ asio::awaitable<Status> Application::watch() {
   asio::co_spawn(ioc_, keeper_->run(), [log = log_](const std::exception_ptr& e) {
     log_exception(log, "session keeper", e);
   });
-  if (cfg_.attach) {
+  // The controller (FlexVolume's attach, CSI's ControllerPublishVolume) finds this node's IQN by
+  // the name registered here.
+  const bool granted_here = cfg_.attach || (cfg_.csi.enabled && cfg_.csi.node);
+  if (granted_here) {
     asio::co_spawn(ioc_, register_initiator(), [log = log_](const std::exception_ptr& e) {
       log_exception(log, "initiator registration", e);
     });
   }
-  if (coordinator_ || cfg_.attach) {
+  if (coordinator_ || granted_here) {
     asio::co_spawn(ioc_, renew_leases_forever(), [log = log_](const std::exception_ptr& e) {
       log_exception(log, "lease renewal", e);
     });

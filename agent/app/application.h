@@ -29,6 +29,11 @@
 #include "agent/backend/monitor.h"
 #include "agent/config/config.h"
 #include "agent/controller/attacher.h"
+#include "agent/csi/controller.h"
+#include "agent/csi/identity.h"
+#include "agent/csi/metrics.h"
+#include "agent/csi/node.h"
+#include "agent/csi/server.h"
 #include "agent/flexvolume/service.h"
 #include "agent/http/server.h"
 #include "agent/installer/installer.h"
@@ -72,6 +77,9 @@ class Application {
   void wire_volumes();
   void wire_keeper();
   void wire_api();
+  /// The CSI front end (csi.enabled): its handlers over the volume core and the grants, and the
+  /// gRPC server that start() serves after reconcile.
+  void wire_csi();
 
   // The start phases (phases.h), run in order by start().
   boost::asio::awaitable<void> start();
@@ -170,6 +178,15 @@ class Application {
   std::unique_ptr<metrics::Handler> metrics_handler_;
   std::unique_ptr<http::Server> metrics_server_;
   std::unique_ptr<http::Server> probe_server_;  ///< metrics.probe_listen (loopback), if configured
+  // wire_csi(): the handlers before the server, so they outlive it.
+  std::unique_ptr<csi::Metrics> csi_metrics_;
+  std::unique_ptr<csi::Stats> csi_stats_;
+  std::unique_ptr<csi::Identity> csi_identity_;
+  std::unique_ptr<csi::Controller> csi_controller_;
+  std::unique_ptr<csi::Node> csi_node_;
+  std::unique_ptr<csi::Server> csi_server_;
+
+  bool reconciled_ = false;  ///< the reconcile phase ran (CSI's Probe)
 
   Sleeper watchdog_sleep_{ioc_.get_executor()};
   Sleeper lease_sleep_{ioc_.get_executor()};

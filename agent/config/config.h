@@ -140,8 +140,6 @@ struct CsiConfig {
   bool controller = false;  ///< serve the Controller service (CreateVolume, publish, expand...)
   bool node = true;         ///< serve the Node service (stage, publish, stats...)
   int max_volumes_per_node = 0;  ///< NodeGetInfo's limit; 0: none
-  /// Only the controller role: no node work at all (no initiator, journal, keeper or FlexVolume).
-  bool controller_only() const { return enabled && controller && !node; }
 };
 
 struct Config {

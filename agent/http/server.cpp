@@ -79,35 +79,6 @@ bool printable_ascii(std::string_view s) {
   return true;
 }
 
-/// The socket's directory. A missing one is created 0750 (parents 0755). An existing one may be
-/// shared (/run, kubelet's plugin dir) and is left as it is; but whoever may write into it can
-/// replace the socket under the shim, so it must be owned by root (or the agent's own user) and
-/// not be group- or world-writable.
-Status prepare_socket_dir(const std::string& dir) {
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    if (errno != ENOENT) return Error::from_errno("stat " + dir, errno);
-    return fs::ensure_dir(dir, 0750);
-  }
-  if (!S_ISDIR(st.st_mode))
-    return Error{dir + " exists and is not a directory", errno_code(ENOTDIR)};
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    return Error{dir + " is owned by uid " + std::to_string(st.st_uid) +
-                     ", not root: whoever owns it could replace the socket. Give socket_path a "
-                     "directory owned by root, or a new one for the agent to create",
-                 errno_code(EPERM)};
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Error{dir + " is writable by group or others (mode " + mode +
-                     "): anyone who can write there could replace the socket. Give socket_path "
-                     "a directory only root can write, or a new one for the agent to create",
-                 errno_code(EPERM)};
-  }
-  return ok_status();
-}
-
 std::optional<PeerCred> peer_of(int fd) {
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -141,7 +112,7 @@ size_t Server::in_flight() const {
 
 Status Server::listen_unix(const std::string& path) {
   using asio::local::stream_protocol;
-  if (auto st = prepare_socket_dir(fs::dirname(path)); !st) {
+  if (auto st = fs::prepare_socket_dir(fs::dirname(path)); !st) {
     return st.error().wrap("the API socket's directory");
   }
   struct stat sb {};

@@ -160,7 +160,7 @@ struct FakeMounter : mount::Mounter {
     for (const auto& m : table) {
       if (m.target == source) major = m.major, minor = m.minor;
     }
-    table.push_back({source, target, *fs, "/", ro ? "ro" : "rw", ro, major, minor});
+    table.push_back({source, target, fs.value_or(""), "/", ro ? "ro" : "rw", ro, major, minor});
     co_return ok_status();
   }
   asio::awaitable<Status> unmount(const std::string& target) override {

@@ -1,0 +1,326 @@
+#include "agent/csi/controller.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "agent/csi/mapping.h"
+#include "agent/ownership/lease.h"
+
+namespace datera::csi {
+
+namespace {
+
+Status aborted(const std::string& volume) {
+  return Status(grpc::StatusCode::ABORTED,
+                "volume " + volume + ": another operation on it is in flight; retry");
+}
+
+Status no_volume(const std::string& volume) {
+  return Status(grpc::StatusCode::NOT_FOUND, "volume " + volume + ": the array has no such volume");
+}
+
+/// The provisioner's PV name (--extra-create-metadata), recorded for `datera-agent.pv`.
+std::string pv_name(const StringMap& parameters) {
+  const auto it = parameters.find("csi.storage.k8s.io/pv/name");
+  return it != parameters.end() ? it->second : std::string();
+}
+
+}  // namespace
+
+Controller::Controller(ControllerOptions options, volume::Arrays& arrays,
+                       controller::Grants& grants, LoggerPtr log)
+    : options_(std::move(options)), arrays_(arrays), grants_(grants), log_(std::move(log)) {}
+
+Result<edf::VolumeOptions> Controller::target(const std::string& volume,
+                                              const StringMap& secrets) const {
+  return volume_options(volume, StringMap(), secrets, "", 0, options_.default_backend,
+                        options_.allowed_servers);
+}
+
+Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
+                                       pb::CreateVolumeResponse& resp) {
+  const std::string& name = req.name();
+  if (name.empty()) co_return invalid("CreateVolume: name is required");
+  if (req.volume_capabilities_size() == 0) {
+    co_return invalid("CreateVolume: volume_capabilities are required");
+  }
+  std::string fs_type;
+  for (const auto& cap : req.volume_capabilities()) {
+    if (auto st = check_capability(cap); !st) co_return invalid(st.error().message);
+    if (cap.has_mount() && !cap.mount().fs_type().empty()) fs_type = cap.mount().fs_type();
+  }
+  if (req.has_volume_content_source()) {
+    co_return invalid("CreateVolume of " + name +
+                      ": creating from a snapshot or another volume is not supported yet");
+  }
+  auto gib = size_gib(req.capacity_range());
+  if (!gib) co_return Status(grpc::StatusCode::OUT_OF_RANGE, gib.error().message);
+  auto vo = volume_options(name, req.parameters(), req.secrets(), fs_type, *gib,
+                           options_.default_backend, options_.allowed_servers);
+  if (!vo) co_return invalid("CreateVolume of " + name + ": " + vo.error().message);
+  InFlight::Slot slot(in_flight_, name);
+  if (!slot.ok()) co_return aborted(name);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto found = co_await (*array)->find_volume(name);
+  if (!found) co_return to_status(found.error());
+  int64_t size = *gib;
+  if (*found) {
+    // Idempotent by name, as long as the existing volume fits the request.
+    size = (*found)->size_gib;
+    const int64_t limit = req.capacity_range().limit_bytes();
+    if (size < *gib || (limit != 0 && size * kGiB > limit)) {
+      co_return Status(grpc::StatusCode::ALREADY_EXISTS,
+                       "CreateVolume of " + name + ": a volume of that name exists with " +
+                           std::to_string(size) + " GiB, which does not fit the capacity range");
+    }
+  } else {
+    auto made = co_await (*array)->ensure_volume(vo->spec);
+    if (!made) co_return to_status(made.error());
+    size = made->size_gib > 0 ? made->size_gib : *gib;
+    log_->info("volume {}: created for CSI ({} GiB)", name, size);
+  }
+  if (const auto pv = pv_name(req.parameters()); !pv.empty()) {
+    edf::Metadata keys;
+    keys[controller::kPvKey] = pv;
+    if (auto st = co_await (*array)->put_metadata(name, keys); !st) {
+      co_return to_status(st.error());
+    }
+  }
+  auto* v = resp.mutable_volume();
+  v->set_volume_id(name);
+  v->set_capacity_bytes(size * kGiB);
+  for (const auto& [k, value] : volume_context(req.parameters())) {
+    (*v->mutable_volume_context())[k] = value;
+  }
+  (*v->mutable_volume_context())["fsType"] = vo->fs_type;
+  co_return Status::OK;
+}
+
+Task<Status> Controller::delete_volume(const pb::DeleteVolumeRequest& req,
+                                       pb::DeleteVolumeResponse&) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("DeleteVolume: volume_id is required");
+  auto vo = target(name, req.secrets());
+  if (!vo) {
+    // An id this agent could never have created: nothing of it exists here.
+    if (!edf::is_valid_name(name)) co_return Status::OK;
+    co_return invalid("DeleteVolume of " + name + ": " + vo.error().message);
+  }
+  InFlight::Slot slot(in_flight_, name);
+  if (!slot.ok()) co_return aborted(name);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto md = co_await (*array)->metadata(name);
+  if (!md) {
+    if (volume::is_not_found(md.error())) co_return Status::OK;
+    co_return to_status(md.error());
+  }
+  if (const auto held = ownership::decode(*md); !held.free()) {
+    co_return Status(grpc::StatusCode::FAILED_PRECONDITION,
+                     "DeleteVolume of " + name + ": node " + held.owner +
+                         " still holds it (epoch " + std::to_string(held.epoch) +
+                         "); ControllerUnpublishVolume comes first");
+  }
+  if (auto st = co_await (*array)->delete_volume(name); !st) co_return to_status(st.error());
+  log_->info("volume {}: deleted (CSI DeleteVolume)", name);
+  co_return Status::OK;
+}
+
+Task<Status> Controller::controller_publish_volume(const pb::ControllerPublishVolumeRequest& req,
+                                                   pb::ControllerPublishVolumeResponse& resp) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("ControllerPublishVolume: volume_id is required");
+  if (req.node_id().empty()) co_return invalid("ControllerPublishVolume: node_id is required");
+  if (!req.has_volume_capability()) {
+    co_return invalid("ControllerPublishVolume: volume_capability is required");
+  }
+  if (auto st = check_capability(req.volume_capability()); !st) {
+    co_return invalid(st.error().message);
+  }
+  if (auto st = controller::check_node(req.node_id()); !st) {
+    co_return Status(grpc::StatusCode::NOT_FOUND, st.error().message);
+  }
+  auto vo = volume_options(name, req.volume_context(), req.secrets(), "", 0,
+                           options_.default_backend, options_.allowed_servers);
+  if (!vo) co_return invalid("ControllerPublishVolume of " + name + ": " + vo.error().message);
+  InFlight::Slot slot(in_flight_, name);
+  if (!slot.ok()) co_return aborted(name);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto found = co_await (*array)->find_volume(name);
+  if (!found) co_return to_status(found.error());
+  if (!*found) co_return no_volume(name);
+  auto granted = co_await grants_.grant(*vo, req.node_id(), "", /*create=*/false);
+  if (!granted) co_return to_status(granted.error());
+  auto& ctx = *resp.mutable_publish_context();
+  ctx["epoch"] = std::to_string(granted->epoch);
+  ctx["initiator"] = granted->iqn;
+  co_return Status::OK;
+}
+
+Task<Status> Controller::controller_unpublish_volume(
+    const pb::ControllerUnpublishVolumeRequest& req, pb::ControllerUnpublishVolumeResponse&) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("ControllerUnpublishVolume: volume_id is required");
+  auto vo = target(name, req.secrets());
+  if (!vo) {
+    if (!edf::is_valid_name(name)) co_return Status::OK;
+    co_return invalid("ControllerUnpublishVolume of " + name + ": " + vo.error().message);
+  }
+  InFlight::Slot slot(in_flight_, name);
+  if (!slot.ok()) co_return aborted(name);
+  std::string node = req.node_id();
+  if (node.empty()) {
+    // From every node: the one the ownership record names, if any.
+    auto array = arrays_.get(vo->backend);
+    if (!array) co_return to_status(array.error());
+    auto md = co_await (*array)->metadata(name);
+    if (!md) {
+      if (volume::is_not_found(md.error())) co_return Status::OK;
+      co_return to_status(md.error());
+    }
+    node = ownership::decode(*md).owner;
+    if (node.empty()) co_return Status::OK;
+  }
+  auto done = co_await grants_.revoke(
+      vo->backend, name, node, "ControllerUnpublishVolume of " + name + " from node " + node);
+  // A node the array never knew holds nothing: unpublished already.
+  if (!done && !volume::is_not_found(done.error())) co_return to_status(done.error());
+  co_return Status::OK;
+}
+
+Task<Status> Controller::validate_volume_capabilities(
+    const pb::ValidateVolumeCapabilitiesRequest& req,
+    pb::ValidateVolumeCapabilitiesResponse& resp) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("ValidateVolumeCapabilities: volume_id is required");
+  if (req.volume_capabilities_size() == 0) {
+    co_return invalid("ValidateVolumeCapabilities: volume_capabilities are required");
+  }
+  auto vo = target(name, req.secrets());
+  if (!vo) co_return Status(grpc::StatusCode::NOT_FOUND, vo.error().message);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto found = co_await (*array)->find_volume(name);
+  if (!found) co_return to_status(found.error());
+  if (!*found) co_return no_volume(name);
+  for (const auto& cap : req.volume_capabilities()) {
+    if (auto st = check_capability(cap); !st) {
+      resp.set_message(st.error().message);
+      co_return Status::OK;  // not confirmed: the message says why
+    }
+  }
+  auto* confirmed = resp.mutable_confirmed();
+  *confirmed->mutable_volume_context() = req.volume_context();
+  *confirmed->mutable_volume_capabilities() = req.volume_capabilities();
+  *confirmed->mutable_parameters() = req.parameters();
+  co_return Status::OK;
+}
+
+Task<Status> Controller::list_volumes(const pb::ListVolumesRequest& req,
+                                      pb::ListVolumesResponse& resp) {
+  size_t start = 0;
+  if (const auto& token = req.starting_token(); !token.empty()) {
+    const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), start);
+    if (ec != std::errc() || end != token.data() + token.size()) {
+      co_return Status(grpc::StatusCode::ABORTED, "ListVolumes: starting_token '" + token +
+                                                      "' is not one this plugin gave out");
+    }
+  }
+  if (req.max_entries() < 0) co_return invalid("ListVolumes: max_entries is negative");
+  auto array = arrays_.get(options_.default_backend);
+  if (!array) co_return to_status(array.error());
+  // One listing of the array (in pages), whatever the number of volumes.
+  auto all = co_await (*array)->list_volumes();
+  if (!all) co_return to_status(all.error());
+  std::sort(all->begin(), all->end(),
+            [](const edf::AppInstance& a, const edf::AppInstance& b) { return a.name < b.name; });
+  if (start > all->size()) {
+    co_return Status(grpc::StatusCode::ABORTED,
+                     "ListVolumes: starting_token is past the end (volumes were deleted); start "
+                     "over");
+  }
+  const size_t n = req.max_entries() > 0 ? static_cast<size_t>(req.max_entries()) : all->size();
+  const size_t end = std::min(all->size(), start + n);
+  for (size_t i = start; i < end; ++i) {
+    auto* v = resp.add_entries()->mutable_volume();
+    v->set_volume_id((*all)[i].name);
+    v->set_capacity_bytes((*all)[i].size_gib * kGiB);
+  }
+  if (end < all->size()) resp.set_next_token(std::to_string(end));
+  co_return Status::OK;
+}
+
+Task<Status> Controller::controller_get_capabilities(const pb::ControllerGetCapabilitiesRequest&,
+                                                     pb::ControllerGetCapabilitiesResponse& resp) {
+  using R = pb::ControllerServiceCapability::RPC;
+  for (auto type :
+       {R::CREATE_DELETE_VOLUME, R::PUBLISH_UNPUBLISH_VOLUME, R::LIST_VOLUMES, R::EXPAND_VOLUME,
+        R::GET_VOLUME, R::VOLUME_CONDITION, R::SINGLE_NODE_MULTI_WRITER, R::PUBLISH_READONLY}) {
+    resp.add_capabilities()->mutable_rpc()->set_type(type);
+  }
+  co_return Status::OK;
+}
+
+Task<Status> Controller::controller_expand_volume(const pb::ControllerExpandVolumeRequest& req,
+                                                  pb::ControllerExpandVolumeResponse& resp) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("ControllerExpandVolume: volume_id is required");
+  if (!req.has_capacity_range()) {
+    co_return invalid("ControllerExpandVolume: capacity_range is required");
+  }
+  auto gib = size_gib(req.capacity_range());
+  if (!gib) co_return Status(grpc::StatusCode::OUT_OF_RANGE, gib.error().message);
+  auto vo = target(name, req.secrets());
+  if (!vo) co_return invalid("ControllerExpandVolume of " + name + ": " + vo.error().message);
+  InFlight::Slot slot(in_flight_, name);
+  if (!slot.ok()) co_return aborted(name);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto found = co_await (*array)->find_volume(name);
+  if (!found) co_return to_status(found.error());
+  if (!*found) co_return no_volume(name);
+  int64_t size = (*found)->size_gib;
+  if (size < *gib) {  // never shrink
+    if (auto st = co_await (*array)->resize(name, *gib); !st) co_return to_status(st.error());
+    log_->info("volume {}: grown on the array from {} to {} GiB (CSI)", name, size, *gib);
+    size = *gib;
+  }
+  resp.set_capacity_bytes(size * kGiB);
+  resp.set_node_expansion_required(true);  // the node rescans (and grows the filesystem)
+  co_return Status::OK;
+}
+
+Task<Status> Controller::controller_get_volume(const pb::ControllerGetVolumeRequest& req,
+                                               pb::ControllerGetVolumeResponse& resp) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) co_return invalid("ControllerGetVolume: volume_id is required");
+  auto vo = target(name, StringMap());
+  if (!vo) co_return Status(grpc::StatusCode::NOT_FOUND, vo.error().message);
+  auto array = arrays_.get(vo->backend);
+  if (!array) co_return to_status(array.error());
+  auto found = co_await (*array)->find_volume(name);
+  if (!found) co_return to_status(found.error());
+  if (!*found) co_return no_volume(name);
+  const edf::AppInstance& ai = **found;
+  auto* v = resp.mutable_volume();
+  v->set_volume_id(name);
+  v->set_capacity_bytes(ai.size_gib * kGiB);
+  auto* status = resp.mutable_status();
+  if (auto md = co_await (*array)->metadata(name); md) {
+    if (const auto held = ownership::decode(*md); !held.free()) {
+      status->add_published_node_ids(held.owner);
+    }
+  }
+  auto* cond = status->mutable_volume_condition();
+  const bool ok = ai.op_state == "available" || ai.admin_state == "offline";
+  cond->set_abnormal(!ok);
+  cond->set_message(ok ? "the array reports it " +
+                             (ai.admin_state.empty() ? std::string("known") : ai.admin_state)
+                       : "the array reports storage op_state '" + ai.op_state + "' while " +
+                             ai.admin_state);
+  co_return Status::OK;
+}
+
+}  // namespace datera::csi

@@ -1,0 +1,67 @@
+#pragma once
+
+// CSI Controller, run by the agent with the controller role (the controller Deployment): creates
+// and deletes app instances, and grants and revokes a node's access through the same Grants as
+// FlexVolume's controller mode (agent/controller/grants.h): the ownership record names the node at
+// the next epoch, the ACL is narrowed to its IQN, and a volume another node holds is refused.
+// - CreateVolume: idempotent by name (the app instance name); an existing volume smaller than
+//   required or larger than the limit is ALREADY_EXISTS, as the specification asks.
+// - DeleteVolume: refused (FAILED_PRECONDITION) while a node holds the volume; gone is success.
+// - ListVolumes: one listing of the array, paginated by an index token.
+// - ControllerGetVolume: the array's state as a VolumeCondition, and the node holding it.
+// Secrets: `username`, `password` and `server` select another array with its own account (the
+// FlexVolume rules: only backend.allowed_servers, the agent's credentials only to its own array).
+
+#include <string>
+#include <vector>
+
+#include "agent/controller/grants.h"
+#include "agent/csi/handlers.h"
+#include "agent/csi/in_flight.h"
+#include "agent/csi/mapping.h"
+#include "agent/volume/array.h"
+#include "base/logging.h"
+
+namespace datera::csi {
+
+struct ControllerOptions {
+  edf::BackendTarget default_backend;
+  std::vector<std::string> allowed_servers;
+};
+
+class Controller final : public ControllerHandler {
+ public:
+  Controller(ControllerOptions options, volume::Arrays& arrays, controller::Grants& grants,
+             LoggerPtr log);
+
+  Task<Status> create_volume(const pb::CreateVolumeRequest& req,
+                             pb::CreateVolumeResponse& resp) override;
+  Task<Status> delete_volume(const pb::DeleteVolumeRequest& req,
+                             pb::DeleteVolumeResponse& resp) override;
+  Task<Status> controller_publish_volume(const pb::ControllerPublishVolumeRequest& req,
+                                         pb::ControllerPublishVolumeResponse& resp) override;
+  Task<Status> controller_unpublish_volume(const pb::ControllerUnpublishVolumeRequest& req,
+                                           pb::ControllerUnpublishVolumeResponse& resp) override;
+  Task<Status> validate_volume_capabilities(const pb::ValidateVolumeCapabilitiesRequest& req,
+                                            pb::ValidateVolumeCapabilitiesResponse& resp) override;
+  Task<Status> list_volumes(const pb::ListVolumesRequest& req,
+                            pb::ListVolumesResponse& resp) override;
+  Task<Status> controller_get_capabilities(const pb::ControllerGetCapabilitiesRequest& req,
+                                           pb::ControllerGetCapabilitiesResponse& resp) override;
+  Task<Status> controller_expand_volume(const pb::ControllerExpandVolumeRequest& req,
+                                        pb::ControllerExpandVolumeResponse& resp) override;
+  Task<Status> controller_get_volume(const pb::ControllerGetVolumeRequest& req,
+                                     pb::ControllerGetVolumeResponse& resp) override;
+
+ private:
+  /// The array a request's secrets select (the default one without), and the volume's options.
+  Result<edf::VolumeOptions> target(const std::string& volume, const StringMap& secrets) const;
+
+  ControllerOptions options_;
+  volume::Arrays& arrays_;
+  controller::Grants& grants_;
+  LoggerPtr log_;
+  InFlight in_flight_;
+};
+
+}  // namespace datera::csi

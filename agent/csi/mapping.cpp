@@ -1,0 +1,160 @@
+#include "agent/csi/mapping.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "agent/volume/array.h"
+#include "base/json.h"
+
+namespace datera::csi {
+
+namespace {
+
+/// The StorageClass parameters that mean something here (FlexVolume's option names).
+constexpr const char* kParameters[] = {"replica",      "template", "placementMode",
+                                       "ipPool",       "maxIops",  "maxBW",
+                                       "retainPolicy", "fsType",   "backstoreServer"};
+
+bool known_parameter(const std::string& key) {
+  return std::any_of(std::begin(kParameters), std::end(kParameters),
+                     [&](const char* k) { return key == k; });
+}
+
+}  // namespace
+
+std::string base64_encode(const std::string& in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t n = (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) |
+                       uint32_t(uint8_t(in[i + 2]));
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += kAlphabet[n & 63];
+  }
+  if (i < in.size()) {
+    uint32_t n = uint32_t(uint8_t(in[i])) << 16;
+    if (i + 1 < in.size()) n |= uint32_t(uint8_t(in[i + 1])) << 8;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+Result<int64_t> size_gib(const pb::CapacityRange& range) {
+  const int64_t required = range.required_bytes();
+  const int64_t limit = range.limit_bytes();
+  if (required < 0 || limit < 0) return Error{"capacity_range: negative bytes"};
+  if (limit != 0 && required > limit) {
+    return Error{"capacity_range: required_bytes exceeds limit_bytes"};
+  }
+  int64_t gib = required == 0 ? 1 : (required + kGiB - 1) / kGiB;
+  if (gib > kMaxGiB) {
+    return Error{"capacity_range: " + std::to_string(required) + " bytes is more than " +
+                 std::to_string(kMaxGiB) + " GiB, the largest Datera volume"};
+  }
+  if (limit != 0 && gib * kGiB > limit) {
+    return Error{"capacity_range: Datera volumes are whole GiB, and " + std::to_string(gib) +
+                 " GiB exceeds limit_bytes " + std::to_string(limit)};
+  }
+  return gib;
+}
+
+Result<edf::VolumeOptions> volume_options(const std::string& name, const StringMap& parameters,
+                                          const StringMap& secrets, const std::string& fs_type,
+                                          int64_t size, const edf::BackendTarget& defaults,
+                                          const std::vector<std::string>& allowed_servers) {
+  if (datera::json::has_control_char(name)) return Error{"volume id contains a control character"};
+  nlohmann::json o = nlohmann::json::object();
+  o["volumeID"] = name;
+  for (const auto& [key, value] : parameters) {
+    if (key == "serverUser" || key == "serverPasswd" ||
+        key.rfind("kubernetes.io/secret/", 0) == 0) {
+      // Never echo the value: it may be a password.
+      return Error{"parameter '" + key +
+                   "' is refused: credentials belong in the CSI secrets (the StorageClass's "
+                   "csi.storage.k8s.io/*-secret-name parameters), which only the driver reads"};
+    }
+    if (datera::json::has_control_char(value)) {
+      return Error{"parameter '" + key + "' contains a control character"};
+    }
+    if (known_parameter(key)) o[key] = value;
+  }
+  if (!fs_type.empty()) o["fsType"] = fs_type;
+  if (size > 0) o["size"] = std::to_string(size);
+  for (const auto& [key, value] : secrets) {
+    if (key == "username" || key == "password" || key == "server") {
+      o["kubernetes.io/secret/" + key] = base64_encode(value);
+    }
+  }
+  return edf::parse_volume_options(o, defaults, allowed_servers);
+}
+
+std::map<std::string, std::string> volume_context(const StringMap& parameters) {
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : parameters) {
+    if (known_parameter(key)) out[key] = value;
+  }
+  return out;
+}
+
+datera::Status check_capability(const pb::VolumeCapability& cap) {
+  using M = pb::VolumeCapability::AccessMode;
+  if (!cap.has_block() && !cap.has_mount()) {
+    return Error{"volume_capability: neither block nor mount access type"};
+  }
+  switch (cap.access_mode().mode()) {
+    case M::SINGLE_NODE_WRITER:
+    case M::SINGLE_NODE_READER_ONLY:
+    case M::SINGLE_NODE_SINGLE_WRITER:
+    case M::SINGLE_NODE_MULTI_WRITER:
+      break;
+    default:
+      return Error{"volume_capability: access mode " + M::Mode_Name(cap.access_mode().mode()) +
+                   " is not supported: a Datera volume is used by one node at a time "
+                   "(ReadWriteOnce, ReadWriteOncePod or ReadOnly on one node)"};
+  }
+  if (cap.has_mount()) {
+    const auto& fs = cap.mount().fs_type();
+    if (!fs.empty() && fs != "xfs" && fs != "ext4") {
+      return Error{"volume_capability: fs_type '" + fs + "' is not supported (xfs or ext4)"};
+    }
+  }
+  return ok_status();
+}
+
+grpc::Status invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+grpc::Status to_status(const Error& e, grpc::StatusCode otherwise) {
+  grpc::StatusCode code = otherwise;
+  if (volume::is_not_found(e)) {
+    code = grpc::StatusCode::NOT_FOUND;
+  } else if (volume::is_claim_refused(e)) {
+    code = grpc::StatusCode::FAILED_PRECONDITION;
+  } else if (volume::is_unreachable(e) || e.code == errno_code(EAGAIN)) {
+    code = grpc::StatusCode::UNAVAILABLE;
+  } else if (volume::is_unauthorized(e)) {
+    code = grpc::StatusCode::PERMISSION_DENIED;
+  }
+  return grpc::Status(code, e.message);
+}
+
+grpc::Status to_status(const volume::VolumeError& e) {
+  using volume::Step;
+  if (e.step == Step::options) return invalid(e.message());
+  const grpc::Status s = to_status(e.cause);
+  const auto code = s.error_code() == grpc::StatusCode::INTERNAL && e.step == Step::checks
+                        ? grpc::StatusCode::FAILED_PRECONDITION
+                        : s.error_code();
+  return grpc::Status(code, e.message());
+}
+
+}  // namespace datera::csi

@@ -1,0 +1,487 @@
+// The CSI handlers over the real volume core and controller grants, with fakes for the array, the
+// initiator and the mounter: the lifecycle, idempotency, the error codes the specification asks
+// for, raw block, ABORTED while a call is in flight, and self-fencing when the grant moves. The
+// same lifecycle through gRPC, datera-sim and loop devices is the host tier (tests/csi).
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "agent/controller/grants.h"
+#include "agent/csi/controller.h"
+#include "agent/csi/identity.h"
+#include "agent/csi/mapping.h"
+#include "agent/csi/node.h"
+#include "agent/ownership/lease.h"
+#include "tests/agent/volume/fakes.h"
+#include "tests/testing/fake_array.h"
+#include "tests/testing/run_async.h"
+#include "tests/testing/temp_dir.h"
+
+namespace datera::csi {
+namespace {
+
+namespace asio = boost::asio;
+using grpc::StatusCode;
+
+constexpr const char* kVol = "pvc-1";
+constexpr const char* kIqnA = "iqn.1993-08.org.debian:01:node-a";
+const std::string kStaging =
+    "/var/lib/kubelet/plugins/kubernetes.io/csi/agent.iscsi.datera.io/abc123/globalmount";
+const std::string kTarget = "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv-1/mount";
+const std::string kTarget2 = "/var/lib/kubelet/pods/u2/volumes/kubernetes.io~csi/pv-1/mount";
+const std::string kBlockStaging =
+    "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/staging/pv-1";
+const std::string kBlockTarget =
+    "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/pv-1/u1";
+
+struct FakeStats : Stats {
+  asio::awaitable<Result<Usage>> filesystem(std::string path) override {
+    paths.push_back(path);
+    co_return Usage{10 * kGiB, 7 * kGiB, 3 * kGiB, 1000, 900, 100};
+  }
+  asio::awaitable<Result<Usage>> block(std::string device) override {
+    paths.push_back(device);
+    co_return Usage{10 * kGiB, 0, 0, 0, 0, 0};
+  }
+  std::vector<std::string> paths;
+};
+
+/// A mounter whose staging mount takes a while: the window in which a second call is ABORTED.
+struct SlowMounter : volume::FakeMounter {
+  bool slow = false;
+  asio::awaitable<datera::Status> mount(const mount::MountRequest& r) override {
+    if (slow) {
+      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(30));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    co_return co_await FakeMounter::mount(r);
+  }
+};
+
+pb::VolumeCapability mount_cap(pb::VolumeCapability::AccessMode::Mode mode =
+                                   pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER) {
+  pb::VolumeCapability c;
+  c.mutable_mount()->set_fs_type("xfs");
+  c.mutable_access_mode()->set_mode(mode);
+  return c;
+}
+
+pb::VolumeCapability block_cap() {
+  pb::VolumeCapability c;
+  c.mutable_block();
+  c.mutable_access_mode()->set_mode(pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  return c;
+}
+
+class CsiTest : public ::testing::Test {
+ protected:
+  CsiTest() : journal_(dir_ / "journal", pool_, null_logger()) {
+    array().registered = {
+        {kIqnA, edf::initiator_name_for_node("node-a")},
+        {"iqn.1993-08.org.debian:01:node-b", edf::initiator_name_for_node("node-b")}};
+    restart();
+    controller::GrantOptions go;
+    go.default_backend = volume::base_manager_options().default_backend;
+    grants_ = std::make_unique<controller::Grants>(go, arrays_, controller_metrics_, null_logger());
+    ControllerOptions co;
+    co.default_backend = go.default_backend;
+    controller_ = std::make_unique<Controller>(co, arrays_, *grants_, null_logger());
+  }
+  /// A new agent over the same journal (a restart).
+  void restart() {
+    node_.reset();
+    manager_ =
+        std::make_unique<volume::Manager>(volume::base_manager_options(), arrays_, initiator_,
+                                          mounter_, journal_, metrics_, null_logger());
+    (void)testing::run_async(ioc_, manager_->reconcile());
+    NodeOptions no;
+    no.node_id = "node-a";
+    no.max_volumes_per_node = 64;
+    no.default_backend = volume::base_manager_options().default_backend;
+    node_ = std::make_unique<Node>(
+        no, *manager_, stats_, [this](const std::string&) { return condition_; }, null_logger());
+  }
+  testing::FakeArray& array() { return arrays_.array; }
+
+  template <class Req, class Resp, class H, class M>
+  StatusCode call(H& handler, M method, const Req& req, Resp* out = nullptr) {
+    Resp resp;
+    auto st = testing::run_async(ioc_, (handler.*method)(req, resp));
+    last_message_ = st.error_message();
+    if (out) *out = resp;
+    return st.error_code();
+  }
+  StatusCode create(int64_t gib = 3, pb::CreateVolumeResponse* out = nullptr) {
+    pb::CreateVolumeRequest r;
+    r.set_name(kVol);
+    r.mutable_capacity_range()->set_required_bytes(gib * kGiB);
+    *r.add_volume_capabilities() = mount_cap();
+    (*r.mutable_parameters())["replica"] = "2";
+    (*r.mutable_parameters())["csi.storage.k8s.io/pv/name"] = "pv-1";
+    return call(*controller_, &Controller::create_volume, r, out);
+  }
+  StatusCode publish_to(const std::string& node) {
+    pb::ControllerPublishVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_node_id(node);
+    *r.mutable_volume_capability() = mount_cap();
+    return call<pb::ControllerPublishVolumeRequest, pb::ControllerPublishVolumeResponse>(
+        *controller_, &Controller::controller_publish_volume, r);
+  }
+  StatusCode unpublish_from(const std::string& node) {
+    pb::ControllerUnpublishVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_node_id(node);
+    return call<pb::ControllerUnpublishVolumeRequest, pb::ControllerUnpublishVolumeResponse>(
+        *controller_, &Controller::controller_unpublish_volume, r);
+  }
+  StatusCode stage(const pb::VolumeCapability& cap = mount_cap(),
+                   const std::string& path = kStaging) {
+    pb::NodeStageVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_staging_target_path(path);
+    *r.mutable_volume_capability() = cap;
+    return call<pb::NodeStageVolumeRequest, pb::NodeStageVolumeResponse>(
+        *node_, &Node::node_stage_volume, r);
+  }
+  StatusCode node_publish(const std::string& target, const pb::VolumeCapability& cap = mount_cap(),
+                          const std::string& staging = kStaging) {
+    pb::NodePublishVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_staging_target_path(staging);
+    r.set_target_path(target);
+    *r.mutable_volume_capability() = cap;
+    return call<pb::NodePublishVolumeRequest, pb::NodePublishVolumeResponse>(
+        *node_, &Node::node_publish_volume, r);
+  }
+  StatusCode node_unpublish(const std::string& target) {
+    pb::NodeUnpublishVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_target_path(target);
+    return call<pb::NodeUnpublishVolumeRequest, pb::NodeUnpublishVolumeResponse>(
+        *node_, &Node::node_unpublish_volume, r);
+  }
+  StatusCode unstage(const std::string& path = kStaging) {
+    pb::NodeUnstageVolumeRequest r;
+    r.set_volume_id(kVol);
+    r.set_staging_target_path(path);
+    return call<pb::NodeUnstageVolumeRequest, pb::NodeUnstageVolumeResponse>(
+        *node_, &Node::node_unstage_volume, r);
+  }
+  bool mounted(const std::string& target) const {
+    return std::any_of(mounter_.table.begin(), mounter_.table.end(),
+                       [&](const mount::MountEntry& m) { return m.target == target; });
+  }
+  ownership::Lease lease() { return ownership::decode(array().md[kVol]); }
+
+  testing::TempDir dir_{"dt-csi"};
+  asio::io_context ioc_;
+  asio::thread_pool pool_{1};
+  prometheus::Registry registry_;
+  volume::Metrics metrics_{registry_};
+  controller::Metrics controller_metrics_{registry_};
+  testing::FakeArrays arrays_;
+  volume::FakeInitiator initiator_;
+  SlowMounter mounter_;
+  volume::Journal journal_;
+  FakeStats stats_;
+  std::optional<Condition> condition_;
+  std::unique_ptr<volume::Manager> manager_;
+  std::unique_ptr<controller::Grants> grants_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<Node> node_;
+  std::string last_message_;
+};
+
+TEST_F(CsiTest, TheWholeLifecycleGrantsStagesPublishesAndUndoesEachStep) {
+  pb::CreateVolumeResponse created;
+  ASSERT_EQ(create(3, &created), StatusCode::OK) << last_message_;
+  EXPECT_EQ(created.volume().volume_id(), kVol);
+  EXPECT_EQ(created.volume().capacity_bytes(), 3 * kGiB);
+  EXPECT_EQ(created.volume().volume_context().at("replica"), "2");
+  EXPECT_EQ(created.volume().volume_context().count("csi.storage.k8s.io/pv/name"), 0u);
+  EXPECT_EQ(array().sizes[kVol], 3);
+  EXPECT_EQ(array().md[kVol][controller::kPvKey], "pv-1");
+
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK) << last_message_;
+  EXPECT_EQ(lease().owner, "node-a");
+  EXPECT_EQ(array().acl_iqns, std::vector<std::string>{kIqnA});
+
+  ASSERT_EQ(stage(), StatusCode::OK) << last_message_;
+  EXPECT_TRUE(mounted(kStaging));
+  EXPECT_EQ(mounter_.formats, 1);
+  ASSERT_EQ(node_publish(kTarget), StatusCode::OK) << last_message_;
+  ASSERT_EQ(
+      node_publish(kTarget2, mount_cap(pb::VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY)),
+      StatusCode::OK)
+      << last_message_;
+  EXPECT_TRUE(mounted(kTarget));
+  const auto ro = std::find_if(mounter_.table.begin(), mounter_.table.end(),
+                               [](const mount::MountEntry& m) { return m.target == kTarget2; });
+  ASSERT_NE(ro, mounter_.table.end());
+  EXPECT_TRUE(ro->read_only);
+  const auto served = manager_->served(kVol);
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->mode, volume::Mode::csi);
+
+  ASSERT_EQ(node_unpublish(kTarget), StatusCode::OK) << last_message_;
+  ASSERT_EQ(node_unpublish(kTarget2), StatusCode::OK) << last_message_;
+  EXPECT_TRUE(mounted(kStaging)) << "kubelet's staging stays until NodeUnstageVolume";
+  ASSERT_EQ(unstage(), StatusCode::OK) << last_message_;
+  EXPECT_FALSE(mounted(kStaging));
+  EXPECT_FALSE(manager_->served(kVol));
+  EXPECT_EQ(array().acl_iqns, std::vector<std::string>{kIqnA}) << "the grant is the controller's";
+
+  ASSERT_EQ(unpublish_from("node-a"), StatusCode::OK) << last_message_;
+  EXPECT_TRUE(array().acl_iqns.empty());
+  EXPECT_TRUE(lease().free());
+  pb::DeleteVolumeRequest del;
+  del.set_volume_id(kVol);
+  ASSERT_EQ((call<pb::DeleteVolumeRequest, pb::DeleteVolumeResponse>(
+                *controller_, &Controller::delete_volume, del)),
+            StatusCode::OK)
+      << last_message_;
+  EXPECT_FALSE(array().names.count(kVol));
+}
+
+TEST_F(CsiTest, EveryCallIsIdempotent) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(create(), StatusCode::OK) << last_message_;
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  const auto epoch = lease().epoch;
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK) << last_message_;
+  EXPECT_EQ(lease().epoch, epoch) << "a retried publish keeps its epoch";
+  ASSERT_EQ(stage(), StatusCode::OK);
+  ASSERT_EQ(stage(), StatusCode::OK) << last_message_;
+  EXPECT_EQ(mounter_.formats, 1);
+  ASSERT_EQ(node_publish(kTarget), StatusCode::OK);
+  ASSERT_EQ(node_publish(kTarget), StatusCode::OK) << last_message_;
+  ASSERT_EQ(node_unpublish(kTarget), StatusCode::OK);
+  ASSERT_EQ(node_unpublish(kTarget), StatusCode::OK) << last_message_;
+  ASSERT_EQ(unstage(), StatusCode::OK);
+  ASSERT_EQ(unstage(), StatusCode::OK) << last_message_;
+  ASSERT_EQ(unpublish_from("node-a"), StatusCode::OK);
+  ASSERT_EQ(unpublish_from("node-a"), StatusCode::OK) << last_message_;
+  pb::DeleteVolumeRequest del;
+  del.set_volume_id(kVol);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ((call<pb::DeleteVolumeRequest, pb::DeleteVolumeResponse>(
+                  *controller_, &Controller::delete_volume, del)),
+              StatusCode::OK)
+        << last_message_;
+  }
+}
+
+TEST_F(CsiTest, ErrorCodesAreTheOnesTheSpecificationAsksFor) {
+  // The request's own faults.
+  pb::NodeStageVolumeRequest no_cap;
+  no_cap.set_volume_id(kVol);
+  no_cap.set_staging_target_path(kStaging);
+  EXPECT_EQ((call<pb::NodeStageVolumeRequest, pb::NodeStageVolumeResponse>(
+                *node_, &Node::node_stage_volume, no_cap)),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stage(mount_cap(pb::VolumeCapability::AccessMode::MULTI_NODE_MULTI_WRITER)),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stage(mount_cap(), "/var/lib/kubelet/pods/u1/volumes/elsewhere/x"),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stage(mount_cap(), "/etc/globalmount"), StatusCode::INVALID_ARGUMENT);
+  pb::CreateVolumeRequest creds;
+  creds.set_name(kVol);
+  *creds.add_volume_capabilities() = mount_cap();
+  (*creds.mutable_parameters())["serverPasswd"] = "hunter2";
+  EXPECT_EQ((call<pb::CreateVolumeRequest, pb::CreateVolumeResponse>(
+                *controller_, &Controller::create_volume, creds)),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(last_message_.find("hunter2"), std::string::npos) << "never echo a secret";
+
+  // Not there, or not in the state the call needs.
+  EXPECT_EQ(publish_to("node-a"), StatusCode::NOT_FOUND) << last_message_;
+  ASSERT_EQ(create(3), StatusCode::OK);
+  EXPECT_EQ(create(5), StatusCode::ALREADY_EXISTS) << "a bigger volume of the same name";
+  EXPECT_EQ(publish_to("node-c"), StatusCode::NOT_FOUND) << "no initiator registered for node-c";
+  EXPECT_EQ(stage(), StatusCode::UNAVAILABLE) << "not granted to this node yet: retry";
+  EXPECT_EQ(node_publish(kTarget), StatusCode::FAILED_PRECONDITION) << "not staged";
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  EXPECT_EQ(publish_to("node-b"), StatusCode::FAILED_PRECONDITION) << last_message_;
+  pb::DeleteVolumeRequest del;
+  del.set_volume_id(kVol);
+  EXPECT_EQ((call<pb::DeleteVolumeRequest, pb::DeleteVolumeResponse>(
+                *controller_, &Controller::delete_volume, del)),
+            StatusCode::FAILED_PRECONDITION)
+      << "still published to node-a";
+  EXPECT_TRUE(array().names.count(kVol));
+}
+
+TEST_F(CsiTest, ACallForAVolumeWithAnotherInFlightIsAborted) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  mounter_.slow = true;
+  pb::NodeStageVolumeRequest r;
+  r.set_volume_id(kVol);
+  r.set_staging_target_path(kStaging);
+  *r.mutable_volume_capability() = mount_cap();
+  pb::NodeStageVolumeResponse first_resp, second_resp;
+  std::optional<grpc::Status> first, second;
+  asio::co_spawn(ioc_, node_->node_stage_volume(r, first_resp),
+                 [&](std::exception_ptr, grpc::Status s) { first = s; });
+  asio::co_spawn(ioc_, node_->node_stage_volume(r, second_resp),
+                 [&](std::exception_ptr, grpc::Status s) { second = s; });
+  ioc_.restart();
+  ioc_.run();
+  ASSERT_TRUE(first && second);
+  EXPECT_EQ(first->error_code(), StatusCode::OK) << first->error_message();
+  EXPECT_EQ(second->error_code(), StatusCode::ABORTED);
+  EXPECT_EQ(stage(), StatusCode::OK) << "the slot is free again";
+}
+
+TEST_F(CsiTest, ARawBlockVolumeIsStagedWithoutAFilesystemAndPublishedAsTheDevice) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  ASSERT_EQ(stage(block_cap(), kBlockStaging), StatusCode::OK) << last_message_;
+  EXPECT_EQ(mounter_.formats, 0) << "no mkfs on a block volume";
+  EXPECT_FALSE(mounted(kBlockStaging));
+  ASSERT_EQ(node_publish(kBlockTarget, block_cap(), kBlockStaging), StatusCode::OK)
+      << last_message_;
+  const auto bound =
+      std::find_if(mounter_.table.begin(), mounter_.table.end(),
+                   [](const mount::MountEntry& m) { return m.target == kBlockTarget; });
+  ASSERT_NE(bound, mounter_.table.end());
+  EXPECT_EQ(bound->source, "/dev/sdz") << "the session disk itself, bound onto kubelet's file";
+  EXPECT_EQ(node_publish(kTarget, mount_cap(), kBlockStaging), StatusCode::FAILED_PRECONDITION);
+
+  pb::NodeGetVolumeStatsRequest sr;
+  sr.set_volume_id(kVol);
+  sr.set_volume_path(kBlockTarget);
+  pb::NodeGetVolumeStatsResponse stats;
+  ASSERT_EQ((call(*node_, &Node::node_get_volume_stats, sr, &stats)), StatusCode::OK)
+      << last_message_;
+  ASSERT_EQ(stats.usage_size(), 1);
+  EXPECT_EQ(stats.usage(0).total(), 10 * kGiB);
+  EXPECT_EQ(stats_.paths.back(), "/dev/sdz");
+
+  ASSERT_EQ(node_unpublish(kBlockTarget), StatusCode::OK);
+  ASSERT_EQ(unstage(kBlockStaging), StatusCode::OK) << last_message_;
+  EXPECT_FALSE(manager_->served(kVol));
+  EXPECT_TRUE(initiator_.live.empty() || initiator_.calls.back().rfind("disconnect", 0) == 0);
+}
+
+TEST_F(CsiTest, StatsCarryTheKeepersConditionAndRefuseOtherPaths) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  ASSERT_EQ(stage(), StatusCode::OK);
+  ASSERT_EQ(node_publish(kTarget), StatusCode::OK);
+  pb::NodeGetVolumeStatsRequest sr;
+  sr.set_volume_id(kVol);
+  sr.set_volume_path(kTarget);
+  pb::NodeGetVolumeStatsResponse stats;
+  condition_ = Condition{false, "session healthy"};
+  ASSERT_EQ((call(*node_, &Node::node_get_volume_stats, sr, &stats)), StatusCode::OK);
+  EXPECT_FALSE(stats.volume_condition().abnormal());
+  ASSERT_EQ(stats.usage_size(), 2);
+  EXPECT_EQ(stats.usage(0).used(), 3 * kGiB);
+  EXPECT_EQ(stats.usage(1).unit(), pb::VolumeUsage::INODES);
+
+  condition_ = Condition{true, "session recovering: portal 172.28.0.1:3260 unreachable"};
+  ASSERT_EQ((call(*node_, &Node::node_get_volume_stats, sr, &stats)), StatusCode::OK);
+  EXPECT_TRUE(stats.volume_condition().abnormal());
+  EXPECT_NE(stats.volume_condition().message().find("recovering"), std::string::npos);
+
+  sr.set_volume_path("/var/lib/kubelet/pods/u9/volumes/kubernetes.io~csi/other/mount");
+  EXPECT_EQ((call(*node_, &Node::node_get_volume_stats, sr, &stats)), StatusCode::NOT_FOUND);
+  sr.set_volume_id("pvc-unknown");
+  EXPECT_EQ((call(*node_, &Node::node_get_volume_stats, sr, &stats)), StatusCode::NOT_FOUND);
+}
+
+TEST_F(CsiTest, ARestartKeepsTheStagedVolumeAsCsiAndAMovedGrantSelfFences) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  ASSERT_EQ(stage(), StatusCode::OK);
+  ASSERT_EQ(node_publish(kTarget), StatusCode::OK);
+  restart();
+  auto served = manager_->served(kVol);
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->mode, volume::Mode::csi);
+  EXPECT_EQ(served->pods.size(), 1u);
+  EXPECT_EQ(node_publish(kTarget), StatusCode::OK) << "still published after the restart";
+
+  // Kubernetes force-detached node-a and attached node-b: node-a's next grant check fences.
+  ASSERT_EQ(unpublish_from("node-a"), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-b"), StatusCode::OK);
+  testing::run_async(ioc_, manager_->renew_leases());
+  EXPECT_FALSE(mounted(kTarget));
+  EXPECT_FALSE(mounted(kStaging));
+  EXPECT_FALSE(manager_->served(kVol));
+}
+
+TEST_F(CsiTest, ListVolumesPagesThroughOneListing) {
+  for (const char* n : {"pvc-a", "pvc-b", "pvc-c"}) array().names.insert(n);
+  pb::ListVolumesRequest r;
+  r.set_max_entries(2);
+  pb::ListVolumesResponse page;
+  ASSERT_EQ((call(*controller_, &Controller::list_volumes, r, &page)), StatusCode::OK);
+  ASSERT_EQ(page.entries_size(), 2);
+  EXPECT_EQ(page.entries(0).volume().volume_id(), "pvc-a");
+  ASSERT_FALSE(page.next_token().empty());
+  r.set_starting_token(page.next_token());
+  ASSERT_EQ((call(*controller_, &Controller::list_volumes, r, &page)), StatusCode::OK);
+  ASSERT_EQ(page.entries_size(), 1);
+  EXPECT_EQ(page.entries(0).volume().volume_id(), "pvc-c");
+  EXPECT_TRUE(page.next_token().empty());
+  EXPECT_EQ(std::count(array().calls.begin(), array().calls.end(), "list"), 2);
+  r.set_starting_token("garbage");
+  EXPECT_EQ((call(*controller_, &Controller::list_volumes, r, &page)), StatusCode::ABORTED);
+}
+
+TEST(CsiMapping, SizesAreWholeGibWithinTheRange) {
+  pb::CapacityRange r;
+  EXPECT_EQ(*size_gib(r), 1);
+  r.set_required_bytes(kGiB + 1);
+  EXPECT_EQ(*size_gib(r), 2);
+  r.set_limit_bytes(kGiB + 100);
+  EXPECT_FALSE(size_gib(r)) << "2 GiB does not fit under the limit";
+  r.set_required_bytes(kMaxGiB * kGiB + 1);
+  r.set_limit_bytes(0);
+  EXPECT_FALSE(size_gib(r));
+}
+
+TEST(CsiMapping, SecretsSelectAnotherArrayOnlyWithItsOwnCredentials) {
+  edf::BackendTarget def;
+  def.host = "10.0.0.1";
+  def.credentials = {"admin", "password"};
+  StringMap params, secrets;
+  secrets["server"] = "10.0.0.9";
+  EXPECT_FALSE(volume_options("pvc-1", params, secrets, "", 0, def, {"10.0.0.9"}))
+      << "another array never gets the agent's credentials";
+  secrets["username"] = "u";
+  secrets["password"] = "p";
+  auto vo = volume_options("pvc-1", params, secrets, "", 0, def, {"10.0.0.9"});
+  ASSERT_TRUE(vo) << vo.error().message;
+  EXPECT_EQ(vo->backend.host, "10.0.0.9");
+  EXPECT_EQ(vo->backend.credentials.user, "u");
+  EXPECT_FALSE(volume_options("pvc-1", params, secrets, "", 0, def, {}))
+      << "not in allowed_servers";
+  EXPECT_EQ(base64_encode("hunter2"), "aHVudGVyMg==");
+}
+
+TEST(CsiIdentity, ProbeIsReadyOnlyOnceReconciled) {
+  asio::io_context ioc;
+  bool ready = false;
+  Identity id(IdentityOptions{"agent.iscsi.datera.io", "1.2.3", true}, [&] { return ready; });
+  pb::ProbeResponse probe;
+  (void)testing::run_async(ioc, id.probe(pb::ProbeRequest(), probe));
+  EXPECT_FALSE(probe.ready().value());
+  ready = true;
+  (void)testing::run_async(ioc, id.probe(pb::ProbeRequest(), probe));
+  EXPECT_TRUE(probe.ready().value());
+  pb::GetPluginInfoResponse info;
+  (void)testing::run_async(ioc, id.get_plugin_info(pb::GetPluginInfoRequest(), info));
+  EXPECT_EQ(info.name(), "agent.iscsi.datera.io");
+  EXPECT_EQ(info.vendor_version(), "1.2.3");
+}
+
+}  // namespace
+}  // namespace datera::csi
