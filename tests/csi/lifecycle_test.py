@@ -718,7 +718,7 @@ class Lifecycle:
             check(gone, f"node-a still serves a volume it lost {took:.1f} s after the "
                   f"force-detach: {mounts_under(self.a.kubelet)}")
             log(f"[ measure ] csi self-fence {took * 1000:.0f} ms after the force-detach "
-                f"(lease_ttl {TTL} s, checks every {TTL}/3 s)")
+                f"(lease_ttl {TTL} s: grant checks every {TTL / 3:.1f} s)")
             check(wait_for(lambda: self.a.metric(
                 'datera_agent_fencing_actions_total{kind="self_fenced"}') == fenced_before + 1, 5),
                 "node-a's metrics count no self-fence")
