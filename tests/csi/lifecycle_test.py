@@ -524,6 +524,15 @@ class Lifecycle:
         check(self.sim.app_instance(name) is not None, "no app instance on the array")
         log(f"  created {name}: {self.sim.export(name)['uuid']}")
 
+        # Before any ControllerPublishVolume no node may stage it.
+        try:
+            self.b.client.node_stage(name, sb, cap, context=dict(vol.volume_context))
+            raise Failed("node-b staged a volume published to no node")
+        except CsiError as e:
+            log(f"  NodeStageVolume before any ControllerPublishVolume: {e.code}")
+        check(mount_at(sb) is None, f"{sb} is mounted although the stage was refused")
+        check(not loops_under(self.sim.dir), "a refused stage left a device attached")
+
         # Attach to node-a: the ACL is node-a's IQN alone, the ownership record names node-a.
         pctx = self.publish(vol, self.a, cap).publish_context
         check(self.acl(name) == [self.a.iqn], f"ACL {self.acl(name)}, not node-a's IQN alone")
@@ -591,6 +600,8 @@ class Lifecycle:
         uuid_b = fs_uuid(ms["source"])
         check(uuid_b == uuid_a, f"filesystem UUID {uuid_b} on node-b, {uuid_a} on node-a: "
               "the second stage ran mkfs")
+        check(f"volume {name}: {ms['source']} is blank" not in self.b.log_text(),
+              "node-b's agent says it made a filesystem")
         with open(os.path.join(tb, "data.bin"), "rb") as f:
             check(f.read() == payload, "node-b does not read node-a's data")
 
