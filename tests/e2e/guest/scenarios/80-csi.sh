@@ -162,8 +162,10 @@ dd if=/dev/urandom of="$TA/data.bin" bs=1M count=8 2>/dev/null || die "write int
 sync
 sum=$(sha256sum "$TA/data.bin" | cut -d' ' -f1)
 out=$(csi a stats vol=$VOL target="$TA") || die "NodeGetVolumeStats: $out"
+fact "csi NodeGetVolumeStats $out"
+# One JSON line, keys sorted: the BYTES entry's "used" follows its "unit" (a zero is left out).
 case $out in *'"abnormal":true'*) die "NodeGetVolumeStats: the volume is abnormal: $out" ;; esac
-case $out in *'"unit":"BYTES"'*'"used":"'[1-9]*) ;; *) die "NodeGetVolumeStats shows no bytes used: $out" ;; esac
+case $out in *'"unit":"BYTES","used":"'[1-9]*) ;; *) die "NodeGetVolumeStats shows no bytes used: $out" ;; esac
 check stage
 
 # --- failover ----------------------------------------------------------------------------------
