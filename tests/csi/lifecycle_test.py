@@ -13,6 +13,7 @@ Checks, each printed as `[ OK ]` or `[ FAIL ]` (every case runs; the exit status
 failed, 77 after a loud SKIP line when this machine cannot run it):
   identity    GetPluginInfo (the driver name), Probe ready, NodeGetInfo (the node's name)
   lifecycle   CreateVolume (and its idempotent repeat; ALREADY_EXISTS for a bigger size),
+              NodeStageVolume before any publish refused (no mount, no device),
               ControllerPublishVolume to node-a: the array's ACL holds node-a's IQN alone and the
               ownership record names node-a; a publish to node-b meanwhile is FAILED_PRECONDITION;
               NodeStage + NodePublish on node-a: the staging mount and the bind at the target
