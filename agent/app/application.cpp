@@ -345,9 +345,9 @@ void Application::wire_keeper() {
   hooks.release_held = [mgr = volumes_.get()](std::string v) {
     return mgr->release_held_io(std::move(v));
   };
-  keeper_ =
-      std::make_unique<keeper::Keeper>(ioc_.get_executor(), ko, *initiator_, watch, udev_.get(),
-                                       *keeper_probe_, logs_.get("keeper"), std::move(hooks));
+  keeper_ = std::make_unique<keeper::Keeper>(ioc_.get_executor(), ko, real_clock(), *initiator_,
+                                             watch, udev_.get(), *keeper_probe_,
+                                             logs_.get("keeper"), std::move(hooks));
 }
 
 void Application::wire_api() {

@@ -37,6 +37,16 @@ Result<edf::VolumeOptions> Controller::target(const std::string& volume,
                         options_.allowed_servers);
 }
 
+Controller::Existing Controller::existing(const char* method, const std::string& volume,
+                                          const StringMap& secrets) const {
+  auto vo = target(volume, secrets);
+  if (vo) return {std::move(*vo), Status::OK};
+  // An id this agent could never have created: nothing of it exists here, which is the success
+  // of a call that removes it.
+  if (!edf::is_valid_name(volume)) return {std::nullopt, Status::OK};
+  return {std::nullopt, invalid(std::string(method) + " of " + volume + ": " + vo.error().message)};
+}
+
 Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
                                        pb::CreateVolumeResponse& resp) {
   const std::string& name = req.name();
@@ -101,15 +111,11 @@ Task<Status> Controller::delete_volume(const pb::DeleteVolumeRequest& req,
                                        pb::DeleteVolumeResponse&) {
   const std::string& name = req.volume_id();
   if (name.empty()) co_return invalid("DeleteVolume: volume_id is required");
-  auto vo = target(name, req.secrets());
-  if (!vo) {
-    // An id this agent could never have created: nothing of it exists here.
-    if (!edf::is_valid_name(name)) co_return Status::OK;
-    co_return invalid("DeleteVolume of " + name + ": " + vo.error().message);
-  }
+  auto vo = existing("DeleteVolume", name, req.secrets());
+  if (!vo.options) co_return vo.answer;
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
-  auto array = arrays_.get(vo->backend);
+  auto array = arrays_.get(vo.options->backend);
   if (!array) co_return to_status(array.error());
   auto md = co_await (*array)->metadata(name);
   if (!md) {
@@ -163,17 +169,14 @@ Task<Status> Controller::controller_unpublish_volume(
     const pb::ControllerUnpublishVolumeRequest& req, pb::ControllerUnpublishVolumeResponse&) {
   const std::string& name = req.volume_id();
   if (name.empty()) co_return invalid("ControllerUnpublishVolume: volume_id is required");
-  auto vo = target(name, req.secrets());
-  if (!vo) {
-    if (!edf::is_valid_name(name)) co_return Status::OK;
-    co_return invalid("ControllerUnpublishVolume of " + name + ": " + vo.error().message);
-  }
+  auto vo = existing("ControllerUnpublishVolume", name, req.secrets());
+  if (!vo.options) co_return vo.answer;
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
   std::string node = req.node_id();
   if (node.empty()) {
     // From every node: the one the ownership record names, if any.
-    auto array = arrays_.get(vo->backend);
+    auto array = arrays_.get(vo.options->backend);
     if (!array) co_return to_status(array.error());
     auto md = co_await (*array)->metadata(name);
     if (!md) {
@@ -183,8 +186,9 @@ Task<Status> Controller::controller_unpublish_volume(
     node = ownership::decode(*md).owner;
     if (node.empty()) co_return Status::OK;
   }
-  auto done = co_await grants_.revoke(
-      vo->backend, name, node, "ControllerUnpublishVolume of " + name + " from node " + node);
+  auto done =
+      co_await grants_.revoke(vo.options->backend, name, node,
+                              "ControllerUnpublishVolume of " + name + " from node " + node);
   // A node the array never knew holds nothing: unpublished already.
   if (!done && !volume::is_not_found(done.error())) co_return to_status(done.error());
   co_return Status::OK;

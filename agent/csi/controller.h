@@ -12,6 +12,7 @@
 // Secrets: `username`, `password` and `server` select another array with its own account (the
 // FlexVolume rules: only backend.allowed_servers, the agent's credentials only to its own array).
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,13 @@ class Controller final : public ControllerHandler {
  private:
   /// The array a request's secrets select (the default one without), and the volume's options.
   Result<edf::VolumeOptions> target(const std::string& volume, const StringMap& secrets) const;
+  /// target() for a call that removes something: no options means answer `answer` (OK for an id
+  /// this agent could never have made, INVALID_ARGUMENT naming `method` otherwise).
+  struct Existing {
+    std::optional<edf::VolumeOptions> options;
+    Status answer;
+  };
+  Existing existing(const char* method, const std::string& volume, const StringMap& secrets) const;
 
   ControllerOptions options_;
   volume::Arrays& arrays_;

@@ -23,6 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "base/fs.h"
+#include "base/json.h"
 #include "plugins/csi/csi.grpc.pb.h"
 
 namespace datera::csi {
@@ -46,6 +47,9 @@ class CallBase {
 
   /// Moves the handler's response into gRPC's (on success, just before Finish()).
   virtual void deliver() = 0;
+  /// The volume the request names (volume_id, or CreateVolume's name), for the failure's log line
+  /// (its JSON `volume` field); "" when none, or when it is not printable.
+  virtual std::string volume() const = 0;
 
   const char* method_;
   grpc::ServerUnaryReactor* reactor_;
@@ -60,6 +64,15 @@ class Call final : public CallBase {
   Call(const char* method, grpc::ServerUnaryReactor* reactor, const Req& req, Resp& out)
       : CallBase(method, reactor), req_(req), out_(out) {}
   void deliver() override { out_.Swap(&resp_); }
+  std::string volume() const override {
+    std::string v;
+    if constexpr (requires { req_.volume_id(); }) {
+      v = req_.volume_id();
+    } else if constexpr (requires { req_.name(); }) {
+      v = req_.name();
+    }
+    return v.size() <= 253 && !datera::json::has_control_char(v) ? v : std::string();
+  }
 
   Req req_;
   Resp resp_;
@@ -177,8 +190,9 @@ class Core {
   void answer(CallBase& call, const Status& status, bool logged) {
     metrics_.finished(call.method_, status.error_code(), Clock::now() - call.start_);
     if (!status.ok() && !logged) {
-      log_->warn("csi {}: {} {}", call.method_, code_name(status.error_code()),
-                 status.error_message());
+      const std::string volume = call.volume();
+      log_->warn("csi {}: {} {}{}", call.method_, code_name(status.error_code()),
+                 status.error_message(), volume.empty() ? "" : " (volume " + volume + ")");
     }
     call.reactor_->Finish(status);
   }

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -59,10 +60,10 @@ Health classify(const std::vector<const initiator::Session*>& sessions) {
   return recovering ? Health::recovering : Health::device_offline;
 }
 
-Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
+Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options, Clock& clock,
                initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
                udev::Monitor* monitor, Metrics& probe, LoggerPtr log, KeeperHooks hooks,
-               Clock clock, WallClock wall)
+               WallClock wall)
     : executor_(executor),
       options_(options),
       initiator_(initiator),
@@ -70,10 +71,10 @@ Keeper::Keeper(asio::any_io_executor executor, KeeperOptions options,
       monitor_(monitor),
       metrics_(probe),
       log_(std::move(log)),
-      clock_(clock ? std::move(clock) : Clock([] { return steady_clock::now(); })),
+      clock_(clock),
       wall_(wall ? std::move(wall) : WallClock([] { return std::chrono::system_clock::now(); })),
       hooks_(std::move(hooks)),
-      timer_(executor) {}
+      stop_(executor, steady_clock::time_point::max()) {}
 
 asio::awaitable<void> Keeper::run() {
   log_->info(
@@ -89,27 +90,38 @@ asio::awaitable<void> Keeper::run() {
     if (stopping_) break;
     const auto wait = stalled_ ? std::min(options_.stall_poll_interval, options_.poll_interval)
                                : options_.poll_interval;
-    if (monitor_) {
-      co_await monitor_->wait(wait);
-    } else {
-      timer_.expires_after(wait);
-      boost::system::error_code ec;
-      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
+    co_await next_look(wait);
   }
+}
+
+asio::awaitable<void> Keeper::next_look(std::chrono::milliseconds wait) {
+  using namespace asio::experimental::awaitable_operators;  // NOLINT(google-build-using-namespace)
+  // The first to finish cancels the others.
+  if (monitor_) {
+    // The monitor's own bound stays: degraded, it wakes at its poll interval.
+    co_await (clock_.sleep(wait) || monitor_->wait(wait) || stopped());
+  } else {
+    co_await (clock_.sleep(wait) || stopped());
+  }
+}
+
+asio::awaitable<void> Keeper::stopped() {
+  // stop_ never expires by itself; stop() cancels it.
+  boost::system::error_code ec;
+  co_await stop_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
 }
 
 void Keeper::stop() {
   stopping_ = true;
-  timer_.cancel();
+  stop_.cancel();
 }
 
 asio::awaitable<void> Keeper::observe() {
   const auto watched = watch_list_();
   if (watched.empty() && tracks_.empty()) co_return;
-  const auto started = steady_clock::now();
+  const auto started = clock_.now();
   auto sessions = co_await initiator_.sessions();
-  const auto now = clock_();
+  const auto now = clock_.now();
   if (!sessions) {
     log_->warn("session keeper: cannot list sessions: {}", sessions.error().message);
     co_return;
@@ -183,7 +195,7 @@ asio::awaitable<void> Keeper::observe() {
   metrics_.states(counts[Health::healthy], counts[Health::recovering],
                   counts[Health::device_offline], counts[Health::missing],
                   counts[Health::fs_failed]);
-  metrics_.poll(std::chrono::duration<double>(steady_clock::now() - started).count());
+  metrics_.poll(std::chrono::duration<double>(clock_.now() - started).count());
 }
 
 void Keeper::maybe_check(const std::string& volume, Track& t, bool changed,

@@ -53,6 +53,7 @@
 
 #include "agent/keeper/metrics.h"
 #include "agent/udev/udev_monitor.h"
+#include "base/clock.h"
 #include "base/logging.h"
 #include "plugins/initiator/initiator.h"
 
@@ -103,13 +104,14 @@ struct KeeperHooks {
 
 class Keeper {
  public:
-  using Clock = std::function<std::chrono::steady_clock::time_point()>;
   using WallClock = std::function<std::chrono::system_clock::time_point()>;
 
-  Keeper(boost::asio::any_io_executor executor, KeeperOptions options,
+  /// `clock` times everything: the polls, stalls, holds and check intervals (production passes
+  /// real_clock(); tests a virtual one). `wall` stamps the transitions /v1/volumes shows.
+  Keeper(boost::asio::any_io_executor executor, KeeperOptions options, Clock& clock,
          initiator::Initiator& initiator, std::function<std::vector<Watched>()> watch_list,
          udev::Monitor* monitor, Metrics& probe, LoggerPtr log, KeeperHooks hooks = {},
-         Clock clock = {}, WallClock wall = {});
+         WallClock wall = {});
 
   /// Looks, then waits for an event or the poll interval, until stop().
   boost::asio::awaitable<void> run();
@@ -176,6 +178,9 @@ class Keeper {
                    std::chrono::steady_clock::time_point now, std::vector<std::string>& due,
                    std::vector<std::string>& early);
   void start_check(std::vector<std::string> volumes, std::string reason);
+  /// Until `wait` of the clock's time has passed, a udev event arrives, or stop() is called.
+  boost::asio::awaitable<void> next_look(std::chrono::milliseconds wait);
+  boost::asio::awaitable<void> stopped();
 
   boost::asio::any_io_executor executor_;
   KeeperOptions options_;
@@ -184,12 +189,12 @@ class Keeper {
   udev::Monitor* monitor_;
   Metrics& metrics_;
   LoggerPtr log_;
-  Clock clock_;
+  Clock& clock_;
   WallClock wall_;
   KeeperHooks hooks_;
   std::map<std::string, Track> tracks_;
   std::set<std::string> checking_;
-  boost::asio::steady_timer timer_;
+  boost::asio::steady_timer stop_;  ///< never expires: stop() cancels it to end the wait
   bool stalled_ = false;  ///< some volume stalled at the last look: poll at stall_poll_interval
   bool stopping_ = false;
 };

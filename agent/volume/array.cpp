@@ -143,8 +143,10 @@ Result<Array*> EdfArrays::get(const edf::BackendTarget& wanted, bool leases) {
                           target.credentials.user + "\n" + target.credentials.password;
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second->array.get();
-  auto transport = edf::make_beast_transport(executor_, edf::Endpoint{target.host, target.port},
-                                             log_, options_.tls);
+  const edf::Endpoint endpoint{target.host, target.port};
+  auto transport = options_.make_transport
+                       ? options_.make_transport(endpoint)
+                       : edf::make_beast_transport(executor_, endpoint, log_, options_.tls);
   if (!transport) return transport.error().wrap("array " + target.server());
   auto entry = std::make_unique<Entry>();
   entry->transport = std::move(*transport);

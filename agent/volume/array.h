@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -105,6 +106,11 @@ struct EdfArraysOptions {
   /// The agent's array and account (backend.*): what a target with is_default resolves to at
   /// each get(), so records never hold a copy of its password.
   edf::BackendTarget default_backend;
+  /// Makes the transport of each new client, for the array at `endpoint`. Unset (production):
+  /// edf::make_beast_transport with `tls`. Tests hand in one that reaches the array without a
+  /// socket (the simulator's request handler, in process).
+  std::function<Result<std::unique_ptr<edf::Transport>>(const edf::Endpoint& endpoint)>
+      make_transport;
 };
 
 class EdfArrays : public Arrays {

@@ -305,6 +305,9 @@ class Manager {
   /// array and credentials come from this call; a later release has none), else only refreshed
   /// credentials (a rotated secret).
   void adopt(Record& rec, const StageRequest& req) const;
+  /// Refuses a call of `mode` on a volume something here uses in another mode (a FlexVolume pod
+  /// and a CSI publish of one volume on one node would be two front ends fighting over it).
+  Status mode_conflict(const std::string& name, Mode mode) const;
   /// The record journaled before anything else.
   boost::asio::awaitable<VolumeStatus> step_intent(Run& run);
   /// This node's IQN (journaled) and the volume's array.

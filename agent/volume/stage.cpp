@@ -31,6 +31,13 @@ bool Manager::in_use(const Record& rec) const {
   return !rec.pods.empty() || (rec.mode != Mode::agent && staged(rec));
 }
 
+Status Manager::mode_conflict(const std::string& name, Mode mode) const {
+  const auto it = records_.find(name);
+  if (it == records_.end() || it->second.mode == mode || !in_use(it->second)) return ok_status();
+  return Error{std::string("it is in use on this node in ") + to_string(it->second.mode) +
+               " mode; unpublish and unstage it there first"};
+}
+
 void Manager::adopt(Record& rec, const StageRequest& req) const {
   if (!in_use(rec)) {
     rec.mode = req.mode;
@@ -67,13 +74,8 @@ asio::awaitable<VolumeResult<std::string>> Manager::stage(StageRequest req) {
   if (const auto other = staging_taken(name, path); at_path && !other.empty()) {
     co_return VolumeError{Step::checks, Error{"the path already holds volume " + other}, what};
   }
-  if (auto it = records_.find(name);
-      it != records_.end() && it->second.mode != req.mode && in_use(it->second)) {
-    co_return VolumeError{
-        Step::checks,
-        Error{std::string("it is in use on this node in ") + to_string(it->second.mode) +
-              " mode; unpublish and unstage it there first"},
-        what};
+  if (auto st = mode_conflict(name, req.mode); !st) {
+    co_return VolumeError{Step::checks, st.error(), what};
   }
   auto [it, fresh] = records_.try_emplace(name);
   Record& rec = it->second;
@@ -298,13 +300,8 @@ asio::awaitable<VolumeResult<std::string>> Manager::publish_locked(const Publish
                                       "kubelet runs waitforattach and mountdevice before mount"},
         what};
   }
-  if (auto it = records_.find(name);
-      it != records_.end() && it->second.mode != req.mode && in_use(it->second)) {
-    co_return VolumeError{
-        Step::checks,
-        Error{std::string("it is in use on this node in ") + to_string(it->second.mode) +
-              " mode; unpublish and unstage it there first"},
-        what};
+  if (auto st = mode_conflict(name, req.mode); !st) {
+    co_return VolumeError{Step::checks, st.error(), what};
   }
   auto [it, fresh] = records_.try_emplace(name);
   // Another volume already bound at this pod dir would be a kubelet bug; never stack mounts.

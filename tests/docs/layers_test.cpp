@@ -32,7 +32,8 @@ std::string upward_edge(const std::string& file, const std::string& target) {
   if (under(file, "agent") && (under(target, "tools") || under(target, "tests")))
     return "the agent may not use tools/ or tests/";
   if (under(file, "agent/volume")) {
-    for (const char* front : {"agent/flexvolume", "plugins/flex", "agent/csi", "agent/api"})
+    for (const char* front :
+         {"agent/flexvolume", "plugins/flex", "agent/csi", "plugins/csi", "agent/api"})
       if (under(target, front))
         return std::string("the volume core may not use a front end (") + front + ")";
   }

@@ -19,11 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "tests/testing/agent_process.h"
-#include "tests/testing/host_mounts.h"
-#include "tests/testing/loop_node.h"
-#include "tests/testing/netns.h"
-#include "tests/testing/sim_process.h"
+#include "tests/testing/host_node.h"
 
 namespace datera {
 namespace {
@@ -31,23 +27,23 @@ namespace {
 using nlohmann::json;
 using testing::AgentProcess;
 using testing::loops_under;
+using testing::read_file;
 using testing::SimProcess;
+using testing::write_file;
 using Clock = std::chrono::steady_clock;
 
 struct Node {
   std::string name;
   std::string iqn;
   std::unique_ptr<testing::NetNamespace> net;
-  std::unique_ptr<AgentProcess> agent;
+  std::unique_ptr<testing::HostNode> host;  ///< the node (tests/testing/host_node.h)
+  AgentProcess* agent = nullptr;            ///< its agent
 };
 
 class HandoffTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: the handoff tests mount filesystems (root)";
-    if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
-    }
+    if (const auto why = testing::host_node_unavailable(); !why.empty()) GTEST_SKIP() << why;
     sim_.listen = "0.0.0.0:0";  // reached from every node's namespace over its veth link
     ASSERT_TRUE(sim_.start()) << sim_.log();
     int index = 0;
@@ -60,16 +56,13 @@ class HandoffTest : public ::testing::Test {
         GTEST_SKIP() << "SKIPPED: cannot make a network namespace for " << n << " ("
                      << node.net->error << "); the handoff tests need one per node";
       }
-      node.agent = std::make_unique<AgentProcess>();
-      node.agent->launcher = node.net->enter();
-      node.agent->listen_metrics_on(node.net->node_ip);
-      const std::string server = node.net->host_ip + ":" + std::to_string(sim_.port);
-      testing::make_loop_node(*node.agent, sim_, node.iqn, server);
-      std::ofstream(node.agent->config, std::ios::app)
-          << "handoff: {lease_ttl: " << kTtlSeconds
-          << "s, claim_settle: 300ms, claim_write_bound: 200ms}\n"
-          << (attach_ ? "attach: true\n" : "");
-      node.agent->extra_env = {"DATERA_AGENT_NODE_NAME=" + node.name};
+      node.host = std::make_unique<testing::HostNode>();
+      node.host->join(sim_, node.iqn, node.net.get());
+      node.host->add_config("handoff: {lease_ttl: " + std::to_string(kTtlSeconds) +
+                            "s, claim_settle: 300ms, claim_write_bound: 200ms}\n" +
+                            (attach_ ? "attach: true\n" : ""));
+      node.host->set_node_name(node.name);
+      node.agent = &node.host->agent;
       nodes_[n] = std::move(node);
       start(n);
     }
@@ -82,7 +75,7 @@ class HandoffTest : public ::testing::Test {
     // The read-only flag outlives the loop device's attachment; the next user must not inherit it.
     for (const auto& dev : read_only_) testing::exec_capture({"/sbin/blockdev", "--setrw", dev});
     for (auto& [_, n] : nodes_) {
-      if (n.agent) testing::unmount_under(n.agent->root);
+      if (n.host) n.host->teardown();
     }
     testing::detach_loops_under(sim_.dir().path());
   }
@@ -96,40 +89,19 @@ class HandoffTest : public ::testing::Test {
     return out.substr(0, 20);
   }
 
-  void start(const std::string& n) {
-    ASSERT_TRUE(nodes_[n].agent->start());
-    ASSERT_TRUE(nodes_[n].agent->wait_ready()) << nodes_[n].agent->log_text();
-  }
+  void start(const std::string& n) { nodes_[n].host->start(); }
 
   std::string pod_dir(const std::string& n, const std::string& uid) {
-    const std::string dir =
-        nodes_[n].agent->root + "/kubelet/pods/" + uid + "/volumes/datera~iscsi/pv";
-    testing::exec_capture({"/bin/mkdir", "-p", dir});
-    return dir;
+    return nodes_[n].host->pod_dir(uid, "pv");
   }
 
-  static std::string options(const std::string& volume) {
-    return json{{"volumeID", volume},
-                {"size", "1"},
-                {"kubernetes.io/fsType", "xfs"},
-                {"kubernetes.io/readwrite", "rw"},
-                {"kubernetes.io/pvOrVolumeName", "pv-" + volume}}
-        .dump();
-  }
+  static std::string options(const std::string& volume) { return testing::flex_options(volume); }
 
   json shim(const std::string& n, const std::vector<std::string>& args) {
-    auto r = nodes_[n].agent->shim(args);
-    auto j = json::parse(r.output, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << "not one JSON object: " << r.output;
-    return j;
+    return nodes_[n].host->shim(args);
   }
 
-  json sim_get(const std::string& path) {
-    const auto raw = testing::tcp_get(sim_.port, path);
-    auto j = json::parse(testing::body_of(raw), nullptr, false);
-    EXPECT_TRUE(j.is_object()) << "GET " << path << ": " << raw;
-    return j;
-  }
+  json sim_get(const std::string& path) { return testing::sim_get(sim_, path); }
 
   /// Replays the simulator's ACL log for `volume`: never two initiators at once, and returns
   /// the sequence ("+node-a", "-node-a", ...).
@@ -157,12 +129,7 @@ class HandoffTest : public ::testing::Test {
   }
 
   double metric(const std::string& n, const std::string& prefix) {
-    std::istringstream ss(nodes_[n].agent->metrics());
-    std::string line;
-    while (std::getline(ss, line)) {
-      if (line.rfind(prefix + " ", 0) == 0) return std::stod(line.substr(prefix.size()));
-    }
-    return 0;
+    return nodes_[n].host->metric(prefix);
   }
 
   /// Successful reads of app instance metadata (where the lease lives) node `n` made.
@@ -181,19 +148,8 @@ class HandoffTest : public ::testing::Test {
     return sum;
   }
 
-  static void write_file(const std::string& path, const std::string& text) {
-    std::ofstream(path) << text;
-    ::sync();
-  }
-  static std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
   static constexpr int kTtlSeconds = 3;
-  SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
+  SimProcess sim_{DATERA_SIM_PATH, testing::file_backend_args()};
   std::map<std::string, Node> nodes_;
   std::vector<std::string> read_only_;  ///< loop devices a test set read-only
   bool attach_ = false;                 ///< controller mode on every agent
@@ -289,12 +245,16 @@ TEST_F(HandoffTest, AnOwnerCutOffAndTakenOverSelfFencesWhenThePartitionHeals) {
 
   ASSERT_TRUE(nodes_["node-a"].net->heal());
   const auto deadline = Clock::now() + std::chrono::seconds(kTtlSeconds * 5);
-  while (testing::is_mounted(pod_a) && Clock::now() < deadline) {
+  const auto staging_a = nodes_["node-a"].agent->root + "/state/staging/vol-cut";
+  // The self-fence unmounts the pod's bind, then the staging mount: wait for both, not just the
+  // first (checking the second right after the first raced about once in ten runs).
+  while ((testing::is_mounted(pod_a) || testing::is_mounted(staging_a)) &&
+         Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_FALSE(testing::is_mounted(pod_a))
       << "node-a still serves a volume it lost: " << nodes_["node-a"].agent->log_text();
-  EXPECT_FALSE(testing::is_mounted(nodes_["node-a"].agent->root + "/state/staging/vol-cut"));
+  EXPECT_FALSE(testing::is_mounted(staging_a));
   EXPECT_EQ(metric("node-a", "datera_agent_fencing_actions_total{kind=\"self_fenced\"}"), 1)
       << nodes_["node-a"].agent->log_text();
   EXPECT_GE(metric("node-a", "datera_agent_lease_renewal_failures_total{reason=\"unreachable\"}"),

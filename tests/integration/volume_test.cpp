@@ -18,10 +18,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "tests/testing/agent_process.h"
-#include "tests/testing/host_mounts.h"
-#include "tests/testing/loop_node.h"
-#include "tests/testing/sim_process.h"
+#include "tests/testing/host_node.h"
 
 namespace datera {
 namespace {
@@ -31,76 +28,34 @@ using testing::AgentProcess;
 using testing::loops_under;
 using testing::mount_at;
 using testing::mountinfo;
+using testing::read_file;
 using testing::SimProcess;
+using testing::write_file;
 
-/// One IQN per test: tests run in parallel and every agent is a "node" of its own (a real node
-/// never shares its IQN, and the loop initiator tells its devices apart by it).
-std::string test_iqn() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = info ? info->name() : "none";
-  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return "iqn.1993-08.org.debian:01:" + name.substr(0, 60);
-}
-
-class VolumeTest : public ::testing::Test {
+/// One node on one datera-sim (tests/testing/host_node.h); the tests below talk to its agent.
+class VolumeTest : public testing::HostNodeTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0)
-      GTEST_SKIP() << "SKIPPED: the volume tests mount filesystems and need root";
-    if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
-    }
-    ASSERT_TRUE(sim_.start()) << sim_.log();
-    testing::make_loop_node(agent_, sim_, kIqn);
-    start_agent();
-  }
-
-  void TearDown() override {
-    agent_.stop(SIGKILL);
-    // Never leave mounts or loop devices behind, whatever the test did.
-    testing::unmount_under(agent_.root);
-    testing::detach_loops_under(sim_.dir().path());
-  }
-
-  void start_agent(const std::string& crash_at = "") {
-    agent_.extra_env.clear();
-    if (!crash_at.empty()) agent_.extra_env.push_back("DATERA_AGENT_TEST_CRASH_AT=" + crash_at);
-    ASSERT_TRUE(agent_.start());
-    ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
-  }
+  void start_agent(const std::string& crash_at = "") { node_.start(crash_at); }
 
   std::string pod_dir(const std::string& uid, const std::string& vol = "pv1") {
-    const std::string dir = agent_.root + "/kubelet/pods/" + uid + "/volumes/datera~iscsi/" + vol;
-    testing::exec_capture({"/bin/mkdir", "-p", dir});  // kubelet makes it before mount
-    return dir;
+    return node_.pod_dir(uid, vol);
   }
 
   static std::string options(const std::string& volume, bool read_only = false) {
-    return json{{"volumeID", volume},
-                {"size", "1"},
-                {"kubernetes.io/fsType", "xfs"},
-                {"kubernetes.io/readwrite", read_only ? "ro" : "rw"},
-                {"kubernetes.io/pvOrVolumeName", "pv-" + volume}}
-        .dump();
+    return testing::flex_options(volume, read_only);
   }
 
   json shim(const std::vector<std::string>& args) {
-    auto r = agent_.shim(args);
+    auto r = node_.shim_exec(args);
     if (r.output.find("\"Success\"") == std::string::npos) {
       std::cerr << "shim " << args.front() << " answered: " << r.output << "\n";
     }
-    auto j = json::parse(r.output, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << "not one JSON object: " << r.output;
+    auto j = testing::HostNode::reply_of(r);
     EXPECT_EQ(r.exit_code, j.value("status", "") == "Success" ? 0 : 1) << r.output;
     return j;
   }
 
-  json sim_get(const std::string& path) {
-    const auto raw = testing::tcp_get(sim_.port, path);
-    auto j = json::parse(testing::body_of(raw), nullptr, false);
-    EXPECT_TRUE(j.is_object()) << "GET " << path << " from datera-sim: " << raw;
-    return j;
-  }
+  json sim_get(const std::string& path) { return testing::sim_get(sim_, path); }
 
   /// The volume's ACL as the simulator holds it; the volume must exist.
   std::vector<std::string> acl_of(const std::string& volume) {
@@ -142,42 +97,16 @@ class VolumeTest : public ::testing::Test {
   /// Leftovers are released after the API serves (in the background): waits until /v1/volumes no
   /// longer lists `volume`, then checks that nothing of it is left.
   void expect_released_after_start(const std::string& volume) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    std::string body;
-    while (std::chrono::steady_clock::now() < deadline) {
-      body = testing::body_of(agent_.api(testing::http_get("/v1/volumes")));
-      if (!body.empty() && body.find("\"" + volume + "\"") == std::string::npos) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const std::string body = node_.wait_volumes([&](const std::string& b) {
+      return !b.empty() && b.find("\"" + volume + "\"") == std::string::npos;
+    });
     EXPECT_EQ(body.find("\"" + volume + "\""), std::string::npos) << "still listed: " << body;
     expect_released(volume);
   }
 
-  void write_file(const std::string& path, const std::string& text) {
-    std::ofstream out(path);
-    out << text;
-    out.close();
-    ::sync();
-  }
-  std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
+  double metric(const std::string& line_prefix) { return node_.metric(line_prefix); }
 
-  double metric(const std::string& line_prefix) {
-    std::istringstream ss(agent_.metrics());
-    std::string line;
-    while (std::getline(ss, line)) {
-      if (line.rfind(line_prefix + " ", 0) == 0) return std::stod(line.substr(line_prefix.size()));
-    }
-    return 0;
-  }
-
-  const std::string kIqn = test_iqn();
-  SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
-  AgentProcess agent_;
+  AgentProcess& agent_ = node_.agent;
 };
 
 TEST_F(VolumeTest, MountWriteUnmountMountAgainReadsTheSameData) {
@@ -578,26 +507,20 @@ TEST_F(VolumeTest, AnUnreachableArrayNeverHoldsUpStartUp) {
 
   ASSERT_TRUE(agent_.start());
   const auto t0 = std::chrono::steady_clock::now();
-  std::string volumes;
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
-    volumes = testing::body_of(agent_.api(testing::http_get("/v1/volumes")));
-    if (volumes.find("vol-stuck") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const std::string volumes = node_.wait_volumes(
+      [](const std::string& body) { return body.find("vol-stuck") != std::string::npos; });
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "[ measure ] start to the API serving, array not answering, one leftover: " << took
             << " s\n";
   EXPECT_LT(took, 4.0) << "the API waited for the array: " << agent_.log_text();
   EXPECT_NE(volumes.find("vol-stuck"), std::string::npos) << volumes;
   // The release is tried, and its failure is shown where an operator looks.
-  bool failure_shown = false;
-  for (int i = 0; i < 600 && !failure_shown; ++i) {
-    auto v =
-        json::parse(testing::body_of(agent_.api(testing::http_get("/v1/volumes"))), nullptr, false);
-    failure_shown =
-        v.is_object() && !v["volumes"].empty() && v["volumes"][0].value("release_failures", 0) >= 1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const auto shown = [](const std::string& body) {
+    auto v = json::parse(body, nullptr, false);
+    return v.is_object() && !v["volumes"].empty() &&
+           v["volumes"][0].value("release_failures", 0) >= 1;
+  };
+  const bool failure_shown = shown(node_.wait_volumes(shown));
   EXPECT_TRUE(failure_shown) << agent_.log_text();
   sim_.signal(SIGCONT);
 }
@@ -760,10 +683,7 @@ TEST_F(VolumeTest, APasswordRotationDoesNotStrandAMountedVolume) {
   ASSERT_EQ(changed.rfind("HTTP/1.1 200", 0), 0u) << changed;
   const std::string unauthorized =
       "datera_agent_lease_renewal_failures_total{reason=\"unauthorized\"}";
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (metric(unauthorized) < 1 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  node_.wait_metric(unauthorized, [](double v) { return v >= 1; });
   EXPECT_GE(metric(unauthorized), 1) << agent_.metrics();
 
   // The operator rotates the agent's secret and restarts it; the volume unmounts cleanly.

@@ -15,10 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
-#include "tests/testing/agent_process.h"
-#include "tests/testing/host_mounts.h"
-#include "tests/testing/loop_node.h"
-#include "tests/testing/sim_process.h"
+#include "tests/testing/host_node.h"
 
 namespace datera {
 namespace {
@@ -76,25 +73,10 @@ std::map<std::string, std::set<std::string>> samples(const std::string& text) {
   return out;
 }
 
-class MetricsAssetsTest : public ::testing::Test {
+/// One node on one datera-sim (tests/testing/host_node.h), started.
+class MetricsAssetsTest : public testing::HostNodeTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: the scrape follows a real mount (root)";
-    if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "SKIPPED: no /dev/loop-control; the loop initiator cannot run here";
-    }
-    ASSERT_TRUE(sim_.start()) << sim_.log();
-    testing::make_loop_node(agent_, sim_, "iqn.1993-08.org.debian:01:metrics-assets");
-    ASSERT_TRUE(agent_.start());
-    ASSERT_TRUE(agent_.wait_ready()) << agent_.log_text();
-  }
-  void TearDown() override {
-    agent_.stop(SIGKILL);
-    testing::unmount_under(agent_.root);
-    testing::detach_loops_under(sim_.dir().path());
-  }
-  testing::SimProcess sim_{DATERA_SIM_PATH, {"--backend", "file", "--file-dir", "{dir}/volumes"}};
-  testing::AgentProcess agent_;
+  testing::AgentProcess& agent_ = node_.agent;
 };
 
 TEST_F(MetricsAssetsTest, EveryMetricAndLabelTheDashboardAndRulesNameIsExported) {

@@ -37,6 +37,17 @@ class VirtualClock : public Clock {
     sleepers_.emplace(now_ + std::max(d, std::chrono::milliseconds(0)), &wake);
     boost::system::error_code ec;
     co_await wake.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    // Woken early (cancelled: the sleep lost an `||` race): it is due no more, and advance() must
+    // not touch its timer. (A frame destroyed with its io_context leaves its entry: nothing
+    // advances a clock whose io_context is gone.)
+    std::erase_if(sleepers_, [&](const auto& s) { return s.second == &wake; });
+  }
+
+  /// Moves time forward to `t` (never back), waking every sleeper due by then: for tests that
+  /// step time by hand between calls. The woken run at the io_context's next poll.
+  void advance_to(time_point t) {
+    now_ = std::max(now_, t);
+    wake_due();
   }
 
   /// Runs `ioc` until `done()`, advancing virtual time whenever nothing is ready. Throws when
@@ -83,11 +94,14 @@ class VirtualClock : public Clock {
   bool advance() {
     if (sleepers_.empty()) return false;
     now_ = sleepers_.begin()->first;
+    wake_due();
+    return true;
+  }
+  void wake_due() {
     while (!sleepers_.empty() && sleepers_.begin()->first <= now_) {
       sleepers_.begin()->second->cancel();
       sleepers_.erase(sleepers_.begin());
     }
-    return true;
   }
 
   time_point now_ =

@@ -91,14 +91,18 @@ std::string volumes_table(const Json& status, const Json& v) {
     // A record the agent set aside (release kept failing, or unusable at start-up) says so.
     std::string phase = str(rec, "phase");
     if (rec.value("set_aside", false) && phase != "set_aside") phase += " (SET ASIDE)";
-    rows.push_back({str(rec, "volume"), phase,
+    // How the volume came: FlexVolume (agent or controller mode) or CSI, and CSI's raw block.
+    std::string mode = str(rec, "mode");
+    if (rec.value("block", false)) mode += " (block)";
+    rows.push_back({str(rec, "volume"), phase, mode,
                     str(rec, "map") != "-" ? str(rec, "map") + " (" + str(rec, "device") + ")"
                                            : str(rec, "device"),
                     str(session, "state"), joined(portals), epoch ? node : "-",
                     epoch ? std::to_string(epoch) : "-",
                     joined(rec.value("pods", Json::array()), "dir", true)});
   }
-  return table({"VOLUME", "PHASE", "DEVICE", "SESSION", "PORTAL", "OWNER", "EPOCH", "PODS"}, rows);
+  return table({"VOLUME", "PHASE", "MODE", "DEVICE", "SESSION", "PORTAL", "OWNER", "EPOCH", "PODS"},
+               rows);
 }
 
 std::string sessions_table(const Json& v) {

@@ -15,6 +15,7 @@
 #include "tests/testing/fake_array.h"
 #include "tests/testing/run_async.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/virtual_clock.h"
 
 namespace datera::api {
 namespace {
@@ -67,7 +68,7 @@ class AdminTest : public ::testing::Test {
         manager_(manager_options(), arrays_, initiator_, mounter_, journal_, volume_probe_,
                  null_logger()),
         keeper_(
-            ioc_.get_executor(), keeper::KeeperOptions{}, initiator_,
+            ioc_.get_executor(), keeper::KeeperOptions{}, clock_, initiator_,
             [] { return std::vector<keeper::Watched>{}; }, nullptr, keeper_probe_, null_logger()),
         flex_(flexvolume::ServiceOptions{}, flex_probe_, null_logger()),
         admin_(facts(), readiness_, flex_, manager_, keeper_) {}
@@ -108,6 +109,7 @@ class AdminTest : public ::testing::Test {
   volume::Metrics volume_probe_{registry_};
   volume::Manager manager_;
   keeper::Metrics keeper_probe_{registry_};
+  testing::VirtualClock clock_;  ///< the keeper only answers here; it never runs its loop
   keeper::Keeper keeper_;
   flexvolume::Metrics flex_probe_{registry_};
   flexvolume::Service flex_;

@@ -417,6 +417,37 @@ TEST_F(CsiTest, ARestartKeepsTheStagedVolumeAsCsiAndAMovedGrantSelfFences) {
   EXPECT_FALSE(manager_->served(kVol));
 }
 
+TEST_F(CsiTest, ARestartKeepsAStagedVolumeNoPodUsesYet) {
+  // kubelet staged it and has not published it: the staging is kubelet's, kept across a restart
+  // (in an agent whose FlexVolume side runs in agent mode) until NodeUnstageVolume.
+  ASSERT_EQ(create(), StatusCode::OK);
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK);
+  ASSERT_EQ(stage(), StatusCode::OK);
+  restart();
+  testing::run_async(ioc_, manager_->release_leftovers());
+  const auto served = manager_->served(kVol);
+  ASSERT_TRUE(served) << "the staged volume was released at start-up";
+  EXPECT_TRUE(served->staged);
+  EXPECT_TRUE(mounted(kStaging));
+  EXPECT_EQ(node_publish(kTarget), StatusCode::OK) << last_message_;
+}
+
+TEST_F(CsiTest, AVolumeAFlexVolumePodUsesHereIsNotStagedThroughCsiToo) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  auto vo = edf::parse_volume_options({{"volumeID", kVol}},
+                                      volume::base_manager_options().default_backend);
+  ASSERT_TRUE(vo);
+  volume::PublishRequest flex{kVol, "/var/lib/kubelet/pods/u7/volumes/datera~iscsi/pv", false,
+                              volume::StageRequest{*vo, {}, "", true, volume::Mode::agent},
+                              volume::Mode::agent};
+  auto done = testing::run_async(ioc_, manager_->publish(flex));
+  ASSERT_TRUE(done) << done.error().message();
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK) << last_message_;  // the controller cannot know
+  EXPECT_EQ(stage(), StatusCode::FAILED_PRECONDITION) << last_message_;
+  EXPECT_NE(last_message_.find("in use on this node in agent mode"), std::string::npos)
+      << last_message_;
+}
+
 TEST_F(CsiTest, ListVolumesPagesThroughOneListing) {
   for (const char* n : {"pvc-a", "pvc-b", "pvc-c"}) array().names.insert(n);
   pb::ListVolumesRequest r;

@@ -31,6 +31,7 @@
 #include <prometheus/registry.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include "base/log_format.h"
 #include "plugins/csi/csi.grpc.pb.h"
 #include "tests/testing/temp_dir.h"
 
@@ -246,7 +247,11 @@ TEST_F(CsiServerTest, AnswersEachPathAndCountsIt) {
 
   // One line per failed call, the exception's text in it; never a request's secrets.
   const std::string log = log_text_.str();
-  EXPECT_EQ(count(log, "csi NodeStageVolume: NOT_FOUND no volume pvc-1"), 1u) << log;
+  EXPECT_EQ(count(log, "csi NodeStageVolume: NOT_FOUND no volume pvc-1 (volume pvc-1)"), 1u) << log;
+  EXPECT_EQ(
+      datera::volume_of_message("csi NodeStageVolume: NOT_FOUND no volume pvc-1 (volume pvc-1)"),
+      "pvc-1")
+      << "the JSON log's volume field";
   EXPECT_EQ(count(log, "csi NodeExpandVolume: UNIMPLEMENTED"), 1u) << log;
   EXPECT_EQ(count(log, "csi NodeUnstageVolume:"), 1u) << log;
   EXPECT_EQ(count(log, "threw (a bug in the handler)"), 1u) << log;

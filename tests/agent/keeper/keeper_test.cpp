@@ -1,12 +1,20 @@
 #include "agent/keeper/keeper.h"
 
 #include <map>
+#include <memory>
+#include <vector>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
 #include "tests/testing/run_async.h"
+#include "tests/testing/virtual_clock.h"
 
 namespace datera::keeper {
 namespace {
@@ -19,6 +27,8 @@ const std::string kTarget = "iqn.2013-05.com.daterainc:tc:01:sn:1";
 struct ScriptedInitiator : initiator::Initiator {
   std::vector<initiator::Session> now;
   int logouts = 0;
+  Clock* clock = nullptr;                 ///< when set, each listing's time goes to `looked`
+  std::vector<Clock::time_point> looked;  ///< when the keeper looked (listed the sessions)
   std::string kind() const override { return "scripted"; }
   Result<std::string> initiator_iqn() const override { return std::string("iqn.x"); }
   asio::awaitable<Result<initiator::Device>> connect(const initiator::Target&,
@@ -31,7 +41,10 @@ struct ScriptedInitiator : initiator::Initiator {
   }
   asio::awaitable<Status> prune(const initiator::Target&) override { co_return ok_status(); }
   asio::awaitable<Status> refresh(const initiator::Target&) override { co_return ok_status(); }
-  asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override { co_return now; }
+  asio::awaitable<Result<std::vector<initiator::Session>>> sessions() override {
+    if (clock) looked.push_back(clock->now());
+    co_return now;
+  }
 };
 
 initiator::Session session(const std::string& state, const std::string& disk, int sid = 1,
@@ -50,8 +63,8 @@ class KeeperTest : public ::testing::Test {
  protected:
   KeeperTest()
       : keeper_(
-            ioc_.get_executor(), KeeperOptions{}, initiator_, [this] { return watched_; }, nullptr,
-            metrics_, null_logger(), hooks(), [this] { return now_; }) {}
+            ioc_.get_executor(), KeeperOptions{}, clock_, initiator_, [this] { return watched_; },
+            nullptr, metrics_, null_logger(), hooks()) {}
 
   KeeperHooks hooks() {
     KeeperHooks h;
@@ -63,8 +76,9 @@ class KeeperTest : public ::testing::Test {
     return h;
   }
 
+  /// One look at `t` of virtual time after the test's start.
   void look_at(std::chrono::milliseconds t) {
-    now_ = std::chrono::steady_clock::time_point(t);
+    clock_.advance_to(t0_ + t);
     testing::run_async(ioc_, keeper_.observe());
   }
   double value(const std::string& name) {
@@ -83,7 +97,8 @@ class KeeperTest : public ::testing::Test {
   ScriptedInitiator initiator_;
   std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;  ///< device -> the kernel's line
-  std::chrono::steady_clock::time_point now_;
+  testing::VirtualClock clock_;
+  const Clock::time_point t0_ = clock_.now();
   Keeper keeper_;
 };
 
@@ -234,12 +249,11 @@ class KeeperCheckTest : public ::testing::Test {
       co_return true;
     };
     keeper_ = std::make_unique<Keeper>(
-        ioc_.get_executor(), o, initiator_, [this] { return watched_; }, nullptr, metrics_,
-        null_logger(), std::move(h), [this] { return now_; });
+        ioc_.get_executor(), o, clock_, initiator_, [this] { return watched_; }, nullptr, metrics_,
+        null_logger(), std::move(h));
   }
-  static std::chrono::steady_clock::time_point at(int ms) {
-    return std::chrono::steady_clock::time_point(std::chrono::milliseconds(ms));
-  }
+  /// `ms` of virtual time after the test's start.
+  Clock::time_point at(int ms) const { return t0_ + std::chrono::milliseconds(ms); }
   double value(const std::string& name) {
     for (const auto& f : registry_.Collect()) {
       if (f.name != name || f.metric.empty()) continue;
@@ -249,7 +263,7 @@ class KeeperCheckTest : public ::testing::Test {
     return -1;
   }
   void look_at(std::chrono::milliseconds t) {
-    now_ = std::chrono::steady_clock::time_point(t);
+    clock_.advance_to(t0_ + t);
     testing::run_async(ioc_, keeper_->observe());
     ioc_.restart();
     ioc_.poll();  // the detached checks
@@ -261,7 +275,8 @@ class KeeperCheckTest : public ::testing::Test {
   ScriptedInitiator initiator_;
   std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
   std::map<std::string, std::string> fs_failed_;
-  std::chrono::steady_clock::time_point now_;
+  testing::VirtualClock clock_;
+  const Clock::time_point t0_ = clock_.now();
   std::vector<std::string> checks_;
   int calls_ = 0;
   /// sid -> (when the kernel declared it silent, since when it was silent)
@@ -497,6 +512,121 @@ TEST_F(KeeperCheckTest, StaggeredVolumesConvergeOnOneCheckPerInterval) {
   for (int t = 42; t <= 340; t += 2) look_at(std::chrono::milliseconds(1'000 * t));
   EXPECT_LE(calls_ - during, 10);
   EXPECT_GE(calls_ - during, 4);
+}
+
+}  // namespace
+}  // namespace datera::keeper
+
+namespace datera::keeper {
+namespace {
+
+/// A udev monitor whose events the test fires (at a virtual time of its choosing).
+struct FiredMonitor : udev::Monitor {
+  explicit FiredMonitor(const asio::any_io_executor& ex)
+      : event(ex, std::chrono::steady_clock::time_point::max()) {}
+  asio::awaitable<void> wait(std::chrono::milliseconds) override {
+    boost::system::error_code ec;  // the keeper's own clock bounds the wait
+    co_await event.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  void on_event(std::function<void(const udev::Event&)>) override {}
+  bool degraded() const override { return false; }
+  void fire() { event.cancel(); }
+  asio::steady_timer event;
+};
+
+/// The keeper's own loop, run(), in virtual time: when it looks, and what ends its wait. Every
+/// wait goes through the clock, so minutes of polls take no wall time.
+class KeeperLoopTest : public ::testing::Test {
+ protected:
+  KeeperLoopTest() {
+    initiator_.clock = &clock_;
+    initiator_.now = {session("LOGGED_IN", "running")};
+  }
+  void start(udev::Monitor* monitor = nullptr) {
+    KeeperOptions o;
+    o.poll_interval = std::chrono::milliseconds(2'000);
+    o.stall_poll_interval = std::chrono::milliseconds(500);
+    keeper_ = std::make_unique<Keeper>(
+        ioc_.get_executor(), o, clock_, initiator_, [this] { return watched_; }, monitor, metrics_,
+        null_logger());
+    asio::co_spawn(ioc_, keeper_->run(), [this](const std::exception_ptr& e) {
+      error_ = e;
+      ended_ = true;
+    });
+  }
+  /// Runs until the keeper has looked `n` times in all.
+  void run_until_looks(size_t n) {
+    clock_.run_until(ioc_, [&] { return initiator_.looked.size() >= n; });
+  }
+  /// When it looked, in ms after the test's start.
+  std::vector<int64_t> looks() const {
+    std::vector<int64_t> out;
+    for (auto t : initiator_.looked) {
+      out.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(t - t0_).count());
+    }
+    return out;
+  }
+
+  asio::io_context ioc_;
+  prometheus::Registry registry_;
+  Metrics metrics_{registry_};
+  ScriptedInitiator initiator_;
+  std::vector<Watched> watched_{{"vol-1", {"vol-1", kTarget, {"10.99.0.10"}, "uuid-1", 0}, "dm-0"}};
+  testing::VirtualClock clock_;
+  const Clock::time_point t0_ = clock_.now();
+  std::unique_ptr<Keeper> keeper_;
+  bool ended_ = false;
+  std::exception_ptr error_;
+};
+
+TEST_F(KeeperLoopTest, ItLooksEveryPollIntervalAndEveryStallPollIntervalWhileAVolumeStalls) {
+  start();
+  run_until_looks(3);
+  initiator_.now = {session("FAILED", "blocked")};  // seen at the 4th look
+  run_until_looks(6);
+  initiator_.now = {session("LOGGED_IN", "running")};  // seen at the 7th
+  run_until_looks(8);
+  EXPECT_EQ(looks(), (std::vector<int64_t>{0, 2'000, 4'000, 6'000, 6'500, 7'000, 7'500, 9'500}))
+      << "every poll_interval; every stall_poll_interval while the volume stalls";
+  EXPECT_EQ(keeper_->health("vol-1"), Health::healthy);
+  EXPECT_DOUBLE_EQ(keeper_->state("vol-1")["last_recovery_seconds"].get<double>(), 1.5);
+  keeper_->stop();
+  clock_.run_until(ioc_, [&] { return ended_; });
+  EXPECT_FALSE(error_);
+}
+
+TEST_F(KeeperLoopTest, AUdevEventWakesItBeforeThePoll) {
+  FiredMonitor monitor(ioc_.get_executor());
+  start(&monitor);
+  run_until_looks(1);
+  asio::co_spawn(
+      ioc_,
+      [&]() -> asio::awaitable<void> {
+        co_await clock_.sleep(std::chrono::milliseconds(300));
+        monitor.fire();
+      },
+      asio::detached);
+  run_until_looks(3);
+  EXPECT_EQ(looks(), (std::vector<int64_t>{0, 300, 2'300}))
+      << "at the event, then a poll interval after it";
+  keeper_->stop();
+  clock_.run_until(ioc_, [&] { return ended_; });
+}
+
+TEST_F(KeeperLoopTest, StopEndsItsWaitAtOnceWithOrWithoutAMonitor) {
+  for (bool with_monitor : {false, true}) {
+    SCOPED_TRACE(with_monitor ? "udev monitor" : "poll only");
+    FiredMonitor monitor(ioc_.get_executor());
+    initiator_.looked.clear();
+    ended_ = false;
+    start(with_monitor ? &monitor : nullptr);
+    run_until_looks(1);
+    const auto before = clock_.now();
+    keeper_->stop();
+    clock_.run_until(ioc_, [&] { return ended_; });
+    EXPECT_EQ(clock_.now(), before) << "no poll interval passed: the wait ended at stop()";
+    EXPECT_EQ(initiator_.looked.size(), 1u) << "and no look after stop()";
+  }
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // The volume::Array contract: what the volume manager and the controller rely on from an array,
 // checked against both implementations they meet. FakeArray is what the unit tier runs on; the real
-// one is EdfArrays (EDF client, Beast transport) talking to datera-sim's Api, served in this
-// process on a loopback port. A case that passes for one and fails for the other means the unit
-// tier proves something the agent does not do: fix the fake, or report the client.
+// one is EdfArrays (its EDF client) talking to datera-sim's Api in this process, without a socket:
+// the client's transport (EdfArraysOptions::make_transport) calls the Api's handler. A case that
+// passes for one and fails for the other means the unit tier proves something the agent does not
+// do: fix the fake, or report the client.
 
 #include <algorithm>
 #include <memory>
@@ -14,9 +15,9 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
-#include "agent/http/server.h"
 #include "agent/volume/array.h"
 #include "tests/testing/fake_array.h"
+#include "tests/testing/handler_transport.h"
 #include "tests/testing/run_async.h"
 #include "tools/datera-sim/api.h"
 
@@ -43,16 +44,19 @@ struct FakeBackend {
   Array& array() { return fake; }
 };
 
-/// The real client stack against the simulator's protocol layer, both on `ioc`.
+/// The real client stack (EdfArrays, EDF client) against the simulator's protocol layer, both on
+/// `ioc`: the client's transport hands each request to the simulator's Api in process.
 struct SimBackend {
   SimBackend() {
-    auto bound = server.listen_tcp("127.0.0.1", 0);
-    if (!bound) throw std::runtime_error(bound.error().message);
-    server.start();
     EdfArraysOptions o;
     o.request_timeout = 5s;
+    o.make_transport = [this](const edf::Endpoint& at) -> Result<std::unique_ptr<edf::Transport>> {
+      auto t = std::make_unique<testing::HandlerTransport>(api, at.host);
+      transport = t.get();
+      return std::unique_ptr<edf::Transport>(std::move(t));
+    };
     arrays = std::make_unique<EdfArrays>(ioc.get_executor(), o, edf_probe, null_logger());
-    auto got = arrays->get(edf::BackendTarget{"127.0.0.1", bound->port(), {"admin", "password"}});
+    auto got = arrays->get(edf::BackendTarget{"datera-sim.test", 7717, {"admin", "password"}});
     if (!got) throw std::runtime_error(got.error().message);
     real = *got;
   }
@@ -63,9 +67,8 @@ struct SimBackend {
   sim::Sessions sessions{sim::system_clock(), 15min, {{"admin", "password"}}};
   sim::Api api{model, sessions, null_logger()};
   prometheus::Registry registry;
-  http::Metrics http_probe{registry, "sim"};
-  http::Server server{ioc.get_executor(), http::ServerOptions{}, api, http_probe, null_logger()};
   edf::Metrics edf_probe{registry};
+  testing::HandlerTransport* transport = nullptr;  ///< the client's, made by EdfArrays
   std::unique_ptr<EdfArrays> arrays;
   Array* real = nullptr;
 };
@@ -241,6 +244,15 @@ TYPED_TEST(ArrayContract, DeleteRemovesTheVolumeAndIsIdempotent) {
   auto md = this->run(this->array().metadata("vol-1"));
   ASSERT_TRUE(md);
   EXPECT_TRUE(md->empty());
+}
+
+// The real stack's requests all went through the injected transport: no socket, no Beast.
+TEST(ArrayContractSeam, EdfArraysSendsThroughTheTransportItIsGiven) {
+  SimBackend sim;
+  ASSERT_NE(sim.transport, nullptr) << "EdfArrays made its own transport";
+  auto names = testing::run_async(sim.ioc, sim.array().volume_names());
+  ASSERT_TRUE(names) << names.error().message;
+  EXPECT_GE(sim.transport->requests(), 2u) << "a login and the listing";
 }
 
 }  // namespace

@@ -39,6 +39,9 @@ constexpr const char* kIqn = "iqn.1993-08.org.debian:01:node-a";
 const std::string kPod = "/var/lib/kubelet/pods/u1/volumes/datera~iscsi/pv";
 const std::string kDeviceMount =
     "/var/lib/kubelet/plugins/kubernetes.io/flexvolume/datera/iscsi/mounts/pv-1";
+const std::string kCsiTarget = "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv/mount";
+const std::string kCsiStaging =
+    "/var/lib/kubelet/plugins/kubernetes.io/csi/agent.iscsi.datera.io/h1/globalmount";
 
 /// A private directory on tmpfs when there is one: the matrix writes a few thousand journal
 /// records, and each is fsync'd.
@@ -82,7 +85,9 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   /// journal, crashing at `crash_at` ("" = nowhere); yields reconcile's summary.
   void start(const std::string& crash_at) {
     ManagerOptions o = base_manager_options();
-    o.controller_attach = controller_;
+    // CSI volumes are granted whatever FlexVolume's mode: here beside FlexVolume's agent mode,
+    // with its lease coordinator (the usual node DaemonSet).
+    o.controller_attach = controller_ && !csi_;
     o.release_attempts = 1;
     o.release_retry_delay = 1ms;
     o.crash_point = [this, crash_at](const std::string& point) {
@@ -91,7 +96,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
     };
     manager_.reset();
     coordinator_.reset();
-    if (!controller_) {
+    if (!controller_ || csi_) {
       ownership::Options oo;
       oo.node = "node-a";
       oo.iqn = kIqn;
@@ -120,24 +125,27 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   }
   // kubelet's calls, in the core's words.
   void mount() {
-    PublishRequest req{"vol-1", kPod, false, std::nullopt, mode()};
+    PublishRequest req{"vol-1", pod(), false, std::nullopt, mode()};
     if (!controller_) req.stage = StageRequest{volume(), {}, "", true};
     expect_ok(testing::run_async(ioc_, manager_->publish(req)), "mount");
   }
   void unmount() {
-    expect_ok(testing::run_async(ioc_, manager_->unpublish(kPod, mode())), "unmount");
+    expect_ok(testing::run_async(ioc_, manager_->unpublish(pod(), mode())), "unmount");
   }
-  Mode mode() const { return controller_ ? Mode::controller : Mode::agent; }
+  Mode mode() const { return csi_ ? Mode::csi : controller_ ? Mode::controller : Mode::agent; }
+  const std::string& pod() const { return csi_ ? kCsiTarget : kPod; }
+  const std::string& staging() const { return csi_ ? kCsiStaging : kDeviceMount; }
   void waitforattach() {
+    if (csi_) return;  // CSI stages in one call (NodeStageVolume logs in itself)
     StageRequest req{volume(), {}, "", false, Mode::controller};
     expect_ok(testing::run_async(ioc_, manager_->stage(req)), "waitforattach");
   }
   void mountdevice() {
-    StageRequest req{volume(), {}, kDeviceMount, true, Mode::controller};
+    StageRequest req{volume(), {}, staging(), true, mode()};
     expect_ok(testing::run_async(ioc_, manager_->stage(req)), "mountdevice");
   }
   void unmountdevice() {
-    expect_ok(testing::run_async(ioc_, manager_->unstage(kDeviceMount)), "unmountdevice");
+    expect_ok(testing::run_async(ioc_, manager_->unstage(staging(), mode())), "unmountdevice");
   }
   /// The controller's attach (or its move of the volume to another node).
   void grant(const std::string& node, uint64_t epoch) {
@@ -150,7 +158,7 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   }
   /// The pod's bind removed behind kubelet's back (or by a crash mid-unmount).
   void lose_bind() {
-    std::erase_if(mounter_.table, [](const mount::MountEntry& m) { return m.target == kPod; });
+    std::erase_if(mounter_.table, [this](const mount::MountEntry& m) { return m.target == pod(); });
   }
 
   /// Runs the operation that crosses crash point `op:after_<step>`, with a failure late enough
@@ -244,6 +252,9 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
     }
   }
 
+  /// The whole check for the crash point GetParam().
+  void run_point();
+
   ScratchDir dir_;
   boost::asio::io_context ioc_;
   boost::asio::thread_pool pool_{1};
@@ -257,10 +268,11 @@ class CrashMatrix : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<ownership::Coordinator> coordinator_;
   std::unique_ptr<Manager> manager_;
   bool controller_ = false;
+  bool csi_ = false;  ///< the grant-based operations as CSI runs them (CsiCrashMatrix)
   std::vector<std::string> fired_;  ///< every crash point reached, in order
 };
 
-TEST_P(CrashMatrix, ARestartAfterACrashHereLeavesNothingBehindOrAConsistentVolume) {
+void CrashMatrix::run_point() {
   const std::string point = GetParam();
   const auto [op, after] = split(point);
   // Operations that fail after login (or after staging) roll back through release's points.
@@ -300,14 +312,41 @@ TEST_P(CrashMatrix, ARestartAfterACrashHereLeavesNothingBehindOrAConsistentVolum
   expect_nothing_left("after the retry and the teardown");
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryPoint, CrashMatrix, ::testing::ValuesIn(crash_points()),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
-                         });
+TEST_P(CrashMatrix, ARestartAfterACrashHereLeavesNothingBehindOrAConsistentVolume) {
+  run_point();
+}
+
+/// The same over CSI's records (Mode::csi: kubelet's CSI staging and target paths) in an agent
+/// whose FlexVolume side runs in agent mode: the operations CSI's node calls run.
+class CsiCrashMatrix : public CrashMatrix {
+ protected:
+  CsiCrashMatrix() { csi_ = true; }
+};
+
+TEST_P(CsiCrashMatrix, ARestartAfterACrashHereLeavesNothingBehindOrAConsistentVolume) {
+  run_point();
+}
+
+std::vector<std::string> csi_points() {
+  std::vector<std::string> out;
+  for (const auto& p : crash_points()) {
+    for (const char* op : {"mountdevice:", "unmountdevice:", "self_fence:"}) {
+      if (p.rfind(op, 0) == 0) out.push_back(p);
+    }
+  }
+  return out;
+}
+
+std::string point_name(const ::testing::TestParamInfo<std::string>& param) {
+  std::string name = param.param;
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryPoint, CrashMatrix, ::testing::ValuesIn(crash_points()), point_name);
+INSTANTIATE_TEST_SUITE_P(CsiPoints, CsiCrashMatrix, ::testing::ValuesIn(csi_points()), point_name);
 
 TEST(CrashPoints, TheHostTiersNamesAreInTheTable) {
   // tests/integration and operators' DATERA_AGENT_TEST_CRASH_AT use these spellings.

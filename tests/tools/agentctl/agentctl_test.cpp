@@ -109,6 +109,15 @@ TEST(Views, TablesAlignColumnsAndShowDashesForNothing) {
   EXPECT_NE(v.find("v        attaching   -"), std::string::npos) << v;
 }
 
+TEST(Views, VolumesSayWhichFrontEndServesThem) {
+  const auto v = volumes_table(kStatus, Json::parse(R"({"volumes":[
+      {"volume":"v1","phase":"attached","mode":"agent"},
+      {"volume":"v2","phase":"attached","mode":"csi","block":true}]})"));
+  EXPECT_NE(v.find("MODE"), std::string::npos) << v;
+  EXPECT_NE(v.find("v1       attached   agent "), std::string::npos) << v;
+  EXPECT_NE(v.find("v2       attached   csi (block)"), std::string::npos) << v;
+}
+
 TEST(Views, VolumesTheAgentSetAsideSaySo) {
   const auto v = volumes_table(kStatus, Json::parse(R"({"volumes":[
       {"volume":"v1","phase":"detaching","set_aside":true,"release_failures":5},
