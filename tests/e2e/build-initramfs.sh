@@ -164,6 +164,71 @@ for b in datera-agent datera-flexvolume datera-sim datera-agentctl; do
   strip --strip-debug "$ROOT/usr/local/bin/$b"
 done
 
+# --- Python and the CSI test client (80-csi) -------------------------------------------------
+# The CSI scenario drives the agent's gRPC socket with the test tier's Python client
+# (tests/csi/csi_client.py, the stubs the build generated into BUILD_DIR/tests/csi/py) through
+# guest/csi.py. Not all of Debian's python3: the interpreter, grpc and google.protobuf whole, and
+# of the standard library only the modules the client loads (the closure of sys.modules after one
+# call, as measured on this host), with their byte code; about 20 MB unpacked. Without the stubs
+# or the host's python3-grpcio the scenario says SKIP and why (/e2e/py/MISSING).
+CSI_PY=$BUILD_DIR/tests/csi/py
+mkdir -p "$ROOT/e2e/py"
+if [ ! -f "$CSI_PY/csi_pb2.py" ] || [ ! -f "$HERE/../csi/csi_client.py" ]; then
+  echo "no CSI Python stubs in $CSI_PY (build target csi_python_stubs)" >"$ROOT/e2e/py/MISSING"
+elif ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; then
+  echo "the host's /usr/bin/python3 has no grpc or protobuf (python3-grpcio, python3-protobuf)" \
+    >"$ROOT/e2e/py/MISSING"
+else
+  cp "$CSI_PY/csi_pb2.py" "$CSI_PY/csi_pb2_grpc.py" "$HERE/../csi/csi_client.py" \
+    "$HERE/guest/csi.py" "$ROOT/e2e/py/"
+  pybin=$(readlink -f /usr/bin/python3)
+  copy_bin "$pybin" "/usr/bin/$(basename "$pybin")"
+  ln -sf "$(basename "$pybin")" "$ROOT/usr/bin/python3"
+  # Every module file the client loaded (a call to a socket that is not there exercises the call
+  # path), and the packages loaded lazily in parts, whole.
+  pyfiles=$(PYTHONPATH=$ROOT/e2e/py /usr/bin/python3 - "$ROOT/e2e/py" <<'PY'
+import os, sys
+sys.argv = ["csi.py", "/nonexistent/csi.sock", "probe", "timeout=0.2"]
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()):
+    import csi
+    csi.main(sys.argv)
+import google.protobuf, grpc, encodings
+files = set()
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if f and os.path.isfile(f) and \
+            not os.path.realpath(f).startswith(os.path.realpath(os.environ["PYTHONPATH"])):
+        files.add(os.path.realpath(f))
+for pkg in (grpc, google.protobuf, encodings):
+    d = os.path.dirname(os.path.realpath(pkg.__file__))
+    for dirpath, _, names in os.walk(d):
+        if "__pycache__" in dirpath:
+            continue
+        for n in names:
+            if n.endswith((".py", ".so")):
+                files.add(os.path.join(dirpath, n))
+for f in sorted(files):
+    print(f)
+PY
+  ) || die "listing the CSI client's Python modules failed"
+  while IFS= read -r f; do
+    mkdir -p "$ROOT$(dirname "$f")"
+    cp -p "$f" "$ROOT$f"
+    case $f in
+      *.so) copy_libs_of "$f" ;;
+      *.py) # the host's byte code, valid since cp -p kept the source's mtime
+        for pyc in "$(dirname "$f")/__pycache__/$(basename "${f%.py}")".cpython-*.pyc; do
+          [ -f "$pyc" ] && mkdir -p "$ROOT$(dirname "$pyc")" && cp -p "$pyc" "$ROOT$pyc"
+        done
+        ;;
+    esac
+  done <<<"$pyfiles"
+  # The interpreter finds its prefix by os.py and its exec prefix by lib-dynload.
+  mkdir -p "$ROOT/usr/lib/$(basename "$pybin")/lib-dynload"
+  log "python for the CSI client: $(printf '%s\n' "$pyfiles" | wc -l) module files"
+fi
+
 # --- kernel modules --------------------------------------------------------------------------
 # Wanted modules; the closure (symbol deps and softdeps) comes from modprobe --show-depends.
 # crc32c_generic comes first: libcrc32c (xfs) asks the crypto API for "crc32c", and without

@@ -1,0 +1,791 @@
+#!/usr/bin/python3
+"""The CSI front end's volume lifecycle on the host tier, driven over gRPC as the CSI sidecars and
+kubelet would drive it.
+
+Real processes: one datera-sim (file backend, ACL enforced by the loop initiator) and three
+datera-agents, each in its own network namespace reaching the simulator over its own veth link,
+as tests/integration/handoff_test.cpp sets nodes up: `node-c` plays the controller Deployment
+(csi.controller: true, csi.node: false), `node-a` and `node-b` are nodes (csi.node: true) with the
+loop initiator and their own IQN, kubelet root, state dir and CSI socket. Mounts and loop devices
+are the host's (nsenter --net only), so the test reads /proc/self/mountinfo and the devices.
+
+Checks, each printed as `[ OK ]` or `[ FAIL ]` (every case runs; the exit status is 1 if any
+failed, 77 after a loud SKIP line when this machine cannot run it):
+  identity    GetPluginInfo (the driver name), Probe ready, NodeGetInfo (the node's name)
+  lifecycle   CreateVolume (and its idempotent repeat; ALREADY_EXISTS for a bigger size),
+              NodeStageVolume before any publish refused (no mount, no device),
+              ControllerPublishVolume to node-a: the array's ACL holds node-a's IQN alone and the
+              ownership record names node-a; a publish to node-b meanwhile is FAILED_PRECONDITION;
+              NodeStage + NodePublish on node-a: the staging mount and the bind at the target
+              (mountinfo), data written and fsynced; NodeGetVolumeStats; DeleteVolume while
+              published is FAILED_PRECONDITION; NodeUnpublish/NodeUnstage: no mount left;
+              ControllerUnpublish; ControllerPublish to node-b, stage and publish there: the same
+              data, the same filesystem UUID (no second mkfs); ControllerExpand + NodeExpand: df
+              shows the larger filesystem; teardown, DeleteVolume: the app instance is gone
+  block       a volumeMode Block volume: staged and published as a device file; a pattern written
+              with O_DIRECT and fsync reads back
+  latency     CreateVolume, NodeStageVolume and NodePublishVolume, median of several runs:
+              `[ measure ] csi <op> <ms> ms` lines
+  self-fence  published and staged on node-a, then ControllerUnpublish + ControllerPublish to
+              node-b (a force-detach): node-a's agent tears its mounts down within a few lease
+              periods and counts a self-fence; node-b stages and reads node-a's data
+
+Run by CTest (tests/csi/CMakeLists.txt) as
+  /usr/bin/python3 lifecycle_test.py --agent BIN/datera-agent --sim BIN/datera-sim
+with PYTHONPATH holding <build>/tests/csi/py (csi_pb2, csi_pb2_grpc) and tests/csi (csi_client).
+Needs root, /dev/loop-control, mkfs.xfs, mkfs.ext4 and network namespaces.
+"""
+
+import argparse
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+SKIP = 77
+DRIVER = "agent.iscsi.datera.io"
+TTL = 3  # handoff.lease_ttl of every agent, seconds: renewals (and grant checks) every TTL/3
+GIB = 1 << 30
+PASSWORD = "sim-Passw0rd"
+IP = "/usr/sbin/ip"
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def skip_unless_possible():
+    why = None
+    if os.geteuid() != 0:
+        why = "the CSI lifecycle mounts filesystems (root)"
+    elif not os.access("/dev/loop-control", os.R_OK | os.W_OK):
+        why = "no /dev/loop-control; the loop initiator cannot run here"
+    else:
+        for tool in ("mkfs.xfs", "mkfs.ext4", "blkid", "losetup"):
+            if not shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin"):
+                why = f"{tool} is missing"
+                break
+        if not why and not (os.access(IP, os.X_OK) and os.access("/usr/bin/nsenter", os.X_OK)):
+            why = "ip or nsenter is missing (one network namespace per node)"
+    if why:
+        print(f"SKIP csi lifecycle test: {why}", file=sys.stderr, flush=True)
+        print(f"SKIPPED: {why}", flush=True)
+        sys.exit(SKIP)
+
+
+try:
+    import grpc  # noqa: F401  (Debian's python3-grpcio; csi_client needs it)
+    import csi_client
+    from csi_client import CsiError, block, mount, pb
+except ImportError as e:  # a build or setup fault, not a machine that cannot run the test
+    print(f"lifecycle_test: cannot import the CSI client ({e}); PYTHONPATH needs "
+          "<build>/tests/csi/py and tests/csi, and /usr/bin/python3 needs python3-grpcio",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+class Failed(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failed(what)
+
+
+def expect_code(code, fn, *args, **kwargs):
+    """Calls fn and expects the CSI call to fail with `code` (a grpc.StatusCode name)."""
+    try:
+        fn(*args, **kwargs)
+    except CsiError as e:
+        check(e.code == code, f"{e.method}: expected {code}, got {e.code}: {e.details}")
+        return e
+    raise Failed(f"{fn.__name__}: expected {code}, the call succeeded")
+
+
+def wait_for(cond, timeout, step=0.1):
+    end = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(step)
+
+
+def run(argv, check_rc=True):
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check_rc and r.returncode != 0:
+        raise Failed(f"{' '.join(argv)}: rc={r.returncode}: {r.stdout.strip()}")
+    return r
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+# --- the host's mounts and devices -------------------------------------------------------------
+
+def _unescape(s):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def mountinfo():
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, post = line.rstrip("\n").split(" - ", 1)
+            a, b = pre.split(), post.split()
+            out.append({"devno": a[2], "root": _unescape(a[3]), "target": _unescape(a[4]),
+                        "opts": a[5], "fstype": b[0], "source": _unescape(b[1])})
+    return out
+
+
+def mount_at(path):
+    """The visible (last) mount at `path`, or None."""
+    found = None
+    for m in mountinfo():
+        if m["target"] == path:
+            found = m
+    return found
+
+
+def mounts_under(root):
+    return [m["target"] for m in mountinfo() if m["target"].startswith(root + "/")]
+
+
+def loops_under(directory):
+    out = []
+    for name in os.listdir("/sys/block"):
+        if not name.startswith("loop"):
+            continue
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                if f.read().strip().startswith(directory):
+                    out.append("/dev/" + name)
+        except OSError:
+            pass
+    return out
+
+
+def fs_uuid(device):
+    return run(["/usr/sbin/blkid", "-p", "-s", "UUID", "-o", "value", device]).stdout.strip()
+
+
+def df_size(path):
+    """The filesystem's size in bytes, as df reports it."""
+    out = run(["/usr/bin/df", "-B1", "--output=size", path]).stdout.split()
+    return int(out[-1])
+
+
+# --- processes --------------------------------------------------------------------------------
+
+class Sim:
+    """datera-sim with the file backend, on 0.0.0.0 (each node reaches it over its veth link)."""
+
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="dt-csi-sim-")
+        self.log_path = os.path.join(self.dir, "sim.log")
+        argv = [binary, "--listen", "0.0.0.0:0", "--state", os.path.join(self.dir, "state.json"),
+                "--user", "admin", "--password", PASSWORD, "--backend", "file", "--file-dir",
+                os.path.join(self.dir, "volumes")]
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        self.port = None
+        end = time.monotonic() + 10
+        while time.monotonic() < end and self.proc.poll() is None:
+            m = re.search(r"listening on http://([0-9.]+):([0-9]+)", self.log())
+            if m:
+                self.port = int(m.group(2))
+                return
+            time.sleep(0.02)
+        raise RuntimeError("datera-sim did not start: " + self.log())
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def get(self, path):
+        status, body = http_get(f"http://127.0.0.1:{self.port}{path}")
+        return json.loads(body)
+
+    def export(self, volume):
+        """The app instance's export (uuid, acl IQNs, path), or None when the array has none."""
+        for e in self.get("/_sim/exports")["exports"]:
+            if e["app_instance"] == volume:
+                return e
+        return None
+
+    def app_instance(self, volume):
+        for tenant in self.get("/_sim/state")["tenants"].values():
+            for ai in tenant["app_instances"]:
+                if ai.get("name") == volume:
+                    return ai
+        return None
+
+    def metadata(self, volume):
+        ai = self.app_instance(volume)
+        return (ai or {}).get("metadata", {}) or {}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class NetNs:
+    """A network namespace joined to the host's by a veth pair with a /30 of its own
+    (tests/testing/netns.h; a /16 of its own, 10.232/16, so it never meets the C++ tests')."""
+
+    def __init__(self, tag, index):
+        block = ((os.getpid() % 4000) * 4 + index) * 4
+        net = f"10.232.{(block >> 8) & 255}."
+        self.host_ip = net + str((block & 255) | 1)
+        self.node_ip = net + str((block & 255) | 2)
+        self.name = f"dc{os.getpid()}{tag}"
+        self.host_if = f"vc{os.getpid()}{tag}"
+        steps = [
+            [IP, "netns", "add", self.name],
+            [IP, "link", "add", self.host_if, "type", "veth", "peer", "name", "eth0", "netns",
+             self.name],
+            [IP, "addr", "add", self.host_ip + "/30", "dev", self.host_if],
+            [IP, "link", "set", self.host_if, "up"],
+            [IP, "-n", self.name, "addr", "add", self.node_ip + "/30", "dev", "eth0"],
+            [IP, "-n", self.name, "link", "set", "eth0", "up"],
+            [IP, "-n", self.name, "link", "set", "lo", "up"]]
+        self.made = False
+        for s in steps:
+            r = run(s, check_rc=False)
+            if r.returncode != 0:
+                self.close()
+                raise RuntimeError(f"network namespace {self.name}: {' '.join(s)}: {r.stdout}")
+            self.made = True
+
+    def enter(self):
+        return ["/usr/bin/nsenter", f"--net=/run/netns/{self.name}", "--"]
+
+    def close(self):
+        run([IP, "link", "del", self.host_if], check_rc=False)
+        run([IP, "netns", "del", self.name], check_rc=False)
+
+
+class Agent:
+    """One node's datera-agent in its own temp tree and network namespace, serving CSI on
+    <root>/csi/csi.sock; `kubelet` is its kubelet_root."""
+
+    def __init__(self, binary, name, sim, net, controller, node):
+        self.name = name
+        self.iqn = f"iqn.1993-08.org.debian:01:csi-{os.getpid()}-{name}"
+        self.net = net
+        self.root = tempfile.mkdtemp(prefix=f"dt-csi-{name}-")
+        self.kubelet = os.path.join(self.root, "kubelet")
+        os.makedirs(self.kubelet)
+        self.endpoint = os.path.join(self.root, "csi", "csi.sock")
+        self.log_path = os.path.join(self.root, "agent.log")
+        self.port = free_port()
+        with open(os.path.join(self.root, "password"), "w") as f:
+            f.write(PASSWORD)
+        yaml = f"""node_name: it-node
+socket_path: {self.root}/run/agent.sock
+plugin_dir: {self.root}/plugins
+kubelet_root: {self.kubelet}
+state_dir: {self.root}/state
+shutdown_grace: 3s
+metrics: {{listen: '{net.node_ip}:{self.port}'}}
+backend: {{server: '{net.host_ip}:{sim.port}', username: admin, password_file: '{self.root}/password'}}
+initiator: {{kind: loop, iqn: '{self.iqn}'}}
+handoff: {{lease_ttl: {TTL}s, claim_settle: 300ms, claim_write_bound: 200ms}}
+csi: {{enabled: true, endpoint: '{self.endpoint}', driver_name: {DRIVER}, controller: {str(controller).lower()}, node: {str(node).lower()}, max_volumes_per_node: 0}}
+"""
+        self.config = os.path.join(self.root, "config.yaml")
+        with open(self.config, "w") as f:
+            f.write(yaml)
+        env = dict(os.environ, DATERA_AGENT_NODE_NAME=name)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(net.enter() + [binary, "--config", self.config],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.client = None
+
+    def wait_ready(self, timeout=20):
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}'s agent exited ({self.proc.returncode}):\n"
+                                   + self.log_tail(40))
+            try:
+                return http_get(f"http://{self.net.node_ip}:{self.port}/readyz", 1)[0] == 200
+            except OSError:
+                return False
+        if not wait_for(ready, timeout, 0.05):
+            raise RuntimeError(f"{self.name}'s agent not ready in {timeout} s:\n" + self.log_tail(40))
+        self.client = csi_client.CsiClient(self.endpoint, timeout=60)
+        try:
+            self.client.wait_ready(10)
+        except grpc.FutureTimeoutError:
+            raise RuntimeError(f"{self.name}'s agent serves no CSI on {self.endpoint}:\n"
+                               + self.log_tail(40)) from None
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def log_tail(self, n):
+        return "\n".join(f"  {self.name}| {line}" for line in self.log_text().splitlines()[-n:])
+
+    def metric(self, name_with_labels):
+        _, text = http_get(f"http://{self.net.node_ip}:{self.port}/metrics")
+        for line in text.splitlines():
+            if line.startswith(name_with_labels + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    # kubelet's paths below this node's kubelet_root, made as kubelet makes them: the staging
+    # dir itself, only the parent of a publish target (the plugin makes the target).
+    def staging(self, pv):
+        p = os.path.join(self.kubelet, "plugins/kubernetes.io/csi", DRIVER,
+                         hashlib.sha256(pv.encode()).hexdigest(), "globalmount")
+        os.makedirs(p, exist_ok=True)
+        return p
+
+    def target(self, pv, pod_uid):
+        parent = os.path.join(self.kubelet, "pods", pod_uid, "volumes/kubernetes.io~csi", pv)
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, "mount")
+
+    def block_staging(self, pv):
+        p = os.path.join(self.kubelet, "plugins/kubernetes.io/csi/volumeDevices/staging", pv)
+        os.makedirs(p, exist_ok=True)
+        return p
+
+    def block_target(self, pv, pod_uid):
+        parent = os.path.join(self.kubelet, "plugins/kubernetes.io/csi/volumeDevices/publish", pv)
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, pod_uid)
+
+    def stop(self):
+        if self.client:
+            self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+# --- the test cases ---------------------------------------------------------------------------
+
+class Lifecycle:
+    def __init__(self, agent_bin, sim_bin):
+        self.sim = Sim(sim_bin)
+        self.nets = {}
+        self.agents = {}
+        try:
+            for i, (name, ctl, node) in enumerate(
+                    [("node-c", True, False), ("node-a", False, True), ("node-b", False, True)]):
+                try:
+                    self.nets[name] = NetNs(name[-1], i)
+                except RuntimeError as e:
+                    raise Skip(f"cannot make a network namespace for {name} ({e}); the test "
+                               "runs each node in one") from None
+                self.agents[name] = Agent(agent_bin, name, self.sim, self.nets[name], ctl, node)
+            for a in self.agents.values():
+                a.wait_ready()
+        except Exception:
+            self.teardown()
+            raise
+        self.ctl = self.agents["node-c"].client
+        self.a = self.agents["node-a"]
+        self.b = self.agents["node-b"]
+        self.measures = {}
+
+    def teardown(self):
+        for a in self.agents.values():
+            a.stop()
+        for a in self.agents.values():
+            for m in reversed(mounts_under(a.root)):
+                run(["/usr/bin/umount", "-l", m], check_rc=False)
+        for dev in loops_under(self.sim.dir):
+            run(["/usr/sbin/losetup", "-d", dev], check_rc=False)
+        self.sim.stop()
+        for n in self.nets.values():
+            n.close()
+        if os.environ.get("DT_CSI_KEEP") != "1":
+            for a in self.agents.values():
+                shutil.rmtree(a.root, ignore_errors=True)
+            shutil.rmtree(self.sim.dir, ignore_errors=True)
+
+    def logs(self):
+        out = [a.log_tail(40) for a in self.agents.values()]
+        out.append("\n".join("  sim| " + line for line in self.sim.log().splitlines()[-20:]))
+        return "\n".join(out)
+
+    # helpers: one volume through the CSI calls
+    def create(self, name, cap, gib=1, params=None):
+        t0 = time.monotonic()
+        r = self.ctl.create_volume(name, cap, gib * GIB, parameters=params or {"replica": "2"})
+        self.measures.setdefault("CreateVolume", []).append((time.monotonic() - t0) * 1000)
+        return r.volume
+
+    def publish(self, vol, node, cap):
+        return self.ctl.controller_publish(vol.volume_id, node.name, cap,
+                                           context=dict(vol.volume_context))
+
+    def stage(self, node, vol, cap, pctx, staging):
+        t0 = time.monotonic()
+        node.client.node_stage(vol.volume_id, staging, cap, publish_context=dict(pctx),
+                               context=dict(vol.volume_context))
+        self.measures.setdefault("NodeStageVolume", []).append((time.monotonic() - t0) * 1000)
+
+    def node_publish(self, node, vol, cap, staging, target):
+        t0 = time.monotonic()
+        node.client.node_publish(vol.volume_id, staging, target, cap,
+                                 context=dict(vol.volume_context))
+        self.measures.setdefault("NodePublishVolume", []).append((time.monotonic() - t0) * 1000)
+
+    def acl(self, volume):
+        e = self.sim.export(volume)
+        check(e is not None, f"the array has no export of {volume}")
+        return sorted(e["acl"])
+
+    def owner(self, volume):
+        return self.sim.metadata(volume).get("datera-agent.owner", "")
+
+    def cleanup(self, volume, staging_target_pairs):
+        """Best effort, for a case that failed half-way: unpublish, unstage, unpublish on the
+        controller, delete."""
+        for node, staging, target in staging_target_pairs:
+            for call in (lambda: node.client.node_unpublish(volume, target),
+                         lambda: node.client.node_unstage(volume, staging)):
+                try:
+                    call()
+                except Exception:
+                    pass
+        for call in (lambda: self.ctl.controller_unpublish(volume, ""),
+                     lambda: self.ctl.delete_volume(volume)):
+            try:
+                call()
+            except Exception:
+                pass
+
+    # --- cases ---
+    def case_identity(self):
+        for a in self.agents.values():
+            info = a.client.plugin_info()
+            check(info.name == DRIVER, f"{a.name}: GetPluginInfo name {info.name!r}, not {DRIVER}")
+            check(info.vendor_version, f"{a.name}: GetPluginInfo has no vendor_version")
+            probe = a.client.probe()
+            check(probe.HasField("ready") and probe.ready.value,
+                  f"{a.name}: Probe is not ready: {probe}")
+        for a in (self.a, self.b):
+            check(a.client.node_info().node_id == a.name, f"NodeGetInfo of {a.name}")
+        caps = [c.rpc.type for c in self.ctl.controller_capabilities().capabilities]
+        check(pb.ControllerServiceCapability.RPC.PUBLISH_UNPUBLISH_VOLUME in caps,
+              f"the controller does not advertise PUBLISH_UNPUBLISH_VOLUME: {caps}")
+
+    def case_lifecycle(self):
+        name = "pvc-life"
+        cap = mount("xfs")
+        sa, ta = self.a.staging(name), self.a.target(name, "uid-a")
+        sb, tb = self.b.staging(name), self.b.target(name, "uid-b")
+        try:
+            self._lifecycle(name, cap, sa, ta, sb, tb)
+        except Exception:
+            self.cleanup(name, [(self.a, sa, ta), (self.b, sb, tb)])
+            raise
+
+    def _lifecycle(self, name, cap, sa, ta, sb, tb):
+        vol = self.create(name, cap, params={"replica": "2", "placementMode": "hybrid"})
+        check(vol.volume_id == name, f"volume_id {vol.volume_id!r}, not the name {name}")
+        check(vol.capacity_bytes == GIB, f"capacity {vol.capacity_bytes}, not 1 GiB")
+        again = self.create(name, cap, params={"replica": "2", "placementMode": "hybrid"})
+        check(again.volume_id == name and again.capacity_bytes == GIB,
+              f"the repeated CreateVolume answered {again}")
+        expect_code("ALREADY_EXISTS", self.ctl.create_volume, name, cap, 2 * GIB,
+                    parameters={"replica": "2"})
+        check(self.sim.app_instance(name) is not None, "no app instance on the array")
+        log(f"  created {name}: {self.sim.export(name)['uuid']}")
+
+        # Before any ControllerPublishVolume no node may stage it.
+        try:
+            self.b.client.node_stage(name, sb, cap, context=dict(vol.volume_context))
+            raise Failed("node-b staged a volume published to no node")
+        except CsiError as e:
+            log(f"  NodeStageVolume before any ControllerPublishVolume: {e.code}")
+        check(mount_at(sb) is None, f"{sb} is mounted although the stage was refused")
+        check(not loops_under(self.sim.dir), "a refused stage left a device attached")
+
+        # Attach to node-a: the ACL is node-a's IQN alone, the ownership record names node-a.
+        pctx = self.publish(vol, self.a, cap).publish_context
+        check(self.acl(name) == [self.a.iqn], f"ACL {self.acl(name)}, not node-a's IQN alone")
+        check(self.owner(name) == "node-a",
+              f"the ownership record names {self.owner(name)!r}: {self.sim.metadata(name)}")
+        # Idempotent for the same node; refused for another while node-a holds it.
+        self.publish(vol, self.a, cap)
+        e = expect_code("FAILED_PRECONDITION", self.publish, vol, self.b, cap)
+        check("node-a" in e.details, f"the refusal does not name node-a: {e.details}")
+        check(self.acl(name) == [self.a.iqn], f"ACL changed by a refused publish: {self.acl(name)}")
+
+        # node-a: stage (login, mkfs, staging mount) and publish (bind at the target).
+        self.stage(self.a, vol, cap, pctx, sa)
+        ms = mount_at(sa)
+        check(ms is not None, f"nothing mounted at the staging path {sa}")
+        check(ms["fstype"] == "xfs", f"staging mount is {ms['fstype']}, not xfs")
+        self.node_publish(self.a, vol, cap, sa, ta)
+        mt = mount_at(ta)
+        check(mt is not None, f"nothing mounted at the target {ta}")
+        check(mt["devno"] == ms["devno"] and mt["fstype"] == "xfs",
+              f"the target is not a bind of the staging mount: {mt} vs {ms}")
+        check("rw" in mt["opts"].split(","), f"the target is not read-write: {mt['opts']}")
+        device = ms["source"]
+        uuid_a = fs_uuid(device)
+        check(uuid_a, f"no filesystem UUID on {device}")
+        payload = os.urandom(1 << 20)
+        with open(os.path.join(ta, "data.bin"), "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+
+        stats = self.a.client.node_volume_stats(name, ta)
+        by_unit = {u.unit: u for u in stats.usage}
+        check(pb.VolumeUsage.BYTES in by_unit, f"NodeGetVolumeStats has no BYTES usage: {stats}")
+        used = by_unit[pb.VolumeUsage.BYTES]
+        check(used.used > 0 and used.total > 0 and used.available > 0,
+              f"usage in bytes: {used}")
+        check(used.total <= GIB, f"total {used.total} is more than the volume")
+        check(not stats.volume_condition.abnormal,
+              f"the volume condition is abnormal: {stats.volume_condition.message}")
+
+        e = expect_code("FAILED_PRECONDITION", self.ctl.delete_volume, name)
+        check(self.sim.app_instance(name) is not None, "DeleteVolume removed a published volume")
+
+        # node-a lets go.
+        self.a.client.node_unpublish(name, ta)
+        check(mount_at(ta) is None, f"the target {ta} is still mounted")
+        self.a.client.node_unstage(name, sa)
+        check(mount_at(sa) is None, f"the staging path {sa} is still mounted")
+        check(not [m for m in mounts_under(self.a.kubelet)], "node-a has mounts left: "
+              + str(mounts_under(self.a.kubelet)))
+        self.ctl.controller_unpublish(name, "node-a")
+        check(self.acl(name) == [], f"ACL after ControllerUnpublish: {self.acl(name)}")
+        check(self.owner(name) == "", f"the ownership record still names {self.owner(name)!r}")
+        self.ctl.controller_unpublish(name, "node-a")  # idempotent
+
+        # node-b takes it: the same data, the same filesystem (no mkfs the second time).
+        pctx = self.publish(vol, self.b, cap).publish_context
+        check(self.acl(name) == [self.b.iqn], f"ACL {self.acl(name)}, not node-b's IQN alone")
+        check(self.owner(name) == "node-b", f"the ownership record names {self.owner(name)!r}")
+        self.stage(self.b, vol, cap, pctx, sb)
+        self.node_publish(self.b, vol, cap, sb, tb)
+        ms = mount_at(sb)
+        check(ms is not None and mount_at(tb) is not None, "node-b's mounts are missing")
+        uuid_b = fs_uuid(ms["source"])
+        check(uuid_b == uuid_a, f"filesystem UUID {uuid_b} on node-b, {uuid_a} on node-a: "
+              "the second stage ran mkfs")
+        check(f"volume {name}: {ms['source']} is blank" not in self.b.log_text(),
+              "node-b's agent says it made a filesystem")
+        with open(os.path.join(tb, "data.bin"), "rb") as f:
+            check(f.read() == payload, "node-b does not read node-a's data")
+
+        # Expansion online: the array's volume, then the node's filesystem.
+        before = df_size(tb)
+        r = self.ctl.controller_expand(name, 2 * GIB)
+        check(r.capacity_bytes == 2 * GIB, f"ControllerExpandVolume capacity {r.capacity_bytes}")
+        check(r.node_expansion_required, "ControllerExpandVolume: node expansion not required")
+        check(self.sim.export(name)["size_gib"] == 2, "the array's volume did not grow")
+        r = self.b.client.node_expand(name, tb, 2 * GIB, staging_path=sb, capability=cap)
+        after = df_size(tb)
+        log(f"  expand: df {before} -> {after} bytes (NodeExpandVolume says {r.capacity_bytes})")
+        check(after > before + GIB // 2, f"df shows {after} bytes after NodeExpandVolume, "
+              f"{before} before")
+        with open(os.path.join(tb, "data.bin"), "rb") as f:
+            check(f.read() == payload, "the data changed across the expansion")
+
+        # Teardown and delete.
+        self.b.client.node_unpublish(name, tb)
+        self.b.client.node_unstage(name, sb)
+        check(not mounts_under(self.b.kubelet), f"node-b has mounts left: "
+              f"{mounts_under(self.b.kubelet)}")
+        self.ctl.controller_unpublish(name, "node-b")
+        self.ctl.delete_volume(name)
+        check(self.sim.app_instance(name) is None, "the app instance is still on the array")
+        self.ctl.delete_volume(name)  # idempotent
+        check(not loops_under(self.sim.dir), f"loop devices left: {loops_under(self.sim.dir)}")
+
+    def case_block(self):
+        name = "pvc-blk"
+        cap = block()
+        staging, target = self.a.block_staging(name), self.a.block_target(name, "uid-blk")
+        try:
+            vol = self.create(name, cap)
+            pctx = self.publish(vol, self.a, cap).publish_context
+            self.stage(self.a, vol, cap, pctx, staging)
+            self.node_publish(self.a, vol, cap, staging, target)
+            st = os.stat(target)
+            check(stat.S_ISBLK(st.st_mode), f"the published {target} is not a block device")
+            check(mount_at(target) is not None, f"nothing is bound at {target}")
+            size = 4 << 20
+            buf = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT needs
+            pattern = os.urandom(4096) * (size // 4096)
+            buf.write(pattern)
+            fd = os.open(target, os.O_RDWR | os.O_DIRECT)
+            try:
+                for off in (0, 512 << 20):
+                    check(os.pwritev(fd, [buf], off) == size, "short O_DIRECT write")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(target, os.O_RDONLY | os.O_DIRECT)
+            try:
+                for off in (0, 512 << 20):
+                    back = mmap.mmap(-1, size)
+                    check(os.preadv(fd, [back], off) == size, "short O_DIRECT read")
+                    check(back[:] == pattern, f"the pattern at {off} did not read back")
+            finally:
+                os.close(fd)
+            stats = self.a.client.node_volume_stats(name, target)
+            by_unit = {u.unit: u for u in stats.usage}
+            check(by_unit.get(pb.VolumeUsage.BYTES) and by_unit[pb.VolumeUsage.BYTES].total == GIB,
+                  f"block volume stats: {stats}")
+            self.a.client.node_unpublish(name, target)
+            check(mount_at(target) is None, f"{target} is still bound")
+            self.a.client.node_unstage(name, staging)
+            check(not mounts_under(self.a.kubelet), f"node-a has mounts left: "
+                  f"{mounts_under(self.a.kubelet)}")
+            self.ctl.controller_unpublish(name, "node-a")
+            self.ctl.delete_volume(name)
+            check(self.sim.app_instance(name) is None, "the block volume is still on the array")
+        except Exception:
+            self.cleanup(name, [(self.a, staging, target)])
+            raise
+
+    def case_latency(self):
+        runs = int(os.environ.get("DT_CSI_LATENCY_RUNS", "5"))
+        self.measures = {}
+        cap = mount("xfs")
+        for i in range(runs):
+            name = f"pvc-lat-{i}"
+            staging, target = self.a.staging(name), self.a.target(name, f"uid-lat-{i}")
+            try:
+                vol = self.create(name, cap)
+                pctx = self.publish(vol, self.a, cap).publish_context
+                self.stage(self.a, vol, cap, pctx, staging)
+                self.node_publish(self.a, vol, cap, staging, target)
+                self.a.client.node_unpublish(name, target)
+                self.a.client.node_unstage(name, staging)
+                self.ctl.controller_unpublish(name, "node-a")
+                self.ctl.delete_volume(name)
+            except Exception:
+                self.cleanup(name, [(self.a, staging, target)])
+                raise
+        for op in ("CreateVolume", "NodeStageVolume", "NodePublishVolume"):
+            v = self.measures.get(op, [])
+            check(len(v) == runs, f"{op}: {len(v)} samples")
+            log(f"[ measure ] csi {op} {statistics.median(v):.1f} ms (median of {runs}, "
+                f"min {min(v):.1f}, max {max(v):.1f})")
+
+    def case_self_fence(self):
+        # ext4: node-a's mount may still be up while node-b mounts the same filesystem on this
+        # one kernel, which xfs refuses (duplicate UUID).
+        name = "pvc-fence"
+        cap = mount("ext4")
+        sa, ta = self.a.staging(name), self.a.target(name, "uid-fa")
+        sb, tb = self.b.staging(name), self.b.target(name, "uid-fb")
+        try:
+            vol = self.create(name, cap)
+            pctx = self.publish(vol, self.a, cap).publish_context
+            self.stage(self.a, vol, cap, pctx, sa)
+            self.node_publish(self.a, vol, cap, sa, ta)
+            with open(os.path.join(ta, "before.txt"), "w") as f:
+                f.write("before the force-detach\n")
+                f.flush()
+                os.fsync(f.fileno())
+            fenced_before = self.a.metric('datera_agent_fencing_actions_total{kind="self_fenced"}')
+            # Kubernetes gave up on node-a: detach without its unmount, attach to node-b.
+            self.ctl.controller_unpublish(name, "node-a")
+            t0 = time.monotonic()
+            pctx = self.publish(vol, self.b, cap).publish_context
+            check(self.acl(name) == [self.b.iqn], f"ACL {self.acl(name)}, not node-b alone")
+            gone = wait_for(lambda: mount_at(ta) is None and mount_at(sa) is None, 4 * TTL)
+            took = time.monotonic() - t0
+            check(gone, f"node-a still serves a volume it lost {took:.1f} s after the "
+                  f"force-detach: {mounts_under(self.a.kubelet)}")
+            log(f"[ measure ] csi self-fence {took * 1000:.0f} ms after the force-detach "
+                f"(lease_ttl {TTL} s: grant checks every {TTL / 3:.1f} s)")
+            check(wait_for(lambda: self.a.metric(
+                'datera_agent_fencing_actions_total{kind="self_fenced"}') == fenced_before + 1, 5),
+                "node-a's metrics count no self-fence")
+            # node-b stages what node-a wrote.
+            self.stage(self.b, vol, cap, pctx, sb)
+            self.node_publish(self.b, vol, cap, sb, tb)
+            with open(os.path.join(tb, "before.txt")) as f:
+                check(f.read() == "before the force-detach\n", "node-b does not read node-a's data")
+            self.b.client.node_unpublish(name, tb)
+            self.b.client.node_unstage(name, sb)
+            self.ctl.controller_unpublish(name, "node-b")
+            self.ctl.delete_volume(name)
+            check(wait_for(lambda: not loops_under(self.sim.dir), 10),
+                  f"loop devices left: {loops_under(self.sim.dir)}")
+        except Exception:
+            self.cleanup(name, [(self.a, sa, ta), (self.b, sb, tb)])
+            raise
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--sim", required=True)
+    ap.add_argument("--only", default="", help="comma-separated case names")
+    args = ap.parse_args()
+    skip_unless_possible()
+    try:
+        t = Lifecycle(args.agent, args.sim)
+    except Skip as e:
+        print(f"SKIP csi lifecycle test: {e}", file=sys.stderr, flush=True)
+        return SKIP
+    except RuntimeError as e:
+        print(f"lifecycle_test: set-up failed: {e}", file=sys.stderr)
+        return 1
+    cases = ["identity", "lifecycle", "block", "latency", "self_fence"]
+    if args.only:
+        cases = [c for c in cases if c in args.only.split(",")]
+    failed = []
+    try:
+        for c in cases:
+            log(f"[ RUN  ] {c}")
+            t0 = time.monotonic()
+            try:
+                getattr(t, "case_" + c)()
+                log(f"[   OK ] {c} ({time.monotonic() - t0:.1f} s)")
+            except Exception as e:  # every case runs; each failure is reported
+                failed.append(c)
+                detail = str(e) if isinstance(e, (Failed, CsiError)) else traceback.format_exc()
+                log(f"[ FAIL ] {c}: {detail}\n{t.logs()}")
+    finally:
+        t.teardown()
+    log(f"csi lifecycle: {len(cases) - len(failed)} of {len(cases)} cases passed"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
