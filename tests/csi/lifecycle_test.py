@@ -703,6 +703,41 @@ class Lifecycle:
             log(f"[ measure ] csi {op} {statistics.median(v):.1f} ms (median of {runs}, "
                 f"min {min(v):.1f}, max {max(v):.1f})")
 
+    def case_condition(self):
+        # The keeper's view through NodeGetVolumeStats: a filesystem shut down on purpose (the
+        # path a failed log write takes in xfs) turns the VolumeCondition abnormal, with why.
+        if not os.access("/dev/kmsg", os.R_OK) or not shutil.which("xfs_io"):
+            log("SKIP condition: needs a readable /dev/kmsg and xfs_io")
+            return
+        name = "pvc-cond"
+        cap = mount("xfs")
+        sa, ta = self.a.staging(name), self.a.target(name, "uid-ca")
+        try:
+            vol = self.create(name, cap)
+            pctx = self.publish(vol, self.a, cap).publish_context
+            self.stage(self.a, vol, cap, pctx, sa)
+            self.node_publish(self.a, vol, cap, sa, ta)
+
+            def condition():
+                return self.a.client.node_volume_stats(name, ta).volume_condition
+
+            check(wait_for(lambda: condition().message == "session healthy", 15),
+                  f"no healthy condition from the keeper: {condition()}")
+            check(not condition().abnormal, f"abnormal while healthy: {condition()}")
+            run(["xfs_io", "-x", "-c", "shutdown", sa])
+            check(wait_for(lambda: condition().abnormal, 15),
+                  f"still normal after the filesystem shut down: {condition()}")
+            c = condition()
+            check("fs_failed" in c.message and "Shutting down filesystem" in c.message,
+                  f"the condition does not say why: {c.message!r}")
+            self.a.client.node_unpublish(name, ta)
+            self.a.client.node_unstage(name, sa)
+            self.ctl.controller_unpublish(name, "node-a")
+            self.ctl.delete_volume(name)
+        except Exception:
+            self.cleanup(name, [(self.a, sa, ta)])
+            raise
+
     def case_self_fence(self):
         # ext4: node-a's mount may still be up while node-b mounts the same filesystem on this
         # one kernel, which xfs refuses (duplicate UUID).
@@ -765,7 +800,7 @@ def main():
     except RuntimeError as e:
         print(f"lifecycle_test: set-up failed: {e}", file=sys.stderr)
         return 1
-    cases = ["identity", "lifecycle", "block", "latency", "self_fence"]
+    cases = ["identity", "lifecycle", "block", "latency", "condition", "self_fence"]
     if args.only:
         cases = [c for c in cases if c in args.only.split(",")]
     failed = []
