@@ -761,9 +761,8 @@ asio::awaitable<void> Application::register_initiator() {
   // an attach (ControllerPublishVolume) to this node fails until it is. Retried until it works.
   auto iqn = initiator_->initiator_iqn();
   if (!iqn) {
-    log_->error(
-        "{}, but this node's initiator IQN is unknown ({}); no volume can be attached here",
-        cfg_.attach ? "attach: true" : "csi.node: true", iqn.error().message);
+    log_->error("{}, but this node's initiator IQN is unknown ({}); no volume can be attached here",
+                cfg_.attach ? "attach: true" : "csi.node: true", iqn.error().message);
     co_return;
   }
   auto array = arrays_->get(volumes_->default_backend());

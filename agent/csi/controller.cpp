@@ -47,6 +47,16 @@ Controller::Existing Controller::existing(const char* method, const std::string&
   return {std::nullopt, invalid(std::string(method) + " of " + volume + ": " + vo.error().message)};
 }
 
+Task<Controller::Found> Controller::find(const edf::BackendTarget& backend,
+                                         const std::string& volume) {
+  auto array = arrays_.get(backend);
+  if (!array) co_return Found{nullptr, std::nullopt, to_status(array.error())};
+  auto found = co_await (*array)->find_volume(volume);
+  if (!found) co_return Found{nullptr, std::nullopt, to_status(found.error())};
+  if (!*found) co_return Found{*array, std::nullopt, no_volume(volume)};
+  co_return Found{*array, std::move(*found), Status::OK};
+}
+
 Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
                                        pb::CreateVolumeResponse& resp) {
   const std::string& name = req.name();
@@ -70,14 +80,13 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
   if (!vo) co_return invalid("CreateVolume of " + name + ": " + vo.error().message);
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
-  auto array = arrays_.get(vo->backend);
-  if (!array) co_return to_status(array.error());
-  auto found = co_await (*array)->find_volume(name);
-  if (!found) co_return to_status(found.error());
+  auto found = co_await find(vo->backend, name);
+  if (!found.array) co_return found.answer;
+  volume::Array* array = found.array;
   int64_t size = *gib;
-  if (*found) {
+  if (found.volume) {
     // Idempotent by name, as long as the existing volume fits the request.
-    size = (*found)->size_gib;
+    size = found.volume->size_gib;
     const int64_t limit = req.capacity_range().limit_bytes();
     if (size < *gib || (limit != 0 && size * kGiB > limit)) {
       co_return Status(grpc::StatusCode::ALREADY_EXISTS,
@@ -85,7 +94,7 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
                            std::to_string(size) + " GiB, which does not fit the capacity range");
     }
   } else {
-    auto made = co_await (*array)->ensure_volume(vo->spec);
+    auto made = co_await array->ensure_volume(vo->spec);
     if (!made) co_return to_status(made.error());
     size = made->size_gib > 0 ? made->size_gib : *gib;
     log_->info("volume {}: created for CSI ({} GiB)", name, size);
@@ -93,7 +102,7 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
   if (const auto pv = pv_name(req.parameters()); !pv.empty()) {
     edf::Metadata keys;
     keys[controller::kPvKey] = pv;
-    if (auto st = co_await (*array)->put_metadata(name, keys); !st) {
+    if (auto st = co_await array->put_metadata(name, keys); !st) {
       co_return to_status(st.error());
     }
   }
@@ -152,11 +161,8 @@ Task<Status> Controller::controller_publish_volume(const pb::ControllerPublishVo
   if (!vo) co_return invalid("ControllerPublishVolume of " + name + ": " + vo.error().message);
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
-  auto array = arrays_.get(vo->backend);
-  if (!array) co_return to_status(array.error());
-  auto found = co_await (*array)->find_volume(name);
-  if (!found) co_return to_status(found.error());
-  if (!*found) co_return no_volume(name);
+  auto found = co_await find(vo->backend, name);
+  if (!found.volume) co_return found.answer;
   auto granted = co_await grants_.grant(*vo, req.node_id(), "", /*create=*/false);
   if (!granted) co_return to_status(granted.error());
   auto& ctx = *resp.mutable_publish_context();
@@ -204,11 +210,8 @@ Task<Status> Controller::validate_volume_capabilities(
   }
   auto vo = target(name, req.secrets());
   if (!vo) co_return Status(grpc::StatusCode::NOT_FOUND, vo.error().message);
-  auto array = arrays_.get(vo->backend);
-  if (!array) co_return to_status(array.error());
-  auto found = co_await (*array)->find_volume(name);
-  if (!found) co_return to_status(found.error());
-  if (!*found) co_return no_volume(name);
+  auto found = co_await find(vo->backend, name);
+  if (!found.volume) co_return found.answer;
   for (const auto& cap : req.volume_capabilities()) {
     if (auto st = check_capability(cap); !st) {
       resp.set_message(st.error().message);
@@ -280,14 +283,11 @@ Task<Status> Controller::controller_expand_volume(const pb::ControllerExpandVolu
   if (!vo) co_return invalid("ControllerExpandVolume of " + name + ": " + vo.error().message);
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
-  auto array = arrays_.get(vo->backend);
-  if (!array) co_return to_status(array.error());
-  auto found = co_await (*array)->find_volume(name);
-  if (!found) co_return to_status(found.error());
-  if (!*found) co_return no_volume(name);
-  int64_t size = (*found)->size_gib;
+  auto found = co_await find(vo->backend, name);
+  if (!found.volume) co_return found.answer;
+  int64_t size = found.volume->size_gib;
   if (size < *gib) {  // never shrink
-    if (auto st = co_await (*array)->resize(name, *gib); !st) co_return to_status(st.error());
+    if (auto st = co_await found.array->resize(name, *gib); !st) co_return to_status(st.error());
     log_->info("volume {}: grown on the array from {} to {} GiB (CSI)", name, size, *gib);
     size = *gib;
   }
@@ -302,17 +302,14 @@ Task<Status> Controller::controller_get_volume(const pb::ControllerGetVolumeRequ
   if (name.empty()) co_return invalid("ControllerGetVolume: volume_id is required");
   auto vo = target(name, StringMap());
   if (!vo) co_return Status(grpc::StatusCode::NOT_FOUND, vo.error().message);
-  auto array = arrays_.get(vo->backend);
-  if (!array) co_return to_status(array.error());
-  auto found = co_await (*array)->find_volume(name);
-  if (!found) co_return to_status(found.error());
-  if (!*found) co_return no_volume(name);
-  const edf::AppInstance& ai = **found;
+  auto found = co_await find(vo->backend, name);
+  if (!found.volume) co_return found.answer;
+  const edf::AppInstance& ai = *found.volume;
   auto* v = resp.mutable_volume();
   v->set_volume_id(name);
   v->set_capacity_bytes(ai.size_gib * kGiB);
   auto* status = resp.mutable_status();
-  if (auto md = co_await (*array)->metadata(name); md) {
+  if (auto md = co_await found.array->metadata(name); md) {
     if (const auto held = ownership::decode(*md); !held.free()) {
       status->add_published_node_ids(held.owner);
     }

@@ -64,6 +64,14 @@ class Controller final : public ControllerHandler {
     Status answer;
   };
   Existing existing(const char* method, const std::string& volume, const StringMap& secrets) const;
+  /// The volume's array and app instance; without the instance, the answer to give (the array's
+  /// error, with no array, or NOT_FOUND).
+  struct Found {
+    volume::Array* array = nullptr;
+    std::optional<edf::AppInstance> volume;
+    Status answer;
+  };
+  Task<Found> find(const edf::BackendTarget& backend, const std::string& volume);
 
   ControllerOptions options_;
   volume::Arrays& arrays_;
