@@ -6,13 +6,16 @@
 // release failed), 1 doctor found a failure, release kept or failed the volume, a drain's release
 // failed; 2 usage; 3 the agent could not be reached or answered an error.
 
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include <CLI/CLI.hpp>
 
 #include "base/json.h"
 #include "plugins/flex/unix_http_client.h"
 #include "tools/agentctl/doctor.h"
+#include "tools/agentctl/migrate.h"
 #include "tools/agentctl/views.h"
 
 namespace {
@@ -20,6 +23,58 @@ namespace {
 using datera::agentctl::Json;
 
 constexpr int kUnreachable = 3;
+
+/// A file (or stdin for "-"), parsed as JSON within generous bounds (a cluster's PV list).
+std::optional<Json> read_json(const std::string& path, std::string& error) {
+  std::string text;
+  if (path == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      error = "cannot read " + path;
+      return std::nullopt;
+    }
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto parsed = datera::json::parse_bounded(text, 64, size_t{256} << 20);
+  if (!parsed) {
+    error = (path == "-" ? std::string("stdin") : path) + ": " + parsed.error().message;
+    return std::nullopt;
+  }
+  return std::move(*parsed);
+}
+
+/// Exit 0: every FlexVolume PV can be migrated; 1: some were refused; 2: unreadable input.
+int run_migrate(const std::string& pvs_file, const std::string& pods_file,
+                const std::string& manifests_file, const datera::agentctl::MigrateOptions& mo,
+                bool json) {
+  std::string error;
+  auto pvs = read_json(pvs_file, error);
+  std::optional<Json> pods = Json();
+  if (pvs && !pods_file.empty()) pods = read_json(pods_file, error);
+  if (!pvs || !pods) {
+    std::cerr << "datera-agentctl migrate: " << error << "\n";
+    return 2;
+  }
+  const auto plan = datera::agentctl::plan_migration(*pvs, *pods, mo);
+  if (!manifests_file.empty()) {
+    std::ofstream out(manifests_file, std::ios::trunc);
+    out << plan.manifests().dump(1) << "\n";
+    if (!out) {
+      std::cerr << "datera-agentctl migrate: cannot write " << manifests_file << "\n";
+      return 2;
+    }
+  }
+  if (json) {
+    Json refused = Json::array();
+    for (const auto& r : plan.refused) refused.push_back({{"pv", r.pv}, {"reason", r.reason}});
+    std::cout << Json{{"manifests", plan.manifests()}, {"refused", refused}}.dump(1) << "\n";
+  } else {
+    std::cout << plan.text();
+  }
+  return plan.refused.empty() ? 0 : 1;
+}
 
 struct Fetch {
   std::string socket;
@@ -104,6 +159,22 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an esca
       cli.add_subcommand("doctor",
                          "checks this node: agent, driver, array, iscsid, initiator name, mount "
                          "propagation, udev, clock");
+  std::string pvs_file = "-";
+  std::string pods_file;
+  std::string manifests_file;
+  datera::agentctl::MigrateOptions mo;
+  auto* migrate = cli.add_subcommand(
+      "migrate",
+      "plan moving FlexVolume PVs (datera/iscsi) to CSI PVs of the same volumes: reads `kubectl "
+      "get pv -o json`, prints the steps and refusals, writes the CSI PV manifests; changes "
+      "nothing itself");
+  migrate->add_option("--pvs", pvs_file, "kubectl get pv -o json output ('-': stdin)");
+  migrate->add_option("--pods", pods_file,
+                      "kubectl get pods -A -o json output: lists the pods to scale down first");
+  migrate->add_option("--manifests", manifests_file, "write the CSI PVs (a v1 List) here");
+  migrate->add_option("--driver", mo.driver, "the CSI driver name (csi.driver_name)");
+  migrate->add_option("--secret-namespace", mo.secret_namespace,
+                      "the namespace of the Secrets FlexVolume secretRefs name");
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -111,8 +182,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an esca
     return rc == 0 ? 0 : 2;
   }
 
-  Fetch fetch{socket, ""};
   const bool json = output == "json";
+  if (migrate->parsed()) return run_migrate(pvs_file, pods_file, manifests_file, mo, json);
+  Fetch fetch{socket, ""};
   if (release->parsed() || drain->parsed()) {
     const std::string path = release->parsed() ? "/v1/volumes/" + volume + "/release" : "/v1/drain";
     auto r = fetch.post(path, Json{{"force", force}}, std::chrono::seconds(timeout_s));
