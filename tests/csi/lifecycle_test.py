@@ -396,6 +396,7 @@ csi: {{enabled: true, endpoint: '{self.endpoint}', driver_name: {DRIVER}, contro
 
 class Lifecycle:
     def __init__(self, agent_bin, sim_bin):
+        self.agent_bin = agent_bin
         self.sim = Sim(sim_bin)
         self.nets = {}
         self.agents = {}
@@ -738,6 +739,82 @@ class Lifecycle:
             self.cleanup(name, [(self.a, sa, ta)])
             raise
 
+    def case_migration(self):
+        # A volume used through the FlexVolume shim on node-a (agent mode: lease and ACL), written,
+        # unmounted; `datera-agentctl migrate` writes its CSI PV; node-b stages and publishes that
+        # PV's volume through CSI and reads the same data, without mkfs (docs/migrate.md).
+        name, pv = "vol-migrate", "pv-migrate"
+        agentctl = os.path.join(os.path.dirname(self.agent_bin), "datera-agentctl")
+        shim = os.path.join(self.a.root, "plugins", "datera~iscsi", "iscsi")
+        pod = os.path.join(self.a.kubelet, "pods", "uid-fm", "volumes", "datera~iscsi", pv)
+        os.makedirs(pod, exist_ok=True)
+        cap = mount("xfs")
+        sb, tb = self.b.staging(pv), self.b.target(pv, "uid-mb")
+        try:
+            opts = json.dumps({"volumeID": name, "size": "1", "replica": "2",
+                               "kubernetes.io/fsType": "xfs", "kubernetes.io/readwrite": "rw",
+                               "kubernetes.io/pvOrVolumeName": pv})
+            r = run([shim, "mount", pod, opts])
+            check('"Success"' in r.stdout, f"FlexVolume mount: {r.stdout}")
+            check(self.owner(name) == "node-a", f"FlexVolume's lease names {self.owner(name)!r}")
+            uuid_flex = fs_uuid(mount_at(pod)["source"])
+            payload = os.urandom(64 * 1024)
+            with open(os.path.join(pod, "data.bin"), "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            r = run([shim, "unmount", pod])
+            check('"Success"' in r.stdout, f"FlexVolume unmount: {r.stdout}")
+            check(self.owner(name) == "" and self.acl(name) == [],
+                  f"after the unmount: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+
+            flex_pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+                       "metadata": {"name": pv},
+                       "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                                "persistentVolumeReclaimPolicy": "Retain",
+                                "claimRef": {"kind": "PersistentVolumeClaim",
+                                             "namespace": "default", "name": "data-m"},
+                                "flexVolume": {"driver": "datera/iscsi", "fsType": "xfs",
+                                               "options": {"volumeID": name, "size": "1",
+                                                           "replica": "2"}}},
+                       "status": {"phase": "Bound"}}
+            pvs_file = os.path.join(self.a.root, "pvs.json")
+            out_file = os.path.join(self.a.root, "csi-pvs.json")
+            with open(pvs_file, "w") as f:
+                json.dump({"apiVersion": "v1", "kind": "List", "items": [flex_pv]}, f)
+            run([agentctl, "migrate", "--pvs", pvs_file, "--manifests", out_file,
+                 "--driver", DRIVER])
+            with open(out_file) as f:
+                csi_pv = json.load(f)["items"][0]["spec"]["csi"]
+            check(csi_pv["volumeHandle"] == name, f"the CSI PV's volumeHandle {csi_pv}")
+
+            # What kubelet and the attacher do with that PV, on node-b.
+            vol = pb.Volume(volume_id=csi_pv["volumeHandle"],
+                            volume_context=csi_pv["volumeAttributes"])
+            pctx = self.publish(vol, self.b, cap).publish_context
+            check(self.owner(name) == "node-b" and self.acl(name) == [self.b.iqn],
+                  f"after the grant: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+            self.stage(self.b, vol, cap, pctx, sb)
+            self.node_publish(self.b, vol, cap, sb, tb)
+            ms = mount_at(sb)
+            check(ms is not None, "node-b's staging mount is missing")
+            check(fs_uuid(ms["source"]) == uuid_flex, "the CSI stage made a new filesystem")
+            check(f"volume {name}: {ms['source']} is blank" not in self.b.log_text(),
+                  "node-b's agent says it made a filesystem")
+            with open(os.path.join(tb, "data.bin"), "rb") as f:
+                check(f.read() == payload, "the CSI volume does not hold FlexVolume's data")
+            self.b.client.node_unpublish(name, tb)
+            self.b.client.node_unstage(name, sb)
+            self.ctl.controller_unpublish(name, "node-b")
+            self.ctl.delete_volume(name)
+        except Exception:
+            try:
+                run([shim, "unmount", pod], check_rc=False)
+            except Exception:
+                pass
+            self.cleanup(name, [(self.b, sb, tb)])
+            raise
+
     def case_self_fence(self):
         # ext4: node-a's mount may still be up while node-b mounts the same filesystem on this
         # one kernel, which xfs refuses (duplicate UUID).
@@ -800,7 +877,7 @@ def main():
     except RuntimeError as e:
         print(f"lifecycle_test: set-up failed: {e}", file=sys.stderr)
         return 1
-    cases = ["identity", "lifecycle", "block", "latency", "condition", "self_fence"]
+    cases = ["identity", "lifecycle", "block", "latency", "condition", "migration", "self_fence"]
     if args.only:
         cases = [c for c in cases if c in args.only.split(",")]
     failed = []
