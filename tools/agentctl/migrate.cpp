@@ -57,6 +57,7 @@ std::vector<std::string> pods_of(const Json& pods, const std::string& ns,
   return out;
 }
 
+// NOLINTNEXTLINE(bugprone-exception-escape): the implicit moves of nlohmann::json only assert
 struct Converted {
   Json manifest;
   std::string volume;

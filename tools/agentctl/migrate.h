@@ -36,6 +36,7 @@ struct MigrateOptions {
   std::string secret_namespace;
 };
 
+// NOLINTNEXTLINE(bugprone-exception-escape): the implicit moves of nlohmann::json only assert
 struct MigratedPv {
   std::string pv;
   std::string volume;             ///< the app instance (volumeHandle)

@@ -21,6 +21,9 @@
 #            down by itself and counts a self-fence
 #  release   node-b's NodeUnpublish and NodeUnstage, ControllerUnpublish, DeleteVolume: no
 #            session, mount or LIO ACL entry left, the app instance gone
+#  migrate   a volume mounted through node-a's FlexVolume shim (agent mode), written, unmounted;
+#            `datera-agentctl migrate` writes its CSI PV; node-b stages and publishes it through
+#            CSI: no mkfs, the same data, the LIO ACL node-b's alone
 # ext4 and multipath off, as in 30-controller: both nodes share this kernel.
 set -eu
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -236,6 +239,49 @@ left=$(grep " $W/" /proc/mounts | grep -v " $W/vols " || true)
 [ -z "$(lio_acls)" ] || die "ACL entries left: $(lio_acls)"
 case $(curl -s "$SIM/_sim/exports") in *"\"app_instance\":\"$VOL\""*) die "the app instance is still on the array" ;; esac
 check release
+
+# --- migrate -----------------------------------------------------------------------------------
+step_begin migrate
+MIG=vol-mig
+POD=$W/a/kubelet/pods/uid-flex/volumes/datera~iscsi/pv-mig
+mkdir -p "$POD"
+out=$("$W/a/plugins/datera~iscsi/iscsi" mount "$POD" \
+  "{\"volumeID\":\"$MIG\",\"size\":\"1\",\"replica\":\"2\",\"kubernetes.io/fsType\":\"ext4\",\"kubernetes.io/readwrite\":\"rw\",\"kubernetes.io/pvOrVolumeName\":\"pv-mig\"}" 2>&1) ||
+  die "FlexVolume mount on node-a: $out"
+case $out in *'"Success"'*) ;; *) die "FlexVolume mount on node-a: $out" ;; esac
+dd if=/dev/urandom of="$POD/flex.bin" bs=1M count=4 2>/dev/null || die "write through FlexVolume"
+sync
+msum=$(sha256sum "$POD/flex.bin" | cut -d' ' -f1)
+out=$("$W/a/plugins/datera~iscsi/iscsi" unmount "$POD" 2>&1) || die "FlexVolume unmount: $out"
+session_of_iface csi-a >/dev/null && die "node-a's FlexVolume session is left after its unmount"
+cat >$W/pvs.json <<JSON
+{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"PersistentVolume",
+ "metadata":{"name":"pv-mig"},
+ "spec":{"capacity":{"storage":"1Gi"},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain",
+  "claimRef":{"kind":"PersistentVolumeClaim","namespace":"default","name":"data-mig"},
+  "flexVolume":{"driver":"datera/iscsi","fsType":"ext4","options":{"volumeID":"$MIG","replica":"2"}}},
+ "status":{"phase":"Bound"}}]}
+JSON
+datera-agentctl migrate --pvs $W/pvs.json --manifests $W/csi-pvs.json --driver $DRIVER >$W/plan.txt ||
+  die "datera-agentctl migrate: $(cat $W/plan.txt)"
+grep -q "\"volumeHandle\": *\"$MIG\"" $W/csi-pvs.json || die "the CSI PV does not name $MIG: $(cat $W/csi-pvs.json)"
+SMB=$W/b/kubelet/plugins/kubernetes.io/csi/$DRIVER/mig/globalmount
+TMB=$W/b/kubelet/pods/uid-mig/volumes/kubernetes.io~csi/pv-mig/mount
+mkdir -p "$SMB" "$(dirname "$TMB")"
+out=$(csi a publish vol=$MIG node=node-b fs=ext4 $CTX) || die "ControllerPublishVolume of $MIG to node-b: $out"
+[ "$(lio_acls)" = "$(iqn_of b) " ] || die "the LIO ACL is '$(lio_acls)', not node-b alone"
+out=$(csi b stage vol=$MIG fs=ext4 staging="$SMB" $CTX) || die "NodeStageVolume of $MIG on node-b: $out"
+out=$(csi b node-publish vol=$MIG fs=ext4 staging="$SMB" target="$TMB" $CTX) ||
+  die "NodePublishVolume of $MIG on node-b: $out"
+step_end
+grep -q "volume $MIG: .* is blank" $W/b/agent.log && die "node-b made a filesystem on the migrated volume"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(sha256sum "$TMB/flex.bin" | cut -d' ' -f1)" = "$msum" ] || die "the CSI volume does not hold FlexVolume's data"
+csi b node-unpublish vol=$MIG target="$TMB" >/dev/null || die "NodeUnpublishVolume of $MIG"
+csi b unstage vol=$MIG staging="$SMB" >/dev/null || die "NodeUnstageVolume of $MIG"
+csi a unpublish vol=$MIG node=node-b >/dev/null || die "ControllerUnpublishVolume of $MIG"
+csi a delete vol=$MIG >/dev/null || die "DeleteVolume of $MIG"
+check migrate
 
 kill "$PID_a" "$PID_b" "$SIM_PID" 2>/dev/null || true
 wait 2>/dev/null || true
