@@ -109,7 +109,7 @@ asio::awaitable<Result<Grant>> Grants::grant(const edf::VolumeOptions& volume,
   auto online = co_await (*array)->bring_online(name, options_.online_timeout);
   if (!online) co_return say("online", online.error());
   log_->info("volume {}: attached to node {} ({}, epoch {})", name, node, *iqn, epoch);
-  co_return Grant{node, *iqn, epoch};
+  co_return Grant{*iqn, epoch};
 }
 
 asio::awaitable<Result<std::string>> Grants::volume_of_pv(volume::Array& array,

@@ -41,9 +41,8 @@ struct GrantOptions {
   std::chrono::milliseconds online_timeout{120'000};
 };
 
-/// A grant as written: whom, and at which epoch.
+/// A grant as written: the node's IQN, at which epoch.
 struct Grant {
-  std::string node;
   std::string iqn;
   uint64_t epoch = 0;
 };

@@ -161,8 +161,7 @@ Task<Status> Controller::controller_publish_volume(const pb::ControllerPublishVo
   if (!vo) co_return invalid("ControllerPublishVolume of " + name + ": " + vo.error().message);
   InFlight::Slot slot(in_flight_, name);
   if (!slot.ok()) co_return aborted(name);
-  auto found = co_await find(vo->backend, name);
-  if (!found.volume) co_return found.answer;
+  // No app instance: the grant's metadata read says so (NOT_FOUND); it creates nothing.
   auto granted = co_await grants_.grant(*vo, req.node_id(), "", /*create=*/false);
   if (!granted) co_return to_status(granted.error());
   auto& ctx = *resp.mutable_publish_context();

@@ -22,31 +22,6 @@ bool known_parameter(const std::string& key) {
 
 }  // namespace
 
-std::string base64_encode(const std::string& in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const uint32_t n = (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) |
-                       uint32_t(uint8_t(in[i + 2]));
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += kAlphabet[n & 63];
-  }
-  if (i < in.size()) {
-    uint32_t n = uint32_t(uint8_t(in[i])) << 16;
-    if (i + 1 < in.size()) n |= uint32_t(uint8_t(in[i + 1])) << 8;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += i + 1 < in.size() ? kAlphabet[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
 Result<int64_t> size_gib(const pb::CapacityRange& range) {
   const int64_t required = range.required_bytes();
   const int64_t limit = range.limit_bytes();
@@ -88,12 +63,13 @@ Result<edf::VolumeOptions> volume_options(const std::string& name, const StringM
   }
   if (!fs_type.empty()) o["fsType"] = fs_type;
   if (size > 0) o["size"] = std::to_string(size);
-  for (const auto& [key, value] : secrets) {
-    if (key == "username" || key == "password" || key == "server") {
-      o["kubernetes.io/secret/" + key] = base64_encode(value);
-    }
+  edf::SecretKeys keys;
+  for (const auto& [key, out] :
+       {std::pair{"server", &keys.server}, std::pair{"username", &keys.username},
+        std::pair{"password", &keys.password}}) {
+    if (const auto it = secrets.find(key); it != secrets.end()) *out = it->second;
   }
-  return edf::parse_volume_options(o, defaults, allowed_servers);
+  return edf::parse_volume_options(o, keys, defaults, allowed_servers);
 }
 
 std::map<std::string, std::string> volume_context(const StringMap& parameters) {

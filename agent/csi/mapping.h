@@ -59,6 +59,4 @@ grpc::Status to_status(const volume::VolumeError& e);
 grpc::Status to_status(const Error& e, grpc::StatusCode otherwise = grpc::StatusCode::INTERNAL);
 grpc::Status invalid(const std::string& message);
 
-std::string base64_encode(const std::string& in);
-
 }  // namespace datera::csi

@@ -79,19 +79,18 @@ asio::awaitable<GiveUp> Manager::give_up(std::string volume, bool force) {
                out.pods.size());
     co_return done(GiveUp::Outcome::in_use, in_use_message(volume, out.pods));
   }
-  if (rec.mode == Mode::controller && staged(rec) && !force) {
+  if (rec.mode != Mode::agent && staged(rec) && !force) {
+    // kubelet's staging (controller mode's device mount, or CSI's): kubelet's own call ends it.
     co_return done(
         GiveUp::Outcome::staged,
-        "volume " + volume + ": kept, it is kubelet's device mount at " + rec.staging +
-            " (controller mode). kubelet unmounts it (unmountdevice) once no pod here "
-            "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
-            "should it come back, would mount pods on a path that is no longer staged");
-  }
-  if (rec.mode == Mode::csi && staged(rec) && !force) {
-    co_return done(GiveUp::Outcome::staged,
-                   "volume " + volume + ": kept, it is kubelet's CSI staging at " + rec.staging +
-                       ". kubelet unstages it (NodeUnstageVolume) once no pod here uses it. "
-                       "Only if kubelet is gone for good: --force unstages it");
+        rec.mode == Mode::controller
+            ? "volume " + volume + ": kept, it is kubelet's device mount at " + rec.staging +
+                  " (controller mode). kubelet unmounts it (unmountdevice) once no pod here "
+                  "uses it. Only if kubelet is gone for good: --force unstages it, and kubelet, "
+                  "should it come back, would mount pods on a path that is no longer staged"
+            : "volume " + volume + ": kept, it is kubelet's CSI staging at " + rec.staging +
+                  ". kubelet unstages it (NodeUnstageVolume) once no pod here uses it. "
+                  "Only if kubelet is gone for good: --force unstages it");
   }
   const Mode rec_mode = rec.mode;  // `rec` dangles once released
   if (auto st = co_await release(rec, Operation::release); !st) {

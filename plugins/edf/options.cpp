@@ -2,6 +2,8 @@
 
 #include <cctype>
 #include <charconv>
+#include <functional>
+#include <tuple>
 
 namespace datera::edf {
 namespace {
@@ -117,8 +119,29 @@ bool same_server(const BackendTarget& a, const BackendTarget& b) {
   return server_key(a) == server_key(b);
 }
 
-Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& defaults,
-                                           const std::vector<std::string>& allowed_servers) {
+namespace {
+
+/// kubelet's secretRef values among the options, base64-decoded.
+Result<SecretKeys> secret_of_options(const Json& o) {
+  SecretKeys out;
+  for (const auto& [field, key, value] :
+       {std::tuple{"server", "kubernetes.io/secret/server", &out.server},
+        std::tuple{"username", "kubernetes.io/secret/username", &out.username},
+        std::tuple{"password", "kubernetes.io/secret/password", &out.password}}) {
+    const auto raw = opt(o, key);
+    if (raw.empty()) continue;
+    auto decoded = base64_decode(raw);
+    if (!decoded) return Error{"secret key '" + std::string(field) + "' is not valid base64"};
+    *value = std::move(*decoded);
+  }
+  return out;
+}
+
+/// Both parse_volume_options(): `secret` yields the secret's keys where they are needed, so an
+/// error in the options before them is reported first, as it always was.
+Result<VolumeOptions> parse(const Json& o, const std::function<Result<SecretKeys>()>& secret,
+                            const BackendTarget& defaults,
+                            const std::vector<std::string>& allowed_servers) {
   if (!o.is_object()) return Error{"volume options are not a JSON object"};
   VolumeOptions v;
   auto& s = v.spec;
@@ -190,22 +213,14 @@ Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& d
   std::string server_text = opt(o, "backstoreServer");
   if (!server_text.empty()) server_option = "volume option 'backstoreServer'";
   Credentials own{opt(o, "serverUser"), opt(o, "serverPasswd")};
-  for (const auto& [field, key] : {std::pair{"server", "kubernetes.io/secret/server"},
-                                   std::pair{"username", "kubernetes.io/secret/username"},
-                                   std::pair{"password", "kubernetes.io/secret/password"}}) {
-    const auto raw = opt(o, key);
-    if (raw.empty()) continue;
-    auto decoded = base64_decode(raw);
-    if (!decoded) return Error{"secret key '" + std::string(field) + "' is not valid base64"};
-    if (std::string(field) == "server") {
-      server_text = *decoded;
-      server_option = "secret key 'server'";
-    } else if (std::string(field) == "username") {
-      own.user = *decoded;
-    } else {
-      own.password = *decoded;
-    }
+  auto keys = secret();
+  if (!keys) return keys.error();
+  if (!keys->server.empty()) {
+    server_text = keys->server;
+    server_option = "secret key 'server'";
   }
+  if (!keys->username.empty()) own.user = keys->username;
+  if (!keys->password.empty()) own.password = keys->password;
   const bool has_default = !defaults.host.empty();
   BackendTarget target;
   target.port = defaults.port;  // a server named without a port: the default array's port
@@ -252,6 +267,21 @@ Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& d
   }
   v.backend = std::move(target);
   return v;
+}
+
+}  // namespace
+
+Result<VolumeOptions> parse_volume_options(const Json& o, const BackendTarget& defaults,
+                                           const std::vector<std::string>& allowed_servers) {
+  return parse(
+      o, [&] { return secret_of_options(o); }, defaults, allowed_servers);
+}
+
+Result<VolumeOptions> parse_volume_options(const Json& o, const SecretKeys& secret,
+                                           const BackendTarget& defaults,
+                                           const std::vector<std::string>& allowed_servers) {
+  return parse(
+      o, [&] { return Result<SecretKeys>(secret); }, defaults, allowed_servers);
 }
 
 }  // namespace datera::edf

@@ -39,10 +39,22 @@ struct VolumeOptions {
   BackendTarget backend;
 };
 
+/// A secret's keys, decoded: the array (`server`, host[:port]) and the account.
+struct SecretKeys {
+  std::string server;
+  std::string username;
+  std::string password;
+};
+
 /// Parses and validates; every error names the option and says what is allowed. `defaults` is the
 /// agent's array (host empty: none); `allowed_servers` (backend.allowed_servers, "host[:port]")
 /// the other arrays a volume may name. A server named without a port gets the default's port.
 Result<VolumeOptions> parse_volume_options(const Json& options, const BackendTarget& defaults,
+                                           const std::vector<std::string>& allowed_servers = {});
+/// The same with the secret's keys given decoded (CSI's secrets) instead of kubelet's base64
+/// `kubernetes.io/secret/*` options; the same rules (the secret wins over the options).
+Result<VolumeOptions> parse_volume_options(const Json& options, const SecretKeys& secret,
+                                           const BackendTarget& defaults,
                                            const std::vector<std::string>& allowed_servers = {});
 
 /// "host:port" with the host lowercased ("[v6]:port"): equal for two spellings of one server.
