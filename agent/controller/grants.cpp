@@ -31,7 +31,8 @@ asio::awaitable<Result<std::string>> Grants::node_iqn(volume::Array& array,
   if (found.empty()) {
     co_return Error{
         "node " + node + " has no initiator registered on the array (name " + want +
-            "); datera-agent registers it when it starts on that node with attach: true. "
+            "); datera-agent registers it when it starts on that node with attach: true "
+            "(FlexVolume) or csi.node (CSI). "
             "Check that the agent runs there (kubectl -n datera-system get pods -o wide)",
         HttpStatus::not_found};
   }
