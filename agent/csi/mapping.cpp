@@ -10,14 +10,10 @@ namespace datera::csi {
 
 namespace {
 
-/// The StorageClass parameters that mean something here (FlexVolume's option names).
-constexpr const char* kParameters[] = {"replica",      "template", "placementMode",
-                                       "ipPool",       "maxIops",  "maxBW",
-                                       "retainPolicy", "fsType",   "backstoreServer"};
-
+/// The StorageClass parameters that mean something here: the app instance's own options, the
+/// filesystem and the array.
 bool known_parameter(const std::string& key) {
-  return std::any_of(std::begin(kParameters), std::end(kParameters),
-                     [&](const char* k) { return key == k; });
+  return edf::is_volume_spec_option(key) || key == "fsType" || key == "backstoreServer";
 }
 
 }  // namespace

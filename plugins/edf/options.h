@@ -13,8 +13,10 @@
 //   must bring its own username and password (never the agent's);
 // - credentials come as a pair: a username alone never borrows the agent's password.
 
+#include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -38,6 +40,18 @@ struct VolumeOptions {
   std::string fs_type = "xfs";
   BackendTarget backend;
 };
+
+/// The options that describe the app instance itself (what parse_volume_options() puts in the
+/// VolumeSpec besides its name and size): CSI takes them as StorageClass parameters and volume
+/// attributes, and `datera-agentctl migrate` carries them from FlexVolume PVs.
+inline constexpr std::array<std::string_view, 7> kVolumeSpecOptions = {
+    "replica", "template", "placementMode", "ipPool", "maxIops", "maxBW", "retainPolicy"};
+inline bool is_volume_spec_option(std::string_view key) {
+  for (const auto k : kVolumeSpecOptions) {
+    if (k == key) return true;
+  }
+  return false;
+}
 
 /// A secret's keys, decoded: the array (`server`, host[:port]) and the account.
 struct SecretKeys {

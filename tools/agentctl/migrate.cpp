@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "base/json.h"
+#include "plugins/edf/options.h"
 
 namespace datera::agentctl {
 
@@ -24,10 +25,8 @@ const Json& obj(const Json& j, const char* key) {
 
 /// Options that describe the volume: carried over as CSI volume attributes (the node agent parses
 /// them like StorageClass parameters).
-const std::set<std::string>& carried() {
-  static const std::set<std::string> k = {"replica", "template", "placementMode", "ipPool",
-                                          "maxIops", "maxBW",    "retainPolicy",  "size"};
-  return k;
+bool carried(const std::string& key) {
+  return edf::is_volume_spec_option(key) || key == "size";
 }
 
 /// Options FlexVolume (kubelet) adds itself, or that CSI expresses elsewhere: dropped.
@@ -97,7 +96,7 @@ Converted convert(const Json& pv, const MigrateOptions& o) {
               "it names another array (backstoreServer): CSI takes the array from a "
               "Secret's 'server' key; rerun with --secret-namespace where that Secret is"};
     }
-    if (!kubelet_option(key) && !carried().count(key) && key != "backstoreServer") {
+    if (!kubelet_option(key) && !carried(key) && key != "backstoreServer") {
       return {{}, "", "option '" + key + "' has no CSI equivalent here"};
     }
   }
@@ -124,7 +123,7 @@ Converted convert(const Json& pv, const MigrateOptions& o) {
   Json csi = {{"driver", o.driver}, {"volumeHandle", c.volume}, {"fsType", fs}};
   Json attrs = Json::object();
   for (const auto& [key, value] : options.items()) {
-    if (carried().count(key) || key == "backstoreServer") attrs[key] = value;
+    if (carried(key) || key == "backstoreServer") attrs[key] = value;
   }
   attrs["fsType"] = fs;
   csi["volumeAttributes"] = attrs;
