@@ -68,6 +68,17 @@ class EdfArray : public Array {
   asio::awaitable<Status> delete_volume(const std::string& name) override {
     co_return co_await client_.delete_app_instance(name);
   }
+  // TODO(snapshots): the EDF client's snapshot calls land with datera-sim's snapshots.
+  asio::awaitable<Result<edf::Snapshot>> create_snapshot(const std::string& name,
+                                                         const std::string&) override {
+    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+  }
+  asio::awaitable<Result<std::vector<edf::Snapshot>>> snapshots(const std::string& name) override {
+    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+  }
+  asio::awaitable<Status> delete_snapshot(const std::string& name, const std::string&) override {
+    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+  }
 
  private:
   edf::Client& client_;

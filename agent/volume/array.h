@@ -57,6 +57,18 @@ class Array {
       const std::string& name, std::chrono::milliseconds timeout) = 0;
   virtual boost::asio::awaitable<Status> resize(const std::string& name, int64_t size_gib) = 0;
   virtual boost::asio::awaitable<Status> delete_volume(const std::string& name) = 0;
+
+  // Snapshots of an app instance's volume. Each snapshot is named by (app instance, timestamp).
+  /// Takes a snapshot now. `uuid` is the idempotency key: when the volume already has a snapshot
+  /// with that uuid (EDF: 400 InvalidRequestError code 15), that one is the answer.
+  virtual boost::asio::awaitable<Result<edf::Snapshot>> create_snapshot(
+      const std::string& name, const std::string& uuid) = 0;
+  /// The volume's snapshots, oldest first (a 404 for the app instance is an error).
+  virtual boost::asio::awaitable<Result<std::vector<edf::Snapshot>>> snapshots(
+      const std::string& name) = 0;
+  /// Deletes one; a snapshot (or app instance) that is already gone counts as deleted.
+  virtual boost::asio::awaitable<Status> delete_snapshot(const std::string& name,
+                                                         const std::string& timestamp) = 0;
 };
 
 class Arrays {

@@ -78,8 +78,51 @@ Result<AppInstance> AppInstance::from_json(const Json& j) {
     ai.volume_uuid = str(*vol, "uuid");
     ai.size_gib = num(*vol, "size");
     ai.replica_count = static_cast<int>(num(*vol, "replica_count"));
+    if (const auto snaps = vol->find("snapshots"); snaps != vol->end()) {
+      // v2.1+: an array; v2: an object keyed by timestamp. Entries that are only paths (or do not
+      // parse) are left out: a listing is no place to fail a whole app instance.
+      const auto add = [&](const Json& e) {
+        if (!e.is_object()) return;
+        if (auto s = Snapshot::from_json(e, ai.name)) ai.snapshots.push_back(std::move(*s));
+      };
+      if (snaps->is_array()) {
+        for (const auto& e : *snaps) add(e);
+      } else if (snaps->is_object()) {
+        for (const auto& [k, e] : snaps->items()) add(e);
+      }
+    }
   }
   return ai;
+}
+
+Result<Snapshot> Snapshot::from_json(const Json& j, const std::string& app_instance) {
+  if (!j.is_object()) return Error{"snapshot of " + app_instance + " is not a JSON object"};
+  Snapshot s;
+  s.app_instance = app_instance;
+  s.timestamp = str(j, "utc_ts");
+  if (s.timestamp.empty()) s.timestamp = str(j, "timestamp");
+  s.uuid = str(j, "uuid");
+  s.op_state = str(j, "op_state");
+  s.path = str(j, "path");
+  // The timestamp goes into URL paths and CSI snapshot ids: digits and one dot, nothing else.
+  const bool digits_dot = !s.timestamp.empty() && s.timestamp.size() <= 32 &&
+                          std::all_of(s.timestamp.begin(), s.timestamp.end(),
+                                      [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) &&
+                          std::count(s.timestamp.begin(), s.timestamp.end(), '.') <= 1;
+  if (!digits_dot) {
+    return Error{"a snapshot of " + app_instance +
+                 " has no usable utc_ts (digits and one dot, at most 32 characters)"};
+  }
+  return s;
+}
+
+std::string volume_path(const std::string& app_instance) {
+  return "/app_instances/" + app_instance + "/storage_instances/" + kStorageInstance + "/volumes/" +
+         kVolume;
+}
+
+std::string snapshot_path(const std::string& app_instance, const std::string& timestamp) {
+  return volume_path(app_instance) + "/snapshots/" + timestamp;
 }
 
 std::string initiator_name_for_node(const std::string& node) {

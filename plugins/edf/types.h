@@ -39,7 +39,30 @@ struct VolumeSpec {
   std::string template_name;   ///< when set, size is a template override and the rest comes from it
   uint64_t max_iops = 0;       ///< 0 = unlimited
   uint64_t max_bandwidth = 0;  ///< KiB/s, 0 = unlimited
+  /// Content source (at most one set): the new app instance is a copy of that snapshot or volume,
+  /// sent as EDF's clone_snapshot_src / clone_volume_src ({"path": ...}); the clone has the
+  /// source's size (a larger size_gib is a resize after the create).
+  std::string clone_snapshot_src;  ///< snapshot_path(...)
+  std::string clone_volume_src;    ///< volume_path(...)
 };
+
+/// A point-in-time copy of an app instance's volume: `…/volumes/volume-1/snapshots/<utc_ts>`.
+struct Snapshot {
+  std::string app_instance;  ///< the source app instance's name
+  std::string timestamp;     ///< utc_ts, e.g. "1445384931.322468627": its id within the volume
+  std::string uuid;          ///< what the creator sent (an idempotency key), or the array's own
+  std::string op_state;      ///< available once usable; unavailable while being made
+  std::string path;          ///< as the array returned it
+
+  bool available() const { return op_state == "available"; }
+  /// Parses one snapshot object; `app_instance` is the source's name (snapshots do not carry it).
+  static Result<Snapshot> from_json(const Json& j, const std::string& app_instance);
+};
+
+/// "/app_instances/<ai>/storage_instances/storage-1/volumes/volume-1"
+std::string volume_path(const std::string& app_instance);
+/// volume_path(ai) + "/snapshots/<timestamp>"
+std::string snapshot_path(const std::string& app_instance, const std::string& timestamp);
 
 struct AppInstance {
   std::string id;
@@ -52,6 +75,9 @@ struct AppInstance {
   std::string volume_uuid;       ///< equals the LUN's SCSI unit serial
   int64_t size_gib = 0;
   int replica_count = 0;
+  /// volume-1's snapshots when the array lists them inline (the app instance GET and listing do);
+  /// empty when it lists none or only their paths.
+  std::vector<Snapshot> snapshots;
 
   static Result<AppInstance> from_json(const Json& j);
 };

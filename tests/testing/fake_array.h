@@ -28,6 +28,10 @@ struct FakeArray : volume::Array {
   std::set<std::string> names;           ///< app instances that exist (ensure_volume adds)
   std::map<std::string, int64_t> sizes;  ///< GiB, set at creation (absent: 16)
   std::set<std::string> online;          ///< bring_online adds
+  std::map<std::string, std::vector<edf::Snapshot>> snaps;  ///< by source app instance
+  std::map<std::string, std::string> cloned_from;  ///< app instance -> its clone source path
+  std::string new_snapshot_state = "available";    ///< op_state of the next snapshots
+  int64_t next_timestamp = 1'700'000'000;
 
   static Error not_found(const std::string& name) {
     return Error{"no such app instance " + name, http_status(404)};
@@ -36,7 +40,31 @@ struct FakeArray : volume::Array {
   boost::asio::awaitable<Result<edf::AppInstance>> ensure_volume(
       const edf::VolumeSpec& spec) override {
     calls.push_back("ensure " + spec.name);
-    if (names.insert(spec.name).second) sizes[spec.name] = spec.size_gib;
+    if (names.count(spec.name)) co_return ai(spec.name);
+    // A clone takes its source's size, as EDF's clone_*_src does.
+    int64_t size = spec.size_gib;
+    const std::string& src =
+        spec.clone_snapshot_src.empty() ? spec.clone_volume_src : spec.clone_snapshot_src;
+    if (!src.empty()) {
+      const std::string prefix = "/app_instances/";
+      const auto end = src.find('/', prefix.size());
+      const std::string from = src.rfind(prefix, 0) == 0 && end != std::string::npos
+                                   ? src.substr(prefix.size(), end - prefix.size())
+                                   : std::string{};
+      if (!names.count(from)) co_return Error{"no clone source " + src, http_status(404)};
+      if (!spec.clone_snapshot_src.empty()) {
+        const auto& list = snaps[from];
+        if (std::none_of(list.begin(), list.end(), [&](const edf::Snapshot& s) {
+              return edf::snapshot_path(from, s.timestamp) == src;
+            })) {
+          co_return Error{"no clone source " + src, http_status(404)};
+        }
+      }
+      size = ai(from).size_gib;
+      cloned_from[spec.name] = src;
+    }
+    names.insert(spec.name);
+    sizes[spec.name] = size;
     co_return ai(spec.name);
   }
   boost::asio::awaitable<Result<std::optional<edf::AppInstance>>> find_volume(
@@ -117,8 +145,39 @@ struct FakeArray : volume::Array {
     size = size_gib;
     co_return ok_status();
   }
+  boost::asio::awaitable<Result<edf::Snapshot>> create_snapshot(const std::string& name,
+                                                                const std::string& key) override {
+    calls.push_back("snapshot " + name);
+    if (!names.count(name)) co_return not_found(name);
+    auto& list = snaps[name];
+    for (const auto& s : list) {
+      if (s.uuid == key) co_return s;
+    }
+    edf::Snapshot s;
+    s.app_instance = name;
+    s.timestamp = std::to_string(next_timestamp++) + ".000000001";
+    s.uuid = key;
+    s.op_state = new_snapshot_state;
+    s.path = edf::snapshot_path(name, s.timestamp);
+    list.push_back(s);
+    co_return s;
+  }
+  boost::asio::awaitable<Result<std::vector<edf::Snapshot>>> snapshots(
+      const std::string& name) override {
+    if (!names.count(name)) co_return not_found(name);
+    co_return snaps[name];
+  }
+  boost::asio::awaitable<Status> delete_snapshot(const std::string& name,
+                                                 const std::string& timestamp) override {
+    calls.push_back("delete snapshot " + name + " " + timestamp);
+    if (auto it = snaps.find(name); it != snaps.end()) {
+      std::erase_if(it->second, [&](const edf::Snapshot& s) { return s.timestamp == timestamp; });
+    }
+    co_return ok_status();
+  }
   boost::asio::awaitable<Status> delete_volume(const std::string& name) override {
     calls.push_back("delete " + name);
+    snaps.erase(name);
     names.erase(name);
     md.erase(name);
     sizes.erase(name);
@@ -135,6 +194,7 @@ struct FakeArray : volume::Array {
     a.admin_state = online.count(name) ? "online" : "offline";
     const auto size = sizes.find(name);
     a.size_gib = size == sizes.end() ? 16 : size->second;
+    if (const auto s = snaps.find(name); s != snaps.end()) a.snapshots = s->second;
     return a;
   }
 };

@@ -514,6 +514,16 @@ struct DownArray : volume::Array {
   }
   asio::awaitable<Status> resize(const std::string&, int64_t) override { co_return down(); }
   asio::awaitable<Status> delete_volume(const std::string&) override { co_return down(); }
+  asio::awaitable<Result<edf::Snapshot>> create_snapshot(const std::string&,
+                                                         const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Result<std::vector<edf::Snapshot>>> snapshots(const std::string&) override {
+    co_return down();
+  }
+  asio::awaitable<Status> delete_snapshot(const std::string&, const std::string&) override {
+    co_return down();
+  }
 };
 struct DownArrays : volume::Arrays {
   DownArray array;
