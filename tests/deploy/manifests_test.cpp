@@ -1039,17 +1039,33 @@ Problems check_csi_section(const YAML::Node& csi, const std::string& driver, boo
   return problems;
 }
 
-/// Every sidecar's --csi-address is the agent's endpoint, through a mount of the same volume.
+/// Where `path` lies for container `c`: "<volume>:<path inside the volume>" through its longest
+/// covering mount (subPath included); "" when no mount covers it.
+std::string place_in_volume(const YAML::Node& c, const std::string& path) {
+  std::string best_path;
+  std::string place;
+  for (const auto& m : at(c, "volumeMounts")) {
+    const auto mp = str(at(m, "mountPath"));
+    const bool covers = mp == path || mp == "/" || path.starts_with(mp + "/");
+    if (!covers || (!place.empty() && mp.size() <= best_path.size())) continue;
+    best_path = mp;
+    auto inside = path.substr(mp == "/" ? 0 : mp.size());
+    if (const auto sub = str(at(m, "subPath")); !sub.empty()) inside = "/" + sub + inside;
+    place = str(at(m, "name")) + ":" + (inside.empty() ? "/" : inside);
+  }
+  return place;
+}
+
+/// Every sidecar's --csi-address is the agent's endpoint: the same path inside the same volume.
 void check_csi_address(const YAML::Node& pod, const YAML::Node& agent, const YAML::Node& sidecar,
                        const std::string& endpoint, Problems& problems) {
   const auto name = str(at(sidecar, "name"));
   const auto address = flag_value(container_argv(sidecar), "--csi-address");
   if (!address) return problems.push_back(name + " has no --csi-address");
   const auto agent_volume = str(at(volume_for_path(pod, agent, endpoint), "name"));
-  const auto sidecar_volume = str(at(volume_for_path(pod, sidecar, *address), "name"));
   if (agent_volume.empty()) {
     problems.push_back("the agent's csi.endpoint " + endpoint + " is in no volume mount");
-  } else if (sidecar_volume != agent_volume || basename(*address) != basename(endpoint)) {
+  } else if (place_in_volume(sidecar, *address) != place_in_volume(agent, endpoint)) {
     problems.push_back(name + " --csi-address " + *address +
                        " is not the agent's socket (csi.endpoint " + endpoint + " in volume " +
                        agent_volume + ")");
@@ -1118,8 +1134,13 @@ Problems check_csi_node(const YAML::Node& ds, const YAML::Node& csi, const std::
   return problems;
 }
 
-/// The controller Deployment: replicated sidecars with leader election on the agent's socket, the
-/// agent with its ConfigMap, and no snapshotter yet.
+/// How long CreateSnapshot may take: the node's filesystem is frozen around the array's snapshot,
+/// and the node notices the request at its next poll. csi-snapshotter's --timeout must cover it
+/// with room to spare, or every attempt times out and is retried for ever.
+constexpr std::chrono::seconds kCreateSnapshotUpTo{30};
+
+/// The controller Deployment: replicated sidecars with leader election on the agent's socket
+/// (csi-snapshotter's --timeout covering a CreateSnapshot), the agent with its ConfigMap.
 Problems check_csi_controller(const YAML::Node& deploy, const YAML::Node& cm,
                               const YAML::Node& csi) {
   Problems problems;
@@ -1132,7 +1153,7 @@ Problems check_csi_controller(const YAML::Node& deploy, const YAML::Node& cm,
   }
   if (str(at(deploy, "spec", "replicas")) != "2") fail("the controller does not run 2 replicas");
   const auto endpoint = str(at(csi, "endpoint"));
-  for (const auto* name : {"csi-provisioner", "csi-attacher", "csi-resizer"}) {
+  for (const auto* name : {"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"}) {
     const auto c = container_named(pod, name);
     if (!c.IsMap()) {
       fail(std::string("no ") + name + " sidecar");
@@ -1155,8 +1176,14 @@ Problems check_csi_controller(const YAML::Node& deploy, const YAML::Node& cm,
   } else {
     check_csi_address(pod, agent, liveness, endpoint, problems);
   }
-  if (container_named(pod, "csi-snapshotter").IsMap()) {
-    fail("csi-snapshotter is deployed, but the driver has no snapshots yet");
+  if (const auto snapshotter = container_named(pod, "csi-snapshotter"); snapshotter.IsMap()) {
+    const auto timeout = flag_value(container_argv(snapshotter), "--timeout").value_or("1m");
+    const auto ms = parse_timespan(timeout);
+    if (!ms || *ms < 2 * kCreateSnapshotUpTo) {
+      fail("csi-snapshotter --timeout " + timeout + " is under " +
+           std::to_string(2 * kCreateSnapshotUpTo.count()) + "s: CreateSnapshot takes up to " +
+           std::to_string(kCreateSnapshotUpTo.count()) + "s (the node's freeze)");
+    }
   }
   // The ConfigMap is mounted where --config points.
   const auto config_path = config_flag(container_argv(agent));
@@ -1195,6 +1222,64 @@ Problems check_csi_rbac(const std::vector<Doc>& docs, const std::string& sa, con
   for (const auto& r : roles) bound("RoleBinding", "Role", r);
   return problems;
 }
+
+/// A permission a sidecar needs: each of `verbs` on `resource` (a subresource as
+/// "volumesnapshotcontents/status") of API group `group` ("" for the core group).
+struct Need {
+  std::string group;
+  std::string resource;
+  std::vector<std::string> verbs;
+};
+
+/// What `role_kind` `role`'s rules do not grant of `needs`, one line per missing verb.
+Problems check_grants(const std::vector<Doc>& docs, const std::string& role_kind,
+                      const std::string& role, const std::vector<Need>& needs) {
+  const auto roles = all_of_kind(docs, role_kind, role);
+  if (roles.size() != 1) return {role_kind + " " + role + " is not defined once"};
+  Problems problems;
+  for (const auto& need : needs) {
+    for (const auto& verb : need.verbs) {
+      bool granted = false;
+      for (const auto& rule : at(roles.front(), "rules")) {
+        auto lists = [&](const char* key, const std::string& value) {
+          for (const auto& v : at(rule, key)) {
+            if (str(v) == value || str(v) == "*") return true;
+          }
+          return false;
+        };
+        granted |= lists("apiGroups", need.group) && lists("resources", need.resource) &&
+                   lists("verbs", verb);
+      }
+      if (!granted) {
+        problems.push_back(role_kind + " " + role + " does not grant " + verb + " on " +
+                           need.resource + " (apiGroup \"" + need.group + "\")");
+      }
+    }
+  }
+  return problems;
+}
+
+/// csi-snapshotter v8 (its deploy/kubernetes/csi-snapshotter/rbac-csi-snapshotter.yaml, without
+/// the group snapshot rules: that feature gate is off).
+const std::vector<Need> kSnapshotterNeeds = {
+    {"", "events", {"list", "watch", "create", "update", "patch"}},
+    {"snapshot.storage.k8s.io", "volumesnapshotclasses", {"get", "list", "watch"}},
+    {"snapshot.storage.k8s.io",
+     "volumesnapshotcontents",
+     {"get", "list", "watch", "update", "patch"}},
+    {"snapshot.storage.k8s.io", "volumesnapshotcontents/status", {"update", "patch"}},
+};
+/// csi-provisioner v6, for a PVC whose dataSource is a VolumeSnapshot (read with its content; the
+/// snapshot's in-use finalizer: watch, update) or a PVC (read, its clone finalizer: update).
+const std::vector<Need> kProvisionerSourceNeeds = {
+    {"snapshot.storage.k8s.io", "volumesnapshots", {"get", "list", "watch", "update"}},
+    {"snapshot.storage.k8s.io", "volumesnapshotcontents", {"get", "list"}},
+    {"", "persistentvolumeclaims", {"get", "list", "watch", "update"}},
+};
+/// Every sidecar's --leader-election Lease.
+const std::vector<Need> kLeaderElectionNeeds = {
+    {"coordination.k8s.io", "leases", {"get", "watch", "list", "delete", "update", "create"}},
+};
 
 /// The kustomization's resources (files, not bases such as ../../daemonset) and patches.
 YAML::Node kustomization_files(const YAML::Node& k) {
@@ -1306,12 +1391,16 @@ TEST(CsiManifests, ControllerDeploymentAndItsRbac) {
   auto problems = check_csi_controller(d.controller, d.controller_cm, d.controller_csi);
   const auto sa = str(at(d.controller, "spec", "template", "spec", "serviceAccountName"));
   EXPECT_EQ(all_of_kind(d.docs, "ServiceAccount", sa).size(), 1u) << sa;
-  for (const auto& p :
-       check_csi_rbac(d.docs, sa, "datera-system",
-                      {"datera-csi-provisioner", "datera-csi-attacher", "datera-csi-resizer"},
-                      {"datera-csi-leader-election", "datera-csi-secrets"})) {
-    problems.push_back(p);
-  }
+  auto add = [&](const Problems& more) {
+    problems.insert(problems.end(), more.begin(), more.end());
+  };
+  add(check_csi_rbac(d.docs, sa, "datera-system",
+                     {"datera-csi-provisioner", "datera-csi-attacher", "datera-csi-resizer",
+                      "datera-csi-snapshotter"},
+                     {"datera-csi-leader-election", "datera-csi-secrets"}));
+  add(check_grants(d.docs, "ClusterRole", "datera-csi-snapshotter", kSnapshotterNeeds));
+  add(check_grants(d.docs, "ClusterRole", "datera-csi-provisioner", kProvisionerSourceNeeds));
+  add(check_grants(d.docs, "Role", "datera-csi-leader-election", kLeaderElectionNeeds));
   EXPECT_TRUE(problems.empty()) << join(problems);
 }
 
@@ -1404,27 +1493,76 @@ TEST(CheckerSelfTest, BrokenCsiManifestsAreCaught) {
   EXPECT_TRUE(mentions(check_csi_node(d.daemonset, moved, kCsiDriver, base_cfg),
                        "csi.endpoint /run/csi/csi.sock is not in hostPath"));
 
-  // The controller: one replica's worth of settings, and a snapshotter.
+  // The controller: one replica's worth of settings, the snapshotter on another socket (the
+  // node's path, /csi/csi.sock, not the controller agent's /csi/agent/csi.sock) with the default
+  // 10s of the other sidecars.
   auto deploy = YAML::Clone(d.controller);
   deploy["spec"]["replicas"] = 1;
   auto cpod = deploy["spec"]["template"]["spec"];
   for (auto c : cpod["containers"]) {
-    if (c["name"].as<std::string>() == "csi-attacher") c["args"].remove(1);
+    const auto name = c["name"].as<std::string>();
+    if (name == "csi-attacher") c["args"].remove(1);
+    if (name != "csi-snapshotter") continue;
+    YAML::Node args;
+    for (const auto& a : c["args"]) {
+      const auto arg = a.as<std::string>();
+      if (arg.starts_with("--csi-address=")) {
+        args.push_back("--csi-address=/csi/csi.sock");
+      } else if (arg.starts_with("--timeout=")) {
+        args.push_back("--timeout=10s");
+      } else {
+        args.push_back(arg);
+      }
+    }
+    c["args"] = args;
   }
-  YAML::Node snapshotter;
-  snapshotter["name"] = "csi-snapshotter";
-  cpod["containers"].push_back(snapshotter);
   const auto controller = check_csi_controller(deploy, d.controller_cm, d.controller_csi);
   EXPECT_TRUE(mentions(controller, "does not run 2 replicas")) << join(controller);
   EXPECT_TRUE(mentions(controller, "csi-attacher runs without --leader-election"))
       << join(controller);
-  EXPECT_TRUE(mentions(controller, "csi-snapshotter is deployed")) << join(controller);
+  EXPECT_TRUE(
+      mentions(controller, "csi-snapshotter --csi-address /csi/csi.sock is not the agent's"))
+      << join(controller);
+  EXPECT_TRUE(mentions(controller, "csi-snapshotter --timeout 10s is under 60s"))
+      << join(controller);
+  // ... and without a snapshotter at all.
+  auto without = YAML::Clone(d.controller);
+  YAML::Node kept;
+  for (const auto& c : without["spec"]["template"]["spec"]["containers"]) {
+    if (c["name"].as<std::string>() != "csi-snapshotter") kept.push_back(c);
+  }
+  without["spec"]["template"]["spec"]["containers"] = kept;
+  EXPECT_TRUE(mentions(check_csi_controller(without, d.controller_cm, d.controller_csi),
+                       "no csi-snapshotter sidecar"));
 
   // RBAC: a role nobody binds, and one that does not exist.
   const auto rbac = check_csi_rbac(d.docs, "someone-else", "datera-system",
                                    {"datera-csi-provisioner", "no-such-role"}, {});
   EXPECT_TRUE(mentions(rbac, "ClusterRole datera-csi-provisioner is not bound")) << join(rbac);
   EXPECT_TRUE(mentions(rbac, "ClusterRole no-such-role is not defined")) << join(rbac);
+  // The snapshotter's ClusterRole without its status rule (the last), the provisioner's without
+  // the VolumeSnapshot rule: a snapshot that never turns ready, a restore that cannot start.
+  std::vector<Doc> docs;
+  for (const auto& doc : d.docs) docs.push_back({doc.file, YAML::Clone(doc.node)});
+  for (auto& doc : docs) {
+    if (str(at(doc.node, "kind")) != "ClusterRole") continue;
+    const auto name = str(at(doc.node, "metadata", "name"));
+    YAML::Node rules;
+    for (const auto& r : doc.node["rules"]) {
+      const bool drop =
+          (name == "datera-csi-snapshotter" &&
+           str(at(r, "resources", 0)) == "volumesnapshotcontents/status") ||
+          (name == "datera-csi-provisioner" && str(at(r, "resources", 0)) == "volumesnapshots");
+      if (!drop) rules.push_back(r);
+    }
+    doc.node["rules"] = rules;
+  }
+  const auto snap = check_grants(docs, "ClusterRole", "datera-csi-snapshotter", kSnapshotterNeeds);
+  EXPECT_TRUE(mentions(snap, "does not grant patch on volumesnapshotcontents/status"))
+      << join(snap);
+  const auto prov =
+      check_grants(docs, "ClusterRole", "datera-csi-provisioner", kProvisionerSourceNeeds);
+  EXPECT_TRUE(mentions(prov, "does not grant get on volumesnapshots")) << join(prov);
 }
 
 }  // namespace
