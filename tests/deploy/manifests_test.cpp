@@ -1431,6 +1431,131 @@ TEST(CsiManifests, ExampleStorageClassesUseTheFlexVolumeOptionNames) {
   }
 }
 
+/// A resource quantity in bytes ("10Gi", "500M", "1073741824"); nullopt for anything else
+/// (fractions, exponents: the examples use neither).
+std::optional<long long> quantity_bytes(const std::string& q) {
+  static const std::vector<std::pair<std::string, long long>> kSuffixes = {
+      {"Ki", 1LL << 10}, {"Mi", 1LL << 20}, {"Gi", 1LL << 30},    {"Ti", 1LL << 40},
+      {"k", 1'000},      {"M", 1'000'000},  {"G", 1'000'000'000}, {"T", 1'000'000'000'000}};
+  for (const auto& [suffix, factor] : kSuffixes) {
+    if (q.size() > suffix.size() && q.ends_with(suffix)) {
+      const auto n = to_int(q.substr(0, q.size() - suffix.size()));
+      return n ? std::optional<long long>(*n * factor) : std::nullopt;
+    }
+  }
+  return to_int(q);
+}
+
+/// The examples' snapshot objects and the PVCs made from a snapshot or a PVC: each reference
+/// resolves among the examples, in the same namespace, to something of this driver, as
+/// external-provisioner requires (a clone: the source's StorageClass; both: at least the source's
+/// size, its volumeMode).
+Problems check_snapshot_examples(const std::vector<Doc>& examples, const std::string& driver) {
+  Problems problems;
+  auto fail = [&](const std::string& p) { problems.push_back(p); };
+  auto find = [&](const std::string& kind, const std::string& name, const std::string& ns) {
+    for (const auto& o : all_of_kind(examples, kind, name)) {
+      if (str(at(o, "metadata", "namespace")) == ns) return o;
+    }
+    return YAML::Node{};
+  };
+  auto ours = [&](const YAML::Node& pvc) {
+    const auto sc = all_of_kind(examples, "StorageClass", str(at(pvc, "spec", "storageClassName")));
+    return sc.size() == 1 && str(at(sc.front(), "provisioner")) == driver;
+  };
+  auto size = [](const YAML::Node& pvc) {
+    return quantity_bytes(str(at(pvc, "spec", "resources", "requests", "storage")));
+  };
+  auto mode = [](const YAML::Node& pvc) {
+    const auto m = str(at(pvc, "spec", "volumeMode"));
+    return m.empty() ? std::string("Filesystem") : m;
+  };
+  const auto classes = all_of_kind(examples, "VolumeSnapshotClass");
+  if (classes.empty()) fail("no VolumeSnapshotClass among the examples");
+  for (const auto& c : classes) {
+    const auto name = str(at(c, "metadata", "name"));
+    if (str(at(c, "driver")) != driver) {
+      fail("VolumeSnapshotClass " + name + " driver is '" + str(at(c, "driver")) +
+           "', the CSIDriver is " + driver);
+    }
+    if (str(at(c, "deletionPolicy")) != "Delete") {
+      fail("VolumeSnapshotClass " + name + " deletionPolicy is not Delete");
+    }
+  }
+  const auto snapshots = all_of_kind(examples, "VolumeSnapshot");
+  if (snapshots.empty()) fail("no VolumeSnapshot among the examples");
+  for (const auto& snap : snapshots) {
+    const auto name = str(at(snap, "metadata", "name"));
+    const auto ns = str(at(snap, "metadata", "namespace"));
+    const auto class_name = str(at(snap, "spec", "volumeSnapshotClassName"));
+    if (all_of_kind(examples, "VolumeSnapshotClass", class_name).size() != 1) {
+      fail("VolumeSnapshot " + name + " names no example VolumeSnapshotClass ('" + class_name +
+           "')");
+    }
+    const auto source_name = str(at(snap, "spec", "source", "persistentVolumeClaimName"));
+    const auto source = find("PersistentVolumeClaim", source_name, ns);
+    if (!source.IsMap() || !ours(source)) {
+      fail("VolumeSnapshot " + name + " source '" + source_name + "' is no example PVC of " +
+           driver + " in namespace " + ns);
+    }
+  }
+  int restores = 0;
+  int clones = 0;
+  for (const auto& pvc : all_of_kind(examples, "PersistentVolumeClaim")) {
+    const auto ds = at(pvc, "spec", "dataSource");
+    if (!has(ds)) continue;
+    const auto name = "PVC " + str(at(pvc, "metadata", "name"));
+    const auto ns = str(at(pvc, "metadata", "namespace"));
+    const auto kind = str(at(ds, "kind"));
+    const auto group = str(at(ds, "apiGroup"));
+    const auto from = str(at(ds, "name"));
+    if (!ours(pvc)) fail(name + " is not of a StorageClass of " + driver);
+    YAML::Node source;  // the PVC whose data the new one starts with
+    if (kind == "VolumeSnapshot") {
+      ++restores;
+      if (group != "snapshot.storage.k8s.io") {
+        fail(name + " dataSource apiGroup is '" + group + "', not snapshot.storage.k8s.io");
+      }
+      const auto snap = find("VolumeSnapshot", from, ns);
+      if (!snap.IsMap()) {
+        fail(name + " restores '" + from + "', no example VolumeSnapshot in namespace " + ns);
+        continue;
+      }
+      source = find("PersistentVolumeClaim",
+                    str(at(snap, "spec", "source", "persistentVolumeClaimName")), ns);
+    } else if (kind == "PersistentVolumeClaim") {
+      ++clones;
+      if (!group.empty())
+        fail(name + " dataSource apiGroup is '" + group + "', not the core group");
+      source = find("PersistentVolumeClaim", from, ns);
+      if (!source.IsMap()) {
+        fail(name + " clones '" + from + "', no example PVC in namespace " + ns);
+        continue;
+      }
+      if (str(at(source, "spec", "storageClassName")) != str(at(pvc, "spec", "storageClassName"))) {
+        fail(name + " is not of its source's StorageClass (a clone must be)");
+      }
+    } else {
+      fail(name + " dataSource kind '" + kind + "' is neither VolumeSnapshot nor PVC");
+      continue;
+    }
+    if (!source.IsMap()) continue;  // reported with the VolumeSnapshot
+    const auto want = size(source);
+    const auto got = size(pvc);
+    if (!want || !got || *got < *want) fail(name + " is smaller than its source");
+    if (mode(pvc) != mode(source)) fail(name + " volumeMode differs from its source's");
+  }
+  if (restores == 0) fail("no example PVC restores a VolumeSnapshot");
+  if (clones == 0) fail("no example PVC clones a PVC");
+  return problems;
+}
+
+TEST(CsiManifests, ExampleSnapshotsRestoresAndClonesReferToTheDriversObjects) {
+  REQUIRE_CSI_SET(d);
+  const auto problems = check_snapshot_examples(d.examples, kCsiDriver);
+  EXPECT_TRUE(problems.empty()) << join(problems);
+}
+
 // Each CSI ConfigMap must be a valid agent config, and the node one must keep
 // daemonset/configmap.yaml's FlexVolume settings (the same agent serves both).
 TEST(Manifests, CsiConfigMapsParse) {
@@ -1563,6 +1688,34 @@ TEST(CheckerSelfTest, BrokenCsiManifestsAreCaught) {
   const auto prov =
       check_grants(docs, "ClusterRole", "datera-csi-provisioner", kProvisionerSourceNeeds);
   EXPECT_TRUE(mentions(prov, "does not grant get on volumesnapshots")) << join(prov);
+
+  // The examples: a class of another driver, a snapshot of a PVC that is not there, a restore
+  // from the snapshot's versioned apiGroup, a clone of another StorageClass and smaller than its
+  // source.
+  std::vector<Doc> examples;
+  for (const auto& doc : d.examples) examples.push_back({doc.file, YAML::Clone(doc.node)});
+  for (auto& doc : examples) {
+    const auto kind = str(at(doc.node, "kind"));
+    const auto name = str(at(doc.node, "metadata", "name"));
+    if (kind == "VolumeSnapshotClass") doc.node["driver"] = "iscsi.datera.io";
+    if (kind == "VolumeSnapshot") doc.node["spec"]["source"]["persistentVolumeClaimName"] = "gone";
+    if (name == "datera-example-restore") {
+      doc.node["spec"]["dataSource"]["apiGroup"] = "snapshot.storage.k8s.io/v1";
+    }
+    if (name == "datera-example-clone") {
+      doc.node["spec"]["storageClassName"] = "datera-iscsi-other-array";
+      doc.node["spec"]["resources"]["requests"]["storage"] = "5Gi";
+    }
+  }
+  const auto ex = check_snapshot_examples(examples, kCsiDriver);
+  EXPECT_TRUE(mentions(ex, "driver is 'iscsi.datera.io', the CSIDriver is agent.iscsi.datera.io"))
+      << join(ex);
+  EXPECT_TRUE(mentions(ex, "source 'gone' is no example PVC")) << join(ex);
+  EXPECT_TRUE(mentions(ex, "apiGroup is 'snapshot.storage.k8s.io/v1', not snapshot.storage.k8s.io"))
+      << join(ex);
+  EXPECT_TRUE(mentions(ex, "PVC datera-example-clone is not of its source's StorageClass"))
+      << join(ex);
+  EXPECT_TRUE(mentions(ex, "PVC datera-example-clone is smaller than its source")) << join(ex);
 }
 
 }  // namespace

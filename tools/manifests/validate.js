@@ -3,10 +3,14 @@
 // deploy/csi/ and deploy/csi/examples/) offline:
 //  1. every object against the OpenAPI schema of its apiVersion/kind (kubernetes-models: the
 //     Kubernetes v1.33.0 schema; @kubernetes-models/prometheus-operator for the PodMonitor CRD);
+//     the snapshot CRDs' kinds (VolumeSnapshotClass, VolumeSnapshot), which no pinned package
+//     models, against small schemas written here from external-snapshotter's CRDs (crdSchemas);
 //  2. every key of every object against the properties that schema declares, because the
 //     Kubernetes schemas do not forbid unknown properties: a misspelled `mountPropogation` is valid
 //     JSON-schema-wise, and `kubectl apply` (without --validate=strict) drops it with a warning at
-//     most, so the volume silently loses its propagation.
+//     most, so the volume silently loses its propagation;
+//  3. the references between objects that no schema states (checkReferences): the driver a
+//     VolumeSnapshotClass or StorageClass names, the apiGroup of a PVC's data source.
 //
 // Usage:
 //   node validate.js [--deps DIR] [--breakages CASES.yaml] [NAME=]RENDERED.yaml...
@@ -69,11 +73,131 @@ const MODELS = {
   'monitoring.coreos.com/v1': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1',
 };
 
+// CRD kinds that no pinned package ships a model for: the snapshot API of
+// kubernetes-csi/external-snapshotter (its client/config/crd, v8), which clusters install
+// themselves. Each schema is written here from that CRD's openAPIV3Schema, for what a manifest
+// sets: types, required fields, enums, and every property it declares, so the unknown-field walk
+// below checks these kinds as it does the others. `status` is left free-form (the controllers
+// write it). The schema language is the little that these need (checkSchema):
+//   type: 'object' | 'string'; required: [names]; enum: [values]; minLength: n;
+//   properties: {name: schema}; additionalProperties: schema (a map's values);
+//   model: a kubernetes-models class whose own schema checks the value (ObjectMeta);
+//   exactlyOneOf: [names] (the CRD's x-kubernetes-validations rule of that meaning);
+//   freeForm: true (an object not looked into).
+const SNAPSHOT_GROUP = 'snapshot.storage.k8s.io';
+function crdSchemas() {
+  const { ObjectMeta } = depsRequire('@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta');
+  const typeMeta = { apiVersion: { type: 'string' }, kind: { type: 'string' }, metadata: { model: ObjectMeta } };
+  return {
+    [`${SNAPSHOT_GROUP}/v1`]: {
+      VolumeSnapshotClass: {
+        type: 'object',
+        required: ['driver', 'deletionPolicy'],
+        properties: {
+          ...typeMeta,
+          driver: { type: 'string', minLength: 1 },
+          deletionPolicy: { type: 'string', enum: ['Delete', 'Retain'] },
+          parameters: { type: 'object', additionalProperties: { type: 'string' } },
+        },
+      },
+      VolumeSnapshot: {
+        type: 'object',
+        required: ['spec'],
+        properties: {
+          ...typeMeta,
+          spec: {
+            type: 'object',
+            required: ['source'],
+            properties: {
+              source: {
+                type: 'object',
+                exactlyOneOf: ['persistentVolumeClaimName', 'volumeSnapshotContentName'],
+                properties: {
+                  persistentVolumeClaimName: { type: 'string', minLength: 1 },
+                  volumeSnapshotContentName: { type: 'string', minLength: 1 },
+                },
+              },
+              volumeSnapshotClassName: { type: 'string', minLength: 1 },
+            },
+          },
+          status: { freeForm: true },
+        },
+      },
+    },
+  };
+}
+let crds = null;
+
+// Checks `data` against a hand-written schema (above), pushing ajv-shaped errors. Like the
+// compiled schemas, it reads every property its schema declares, present or not, and every key
+// of a map, so that the recording proxy learns the property lists.
+function checkSchema(schema, data, at, errors) {
+  const err = (keyword, message, params = {}) => errors.push({ instancePath: at, keyword, message, params });
+  if (schema.freeForm) return;
+  if (schema.model) {
+    try {
+      schema.model.prototype.validate.call(data);
+    } catch (e) {
+      if (!Array.isArray(e.errors)) throw e;
+      for (const x of e.errors) errors.push({ ...x, instancePath: at + (x.instancePath || '') });
+    }
+    return;
+  }
+  if (schema.type === 'string') {
+    if (typeof data !== 'string') return err('type', 'must be string');
+    if (schema.minLength && data.length < schema.minLength) {
+      err('minLength', `must NOT have fewer than ${schema.minLength} characters`);
+    }
+  } else if (schema.type === 'object') {
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) return err('type', 'must be object');
+    for (const name of schema.required || []) {
+      if (data[name] === undefined) err('required', `must have required property ${name}`);
+    }
+    if (schema.exactlyOneOf) {
+      const set = schema.exactlyOneOf.filter((name) => data[name] !== undefined);
+      if (set.length !== 1) err('exactlyOneOf', `must set exactly one of ${schema.exactlyOneOf.join(', ')}`);
+    }
+    for (const [name, sub] of Object.entries(schema.properties || {})) {
+      const value = data[name];
+      if (value !== undefined) checkSchema(sub, value, `${at}/${pointerToken(name)}`, errors);
+    }
+    if (schema.additionalProperties) {
+      for (const key of Object.keys(data)) {
+        checkSchema(schema.additionalProperties, data[key], `${at}/${pointerToken(key)}`, errors);
+      }
+    }
+  }
+  if (schema.enum && !schema.enum.includes(data)) {
+    err('enum', 'must be equal to one of the allowed values', { allowedValues: schema.enum });
+  }
+}
+
+// A model-like class for a hand-written schema: validate() on `this` (the recording proxy), throwing
+// as the packages' models do.
+function crdModel(apiVersion, kind, schema) {
+  class CrdModel {
+    validate() {
+      const errors = [];
+      checkSchema(schema, this, '', errors);
+      if (errors.length) throw Object.assign(new Error(`${kind} is invalid`), { errors });
+    }
+  }
+  return Object.assign(CrdModel, { apiVersion, kind });
+}
+
 function modelFor(apiVersion, kind) {
+  crds = crds || crdSchemas();
   const dir = MODELS[apiVersion];
-  if (!dir) return { error: `apiVersion ${JSON.stringify(apiVersion)} is not one validate.js knows (MODELS)` };
+  if (!dir && !crds[apiVersion]) {
+    return { error: `apiVersion ${JSON.stringify(apiVersion)} is not one validate.js knows (MODELS, crdSchemas)` };
+  }
   if (typeof kind !== 'string' || !/^[A-Z][A-Za-z0-9]*$/.test(kind)) {
     return { error: `kind ${JSON.stringify(kind)} is not a kind name` };
+  }
+  if (!dir) {
+    const schema = crds[apiVersion][kind];
+    if (!schema) return { error: `no schema for kind ${kind} in ${apiVersion}` };
+    return { cls: crdModel(apiVersion, kind, schema) };
   }
   let mod;
   try {
@@ -217,12 +341,60 @@ function parseRendered(text, what) {
   return objects;
 }
 
+// What the schemas cannot say, because it is about another object: the references that the API
+// server takes as given and that only fail later, at provisioning time, as a PVC pending for ever.
+//  - A VolumeSnapshotClass's driver and a StorageClass's provisioner name a CSIDriver of the
+//    rendered sets, when they render one (`context.csiDrivers`, gathered from every set given: the
+//    examples name the driver that deploy/csi installs).
+//  - A PVC's dataSource and dataSourceRef: a VolumeSnapshot is in snapshot.storage.k8s.io, a
+//    PersistentVolumeClaim in the core group (apiGroup absent or ""), and snapshot.storage.k8s.io
+//    holds no other kind a volume can be made from. Other groups (volume populators) pass.
+function checkReferences(obj, context) {
+  const problems = [];
+  if (!obj || typeof obj !== 'object') return problems;
+  const drivers = context.csiDrivers || [];
+  const driverRef = (at, name) => {
+    if (drivers.length && !drivers.includes(name)) {
+      problems.push(`${at}: ${JSON.stringify(name)} names no CSIDriver of the rendered sets (${drivers.join(', ')})`);
+    }
+  };
+  if (obj.apiVersion === `${SNAPSHOT_GROUP}/v1` && obj.kind === 'VolumeSnapshotClass') driverRef('/driver', obj.driver);
+  if (obj.apiVersion === 'storage.k8s.io/v1' && obj.kind === 'StorageClass') driverRef('/provisioner', obj.provisioner);
+  if (obj.apiVersion === 'v1' && obj.kind === 'PersistentVolumeClaim') {
+    for (const field of ['dataSource', 'dataSourceRef']) {
+      const ref = obj.spec && obj.spec[field];
+      if (!ref || typeof ref !== 'object') continue;
+      const group = ref.apiGroup === undefined ? '' : ref.apiGroup;
+      const at = `/spec/${field}`;
+      if (ref.kind === 'VolumeSnapshot' && group !== SNAPSHOT_GROUP) {
+        problems.push(`${at}/apiGroup: a VolumeSnapshot is in apiGroup ${SNAPSHOT_GROUP},` +
+          ` not ${JSON.stringify(group)}`);
+      } else if (ref.kind === 'PersistentVolumeClaim' && group !== '') {
+        problems.push(`${at}/apiGroup: a PersistentVolumeClaim is in the core group (no apiGroup),` +
+          ` not ${JSON.stringify(group)}`);
+      } else if (group === SNAPSHOT_GROUP && ref.kind !== 'VolumeSnapshot') {
+        problems.push(`${at}/kind: ${JSON.stringify(ref.kind)} is no kind to make a volume from` +
+          ` in ${SNAPSHOT_GROUP} (VolumeSnapshot)`);
+      }
+    }
+  }
+  return problems;
+}
+
+// The names of the CSIDrivers among `objects`.
+function csiDriversOf(objects) {
+  return objects
+    .filter((o) => o && o.apiVersion === 'storage.k8s.io/v1' && o.kind === 'CSIDriver' && o.metadata)
+    .map((o) => o.metadata.name);
+}
+
 // Returns the report lines of every problem in `objects` (empty: all valid).
-function checkAll(objects, { verbose }) {
+function checkAll(objects, { verbose, context }) {
   const report = [];
   if (!objects.length) report.push('no objects in the rendered output');
   for (const obj of objects) {
     const { problems, stats } = checkObject(obj);
+    problems.push(...checkReferences(obj, context));
     for (const p of problems) report.push(`${describe(obj)}: ${p}`);
     if (verbose) {
       const ff = stats.freeForm.length ? `; free-form, keys not checked: ${stats.freeForm.join(' ')}` : '';
@@ -277,7 +449,7 @@ function applyPatch(doc, ops) {
   }
 }
 
-function runBreakages(loaded, cases) {
+function runBreakages(loaded, cases, context) {
   let passed = 0;
   let failed = 0;
   for (const c of cases) {
@@ -291,7 +463,7 @@ function runBreakages(loaded, cases) {
     } catch (e) {
       throw new Error(`case "${c.case}": ${e.message}; update ${breakagesFile} to the manifests`);
     }
-    const report = checkAll(copy, { verbose: false });
+    const report = checkAll(copy, { verbose: false, context });
     const named = report.filter((line) => line.includes(c.expect));
     if (named.length) {
       passed++;
@@ -309,13 +481,12 @@ function runBreakages(loaded, cases) {
 }
 
 function main() {
-  const loaded = [];
+  const loaded = sets.map(({ name, file }) => ({ name, objects: parseRendered(fs.readFileSync(file, 'utf8'), file) }));
+  const context = { csiDrivers: loaded.flatMap((set) => csiDriversOf(set.objects)) };
   const report = [];
-  for (const { name, file } of sets) {
-    const objects = parseRendered(fs.readFileSync(file, 'utf8'), file);
+  for (const { name, objects } of loaded) {
     console.log(`validate.js: ${name}: ${objects.length} objects`);
-    for (const line of checkAll(objects, { verbose: true })) report.push(`${name}: ${line}`);
-    loaded.push({ name, objects });
+    for (const line of checkAll(objects, { verbose: true, context })) report.push(`${name}: ${line}`);
   }
   if (report.length) {
     console.log(`FAILED: ${report.length} problem(s):`);
@@ -333,7 +504,7 @@ function main() {
     }
   }
   console.log(`breakages from ${breakagesFile}: each must be rejected`);
-  const { passed, failed } = runBreakages(loaded, cases);
+  const { passed, failed } = runBreakages(loaded, cases, context);
   console.log(`breakages: ${passed} rejected as expected, ${failed} not`);
   return report.length || failed ? 1 : 0;
 }
