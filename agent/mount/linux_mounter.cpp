@@ -21,6 +21,7 @@
 #include <mutex>
 #include <poll.h>
 #include <set>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -103,6 +104,10 @@ std::string join_dirs(const std::vector<std::string>& dirs) {
 }
 
 /// How much of a repair tool's output goes into a log line, and into an error message.
+// FIFREEZE / FITHAW from <linux/fs.h>, which clashes with <sys/mount.h> on this glibc.
+constexpr unsigned long kFreeze = _IOWR('X', 119, int);
+constexpr unsigned long kThaw = _IOWR('X', 120, int);
+
 constexpr size_t kLogSummary = 400;
 constexpr size_t kErrorSummary = 600;
 
@@ -472,6 +477,18 @@ class LinuxMounter : public Mounter {
       std::lock_guard lock(mu_);
       return unmount_blocking(target);
     };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> freeze(const std::string& target) override {
+    // Not under mu_: a freeze syncs the filesystem, which may take seconds, and must not hold up
+    // other volumes' mounts.
+    auto fn = [&] { return freeze_blocking(target, true); };
+    co_return co_await run_blocking(pool_, fn);
+  }
+
+  asio::awaitable<Status> thaw(const std::string& target) override {
+    auto fn = [&] { return freeze_blocking(target, false); };
     co_return co_await run_blocking(pool_, fn);
   }
 
@@ -892,6 +909,28 @@ class LinuxMounter : public Mounter {
                         errno_code(EIO)});
     log_->debug("bound {} at {}{}", *src, *dst, read_only ? " read-only" : "");
     return ok_status();
+  }
+
+  Status freeze_blocking(const std::string& target, bool freeze) {
+    const std::string what =
+        std::string(freeze ? "freezing" : "thawing") + " the filesystem mounted at " + target;
+    if (target.empty() || target.front() != '/')
+      return Error{what + ": the target must be an absolute path", errno_code(EINVAL)};
+    // The mount point itself (no symlink as its last component), and a mount point indeed: FIFREEZE
+    // acts on whatever filesystem holds the directory.
+    const UniqueFd fd(::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return Error::from_errno(what + ": open", errno);
+    auto table = read_mount_table(opts_.mountinfo_path);
+    if (!table) return table.error().wrap(what);
+    if (top_mount(*table, target) == nullptr)
+      return Error{what + ": nothing is mounted there", errno_code(EINVAL)};
+    if (::ioctl(fd.get(), freeze ? kFreeze : kThaw, 0) == 0) return ok_status();
+    const int err = errno;
+    if (!freeze && err == EINVAL) return ok_status();  // not frozen
+    if (freeze && err == EBUSY)
+      return Error{what + ": it is frozen already (fsfreeze by someone else?); left as it is",
+                   errno_code(EBUSY)};
+    return Error::from_errno(what, err);
   }
 
   Status unmount_blocking(const std::string& target) {

@@ -84,6 +84,13 @@ class Mounter {
   /// Grows the filesystem mounted at `target` to the device size (xfs_growfs / resize2fs).
   virtual boost::asio::awaitable<Status> grow(const std::string& device, const std::string& target,
                                               const std::string& fstype) = 0;
+  /// Freezes the filesystem mounted at `target` (FIFREEZE): dirty data reaches the device and new
+  /// writes wait, so a copy of the device taken now is clean. A filesystem frozen already is an
+  /// Error (someone else froze it, and would find it thawed under them). `target` must be the
+  /// filesystem's mount point, reached without following a symlink.
+  virtual boost::asio::awaitable<Status> freeze(const std::string& target) = 0;
+  /// Thaws it (FITHAW). Not frozen: success.
+  virtual boost::asio::awaitable<Status> thaw(const std::string& target) = 0;
   /// The current mount table. An unchanged table is the same snapshot (the Linux mounter asks the
   /// kernel whether mountinfo changed, with poll(2), before reading it again).
   virtual Result<MountTablePtr> mounts() const = 0;

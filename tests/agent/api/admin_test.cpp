@@ -49,6 +49,8 @@ struct IdleMounter : mount::Mounter {
     co_return ok_status();
   }
   asio::awaitable<Status> unmount(const std::string&) override { co_return ok_status(); }
+  asio::awaitable<Status> freeze(const std::string&) override { co_return ok_status(); }
+  asio::awaitable<Status> thaw(const std::string&) override { co_return ok_status(); }
   asio::awaitable<Status> grow(const std::string&, const std::string&,
                                const std::string&) override {
     co_return ok_status();

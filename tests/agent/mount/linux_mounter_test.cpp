@@ -5,6 +5,7 @@
 
 #include "agent/mount/linux_mounter.h"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -13,11 +14,13 @@
 #include <signal.h>
 #include <sstream>
 #include <string>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -525,6 +528,59 @@ TEST_F(LinuxMounterTest, UnmountOfSomethingNotMountedSucceeds) {
   EXPECT_TRUE(st.ok()) << st.error().message;
   st = run_async(ioc_, mounter_->unmount(dir_ / "missing"));
   EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+TEST_F(LinuxMounterTest, FreezeHoldsWritersUntilTheThawAndIsNeverTakenTwice) {
+  const std::string dev = attach("fz.img", kXfsSize);
+  ASSERT_FALSE(dev.empty());
+  format(dev, "xfs");
+  const std::string stage = dir_ / "stage";
+  MountRequest req{dev, stage, "xfs", {}, false};
+  ASSERT_TRUE(run_async(ioc_, mounter_->mount(req)).ok());
+  // Thawed whatever happens below: an unmount of a frozen filesystem would hang the cleanup.
+  struct Thaw {
+    std::string path;
+    ~Thaw() {
+      const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+      if (fd >= 0) {
+        (void)::ioctl(fd, _IOWR('X', 120, int), 0);
+        ::close(fd);
+      }
+    }
+  } thaw_anyway{stage};
+
+  auto st = run_async(ioc_, mounter_->thaw(stage));
+  EXPECT_TRUE(st.ok()) << "thawing what is not frozen: " << st.error().message;
+  st = run_async(ioc_, mounter_->freeze(stage));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    const std::string file = stage + "/while-frozen";
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      (void)!::write(fd, "x", 1);
+      ::fsync(fd);
+      ::close(fd);
+    }
+    written = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(written) << "a write went through a frozen filesystem";
+  st = run_async(ioc_, mounter_->freeze(stage));
+  EXPECT_FALSE(st.ok()) << "a second freeze must be refused, not thawed later under its owner";
+  EXPECT_EQ(st.ok() ? 0 : st.error().code.value(), EBUSY);
+  st = run_async(ioc_, mounter_->thaw(stage));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  writer.join();
+  EXPECT_TRUE(written);
+
+  // Only a mount point, reached without a symlink.
+  ASSERT_TRUE(fs::ensure_dir(dir_ / "plain", 0755).ok());
+  st = run_async(ioc_, mounter_->freeze(dir_ / "plain"));
+  EXPECT_FALSE(st.ok());
+  ASSERT_EQ(::symlink(stage.c_str(), (dir_ / "link").c_str()), 0);
+  st = run_async(ioc_, mounter_->freeze(dir_ / "link"));
+  EXPECT_FALSE(st.ok()) << "froze through a symlink";
 }
 
 TEST_F(LinuxMounterTest, GrowsXfsAfterTheDeviceGrows) {
