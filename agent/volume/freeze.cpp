@@ -35,7 +35,9 @@ std::string encode(const FreezeRequest& r) {
   return r.id + " " + r.node + " " + std::to_string(r.expires_ms);
 }
 
-std::string encode(const FreezeReply& r) { return r.id + " " + r.state; }
+std::string encode(const FreezeReply& r) {
+  return r.id + " " + r.state;
+}
 
 std::optional<FreezeRequest> freeze_request(const edf::Metadata& md) {
   const std::string* text = find(md, kFreezeKey);
@@ -147,9 +149,10 @@ asio::awaitable<void> Manager::hold_frozen(std::string name, FreezeRequest req) 
   }
   const auto start = std::chrono::steady_clock::now();
   if (auto st = co_await mounter_.freeze(rec.staging); !st) {
-    log_->warn("volume {}: not frozen for snapshot request {}: {}; the snapshot is "
-               "crash-consistent only",
-               name, req.id, st.error().message);
+    log_->warn(
+        "volume {}: not frozen for snapshot request {}: {}; the snapshot is "
+        "crash-consistent only",
+        name, req.id, st.error().message);
     rec.frozen.clear();
     (void)co_await journal_.save(rec);
     (void)co_await answer_freeze(rec, req, "failed");
@@ -187,9 +190,10 @@ asio::awaitable<void> Manager::hold_frozen(std::string name, FreezeRequest req) 
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!thawed) {
     // The record keeps `frozen`: the next start thaws it too.
-    log_->error("volume {}: the filesystem at {} is STILL FROZEN after snapshot request {}: {}; "
-                "writes to it wait until it is thawed (fsfreeze -u {})",
-                name, rec.staging, req.id, thawed.error().message, rec.staging);
+    log_->error(
+        "volume {}: the filesystem at {} is STILL FROZEN after snapshot request {}: {}; "
+        "writes to it wait until it is thawed (fsfreeze -u {})",
+        name, rec.staging, req.id, thawed.error().message, rec.staging);
     metrics_.freeze("thaw_failed", seconds);
     co_return;
   }
@@ -203,8 +207,8 @@ asio::awaitable<void> Manager::end_freezes() {
   freezes_ended_ = true;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   // Each holder looks at the flag every freeze_poll, then thaws.
-  const auto deadline = std::chrono::steady_clock::now() + options_.freeze_poll * 5 +
-                        std::chrono::seconds(2);
+  const auto deadline =
+      std::chrono::steady_clock::now() + options_.freeze_poll * 5 + std::chrono::seconds(2);
   while (freezes_held_ > 0 && std::chrono::steady_clock::now() < deadline) {
     timer.expires_after(std::chrono::milliseconds(20));
     boost::system::error_code ec;

@@ -113,6 +113,7 @@ json Record::public_json() const {
           {"pods", pods_json(pods)},
           {"pending_pod", pending_pod},
           {"epoch", epoch},
+          {"frozen", frozen},
           {"generation", generation}};
 }
 
@@ -208,7 +209,8 @@ Result<Record> record_from(const json& b) {
     r.target.lun = static_cast<int>(*lun);
     r.device = b.at("device").get<std::string>();
     r.staging = b.at("staging").get<std::string>();
-    r.map = b.value("map", std::string());  // absent in records written before maps existed
+    r.map = b.value("map", std::string());        // absent in records written before maps existed
+    r.frozen = b.value("frozen", std::string());  // absent before snapshots
     for (const auto& p : b.at("pods")) {
       r.pods.push_back({p.at("dir").get<std::string>(), p.at("read_only").get<bool>()});
     }

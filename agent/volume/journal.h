@@ -78,6 +78,9 @@ struct Record {
   /// Set (and journaled) before this node's IQN is added to the ACL: until then a release has
   /// nothing on the array to undo. Records of older agents count as true.
   bool acl_added = false;
+  /// The snapshot freeze request (freeze.h) whose FIFREEZE holds the staging mount now: journaled
+  /// before the freeze, cleared after the thaw, so an agent that died in between thaws at start.
+  std::string frozen;
   uint64_t generation = 0;  ///< bumped by every save
 
   bool has_pod(const std::string& dir) const;

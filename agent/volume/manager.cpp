@@ -228,6 +228,21 @@ asio::awaitable<void> Manager::reconcile_volume(const std::string& name, Tally& 
   Record& rec = records_[name];
   const Phase phase_before = rec.phase;
   bool changed = canonicalize(rec);
+  if (!rec.frozen.empty()) {
+    // The last run died holding a snapshot's freeze: writes to it wait until it is thawed.
+    if (auto st = co_await mounter_.thaw(rec.staging); !st) {
+      log_->error(
+          "volume {}: left frozen for snapshot request {} by the last run; thawing {} "
+          "failed: {} (fsfreeze -u {})",
+          name, rec.frozen, rec.staging, st.error().message, rec.staging);
+    } else {
+      log_->warn("volume {}: thawed {}, left frozen for snapshot request {} by the last run", name,
+                 rec.staging, rec.frozen);
+    }
+    metrics_.freeze("thawed_at_start", -1);
+    rec.frozen.clear();
+    changed = true;
+  }
   std::vector<std::string> known_pods;
   for (const auto& p : rec.pods) known_pods.push_back(p.dir);
   if (!rec.pending_pod.empty()) known_pods.push_back(rec.pending_pod);
@@ -924,7 +939,10 @@ asio::awaitable<void> Manager::check_grants() {
       continue;
     }
     const ownership::Lease lease = ownership::decode(*md);
-    if (lease.owner == options_.node_name && lease.epoch == rec.epoch) continue;
+    if (lease.owner == options_.node_name && lease.epoch == rec.epoch) {
+      maybe_freeze(co_await asio::this_coro::executor, name, *md);
+      continue;
+    }
     const std::string now = lease.free() ? "no node" : "node " + lease.owner;
     if (rec.pods.empty() && !staged(rec)) {
       // Detached while not staged here (kubelet skips unmountdevice for what is not mounted).

@@ -60,6 +60,7 @@
 #include "agent/ownership/lease.h"
 #include "agent/volume/access.h"
 #include "agent/volume/array.h"
+#include "agent/volume/freeze.h"
 #include "agent/volume/journal.h"
 #include "agent/volume/keyed_mutex.h"
 #include "agent/volume/metrics.h"
@@ -101,6 +102,10 @@ struct ManagerOptions {
   /// aside, and the first wait between attempts (doubling).
   int release_attempts = 5;
   std::chrono::milliseconds release_retry_delay{2'000};
+  /// Snapshot freezes (freeze.h): the longest a filesystem stays frozen whatever the controller
+  /// does, and how often the request is looked at while frozen.
+  std::chrono::milliseconds freeze_max_hold{10'000};
+  std::chrono::milliseconds freeze_poll{200};
 };
 
 /// What check_access() found and did.
@@ -256,6 +261,9 @@ class Manager {
   boost::asio::awaitable<GiveUp> give_up(std::string volume, bool force);
   /// give_up() for every volume this node holds, one after the other.
   boost::asio::awaitable<std::vector<GiveUp>> drain(bool force);
+  /// Shutdown: every filesystem frozen for a snapshot is thawed (within about freeze_poll), and no
+  /// new freeze starts.
+  boost::asio::awaitable<void> end_freezes();
 
   const edf::BackendTarget& default_backend() const { return options_.default_backend; }
 
@@ -356,6 +364,13 @@ class Manager {
                                               const std::string& want, const std::string& had,
                                               const std::string& reason);
   boost::asio::awaitable<void> check_grants();
+  /// A freeze request for `name` addressed to this node (freeze.h), seen by check_grants: started
+  /// once per request id, in its own coroutine (the grant checks of other volumes go on).
+  void maybe_freeze(boost::asio::any_io_executor executor, const std::string& name,
+                    const edf::Metadata& md);
+  boost::asio::awaitable<void> hold_frozen(std::string name, FreezeRequest req);
+  boost::asio::awaitable<Status> answer_freeze(Record& rec, const FreezeRequest& req,
+                                               const std::string& state);
   boost::asio::awaitable<void> renew_lease(const std::string& name);
   /// This node's hold on the volume: staging unmount, map removal, logout (each idempotent).
   boost::asio::awaitable<VolumeStatus> leave_host(Record& rec, Operation op);
@@ -453,6 +468,9 @@ class Manager {
   std::unique_ptr<AccessPolicy> lease_access_;
   std::unique_ptr<AccessPolicy> grant_access_;
   KeyedMutex locks_;
+  std::map<std::string, std::string> freeze_served_;  ///< volume -> the last request id served
+  int freezes_held_ = 0;
+  bool freezes_ended_ = false;
   std::map<std::string, Record> records_;
 
   static constexpr int kCrashesBeforeSetAside = 3;

@@ -69,7 +69,12 @@ Metrics::Metrics(prometheus::Registry& registry)
       udev_(counter(registry, "datera_agent_udev_events_total", "Kernel device events seen")),
       udev_degraded_(gauge(registry, "datera_agent_udev_degraded",
                            "1 when the udev monitor failed and the agent polls instead")
-                         .Add({})) {
+                         .Add({})),
+      freezes_(counter(registry, "datera_agent_filesystem_freezes_total",
+                       "Freeze requests for snapshots this node served, by result")),
+      frozen_seconds_(histogram(registry, "datera_agent_filesystem_frozen_seconds",
+                                "How long a filesystem stayed frozen for a snapshot")
+                          .Add({}, kStepBuckets)) {
   // Closed label sets start at 0, so alerts on increase() see the first event and dashboards
   // show the series before anything happened.
   for (const char* r : {"claimed", "taken_over", "refused", "failed", "released", "release_failed"})
@@ -85,6 +90,8 @@ Metrics::Metrics(prometheus::Registry& registry)
   }
   for (const char* r : {"released", "not_here", "in_use", "staged", "failed"})
     releases_.Add({{"result", r}});
+  for (const char* r : {"frozen", "failed", "unstaged", "stale", "thaw_failed", "thawed_at_start"})
+    freezes_.Add({{"result", r}});
   for (const char* op : {"mount", "unmount"}) {
     for (const char* r : {"success", "failure"})
       operations_.Add({{"operation", op}, {"result", r}});
@@ -133,6 +140,11 @@ void Metrics::portal_changed(double seconds) {
 void Metrics::handoff(const std::string& result, double seconds) {
   handoffs_.Add({{"result", result}}).Increment();
   if (seconds >= 0) handoff_seconds_.Observe(seconds);
+}
+
+void Metrics::freeze(const std::string& result, double seconds) {
+  freezes_.Add({{"result", result}}).Increment();
+  if (seconds >= 0) frozen_seconds_.Observe(seconds);
 }
 
 void Metrics::fencing(const std::string& kind) {

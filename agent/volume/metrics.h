@@ -73,6 +73,9 @@ class Metrics {
   void given_up(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);
   void udev_degraded(bool degraded);
+  /// A freeze request for a snapshot (freeze.h), by result: frozen, failed, unstaged, stale,
+  /// thaw_failed; seconds >= 0: how long the filesystem stayed frozen.
+  void freeze(const std::string& result, double seconds);
 
  private:
   prometheus::Family<prometheus::Gauge>& volumes_;
@@ -92,6 +95,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& releases_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;
+  prometheus::Family<prometheus::Counter>& freezes_;
+  prometheus::Histogram& frozen_seconds_;
 };
 
 }  // namespace datera::volume

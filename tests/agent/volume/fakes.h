@@ -168,6 +168,19 @@ struct FakeMounter : mount::Mounter {
     std::erase_if(table, [&](const mount::MountEntry& m) { return m.target == target; });
     co_return ok_status();
   }
+  std::set<std::string> frozen;       ///< targets freeze() froze and thaw() did not thaw yet
+  std::optional<Error> freeze_error;  ///< what freeze() fails with
+  asio::awaitable<Status> freeze(const std::string& target) override {
+    calls.push_back("freeze " + target);
+    if (freeze_error) co_return *freeze_error;
+    if (!frozen.insert(target).second) co_return Error{target + " is frozen already"};
+    co_return ok_status();
+  }
+  asio::awaitable<Status> thaw(const std::string& target) override {
+    calls.push_back("thaw " + target);
+    frozen.erase(target);
+    co_return ok_status();
+  }
   asio::awaitable<Status> grow(const std::string&, const std::string&,
                                const std::string&) override {
     co_return ok_status();
