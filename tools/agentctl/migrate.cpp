@@ -21,6 +21,12 @@ std::string str(const Json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+/// A boolean field; false when absent or of another type (json::value() would throw).
+bool flag(const Json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 const Json& obj(const Json& j, const char* key) {
   static const Json kEmpty = Json::object();
   const auto it = j.find(key);
@@ -124,7 +130,7 @@ Read read_flex(const Json& pv, const MigrateOptions& o) {
     if (carried(key) || key == "backstoreServer") s.attributes[key] = value;
   }
   s.secret = str(secret, "name");
-  s.read_only = flex.value("readOnly", false);
+  s.read_only = flag(flex, "readOnly");
   return {std::move(s), ""};
 }
 
@@ -196,7 +202,9 @@ Read read_datera_csi(const Json& pv) {
   if (const Json& chap = obj(csi, "nodeStageSecretRef"); !str(chap, "name").empty()) {
     // Datera's node stage reads iSCSI CHAP credentials (node.session.auth.*) from it; this
     // driver's node-stage Secret is an EDF account, and it logs in without CHAP.
-    return refuse("its nodeStageSecretRef (Secret " + str(chap, "name") +
+    const std::string secret = str(chap, "name");
+    return refuse("its nodeStageSecretRef (Secret " +
+                  (datera::json::has_control_char(secret) ? std::string("?") : secret) +
                   ") holds the iSCSI CHAP credentials Datera's node plugin logs in with; this "
                   "driver logs in without CHAP, so its login would be refused. Keep this PV on "
                   "Datera's CSI, or copy its data to a new volume");
@@ -208,7 +216,7 @@ Read read_datera_csi(const Json& pv) {
     if (!str(obj(csi, k), "name").empty()) s.dropped.emplace_back(k);
   }
   s.attributes["fsType"] = s.fs_type;
-  s.read_only = csi.value("readOnly", false);
+  s.read_only = flag(csi, "readOnly");
   return {std::move(s), ""};
 }
 
@@ -232,6 +240,7 @@ Converted write_csi_pv(const Json& pv, const Source& s, const std::string& from,
   if (!edf::is_valid_name(s.volume)) {
     return {{}, "its app instance name is not a valid EDF name"};
   }
+  const std::string reclaim = str(spec, "persistentVolumeReclaimPolicy");
   Json attrs = s.attributes;
   attrs["fsType"] = s.fs_type;
   Json csi = {{"driver", o.driver},
@@ -248,8 +257,7 @@ Converted write_csi_pv(const Json& pv, const Source& s, const std::string& from,
   }
   Json out_spec = {{"capacity", obj(spec, "capacity")},
                    {"accessModes", spec.value("accessModes", Json::array())},
-                   {"persistentVolumeReclaimPolicy",
-                    spec.value("persistentVolumeReclaimPolicy", std::string("Retain"))},
+                   {"persistentVolumeReclaimPolicy", reclaim.empty() ? "Retain" : reclaim},
                    {"csi", csi},
                    {"claimRef",
                     {{"apiVersion", "v1"},

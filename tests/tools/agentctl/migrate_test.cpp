@@ -239,6 +239,19 @@ TEST(Migrate, ADateraCsiPvAndAFlexVolumePvOfOneAppInstanceAreOneTooMany) {
   EXPECT_EQ(plan.refused[0].pv, "pv-flex-3");
 }
 
+TEST(Migrate, FieldsOfTheWrongTypeAreNeverAnException) {
+  Json csi = datera_csi_pv("pvc-5", Json::object());
+  csi["spec"]["csi"]["readOnly"] = "yes";
+  csi["spec"]["persistentVolumeReclaimPolicy"] = 5;
+  Json flex = flex_pv("pv-5", Json::object());
+  flex["spec"]["flexVolume"]["readOnly"] = Json::array();
+  MigrationPlan plan;
+  ASSERT_NO_THROW(plan = plan_migration(list({csi, flex}), Json(), {}));
+  ASSERT_EQ(plan.migrated.size(), 2u) << plan.text();
+  EXPECT_FALSE(plan.migrated[0].manifest["spec"]["csi"].contains("readOnly"));
+  EXPECT_EQ(plan.migrated[0].manifest["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+}
+
 TEST(Migrate, OtherCsiDriversAreLeftAlone) {
   Json ours = datera_csi_pv("pvc-4", Json::object());
   ours["spec"]["csi"]["driver"] = "agent.iscsi.datera.io";
