@@ -109,7 +109,7 @@ grpc::Status to_status(const Error& e, grpc::StatusCode otherwise) {
   grpc::StatusCode code = otherwise;
   if (volume::is_not_found(e)) {
     code = grpc::StatusCode::NOT_FOUND;
-  } else if (volume::is_claim_refused(e)) {
+  } else if (volume::is_claim_refused(e) || volume::is_format_refused(e)) {
     code = grpc::StatusCode::FAILED_PRECONDITION;
   } else if (volume::is_unreachable(e) || e.code == errno_code(EAGAIN)) {
     code = grpc::StatusCode::UNAVAILABLE;

@@ -53,8 +53,9 @@ datera::Status check_capability(const pb::VolumeCapability& cap);
 
 /// The grpc status for a failure: INVALID_ARGUMENT for the request's own faults, NOT_FOUND for a
 /// volume the array does not have, FAILED_PRECONDITION when the node's state refuses it (another
-/// node holds it, not staged yet), UNAVAILABLE when the array cannot be reached or a retry is
-/// expected to get past it, PERMISSION_DENIED for refused credentials, INTERNAL otherwise.
+/// node holds it, not staged yet, mkfs refused over a volume the array says is formatted),
+/// UNAVAILABLE when the array cannot be reached or a retry is expected to get past it,
+/// PERMISSION_DENIED for refused credentials, INTERNAL otherwise.
 grpc::Status to_status(const volume::VolumeError& e);
 grpc::Status to_status(const Error& e, grpc::StatusCode otherwise = grpc::StatusCode::INTERNAL);
 grpc::Status invalid(const std::string& message);

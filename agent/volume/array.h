@@ -103,6 +103,14 @@ inline bool is_unreachable(const Error& e) {
 inline bool is_claim_refused(const Error& e) {
   return e.code == errno_code(EBUSY);
 }
+/// The formatted guard refused mkfs: the device reads blank, the array says it holds a filesystem.
+/// It holds until someone looks (CSI: FAILED_PRECONDITION).
+inline Error format_refused(std::string message) {
+  return Error{std::move(message), errno_code(EMEDIUMTYPE)};
+}
+inline bool is_format_refused(const Error& e) {
+  return e.code == errno_code(EMEDIUMTYPE);
+}
 /// A failure kubelet's retry is expected to get past (the controller has not attached it yet).
 inline Error retry_later(std::string message) {
   return Error{std::move(message), errno_code(EAGAIN)};

@@ -329,10 +329,15 @@ class Manager {
   boost::asio::awaitable<VolumeResult<initiator::Device>> step_map(Run& run,
                                                                    const initiator::Device& dev);
   /// Formats `dev` if blank and mounts it at rec.staging (checks an existing staging mount).
-  boost::asio::awaitable<VolumeStatus> step_filesystem(Run& run, const initiator::Device& dev);
-  /// mkfs only when blkid finds nothing; yields the filesystem to mount.
-  boost::asio::awaitable<VolumeResult<std::string>> step_format(Run& run,
+  boost::asio::awaitable<VolumeStatus> step_filesystem(Run& run, Array& array,
+                                                       const initiator::Device& dev);
+  /// mkfs only when blkid finds nothing and the app instance's metadata does not say `formatted:
+  /// "true"` (then refused: the wrong device, or a broken array); records that key after mkfs and
+  /// on a filesystem found without it. Yields the filesystem to mount.
+  boost::asio::awaitable<VolumeResult<std::string>> step_format(Run& run, Array& array,
                                                                 const initiator::Device& dev);
+  /// Writes `formatted: "true"`; a failure is a warning (logged, counted), never a failed stage.
+  boost::asio::awaitable<void> record_formatted(Array& array, const std::string& name);
   /// A step failed: rolls back what this node holds when nothing here uses the volume, else
   /// forgets the pending pod; yields `e` for the caller.
   boost::asio::awaitable<VolumeError> roll_back(Run& run, VolumeError e);

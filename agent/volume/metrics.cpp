@@ -66,6 +66,14 @@ Metrics::Metrics(prometheus::Registry& registry)
                                 "Lease renewals (and grant checks) that failed, by reason")),
       releases_(counter(registry, "datera_agent_volume_releases_total",
                         "Volumes an operator asked this node to give up, by what happened")),
+      filesystems_(counter(registry, "datera_agent_volume_filesystems_created_total",
+                           "Filesystems this node made on blank volumes (mkfs ran)")),
+      format_refused_(counter(registry, "datera_agent_volume_format_refused_total",
+                              "mkfs refused: the device read blank but the app instance's "
+                              "metadata says it holds a filesystem")
+                          .Add({})),
+      format_records_(counter(registry, "datera_agent_volume_format_records_total",
+                              "Writes of the app instance's formatted record, by result")),
       udev_(counter(registry, "datera_agent_udev_events_total", "Kernel device events seen")),
       udev_degraded_(gauge(registry, "datera_agent_udev_degraded",
                            "1 when the udev monitor failed and the agent polls instead")
@@ -92,6 +100,8 @@ Metrics::Metrics(prometheus::Registry& registry)
     releases_.Add({{"result", r}});
   for (const char* r : {"frozen", "failed", "unstaged", "stale", "thaw_failed", "thawed_at_start"})
     freezes_.Add({{"result", r}});
+  for (const char* fs : {"xfs", "ext4"}) filesystems_.Add({{"fstype", fs}});
+  for (const char* r : {"written", "failed"}) format_records_.Add({{"result", r}});
   for (const char* op : {"mount", "unmount"}) {
     for (const char* r : {"success", "failure"})
       operations_.Add({{"operation", op}, {"result", r}});
@@ -163,6 +173,18 @@ const char* Metrics::renewal_failure_reason(const Error& e) {
 
 void Metrics::given_up(const std::string& result) {
   releases_.Add({{"result", result}}).Increment();
+}
+
+void Metrics::filesystem_created(const std::string& fstype) {
+  filesystems_.Add({{"fstype", fstype}}).Increment();
+}
+
+void Metrics::format_refused() {
+  format_refused_.Increment();
+}
+
+void Metrics::format_record(const std::string& result) {
+  format_records_.Add({{"result", result}}).Increment();
 }
 
 void Metrics::udev_event(const std::string& subsystem, const std::string& action) {

@@ -33,8 +33,19 @@
 //                                                                      release/drain: released,
 //                                                                      not_here, in_use, staged,
 //                                                                      failed)
+//   datera_agent_volume_filesystems_created_total{fstype}              counter (mkfs ran)
+//   datera_agent_volume_format_refused_total                           counter (mkfs refused: a
+//                                                                      blank device whose app
+//                                                                      instance says formatted)
+//   datera_agent_volume_format_records_total{result}                   counter (the formatted
+//                                                                      key: written, failed)
 //   datera_agent_udev_events_total{subsystem,action}                   counter
 //   datera_agent_udev_degraded                                         gauge (1 = polling only)
+//   datera_agent_filesystem_freezes_total{result}                      counter (snapshot freezes:
+//                                                                      frozen, failed, unstaged,
+//                                                                      stale, thaw_failed,
+//                                                                      thawed_at_start)
+//   datera_agent_filesystem_frozen_seconds                             histogram
 
 #include <chrono>
 #include <string>
@@ -71,6 +82,12 @@ class Metrics {
   static const char* renewal_failure_reason(const Error& e);
   /// An operator's release of one volume (release / drain), by GiveUp outcome.
   void given_up(const std::string& result);
+  /// mkfs ran (fstype: xfs or ext4).
+  void filesystem_created(const std::string& fstype);
+  /// The formatted guard refused mkfs.
+  void format_refused();
+  /// result: written (the formatted key), failed (it could not be read or written).
+  void format_record(const std::string& result);
   void udev_event(const std::string& subsystem, const std::string& action);
   void udev_degraded(bool degraded);
   /// A freeze request for a snapshot (freeze.h), by result: frozen, failed, unstaged, stale,
@@ -93,6 +110,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& fencing_;
   prometheus::Family<prometheus::Counter>& renewal_failures_;
   prometheus::Family<prometheus::Counter>& releases_;
+  prometheus::Family<prometheus::Counter>& filesystems_;
+  prometheus::Counter& format_refused_;
+  prometheus::Family<prometheus::Counter>& format_records_;
   prometheus::Family<prometheus::Counter>& udev_;
   prometheus::Gauge& udev_degraded_;
   prometheus::Family<prometheus::Counter>& freezes_;

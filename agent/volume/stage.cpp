@@ -19,6 +19,16 @@ Operation attach_label(Mode mode, Operation op) {
   return mode != Mode::agent ? Operation::waitforattach : op;
 }
 
+// The app instance's record that it holds a filesystem: the very key and value Datera's own CSI
+// driver writes, so the volumes it made carry the record (and the guard) here too.
+constexpr const char* kFormattedKey = "formatted";
+constexpr const char* kFormattedTrue = "true";
+
+bool recorded_formatted(const edf::Metadata& md) {
+  const auto it = md.find(kFormattedKey);
+  return it != md.end() && it->second == kFormattedTrue;
+}
+
 }  // namespace
 
 void Manager::crash_point(Operation op, Step step) const {
@@ -140,7 +150,7 @@ asio::awaitable<VolumeResult<initiator::Device>> Manager::stage_steps(Run& run,
   auto on = co_await step_map(run, *dev);
   if (!on) co_return on.error();
   if (req.filesystem) {
-    if (auto st = co_await step_filesystem(run, *on); !st) co_return st.error();
+    if (auto st = co_await step_filesystem(run, **array, *on); !st) co_return st.error();
   }
   co_return *on;
 }
@@ -209,7 +219,8 @@ asio::awaitable<VolumeResult<initiator::Device>> Manager::step_map(Run& run,
   co_return on;
 }
 
-asio::awaitable<VolumeStatus> Manager::step_filesystem(Run& run, const initiator::Device& dev) {
+asio::awaitable<VolumeStatus> Manager::step_filesystem(Run& run, Array& array,
+                                                       const initiator::Device& dev) {
   Record& rec = run.rec;
   if (auto staged = mount_at(rec.staging)) {
     // Already staged: it must be this very device, or something is badly wrong.
@@ -221,7 +232,7 @@ asio::awaitable<VolumeStatus> Manager::step_filesystem(Run& run, const initiator
     }
     co_return Done{};
   }
-  auto fs_type = co_await step_format(run, dev);
+  auto fs_type = co_await step_format(run, array, dev);
   if (!fs_type) co_return fs_type.error();
   {
     StepTimer t(metrics_, run.op, Step::staging);
@@ -232,26 +243,84 @@ asio::awaitable<VolumeStatus> Manager::step_filesystem(Run& run, const initiator
   co_return Done{};
 }
 
-asio::awaitable<VolumeResult<std::string>> Manager::step_format(Run& run,
+asio::awaitable<VolumeResult<std::string>> Manager::step_format(Run& run, Array& array,
                                                                 const initiator::Device& dev) {
   const std::string& name = run.rec.volume;
   std::string fs_type = run.rec.fs_type;
   StepTimer t(metrics_, run.op, Step::format);
   auto found = co_await mounter_.probe(dev.path);
   if (!found) co_return run.fail(Step::probe, found.error());
+  // One read per stage (never per poll); a write only when the record is missing.
+  auto md = co_await array.metadata(name);
   if (!*found) {
+    // mkfs destroys whatever the device holds: without the array's word that it holds nothing
+    // worth keeping, do not.
+    if (!md) {
+      co_return run.fail(Step::format,
+                         md.error().wrap("reading app instance " + name +
+                                         "'s metadata (its formatted record) before mkfs"));
+    }
+    if (recorded_formatted(*md)) {
+      metrics_.format_refused();
+      co_return run.fail(
+          Step::format,
+          format_refused(
+              "refusing mkfs: " + dev.path +
+              " reads blank (blkid finds no filesystem), but app "
+              "instance " +
+              name +
+              "'s metadata says formatted: \"true\" (a filesystem was made "
+              "on it). The node may see the wrong device (check the target, the LUN's serial and "
+              "the map: `lsblk -o NAME,SERIAL`, `iscsiadm -m session -P 3`) or the array may be "
+              "broken; nothing was written. Only if volume " +
+              name +
+              " really is meant to be "
+              "empty, delete the key by hand (metadata PUT {\"formatted\": \"\"}) and retry"));
+    }
     log_->info("volume {}: {} is blank, making {}", name, dev.path, fs_type);
     if (auto st = co_await mounter_.format(dev.path, fs_type); !st) {
       co_return run.fail(Step::format, st.error());
     }
+    metrics_.filesystem_created(fs_type);
     crash_point(run.op, Step::format);
-  } else if (**found != fs_type) {
+    co_await record_formatted(array, name);
+    co_return fs_type;
+  }
+  if (**found != fs_type) {
     // Never reformat: mount what is there, and say so.
     log_->warn("volume {}: {} already holds {} (options ask for {}); mounting it as {}", name,
                dev.path, **found, fs_type, **found);
     fs_type = **found;
   }
+  if (!md) {
+    // Only the record is missing: the filesystem mounts, the next stage records it.
+    metrics_.format_record("failed");
+    log_->warn(
+        "volume {}: cannot read its metadata to check its formatted record ({}); the next "
+        "stage records it",
+        name, md.error().message);
+  } else if (!recorded_formatted(*md)) {
+    // A volume formatted before the record existed (or through FlexVolume, or migrated).
+    co_await record_formatted(array, name);
+  }
   co_return fs_type;
+}
+
+asio::awaitable<void> Manager::record_formatted(Array& array, const std::string& name) {
+  const edf::Metadata keys{{kFormattedKey, kFormattedTrue}};
+  if (auto st = co_await array.put_metadata(name, keys); !st) {
+    // The filesystem is there and mounts; only the guard against a later mkfs over it is not
+    // armed yet. A warning, not a failed stage: the next stage writes it.
+    metrics_.format_record("failed");
+    log_->warn(
+        "volume {}: its filesystem is not recorded on the array (metadata {}: {}) ({}); "
+        "the next stage records it",
+        name, kFormattedKey, kFormattedTrue, st.error().message);
+    co_return;
+  }
+  metrics_.format_record("written");
+  log_->info("volume {}: recorded on the array that it holds a filesystem ({}: {})", name,
+             kFormattedKey, kFormattedTrue);
 }
 
 asio::awaitable<VolumeError> Manager::roll_back(Run& run, VolumeError e) {

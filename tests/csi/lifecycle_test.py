@@ -29,6 +29,14 @@ failed, 77 after a loud SKIP line when this machine cannot run it):
   self-fence  published and staged on node-a, then ControllerUnpublish + ControllerPublish to
               node-b (a force-detach): node-a's agent tears its mounts down within a few lease
               periods and counts a self-fence; node-b stages and reads node-a's data
+  migration   (also) node-a's FlexVolume mkfs recorded formatted: "true"; with the key wiped,
+              node-b's CSI stage writes it again and its mkfs counter does not move
+  format_guard  metadata formatted: "true" over a blank device: NodeStageVolume is
+              FAILED_PRECONDITION, says why, counts a refusal, and mkfs never runs
+  import_datera_csi  an app instance as Datera's CSI driver leaves it (CSI-<pv>, formatted,
+              fs_type xfs, an xfs with data), its PV through `migrate`, then published, staged
+              and read through this driver: same filesystem UUID, same data, no mkfs, lease and
+              ACL node-a's while published and free after
 
 Run by CTest (tests/csi/CMakeLists.txt) as
   /usr/bin/python3 lifecycle_test.py --agent BIN/datera-agent --sim BIN/datera-sim
@@ -60,6 +68,7 @@ TTL = 3  # handoff.lease_ttl of every agent, seconds: renewals (and grant checks
 GIB = 1 << 30
 PASSWORD = "sim-Passw0rd"
 IP = "/usr/sbin/ip"
+MKFS_XFS = 'datera_agent_volume_filesystems_created_total{fstype="xfs"}'
 
 
 def log(msg):
@@ -249,6 +258,19 @@ class Sim:
     def metadata(self, volume):
         ai = self.app_instance(volume)
         return (ai or {}).get("metadata", {}) or {}
+
+    def edf(self, method, path, body=None):
+        """One call of the EDF REST API (v2.2, as admin): what another client of the array (an
+        operator, Datera's own CSI driver) sends. Yields the reply's `data`."""
+        def call(m, p, b, headers):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/v2.2{p}", method=m,
+                data=None if b is None else json.dumps(b).encode(),
+                headers=dict(headers, **{"content-type": "application/json"}))
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read().decode())
+        key = call("PUT", "/login", {"name": "admin", "password": PASSWORD}, {})["key"]
+        return call(method, path, body, {"auth-token": key})["data"]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -767,6 +789,10 @@ class Lifecycle:
             check('"Success"' in r.stdout, f"FlexVolume unmount: {r.stdout}")
             check(self.owner(name) == "" and self.acl(name) == [],
                   f"after the unmount: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+            check(self.sim.metadata(name).get("formatted") == "true",
+                  f"node-a's mkfs left no formatted record: {self.sim.metadata(name)}")
+            # As a volume formatted before the record existed: the CSI stage must record it.
+            self.sim.edf("PUT", f"/app_instances/{name}/metadata", {"formatted": ""})
 
             flex_pv = {"apiVersion": "v1", "kind": "PersistentVolume",
                        "metadata": {"name": pv},
@@ -794,6 +820,7 @@ class Lifecycle:
             pctx = self.publish(vol, self.b, cap).publish_context
             check(self.owner(name) == "node-b" and self.acl(name) == [self.b.iqn],
                   f"after the grant: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+            mkfs_before = self.b.metric(MKFS_XFS)
             self.stage(self.b, vol, cap, pctx, sb)
             self.node_publish(self.b, vol, cap, sb, tb)
             ms = mount_at(sb)
@@ -801,6 +828,10 @@ class Lifecycle:
             check(fs_uuid(ms["source"]) == uuid_flex, "the CSI stage made a new filesystem")
             check(f"volume {name}: {ms['source']} is blank" not in self.b.log_text(),
                   "node-b's agent says it made a filesystem")
+            check(self.b.metric(MKFS_XFS) == mkfs_before,
+                  f"node-b counts mkfs runs during the CSI stage: {self.b.metric(MKFS_XFS)}")
+            check(self.sim.metadata(name).get("formatted") == "true",
+                  f"the CSI stage did not record the filesystem: {self.sim.metadata(name)}")
             with open(os.path.join(tb, "data.bin"), "rb") as f:
                 check(f.read() == payload, "the CSI volume does not hold FlexVolume's data")
             self.b.client.node_unpublish(name, tb)
@@ -861,6 +892,132 @@ class Lifecycle:
             self.cleanup(name, [(self.a, sa, ta), (self.b, sb, tb)])
             raise
 
+    def case_format_guard(self):
+        # The array says the volume holds a filesystem (metadata formatted: "true"), but the
+        # device reads blank: the stage refuses, and mkfs never runs over what may be data.
+        name = "pvc-guard"
+        cap = mount("xfs")
+        sa, ta = self.a.staging(name), self.a.target(name, "uid-ga")
+        try:
+            vol = self.create(name, cap)
+            self.sim.edf("PUT", f"/app_instances/{name}/metadata", {"formatted": "true"})
+            pctx = self.publish(vol, self.a, cap).publish_context
+            mkfs_before = self.a.metric(MKFS_XFS)
+            refused_before = self.a.metric("datera_agent_volume_format_refused_total")
+            e = expect_code("FAILED_PRECONDITION", self.stage, self.a, vol, cap, pctx, sa)
+            for says in ("refusing mkfs", "reads blank", f"app instance {name}'s metadata says "
+                         'formatted: "true"', "delete the key by hand"):
+                check(says in e.details, f"the refusal does not say {says!r}: {e.details}")
+            check(self.a.metric(MKFS_XFS) == mkfs_before, "mkfs ran over a formatted volume")
+            check(self.a.metric("datera_agent_volume_format_refused_total") == refused_before + 1,
+                  "node-a counts no refusal")
+            check(mount_at(sa) is None, "a refused stage left a staging mount")
+            check(self.sim.metadata(name).get("formatted") == "true", "the record was changed")
+            self.ctl.controller_unpublish(name, "node-a")
+            self.ctl.delete_volume(name)
+        except Exception:
+            self.cleanup(name, [(self.a, sa, ta)])
+            raise
+
+    def case_import_datera_csi(self):
+        # A volume as Datera's own CSI driver leaves it (app instance "CSI-" + the PV name,
+        # metadata formatted: "true", fs_type: xfs, an xfs with data on it), its PV through
+        # `datera-agentctl migrate`, then ControllerPublish + NodeStage + NodePublish through this
+        # driver on node-a: the same filesystem, the same data, no mkfs.
+        pv = "pvc-5f0c1e2a-import"
+        name = "CSI-" + pv[:58]
+        agentctl = os.path.join(os.path.dirname(self.agent_bin), "datera-agentctl")
+        cap = mount("xfs")
+        sa, ta = self.a.staging(pv), self.a.target(pv, "uid-ia")
+        mnt = tempfile.mkdtemp(prefix="dt-csi-import-")
+        try:
+            self.sim.edf("POST", "/app_instances", {
+                "name": name, "create_mode": "normal",
+                "storage_instances": [{"name": "storage-1", "volumes": [
+                    {"name": "volume-1", "size": 1, "replica_count": 1,
+                     "placement_mode": "hybrid"}]}]})
+            self.sim.edf("PUT", f"/app_instances/{name}/metadata", {
+                "display_name": pv, "formatted": "true", "fs_type": "xfs", "fs_args": "",
+                "replica_count": "1", "placement_mode": "hybrid", "mount_path": "",
+                "device_path": ""})
+            e = self.sim.export(name)
+            check(e is not None, f"the simulator exports no {name}")
+            image = os.path.join(self.sim.dir, "volumes", e["uuid"] + ".img")
+            check(wait_for(lambda: os.path.exists(image), 5), f"no backing file {image}")
+            run(["/usr/sbin/mkfs.xfs", "-q", image])
+            uuid_datera = fs_uuid(image)
+            payload = os.urandom(64 * 1024)
+            run(["/usr/bin/mount", "-o", "loop", image, mnt])
+            try:
+                with open(os.path.join(mnt, "data.bin"), "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                run(["/usr/bin/umount", mnt])
+
+            datera_pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+                         "metadata": {"name": pv, "annotations": {
+                             "pv.kubernetes.io/provisioned-by": "dsp.csi.daterainc.io"}},
+                         "spec": {"capacity": {"storage": "1Gi"},
+                                  "accessModes": ["ReadWriteOnce"],
+                                  "persistentVolumeReclaimPolicy": "Delete",
+                                  "storageClassName": "dat-block-storage",
+                                  "claimRef": {"kind": "PersistentVolumeClaim",
+                                               "namespace": "default", "name": "data-i",
+                                               "uid": "0b1c2d3e-0000-4000-8000-000000000001"},
+                                  "csi": {"driver": "dsp.csi.daterainc.io", "fsType": "xfs",
+                                          "volumeHandle": name,
+                                          "volumeAttributes": {
+                                              "storage.kubernetes.io/csiProvisionerIdentity":
+                                                  "1583947393829-8081-dsp.csi.daterainc.io"}}},
+                         "status": {"phase": "Bound"}}
+            pvs_file = os.path.join(self.a.root, "datera-pvs.json")
+            out_file = os.path.join(self.a.root, "datera-csi-pvs.json")
+            with open(pvs_file, "w") as f:
+                json.dump({"apiVersion": "v1", "kind": "List", "items": [datera_pv]}, f)
+            plan = run([agentctl, "migrate", "--pvs", pvs_file, "--manifests", out_file,
+                        "--driver", DRIVER]).stdout
+            check("stop Datera's CSI node plugin" in plan, f"the plan: {plan}")
+            with open(out_file) as f:
+                csi_pv = json.load(f)["items"][0]["spec"]["csi"]
+            check(csi_pv["driver"] == DRIVER and csi_pv["volumeHandle"] == name
+                  and csi_pv["fsType"] == "xfs", f"the CSI PV's source {csi_pv}")
+
+            vol = pb.Volume(volume_id=csi_pv["volumeHandle"],
+                            volume_context=csi_pv["volumeAttributes"])
+            pctx = self.publish(vol, self.a, cap).publish_context
+            check(self.owner(name) == "node-a" and self.acl(name) == [self.a.iqn],
+                  f"after the grant: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+            mkfs_before = self.a.metric(MKFS_XFS)
+            self.stage(self.a, vol, cap, pctx, sa)
+            self.node_publish(self.a, vol, cap, sa, ta)
+            ms = mount_at(sa)
+            check(ms is not None, "node-a's staging mount is missing")
+            check(fs_uuid(ms["source"]) == uuid_datera, "the CSI stage made a new filesystem")
+            check(self.a.metric(MKFS_XFS) == mkfs_before,
+                  f"node-a counts mkfs runs during the stage: {self.a.metric(MKFS_XFS)}")
+            check(f"volume {name}: {ms['source']} is blank" not in self.a.log_text(),
+                  "node-a's agent says it made a filesystem")
+            with open(os.path.join(ta, "data.bin"), "rb") as f:
+                check(f.read() == payload, "the volume does not hold what Datera's CSI wrote")
+            md = self.sim.metadata(name)
+            check(md.get("formatted") == "true" and md.get("fs_type") == "xfs",
+                  f"Datera's metadata was changed: {md}")
+            self.a.client.node_unpublish(name, ta)
+            self.a.client.node_unstage(name, sa)
+            self.ctl.controller_unpublish(name, "node-a")
+            check(self.owner(name) == "" and self.acl(name) == [],
+                  f"after the unpublish: lease {self.owner(name)!r}, ACL {self.acl(name)}")
+            self.ctl.delete_volume(name)
+        except Exception:
+            if mount_at(mnt) is not None:
+                run(["/usr/bin/umount", "-l", mnt], check_rc=False)
+            self.cleanup(name, [(self.a, sa, ta)])
+            raise
+        finally:
+            shutil.rmtree(mnt, ignore_errors=True)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -877,7 +1034,8 @@ def main():
     except RuntimeError as e:
         print(f"lifecycle_test: set-up failed: {e}", file=sys.stderr)
         return 1
-    cases = ["identity", "lifecycle", "block", "latency", "condition", "migration", "self_fence"]
+    cases = ["identity", "lifecycle", "block", "latency", "condition", "migration", "self_fence",
+             "format_guard", "import_datera_csi"]
     if args.only:
         cases = [c for c in cases if c in args.only.split(",")]
     failed = []

@@ -45,7 +45,8 @@ std::optional<Json> read_json(const std::string& path, std::string& error) {
   return std::move(*parsed);
 }
 
-/// Exit 0: every FlexVolume PV can be migrated; 1: some were refused; 2: unreadable input.
+/// Exit 0: every FlexVolume (or Datera CSI) PV can be migrated; 1: some were refused; 2: unreadable
+/// input.
 int run_migrate(const std::string& pvs_file, const std::string& pods_file,
                 const std::string& manifests_file, const datera::agentctl::MigrateOptions& mo,
                 bool json) {
@@ -165,9 +166,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape): an esca
   datera::agentctl::MigrateOptions mo;
   auto* migrate = cli.add_subcommand(
       "migrate",
-      "plan moving FlexVolume PVs (datera/iscsi) to CSI PVs of the same volumes: reads `kubectl "
-      "get pv -o json`, prints the steps and refusals, writes the CSI PV manifests; changes "
-      "nothing itself");
+      "plan moving FlexVolume PVs (datera/iscsi) and Datera CSI PVs (dsp.csi.daterainc.io) to CSI "
+      "PVs of the same volumes: reads `kubectl get pv -o json`, prints the steps and refusals, "
+      "writes the CSI PV manifests; changes nothing itself");
   migrate->add_option("--pvs", pvs_file, "kubectl get pv -o json output ('-': stdin)");
   migrate->add_option("--pods", pods_file,
                       "kubectl get pods -A -o json output: lists the pods to scale down first");

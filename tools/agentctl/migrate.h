@@ -19,6 +19,17 @@
 //   - it is not Bound to a claim (nothing to re-bind; a Released or Available PV is left alone);
 //   - an option this driver would not carry over is set (named in the reason).
 // Pods that use its claim are listed: they must be scaled down before the FlexVolume PV goes.
+//
+// CSI PVs of Datera's own driver (`dsp.csi.daterainc.io`) are imported the same way (a second
+// reader, the same writer): the volumeHandle is already the app instance's name ("CSI-" + the PV
+// name, checked as an EDF name), the fsType is carried (ext4 when unset, as Datera's node plugin
+// chose). Its node plugin reads everything else from the app instance's metadata, so its volume
+// attributes (replica_count, placement_mode, ip_pool, QoS...) only mattered at creation: dropped,
+// and named in the plan. Refused, with the reason: a nodeStageSecretRef (iSCSI CHAP credentials
+// Datera logs in with; this driver logs in without CHAP), delete_on_unmount: "true" (Datera's
+// node plugin deletes the volume at the unstage that scaling down causes), an attribute Datera's
+// driver does not document, an fsType other than xfs or ext4. Its node plugin must be stopped on
+// a node before this driver stages the volume there (the plan says when).
 
 #include <string>
 #include <vector>
@@ -32,6 +43,8 @@ using Json = nlohmann::json;
 struct MigrateOptions {
   std::string driver = "agent.iscsi.datera.io";
   std::string flex_driver = "datera/iscsi";
+  /// Datera's own CSI driver: its PVs are imported too.
+  std::string datera_csi_driver = "dsp.csi.daterainc.io";
   /// Where the Secret named by a FlexVolume secretRef lives (CSI secret refs need a namespace).
   std::string secret_namespace;
 };
@@ -39,10 +52,13 @@ struct MigrateOptions {
 // NOLINTNEXTLINE(bugprone-exception-escape): the implicit moves of nlohmann::json only assert
 struct MigratedPv {
   std::string pv;
-  std::string volume;             ///< the app instance (volumeHandle)
-  std::string claim;              ///< "namespace/name"
-  std::vector<std::string> pods;  ///< "namespace/name" of pods that use the claim
-  Json manifest;                  ///< the CSI PV
+  std::string volume;                ///< the app instance (volumeHandle)
+  std::string from;                  ///< the driver it leaves (flex_driver or datera_csi_driver)
+  bool datera_csi = false;           ///< from Datera's CSI driver
+  std::vector<std::string> dropped;  ///< attributes and secret refs not carried (creation only)
+  std::string claim;                 ///< "namespace/name"
+  std::vector<std::string> pods;     ///< "namespace/name" of pods that use the claim
+  Json manifest;                     ///< the CSI PV
 };
 
 struct Refusal {

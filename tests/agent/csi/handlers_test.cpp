@@ -448,6 +448,16 @@ TEST_F(CsiTest, AVolumeAFlexVolumePodUsesHereIsNotStagedThroughCsiToo) {
       << last_message_;
 }
 
+TEST_F(CsiTest, MkfsOverAVolumeTheArraySaysIsFormattedIsAFailedPrecondition) {
+  ASSERT_EQ(create(), StatusCode::OK);
+  array().md[kVol]["formatted"] = "true";  // what Datera's CSI and this agent write after mkfs
+  mounter_.fs = std::nullopt;              // but the device reads blank
+  ASSERT_EQ(publish_to("node-a"), StatusCode::OK) << last_message_;
+  EXPECT_EQ(stage(), StatusCode::FAILED_PRECONDITION) << last_message_;
+  EXPECT_NE(last_message_.find("refusing mkfs"), std::string::npos) << last_message_;
+  EXPECT_EQ(mounter_.formats, 0);
+}
+
 TEST_F(CsiTest, ListVolumesPagesThroughOneListing) {
   for (const char* n : {"pvc-a", "pvc-b", "pvc-c"}) array().names.insert(n);
   pb::ListVolumesRequest r;

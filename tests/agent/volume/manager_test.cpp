@@ -123,6 +123,98 @@ TEST_F(ManagerTest, AnExistingFilesystemOfAnotherTypeIsMountedAsItIsNeverReforma
   EXPECT_EQ(mounter_.calls.front(), "mount ext4 /var/lib/datera-agent/staging/vol-1");
 }
 
+// The array's formatted record (issue 20): written after mkfs and on a filesystem found without
+// it; a blank device whose record says formatted is refused, never formatted.
+double counter_value(const prometheus::Registry& registry, const std::string& name,
+                     const std::string& label = "", const std::string& value = "") {
+  for (const auto& f : registry.Collect()) {
+    if (f.name != name) continue;
+    for (const auto& m : f.metric) {
+      if (label.empty() || std::any_of(m.label.begin(), m.label.end(), [&](const auto& l) {
+            return l.name == label && l.value == value;
+          })) {
+        return m.counter.value;
+      }
+    }
+  }
+  return -1;
+}
+
+TEST_F(ManagerTest, ABlankVolumeIsFormattedAndTheArrayRecordsIt) {
+  mounter_.fs = std::nullopt;
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  EXPECT_EQ(mounter_.formats, 1);
+  EXPECT_EQ(arrays_.array.md["vol-1"]["formatted"], "true");
+  EXPECT_EQ(
+      counter_value(registry_, "datera_agent_volume_filesystems_created_total", "fstype", "xfs"),
+      1);
+  EXPECT_EQ(
+      counter_value(registry_, "datera_agent_volume_format_records_total", "result", "written"), 1);
+}
+
+TEST_F(ManagerTest, ABlankDeviceTheArraySaysIsFormattedIsRefusedNeverFormatted) {
+  arrays_.array.names.insert("vol-1");
+  arrays_.array.md["vol-1"]["formatted"] = "true";
+  mounter_.fs = std::nullopt;
+  auto r = call("mount", pod_, opts("vol-1"));
+  ASSERT_EQ(r["status"], "Failure") << r.dump();
+  EXPECT_EQ(mounter_.formats, 0) << "mkfs over a volume the array says holds a filesystem";
+  const std::string message = r["message"].get<std::string>();
+  for (const char* says : {"failed at format: refusing mkfs", "/dev/sdz reads blank",
+                           "app instance vol-1's metadata says formatted: \"true\"", "wrong device",
+                           "delete the key by hand"}) {
+    EXPECT_NE(message.find(says), std::string::npos) << says << " in " << message;
+  }
+  EXPECT_EQ(counter_value(registry_, "datera_agent_volume_format_refused_total"), 1);
+  EXPECT_EQ(
+      counter_value(registry_, "datera_agent_volume_filesystems_created_total", "fstype", "xfs"),
+      0);
+  EXPECT_TRUE(mounter_.table.empty()) << "nothing mounted";
+  EXPECT_TRUE(journal_.load_all(nullptr).empty()) << "rolled back like any failed mount";
+  EXPECT_EQ(arrays_.array.md["vol-1"]["formatted"], "true") << "the record stays";
+}
+
+TEST_F(ManagerTest, AFilesystemFoundWithoutTheRecordGetsItAndIsNotFormatted) {
+  mounter_.fs = "xfs";  // formatted through FlexVolume before the record existed, or migrated
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  EXPECT_EQ(mounter_.formats, 0);
+  EXPECT_EQ(arrays_.array.md["vol-1"]["formatted"], "true");
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
+  EXPECT_EQ(
+      counter_value(registry_, "datera_agent_volume_format_records_total", "result", "written"), 1)
+      << "a recorded volume is not written again";
+}
+
+/// An array that takes every metadata write but the formatted record's.
+struct UnrecordableArray : FakeArray {
+  asio::awaitable<Status> put_metadata(const std::string& name,
+                                       const edf::Metadata& keys) override {
+    if (keys.count("formatted")) co_return Error{"metadata is full", http_status(400)};
+    co_return co_await FakeArray::put_metadata(name, keys);
+  }
+};
+struct UnrecordableArrays : volume::Arrays {
+  UnrecordableArray array;
+  Result<volume::Array*> get(const edf::BackendTarget&) override { return &array; }
+};
+
+TEST_F(ManagerTest, AFailedRecordAfterMkfsIsAWarningNotAFailedMount) {
+  UnrecordableArrays arrays;
+  manager_ = std::make_unique<Manager>(base_options(), arrays, initiator_, mounter_, journal_,
+                                       metrics_, null_logger());
+  (void)testing::run_async(ioc_, manager_->reconcile());
+  mounter_.fs = std::nullopt;
+  auto r = call("mount", pod_, opts("vol-1"));
+  EXPECT_EQ(r["status"], "Success") << r.dump();
+  EXPECT_EQ(mounter_.formats, 1);
+  EXPECT_EQ(arrays.array.md["vol-1"].count("formatted"), 0u);
+  EXPECT_EQ(
+      counter_value(registry_, "datera_agent_volume_format_records_total", "result", "failed"), 1);
+  ASSERT_EQ(call("unmount", pod_)["status"], "Success");
+  manager_.reset();  // before `arrays` goes
+}
+
 TEST_F(ManagerTest, ALoginFailureRollsBackTheAclAndTheJournal) {
   initiator_.connect_error = Error{"no such LUN"};
   auto r = call("mount", pod_, opts("vol-1"));
@@ -772,11 +864,15 @@ class ControllerModeTest : public ManagerTest {
               "Success");
     ASSERT_EQ(call("mount", pod_, opts("vol-1"))["status"], "Success");
   }
+  /// The node's writes to the array but its formatted record (written after its mkfs).
   size_t array_writes() const {
-    return std::count_if(
+    const auto all = std::count_if(
         arrays_.array.calls.begin(), arrays_.array.calls.end(), [](const std::string& c) {
           return c.rfind("acl", 0) == 0 || c.rfind("metadata", 0) == 0 || c.rfind("delete", 0) == 0;
         });
+    return static_cast<size_t>(all) -
+           static_cast<size_t>(counter_value(registry_, "datera_agent_volume_format_records_total",
+                                             "result", "written"));
   }
   static constexpr const char* kIqn = "iqn.1993-08.org.debian:01:node-a";
   const std::string kDeviceMount =
@@ -819,6 +915,8 @@ TEST_F(ControllerModeTest, KubeletsSplitFlowStagesBindsAndUnstagesWithoutTouchin
   EXPECT_TRUE(journal_.load_all(nullptr).empty());
   EXPECT_EQ(node_call("unmountdevice", {kDeviceMount})["status"], "Success") << "idempotent";
   EXPECT_EQ(array_writes(), 0u) << "the ACL and the lease are the controller's";
+  EXPECT_EQ(arrays_.array.md["vol-1"]["formatted"], "true");
+  EXPECT_EQ(ownership::decode(arrays_.array.md["vol-1"]).owner, "node-a") << "the grant stays";
 }
 
 TEST_F(ControllerModeTest, MountBeforeMountDeviceAndUnmountDeviceUnderAPodAreRefused) {

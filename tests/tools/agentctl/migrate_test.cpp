@@ -129,5 +129,136 @@ TEST(Migrate, OtherDriversAndGarbageAreLeftAlone) {
   EXPECT_EQ(plan_migration(Json("x"), Json(), {}).refused.size(), 1u);
 }
 
+// Datera's own CSI driver (dsp.csi.daterainc.io): its PVs are imported as the same volumes.
+Json datera_csi_pv(const std::string& name, Json attributes, const std::string& phase = "Bound") {
+  return Json::parse(R"({"apiVersion":"v1","kind":"PersistentVolume",
+    "metadata":{"name":"","annotations":{"pv.kubernetes.io/provisioned-by":"dsp.csi.daterainc.io"}},
+    "spec":{"capacity":{"storage":"5Gi"},"accessModes":["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy":"Delete","storageClassName":"dat-block-storage",
+            "volumeMode":"Filesystem","mountOptions":["discard"],
+            "claimRef":{"kind":"PersistentVolumeClaim","namespace":"shop","name":"data-pg-0",
+                        "uid":"u-9","resourceVersion":"12"},
+            "csi":{"driver":"dsp.csi.daterainc.io","fsType":"xfs","volumeAttributes":{},
+                   "volumeHandle":""}},
+    "status":{"phase":""}})")
+      .patch(Json::array(
+          {{{"op", "replace"}, {"path", "/metadata/name"}, {"value", name}},
+           {{"op", "replace"}, {"path", "/spec/csi/volumeHandle"}, {"value", "CSI-" + name}},
+           {{"op", "replace"}, {"path", "/spec/csi/volumeAttributes"}, {"value", attributes}},
+           {{"op", "replace"}, {"path", "/status/phase"}, {"value", phase}}}));
+}
+
+TEST(Migrate, ADateraCsiPvBecomesOurCsiPvOfTheSameAppInstance) {
+  const auto plan = plan_migration(
+      list({datera_csi_pv("pvc-1b2c", {{"replica_count", "3"},
+                                       {"placement_mode", "hybrid"},
+                                       {"storage.kubernetes.io/csiProvisionerIdentity", "1-x"}})}),
+      Json(), {});
+  ASSERT_TRUE(plan.refused.empty()) << plan.text();
+  ASSERT_EQ(plan.migrated.size(), 1u);
+  const auto& m = plan.migrated[0];
+  EXPECT_EQ(m.volume, "CSI-pvc-1b2c");
+  EXPECT_TRUE(m.datera_csi);
+  const Json& pv = m.manifest;
+  EXPECT_EQ(pv["metadata"]["name"], "pvc-1b2c");
+  EXPECT_EQ(pv["metadata"]["annotations"]["datera.com/migrated-from"], "dsp.csi.daterainc.io");
+  EXPECT_EQ(pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+            "agent.iscsi.datera.io");
+  const Json& spec = pv["spec"];
+  EXPECT_EQ(spec["csi"]["driver"], "agent.iscsi.datera.io");
+  EXPECT_EQ(spec["csi"]["volumeHandle"], "CSI-pvc-1b2c");
+  EXPECT_EQ(spec["csi"]["fsType"], "xfs");
+  EXPECT_EQ(spec["csi"]["volumeAttributes"], (Json{{"fsType", "xfs"}}))
+      << "Datera's creation parameters are not ours";
+  EXPECT_FALSE(spec["csi"].contains("nodeStageSecretRef"));
+  EXPECT_EQ(spec["capacity"]["storage"], "5Gi");
+  EXPECT_EQ(spec["accessModes"], Json::array({"ReadWriteOnce"}));
+  EXPECT_EQ(spec["persistentVolumeReclaimPolicy"], "Delete");
+  EXPECT_EQ(spec["storageClassName"], "dat-block-storage");
+  EXPECT_EQ(spec["volumeMode"], "Filesystem");
+  EXPECT_EQ(spec["mountOptions"], Json::array({"discard"}));
+  EXPECT_EQ(spec["claimRef"]["namespace"], "shop");
+  EXPECT_EQ(spec["claimRef"]["name"], "data-pg-0");
+  EXPECT_EQ(spec["claimRef"]["uid"], "u-9");
+  EXPECT_FALSE(spec["claimRef"].contains("resourceVersion"));
+  const std::string text = plan.text();
+  for (const char* says :
+       {"1 PV(s) to migrate (0 FlexVolume, 1 of Datera's CSI)", "from dsp.csi.daterainc.io",
+        "delete_on_unmount", "stop Datera's CSI node plugin",
+        "dropped (read only when Datera's driver created the volume): placement_mode "
+        "replica_count storage.kubernetes.io/csiProvisionerIdentity"}) {
+    EXPECT_NE(text.find(says), std::string::npos) << says << " in:\n" << text;
+  }
+  EXPECT_LT(text.find("kubectl patch pv pvc-1b2c"), text.find("kubectl delete pv pvc-1b2c"))
+      << "Retain before the delete: a CSI PV's Delete policy deletes the app instance\n"
+      << text;
+}
+
+TEST(Migrate, ADateraCsiPvWithoutFsTypeIsExt4AsDaterasNodePluginMadeIt) {
+  Json pv = datera_csi_pv("pvc-2", Json::object());
+  pv["spec"]["csi"].erase("fsType");
+  const auto plan = plan_migration(pv, Json(), {});
+  ASSERT_EQ(plan.migrated.size(), 1u) << plan.text();
+  EXPECT_EQ(plan.migrated[0].manifest["spec"]["csi"]["fsType"], "ext4");
+}
+
+TEST(Migrate, DateraCsiPvsThatWouldAttachDifferentlyOrLoseDataAreRefused) {
+  Json chap = datera_csi_pv("pvc-chap", Json::object());
+  chap["spec"]["csi"]["nodeStageSecretRef"] = {{"name", "chap-secret"}, {"namespace", "default"}};
+  Json bad_name = datera_csi_pv("pvc-bad", Json::object());
+  bad_name["spec"]["csi"]["volumeHandle"] = "../../etc/passwd";
+  Json odd_fs = datera_csi_pv("pvc-btrfs", Json::object());
+  odd_fs["spec"]["csi"]["fsType"] = "btrfs";
+  Json control = datera_csi_pv("pvc-ctl", {{"replica_count", "3\n"}});
+  const auto plan =
+      plan_migration(list({chap, bad_name, odd_fs, control,
+                           datera_csi_pv("pvc-doomed", {{"delete_on_unmount", "true"}}),
+                           datera_csi_pv("pvc-odd", {{"frobnicate", "1"}}),
+                           datera_csi_pv("pvc-free", Json::object(), "Released")}),
+                     Json(), {});
+  EXPECT_TRUE(plan.migrated.empty()) << plan.text();
+  ASSERT_EQ(plan.refused.size(), 7u) << plan.text();
+  const std::string text = plan.text();
+  for (const char* says :
+       {"pvc-chap: its nodeStageSecretRef (Secret chap-secret) holds the iSCSI CHAP",
+        "pvc-bad: its volumeHandle is not an EDF app instance name",
+        "pvc-btrfs: its fsType is not xfs or ext4",
+        "pvc-ctl: volume attribute 'replica_count' is not a plain string",
+        "pvc-doomed: delete_on_unmount is true", "pvc-odd: volume attribute 'frobnicate'",
+        "pvc-free: it is not Bound"}) {
+    EXPECT_NE(text.find(says), std::string::npos) << says << " in:\n" << text;
+  }
+}
+
+TEST(Migrate, ADateraCsiPvAndAFlexVolumePvOfOneAppInstanceAreOneTooMany) {
+  Json csi = datera_csi_pv("pvc-3", Json::object());
+  const auto plan =
+      plan_migration(list({csi, flex_pv("pv-flex-3", {{"volumeID", "CSI-pvc-3"}})}), Json(), {});
+  ASSERT_EQ(plan.migrated.size(), 1u) << plan.text();
+  ASSERT_EQ(plan.refused.size(), 1u);
+  EXPECT_EQ(plan.refused[0].pv, "pv-flex-3");
+}
+
+TEST(Migrate, FieldsOfTheWrongTypeAreNeverAnException) {
+  Json csi = datera_csi_pv("pvc-5", Json::object());
+  csi["spec"]["csi"]["readOnly"] = "yes";
+  csi["spec"]["persistentVolumeReclaimPolicy"] = 5;
+  Json flex = flex_pv("pv-5", Json::object());
+  flex["spec"]["flexVolume"]["readOnly"] = Json::array();
+  MigrationPlan plan;
+  ASSERT_NO_THROW(plan = plan_migration(list({csi, flex}), Json(), {}));
+  ASSERT_EQ(plan.migrated.size(), 2u) << plan.text();
+  EXPECT_FALSE(plan.migrated[0].manifest["spec"]["csi"].contains("readOnly"));
+  EXPECT_EQ(plan.migrated[0].manifest["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+}
+
+TEST(Migrate, OtherCsiDriversAreLeftAlone) {
+  Json ours = datera_csi_pv("pvc-4", Json::object());
+  ours["spec"]["csi"]["driver"] = "agent.iscsi.datera.io";
+  const auto plan = plan_migration(ours, Json(), {});
+  EXPECT_TRUE(plan.migrated.empty());
+  EXPECT_EQ(plan.other, 1u);
+}
+
 }  // namespace
 }  // namespace datera::agentctl
