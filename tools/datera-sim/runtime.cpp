@@ -150,7 +150,10 @@ Status FileBackend::reconcile(const std::vector<ExportView>& exports,
     return ok_status();
   };
   if (auto st = copy_snapshots(false); !st) return st;
-  for (const auto& [uuid, e] : volumes) {
+  // In creation order: a clone of a clone made in the same batch finds its source's file made.
+  for (const auto& export_view : exports) {
+    const ExportView* e = &export_view;
+    if (!Model::valid_uuid(e->uuid)) continue;
     const std::string path = path_for(*e);
     if (e->clone_of_volume.empty() || fs::exists(path)) continue;
     const off_t bytes = static_cast<off_t>(e->size) << 30;

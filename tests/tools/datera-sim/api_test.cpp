@@ -295,6 +295,13 @@ TEST_F(ApiTest, SnapshotsEndpointsAndClones) {
                       404)["name"],
             "NotFoundError");
 
+  // The host tier's loop initiator finds a clone in /_sim/exports like any volume.
+  auto exports = json::parse(call("GET", "/_sim/exports", "", {}, false).body)["exports"];
+  EXPECT_TRUE(std::any_of(exports.begin(), exports.end(), [&](const json& e) {
+    return e["app_instance"] == "snap-clone" &&
+           e["uuid"] == c["storage_instances"][0]["volumes"][0]["uuid"];
+  })) << exports.dump();
+
   // Delete: the snapshot goes; again is a 404; wrong methods are 405.
   call_json("DELETE", vol + "/snapshots/" + ts);
   call_json("DELETE", vol + "/snapshots/" + ts, nullptr, 404);

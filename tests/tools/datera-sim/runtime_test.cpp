@@ -153,6 +153,34 @@ TEST(FileBackendTest, ASnapshotIsAPointInTimeCopyAndClonesCopyTheirSource) {
   EXPECT_EQ(read_at(path_of["c-snap"], 0, 8), "OLD-head") << "clones keep their own data";
 }
 
+TEST(FileBackendTest, ACloneOfACloneMadeInTheSameBatchCopiesItsData) {
+  datera::testing::TempDir dir("dsim");
+  FileBackend files(dir / "vols");
+  ASSERT_TRUE(files.prepare().ok());
+  testing::FakeClock clock;
+  Model model(ModelOptions{}, clock.clock());
+  ASSERT_TRUE(model.create_app_instance("/root", ai_body("src", 1)).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  write_at(files.path_for(model.exports().at(0)), 4096, "SOURCE");
+  const auto vol_path = [](const std::string& ai) {
+    return "/app_instances/" + ai + "/storage_instances/storage-1/volumes/volume-1";
+  };
+  // Many, so the clones' uuids (random) do not happen to sort in creation order.
+  std::string from = "src";
+  for (int i = 0; i < 8; ++i) {
+    const std::string name = "chain-" + std::to_string(i);
+    ASSERT_TRUE(model
+                    .create_app_instance(
+                        "/root", {{"name", name}, {"clone_volume_src", {{"path", vol_path(from)}}}})
+                    .ok());
+    from = name;
+  }
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  for (const auto& e : model.exports()) {
+    EXPECT_EQ(read_at(files.path_for(e), 4096, 6), "SOURCE") << e.app_instance;
+  }
+}
+
 TEST(CommitterTest, ConcurrentCommitsWriteAtomicallyAndTheStateLoadsBack) {
   datera::testing::TempDir dir("dsim");
   const std::string state = dir / "state.json";
