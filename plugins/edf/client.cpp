@@ -683,6 +683,10 @@ asio::awaitable<Result<std::optional<Snapshot>>> Client::find_snapshot(const std
 }
 
 asio::awaitable<Result<std::vector<Snapshot>>> Client::list_snapshots(const std::string& name) {
+  if (!is_valid_name(name)) {
+    const Call c{"GET", "", std::nullopt, "listing snapshots", name, true};
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  }
   std::vector<Snapshot> out;
   constexpr int kPage = static_cast<int>(kListPage);
   for (int offset = 0;;) {
@@ -693,8 +697,6 @@ asio::awaitable<Result<std::vector<Snapshot>>> Client::list_snapshots(const std:
                  "listing snapshots",
                  name,
                  true};
-    if (!is_valid_name(name))
-      co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
     Json meta;
     auto page = co_await call_full(c, &meta);
     if (!page) co_return page.error();
