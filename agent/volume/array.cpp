@@ -68,16 +68,16 @@ class EdfArray : public Array {
   asio::awaitable<Status> delete_volume(const std::string& name) override {
     co_return co_await client_.delete_app_instance(name);
   }
-  // TODO(snapshots): the EDF client's snapshot calls land with datera-sim's snapshots.
   asio::awaitable<Result<edf::Snapshot>> create_snapshot(const std::string& name,
-                                                         const std::string&) override {
-    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+                                                         const std::string& uuid) override {
+    co_return co_await client_.create_snapshot(name, uuid);
   }
   asio::awaitable<Result<std::vector<edf::Snapshot>>> snapshots(const std::string& name) override {
-    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+    co_return co_await client_.list_snapshots(name);
   }
-  asio::awaitable<Status> delete_snapshot(const std::string& name, const std::string&) override {
-    co_return Error{"snapshots of " + name + " are not implemented by this agent yet"};
+  asio::awaitable<Status> delete_snapshot(const std::string& name,
+                                          const std::string& timestamp) override {
+    co_return co_await client_.delete_snapshot(name, timestamp);
   }
 
  private:

@@ -1,6 +1,7 @@
 #include "plugins/edf/client.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -374,6 +375,15 @@ asio::awaitable<Result<AppInstance>> Client::app_instance_call(Call c) {
 namespace {
 
 Json create_body(const VolumeSpec& s) {
+  // A clone takes its storage (size, replicas, placement) from its source: no storage_instances.
+  if (!s.clone_snapshot_src.empty() || !s.clone_volume_src.empty()) {
+    const bool snap = !s.clone_snapshot_src.empty();
+    return Json{{"name", s.name},
+                {"create_mode", "kubernetes"},
+                {"access_control_mode", "deny_all"},
+                {snap ? "clone_snapshot_src" : "clone_volume_src",
+                 {{"path", snap ? s.clone_snapshot_src : s.clone_volume_src}}}};
+  }
   if (!s.template_name.empty()) {
     return Json{{"name", s.name},
                 {"create_mode", "kubernetes"},
@@ -403,9 +413,72 @@ Json create_body(const VolumeSpec& s) {
                                  {"volumes", Json::array({volume})}}})}};
 }
 
+/// A utc_ts as it may go into a URL: digits and at most one dot (Snapshot::from_json's rule).
+bool is_valid_timestamp(const std::string& ts) {
+  return !ts.empty() && ts.size() <= 32 && std::all_of(ts.begin(), ts.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  }) && std::count(ts.begin(), ts.end(), '.') <= 1;
+}
+
+bool is_uuid(const std::string& s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+}
+
+/// A clone source as this client builds them: volume_path(ai) or snapshot_path(ai, ts) of a
+/// valid name and timestamp, nothing else (the path goes into the body verbatim).
+bool is_valid_clone_source(const std::string& path, bool snapshot) {
+  const std::string head = "/app_instances/";
+  if (path.rfind(head, 0) != 0) return false;
+  const auto end = path.find('/', head.size());
+  if (end == std::string::npos) return false;
+  const std::string ai = path.substr(head.size(), end - head.size());
+  if (!is_valid_name(ai)) return false;
+  if (!snapshot) return path == volume_path(ai);
+  const std::string prefix = volume_path(ai) + "/snapshots/";
+  return path.rfind(prefix, 0) == 0 && is_valid_timestamp(path.substr(prefix.size())) &&
+         path == snapshot_path(ai, path.substr(prefix.size()));
+}
+
+/// Oldest first: utc_ts compared as numbers (integer part by length, then digits).
+bool older(const Snapshot& a, const Snapshot& b) {
+  const auto split = [](const std::string& ts) {
+    const auto dot = ts.find('.');
+    return std::pair{ts.substr(0, dot), dot == std::string::npos ? "" : ts.substr(dot + 1)};
+  };
+  auto [ai, af] = split(a.timestamp);
+  auto [bi, bf] = split(b.timestamp);
+  ai.erase(0, std::min(ai.find_first_not_of('0'), ai.size()));
+  bi.erase(0, std::min(bi.find_first_not_of('0'), bi.size()));
+  if (ai.size() != bi.size()) return ai.size() < bi.size();
+  if (ai != bi) return ai < bi;
+  const size_t n = std::max(af.size(), bf.size());
+  af.resize(n, '0');
+  bf.resize(n, '0');
+  return af < bf;
+}
+
 Status validate_spec(const VolumeSpec& s) {
   if (!is_valid_name(s.name))
     return Error{"'" + s.name + "' is not a valid EDF name", Errc::invalid_arg};
+  if (!s.clone_snapshot_src.empty() && !s.clone_volume_src.empty()) {
+    return Error{"a volume has one content source, not a snapshot and a volume", Errc::invalid_arg};
+  }
+  if (!s.clone_snapshot_src.empty() && !is_valid_clone_source(s.clone_snapshot_src, true)) {
+    return Error{"clone source '" + safe_excerpt(s.clone_snapshot_src) +
+                     "' is not a snapshot path (/app_instances/<name>/.../snapshots/<utc_ts>)",
+                 Errc::invalid_arg};
+  }
+  if (!s.clone_volume_src.empty() && !is_valid_clone_source(s.clone_volume_src, false)) {
+    return Error{"clone source '" + safe_excerpt(s.clone_volume_src) +
+                     "' is not a volume path (/app_instances/<name>/storage_instances/storage-1/"
+                     "volumes/volume-1)",
+                 Errc::invalid_arg};
+  }
   if (s.size_gib < 1 || s.size_gib > 32768) {
     return Error{"size " + std::to_string(s.size_gib) + " GiB is outside 1..32768",
                  Errc::invalid_arg};
@@ -451,8 +524,14 @@ asio::awaitable<Result<AppInstance>> Client::create_app_instance(const VolumeSpe
   if (!created) co_return created.error();
   auto ai = AppInstance::from_json(*created);
   if (!ai) co_return wrap(c, ai.error().message, Errc::bad_reply);
-  log_->info("volume {}: app instance created ({} GiB, {} replicas)", spec.name, spec.size_gib,
-             spec.replica_count);
+  if (!spec.clone_snapshot_src.empty() || !spec.clone_volume_src.empty()) {
+    log_->info("volume {}: app instance created as a clone of {} ({} GiB)", spec.name,
+               spec.clone_snapshot_src.empty() ? spec.clone_volume_src : spec.clone_snapshot_src,
+               ai->size_gib);
+  } else {
+    log_->info("volume {}: app instance created ({} GiB, {} replicas)", spec.name, spec.size_gib,
+               spec.replica_count);
+  }
   co_return ai;
 }
 
@@ -460,8 +539,13 @@ asio::awaitable<Result<AppInstance>> Client::ensure_app_instance(const VolumeSpe
   auto found = co_await get_app_instance(spec.name);
   if (found || found.error().code != HttpStatus::not_found) co_return found;
   auto created = co_await create_app_instance(spec);
-  if (!created && created.error().code == HttpStatus::conflict)
-    co_return co_await get_app_instance(spec.name);
+  if (!created && created.error().code == HttpStatus::conflict) {
+    // A concurrent creator won; but a 409 about the request itself (a clone of a snapshot that is
+    // not available yet) leaves nothing to read back: then the 409 is the answer.
+    auto found_now = co_await get_app_instance(spec.name);
+    if (!found_now && found_now.error().code == HttpStatus::not_found) co_return created;
+    co_return found_now;
+  }
   co_return created;
 }
 
@@ -547,6 +631,107 @@ asio::awaitable<Result<std::vector<AppInstance>>> Client::list_app_instances() {
       break;
   }
   co_return out;
+}
+
+asio::awaitable<Result<Snapshot>> Client::create_snapshot(const std::string& name,
+                                                          const std::string& uuid) {
+  const Call c{
+      "POST", volume_path(name) + "/snapshots", Json{{"uuid", uuid}}, "taking a snapshot", name,
+      false};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  if (!is_uuid(uuid)) {
+    co_return wrap(c, "snapshot uuid '" + safe_excerpt(uuid, 64) + "' is not a UUID",
+                   Errc::invalid_arg);
+  }
+  auto created = co_await call(c);
+  if (!created && created.error().code == Errc::lost_reply) {
+    // Taken or not: repeat the POST once; if the first took effect, this one meets the uuid.
+    log_->warn("volume {}: the reply to taking snapshot {} was lost; repeating the request", name,
+               uuid);
+    metrics_.retry("lost_reply");
+    created = co_await call(c);
+  }
+  if (!created) {
+    const std::error_code code = created.error().code;
+    // 400 is EDF's duplicate uuid (code 15) among others; any 400 without a snapshot of that uuid
+    // stays the array's refusal. A lost reply may have taken the snapshot: look it up the same way.
+    if (code != HttpStatus::bad_request && code != Errc::lost_reply) co_return created.error();
+    auto found = co_await find_snapshot(name, uuid);
+    if (found && *found) {
+      log_->info("volume {}: snapshot {} with uuid {} exists already", name, (*found)->timestamp,
+                 uuid);
+      co_return std::move(**found);
+    }
+    co_return created.error();
+  }
+  auto snap = Snapshot::from_json(*created, name);
+  if (!snap) co_return wrap(c, snap.error().message, Errc::bad_reply);
+  log_->info("volume {}: snapshot {} taken (uuid {}, {})", name, snap->timestamp, uuid,
+             snap->op_state);
+  co_return snap;
+}
+
+asio::awaitable<Result<std::optional<Snapshot>>> Client::find_snapshot(const std::string& name,
+                                                                       const std::string& uuid) {
+  auto all = co_await list_snapshots(name);
+  if (!all) co_return all.error();
+  for (auto& s : *all) {
+    if (s.uuid == uuid) co_return std::optional<Snapshot>(std::move(s));
+  }
+  co_return std::optional<Snapshot>();
+}
+
+asio::awaitable<Result<std::vector<Snapshot>>> Client::list_snapshots(const std::string& name) {
+  if (!is_valid_name(name)) {
+    const Call c{"GET", "", std::nullopt, "listing snapshots", name, true};
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  }
+  std::vector<Snapshot> out;
+  constexpr int kPage = static_cast<int>(kListPage);
+  for (int offset = 0;;) {
+    const Call c{"GET",
+                 volume_path(name) + "/snapshots?limit=" + std::to_string(kPage) +
+                     "&offset=" + std::to_string(offset),
+                 std::nullopt,
+                 "listing snapshots",
+                 name,
+                 true};
+    Json meta;
+    auto page = co_await call_full(c, &meta);
+    if (!page) co_return page.error();
+    // v2.1+ answer an array; older firmware an object keyed by timestamp (and no pages).
+    if (!page->is_array() && !page->is_object())
+      co_return wrap(c, "the list is neither an array nor an object", Errc::bad_reply);
+    for (const auto& e : *page) {
+      if (auto s = Snapshot::from_json(e, name)) out.push_back(std::move(*s));
+    }
+    if (page->is_object()) break;
+    offset += static_cast<int>(page->size());
+    const int64_t total = int_at(meta, "total_count", int_at(meta, "total", -1));
+    if (page->empty() || (total >= 0 && offset >= total) || (total < 0 && page->size() < kPage))
+      break;
+  }
+  std::stable_sort(out.begin(), out.end(), older);
+  co_return out;
+}
+
+asio::awaitable<Status> Client::delete_snapshot(const std::string& name,
+                                                const std::string& timestamp) {
+  const Call c{"DELETE",     volume_path(name) + "/snapshots/" + timestamp,
+               std::nullopt, "deleting snapshot " + safe_excerpt(timestamp, 40),
+               name,         true};
+  if (!is_valid_name(name))
+    co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
+  if (!is_valid_timestamp(timestamp)) {
+    co_return wrap(
+        c, "'" + safe_excerpt(timestamp, 40) + "' is not a snapshot timestamp (digits and one dot)",
+        Errc::invalid_arg);
+  }
+  auto r = co_await call(c);
+  if (!r && r.error().code != HttpStatus::not_found) co_return r.error();
+  log_->info("volume {}: snapshot {} deleted{}", name, timestamp, r ? "" : " (already gone)");
+  co_return ok_status();
 }
 
 asio::awaitable<Status> Client::ensure_initiator(const std::string& iqn, const std::string& label) {

@@ -84,7 +84,8 @@ class Client {
 
   // App instances (by name). `volume` in error messages is the app instance name.
   boost::asio::awaitable<Result<AppInstance>> get_app_instance(const std::string& name);
-  /// POSTs a new app instance; a lost reply (or 409 after one) is resolved by a GET by name.
+  /// POSTs a new app instance (a clone when spec.clone_*_src is set); a lost reply (or 409 after
+  /// one) is resolved by a GET by name.
   boost::asio::awaitable<Result<AppInstance>> create_app_instance(const VolumeSpec& spec);
   /// GET, and create when absent (409 from a concurrent creator resolves to a GET).
   boost::asio::awaitable<Result<AppInstance>> ensure_app_instance(const VolumeSpec& spec);
@@ -99,6 +100,19 @@ class Client {
   /// Every app instance, kListPage per request.
   boost::asio::awaitable<Result<std::vector<AppInstance>>> list_app_instances();
   static constexpr size_t kListPage = 100;
+
+  // Snapshots of an app instance's volume-1, each named by its utc_ts.
+  /// POSTs a snapshot with `uuid` (the idempotency key); a lost reply repeats the POST once. When
+  /// the array refuses it with 400 (EDF's code 15, duplicate snapshot uuid, among others) or the
+  /// reply is lost again, the snapshot with that uuid in the volume's listing is the answer, as
+  /// Datera's CSI does; without one, the refusal stands.
+  boost::asio::awaitable<Result<Snapshot>> create_snapshot(const std::string& name,
+                                                           const std::string& uuid);
+  /// Every snapshot of the volume, oldest first, kListPage per request.
+  boost::asio::awaitable<Result<std::vector<Snapshot>>> list_snapshots(const std::string& name);
+  /// A snapshot that is already gone (or whose app instance is) counts as deleted.
+  boost::asio::awaitable<Status> delete_snapshot(const std::string& name,
+                                                 const std::string& timestamp);
 
   // Initiators and ACL.
   boost::asio::awaitable<Status> ensure_initiator(const std::string& iqn, const std::string& label);
@@ -141,6 +155,9 @@ class Client {
   boost::asio::awaitable<Status> acl_change(const std::string& name, const std::string& iqn,
                                             bool add);
   static std::string si_path(const std::string& name);
+  /// The snapshot with `uuid` in the volume's listing; nullopt when there is none.
+  boost::asio::awaitable<Result<std::optional<Snapshot>>> find_snapshot(const std::string& name,
+                                                                        const std::string& uuid);
 
   boost::asio::any_io_executor executor_;
   Transport& transport_;

@@ -3,6 +3,7 @@
 
 #include <set>
 #include <sys/stat.h>
+#include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -177,6 +178,108 @@ TEST_F(EdfClientTest, LostRepliesAndDroppedConnectionsNeverLoseOrDuplicateVolume
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 30u);
   EXPECT_EQ(uuids.size(), 30u);
+}
+
+TEST_F(EdfClientTest, SnapshotsAndClones) {
+  const std::string uuid = "3c9e1a7b-5d2f-4e8a-b6c0-d4e5f6a7b8c9";
+  ASSERT_TRUE(run(client_->ensure_app_instance(spec("vol-snap", 6))).ok());
+  auto taken = run(client_->create_snapshot("vol-snap", uuid));
+  ASSERT_TRUE(taken.ok()) << taken.error().message;
+  EXPECT_EQ(taken->uuid, uuid);
+  EXPECT_EQ(taken->app_instance, "vol-snap");
+  EXPECT_NE(taken->path.find("/snapshots/" + taken->timestamp), std::string::npos) << taken->path;
+  // Again with the same uuid: EDF refuses (400, code 15) and the client answers with that one.
+  auto again = run(client_->create_snapshot("vol-snap", uuid));
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->timestamp, taken->timestamp);
+  auto listed = run(client_->list_snapshots("vol-snap"));
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().timestamp, taken->timestamp);
+  auto ai = run(client_->get_app_instance("vol-snap"));
+  ASSERT_TRUE(ai.ok());
+  ASSERT_EQ(ai->snapshots.size(), 1u) << "inline in the app instance";
+  EXPECT_EQ(ai->snapshots[0].uuid, uuid);
+
+  // Clones: the source's size whatever size_gib says; their own identity.
+  ASSERT_TRUE(run(client_->wait_available("vol-snap", 5s, 20ms)).ok());
+  VolumeSpec from_snap = spec("vol-from-snap", 1);
+  from_snap.clone_snapshot_src = snapshot_path("vol-snap", taken->timestamp);
+  for (int i = 0; i < 100; ++i) {  // the snapshot becomes available after --op-state-delay
+    auto s = run(client_->list_snapshots("vol-snap"));
+    if (s.ok() && !s->empty() && s->front().available()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  auto c1 = run(client_->ensure_app_instance(from_snap));
+  ASSERT_TRUE(c1.ok()) << c1.error().message;
+  EXPECT_EQ(c1->size_gib, 6);
+  EXPECT_NE(c1->volume_uuid, ai->volume_uuid);
+  EXPECT_NE(c1->iqn, ai->iqn);
+  EXPECT_TRUE(c1->snapshots.empty());
+  VolumeSpec from_vol = spec("vol-from-vol", 1);
+  from_vol.clone_volume_src = volume_path("vol-snap");
+  auto c2 = run(client_->ensure_app_instance(from_vol));
+  ASSERT_TRUE(c2.ok()) << c2.error().message;
+  EXPECT_EQ(c2->size_gib, 6);
+
+  // Deletes are idempotent; an app instance's deletion takes its snapshots along.
+  ASSERT_TRUE(run(client_->delete_snapshot("vol-snap", taken->timestamp)).ok());
+  ASSERT_TRUE(run(client_->delete_snapshot("vol-snap", taken->timestamp)).ok()) << "already gone";
+  EXPECT_TRUE(run(client_->list_snapshots("vol-snap"))->empty());
+  ASSERT_TRUE(run(client_->create_snapshot("vol-snap", uuid)).ok()) << "the uuid is free again";
+  ASSERT_TRUE(run(client_->delete_app_instance("vol-snap")).ok());
+  ASSERT_TRUE(run(client_->ensure_app_instance(spec("vol-snap", 6))).ok());
+  EXPECT_TRUE(run(client_->list_snapshots("vol-snap"))->empty());
+  auto gone = run(client_->list_snapshots("vol-none"));
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, HttpStatus::not_found);
+}
+
+TEST_F(EdfClientTest, SnapshotInputsAreCheckedBeforeAnyRequest) {
+  const std::string uuid = "3c9e1a7b-5d2f-4e8a-b6c0-d4e5f6a7b8c9";
+  ASSERT_TRUE(run(client_->version()).ok());
+  const double before = counter("datera_agent_backend_requests_total");
+  auto bad_ts = run(client_->delete_snapshot("vol-a", "1/../../x"));
+  ASSERT_FALSE(bad_ts.ok());
+  EXPECT_EQ(bad_ts.error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->delete_snapshot("vol-a", "")).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->delete_snapshot("vol-a", "1.2.3")).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->delete_snapshot("../x", "1.5")).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->create_snapshot("vol-a", "not-a-uuid")).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->create_snapshot("a/b", uuid)).error().code, Errc::invalid_arg);
+  EXPECT_EQ(run(client_->list_snapshots("a?b")).error().code, Errc::invalid_arg);
+  VolumeSpec s = spec("vol-c");
+  s.clone_volume_src = "/app_instances/x/../../initiators";
+  EXPECT_EQ(run(client_->create_app_instance(s)).error().code, Errc::invalid_arg);
+  s.clone_volume_src = "";
+  s.clone_snapshot_src = volume_path("vol-a") + "/snapshots/1.5?x=1";
+  EXPECT_EQ(run(client_->create_app_instance(s)).error().code, Errc::invalid_arg);
+  s.clone_volume_src = volume_path("vol-a");
+  s.clone_snapshot_src = snapshot_path("vol-a", "1.5");
+  EXPECT_EQ(run(client_->create_app_instance(s)).error().code, Errc::invalid_arg) << "both";
+  EXPECT_EQ(counter("datera_agent_backend_requests_total"), before) << "nothing was sent";
+}
+
+TEST_F(EdfClientTest, LostSnapshotRepliesNeverDuplicateASnapshot) {
+  ASSERT_TRUE(run(client_->ensure_app_instance(spec("vol-lost-snap"))).ok());
+  ASSERT_EQ(control("POST", "/_sim/faults",
+                    Json{{"lost_reply_rate", 0.25}, {"drop_rate", 0.1}, {"seed", 5}}),
+            200u);
+  std::set<std::string> timestamps;
+  for (int i = 0; i < 20; ++i) {
+    char uuid[40];
+    std::snprintf(uuid, sizeof uuid, "5a5a5a5a-0000-4000-8000-%012d", i);
+    auto s = run(client_->create_snapshot("vol-lost-snap", uuid));
+    ASSERT_TRUE(s.ok()) << uuid << ": " << s.error().message;
+    EXPECT_EQ(s->uuid, uuid);
+    timestamps.insert(s->timestamp);
+  }
+  ASSERT_EQ(control("DELETE", "/_sim/faults"), 200u);
+  EXPECT_GT(counter("datera_agent_backend_retries_total"), 0) << "the faults must have fired";
+  auto all = run(client_->list_snapshots("vol-lost-snap"));
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 20u) << "one snapshot per uuid";
+  EXPECT_EQ(timestamps.size(), 20u);
 }
 
 boost::asio::awaitable<void> create_one(Client& c, VolumeSpec s, int& ok,

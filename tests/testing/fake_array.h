@@ -31,6 +31,7 @@ struct FakeArray : volume::Array {
   std::map<std::string, std::vector<edf::Snapshot>> snaps;  ///< by source app instance
   std::map<std::string, std::string> cloned_from;  ///< app instance -> its clone source path
   std::string new_snapshot_state = "available";    ///< op_state of the next snapshots
+  std::map<std::string, int64_t> snapshot_sizes;   ///< snapshot path -> GiB when taken
   int64_t next_timestamp = 1'700'000'000;
 
   static Error not_found(const std::string& name) {
@@ -52,15 +53,20 @@ struct FakeArray : volume::Array {
                                    ? src.substr(prefix.size(), end - prefix.size())
                                    : std::string{};
       if (!names.count(from)) co_return Error{"no clone source " + src, http_status(404)};
+      size = ai(from).size_gib;
       if (!spec.clone_snapshot_src.empty()) {
         const auto& list = snaps[from];
-        if (std::none_of(list.begin(), list.end(), [&](const edf::Snapshot& s) {
-              return edf::snapshot_path(from, s.timestamp) == src;
-            })) {
-          co_return Error{"no clone source " + src, http_status(404)};
+        const auto it = std::find_if(list.begin(), list.end(), [&](const edf::Snapshot& s) {
+          return edf::snapshot_path(from, s.timestamp) == src;
+        });
+        if (it == list.end()) co_return Error{"no clone source " + src, http_status(404)};
+        // As datera-sim (the strict reading): a snapshot still being made cannot be cloned yet.
+        if (!it->available()) {
+          co_return Error{"clone source " + src + " is not available yet", http_status(409)};
         }
+        // The volume's size when the snapshot was taken (a snapshot a test added by hand: now).
+        if (const auto at = snapshot_sizes.find(src); at != snapshot_sizes.end()) size = at->second;
       }
-      size = ai(from).size_gib;
       cloned_from[spec.name] = src;
     }
     names.insert(spec.name);
@@ -159,6 +165,7 @@ struct FakeArray : volume::Array {
     s.uuid = key;
     s.op_state = new_snapshot_state;
     s.path = edf::snapshot_path(name, s.timestamp);
+    snapshot_sizes[s.path] = ai(name).size_gib;
     list.push_back(s);
     co_return s;
   }

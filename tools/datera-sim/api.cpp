@@ -501,6 +501,40 @@ http::Response Api::app_instances(Ctx& ctx, const std::vector<std::string>& segs
     return list(ctx, std::move(items));
   }
   const std::string& vol = segs[5];
+  if (segs.size() >= 7 && segs[6] == "snapshots") {
+    auto volume = model_.get_volume(t, id, si_name, vol);
+    if (!volume) return fail(ctx, volume.error());
+    if (segs.size() == 7) {
+      if (m == "GET") {
+        std::vector<json> items;
+        for (const auto& s : volume->snapshots)
+          items.push_back(render_snapshot(*ai, *si, *volume, s));
+        return list(ctx, std::move(items));
+      }
+      if (m == "POST") {
+        auto s = model_.create_snapshot(t, id, si_name, vol, ctx.body);
+        if (!s) return fail(ctx, s.error());
+        log_->info("{}: snapshot {} of {}/{}/{} (uuid {})", t, s->utc_ts, ai->name, si_name,
+                   volume->name, s->uuid);
+        return ok(ctx, render_snapshot(*ai, *si, *volume, *s));
+      }
+      return method_not_allowed("GET, POST");
+    }
+    if (segs.size() == 8) {
+      auto s = model_.get_snapshot(t, id, si_name, vol, segs[7]);
+      if (!s) return fail(ctx, s.error());
+      if (m == "GET") return ok(ctx, render_snapshot(*ai, *si, *volume, *s));
+      if (m == "DELETE") {
+        if (auto st = model_.delete_snapshot(t, id, si_name, vol, segs[7]); !st)
+          return fail(ctx, st.error());
+        log_->info("{}: deleted snapshot {} of {}/{}/{}", t, s->utc_ts, ai->name, si_name,
+                   volume->name);
+        return ok(ctx, render_snapshot(*ai, *si, *volume, *s));
+      }
+      return method_not_allowed("GET, DELETE");
+    }
+    return fail(ctx, 404, "no such endpoint: " + ctx.path);
+  }
   if (segs.size() == 6) {
     if (m == "GET") {
       auto v = model_.get_volume(t, id, si_name, vol);
@@ -627,6 +661,9 @@ json Api::render_volume(const AppInstance& ai, const StorageInstance& si, const 
       "/app_instances/" + ai.id + "/storage_instances/" + si.name + "/volumes/" + v.name;
   json qos = {{"path", path + "/performance_policy"}};
   for (const auto& [k, n] : v.performance_policy) qos[k] = n;
+  // Whole snapshot objects, so one listing of app instances shows every snapshot.
+  json snaps = json::array();
+  for (const auto& s : v.snapshots) snaps.push_back(render_snapshot(ai, si, v, s));
   return {{"path", path},
           {"name", v.name},
           {"uuid", v.uuid},
@@ -636,9 +673,21 @@ json Api::render_volume(const AppInstance& ai, const StorageInstance& si, const 
           {"capacity_in_use", 0},
           {"op_state", op_state},
           {"availability_state", op_state == "available" ? "available" : "unavailable"},
-          {"snapshots", json::array()},
+          {"snapshots", snaps},
           {"snapshot_policies", json::array()},
           {"performance_policy", qos}};
+}
+
+json Api::render_snapshot(const AppInstance& ai, const StorageInstance& si, const Volume& v,
+                          const Snapshot& s) const {
+  // utc_ts is the id; `timestamp` carries the same text (older firmware keyed snapshots by it).
+  return {{"path", "/app_instances/" + ai.id + "/storage_instances/" + si.name + "/volumes/" +
+                       v.name + "/snapshots/" + s.utc_ts},
+          {"timestamp", s.utc_ts},
+          {"utc_ts", s.utc_ts},
+          {"uuid", s.uuid},
+          {"op_state", model_.op_state(s)},
+          {"size", s.size}};
 }
 
 json Api::render_initiator(const Initiator& i) const {
@@ -706,15 +755,15 @@ http::Response Api::list(const Ctx& ctx, std::vector<json> items) const {
 }
 
 http::Response Api::fail(const Ctx& ctx, const Error& error) const {
-  const unsigned status = http_status_of(error.code);
-  return fail(ctx, status >= 400 && status < 600 ? status : 500, error.message);
+  return fail(ctx, error_status(error), error.message, error_edf_code(error));
 }
 
-http::Response Api::fail(const Ctx& ctx, unsigned status, const std::string& message) const {
+http::Response Api::fail(const Ctx& ctx, unsigned status, const std::string& message,
+                         int code) const {
   json params = json::object();
   for (const auto& [k, v] : ctx.query) params[k] = v;
   json body = {{"name", edf_error_name(status)},
-               {"code", 0},
+               {"code", code},
                {"http", status},
                {"message", message},
                {"ts", iso_time(model_.now())},

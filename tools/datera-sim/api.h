@@ -73,12 +73,16 @@ class Api : public http::Handler {
   nlohmann::json render_volume(const AppInstance& ai, const StorageInstance& si, const Volume& v,
                                const std::string& op_state) const;
   nlohmann::json render_acl(const AppInstance& ai, const StorageInstance& si, const Ctx& ctx) const;
+  nlohmann::json render_snapshot(const AppInstance& ai, const StorageInstance& si, const Volume& v,
+                                 const Snapshot& s) const;
   nlohmann::json render_initiator(const Initiator& i) const;
 
   http::Response ok(const Ctx& ctx, nlohmann::json data, nlohmann::json metadata = nullptr) const;
   http::Response list(const Ctx& ctx, std::vector<nlohmann::json> items) const;
   http::Response fail(const Ctx& ctx, const Error& error) const;
-  http::Response fail(const Ctx& ctx, unsigned status, const std::string& message) const;
+  /// `code`: EDF's error number in the body (0 for most errors).
+  http::Response fail(const Ctx& ctx, unsigned status, const std::string& message,
+                      int code = 0) const;
 
   bool roll(double rate);
 

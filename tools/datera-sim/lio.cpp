@@ -276,7 +276,8 @@ Status LioBackend::remove_target(const std::string& iqn) {
   return remove_dir(target);
 }
 
-Status LioBackend::reconcile(const std::vector<ExportView>& exports) {
+Status LioBackend::reconcile(const std::vector<ExportView>& exports,
+                             const std::vector<SnapshotView>& snapshots) {
   std::set<std::string> iqns, uuids;
   for (const auto& e : exports) {
     if (!Model::valid_uuid(e.uuid)) continue;
@@ -293,7 +294,9 @@ Status LioBackend::reconcile(const std::vector<ExportView>& exports) {
     if (!Model::valid_uuid(dev) || uuids.count(dev)) continue;
     if (auto st = remove_dir(options_.configfs + "/core/fileio_0/" + dev); !st) return st;
   }
-  if (auto st = files_.reconcile(exports); !st) return st;
+  // Snapshots and clones are file copies (files_): a clone's backstore is made on its copied file
+  // below like any new volume's; snapshots are never exported.
+  if (auto st = files_.reconcile(exports, snapshots); !st) return st;
 
   for (const auto& e : exports) {
     if (!Model::valid_uuid(e.uuid)) continue;

@@ -46,7 +46,8 @@ class LioBackend : public ExportBackend {
 
   /// Checks configfs and the namespaces; creates the file dir.
   Status prepare();
-  Status reconcile(const std::vector<ExportView>& exports) override;
+  Status reconcile(const std::vector<ExportView>& exports,
+                   const std::vector<SnapshotView>& snapshots) override;
   std::string path_for(const ExportView& e) const override { return files_.path_for(e); }
 
  private:

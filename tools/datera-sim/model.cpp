@@ -44,6 +44,29 @@ Error edf_error(unsigned http_status, std::string message) {
   return Error{std::move(message), datera::http_status(http_status)};
 }
 
+const std::error_category& edf_code_category() {
+  struct Category : std::error_category {
+    const char* name() const noexcept override { return "edf-code"; }
+    std::string message(int c) const override { return "EDF error code " + std::to_string(c); }
+  };
+  static const Category category;
+  return category;
+}
+
+Error edf_error(EdfCode code, std::string message) {
+  return Error{std::move(message), std::error_code(static_cast<int>(code), edf_code_category())};
+}
+
+unsigned error_status(const Error& e) {
+  if (e.code.category() == edf_code_category()) return 400;  // every EdfCode so far is a 400
+  const unsigned status = http_status_of(e.code);
+  return status >= 400 && status < 600 ? status : 500;
+}
+
+int error_edf_code(const Error& e) {
+  return e.code.category() == edf_code_category() ? e.code.value() : 0;
+}
+
 namespace {
 
 Error bad_request(const std::string& m) {
@@ -527,18 +550,19 @@ Result<Volume*> Model::find_volume(const std::string& tenant, const std::string&
 Result<AppInstance> Model::create_app_instance(const std::string& tenant, const json& body_in) {
   if (auto st = require_object(body_in, "app instance"); !st) return st.error();
   json body = body_in;
-  for (const char* clone : {"clone_src", "clone_volume_src", "clone_snapshot_src"}) {
-    if (body.contains(clone)) {
-      return invalid(std::string("app instance: ") + clone + " (clones) is not simulated");
-    }
+  if (body.contains("clone_src")) {
+    return invalid(
+        "app instance: clone_src (a copy of a whole app instance) is not simulated; "
+        "use clone_volume_src or clone_snapshot_src");
   }
-  if (auto st =
-          check_keys(body,
-                     {"name", "create_mode", "uuid", "access_control_mode", "descr", "admin_state",
-                      "storage_instances", "app_template", "template_override", "placement_policy"},
-                     "app instance");
+  if (auto st = check_keys(body,
+                           {"name", "create_mode", "uuid", "access_control_mode", "descr",
+                            "admin_state", "storage_instances", "app_template", "template_override",
+                            "placement_policy", "clone_volume_src", "clone_snapshot_src"},
+                           "app instance");
       !st)
     return st.error();
+  const bool clone = body.contains("clone_volume_src") || body.contains("clone_snapshot_src");
 
   auto name = opt_string(body, "name", "app instance");
   if (!name) return name.error();
@@ -551,6 +575,19 @@ Result<AppInstance> Model::create_app_instance(const std::string& tenant, const 
   ai.name = **name;
   ai.tenant = tenant;
   const std::string what = "app instance " + ai.name;
+  if (clone) {
+    // The clone's storage is its source's: a body that also describes storage is contradictory.
+    for (const char* other : {"storage_instances", "app_template", "template_override"}) {
+      if (body.contains(other)) {
+        return bad_request(what + ": " + other +
+                           " cannot go with clone_volume_src or clone_snapshot_src (a clone "
+                           "takes its storage from its source)");
+      }
+    }
+    if (body.contains("clone_volume_src") && body.contains("clone_snapshot_src")) {
+      return bad_request(what + ": give clone_volume_src or clone_snapshot_src, not both");
+    }
+  }
 
   if (auto it = body.find("app_template"); it != body.end() && !it->is_null()) {
     auto path = ref_path(*it, what + ": app_template");
@@ -667,6 +704,12 @@ Result<AppInstance> Model::create_app_instance(const std::string& tenant, const 
                       tenant);
     }
   }
+  if (clone) {
+    // After the name check, so a repeated create of an existing clone is a 409 as for any other.
+    auto source = clone_source(tenant, body, what);
+    if (!source) return source.error();
+    sis = {std::move(*source)};
+  }
   ai.id = (uuid && *uuid) ? **uuid : new_uuid();
   ai.seq = next_seq_++;
   ai.online_since_ms = now_ms();
@@ -681,6 +724,163 @@ Result<AppInstance> Model::create_app_instance(const std::string& tenant, const 
   t.app_instances.push_back(ai);
   touched();
   return ai;
+}
+
+Result<StorageInstance> Model::clone_source(const std::string& tenant, const json& body,
+                                            const std::string& what) {
+  const bool from_snapshot = body.contains("clone_snapshot_src");
+  const char* key = from_snapshot ? "clone_snapshot_src" : "clone_volume_src";
+  auto path = ref_path(body[key], what + ": " + key);
+  if (!path) return path.error();
+  // /app_instances/<ai>/storage_instances/<si>/volumes/<vol>[/snapshots/<utc_ts>]
+  std::vector<std::string> segs;
+  for (size_t start = 0; start <= path->size();) {
+    size_t end = path->find('/', start);
+    if (end == std::string::npos) end = path->size();
+    segs.push_back(path->substr(start, end - start));
+    start = end + 1;
+  }
+  const size_t want = from_snapshot ? 9 : 7;
+  if (segs.size() != want || !segs[0].empty() || segs[1] != "app_instances" ||
+      segs[3] != "storage_instances" || segs[5] != "volumes" ||
+      (from_snapshot && segs[7] != "snapshots")) {
+    return invalid(what + ": " + key + " '" + *path + "' must be " +
+                   "/app_instances/<ai>/storage_instances/<si>/volumes/<volume>" +
+                   (from_snapshot ? "/snapshots/<utc_ts>" : ""));
+  }
+  auto v = find_volume(tenant, segs[2], segs[4], segs[6]);
+  if (!v) return not_found(what + ": " + key + " '" + *path + "': " + v.error().message);
+  const Volume& src = **v;
+  Volume copy;
+  copy.name = src.name;
+  copy.size = src.size;
+  copy.replica_count = src.replica_count;
+  copy.placement_mode = src.placement_mode;
+  copy.performance_policy = src.performance_policy;
+  copy.clone_of_volume = src.uuid;
+  if (from_snapshot) {
+    const auto& snaps = src.snapshots;
+    const auto it = std::find_if(snaps.begin(), snaps.end(),
+                                 [&](const Snapshot& s) { return s.utc_ts == segs[8]; });
+    if (it == snaps.end()) {
+      return not_found(what + ": " + key + " '" + *path + "': volume " + src.name +
+                       " has no snapshot " + segs[8]);
+    }
+    // Strict: a snapshot still being made has no data to copy yet.
+    if (op_state(*it) != "available") {
+      return conflict(what + ": snapshot " + segs[8] + " of " + segs[2] +
+                      " is not available yet (op_state unavailable); retry once it is");
+    }
+    copy.size = it->size;
+    copy.clone_of_snapshot = it->utc_ts;
+  }
+  const StorageInstance* src_si = nullptr;
+  for (const auto& s : find_ai(tenant, segs[2])->storage_instances) {
+    if (s.name == segs[4] || s.uuid == segs[4]) src_si = &s;
+  }
+  StorageInstance si;
+  si.name = src_si->name;
+  si.ip_pool = src_si->ip_pool;  // its own access, ACL, auth and metadata: none copied
+  si.volumes.push_back(std::move(copy));
+  return si;
+}
+
+// --- snapshots ---
+
+bool Model::valid_utc_ts(const std::string& ts) {
+  static const std::regex re(R"(^[0-9]{1,12}\.[0-9]{9}$)");
+  return std::regex_match(ts, re);
+}
+
+Result<Snapshot> Model::create_snapshot(const std::string& tenant, const std::string& ai,
+                                        const std::string& si, const std::string& vol,
+                                        const json& body) {
+  auto v = find_volume(tenant, ai, si, vol);
+  if (!v) return v.error();
+  const std::string what = "snapshot of " + ai + " volume " + (*v)->name;
+  std::optional<std::string> uuid;
+  if (!body.is_null()) {
+    if (auto st = require_object(body, what); !st) return st.error();
+    if (auto st = check_keys(body, {"uuid"}, what); !st) return st.error();
+    auto u = opt_string(body, "uuid", what);
+    if (!u) return u.error();
+    if (*u && !valid_uuid(**u)) return invalid(what + ": uuid '" + **u + "' is not a UUID");
+    uuid = *u;
+  }
+  auto& snaps = (*v)->snapshots;
+  if (uuid) {
+    for (const auto& s : snaps) {
+      if (s.uuid == *uuid) {
+        return edf_error(EdfCode::duplicate_snapshot_uuid,
+                         what + ": the volume already has a snapshot with uuid " + *uuid + " (" +
+                             s.utc_ts + ")");
+      }
+    }
+  }
+  // utc_ts is the snapshot's id: the clock's nanoseconds, moved on by 1 ns on a collision.
+  int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_().time_since_epoch()).count();
+  std::string ts;
+  for (;; ++ns) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%lld.%09lld", static_cast<long long>(ns / 1'000'000'000),
+                  static_cast<long long>(ns % 1'000'000'000));
+    ts = buf;
+    if (std::none_of(snaps.begin(), snaps.end(), [&](const Snapshot& s) { return s.utc_ts == ts; }))
+      break;
+  }
+  Snapshot snap{ts, uuid ? *uuid : new_uuid(), now_ms(), (*v)->size};
+  snaps.push_back(snap);
+  touched();
+  return snap;
+}
+
+Result<std::vector<Snapshot>> Model::list_snapshots(const std::string& tenant,
+                                                    const std::string& ai, const std::string& si,
+                                                    const std::string& vol) const {
+  auto v = const_cast<Model*>(this)->find_volume(tenant, ai, si, vol);
+  if (!v) return v.error();
+  return (*v)->snapshots;
+}
+
+Result<Snapshot> Model::get_snapshot(const std::string& tenant, const std::string& ai,
+                                     const std::string& si, const std::string& vol,
+                                     const std::string& utc_ts) const {
+  auto v = const_cast<Model*>(this)->find_volume(tenant, ai, si, vol);
+  if (!v) return v.error();
+  for (const auto& s : (*v)->snapshots) {
+    if (s.utc_ts == utc_ts) return s;
+  }
+  return not_found("snapshot '" + utc_ts + "' not found in volume " + (*v)->name + " of " + ai);
+}
+
+Status Model::delete_snapshot(const std::string& tenant, const std::string& ai,
+                              const std::string& si, const std::string& vol,
+                              const std::string& utc_ts) {
+  auto v = find_volume(tenant, ai, si, vol);
+  if (!v) return v.error();
+  // Clones are copies with their own data, so a snapshot that has clones can still go.
+  if (std::erase_if((*v)->snapshots, [&](const Snapshot& s) { return s.utc_ts == utc_ts; }) == 0) {
+    return not_found("snapshot '" + utc_ts + "' not found in volume " + (*v)->name + " of " + ai);
+  }
+  touched();
+  return ok_status();
+}
+
+std::string Model::op_state(const Snapshot& s) const {
+  return now_ms() - s.created_ms >= options_.op_state_delay.count() ? "available" : "unavailable";
+}
+
+std::vector<SnapshotView> Model::snapshot_views() const {
+  std::vector<SnapshotView> out;
+  for (const auto& ai : list_app_instances("all")) {
+    for (const auto& si : ai.storage_instances) {
+      for (const auto& v : si.volumes) {
+        for (const auto& s : v.snapshots) out.push_back(SnapshotView{v.uuid, s.utc_ts, s.size});
+      }
+    }
+  }
+  return out;
 }
 
 Result<AppInstance> Model::get_app_instance(const std::string& tenant,
@@ -1225,7 +1425,7 @@ std::vector<ExportView> Model::exports() const {
       for (const auto& v : si.volumes) {
         out.push_back(ExportView{ai.tenant, ai.name, ai.id, si.name, v.name, v.uuid, v.size,
                                  op_state(ai) == "available", ai.access_control_mode, iqns, si.iqn,
-                                 si.ips, si.node});
+                                 si.ips, si.node, v.clone_of_volume, v.clone_of_snapshot});
       }
     }
   }
@@ -1236,8 +1436,11 @@ std::vector<ExportView> Model::exports() const {
 // Persistence
 // ---------------------------------------------------------------------------------------------
 
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Snapshot, utc_ts, uuid, created_ms, size)
+// Older state files have no snapshots or clone sources: the defaults (none) apply.
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Volume, name, size, replica_count, placement_mode,
-                                                uuid, performance_policy)
+                                                uuid, performance_policy, snapshots,
+                                                clone_of_volume, clone_of_snapshot)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Auth, type, target_user_name, target_pswd,
                                                 initiator_user_name, initiator_pswd)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AclRef, path, tenant)
@@ -1321,6 +1524,16 @@ Status Model::load_json(const json& doc) {
       for (const auto& ai : tenant.app_instances) {
         if (!valid_ai_name(ai.name) || !valid_uuid(ai.id)) {
           return Error{"state file: bad app instance '" + ai.name + "'"};
+        }
+        for (const auto& si : ai.storage_instances) {
+          for (const auto& v : si.volumes) {
+            for (const auto& snap : v.snapshots) {
+              if (!valid_utc_ts(snap.utc_ts) || !valid_uuid(snap.uuid)) {
+                return Error{"state file: bad snapshot '" + snap.utc_ts + "' of app instance '" +
+                             ai.name + "'"};
+              }
+            }
+          }
         }
       }
       tenants[name] = std::move(tenant);

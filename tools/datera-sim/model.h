@@ -36,8 +36,28 @@ std::string edf_error_name(unsigned http_status);
 /// Builds an Error carrying an HTTP status in `code`.
 Error edf_error(unsigned http_status, std::string message);
 
+/// EDF's own error numbers, the `code` of an error body (0 for the rest). Each implies its HTTP
+/// status; an Error carrying one has code in edf_code_category().
+enum class EdfCode {
+  duplicate_snapshot_uuid = 15,  ///< 400 InvalidRequestError (Datera's CSI matches on it)
+};
+const std::error_category& edf_code_category();
+Error edf_error(EdfCode code, std::string message);
+/// The HTTP status of a model Error (an EDF code's own status; 500 for anything else).
+unsigned error_status(const Error& e);
+/// The EDF code of a model Error, 0 when it has none.
+int error_edf_code(const Error& e);
+
 using Metadata = std::map<std::string, std::string>;
 constexpr size_t kMetadataLimit = 2048;  ///< characters of the serialized map
+
+/// A point-in-time copy of a volume: `…/volumes/<vol>/snapshots/<utc_ts>`.
+struct Snapshot {
+  std::string utc_ts;      ///< "<epoch seconds>.<9 digits of ns>", unique within its volume
+  std::string uuid;        ///< the creator's (or a new one)
+  int64_t created_ms = 0;  ///< available op_state_delay after this
+  int64_t size = 0;        ///< GiB of the volume when it was taken
+};
 
 struct Volume {
   std::string name;
@@ -46,7 +66,12 @@ struct Volume {
   std::string placement_mode = "hybrid";
   std::string uuid;  ///< also the LUN's SCSI unit serial
   std::map<std::string, int64_t>
-      performance_policy;  ///< *_iops_max / *_bandwidth_max; 0 = unlimited
+      performance_policy;           ///< *_iops_max / *_bandwidth_max; 0 = unlimited
+  std::vector<Snapshot> snapshots;  ///< oldest first
+  /// A clone's data source, for the export backend: the volume uuid it was copied from, and the
+  /// snapshot's utc_ts when the source was a snapshot of that volume ("" for a volume).
+  std::string clone_of_volume;
+  std::string clone_of_snapshot;
 };
 
 struct Auth {
@@ -168,6 +193,16 @@ struct ExportView {
   std::string iqn;
   std::vector<std::string> ips;
   std::string node;  ///< storage node holding the VIPs (the lio backend's network namespace)
+  /// A clone's data source (Volume::clone_of_*): a new volume's file starts as a copy of it.
+  std::string clone_of_volume;
+  std::string clone_of_snapshot;
+};
+
+/// A snapshot as the export backend sees it: the data it must hold is the volume's as of now.
+struct SnapshotView {
+  std::string volume_uuid;
+  std::string utc_ts;
+  int64_t size = 0;  ///< GiB
 };
 
 nlohmann::json to_json_value(const AclChange& c);
@@ -185,6 +220,7 @@ class Model {
   static bool valid_ai_name(const std::string& name);  ///< a name or a UUID
   static bool valid_initiator_id(const std::string& id);
   static bool valid_uuid(const std::string& text);
+  static bool valid_utc_ts(const std::string& ts);  ///< "<seconds>.<9 digits>"
 
   // --- app instances ---
   Result<AppInstance> create_app_instance(const std::string& tenant, const nlohmann::json& body);
@@ -224,6 +260,23 @@ class Model {
   Result<Volume> set_performance_policy(const std::string& tenant, const std::string& ai,
                                         const std::string& si, const std::string& vol,
                                         const nlohmann::json& body);
+
+  // --- snapshots (of one volume) ---
+  /// body {"uuid"?}; a uuid the volume already has is a 400 with EdfCode::duplicate_snapshot_uuid.
+  Result<Snapshot> create_snapshot(const std::string& tenant, const std::string& ai,
+                                   const std::string& si, const std::string& vol,
+                                   const nlohmann::json& body);
+  Result<std::vector<Snapshot>> list_snapshots(const std::string& tenant, const std::string& ai,
+                                               const std::string& si, const std::string& vol) const;
+  Result<Snapshot> get_snapshot(const std::string& tenant, const std::string& ai,
+                                const std::string& si, const std::string& vol,
+                                const std::string& utc_ts) const;
+  Status delete_snapshot(const std::string& tenant, const std::string& ai, const std::string& si,
+                         const std::string& vol, const std::string& utc_ts);
+  /// available once op_state_delay has passed since it was taken.
+  std::string op_state(const Snapshot& s) const;
+  /// Every snapshot of every volume (the export backend keeps one file each).
+  std::vector<SnapshotView> snapshot_views() const;
 
   // --- metadata (si "" = the app instance's) ---
   Result<Metadata> get_metadata(const std::string& tenant, const std::string& ai,
@@ -274,6 +327,10 @@ class Model {
                                    const std::string& si, AppInstance** owner = nullptr);
   Result<Volume*> find_volume(const std::string& tenant, const std::string& ai,
                               const std::string& si, const std::string& vol);
+  /// The body of a clone: one new storage instance and volume like the source's, from
+  /// clone_snapshot_src / clone_volume_src ({"path": ...}).
+  Result<StorageInstance> clone_source(const std::string& tenant, const nlohmann::json& body,
+                                       const std::string& what);
   Result<AclRef> acl_ref(const nlohmann::json& entry, const std::string& list,
                          const std::string& tenant) const;
   void log_acl(const AppInstance& ai, const StorageInstance& si, const std::string& op,

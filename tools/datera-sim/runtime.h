@@ -25,22 +25,30 @@ namespace datera::sim {
 class ExportBackend {
  public:
   virtual ~ExportBackend() = default;
-  virtual Status reconcile(const std::vector<ExportView>& exports) = 0;
+  /// `snapshots`: every snapshot the model has; a new one is copied from its volume now.
+  virtual Status reconcile(const std::vector<ExportView>& exports,
+                           const std::vector<SnapshotView>& snapshots) = 0;
   /// The data of a volume ("" when the backend keeps none), for GET /_sim/exports.
   virtual std::string path_for(const ExportView& e) const = 0;
 };
 
 /// Each volume is `<dir>/<volume uuid>.img`, a sparse file of the volume's size: created with the
-/// volume, grown on resize, removed with it. Reconciling against the model's export list is
-/// idempotent, so a restart or a crash between two steps heals by itself.
+/// volume, grown on resize, removed with it. Each snapshot is `<dir>/snap-<volume
+/// uuid>-<utc_ts>.img`, a copy of the volume's file made when the snapshot first appears (FICLONE
+/// where the filesystem shares extents, else a copy of the data extents only, so it stays sparse);
+/// a clone's volume file starts as a copy of its source's file. Reconciling against the model's
+/// lists is idempotent, so a restart or a crash between two steps heals by itself (a snapshot file
+/// that was never made is then copied from the volume as it is at that moment).
 class FileBackend : public ExportBackend {
  public:
   explicit FileBackend(std::string dir) : dir_(std::move(dir)) {}
 
   Status prepare() const;  ///< creates the directory (0750)
   std::string path_for(const ExportView& e) const override;
-  /// Blocking: creates, grows and removes files to match `exports`.
-  Status reconcile(const std::vector<ExportView>& exports) override;
+  std::string snapshot_path(const std::string& volume_uuid, const std::string& utc_ts) const;
+  /// Blocking: creates, copies, grows and removes files to match `exports` and `snapshots`.
+  Status reconcile(const std::vector<ExportView>& exports,
+                   const std::vector<SnapshotView>& snapshots) override;
   const std::string& dir() const { return dir_; }
 
  private:
@@ -60,7 +68,8 @@ class Committer {
   Status save_now();
 
  private:
-  Status write(const std::string& snapshot, const std::vector<ExportView>& exports);
+  Status write(const std::string& state, const std::vector<ExportView>& exports,
+               const std::vector<SnapshotView>& snapshots);
 
   boost::asio::thread_pool& pool_;
   Model& model_;

@@ -42,6 +42,8 @@ struct FakeBackend {
   asio::io_context ioc;
   testing::FakeArray fake;
   Array& array() { return fake; }
+  /// New snapshots stay unavailable for the rest of the test.
+  void slow_snapshots() { fake.new_snapshot_state = "unavailable"; }
 };
 
 /// The real client stack (EdfArrays, EDF client) against the simulator's protocol layer, both on
@@ -61,6 +63,12 @@ struct SimBackend {
     real = *got;
   }
   Array& array() { return *real; }
+  /// New snapshots stay unavailable for the rest of the test (call before creating anything).
+  void slow_snapshots() {
+    sim::ModelOptions o;
+    o.op_state_delay = 1h;
+    model = sim::Model{o, sim::system_clock()};
+  }
 
   asio::io_context ioc;
   sim::Model model{sim::ModelOptions{}, sim::system_clock()};
@@ -244,6 +252,123 @@ TYPED_TEST(ArrayContract, DeleteRemovesTheVolumeAndIsIdempotent) {
   auto md = this->run(this->array().metadata("vol-1"));
   ASSERT_TRUE(md);
   EXPECT_TRUE(md->empty());
+}
+
+const std::string kUuid1 = "6a1c4e2f-0b3d-4c5e-8f70-112233445566";
+const std::string kUuid2 = "7b2d5f30-1c4e-4d6f-9081-223344556677";
+
+TYPED_TEST(ArrayContract, ASnapshotIsTakenOncePerUuidAndListedOldestFirst) {
+  this->create("vol-1");
+  auto first = this->run(this->array().create_snapshot("vol-1", kUuid1));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->app_instance, "vol-1");
+  EXPECT_EQ(first->uuid, kUuid1);
+  EXPECT_FALSE(first->timestamp.empty());
+  EXPECT_TRUE(first->available());
+  auto again = this->run(this->array().create_snapshot("vol-1", kUuid1));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->timestamp, first->timestamp) << "the same uuid is the same snapshot";
+  auto second = this->run(this->array().create_snapshot("vol-1", kUuid2));
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_NE(second->timestamp, first->timestamp);
+
+  auto all = this->run(this->array().snapshots("vol-1"));
+  ASSERT_TRUE(all) << all.error().message;
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].uuid, kUuid1);
+  EXPECT_EQ((*all)[1].uuid, kUuid2);
+  // The app instance lists them too (a listing of every volume shows every snapshot).
+  const auto found = this->find("vol-1");
+  ASSERT_TRUE(found);
+  ASSERT_EQ(found->snapshots.size(), 2u);
+  EXPECT_EQ(found->snapshots[0].timestamp, first->timestamp);
+  auto listed = this->run(this->array().list_volumes());
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().snapshots.size(), 2u);
+}
+
+TYPED_TEST(ArrayContract, SnapshotsOfAnUnknownVolumeFailWithNotFound) {
+  auto taken = this->run(this->array().create_snapshot("vol-none", kUuid1));
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, HttpStatus::not_found) << taken.error().message;
+  auto listed = this->run(this->array().snapshots("vol-none"));
+  ASSERT_FALSE(listed);
+  EXPECT_EQ(listed.error().code, HttpStatus::not_found) << listed.error().message;
+}
+
+TYPED_TEST(ArrayContract, DeleteSnapshotIsIdempotent) {
+  this->create("vol-1");
+  auto s = this->run(this->array().create_snapshot("vol-1", kUuid1));
+  ASSERT_TRUE(s) << s.error().message;
+  this->ok(this->array().delete_snapshot("vol-1", s->timestamp));
+  this->ok(this->array().delete_snapshot("vol-1", s->timestamp), "already gone is deleted");
+  this->ok(this->array().delete_snapshot("vol-none", s->timestamp), "so is its app instance");
+  auto all = this->run(this->array().snapshots("vol-1"));
+  ASSERT_TRUE(all);
+  EXPECT_TRUE(all->empty());
+}
+
+TYPED_TEST(ArrayContract, DeletingAVolumeDeletesItsSnapshots) {
+  this->create("vol-1");
+  ASSERT_TRUE(this->run(this->array().create_snapshot("vol-1", kUuid1)));
+  this->ok(this->array().delete_volume("vol-1"));
+  this->create("vol-1");
+  auto all = this->run(this->array().snapshots("vol-1"));
+  ASSERT_TRUE(all);
+  EXPECT_TRUE(all->empty()) << "a new volume under the old name has none of its snapshots";
+}
+
+TYPED_TEST(ArrayContract, ClonesTakeTheSizeOfTheirSource) {
+  this->create("vol-1", 20);
+  auto s = this->run(this->array().create_snapshot("vol-1", kUuid1));
+  ASSERT_TRUE(s) << s.error().message;
+  this->ok(this->array().resize("vol-1", 24));
+
+  auto from_snapshot = spec("vol-2", 16);
+  from_snapshot.clone_snapshot_src = edf::snapshot_path("vol-1", s->timestamp);
+  auto c1 = this->run(this->array().ensure_volume(from_snapshot));
+  ASSERT_TRUE(c1) << c1.error().message;
+  EXPECT_EQ(c1->size_gib, 20) << "the snapshot's size";
+  auto from_volume = spec("vol-3", 16);
+  from_volume.clone_volume_src = edf::volume_path("vol-1");
+  auto c2 = this->run(this->array().ensure_volume(from_volume));
+  ASSERT_TRUE(c2) << c2.error().message;
+  EXPECT_EQ(c2->size_gib, 24) << "the volume's size now";
+  EXPECT_TRUE(this->acl("vol-2").empty());
+  EXPECT_TRUE(this->find("vol-2")->snapshots.empty());
+  auto again = this->run(this->array().ensure_volume(from_snapshot));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->volume_uuid, c1->volume_uuid) << "idempotent by name";
+}
+
+TYPED_TEST(ArrayContract, ACloneOfAMissingSourceIsNotFound) {
+  this->create("vol-1");
+  auto from_snapshot = spec("vol-2");
+  from_snapshot.clone_snapshot_src = edf::snapshot_path("vol-1", "1700000000.000000001");
+  auto c1 = this->run(this->array().ensure_volume(from_snapshot));
+  ASSERT_FALSE(c1);
+  EXPECT_EQ(c1.error().code, HttpStatus::not_found) << c1.error().message;
+  auto from_volume = spec("vol-3");
+  from_volume.clone_volume_src = edf::volume_path("vol-none");
+  auto c2 = this->run(this->array().ensure_volume(from_volume));
+  ASSERT_FALSE(c2);
+  EXPECT_EQ(c2.error().code, HttpStatus::not_found) << c2.error().message;
+  EXPECT_EQ(this->find("vol-2"), std::nullopt);
+}
+
+TYPED_TEST(ArrayContract, ASnapshotThatIsNotAvailableYetCannotBeCloned) {
+  this->backend_.slow_snapshots();
+  this->create("vol-1");
+  auto s = this->run(this->array().create_snapshot("vol-1", kUuid1));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_FALSE(s->available());
+  auto from_snapshot = spec("vol-2");
+  from_snapshot.clone_snapshot_src = edf::snapshot_path("vol-1", s->timestamp);
+  auto c = this->run(this->array().ensure_volume(from_snapshot));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, HttpStatus::conflict) << c.error().message;
+  EXPECT_EQ(this->find("vol-2"), std::nullopt);
 }
 
 // The real stack's requests all went through the injected transport: no socket, no Beast.

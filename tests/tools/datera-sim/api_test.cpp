@@ -231,6 +231,87 @@ TEST_F(ApiTest, ErrorsCarryTheEdfBody) {
   EXPECT_EQ(call("GET", "/v2.2/app_instances", "", {{"tenant", "../etc"}}).status, 400u);
 }
 
+TEST_F(ApiTest, SnapshotsEndpointsAndClones) {
+  call_json("POST", "/v2.2/app_instances", ai_body("snap-src"));
+  const std::string vol =
+      "/v2.2/app_instances/snap-src/storage_instances/storage-1/volumes/volume-1";
+  const std::string uuid = "0f8b2c3e-1d4a-4b5c-9d6e-7f8091a2b3c4";
+  auto created = call_json("POST", vol + "/snapshots", {{"uuid", uuid}})["data"];
+  const std::string ts = created["utc_ts"];
+  EXPECT_EQ(ts, "1700000000.000000000");
+  EXPECT_EQ(created["timestamp"], ts);
+  EXPECT_EQ(created["uuid"], uuid);
+  EXPECT_EQ(created["op_state"], "unavailable") << "op_state_delay is 2 s";
+  const std::string path = created["path"];
+  EXPECT_EQ(path.substr(path.size() - ts.size() - 11), "/snapshots/" + ts);
+
+  // A second create with the same uuid: 400 InvalidRequestError with EDF code 15.
+  auto dup = call_json("POST", vol + "/snapshots", {{"uuid", uuid}}, 400);
+  EXPECT_EQ(dup["name"], "InvalidRequestError");
+  EXPECT_EQ(dup["code"], 15);
+  EXPECT_EQ(call_json("POST", vol + "/snapshots", {{"uuid", "nope"}}, 422)["code"], 0);
+
+  // Listed (paginated like any collection), fetched, and inline in the app instance.
+  call_json("POST", vol + "/snapshots");  // no body: the array picks the uuid
+  auto page = call_json("GET", vol + "/snapshots?limit=1&offset=1");
+  ASSERT_EQ(page["data"].size(), 1u);
+  EXPECT_EQ(page["metadata"]["total_count"], 2);
+  EXPECT_NE(page["data"][0]["utc_ts"], ts);
+  EXPECT_EQ(call_json("GET", vol + "/snapshots/" + ts)["data"]["uuid"], uuid);
+  auto inline_snaps = call_json(
+      "GET",
+      "/v2.2/app_instances/snap-src")["data"]["storage_instances"][0]["volumes"][0]["snapshots"];
+  ASSERT_EQ(inline_snaps.size(), 2u);
+  EXPECT_EQ(inline_snaps[0]["uuid"], uuid) << "whole snapshot objects, oldest first";
+  EXPECT_EQ(
+      call_json("GET",
+                "/v2.1/app_instances")["data"][0]["storage_instances"][0]["volumes"][0]["snapshots"]
+          .size(),
+      2u);
+
+  // A clone of the snapshot: refused while it is unavailable, made once it is.
+  const json clone = {{"name", "snap-clone"},
+                      {"create_mode", "kubernetes"},
+                      {"clone_snapshot_src", {{"path", path}}}};
+  EXPECT_EQ(call_json("POST", "/v2.2/app_instances", clone, 409)["name"], "ConflictError");
+  clock_.advance(2s);
+  EXPECT_EQ(call_json("GET", vol + "/snapshots/" + ts)["data"]["op_state"], "available");
+  auto c = call_json("POST", "/v2.2/app_instances", clone)["data"];
+  EXPECT_EQ(c["name"], "snap-clone");
+  EXPECT_EQ(c["storage_instances"][0]["volumes"][0]["size"], 16);
+  EXPECT_TRUE(c["storage_instances"][0]["acl_policy"]["initiators"].empty());
+  auto by_volume =
+      call_json("POST", "/v2.2/app_instances",
+                {{"name", "vol-clone"},
+                 {"clone_volume_src", {{"path", vol.substr(5)}}}})["data"];  // without "/v2.2"
+  EXPECT_NE(by_volume["storage_instances"][0]["volumes"][0]["uuid"],
+            c["storage_instances"][0]["volumes"][0]["uuid"]);
+  EXPECT_EQ(call_json("POST", "/v2.2/app_instances",
+                      {{"name", "bad-clone"},
+                       {"clone_volume_src",
+                        {{"path",
+                          "/app_instances/none/storage_instances/"
+                          "storage-1/volumes/volume-1"}}}},
+                      404)["name"],
+            "NotFoundError");
+
+  // The host tier's loop initiator finds a clone in /_sim/exports like any volume.
+  auto exports = json::parse(call("GET", "/_sim/exports", "", {}, false).body)["exports"];
+  EXPECT_TRUE(std::any_of(exports.begin(), exports.end(), [&](const json& e) {
+    return e["app_instance"] == "snap-clone" &&
+           e["uuid"] == c["storage_instances"][0]["volumes"][0]["uuid"];
+  })) << exports.dump();
+
+  // Delete: the snapshot goes; again is a 404; wrong methods are 405.
+  call_json("DELETE", vol + "/snapshots/" + ts);
+  call_json("DELETE", vol + "/snapshots/" + ts, nullptr, 404);
+  call_json("PUT", vol + "/snapshots", json::object(), 405);
+  EXPECT_EQ(call_json("GET", vol + "/snapshots")["data"].size(), 1u);
+  call_json("GET",
+            "/v2.2/app_instances/none/storage_instances/storage-1/volumes/volume-1/snapshots",
+            nullptr, 404);
+}
+
 TEST_F(ApiTest, PaginatesAndFilters) {
   for (int i = 0; i < 25; ++i) {
     char name[32];  // room for any int: GCC checks the bound under -O1 (the sanitizer build)

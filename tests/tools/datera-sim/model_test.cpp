@@ -487,6 +487,245 @@ TEST_F(ModelTest, PersistenceRoundTrip) {
   EXPECT_FALSE(restored.load_json(json{{"format", "datera-sim-state/1"}, {"tenants", 5}}).ok());
 }
 
+// --- snapshots and clones ---
+
+const std::string kSnapUuid = "0f8b2c3e-1d4a-4b5c-9d6e-7f8091a2b3c4";
+
+Result<Snapshot> snap(Model& m, const std::string& ai, const json& body) {
+  return m.create_snapshot("/root", ai, "storage-1", "volume-1", body);
+}
+
+TEST_F(ModelTest, SnapshotCreateListGetDelete) {
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("src", 20)).ok());
+  auto s = snap(model_, "src", {{"uuid", kSnapUuid}});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->uuid, kSnapUuid);
+  EXPECT_EQ(s->utc_ts, "1700000000.000000000") << "the injected clock, with nanoseconds";
+  EXPECT_TRUE(Model::valid_utc_ts(s->utc_ts));
+  EXPECT_EQ(s->size, 20);
+
+  // Same instant, no uuid: the array makes one up and moves the timestamp on by a nanosecond.
+  auto s2 = snap(model_, "src", nullptr);
+  ASSERT_TRUE(s2.ok()) << s2.error().message;
+  EXPECT_EQ(s2->utc_ts, "1700000000.000000001");
+  EXPECT_TRUE(Model::valid_uuid(s2->uuid));
+  EXPECT_NE(s2->uuid, kSnapUuid);
+
+  auto list = model_.list_snapshots("/root", "src", "storage-1", "volume-1");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].utc_ts, s->utc_ts) << "oldest first";
+  EXPECT_EQ(model_.get_snapshot("/root", "src", "storage-1", "volume-1", s->utc_ts)->uuid,
+            kSnapUuid);
+  EXPECT_EQ(model_.get_snapshot("/root", "src", "storage-1", "volume-1", "1.5").error().code,
+            http_status(404));
+  // The app instance shows them in its volume (one listing sees every snapshot).
+  EXPECT_EQ(
+      model_.get_app_instance("/root", "src")->storage_instances[0].volumes[0].snapshots.size(),
+      2u);
+  EXPECT_EQ(model_.snapshot_views().size(), 2u);
+
+  ASSERT_TRUE(model_.delete_snapshot("/root", "src", "storage-1", "volume-1", s->utc_ts).ok());
+  EXPECT_EQ(model_.delete_snapshot("/root", "src", "storage-1", "volume-1", s->utc_ts).error().code,
+            http_status(404));
+  EXPECT_EQ(model_.list_snapshots("/root", "src", "storage-1", "volume-1")->size(), 1u);
+  EXPECT_EQ(snap(model_, "nobody", nullptr).error().code, http_status(404));
+}
+
+TEST_F(ModelTest, SnapshotValidationAndDuplicateUuid) {
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("src")).ok());
+  ASSERT_TRUE(snap(model_, "src", {{"uuid", kSnapUuid}}).ok());
+  auto dup = snap(model_, "src", {{"uuid", kSnapUuid}});
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(error_status(dup.error()), 400u);
+  EXPECT_EQ(error_edf_code(dup.error()), 15) << "EDF's duplicate snapshot uuid";
+  EXPECT_EQ(edf_error_name(error_status(dup.error())), "InvalidRequestError");
+  // The same uuid on another volume is fine: uuids are unique per volume.
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("other")).ok());
+  EXPECT_TRUE(snap(model_, "other", {{"uuid", kSnapUuid}}).ok());
+
+  EXPECT_EQ(snap(model_, "src", {{"uuid", "not-a-uuid"}}).error().code, http_status(422));
+  EXPECT_EQ(snap(model_, "src", {{"uuid", 5}}).error().code, http_status(400));
+  EXPECT_EQ(snap(model_, "src", {{"name", "x"}}).error().code, http_status(400));
+  EXPECT_EQ(snap(model_, "src", json::array()).error().code, http_status(400));
+  EXPECT_EQ(error_edf_code(snap(model_, "src", json::array()).error()), 0);
+  EXPECT_EQ(model_.list_snapshots("/root", "src", "storage-1", "volume-1")->size(), 1u)
+      << "refusals leave nothing behind";
+}
+
+TEST_F(ModelTest, SnapshotBecomesAvailableAfterTheDelay) {
+  ModelOptions o = opts();
+  o.op_state_delay = 500ms;
+  Model m(o, clock_.clock());
+  ASSERT_TRUE(m.create_app_instance("/root", ai_body("src")).ok());
+  auto s = snap(m, "src", nullptr);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(m.op_state(*s), "unavailable");
+  clock_.advance(499ms);
+  EXPECT_EQ(m.op_state(*s), "unavailable");
+  clock_.advance(1ms);
+  EXPECT_EQ(m.op_state(*s), "available");
+}
+
+json clone_body(const std::string& name, const char* key, const std::string& path) {
+  return {{"name", name}, {"create_mode", "kubernetes"}, {key, {{"path", path}}}};
+}
+
+TEST_F(ModelTest, ClonesFromASnapshotOrAVolume) {
+  auto src = model_.create_app_instance("/root", ai_body("src", 20));
+  ASSERT_TRUE(src.ok());
+  const std::string iqn = "iqn.1993-08.org.debian:01:clone";
+  ASSERT_TRUE(model_.create_initiator("/root", {{"id", iqn}, {"name", "node-c"}}).ok());
+  ASSERT_TRUE(model_
+                  .acl_op("/root", "src", "storage-1", "initiators",
+                          {{"op", "add"}, {"path", "/initiators/" + iqn}})
+                  .ok());
+  ASSERT_TRUE(model_.put_metadata("/root", "src", {{"k", "v"}}).ok());
+  auto s = snap(model_, "src", nullptr);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(model_.update_volume("/root", "src", "storage-1", "volume-1", {{"size", 30}}).ok());
+  const std::string vol_path = "/app_instances/src/storage_instances/storage-1/volumes/volume-1";
+
+  auto from_snap = model_.create_app_instance(
+      "/root", clone_body("c-snap", "clone_snapshot_src", vol_path + "/snapshots/" + s->utc_ts));
+  ASSERT_TRUE(from_snap.ok()) << from_snap.error().message;
+  ASSERT_EQ(from_snap->storage_instances.size(), 1u);
+  const auto& si = from_snap->storage_instances[0];
+  const auto& src_si = src->storage_instances[0];
+  EXPECT_EQ(si.name, "storage-1");
+  ASSERT_EQ(si.volumes.size(), 1u);
+  EXPECT_EQ(si.volumes[0].name, "volume-1");
+  EXPECT_EQ(si.volumes[0].size, 20) << "the snapshot's size, not the volume's now";
+  EXPECT_NE(si.volumes[0].uuid, src_si.volumes[0].uuid);
+  EXPECT_TRUE(Model::valid_uuid(si.volumes[0].uuid));
+  EXPECT_NE(si.uuid, src_si.uuid);
+  EXPECT_NE(si.iqn, src_si.iqn);
+  EXPECT_NE(si.ips, src_si.ips);
+  EXPECT_TRUE(si.acl_initiators.empty()) << "a clone's ACL starts empty";
+  EXPECT_TRUE(from_snap->metadata.empty());
+  EXPECT_TRUE(si.volumes[0].snapshots.empty());
+  EXPECT_EQ(si.volumes[0].clone_of_volume, src_si.volumes[0].uuid);
+  EXPECT_EQ(si.volumes[0].clone_of_snapshot, s->utc_ts);
+
+  // By the source's id works too (the paths the array itself returns carry ids).
+  auto from_vol = model_.create_app_instance(
+      "/root",
+      clone_body("c-vol", "clone_volume_src",
+                 "/app_instances/" + src->id + "/storage_instances/storage-1/volumes/volume-1"));
+  ASSERT_TRUE(from_vol.ok()) << from_vol.error().message;
+  EXPECT_EQ(from_vol->storage_instances[0].volumes[0].size, 30);
+  EXPECT_EQ(from_vol->storage_instances[0].volumes[0].clone_of_snapshot, "");
+  EXPECT_EQ(model_.exports().back().clone_of_volume, src_si.volumes[0].uuid);
+
+  // Repeating a create that succeeded is a 409, as for any app instance.
+  EXPECT_EQ(model_.create_app_instance("/root", clone_body("c-vol", "clone_volume_src", vol_path))
+                .error()
+                .code,
+            http_status(409));
+}
+
+TEST_F(ModelTest, CloneRefusals) {
+  ModelOptions o = opts();
+  o.op_state_delay = 1s;
+  Model m(o, clock_.clock());
+  ASSERT_TRUE(m.create_app_instance("/root", ai_body("src")).ok());
+  auto s = snap(m, "src", nullptr);
+  ASSERT_TRUE(s.ok());
+  const std::string vol_path = "/app_instances/src/storage_instances/storage-1/volumes/volume-1";
+  const std::string snap_path = vol_path + "/snapshots/" + s->utc_ts;
+  auto code = [&](const json& body) {
+    auto r = m.create_app_instance("/root", body);
+    return r.ok() ? 0u : http_status_of(r.error().code);
+  };
+  EXPECT_EQ(code(clone_body("c-1", "clone_snapshot_src", snap_path)), 409u)
+      << "the snapshot is not available yet";
+  EXPECT_EQ(code(clone_body("c-1", "clone_snapshot_src", vol_path + "/snapshots/1.000000000")),
+            404u);
+  EXPECT_EQ(code(clone_body("c-1", "clone_volume_src",
+                            "/app_instances/nobody/storage_instances/storage-1/volumes/volume-1")),
+            404u);
+  EXPECT_EQ(code(clone_body("c-1", "clone_volume_src", "/app_instances/src")), 422u);
+  EXPECT_EQ(code(clone_body("c-1", "clone_snapshot_src", vol_path)), 422u)
+      << "a volume path is not a snapshot path";
+  EXPECT_EQ(code(clone_body("c-1", "clone_volume_src", snap_path)), 422u);
+  EXPECT_EQ(code(clone_body("c-1", "clone_src", "/app_instances/src")), 422u) << "not simulated";
+  json both = clone_body("c-1", "clone_volume_src", vol_path);
+  both["clone_snapshot_src"] = {{"path", snap_path}};
+  EXPECT_EQ(code(both), 400u);
+  json with_storage = ai_body("c-1");
+  with_storage["clone_volume_src"] = {{"path", vol_path}};
+  EXPECT_EQ(code(with_storage), 400u) << "a clone's storage is its source's";
+  EXPECT_EQ(code(clone_body("c-1", "clone_volume_src", "")), 422u);
+  json not_a_ref = {{"name", "c-1"}, {"clone_volume_src", 7}};
+  EXPECT_EQ(code(not_a_ref), 400u);
+  EXPECT_FALSE(m.get_app_instance("/root", "c-1").ok()) << "no refusal created anything";
+
+  clock_.advance(1s);
+  EXPECT_EQ(code(clone_body("c-1", "clone_snapshot_src", snap_path)), 0u) << "available now";
+}
+
+TEST_F(ModelTest, DeletingAnAppInstanceDeletesItsSnapshots) {
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("src")).ok());
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("other")).ok());
+  ASSERT_TRUE(snap(model_, "src", nullptr).ok());
+  ASSERT_TRUE(snap(model_, "src", nullptr).ok());
+  ASSERT_TRUE(snap(model_, "other", nullptr).ok());
+  EXPECT_EQ(model_.snapshot_views().size(), 3u);
+  ASSERT_TRUE(model_.delete_app_instance("/root", "src", {{"force", true}}).ok());
+  const auto left = model_.snapshot_views();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].volume_uuid,
+            model_.get_app_instance("/root", "other")->storage_instances[0].volumes[0].uuid);
+  // A new app instance under the old name has none of the old snapshots.
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("src")).ok());
+  EXPECT_TRUE(model_.list_snapshots("/root", "src", "storage-1", "volume-1")->empty());
+}
+
+TEST_F(ModelTest, SnapshotsAndClonesSurviveARestart) {
+  ASSERT_TRUE(model_.create_app_instance("/root", ai_body("src")).ok());
+  auto s = snap(model_, "src", {{"uuid", kSnapUuid}});
+  ASSERT_TRUE(s.ok());
+  const std::string vol_path = "/app_instances/src/storage_instances/storage-1/volumes/volume-1";
+  ASSERT_TRUE(model_
+                  .create_app_instance("/root", clone_body("c-1", "clone_snapshot_src",
+                                                           vol_path + "/snapshots/" + s->utc_ts))
+                  .ok());
+  const std::string text = model_.to_json().dump();
+  Model restored(opts(), clock_.clock());
+  ASSERT_TRUE(restored.load_json(json::parse(text)).ok());
+  EXPECT_EQ(restored.to_json().dump(), text);
+  auto back = restored.get_snapshot("/root", "src", "storage-1", "volume-1", s->utc_ts);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->uuid, kSnapUuid);
+  EXPECT_EQ(back->created_ms, s->created_ms);
+  EXPECT_EQ(error_edf_code(snap(restored, "src", {{"uuid", kSnapUuid}}).error()), 15)
+      << "the uuid is still taken after a restart";
+  EXPECT_EQ(
+      restored.get_app_instance("/root", "c-1")->storage_instances[0].volumes[0].clone_of_snapshot,
+      s->utc_ts);
+
+  // A state file from before snapshots (no such keys) still loads, with none.
+  json old = json::parse(text);
+  for (auto& ai : old["tenants"]["/root"]["app_instances"]) {
+    for (auto& si : ai["storage_instances"]) {
+      for (auto& v : si["volumes"]) {
+        v.erase("snapshots");
+        v.erase("clone_of_volume");
+        v.erase("clone_of_snapshot");
+      }
+    }
+  }
+  Model legacy(opts(), clock_.clock());
+  ASSERT_TRUE(legacy.load_json(old).ok());
+  EXPECT_TRUE(legacy.list_snapshots("/root", "src", "storage-1", "volume-1")->empty());
+
+  // A snapshot whose utc_ts could not be a file name is refused.
+  json bad = json::parse(text);
+  bad["tenants"]["/root"]["app_instances"][0]["storage_instances"][0]["volumes"][0]["snapshots"][0]
+     ["utc_ts"] = "../x";
+  EXPECT_FALSE(Model(opts(), clock_.clock()).load_json(bad).ok());
+}
+
 TEST(SessionsTest, KeysExpireByTheClockAndOnDemand) {
   testing::FakeClock clock;
   Sessions s(clock.clock(), 15min, {{"admin", "password"}}, 1);

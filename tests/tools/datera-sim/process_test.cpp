@@ -158,6 +158,24 @@ TEST(SimProcessTest, StateSurvivesSigtermAndRestart) {
   const auto ai = json::parse(testing::body_of(created))["data"];
   const std::string vol_uuid = ai["storage_instances"][0]["volumes"][0]["uuid"];
   EXPECT_TRUE(fs::exists(dir / "vols/" + vol_uuid + ".img"));
+  // A snapshot's file exists once its POST has been answered; a clone gets its own file.
+  const std::string vol_path =
+      "/v2.2/app_instances/proc-1/storage_instances/storage-1/volumes/volume-1";
+  const auto snap = exchange(port, "POST", vol_path + "/snapshots",
+                             R"({"uuid":"1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9"})", key);
+  ASSERT_EQ(snap.rfind("HTTP/1.1 200", 0), 0u) << snap;
+  const std::string ts = json::parse(testing::body_of(snap))["data"]["utc_ts"];
+  EXPECT_TRUE(fs::exists(dir / "vols/snap-" + vol_uuid + "-" + ts + ".img"));
+  const auto clone =
+      exchange(port, "POST", "/v2.2/app_instances",
+               json{{"name", "proc-clone"},
+                    {"clone_snapshot_src", {{"path", vol_path.substr(5) + "/snapshots/" + ts}}}}
+                   .dump(),
+               key);
+  ASSERT_EQ(clone.rfind("HTTP/1.1 200", 0), 0u) << clone;
+  const std::string clone_uuid =
+      json::parse(testing::body_of(clone))["data"]["storage_instances"][0]["volumes"][0]["uuid"];
+  EXPECT_TRUE(fs::exists(dir / "vols/" + clone_uuid + ".img"));
   EXPECT_EQ(sim.stop(SIGTERM), 0) << sim.log();
 
   ASSERT_TRUE(sim.start(args));
@@ -170,6 +188,12 @@ TEST(SimProcessTest, StateSurvivesSigtermAndRestart) {
   EXPECT_EQ(back["id"], ai["id"]);
   EXPECT_EQ(back["storage_instances"][0]["volumes"][0]["uuid"], vol_uuid);
   EXPECT_EQ(back["storage_instances"][0]["access"], ai["storage_instances"][0]["access"]);
+  const auto snaps = back["storage_instances"][0]["volumes"][0]["snapshots"];
+  ASSERT_EQ(snaps.size(), 1u) << "snapshots survive a restart";
+  EXPECT_EQ(snaps[0]["utc_ts"], ts);
+  EXPECT_EQ(
+      exchange(port2, "GET", "/v2.2/app_instances/proc-clone", "", key2).rfind("HTTP/1.1 200", 0),
+      0u);
   // The old key died with the old process; clients log in again on the 401.
   EXPECT_EQ(exchange(port2, "GET", "/v2.2/system", "", key).rfind("HTTP/1.1 401", 0), 0u);
   EXPECT_EQ(sim.stop(SIGINT), 0) << sim.log();

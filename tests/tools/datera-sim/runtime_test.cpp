@@ -2,7 +2,10 @@
 
 #include "tools/datera-sim/runtime.h"
 
+#include <fcntl.h>
+#include <map>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -42,7 +45,7 @@ TEST(FileBackendTest, CreatesGrowsAndRemovesSparseFiles) {
   Model model(ModelOptions{}, clock.clock());
   auto ai = model.create_app_instance("/root", ai_body("file-a", 16));
   ASSERT_TRUE(ai.ok());
-  ASSERT_TRUE(files.reconcile(model.exports()).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
   const std::string path = files.path_for(model.exports().at(0));
   EXPECT_EQ(path, dir / "vols" + "/" + ai->storage_instances[0].volumes[0].uuid + ".img");
   auto sb = stat_of(path);
@@ -53,13 +56,129 @@ TEST(FileBackendTest, CreatesGrowsAndRemovesSparseFiles) {
   ASSERT_TRUE(fs::write_synced(dir / "vols/notes.txt", "keep", 0644).ok());
 
   ASSERT_TRUE(model.update_volume("/root", "file-a", "storage-1", "volume-1", {{"size", 20}}).ok());
-  ASSERT_TRUE(files.reconcile(model.exports()).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
   EXPECT_EQ(stat_of(path).st_size, 20LL << 30);
 
   ASSERT_TRUE(model.delete_app_instance("/root", "file-a", {{"force", true}}).ok());
-  ASSERT_TRUE(files.reconcile(model.exports()).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
   EXPECT_FALSE(fs::exists(path));
   EXPECT_TRUE(fs::exists(dir / "vols/notes.txt"));
+}
+
+/// Writes `text` at `offset` of the file at `path` (what an initiator's write does to the volume).
+void write_at(const std::string& path, off_t offset, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << path;
+  EXPECT_EQ(::pwrite(fd, text.data(), text.size(), offset), static_cast<ssize_t>(text.size()));
+  ::close(fd);
+}
+
+std::string read_at(const std::string& path, off_t offset, size_t n) {
+  std::string out(n, '\0');
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return {};
+  const ssize_t got = ::pread(fd, out.data(), n, offset);
+  ::close(fd);
+  out.resize(got < 0 ? 0 : static_cast<size_t>(got));
+  return out;
+}
+
+TEST(FileBackendTest, ASnapshotIsAPointInTimeCopyAndClonesCopyTheirSource) {
+  datera::testing::TempDir dir("dsim");
+  FileBackend files(dir / "vols");
+  ASSERT_TRUE(files.prepare().ok());
+  testing::FakeClock clock;
+  Model model(ModelOptions{}, clock.clock());
+  auto ai = model.create_app_instance("/root", ai_body("src", 1));
+  ASSERT_TRUE(ai.ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  const std::string volume = files.path_for(model.exports().at(0));
+  const std::string vol_uuid = ai->storage_instances[0].volumes[0].uuid;
+  constexpr off_t kFar = 512LL << 20;
+  write_at(volume, 0, "OLD-head");
+  write_at(volume, kFar, "OLD-tail");
+
+  auto snap = model.create_snapshot("/root", "src", "storage-1", "volume-1", nullptr);
+  ASSERT_TRUE(snap.ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  const std::string copy = files.snapshot_path(vol_uuid, snap->utc_ts);
+  EXPECT_EQ(copy, dir / "vols/snap-" + vol_uuid + "-" + snap->utc_ts + ".img");
+  ASSERT_TRUE(fs::exists(copy));
+  EXPECT_FALSE(fs::exists(copy + ".tmp"));
+  write_at(volume, 0, "NEW-head");
+  write_at(volume, kFar, "NEW-tail");
+  // Reconciling again (every later request does) never refreshes an existing snapshot.
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  EXPECT_EQ(read_at(copy, 0, 8), "OLD-head");
+  EXPECT_EQ(read_at(copy, kFar, 8), "OLD-tail");
+  EXPECT_EQ(stat_of(copy).st_size, 1LL << 30);
+  EXPECT_LT(stat_of(copy).st_blocks * 512, 16LL << 20) << "sparse: only the data extents copied";
+
+  // A clone of the snapshot has the old bytes; a clone of the volume the new ones.
+  const std::string vol_path = "/app_instances/src/storage_instances/storage-1/volumes/volume-1";
+  auto from_snap = model.create_app_instance(
+      "/root", {{"name", "c-snap"},
+                {"clone_snapshot_src", {{"path", vol_path + "/snapshots/" + snap->utc_ts}}}});
+  ASSERT_TRUE(from_snap.ok()) << from_snap.error().message;
+  auto from_vol = model.create_app_instance(
+      "/root", {{"name", "c-vol"}, {"clone_volume_src", {{"path", vol_path}}}});
+  ASSERT_TRUE(from_vol.ok()) << from_vol.error().message;
+  // The snapshot goes in the same batch as its clone is made: the copy still comes from it.
+  ASSERT_TRUE(model.delete_snapshot("/root", "src", "storage-1", "volume-1", snap->utc_ts).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  std::map<std::string, std::string> path_of;
+  for (const auto& e : model.exports()) path_of[e.app_instance] = files.path_for(e);
+  EXPECT_EQ(read_at(path_of["c-snap"], 0, 8), "OLD-head");
+  EXPECT_EQ(read_at(path_of["c-snap"], kFar, 8), "OLD-tail");
+  EXPECT_EQ(read_at(path_of["c-vol"], kFar, 8), "NEW-tail");
+  EXPECT_EQ(stat_of(path_of["c-snap"]).st_size, 1LL << 30);
+  EXPECT_FALSE(fs::exists(copy)) << "a deleted snapshot's file goes";
+
+  // Writes to a clone stay in the clone.
+  write_at(path_of["c-vol"], 0, "CLONE-ONLY");
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  EXPECT_EQ(read_at(volume, 0, 8), "NEW-head");
+
+  // Deleting an app instance removes its snapshots' files with its own.
+  auto later = model.create_snapshot("/root", "src", "storage-1", "volume-1", nullptr);
+  ASSERT_TRUE(later.ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  const std::string later_copy = files.snapshot_path(vol_uuid, later->utc_ts);
+  ASSERT_TRUE(fs::exists(later_copy));
+  ASSERT_TRUE(model.delete_app_instance("/root", "src", {{"force", true}}).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  EXPECT_FALSE(fs::exists(later_copy));
+  EXPECT_FALSE(fs::exists(volume));
+  EXPECT_EQ(read_at(path_of["c-snap"], 0, 8), "OLD-head") << "clones keep their own data";
+}
+
+TEST(FileBackendTest, ACloneOfACloneMadeInTheSameBatchCopiesItsData) {
+  datera::testing::TempDir dir("dsim");
+  FileBackend files(dir / "vols");
+  ASSERT_TRUE(files.prepare().ok());
+  testing::FakeClock clock;
+  Model model(ModelOptions{}, clock.clock());
+  ASSERT_TRUE(model.create_app_instance("/root", ai_body("src", 1)).ok());
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  write_at(files.path_for(model.exports().at(0)), 4096, "SOURCE");
+  const auto vol_path = [](const std::string& ai) {
+    return "/app_instances/" + ai + "/storage_instances/storage-1/volumes/volume-1";
+  };
+  // Many, so the clones' uuids (random) do not happen to sort in creation order.
+  std::string from = "src";
+  for (int i = 0; i < 8; ++i) {
+    const std::string name = "chain-" + std::to_string(i);
+    ASSERT_TRUE(model
+                    .create_app_instance(
+                        "/root", {{"name", name}, {"clone_volume_src", {{"path", vol_path(from)}}}})
+                    .ok());
+    from = name;
+  }
+  ASSERT_TRUE(files.reconcile(model.exports(), model.snapshot_views()).ok());
+  for (const auto& e : model.exports()) {
+    EXPECT_EQ(read_at(files.path_for(e), 4096, 6), "SOURCE") << e.app_instance;
+  }
 }
 
 TEST(CommitterTest, ConcurrentCommitsWriteAtomicallyAndTheStateLoadsBack) {
