@@ -411,7 +411,10 @@ void Application::wire_csi() {
     csi::ControllerOptions co;
     co.default_backend = default_backend_;
     co.allowed_servers = cfg_.backend.allowed_servers;
-    csi_controller_ = std::make_unique<csi::Controller>(co, *arrays_, *grants_, logs_.get("csi"));
+    // The node answers a freeze request at its next grant check (every lease_ttl/3).
+    co.freeze_wait = cfg_.handoff.lease_ttl / 3 + std::chrono::seconds(5);
+    csi_controller_ =
+        std::make_unique<csi::Controller>(co, *arrays_, *grants_, *csi_metrics_, logs_.get("csi"));
   }
   if (cfg_.csi.node) {
     csi::NodeOptions no;
@@ -570,6 +573,8 @@ asio::awaitable<Status> Application::serve() {
                  : ", probes also on http://" + cfg_.metrics.probe_listen);
   on_stop_await([this]() -> asio::awaitable<void> {
     drained_clean_ = co_await api_server_->drain(cfg_.shutdown_grace);
+    // No filesystem stays frozen for a snapshot after the agent is gone.
+    co_await volumes_->end_freezes();
     api_server_->remove_socket_file();
     co_await metrics_server_->drain(std::chrono::seconds(1));
     co_await probe_server_->drain(std::chrono::seconds(1));

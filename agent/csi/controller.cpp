@@ -28,8 +28,12 @@ std::string pv_name(const StringMap& parameters) {
 }  // namespace
 
 Controller::Controller(ControllerOptions options, volume::Arrays& arrays,
-                       controller::Grants& grants, LoggerPtr log)
-    : options_(std::move(options)), arrays_(arrays), grants_(grants), log_(std::move(log)) {}
+                       controller::Grants& grants, Metrics& metrics, LoggerPtr log)
+    : options_(std::move(options)),
+      arrays_(arrays),
+      grants_(grants),
+      metrics_(metrics),
+      log_(std::move(log)) {}
 
 Result<edf::VolumeOptions> Controller::target(const std::string& volume,
                                               const StringMap& secrets) const {
@@ -69,10 +73,6 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
     if (auto st = check_capability(cap); !st) co_return invalid(st.error().message);
     if (cap.has_mount() && !cap.mount().fs_type().empty()) fs_type = cap.mount().fs_type();
   }
-  if (req.has_volume_content_source()) {
-    co_return invalid("CreateVolume of " + name +
-                      ": creating from a snapshot or another volume is not supported yet");
-  }
   auto gib = size_gib(req.capacity_range());
   if (!gib) co_return Status(grpc::StatusCode::OUT_OF_RANGE, gib.error().message);
   auto vo = volume_options(name, req.parameters(), req.secrets(), fs_type, *gib,
@@ -84,6 +84,8 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
   if (!found.array) co_return found.answer;
   volume::Array* array = found.array;
   int64_t size = *gib;
+  const bool cloned = req.has_volume_content_source();
+  std::string source;  // what kSourceKey records
   if (found.volume) {
     // Idempotent by name, as long as the existing volume fits the request.
     size = found.volume->size_gib;
@@ -93,15 +95,58 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
                        "CreateVolume of " + name + ": a volume of that name exists with " +
                            std::to_string(size) + " GiB, which does not fit the capacity range");
     }
+    if (cloned) {
+      source = source_text(req.volume_content_source());
+      auto md = co_await array->metadata(name);
+      if (!md) co_return to_status(md.error());
+      const auto had = md->find(kSourceKey);
+      if (had == md->end() || had->second != source) {
+        co_return Status(grpc::StatusCode::ALREADY_EXISTS,
+                         "CreateVolume of " + name + ": a volume of that name exists, made from " +
+                             (had == md->end() ? std::string("no source") : had->second) +
+                             ", not from " + source);
+      }
+    }
   } else {
-    auto made = co_await array->ensure_volume(vo->spec);
+    edf::VolumeSpec spec = vo->spec;
+    std::string consistency;
+    std::string why;
+    bool requested = false;
+    if (cloned) {
+      if (auto st = co_await clone_source(req.volume_content_source(), *array, spec, source);
+          !st.ok()) {
+        co_return st;
+      }
+      if (!spec.clone_volume_src.empty()) {
+        // A clone of a live volume: frozen around the copy, as a snapshot is.
+        const std::string& from = req.volume_content_source().volume().volume_id();
+        consistency = co_await freeze(*array, from, name, why, requested);
+      }
+    }
+    auto made = co_await array->ensure_volume(spec);
+    if (requested) co_await end_freeze(*array, req.volume_content_source().volume().volume_id());
     if (!made) co_return to_status(made.error());
     size = made->size_gib > 0 ? made->size_gib : *gib;
-    log_->info("volume {}: created for CSI ({} GiB)", name, size);
+    if (cloned && size < *gib) {
+      // A clone has its source's size; the request may ask for more.
+      if (auto st = co_await array->resize(name, *gib); !st) co_return to_status(st.error());
+      size = *gib;
+    }
+    if (!consistency.empty()) {
+      metrics_.copy_taken("clone", consistency);
+      if (consistency == "crash_consistent") {
+        log_->warn("volume {}: cloned from {}; crash-consistent only: {}", name, source, why);
+      } else {
+        log_->info("volume {}: cloned from {}; {}", name, source, why);
+      }
+    }
+    log_->info("volume {}: created for CSI ({} GiB{}{})", name, size, cloned ? " from " : "",
+               source);
   }
-  if (const auto pv = pv_name(req.parameters()); !pv.empty()) {
-    edf::Metadata keys;
-    keys[controller::kPvKey] = pv;
+  edf::Metadata keys;
+  if (const auto pv = pv_name(req.parameters()); !pv.empty()) keys[controller::kPvKey] = pv;
+  if (cloned) keys[kSourceKey] = source;
+  if (!keys.empty()) {
     if (auto st = co_await array->put_metadata(name, keys); !st) {
       co_return to_status(st.error());
     }
@@ -113,6 +158,10 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
     (*v->mutable_volume_context())[k] = value;
   }
   (*v->mutable_volume_context())["fsType"] = vo->fs_type;
+  if (cloned) {
+    *v->mutable_content_source() = req.volume_content_source();
+    (*v->mutable_volume_context())[std::string(kCopyOfContext)] = source;
+  }
   co_return Status::OK;
 }
 
@@ -136,6 +185,17 @@ Task<Status> Controller::delete_volume(const pb::DeleteVolumeRequest& req,
                      "DeleteVolume of " + name + ": node " + held.owner +
                          " still holds it (epoch " + std::to_string(held.epoch) +
                          "); ControllerUnpublishVolume comes first");
+  }
+  // The array deletes a volume's snapshots with it: a VolumeSnapshot would lose its data.
+  auto snaps = co_await (*array)->snapshots(name);
+  if (!snaps && !volume::is_not_found(snaps.error())) co_return to_status(snaps.error());
+  if (snaps && !snaps->empty()) {
+    co_return Status(grpc::StatusCode::FAILED_PRECONDITION,
+                     "DeleteVolume of " + name + ": it has " + std::to_string(snaps->size()) +
+                         " snapshot(s) (" + snaps->front().app_instance + ":" +
+                         snaps->front().timestamp +
+                         "...), which the array would delete with it; delete the VolumeSnapshots "
+                         "first");
   }
   if (auto st = co_await (*array)->delete_volume(name); !st) co_return to_status(st.error());
   log_->info("volume {}: deleted (CSI DeleteVolume)", name);
@@ -263,7 +323,8 @@ Task<Status> Controller::controller_get_capabilities(const pb::ControllerGetCapa
   using R = pb::ControllerServiceCapability::RPC;
   for (auto type :
        {R::CREATE_DELETE_VOLUME, R::PUBLISH_UNPUBLISH_VOLUME, R::LIST_VOLUMES, R::EXPAND_VOLUME,
-        R::GET_VOLUME, R::VOLUME_CONDITION, R::SINGLE_NODE_MULTI_WRITER, R::PUBLISH_READONLY}) {
+        R::GET_VOLUME, R::VOLUME_CONDITION, R::SINGLE_NODE_MULTI_WRITER, R::PUBLISH_READONLY,
+        R::CREATE_DELETE_SNAPSHOT, R::LIST_SNAPSHOTS, R::CLONE_VOLUME}) {
     resp.add_capabilities()->mutable_rpc()->set_type(type);
   }
   co_return Status::OK;

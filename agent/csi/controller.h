@@ -12,6 +12,7 @@
 // Secrets: `username`, `password` and `server` select another array with its own account (the
 // FlexVolume rules: only backend.allowed_servers, the agent's credentials only to its own array).
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "agent/csi/handlers.h"
 #include "agent/csi/in_flight.h"
 #include "agent/csi/mapping.h"
+#include "agent/csi/metrics.h"
 #include "agent/volume/array.h"
 #include "base/logging.h"
 
@@ -28,12 +30,18 @@ namespace datera::csi {
 struct ControllerOptions {
   edf::BackendTarget default_backend;
   std::vector<std::string> allowed_servers;
+  /// Snapshots and clones of a volume a node holds: how long to wait for that node's answer to
+  /// the freeze request (it looks at its next grant check, every lease_ttl/3), how often to look,
+  /// and how long the node may hold the freeze (the request expires after wait + hold).
+  std::chrono::milliseconds freeze_wait{15'000};
+  std::chrono::milliseconds freeze_poll{250};
+  std::chrono::milliseconds freeze_hold{10'000};
 };
 
 class Controller final : public ControllerHandler {
  public:
   Controller(ControllerOptions options, volume::Arrays& arrays, controller::Grants& grants,
-             LoggerPtr log);
+             Metrics& metrics, LoggerPtr log);
 
   Task<Status> create_volume(const pb::CreateVolumeRequest& req,
                              pb::CreateVolumeResponse& resp) override;
@@ -53,6 +61,12 @@ class Controller final : public ControllerHandler {
                                         pb::ControllerExpandVolumeResponse& resp) override;
   Task<Status> controller_get_volume(const pb::ControllerGetVolumeRequest& req,
                                      pb::ControllerGetVolumeResponse& resp) override;
+  Task<Status> create_snapshot(const pb::CreateSnapshotRequest& req,
+                               pb::CreateSnapshotResponse& resp) override;
+  Task<Status> delete_snapshot(const pb::DeleteSnapshotRequest& req,
+                               pb::DeleteSnapshotResponse& resp) override;
+  Task<Status> list_snapshots(const pb::ListSnapshotsRequest& req,
+                              pb::ListSnapshotsResponse& resp) override;
 
  private:
   /// The array a request's secrets select (the default one without), and the volume's options.
@@ -72,10 +86,25 @@ class Controller final : public ControllerHandler {
     Status answer;
   };
   Task<Found> find(const edf::BackendTarget& backend, const std::string& volume);
+  /// The metadata key a clone records its source in (source_text()), so a retried CreateVolume
+  /// can tell the same request from one naming another source.
+  static constexpr const char* kSourceKey = "datera-agent.source";
+  /// "snapshot <id>" or "volume <id>".
+  static std::string source_text(const pb::VolumeContentSource& source);
+  /// CreateVolume from a content source (snapshots.cpp): the clone's spec, or the answer.
+  Task<Status> clone_source(const pb::VolumeContentSource& source, volume::Array& array,
+                            edf::VolumeSpec& spec, std::string& recorded);
+  /// Asks the node holding `volume` to freeze its filesystem (volume/freeze.h) and waits, bounded,
+  /// for its answer. Yields the copy's consistency (a Metrics label) and, in `why`, words for the
+  /// log; `requested` says whether end_freeze() has keys to delete.
+  Task<std::string> freeze(volume::Array& array, const std::string& volume, const std::string& id,
+                           std::string& why, bool& requested);
+  Task<void> end_freeze(volume::Array& array, const std::string& volume);
 
   ControllerOptions options_;
   volume::Arrays& arrays_;
   controller::Grants& grants_;
+  Metrics& metrics_;
   LoggerPtr log_;
   InFlight in_flight_;
 };

@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/volume/step.h"
@@ -59,5 +60,10 @@ datera::Status check_capability(const pb::VolumeCapability& cap);
 grpc::Status to_status(const volume::VolumeError& e);
 grpc::Status to_status(const Error& e, grpc::StatusCode otherwise = grpc::StatusCode::INTERNAL);
 grpc::Status invalid(const std::string& message);
+
+/// Volume context of a volume made from a snapshot or another volume ("snapshot <id>"): its
+/// filesystem has its source's UUID, so the node mounts xfs with nouuid (the kernel refuses a
+/// second xfs of one UUID, and a restore often lands on the node that mounts its source).
+inline constexpr std::string_view kCopyOfContext = "copyOf";
 
 }  // namespace datera::csi

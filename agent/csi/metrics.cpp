@@ -56,7 +56,22 @@ Metrics::Metrics(prometheus::Registry& registry)
                      .Name("datera_agent_csi_requests_in_flight")
                      .Help("CSI calls arrived and not answered yet")
                      .Register(registry)
-                     .Add({})) {}
+                     .Add({})),
+      copies_(prometheus::BuildCounter()
+                  .Name("datera_agent_csi_copies_total")
+                  .Help("Snapshots and clones taken, by how consistent their filesystem is")
+                  .Register(registry)) {
+  // A closed label set, present from the start: an alert on crash_consistent sees its first.
+  for (const char* kind : {"snapshot", "clone"}) {
+    for (const char* c : {"frozen", "not_mounted", "unheld", "crash_consistent"}) {
+      copies_.Add({{"kind", kind}, {"consistency", c}});
+    }
+  }
+}
+
+void Metrics::copy_taken(const std::string& kind, const std::string& consistency) {
+  copies_.Add({{"kind", kind}, {"consistency", consistency}}).Increment();
+}
 
 void Metrics::started() {
   in_flight_.Increment();

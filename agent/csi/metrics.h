@@ -18,6 +18,7 @@ const char* code_name(grpc::StatusCode code);
 /// datera_agent_csi_requests_total{method,code}
 /// datera_agent_csi_request_duration_seconds{method} (histogram, 1 ms .. 10 min)
 /// datera_agent_csi_requests_in_flight
+/// datera_agent_csi_copies_total{kind,consistency} (snapshots and clones)
 /// Thread-safe (prometheus-cpp's metrics are): the transport counts a call on gRPC's threads when
 /// it arrives and on the event loop when it is answered.
 class Metrics {
@@ -27,11 +28,15 @@ class Metrics {
   void started();
   /// A call was answered with `code` after `took`.
   void finished(const std::string& method, grpc::StatusCode code, std::chrono::nanoseconds took);
+  /// A snapshot or clone taken, by what its filesystem was like (Controller::freeze): frozen,
+  /// not_mounted, unheld (no node held the volume), crash_consistent (no freeze).
+  void copy_taken(const std::string& kind, const std::string& consistency);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& duration_;
   prometheus::Gauge& in_flight_;
+  prometheus::Family<prometheus::Counter>& copies_;
 };
 
 }  // namespace datera::csi

@@ -1,5 +1,7 @@
 #include "agent/csi/node.h"
 
+#include <algorithm>
+
 #include "agent/csi/mapping.h"
 #include "agent/mount/linux_mounter.h"
 
@@ -56,6 +58,10 @@ Task<Status> Node::node_stage_volume(const pb::NodeStageVolumeRequest& req,
   std::vector<std::string> flags;
   if (!block) {
     flags.assign(cap.mount().mount_flags().begin(), cap.mount().mount_flags().end());
+    if (vo->fs_type == "xfs" && req.volume_context().count(std::string(kCopyOfContext)) != 0 &&
+        std::find(flags.begin(), flags.end(), "nouuid") == flags.end()) {
+      flags.push_back("nouuid");
+    }
     if (auto st = mount::validate_mount_options(vo->fs_type, flags, false); !st) {
       co_return invalid("NodeStageVolume of volume " + req.volume_id() +
                         ": mount_flags: " + st.error().message);

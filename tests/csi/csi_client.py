@@ -86,11 +86,31 @@ class CsiClient:
         return self._call(self.controller, "ControllerGetCapabilities",
                           pb.ControllerGetCapabilitiesRequest())
 
-    def create_volume(self, name, capability, required_bytes=0, parameters=None, secrets=None):
-        return self._call(self.controller, "CreateVolume", pb.CreateVolumeRequest(
+    def create_volume(self, name, capability, required_bytes=0, parameters=None, secrets=None,
+                      from_snapshot=None, from_volume=None):
+        req = pb.CreateVolumeRequest(
             name=name, capacity_range=pb.CapacityRange(required_bytes=required_bytes),
             volume_capabilities=[capability], parameters=parameters or {},
-            secrets=secrets or {}))
+            secrets=secrets or {})
+        if from_snapshot:
+            req.volume_content_source.snapshot.snapshot_id = from_snapshot
+        if from_volume:
+            req.volume_content_source.volume.volume_id = from_volume
+        return self._call(self.controller, "CreateVolume", req)
+
+    def create_snapshot(self, name, source_volume_id, secrets=None):
+        return self._call(self.controller, "CreateSnapshot", pb.CreateSnapshotRequest(
+            name=name, source_volume_id=source_volume_id, secrets=secrets or {}))
+
+    def delete_snapshot(self, snapshot_id, secrets=None):
+        return self._call(self.controller, "DeleteSnapshot", pb.DeleteSnapshotRequest(
+            snapshot_id=snapshot_id, secrets=secrets or {}))
+
+    def list_snapshots(self, source_volume_id="", snapshot_id="", max_entries=0,
+                       starting_token=""):
+        return self._call(self.controller, "ListSnapshots", pb.ListSnapshotsRequest(
+            source_volume_id=source_volume_id, snapshot_id=snapshot_id, max_entries=max_entries,
+            starting_token=starting_token))
 
     def delete_volume(self, volume_id, secrets=None):
         return self._call(self.controller, "DeleteVolume",

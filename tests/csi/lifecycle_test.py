@@ -58,6 +58,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.request
@@ -198,6 +199,72 @@ def loops_under(directory):
         except OSError:
             pass
     return out
+
+
+def kmsg_mark():
+    """Writes a unique line into the kernel log and yields it (the ring buffer drops old lines, so
+    "the lines since" is found by content, not by count)."""
+    mark = f"dt-csi-test mark {os.getpid()} {time.monotonic_ns()}"
+    with open("/dev/kmsg", "w") as f:
+        f.write(mark + "\n")
+    return mark
+
+
+def xfs_lines_since(mark, device):
+    """The kernel's lines about the xfs on `device` logged after `mark`."""
+    lines = run(["/usr/bin/dmesg"]).stdout.splitlines()
+    at = max((i for i, line in enumerate(lines) if mark in line), default=-1)
+    tag = f"XFS ({os.path.basename(device)})"
+    return [line for line in lines[at + 1:] if tag in line]
+
+
+def check_mounted_clean(lines, what):
+    """Mounted without the kernel finding anything wrong. Since Linux 5.13 a freeze covers the xfs
+    log instead of writing an unmount record, so a copy of a frozen xfs replays that covering
+    record at mount ("Starting recovery" is expected); corruption or I/O errors are not."""
+    check(any("Mounting" in x for x in lines), f"{what}: the kernel logged no xfs mount: {lines}")
+    bad = [x for x in lines if re.search(r"corrupt|error|shutdown|fail", x, re.I)]
+    check(not bad, f"{what}: the kernel reports problems: {bad}")
+
+
+def numbered(n):
+    """The content of the writer's n-th file: 4 KiB anyone can recompute."""
+    return hashlib.sha256(str(n).encode()).digest() * 128
+
+
+class Writer(threading.Thread):
+    """What a database does to a volume while it is snapshot: files written and fsynced one after
+    another (their number recorded once durable), and a stream of buffered writes never synced,
+    so the page cache holds dirty data at any moment."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root = root
+        self.synced = -1  # the last file known durable
+        self.streamed = 0  # bytes of stream.bin handed to the kernel (in its page cache, unsynced)
+        self.error = None
+        self.halt = threading.Event()
+
+    def run(self):
+        try:
+            with open(os.path.join(self.root, "stream.bin"), "wb") as stream:
+                n = 0
+                while not self.halt.is_set():
+                    with open(os.path.join(self.root, f"f-{n:06d}"), "wb") as f:
+                        f.write(numbered(n))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    d = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+                    os.fsync(d)
+                    os.close(d)
+                    self.synced = n
+                    stream.write(os.urandom(64 * 1024))
+                    stream.flush()
+                    self.streamed += 64 * 1024
+                    n += 1
+                    time.sleep(0.002)
+        except Exception as e:  # reported by the case
+            self.error = e
 
 
 def fs_uuid(device):
@@ -437,6 +504,7 @@ class Lifecycle:
             self.teardown()
             raise
         self.ctl = self.agents["node-c"].client
+        self.ctl_agent = self.agents["node-c"]
         self.a = self.agents["node-a"]
         self.b = self.agents["node-b"]
         self.measures = {}
@@ -846,6 +914,117 @@ class Lifecycle:
             self.cleanup(name, [(self.b, sb, tb)])
             raise
 
+    def case_snapshot(self):
+        # A snapshot of a volume under writes restores into a new volume whose xfs mounts clean
+        # (no log recovery: node-a froze it around the copy) and holds every file synced before
+        # CreateSnapshot was called; a clone of the live volume likewise. docs/csi.md says what is
+        # guaranteed.
+        name, cap = "vol-snap", mount("xfs")
+        sa, ta = self.a.staging("pv-snap"), self.a.target("pv-snap", "uid-sa")
+        sr, tr = self.b.staging("pv-restored"), self.b.target("pv-restored", "uid-sr")
+        sc, tc = self.b.staging("pv-clone"), self.b.target("pv-clone", "uid-sc")
+        snap_id = None
+        writer = None
+        try:
+            vol = self.create(name, cap)
+            pctx = self.publish(vol, self.a, cap).publish_context
+            self.stage(self.a, vol, cap, pctx, sa)
+            self.node_publish(self.a, vol, cap, sa, ta)
+            writer = Writer(ta)
+            writer.start()
+            check(wait_for(lambda: writer.synced >= 50, 20), "the writer made no progress")
+            synced_before = writer.synced
+            streamed_before = writer.streamed
+            t0 = time.monotonic()
+            snap = self.ctl.create_snapshot("snapshot-1", name).snapshot
+            took = time.monotonic() - t0
+            time.sleep(0.5)  # writes go on after it
+            writer.halt.set()
+            writer.join(10)
+            check(writer.error is None, f"the writer failed: {writer.error}")
+            snap_id = snap.snapshot_id
+            log(f"snapshot {snap_id} in {took:.2f} s with {synced_before + 1} files synced before, "
+                f"{writer.synced + 1} at the end")
+            self.measures.setdefault("CreateSnapshot", []).append(took * 1000)
+            check(snap.source_volume_id == name and snap_id.startswith(name + ":"),
+                  f"snapshot {snap}")
+            check(snap.ready_to_use, "the snapshot is not ready to use")
+            frozen = self.ctl_agent.metric(
+                'datera_agent_csi_copies_total{consistency="frozen",kind="snapshot"}')
+            check(frozen == 1, f"the controller counts {frozen} frozen snapshot(s)")
+            check(self.a.metric('datera_agent_filesystem_freezes_total{result="frozen"}') >= 1,
+                  "node-a counts no freeze")
+            held = self.a.metric("datera_agent_filesystem_frozen_seconds_sum")
+            log(f"node-a's filesystem stayed frozen {held:.3f} s (writers waited at most that)")
+            listed = [e.snapshot.snapshot_id for e in self.ctl.list_snapshots(name).entries]
+            check(listed == [snap_id], f"ListSnapshots of {name}: {listed}")
+            expect_code("FAILED_PRECONDITION", self.ctl.delete_volume, name)
+
+            # Restored on node-b, while node-a still mounts the source (same xfs UUID: nouuid).
+            mark = kmsg_mark()
+            restored = self.ctl.create_volume("vol-restored", cap, 1 * GIB,
+                                              parameters={"replica": "2"},
+                                              from_snapshot=snap_id).volume
+            check(restored.content_source.snapshot.snapshot_id == snap_id,
+                  f"content source {restored.content_source}")
+            rctx = self.publish(restored, self.b, cap).publish_context
+            self.stage(self.b, restored, cap, rctx, sr)
+            self.node_publish(self.b, restored, cap, sr, tr)
+            dev = mount_at(sr)["source"]
+            check_mounted_clean(xfs_lines_since(mark, dev), "the restored volume")
+            # Written but never synced before the call: only a freeze puts it in the copy (the
+            # kernel writes dirty pages back after 30 s on its own).
+            size = os.path.getsize(os.path.join(tr, "stream.bin"))
+            check(size >= streamed_before,
+                  f"the restored stream.bin has {size} bytes; {streamed_before} were written "
+                  "(unsynced) before CreateSnapshot: the node's page cache was not flushed")
+            for n in range(synced_before + 1):
+                with open(os.path.join(tr, f"f-{n:06d}"), "rb") as f:
+                    check(f.read() == numbered(n), f"file {n} (synced before) differs")
+            check(f"volume vol-restored: {dev} is blank" not in self.b.log_text(),
+                  "node-b made a filesystem on the restored volume")
+
+            # A clone of the live source, frozen the same way.
+            mark = kmsg_mark()
+            clone = self.ctl.create_volume("vol-clone", cap, 1 * GIB, parameters={"replica": "2"},
+                                           from_volume=name).volume
+            cctx = self.publish(clone, self.b, cap).publish_context
+            self.stage(self.b, clone, cap, cctx, sc)
+            self.node_publish(self.b, clone, cap, sc, tc)
+            check_mounted_clean(xfs_lines_since(mark, mount_at(sc)["source"]), "the clone")
+            for n in range(writer.synced + 1):
+                with open(os.path.join(tc, f"f-{n:06d}"), "rb") as f:
+                    check(f.read() == numbered(n), f"file {n} of the clone differs")
+
+            for v, s_, t_ in (("vol-restored", sr, tr), ("vol-clone", sc, tc)):
+                self.b.client.node_unpublish(v, t_)
+                self.b.client.node_unstage(v, s_)
+                self.ctl.controller_unpublish(v, "node-b")
+                # Unmounted, the copy's xfs passes a full read-only check.
+                image = self.sim.export(v)["path"]
+                r = run(["/usr/sbin/xfs_repair", "-n", "-f", image], check_rc=False)
+                check(r.returncode == 0, f"xfs_repair -n finds problems in {v}: {r.stdout[-600:]}")
+                self.ctl.delete_volume(v)
+            self.a.client.node_unpublish(name, ta)
+            self.a.client.node_unstage(name, sa)
+            self.ctl.controller_unpublish(name, "node-a")
+            self.ctl.delete_snapshot(snap_id)
+            self.ctl.delete_snapshot(snap_id)  # idempotent
+            self.ctl.delete_volume(name)
+        except Exception:
+            if writer:
+                writer.halt.set()
+                writer.join(10)
+            self.cleanup("vol-restored", [(self.b, sr, tr)])
+            self.cleanup("vol-clone", [(self.b, sc, tc)])
+            if snap_id:
+                try:
+                    self.ctl.delete_snapshot(snap_id)
+                except Exception:
+                    pass
+            self.cleanup(name, [(self.a, sa, ta)])
+            raise
+
     def case_self_fence(self):
         # ext4: node-a's mount may still be up while node-b mounts the same filesystem on this
         # one kernel, which xfs refuses (duplicate UUID).
@@ -1034,8 +1213,8 @@ def main():
     except RuntimeError as e:
         print(f"lifecycle_test: set-up failed: {e}", file=sys.stderr)
         return 1
-    cases = ["identity", "lifecycle", "block", "latency", "condition", "migration", "self_fence",
-             "format_guard", "import_datera_csi"]
+    cases = ["identity", "lifecycle", "block", "latency", "condition", "migration", "snapshot",
+             "self_fence", "format_guard", "import_datera_csi"]
     if args.only:
         cases = [c for c in cases if c in args.only.split(",")]
     failed = []

@@ -4,6 +4,7 @@
 // same lifecycle through gRPC, datera-sim and loop devices is the host tier (tests/csi).
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -53,6 +54,15 @@ struct FakeStats : Stats {
 /// A mounter whose staging mount takes a while: the window in which a second call is ABORTED.
 struct SlowMounter : volume::FakeMounter {
   bool slow = false;
+  std::function<void(const std::string&)> on_freeze;  ///< "freeze" / "thaw", when they happen
+  asio::awaitable<datera::Status> freeze(const std::string& target) override {
+    if (on_freeze) on_freeze("freeze");
+    co_return co_await FakeMounter::freeze(target);
+  }
+  asio::awaitable<datera::Status> thaw(const std::string& target) override {
+    if (on_freeze) on_freeze("thaw");
+    co_return co_await FakeMounter::thaw(target);
+  }
   asio::awaitable<datera::Status> mount(const mount::MountRequest& r) override {
     if (slow) {
       asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(30));
@@ -89,14 +99,17 @@ class CsiTest : public ::testing::Test {
     grants_ = std::make_unique<controller::Grants>(go, arrays_, controller_metrics_, null_logger());
     ControllerOptions co;
     co.default_backend = go.default_backend;
-    controller_ = std::make_unique<Controller>(co, arrays_, *grants_, null_logger());
+    co.freeze_wait = std::chrono::milliseconds(1'000);
+    co.freeze_poll = std::chrono::milliseconds(5);
+    controller_ = std::make_unique<Controller>(co, arrays_, *grants_, csi_metrics_, null_logger());
   }
   /// A new agent over the same journal (a restart).
   void restart() {
     node_.reset();
-    manager_ =
-        std::make_unique<volume::Manager>(volume::base_manager_options(), arrays_, initiator_,
-                                          mounter_, journal_, metrics_, null_logger());
+    auto mo = volume::base_manager_options();
+    mo.freeze_poll = std::chrono::milliseconds(5);
+    manager_ = std::make_unique<volume::Manager>(mo, arrays_, initiator_, mounter_, journal_,
+                                                 metrics_, null_logger());
     (void)testing::run_async(ioc_, manager_->reconcile());
     NodeOptions no;
     no.node_id = "node-a";
@@ -184,6 +197,7 @@ class CsiTest : public ::testing::Test {
   prometheus::Registry registry_;
   volume::Metrics metrics_{registry_};
   controller::Metrics controller_metrics_{registry_};
+  Metrics csi_metrics_{registry_};
   testing::FakeArrays arrays_;
   volume::FakeInitiator initiator_;
   SlowMounter mounter_;
@@ -521,6 +535,328 @@ TEST(CsiIdentity, ProbeIsReadyOnlyOnceReconciled) {
   (void)testing::run_async(ioc, id.get_plugin_info(pb::GetPluginInfoRequest(), info));
   EXPECT_EQ(info.name(), "agent.iscsi.datera.io");
   EXPECT_EQ(info.vendor_version(), "1.2.3");
+}
+
+// ---- snapshots and clones ---------------------------------------------------------------------
+
+class SnapshotTest : public CsiTest {
+ protected:
+  /// A volume granted to node-a and staged there.
+  void staged_volume() {
+    ASSERT_EQ(create(3), StatusCode::OK) << last_message_;
+    ASSERT_EQ(publish_to("node-a"), StatusCode::OK) << last_message_;
+    ASSERT_EQ(stage(), StatusCode::OK) << last_message_;
+  }
+  pb::CreateSnapshotRequest snap_req(const std::string& name = "snapshot-1") {
+    pb::CreateSnapshotRequest r;
+    r.set_name(name);
+    r.set_source_volume_id(kVol);
+    return r;
+  }
+  /// CreateSnapshot while node-a's agent runs its grant checks (every 20 ms, `node_checks`
+  /// times): the controller's request reaches the node only through the array.
+  StatusCode snapshot_with_node(const pb::CreateSnapshotRequest& r, pb::CreateSnapshotResponse* out,
+                                int node_checks) {
+    pb::CreateSnapshotResponse resp;
+    grpc::Status st;
+    auto call = [&]() -> asio::awaitable<void> {
+      st = co_await controller_->create_snapshot(r, resp);
+    };
+    auto node = [&]() -> asio::awaitable<void> {
+      asio::steady_timer t(co_await asio::this_coro::executor);
+      for (int i = 0; i < node_checks; ++i) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(asio::use_awaitable);
+        co_await manager_->renew_leases(std::chrono::milliseconds(0));
+      }
+    };
+    asio::co_spawn(ioc_, call(), asio::detached);
+    asio::co_spawn(ioc_, node(), asio::detached);
+    ioc_.restart();
+    ioc_.run();
+    last_message_ = st.error_message();
+    if (out) *out = resp;
+    return st.error_code();
+  }
+  double copies(const std::string& kind, const std::string& consistency) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != "datera_agent_csi_copies_total") continue;
+      for (const auto& m : f.metric) {
+        std::map<std::string, std::string> l;
+        for (const auto& p : m.label) l[p.name] = p.value;
+        if (l["kind"] == kind && l["consistency"] == consistency) return m.counter.value;
+      }
+    }
+    return -1;
+  }
+};
+
+TEST_F(SnapshotTest, TheNodeFreezesItsFilesystemAroundTheArraysSnapshot) {
+  staged_volume();
+  std::vector<std::string> seen;  // what happened, with the array's snapshot count at the time
+  mounter_.on_freeze = [&](const std::string& what) {
+    seen.push_back(what + " with " + std::to_string(array().snaps[kVol].size()) + " snapshot(s)");
+  };
+  pb::CreateSnapshotResponse made;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &made, 10), StatusCode::OK) << last_message_;
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"freeze with 0 snapshot(s)", "thaw with 1 snapshot(s)"}));
+  EXPECT_TRUE(mounter_.frozen.empty());
+  const auto& s = made.snapshot();
+  ASSERT_EQ(array().snaps[kVol].size(), 1u);
+  EXPECT_EQ(s.snapshot_id(), std::string(kVol) + ":" + array().snaps[kVol][0].timestamp);
+  EXPECT_EQ(s.source_volume_id(), kVol);
+  EXPECT_EQ(s.size_bytes(), 3 * kGiB);
+  EXPECT_TRUE(s.ready_to_use());
+  EXPECT_EQ(s.creation_time().seconds(), 1'700'000'000);
+  EXPECT_EQ(s.creation_time().nanos(), 1);
+  EXPECT_EQ(copies("snapshot", "frozen"), 1);
+  // The request and the answer are gone from the array; the record no longer says frozen.
+  EXPECT_EQ(array().md[kVol].count(volume::kFreezeKey), 0u);
+  EXPECT_EQ(array().md[kVol].count(volume::kFrozenKey), 0u);
+  const auto rec = manager_->served(kVol);
+  ASSERT_TRUE(rec);
+}
+
+TEST_F(SnapshotTest, ANodeThatNeverAnswersGetsACrashConsistentSnapshotAfterTheWait) {
+  staged_volume();
+  const auto start = std::chrono::steady_clock::now();
+  pb::CreateSnapshotResponse made;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &made, 0), StatusCode::OK) << last_message_;
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1'000));
+  EXPECT_EQ(array().snaps[kVol].size(), 1u);
+  EXPECT_TRUE(std::none_of(mounter_.calls.begin(), mounter_.calls.end(),
+                           [](const std::string& c) { return c.rfind("freeze", 0) == 0; }));
+  EXPECT_EQ(copies("snapshot", "crash_consistent"), 1);
+  EXPECT_EQ(copies("snapshot", "frozen"), 0);
+  EXPECT_EQ(array().md[kVol].count(volume::kFreezeKey), 0u) << "the request is withdrawn";
+}
+
+TEST_F(SnapshotTest, AFilesystemThatCannotFreezeIsSaidSoAndTheSnapshotGoesOn) {
+  staged_volume();
+  mounter_.freeze_error = Error{"EPERM"};
+  ASSERT_EQ(snapshot_with_node(snap_req(), nullptr, 10), StatusCode::OK) << last_message_;
+  EXPECT_EQ(array().snaps[kVol].size(), 1u);
+  EXPECT_EQ(copies("snapshot", "crash_consistent"), 1);
+}
+
+TEST_F(SnapshotTest, AVolumeNoNodeHoldsIsSnapshotWithoutAFreeze) {
+  ASSERT_EQ(create(3), StatusCode::OK) << last_message_;
+  ASSERT_EQ(snapshot_with_node(snap_req(), nullptr, 0), StatusCode::OK) << last_message_;
+  EXPECT_EQ(copies("snapshot", "unheld"), 1);
+  EXPECT_EQ(array().md[kVol].count(volume::kFreezeKey), 0u);
+}
+
+TEST_F(SnapshotTest, ARetriedCreateSnapshotYieldsTheSameSnapshot) {
+  staged_volume();
+  pb::CreateSnapshotResponse first, again;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &first, 10), StatusCode::OK) << last_message_;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &again, 0), StatusCode::OK) << last_message_;
+  EXPECT_EQ(first.snapshot().snapshot_id(), again.snapshot().snapshot_id());
+  EXPECT_EQ(array().snaps[kVol].size(), 1u);
+  pb::CreateSnapshotResponse other;
+  ASSERT_EQ(snapshot_with_node(snap_req("snapshot-2"), &other, 10), StatusCode::OK);
+  EXPECT_NE(other.snapshot().snapshot_id(), first.snapshot().snapshot_id());
+  EXPECT_EQ(array().snaps[kVol].size(), 2u);
+}
+
+TEST_F(SnapshotTest, CreateSnapshotChecksItsArguments) {
+  pb::CreateSnapshotResponse resp;
+  auto r = snap_req();
+  r.clear_name();
+  EXPECT_EQ(call(*controller_, &Controller::create_snapshot, r, &resp),
+            StatusCode::INVALID_ARGUMENT);
+  r = snap_req();
+  r.set_source_volume_id("../etc");
+  EXPECT_EQ(call(*controller_, &Controller::create_snapshot, r, &resp), StatusCode::NOT_FOUND);
+  r = snap_req();  // a valid name the array does not have
+  EXPECT_EQ(call(*controller_, &Controller::create_snapshot, r, &resp), StatusCode::NOT_FOUND);
+}
+
+TEST_F(SnapshotTest, AVolumeWithSnapshotsIsNotDeletedUntilTheyAre) {
+  ASSERT_EQ(create(3), StatusCode::OK) << last_message_;
+  pb::CreateSnapshotResponse made;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &made, 0), StatusCode::OK) << last_message_;
+  pb::DeleteVolumeRequest del;
+  del.set_volume_id(kVol);
+  EXPECT_EQ((call<pb::DeleteVolumeRequest, pb::DeleteVolumeResponse>(
+                *controller_, &Controller::delete_volume, del)),
+            StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(last_message_.find(made.snapshot().snapshot_id()), std::string::npos) << last_message_;
+  pb::DeleteSnapshotRequest ds;
+  ds.set_snapshot_id(made.snapshot().snapshot_id());
+  for (int i = 0; i < 2; ++i) {  // idempotent
+    EXPECT_EQ((call<pb::DeleteSnapshotRequest, pb::DeleteSnapshotResponse>(
+                  *controller_, &Controller::delete_snapshot, ds)),
+              StatusCode::OK);
+  }
+  EXPECT_TRUE(array().snaps[kVol].empty());
+  for (const char* junk : {"no-colon", "pvc-1:12a", "../x:1", "pvc-1:"}) {
+    ds.set_snapshot_id(junk);
+    EXPECT_EQ((call<pb::DeleteSnapshotRequest, pb::DeleteSnapshotResponse>(
+                  *controller_, &Controller::delete_snapshot, ds)),
+              StatusCode::OK)
+        << junk;
+  }
+  EXPECT_EQ((call<pb::DeleteVolumeRequest, pb::DeleteVolumeResponse>(
+                *controller_, &Controller::delete_volume, del)),
+            StatusCode::OK)
+      << last_message_;
+}
+
+TEST_F(SnapshotTest, ListSnapshotsFiltersAndPagesOverOneListing) {
+  ASSERT_EQ(create(3), StatusCode::OK) << last_message_;
+  std::vector<std::string> ids;
+  for (const char* n : {"s1", "s2", "s3"}) {
+    pb::CreateSnapshotResponse made;
+    ASSERT_EQ(snapshot_with_node(snap_req(n), &made, 0), StatusCode::OK) << last_message_;
+    ids.push_back(made.snapshot().snapshot_id());
+  }
+  array().calls.clear();
+  pb::ListSnapshotsRequest r;
+  r.set_max_entries(2);
+  pb::ListSnapshotsResponse page;
+  ASSERT_EQ(call(*controller_, &Controller::list_snapshots, r, &page), StatusCode::OK);
+  ASSERT_EQ(page.entries_size(), 2);
+  EXPECT_EQ(page.entries(0).snapshot().snapshot_id(), ids[0]);
+  EXPECT_EQ(page.next_token(), "2");
+  EXPECT_EQ(array().calls, std::vector<std::string>{"list"});
+  r.set_starting_token(page.next_token());
+  ASSERT_EQ(call(*controller_, &Controller::list_snapshots, r, &page), StatusCode::OK);
+  ASSERT_EQ(page.entries_size(), 1);
+  EXPECT_EQ(page.entries(0).snapshot().snapshot_id(), ids[2]);
+  EXPECT_TRUE(page.next_token().empty());
+
+  pb::ListSnapshotsRequest by_id;
+  by_id.set_snapshot_id(ids[1]);
+  ASSERT_EQ(call(*controller_, &Controller::list_snapshots, by_id, &page), StatusCode::OK);
+  ASSERT_EQ(page.entries_size(), 1);
+  EXPECT_EQ(page.entries(0).snapshot().snapshot_id(), ids[1]);
+  by_id.set_snapshot_id("pvc-1:1");
+  ASSERT_EQ(call(*controller_, &Controller::list_snapshots, by_id, &page), StatusCode::OK);
+  EXPECT_EQ(page.entries_size(), 0);
+  pb::ListSnapshotsRequest by_source;
+  by_source.set_source_volume_id("other-volume");
+  ASSERT_EQ(call(*controller_, &Controller::list_snapshots, by_source, &page), StatusCode::OK);
+  EXPECT_EQ(page.entries_size(), 0);
+  r.set_starting_token("x");
+  EXPECT_EQ(call(*controller_, &Controller::list_snapshots, r, &page), StatusCode::ABORTED);
+}
+
+TEST_F(SnapshotTest, AVolumeRestoredFromASnapshotIsAClone) {
+  ASSERT_EQ(create(3), StatusCode::OK) << last_message_;
+  pb::CreateSnapshotResponse snap;
+  ASSERT_EQ(snapshot_with_node(snap_req(), &snap, 0), StatusCode::OK) << last_message_;
+  pb::CreateVolumeRequest r;
+  r.set_name("restored");
+  r.mutable_capacity_range()->set_required_bytes(5 * kGiB);
+  *r.add_volume_capabilities() = mount_cap();
+  r.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id(
+      snap.snapshot().snapshot_id());
+  pb::CreateVolumeResponse made;
+  ASSERT_EQ(call(*controller_, &Controller::create_volume, r, &made), StatusCode::OK)
+      << last_message_;
+  EXPECT_EQ(array().cloned_from["restored"],
+            edf::snapshot_path(kVol, array().snaps[kVol][0].timestamp));
+  EXPECT_EQ(array().sizes["restored"], 5) << "grown from the snapshot's 3 GiB to the request";
+  EXPECT_EQ(made.volume().capacity_bytes(), 5 * kGiB);
+  EXPECT_EQ(made.volume().content_source().snapshot().snapshot_id(), snap.snapshot().snapshot_id());
+  EXPECT_EQ(made.volume().volume_context().at("copyOf"),
+            "snapshot " + snap.snapshot().snapshot_id())
+      << "the node mounts it with xfs's nouuid";
+  // A retry is the same volume; the same name from another source is not.
+  ASSERT_EQ(call(*controller_, &Controller::create_volume, r, &made), StatusCode::OK)
+      << last_message_;
+  auto other = r;
+  other.mutable_volume_content_source()->mutable_volume()->set_volume_id(kVol);
+  EXPECT_EQ(call(*controller_, &Controller::create_volume, other, &made),
+            StatusCode::ALREADY_EXISTS);
+  // Smaller than the source, an unknown snapshot, one not ready yet.
+  auto small = r;
+  small.set_name("small");
+  small.mutable_capacity_range()->set_required_bytes(1 * kGiB);
+  EXPECT_EQ(call(*controller_, &Controller::create_volume, small, &made), StatusCode::OUT_OF_RANGE);
+  auto unknown = r;
+  unknown.set_name("unknown");
+  unknown.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id("pvc-1:42.0");
+  EXPECT_EQ(call(*controller_, &Controller::create_volume, unknown, &made), StatusCode::NOT_FOUND);
+  array().new_snapshot_state = "unavailable";
+  pb::CreateSnapshotResponse pending;
+  ASSERT_EQ(snapshot_with_node(snap_req("later"), &pending, 0), StatusCode::OK);
+  EXPECT_FALSE(pending.snapshot().ready_to_use());
+  auto early = r;
+  early.set_name("early");
+  early.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id(
+      pending.snapshot().snapshot_id());
+  EXPECT_EQ(call(*controller_, &Controller::create_volume, early, &made), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(array().names.count("early"), 0u);
+}
+
+TEST_F(SnapshotTest, ACloneOfAStagedVolumeIsTakenFrozen) {
+  staged_volume();
+  pb::CreateVolumeRequest r;
+  r.set_name("clone");
+  r.mutable_capacity_range()->set_required_bytes(3 * kGiB);
+  *r.add_volume_capabilities() = mount_cap();
+  r.mutable_volume_content_source()->mutable_volume()->set_volume_id(kVol);
+  pb::CreateVolumeResponse made;
+  grpc::Status st;
+  auto call_it = [&]() -> asio::awaitable<void> {
+    st = co_await controller_->create_volume(r, made);
+  };
+  auto node = [&]() -> asio::awaitable<void> {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (int i = 0; i < 10; ++i) {
+      t.expires_after(std::chrono::milliseconds(20));
+      co_await t.async_wait(asio::use_awaitable);
+      co_await manager_->renew_leases(std::chrono::milliseconds(0));
+    }
+  };
+  asio::co_spawn(ioc_, call_it(), asio::detached);
+  asio::co_spawn(ioc_, node(), asio::detached);
+  ioc_.restart();
+  ioc_.run();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(array().cloned_from["clone"], edf::volume_path(kVol));
+  EXPECT_EQ(copies("clone", "frozen"), 1);
+  EXPECT_TRUE(mounter_.frozen.empty());
+}
+
+TEST_F(SnapshotTest, AFreezeLeftByACrashedAgentIsThawedAtStart) {
+  staged_volume();
+  // The journal as an agent that died frozen left it.
+  std::vector<std::string> problems;
+  auto records = journal_.load_all(&problems);
+  ASSERT_EQ(records.size(), 1u);
+  records[0].frozen = "some-request";
+  ASSERT_TRUE(testing::run_async(ioc_, journal_.save(records[0])));
+  mounter_.frozen.insert(kStaging);
+  restart();
+  EXPECT_TRUE(mounter_.frozen.empty());
+  EXPECT_NE(std::find(mounter_.calls.begin(), mounter_.calls.end(), "thaw " + kStaging),
+            mounter_.calls.end());
+  records = journal_.load_all(&problems);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_TRUE(records[0].frozen.empty());
+}
+
+TEST(FreezeCodec, RoundTripsAndRefusesWhatTheArrayShouldNotHold) {
+  const volume::FreezeRequest req{"abc-1", "node-a", 1'700'000'000'000};
+  edf::Metadata md{{volume::kFreezeKey, volume::encode(req)}};
+  const auto back = volume::freeze_request(md);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->id, "abc-1");
+  EXPECT_EQ(back->node, "node-a");
+  EXPECT_EQ(back->expires_ms, 1'700'000'000'000);
+  for (const char* bad : {"", "a b", "a b c d", "a b -5", "a b 12x", "a\tb 5 6", "a b\n 5"}) {
+    md[volume::kFreezeKey] = bad;
+    EXPECT_FALSE(volume::freeze_request(md)) << bad;
+  }
+  md[volume::kFrozenKey] = volume::encode(volume::FreezeReply{"abc-1", "frozen"});
+  ASSERT_TRUE(volume::freeze_reply(md));
+  EXPECT_EQ(volume::freeze_reply(md)->state, "frozen");
+  md[volume::kFrozenKey] = "abc-1";
+  EXPECT_FALSE(volume::freeze_reply(md));
 }
 
 }  // namespace
