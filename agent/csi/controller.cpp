@@ -286,14 +286,6 @@ Task<Status> Controller::validate_volume_capabilities(
 
 Task<Status> Controller::list_volumes(const pb::ListVolumesRequest& req,
                                       pb::ListVolumesResponse& resp) {
-  size_t start = 0;
-  if (const auto& token = req.starting_token(); !token.empty()) {
-    const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), start);
-    if (ec != std::errc() || end != token.data() + token.size()) {
-      co_return Status(grpc::StatusCode::ABORTED, "ListVolumes: starting_token '" + token +
-                                                      "' is not one this plugin gave out");
-    }
-  }
   if (req.max_entries() < 0) co_return invalid("ListVolumes: max_entries is negative");
   auto array = arrays_.get(options_.default_backend);
   if (!array) co_return to_status(array.error());
@@ -302,19 +294,18 @@ Task<Status> Controller::list_volumes(const pb::ListVolumesRequest& req,
   if (!all) co_return to_status(all.error());
   std::sort(all->begin(), all->end(),
             [](const edf::AppInstance& a, const edf::AppInstance& b) { return a.name < b.name; });
-  if (start > all->size()) {
-    co_return Status(grpc::StatusCode::ABORTED,
-                     "ListVolumes: starting_token is past the end (volumes were deleted); start "
-                     "over");
+  Page p;
+  if (auto st =
+          page("ListVolumes", "volumes", req.starting_token(), req.max_entries(), all->size(), p);
+      !st.ok()) {
+    co_return st;
   }
-  const size_t n = req.max_entries() > 0 ? static_cast<size_t>(req.max_entries()) : all->size();
-  const size_t end = std::min(all->size(), start + n);
-  for (size_t i = start; i < end; ++i) {
+  for (size_t i = p.start; i < p.end; ++i) {
     auto* v = resp.add_entries()->mutable_volume();
     v->set_volume_id((*all)[i].name);
     v->set_capacity_bytes((*all)[i].size_gib * kGiB);
   }
-  if (end < all->size()) resp.set_next_token(std::to_string(end));
+  resp.set_next_token(p.next_token);
   co_return Status::OK;
 }
 

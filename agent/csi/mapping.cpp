@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 
 #include "agent/volume/array.h"
 #include "base/json.h"
@@ -66,6 +67,27 @@ Result<edf::VolumeOptions> volume_options(const std::string& name, const StringM
     if (const auto it = secrets.find(key); it != secrets.end()) *out = it->second;
   }
   return edf::parse_volume_options(o, keys, defaults, allowed_servers);
+}
+
+grpc::Status page(const std::string& what, const std::string& entries, const std::string& token,
+                  int32_t max_entries, size_t total, Page& out) {
+  if (max_entries < 0) return invalid(what + ": max_entries is negative");
+  out = Page{};
+  if (!token.empty()) {
+    const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), out.start);
+    if (ec != std::errc() || end != token.data() + token.size()) {
+      return grpc::Status(grpc::StatusCode::ABORTED, what + ": starting_token '" + token +
+                                                         "' is not one this plugin gave out");
+    }
+  }
+  if (out.start > total) {
+    return grpc::Status(grpc::StatusCode::ABORTED, what + ": starting_token is past the end (" +
+                                                       entries + " were deleted); start over");
+  }
+  const size_t n = max_entries > 0 ? static_cast<size_t>(max_entries) : total;
+  out.end = std::min(total, out.start + n);
+  if (out.end < total) out.next_token = std::to_string(out.end);
+  return grpc::Status::OK;
 }
 
 std::map<std::string, std::string> volume_context(const StringMap& parameters) {

@@ -61,6 +61,19 @@ grpc::Status to_status(const volume::VolumeError& e);
 grpc::Status to_status(const Error& e, grpc::StatusCode otherwise = grpc::StatusCode::INTERNAL);
 grpc::Status invalid(const std::string& message);
 
+/// One page of a List call over `total` sorted entries: [start, end), and the token of the next
+/// page ("" after the last). The token is the index this plugin gave out: anything else, or one
+/// past the end (entries were deleted meanwhile), is ABORTED (start over); a negative
+/// max_entries is INVALID_ARGUMENT. `what` names the call and its entries ("ListVolumes",
+/// "volumes").
+struct Page {
+  size_t start = 0;
+  size_t end = 0;
+  std::string next_token;
+};
+grpc::Status page(const std::string& what, const std::string& entries, const std::string& token,
+                  int32_t max_entries, size_t total, Page& out);
+
 /// Volume context of a volume made from a snapshot or another volume ("snapshot <id>"): its
 /// filesystem has its source's UUID, so the node mounts xfs with nouuid (the kernel refuses a
 /// second xfs of one UUID, and a restore often lands on the node that mounts its source).

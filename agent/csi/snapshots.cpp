@@ -227,14 +227,6 @@ Task<Status> Controller::delete_snapshot(const pb::DeleteSnapshotRequest& req,
 
 Task<Status> Controller::list_snapshots(const pb::ListSnapshotsRequest& req,
                                         pb::ListSnapshotsResponse& resp) {
-  size_t start = 0;
-  if (const auto& token = req.starting_token(); !token.empty()) {
-    const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), start);
-    if (ec != std::errc() || end != token.data() + token.size()) {
-      co_return Status(grpc::StatusCode::ABORTED, "ListSnapshots: starting_token '" + token +
-                                                      "' is not one this plugin gave out");
-    }
-  }
   if (req.max_entries() < 0) co_return invalid("ListSnapshots: max_entries is negative");
   std::string only_volume = req.source_volume_id();
   std::optional<SnapshotRef> only;
@@ -270,17 +262,16 @@ Task<Status> Controller::list_snapshots(const pb::ListSnapshotsRequest& req,
   std::sort(snaps.begin(), snaps.end(), [](const auto& a, const auto& b) {
     return snapshot_id(*a.first) < snapshot_id(*b.first);
   });
-  if (start > snaps.size()) {
-    co_return Status(grpc::StatusCode::ABORTED,
-                     "ListSnapshots: starting_token is past the end (snapshots were deleted); "
-                     "start over");
+  Page p;
+  if (auto st = page("ListSnapshots", "snapshots", req.starting_token(), req.max_entries(),
+                     snaps.size(), p);
+      !st.ok()) {
+    co_return st;
   }
-  const size_t n = req.max_entries() > 0 ? static_cast<size_t>(req.max_entries()) : snaps.size();
-  const size_t end = std::min(snaps.size(), start + n);
-  for (size_t i = start; i < end; ++i) {
+  for (size_t i = p.start; i < p.end; ++i) {
     fill(*resp.add_entries()->mutable_snapshot(), *snaps[i].first, snaps[i].second);
   }
-  if (end < snaps.size()) resp.set_next_token(std::to_string(end));
+  resp.set_next_token(p.next_token);
   co_return Status::OK;
 }
 

@@ -553,14 +553,21 @@ class SnapshotTest : public CsiTest {
     r.set_source_volume_id(kVol);
     return r;
   }
-  /// CreateSnapshot while node-a's agent runs its grant checks (every 20 ms, `node_checks`
-  /// times): the controller's request reaches the node only through the array.
+  /// CreateSnapshot while node-a's agent runs its grant checks (with_node).
   StatusCode snapshot_with_node(const pb::CreateSnapshotRequest& r, pb::CreateSnapshotResponse* out,
                                 int node_checks) {
     pb::CreateSnapshotResponse resp;
+    const auto st = with_node(controller_->create_snapshot(r, resp), node_checks);
+    if (out) *out = resp;
+    return st;
+  }
+  /// Runs a controller call while node-a's agent runs its grant checks (every 20 ms,
+  /// `node_checks` times): the controller's freeze request reaches the node only through the
+  /// array.
+  StatusCode with_node(asio::awaitable<grpc::Status> call, int node_checks) {
     grpc::Status st;
-    auto call = [&]() -> asio::awaitable<void> {
-      st = co_await controller_->create_snapshot(r, resp);
+    auto run_call = [&](asio::awaitable<grpc::Status> c) -> asio::awaitable<void> {
+      st = co_await std::move(c);
     };
     auto node = [&]() -> asio::awaitable<void> {
       asio::steady_timer t(co_await asio::this_coro::executor);
@@ -570,12 +577,11 @@ class SnapshotTest : public CsiTest {
         co_await manager_->renew_leases(std::chrono::milliseconds(0));
       }
     };
-    asio::co_spawn(ioc_, call(), asio::detached);
+    asio::co_spawn(ioc_, run_call(std::move(call)), asio::detached);
     asio::co_spawn(ioc_, node(), asio::detached);
     ioc_.restart();
     ioc_.run();
     last_message_ = st.error_message();
-    if (out) *out = resp;
     return st.error_code();
   }
   double copies(const std::string& kind, const std::string& consistency) {
@@ -800,23 +806,7 @@ TEST_F(SnapshotTest, ACloneOfAStagedVolumeIsTakenFrozen) {
   *r.add_volume_capabilities() = mount_cap();
   r.mutable_volume_content_source()->mutable_volume()->set_volume_id(kVol);
   pb::CreateVolumeResponse made;
-  grpc::Status st;
-  auto call_it = [&]() -> asio::awaitable<void> {
-    st = co_await controller_->create_volume(r, made);
-  };
-  auto node = [&]() -> asio::awaitable<void> {
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    for (int i = 0; i < 10; ++i) {
-      t.expires_after(std::chrono::milliseconds(20));
-      co_await t.async_wait(asio::use_awaitable);
-      co_await manager_->renew_leases(std::chrono::milliseconds(0));
-    }
-  };
-  asio::co_spawn(ioc_, call_it(), asio::detached);
-  asio::co_spawn(ioc_, node(), asio::detached);
-  ioc_.restart();
-  ioc_.run();
-  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(with_node(controller_->create_volume(r, made), 10), StatusCode::OK) << last_message_;
   EXPECT_EQ(array().cloned_from["clone"], edf::volume_path(kVol));
   EXPECT_EQ(copies("clone", "frozen"), 1);
   EXPECT_TRUE(mounter_.frozen.empty());
