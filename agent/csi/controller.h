@@ -34,7 +34,7 @@ struct ControllerOptions {
   /// the freeze request (it looks at its next grant check, every lease_ttl/3), how often to look,
   /// and how long the node may hold the freeze (the request expires after wait + hold).
   std::chrono::milliseconds freeze_wait{15'000};
-  std::chrono::milliseconds freeze_poll{250};
+  std::chrono::milliseconds freeze_poll{50};
   std::chrono::milliseconds freeze_hold{10'000};
 };
 

@@ -105,7 +105,7 @@ struct ManagerOptions {
   /// Snapshot freezes (freeze.h): the longest a filesystem stays frozen whatever the controller
   /// does, and how often the request is looked at while frozen.
   std::chrono::milliseconds freeze_max_hold{10'000};
-  std::chrono::milliseconds freeze_poll{200};
+  std::chrono::milliseconds freeze_poll{50};
 };
 
 /// What check_access() found and did.
