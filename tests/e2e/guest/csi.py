@@ -5,9 +5,10 @@ client (tests/csi/csi_client.py) behind a command line.
     csi.py SOCKET METHOD [key=value ...]
 
 METHOD: info, probe, node-info, create, delete, publish, unpublish, stage, unstage, node-publish,
-node-unpublish, stats, expand, node-expand. Keys: vol=, node=, gib=, fs= (xfs, ext4, or block for
-a raw block volume), staging=, target=, and p.K=V (StorageClass parameters), c.K=V (volume
-context), pc.K=V (publish context).
+node-unpublish, stats, expand, node-expand, snapshot, delete-snapshot. Keys: vol=, node=, gib=, fs=
+(xfs, ext4, or block for a raw block volume), staging=, target=, name= (a snapshot's), snapshot=
+(a snapshot id: create from it; delete-snapshot's), and p.K=V (StorageClass parameters), c.K=V
+(volume context), pc.K=V (publish context).
 
 Prints the reply as one line of JSON and exits 0; a failed call prints `ERROR CODE: details` and
 exits 3 (CODE is the gRPC status name, e.g. FAILED_PRECONDITION); a usage error exits 2.
@@ -49,7 +50,10 @@ def main(argv):
             "info": lambda: c.plugin_info(),
             "probe": lambda: c.probe(),
             "node-info": lambda: c.node_info(),
-            "create": lambda: c.create_volume(vol, cap, size, parameters=params),
+            "create": lambda: c.create_volume(vol, cap, size, parameters=params,
+                                              from_snapshot=kv.get("snapshot")),
+            "snapshot": lambda: c.create_snapshot(kv["name"], vol),
+            "delete-snapshot": lambda: c.delete_snapshot(kv["snapshot"]),
             "delete": lambda: c.delete_volume(vol),
             "publish": lambda: c.controller_publish(vol, kv["node"], cap, context=ctx),
             "unpublish": lambda: c.controller_unpublish(vol, kv.get("node", "")),

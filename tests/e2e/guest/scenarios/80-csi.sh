@@ -283,5 +283,56 @@ csi a unpublish vol=$MIG node=node-b >/dev/null || die "ControllerUnpublishVolum
 csi a delete vol=$MIG >/dev/null || die "DeleteVolume of $MIG"
 check migrate
 
+# --- snapshot ----------------------------------------------------------------------------------
+# A snapshot of a volume node-a writes through open-iscsi and LIO: node-a freezes its ext4 around
+# the array's copy (the request and answer go through the app instance's metadata), and the
+# volume restored from it on node-b holds the data synced before the call.
+step_begin snapshot
+SNV=vol-snap
+SSA=$W/a/kubelet/plugins/kubernetes.io/csi/$DRIVER/snap/globalmount
+TSA=$W/a/kubelet/pods/uid-snap/volumes/kubernetes.io~csi/pv-snap/mount
+SRB=$W/b/kubelet/plugins/kubernetes.io/csi/$DRIVER/rest/globalmount
+TRB=$W/b/kubelet/pods/uid-rest/volumes/kubernetes.io~csi/pv-rest/mount
+mkdir -p "$SSA" "$(dirname "$TSA")" "$SRB" "$(dirname "$TRB")"
+out=$(csi a create vol=$SNV gib=1 fs=ext4 p.replica=2) || die "CreateVolume of $SNV: $out"
+out=$(csi a publish vol=$SNV node=node-a fs=ext4 $CTX) || die "ControllerPublishVolume of $SNV: $out"
+out=$(csi a stage vol=$SNV fs=ext4 staging="$SSA" $CTX) || die "NodeStageVolume of $SNV: $out"
+out=$(csi a node-publish vol=$SNV fs=ext4 staging="$SSA" target="$TSA" $CTX) ||
+  die "NodePublishVolume of $SNV: $out"
+dd if=/dev/urandom of="$TSA/synced.bin" bs=1M count=4 2>/dev/null || die "write into $SNV"
+sync
+ssum=$(sha256sum "$TSA/synced.bin" | cut -d' ' -f1)
+start_writer "$TSA" $W/snap-writes.txt
+sleep 1
+out=$(csi a snapshot vol=$SNV name=snapshot-e2e) || die "CreateSnapshot of $SNV: $out"
+stop_writer
+SNAP=$(printf '%s' "$out" | sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p')
+[ -n "$SNAP" ] || die "CreateSnapshot answered no snapshot id: $out"
+fact "csi snapshot $out"
+out=$(csi a create vol=vol-rest gib=1 fs=ext4 p.replica=2 snapshot="$SNAP") ||
+  die "CreateVolume from $SNAP: $out"
+out=$(csi a publish vol=vol-rest node=node-b fs=ext4 $CTX) || die "ControllerPublishVolume of vol-rest: $out"
+out=$(csi b stage vol=vol-rest fs=ext4 staging="$SRB" $CTX) || die "NodeStageVolume of vol-rest: $out"
+out=$(csi b node-publish vol=vol-rest fs=ext4 staging="$SRB" target="$TRB" $CTX) ||
+  die "NodePublishVolume of vol-rest: $out"
+step_end
+frozen=$(metric_of a 'datera_agent_filesystem_freezes_total{result="frozen"}')
+fact "csi snapshot: node-a froze ${frozen:-0} time(s); writes $(wc -l <$W/snap-writes.txt), failed $(awk '$3 != 0' $W/snap-writes.txt | wc -l)"
+[ "${frozen%.*}" -ge 1 ] 2>/dev/null || die "node-a never froze its filesystem for the snapshot"
+awk '$3 != 0 { bad = 1 } END { exit bad }' $W/snap-writes.txt || die "writes failed around the snapshot"
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(sha256sum "$TRB/synced.bin" | cut -d' ' -f1)" = "$ssum" ] || die "the restored volume does not hold the synced data"
+csi b node-unpublish vol=vol-rest target="$TRB" >/dev/null || die "NodeUnpublishVolume of vol-rest"
+csi b unstage vol=vol-rest staging="$SRB" >/dev/null || die "NodeUnstageVolume of vol-rest"
+csi a unpublish vol=vol-rest node=node-b >/dev/null || die "ControllerUnpublishVolume of vol-rest"
+csi a delete vol=vol-rest >/dev/null || die "DeleteVolume of vol-rest"
+csi a node-unpublish vol=$SNV target="$TSA" >/dev/null || die "NodeUnpublishVolume of $SNV"
+csi a unstage vol=$SNV staging="$SSA" >/dev/null || die "NodeUnstageVolume of $SNV"
+csi a unpublish vol=$SNV node=node-a >/dev/null || die "ControllerUnpublishVolume of $SNV"
+[ "$(csi_code a delete vol=$SNV)" = FAILED_PRECONDITION ] || die "DeleteVolume of $SNV with a snapshot was not refused"
+csi a delete-snapshot snapshot="$SNAP" >/dev/null || die "DeleteSnapshot $SNAP"
+csi a delete vol=$SNV >/dev/null || die "DeleteVolume of $SNV"
+check snapshot
+
 kill "$PID_a" "$PID_b" "$SIM_PID" 2>/dev/null || true
 wait 2>/dev/null || true
