@@ -112,6 +112,7 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
     std::string consistency;
     std::string why;
     bool requested = false;
+    const std::string& from_volume = req.volume_content_source().volume().volume_id();
     if (cloned) {
       if (auto st = co_await clone_source(req.volume_content_source(), *array, spec, source);
           !st.ok()) {
@@ -119,12 +120,11 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
       }
       if (!spec.clone_volume_src.empty()) {
         // A clone of a live volume: frozen around the copy, as a snapshot is.
-        const std::string& from = req.volume_content_source().volume().volume_id();
-        consistency = co_await freeze(*array, from, name, why, requested);
+        consistency = co_await freeze(*array, from_volume, name, why, requested);
       }
     }
     auto made = co_await array->ensure_volume(spec);
-    if (requested) co_await end_freeze(*array, req.volume_content_source().volume().volume_id());
+    if (requested) co_await end_freeze(*array, from_volume);
     if (!made) co_return to_status(made.error());
     size = made->size_gib > 0 ? made->size_gib : *gib;
     if (cloned && size < *gib) {
@@ -132,14 +132,7 @@ Task<Status> Controller::create_volume(const pb::CreateVolumeRequest& req,
       if (auto st = co_await array->resize(name, *gib); !st) co_return to_status(st.error());
       size = *gib;
     }
-    if (!consistency.empty()) {
-      metrics_.copy_taken("clone", consistency);
-      if (consistency == "crash_consistent") {
-        log_->warn("volume {}: cloned from {}; crash-consistent only: {}", name, source, why);
-      } else {
-        log_->info("volume {}: cloned from {}; {}", name, source, why);
-      }
-    }
+    if (!consistency.empty()) copy_taken("clone", name, "clone of " + source, consistency, why);
     log_->info("volume {}: created for CSI ({} GiB{}{})", name, size, cloned ? " from " : "",
                source);
   }

@@ -100,6 +100,10 @@ class Controller final : public ControllerHandler {
   Task<std::string> freeze(volume::Array& array, const std::string& volume, const std::string& id,
                            std::string& why, bool& requested);
   Task<void> end_freeze(volume::Array& array, const std::string& volume);
+  /// Counts a snapshot or clone (`kind`) of `volume` by consistency, and logs it: a warning when
+  /// it is crash-consistent only, with `why`.
+  void copy_taken(const char* kind, const std::string& volume, const std::string& what,
+                  const std::string& consistency, const std::string& why);
 
   ControllerOptions options_;
   volume::Arrays& arrays_;

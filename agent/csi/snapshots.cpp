@@ -46,9 +46,7 @@ std::optional<SnapshotRef> parse_snapshot_id(const std::string& id) {
   const auto colon = id.rfind(':');
   if (colon == std::string::npos) return std::nullopt;
   SnapshotRef r{id.substr(0, colon), id.substr(colon + 1)};
-  if (!edf::is_valid_name(r.volume) || r.timestamp.empty() || r.timestamp.size() > 32 ||
-      !std::all_of(r.timestamp.begin(), r.timestamp.end(),
-                   [](char c) { return (c >= '0' && c <= '9') || c == '.'; })) {
+  if (!edf::is_valid_name(r.volume) || !edf::is_valid_snapshot_timestamp(r.timestamp)) {
     return std::nullopt;
   }
   return r;
@@ -92,12 +90,6 @@ void fill(pb::Snapshot& out, const edf::Snapshot& s, int64_t size_gib) {
   out.mutable_creation_time()->set_nanos(nanos);
 }
 
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 Task<std::string> Controller::freeze(volume::Array& array, const std::string& volume,
@@ -114,7 +106,7 @@ Task<std::string> Controller::freeze(volume::Array& array, const std::string& vo
     co_return "unheld";
   }
   const volume::FreezeRequest req{
-      id, held.owner, unix_ms() + (options_.freeze_wait + options_.freeze_hold).count()};
+      id, held.owner, volume::unix_ms() + (options_.freeze_wait + options_.freeze_hold).count()};
   edf::Metadata keys;
   keys[volume::kFreezeKey] = volume::encode(req);
   keys[volume::kFrozenKey] = "";  // an answer to an earlier request is not this one's
@@ -147,6 +139,16 @@ Task<std::string> Controller::freeze(volume::Array& array, const std::string& vo
   why = "node " + held.owner + " did not answer the freeze request within " +
         std::to_string(options_.freeze_wait.count()) + " ms";
   co_return "crash_consistent";
+}
+
+void Controller::copy_taken(const char* kind, const std::string& volume, const std::string& what,
+                            const std::string& consistency, const std::string& why) {
+  metrics_.copy_taken(kind, consistency);
+  if (consistency == "crash_consistent") {
+    log_->warn("volume {}: {} is crash-consistent only: {}", volume, what, why);
+  } else {
+    log_->info("volume {}: {} taken; {}", volume, what, why);
+  }
 }
 
 Task<void> Controller::end_freeze(volume::Array& array, const std::string& volume) {
@@ -195,13 +197,8 @@ Task<Status> Controller::create_snapshot(const pb::CreateSnapshotRequest& req,
   auto made = co_await array.create_snapshot(source, key);
   if (requested) co_await end_freeze(array, source);
   if (!made) co_return to_status(made.error());
-  metrics_.copy_taken("snapshot", consistency);
-  if (consistency == "crash_consistent") {
-    log_->warn("volume {}: snapshot {} ({}) is crash-consistent only: {}", source, name,
-               snapshot_id(*made), why);
-  } else {
-    log_->info("volume {}: snapshot {} ({}) taken; {}", source, name, snapshot_id(*made), why);
-  }
+  copy_taken("snapshot", source, "snapshot " + name + " (" + snapshot_id(*made) + ")", consistency,
+             why);
   fill(*resp.mutable_snapshot(), *made, found.volume->size_gib);
   co_return Status::OK;
 }

@@ -4,6 +4,13 @@
 #include <charconv>
 #include <vector>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "agent/volume/manager.h"
+
 namespace datera::volume {
 namespace {
 
@@ -30,6 +37,12 @@ const std::string* find(const edf::Metadata& md, const char* key) {
 }
 
 }  // namespace
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 std::string encode(const FreezeRequest& r) {
   return r.id + " " + r.node + " " + std::to_string(r.expires_ms);
@@ -59,32 +72,11 @@ std::optional<FreezeReply> freeze_reply(const edf::Metadata& md) {
   return FreezeReply{(*w)[0], (*w)[1]};
 }
 
-}  // namespace datera::volume
-
 // ---------------------------------------------------------------------------------------------
 // The node's side: Manager
 // ---------------------------------------------------------------------------------------------
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
-#include "agent/volume/manager.h"
-
-namespace datera::volume {
-
 namespace asio = boost::asio;
-
-namespace {
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 void Manager::maybe_freeze(asio::any_io_executor executor, const std::string& name,
                            const edf::Metadata& md) {

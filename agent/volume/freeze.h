@@ -39,6 +39,9 @@ struct FreezeReply {
   std::string state;
 };
 
+/// The wall clock in unix ms: what a request's expiry is measured in (both sides of the array).
+int64_t unix_ms();
+
 std::string encode(const FreezeRequest& r);
 std::string encode(const FreezeReply& r);
 /// nullopt when absent or malformed (the metadata is the array's: hostile until checked).

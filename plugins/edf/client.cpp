@@ -413,13 +413,6 @@ Json create_body(const VolumeSpec& s) {
                                  {"volumes", Json::array({volume})}}})}};
 }
 
-/// A utc_ts as it may go into a URL: digits and at most one dot (Snapshot::from_json's rule).
-bool is_valid_timestamp(const std::string& ts) {
-  return !ts.empty() && ts.size() <= 32 && std::all_of(ts.begin(), ts.end(), [](char c) {
-    return (c >= '0' && c <= '9') || c == '.';
-  }) && std::count(ts.begin(), ts.end(), '.') <= 1;
-}
-
 bool is_uuid(const std::string& s) {
   if (s.size() != 36) return false;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -440,7 +433,7 @@ bool is_valid_clone_source(const std::string& path, bool snapshot) {
   if (!is_valid_name(ai)) return false;
   if (!snapshot) return path == volume_path(ai);
   const std::string prefix = volume_path(ai) + "/snapshots/";
-  return path.rfind(prefix, 0) == 0 && is_valid_timestamp(path.substr(prefix.size())) &&
+  return path.rfind(prefix, 0) == 0 && is_valid_snapshot_timestamp(path.substr(prefix.size())) &&
          path == snapshot_path(ai, path.substr(prefix.size()));
 }
 
@@ -723,7 +716,7 @@ asio::awaitable<Status> Client::delete_snapshot(const std::string& name,
                name,         true};
   if (!is_valid_name(name))
     co_return wrap(c, "'" + name + "' is not a valid EDF name", Errc::invalid_arg);
-  if (!is_valid_timestamp(timestamp)) {
+  if (!is_valid_snapshot_timestamp(timestamp)) {
     co_return wrap(
         c, "'" + safe_excerpt(timestamp, 40) + "' is not a snapshot timestamp (digits and one dot)",
         Errc::invalid_arg);

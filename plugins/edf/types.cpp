@@ -104,16 +104,18 @@ Result<Snapshot> Snapshot::from_json(const Json& j, const std::string& app_insta
   s.uuid = str(j, "uuid");
   s.op_state = str(j, "op_state");
   s.path = str(j, "path");
-  // The timestamp goes into URL paths and CSI snapshot ids: digits and one dot, nothing else.
-  const bool digits_dot = !s.timestamp.empty() && s.timestamp.size() <= 32 &&
-                          std::all_of(s.timestamp.begin(), s.timestamp.end(),
-                                      [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) &&
-                          std::count(s.timestamp.begin(), s.timestamp.end(), '.') <= 1;
-  if (!digits_dot) {
+  // The timestamp goes into URL paths and CSI snapshot ids.
+  if (!is_valid_snapshot_timestamp(s.timestamp)) {
     return Error{"a snapshot of " + app_instance +
                  " has no usable utc_ts (digits and one dot, at most 32 characters)"};
   }
   return s;
+}
+
+bool is_valid_snapshot_timestamp(const std::string& ts) {
+  return !ts.empty() && ts.size() <= 32 && std::all_of(ts.begin(), ts.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  }) && std::count(ts.begin(), ts.end(), '.') <= 1;
 }
 
 std::string volume_path(const std::string& app_instance) {

@@ -97,6 +97,9 @@ std::string initiator_name_for_node(const std::string& node);
 /// Names the client puts into URL paths: EDF's own rule (a UUID, or a letter/underscore then
 /// 2..63 of [A-Za-z0-9_.-]). Anything else is refused before a request is made.
 bool is_valid_name(const std::string& name);
+/// A snapshot's utc_ts as it may go into a URL path or a CSI snapshot id: digits and at most one
+/// dot, 1..32 characters.
+bool is_valid_snapshot_timestamp(const std::string& ts);
 /// IQN per EDF's schema (iqn.YYYY-MM.reverse.domain[:...], 16..223 chars) or eui.<16 hex>.
 bool is_valid_iqn(const std::string& iqn);
 
